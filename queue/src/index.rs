@@ -1,0 +1,681 @@
+//! The in-memory state of the queue: every live message's metadata, the
+//! due-time order, and the bookkeeping that decides which segment files may
+//! be deleted.
+//!
+//! The same `apply_*` functions are used when recovery replays the log and
+//! when the writer commits a batch, so the state after a restart is exactly
+//! the state before it. The index never does I/O.
+//!
+//! # Which segments may be deleted
+//!
+//! Records of one message live in its *home* segment (its latest full
+//! record) and possibly later segments (status records). A segment may go
+//! when both hold:
+//! - no live message has a record in it (`refs == 0`), and
+//! - every segment in its `deps` is already gone. A segment gets a dep on
+//!   an older segment when it holds the record that ended a message homed
+//!   there, or a relocated copy of a message whose older full record is
+//!   there. Deleting it first would let recovery resurrect the message from
+//!   the older record.
+//!
+//! The active segment is never deleted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::segment::SegId;
+use crate::types::{
+    DomainCount, Envelope, MessageId, MessageInfo, QueueStats, RecipientState, RecipientStatus,
+    Timestamp, UpdateOutcome,
+};
+
+/// Where a message's full record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub seg: SegId,
+    pub offset: u32,
+    /// Record length, header included.
+    pub len: u32,
+    /// Start of the body, counted from the start of the record.
+    pub body_offset: u32,
+}
+
+impl Loc {
+    pub fn body_len(&self) -> u64 {
+        u64::from(self.len - self.body_offset)
+    }
+}
+
+/// One live message.
+pub(crate) struct Entry {
+    pub env: Arc<Envelope>,
+    pub statuses: Box<[RecipientStatus]>,
+    pub arrival: Timestamp,
+    pub home: Loc,
+    /// Segments other than `home.seg` that hold status records of this message.
+    pub others: Vec<SegId>,
+    /// The key under which the message sits in the due set, if it does.
+    pub due: Option<Timestamp>,
+    pub in_flight: bool,
+    /// The body kept in RAM until the first delivery attempt, within budget.
+    pub cached_body: Option<Bytes>,
+}
+
+impl Entry {
+    fn pending(&self) -> impl Iterator<Item = &RecipientStatus> {
+        self.statuses
+            .iter()
+            .filter(|s| s.state == RecipientState::Pending)
+    }
+
+    fn due_key(&self) -> Option<Timestamp> {
+        self.pending().map(|s| s.next_attempt).min()
+    }
+
+    pub fn info(&self, id: MessageId) -> MessageInfo {
+        MessageInfo {
+            id,
+            arrival: self.arrival,
+            envelope: self.env.clone(),
+            statuses: self.statuses.to_vec(),
+            body_len: self.home.body_len(),
+            in_flight: self.in_flight,
+        }
+    }
+}
+
+/// Bookkeeping for one segment file.
+pub(crate) struct SegInfo {
+    /// Live messages with at least one record here.
+    pub refs: u32,
+    /// Older segments that must be deleted before this one.
+    pub deps: BTreeSet<SegId>,
+    /// Bytes in the file.
+    pub size: u64,
+    /// Bytes of full records of live messages homed here.
+    pub live: u64,
+    pub salt: u32,
+    /// Open handle for reading bodies (`None` in a read-only inspection).
+    pub file: Option<Arc<File>>,
+}
+
+/// A body to hand out: from RAM, or where to read it.
+pub(crate) enum BodySource {
+    Cached(Bytes),
+    OnDisk {
+        file: Arc<File>,
+        loc: Loc,
+        salt: u32,
+    },
+}
+
+/// The whole in-memory state. Guarded by one mutex in [`crate::Queue`].
+#[derive(Default)]
+pub(crate) struct Index {
+    messages: BTreeMap<MessageId, Entry>,
+    due: BTreeSet<(Timestamp, MessageId)>,
+    pub segments: BTreeMap<SegId, SegInfo>,
+    pub active: SegId,
+    pending: u64,
+    body_bytes: u64,
+    live_bytes: u64,
+    cache_used: u64,
+    pub cache_budget: u64,
+}
+
+impl Index {
+    pub fn new(cache_budget: u64) -> Self {
+        Self {
+            cache_budget,
+            ..Default::default()
+        }
+    }
+
+    pub fn contains(&self, id: MessageId) -> bool {
+        self.messages.contains_key(&id)
+    }
+
+    pub fn entry(&self, id: MessageId) -> Option<&Entry> {
+        self.messages.get(&id)
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    #[cfg(test)]
+    pub fn pending_recipients(&self) -> u64 {
+        self.pending
+    }
+
+    fn seg(&mut self, id: SegId) -> &mut SegInfo {
+        self.segments.entry(id).or_insert_with(|| SegInfo {
+            refs: 0,
+            deps: BTreeSet::new(),
+            size: 0,
+            live: 0,
+            salt: 0,
+            file: None,
+        })
+    }
+
+    /// A full record of `id` was committed at `loc`: a new message, or a
+    /// relocated copy that supersedes everything before it.
+    pub fn apply_full(
+        &mut self,
+        id: MessageId,
+        env: Arc<Envelope>,
+        statuses: Box<[RecipientStatus]>,
+        arrival: Timestamp,
+        loc: Loc,
+        body: Option<Bytes>,
+    ) {
+        let mut entry = Entry {
+            env,
+            statuses,
+            arrival,
+            home: loc,
+            others: Vec::new(),
+            due: None,
+            in_flight: false,
+            cached_body: None,
+        };
+        let mut body = body;
+        if let Some(old) = self.messages.remove(&id) {
+            self.detach(id, &old);
+            if old.home.seg != loc.seg {
+                self.seg(loc.seg).deps.insert(old.home.seg);
+            }
+            // A relocated copy is the same message: whoever holds it in
+            // flight still does, and a body still cached stays cached.
+            entry.in_flight = old.in_flight;
+            body = old.cached_body.or(body);
+        }
+        if entry.pending().next().is_none() {
+            return; // nothing left to deliver: not queued
+        }
+        if let Some(body) = body
+            && self.cache_used + body.len() as u64 <= self.cache_budget
+        {
+            self.cache_used += body.len() as u64;
+            entry.cached_body = Some(body);
+        }
+        self.attach(id, &mut entry);
+        self.messages.insert(id, entry);
+    }
+
+    /// Counts a message in the totals and the due set.
+    fn attach(&mut self, id: MessageId, e: &mut Entry) {
+        let seg = self.seg(e.home.seg);
+        seg.refs += 1;
+        seg.live += u64::from(e.home.len);
+        self.live_bytes += u64::from(e.home.len);
+        self.pending += e.pending().count() as u64;
+        self.body_bytes += e.home.body_len();
+        if !e.in_flight {
+            e.due = e.due_key();
+            if let Some(t) = e.due {
+                self.due.insert((t, id));
+            }
+        }
+    }
+
+    /// Undoes `attach` and drops the references to every segment.
+    fn detach(&mut self, id: MessageId, e: &Entry) {
+        let home = self.seg(e.home.seg);
+        home.refs -= 1;
+        home.live -= u64::from(e.home.len);
+        for s in &e.others {
+            self.seg(*s).refs -= 1;
+        }
+        self.live_bytes -= u64::from(e.home.len);
+        self.pending -= e.pending().count() as u64;
+        self.body_bytes -= e.home.body_len();
+        if let Some(t) = e.due {
+            self.due.remove(&(t, id));
+        }
+        if let Some(b) = &e.cached_body {
+            self.cache_used -= b.len() as u64;
+        }
+    }
+
+    /// Ends a message because of a record in `seg`.
+    fn kill(&mut self, id: MessageId, seg: SegId) {
+        if let Some(e) = self.messages.remove(&id) {
+            self.detach(id, &e);
+            if e.home.seg != seg {
+                self.seg(seg).deps.insert(e.home.seg);
+            }
+        }
+    }
+
+    /// Applies a committed status record from `seg`. `None` if the message
+    /// is unknown (already removed, or its full record was lost).
+    pub fn apply_status(
+        &mut self,
+        id: MessageId,
+        changes: &[(u32, RecipientStatus)],
+        seg: SegId,
+    ) -> Option<UpdateOutcome> {
+        let e = self.messages.get_mut(&id)?;
+        let mut pending_delta: i64 = 0;
+        for (index, st) in changes {
+            let Some(slot) = e.statuses.get_mut(*index as usize) else {
+                continue;
+            };
+            pending_delta -= i64::from(slot.state == RecipientState::Pending);
+            pending_delta += i64::from(st.state == RecipientState::Pending);
+            *slot = st.clone();
+        }
+        let add_ref = seg != e.home.seg && !e.others.contains(&seg);
+        if add_ref {
+            e.others.push(seg);
+        }
+        let old_due = e.due.take();
+        e.in_flight = false;
+        let freed = e.cached_body.take().map_or(0, |b| b.len() as u64);
+        let new_due = e.due_key();
+        e.due = new_due;
+        self.pending = self.pending.saturating_add_signed(pending_delta);
+        self.cache_used -= freed;
+        if add_ref {
+            self.seg(seg).refs += 1;
+        }
+        if let Some(t) = old_due {
+            self.due.remove(&(t, id));
+        }
+        match new_due {
+            Some(t) => {
+                self.due.insert((t, id));
+                Some(UpdateOutcome::StillQueued)
+            }
+            None => {
+                self.kill(id, seg);
+                Some(UpdateOutcome::Removed)
+            }
+        }
+    }
+
+    /// Applies a committed remove record from `seg`; false if unknown.
+    pub fn apply_remove(&mut self, id: MessageId, seg: SegId) -> bool {
+        let known = self.messages.contains_key(&id);
+        self.kill(id, seg);
+        known
+    }
+
+    /// Hands out up to `limit` messages due at `now`, marking them in flight.
+    pub fn take_due(&mut self, now: Timestamp, limit: usize) -> Vec<MessageInfo> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(&(t, id)) = self.due.first() else {
+                break;
+            };
+            if t > now {
+                break;
+            }
+            self.due.pop_first();
+            let e = self
+                .messages
+                .get_mut(&id)
+                .expect("due set only holds live messages");
+            e.due = None;
+            e.in_flight = true;
+            out.push(e.info(id));
+        }
+        out
+    }
+
+    /// Ends a message's in-flight state without a status change.
+    pub fn release(&mut self, id: MessageId) -> bool {
+        let Some(e) = self.messages.get_mut(&id) else {
+            return false;
+        };
+        if e.in_flight {
+            e.in_flight = false;
+            e.due = e.due_key();
+            if let Some(t) = e.due {
+                self.due.insert((t, id));
+            }
+        }
+        true
+    }
+
+    /// The earliest time any message not in flight is due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.due.first().map(|(t, _)| *t)
+    }
+
+    /// Up to `limit` messages with ids greater than `after`, in id order.
+    pub fn page(&self, after: Option<MessageId>, limit: usize) -> Vec<MessageInfo> {
+        let range = match after {
+            Some(a) => self
+                .messages
+                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => self.messages.range(..),
+        };
+        range.take(limit).map(|(id, e)| e.info(*id)).collect()
+    }
+
+    /// Where to get a message's body.
+    pub fn body_source(&self, id: MessageId) -> Option<BodySource> {
+        let e = self.messages.get(&id)?;
+        if let Some(b) = &e.cached_body {
+            return Some(BodySource::Cached(b.clone()));
+        }
+        let seg = self.segments.get(&e.home.seg)?;
+        Some(BodySource::OnDisk {
+            file: seg.file.clone()?,
+            loc: e.home,
+            salt: seg.salt,
+        })
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            messages: self.messages.len() as u64,
+            recipients: self.pending,
+            body_bytes: self.body_bytes,
+            disk_bytes: self.segments.values().map(|s| s.size).sum(),
+            segments: self.segments.len() as u64,
+        }
+    }
+
+    /// Pending recipients and messages per recipient domain, most recipients first.
+    pub fn domains(&self) -> Vec<DomainCount> {
+        let mut by: HashMap<String, (u64, u64, MessageId)> = HashMap::new();
+        for (id, e) in &self.messages {
+            for (r, st) in e.env.recipients.iter().zip(e.statuses.iter()) {
+                if st.state != RecipientState::Pending {
+                    continue;
+                }
+                let slot = by
+                    .entry(r.domain().to_ascii_lowercase())
+                    .or_insert((0, 0, *id));
+                slot.1 += 1;
+                if slot.0 == 0 || slot.2 != *id {
+                    slot.0 += 1;
+                    slot.2 = *id;
+                }
+            }
+        }
+        let mut out: Vec<DomainCount> = by
+            .into_iter()
+            .map(|(domain, (messages, recipients, _))| DomainCount {
+                domain,
+                messages,
+                recipients,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.recipients
+                .cmp(&a.recipients)
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+        out
+    }
+
+    /// Segments that may be deleted now (see the module docs).
+    pub fn deletable(&self) -> Vec<SegId> {
+        self.segments
+            .iter()
+            .filter(|(id, s)| {
+                **id != self.active
+                    && s.refs == 0
+                    && s.deps.iter().all(|d| !self.segments.contains_key(d))
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Total bytes of the spool files and of live records in them.
+    pub fn footprint(&self) -> (u64, u64) {
+        (
+            self.segments.values().map(|s| s.size).sum(),
+            self.live_bytes,
+        )
+    }
+
+    /// The oldest segment that is neither active nor already deletable.
+    pub fn compaction_victim(&self) -> Option<SegId> {
+        let deletable = self.deletable();
+        self.segments
+            .keys()
+            .copied()
+            .find(|id| *id != self.active && !deletable.contains(id))
+    }
+
+    /// Live messages with any record in `seg`, and their current homes.
+    pub fn referencing(&self, seg: SegId) -> Vec<(MessageId, Loc)> {
+        self.messages
+            .iter()
+            .filter(|(_, e)| e.home.seg == seg || e.others.contains(&seg))
+            .map(|(id, e)| (*id, e.home))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EnvelopeRecipient;
+
+    fn env(n: usize) -> Arc<Envelope> {
+        Arc::new(Envelope {
+            sender: "s@x".into(),
+            meta: Box::default(),
+            recipients: (0..n)
+                .map(|i| EnvelopeRecipient::new(format!("r{i}@d{i}.example")))
+                .collect(),
+        })
+    }
+
+    fn loc(seg: SegId, offset: u32) -> Loc {
+        Loc {
+            seg,
+            offset,
+            len: 100,
+            body_offset: 60,
+        }
+    }
+
+    fn pending(n: usize, at: u64) -> Box<[RecipientStatus]> {
+        vec![RecipientStatus::pending(Timestamp::from_millis(at)); n].into()
+    }
+
+    fn done() -> RecipientStatus {
+        RecipientStatus {
+            state: RecipientState::Delivered,
+            ..RecipientStatus::pending(Timestamp::default())
+        }
+    }
+
+    fn index_with_segments(ids: &[SegId]) -> Index {
+        let mut ix = Index::new(0);
+        for id in ids {
+            ix.seg(*id);
+        }
+        ix.active = *ids.last().unwrap();
+        ix
+    }
+
+    #[test]
+    fn last_recipient_done_removes_and_pins_the_tombstone_segment() {
+        let mut ix = index_with_segments(&[1, 2, 3]);
+        let id = MessageId::from_u64(1);
+        ix.apply_full(
+            id,
+            env(2),
+            pending(2, 0),
+            Timestamp::default(),
+            loc(1, 32),
+            None,
+        );
+        assert_eq!(ix.pending_recipients(), 2);
+        assert_eq!(
+            ix.apply_status(id, &[(0, done())], 2),
+            Some(UpdateOutcome::StillQueued)
+        );
+        assert_eq!(ix.segments[&2].refs, 1);
+        assert_eq!(
+            ix.apply_status(id, &[(1, done())], 2),
+            Some(UpdateOutcome::Removed)
+        );
+        assert_eq!(ix.len(), 0);
+        assert_eq!(ix.pending_recipients(), 0);
+        // Segment 2 holds the record that ended a message homed in 1: 1 must go first.
+        assert_eq!(ix.deletable(), vec![1]);
+        ix.segments.remove(&1);
+        assert_eq!(ix.deletable(), vec![2]);
+    }
+
+    #[test]
+    fn relocation_supersedes_and_releases_old_segments() {
+        let mut ix = index_with_segments(&[1, 2, 3]);
+        let id = MessageId::from_u64(1);
+        ix.apply_full(
+            id,
+            env(2),
+            pending(2, 0),
+            Timestamp::default(),
+            loc(1, 32),
+            None,
+        );
+        ix.apply_status(id, &[(0, done())], 2);
+        let current = ix.entry(id).unwrap().statuses.clone();
+        ix.apply_full(id, env(2), current, Timestamp::default(), loc(3, 32), None);
+        assert_eq!(ix.segments[&1].refs, 0);
+        assert_eq!(ix.segments[&2].refs, 0);
+        assert_eq!(ix.segments[&3].refs, 1);
+        assert_eq!(ix.pending_recipients(), 1);
+        assert!(ix.segments[&3].deps.contains(&1));
+        assert_eq!(ix.deletable(), vec![1, 2]);
+    }
+
+    #[test]
+    fn due_order_and_in_flight() {
+        let mut ix = index_with_segments(&[1]);
+        for (i, at) in [(1u64, 30u64), (2, 10), (3, 20)] {
+            ix.apply_full(
+                MessageId::from_u64(i),
+                env(1),
+                pending(1, at),
+                Timestamp::default(),
+                loc(1, 0),
+                None,
+            );
+        }
+        assert_eq!(ix.next_due(), Some(Timestamp::from_millis(10)));
+        let got: Vec<u64> = ix
+            .take_due(Timestamp::from_millis(25), 10)
+            .iter()
+            .map(|m| m.id.as_u64())
+            .collect();
+        assert_eq!(got, vec![2, 3]);
+        assert!(
+            ix.take_due(Timestamp::from_millis(25), 10).is_empty(),
+            "in flight is not handed out twice"
+        );
+        assert!(ix.release(MessageId::from_u64(2)));
+        assert_eq!(ix.take_due(Timestamp::from_millis(25), 10).len(), 1);
+        let mut later = RecipientStatus::pending(Timestamp::from_millis(100));
+        later.attempts = 1;
+        ix.apply_status(MessageId::from_u64(3), &[(0, later)], 1);
+        assert_eq!(ix.next_due(), Some(Timestamp::from_millis(30)));
+    }
+
+    #[test]
+    fn domains_count_messages_once() {
+        let mut ix = index_with_segments(&[1]);
+        let e = Arc::new(Envelope {
+            sender: "".into(),
+            meta: Box::default(),
+            recipients: vec![
+                EnvelopeRecipient::new("a@X.example"),
+                EnvelopeRecipient::new("b@x.example"),
+            ]
+            .into(),
+        });
+        ix.apply_full(
+            MessageId::from_u64(1),
+            e,
+            pending(2, 0),
+            Timestamp::default(),
+            loc(1, 0),
+            None,
+        );
+        ix.apply_full(
+            MessageId::from_u64(2),
+            env(1),
+            pending(1, 0),
+            Timestamp::default(),
+            loc(1, 0),
+            None,
+        );
+        let d = ix.domains();
+        assert_eq!(
+            d[0],
+            DomainCount {
+                domain: "x.example".into(),
+                messages: 1,
+                recipients: 2
+            }
+        );
+        assert_eq!(
+            d[1],
+            DomainCount {
+                domain: "d0.example".into(),
+                messages: 1,
+                recipients: 1
+            }
+        );
+    }
+
+    #[test]
+    fn body_cache_respects_budget_and_ends_at_first_attempt() {
+        let mut ix = index_with_segments(&[1]);
+        ix.cache_budget = 10;
+        let body = Bytes::from_static(b"0123456789");
+        ix.apply_full(
+            MessageId::from_u64(1),
+            env(1),
+            pending(1, 0),
+            Timestamp::default(),
+            loc(1, 0),
+            Some(body.clone()),
+        );
+        ix.apply_full(
+            MessageId::from_u64(2),
+            env(1),
+            pending(1, 0),
+            Timestamp::default(),
+            loc(1, 0),
+            Some(body),
+        );
+        assert!(
+            ix.entry(MessageId::from_u64(1))
+                .unwrap()
+                .cached_body
+                .is_some()
+        );
+        assert!(
+            ix.entry(MessageId::from_u64(2))
+                .unwrap()
+                .cached_body
+                .is_none()
+        );
+        let mut st = RecipientStatus::pending(Timestamp::from_millis(5));
+        st.attempts = 1;
+        ix.apply_status(MessageId::from_u64(1), &[(0, st)], 1);
+        assert!(
+            ix.entry(MessageId::from_u64(1))
+                .unwrap()
+                .cached_body
+                .is_none()
+        );
+        assert_eq!(ix.cache_used, 0);
+    }
+}

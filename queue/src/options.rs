@@ -1,0 +1,57 @@
+//! How a queue is opened: where, how durable, how big its files get.
+//! Plain values; the application maps its own configuration onto them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When an acknowledged write is on stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `enqueue` and `update` return only after `fdatasync` of the batch
+    /// that holds them: an acknowledged message survives a crash of the
+    /// process, the kernel or the machine. The default.
+    Fsync,
+    /// Return once the batch is written to the kernel (`write`), and
+    /// `fdatasync` every `flush_interval`. Survives a crash of the process;
+    /// a kernel crash or power loss can lose what was acknowledged in the
+    /// last `flush_interval`. Opt-in, for operators who accept that window.
+    Buffered {
+        /// How often buffered writes are forced to disk.
+        flush_interval: Duration,
+    },
+}
+
+/// Options for [`crate::Queue::open`].
+#[derive(Clone, Debug)]
+pub struct QueueOptions {
+    /// The spool directory (created if missing).
+    pub path: PathBuf,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// A segment file is closed and a new one started once it reaches this
+    /// size (bytes). Between 64 KiB and 1 GiB.
+    pub segment_size: u64,
+    /// Bytes of fresh message bodies kept in RAM until their first delivery
+    /// attempt, so that delivery does not read them back from disk.
+    pub body_cache: u64,
+    /// New messages are refused with [`crate::QueueError::Full`] while the
+    /// file system has less free space than this (bytes); 0 disables the check.
+    pub min_free_space: u64,
+}
+
+/// Smallest and largest segment sizes.
+pub const SEGMENT_SIZE_RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
+
+impl QueueOptions {
+    /// Defaults for a spool at `path`: full durability, 64 MiB segments,
+    /// a 64 MiB body cache, no free-space reserve.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            durability: Durability::Fsync,
+            segment_size: 64 << 20,
+            body_cache: 64 << 20,
+            min_free_space: 0,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The [`Queue`] handle: opening, the write API (answered after commit),
+//! and the read API (served from the in-memory index).
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::codec;
+use crate::compactor;
+use crate::error::QueueError;
+use crate::index::{BodySource, Index};
+use crate::options::{QueueOptions, SEGMENT_SIZE_RANGE};
+use crate::recovery::{self, LOCK_FILE, RecoveryReport};
+use crate::shared::{Health, IoStats, Shared, lock};
+use crate::types::{
+    DomainCount, MessageId, MessageInfo, NewMessage, QueueStats, RecipientStatus, Timestamp,
+    UpdateOutcome,
+};
+use crate::writer::{Cmd, Done, Op, Request, Writer};
+
+/// A durable message queue in one spool directory. Cheap to share behind an
+/// `Arc`; every method takes `&self`.
+pub struct Queue {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Cmd>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl Queue {
+    /// Opens (creating if needed) and recovers the spool, then starts the
+    /// writer and compactor threads. Blocking: call it from a thread where
+    /// blocking is fine (for example `spawn_blocking`).
+    pub fn open(opts: QueueOptions) -> Result<(Queue, RecoveryReport), QueueError> {
+        if !SEGMENT_SIZE_RANGE.contains(&opts.segment_size) {
+            return Err(QueueError::Invalid(
+                "segment_size must be between 64 KiB and 1 GiB",
+            ));
+        }
+        let dir = opts.path.clone();
+        fs::create_dir_all(&dir)
+            .map_err(|e| QueueError::io(format!("create {}", dir.display()), e))?;
+        let lock_file = take_lock(&dir)?;
+        let loaded = recovery::load(&dir, true, opts.body_cache)?;
+        let mut report = loaded.report;
+        let first_segment = loaded.last_segment.map_or(1, |last| last + 1);
+        let mut index = loaded.index;
+        index.active = first_segment;
+        let segments_before = index.segments.len();
+        let shared = Arc::new(Shared {
+            index: Mutex::new(index),
+            health: Default::default(),
+            io: Default::default(),
+            next_id: (loaded.max_id + 1).max(now_micros()).into(),
+            opts,
+            dir,
+            compactor_wake: Default::default(),
+            stopping: Default::default(),
+            #[cfg(test)]
+            faults: Default::default(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer::start(shared.clone(), rx, first_segment)?;
+        writer.collect_garbage();
+        report.deleted_segments =
+            (segments_before + 1).saturating_sub(shared.index().segments.len()) as u64;
+        let threads = vec![
+            spawn("tern-queue-writer", move || writer.run())?,
+            spawn("tern-queue-compact", {
+                let (shared, tx) = (shared.clone(), tx.clone());
+                move || compactor::run(shared, tx)
+            })?,
+        ];
+        Ok((
+            Queue {
+                shared,
+                tx,
+                threads: Mutex::new(threads),
+                _lock: lock_file,
+            },
+            report,
+        ))
+    }
+
+    /// Makes `msg` durable and returns its id. Returns only after the
+    /// message's record is on stable storage (see [`crate::Durability`]);
+    /// concurrent calls share one write and one sync.
+    ///
+    /// If the future is dropped after the request was handed over, the
+    /// message may still be queued (the caller never saw an id, so the
+    /// client retries and the message may be delivered twice, as RFC 5321
+    /// allows; it is never lost).
+    pub async fn enqueue(&self, msg: NewMessage) -> Result<MessageId, QueueError> {
+        codec::check_message(&msg.envelope, msg.body.len()).map_err(QueueError::Invalid)?;
+        match self.health() {
+            Health::Healthy => {}
+            Health::Full(r) => return Err(QueueError::Full(r)),
+            Health::Unhealthy(r) => return Err(QueueError::Unhealthy(r)),
+        }
+        let id = MessageId::from_u64(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
+        let n = msg.envelope.recipients.len();
+        let statuses: Box<[RecipientStatus]> =
+            vec![RecipientStatus::pending(msg.first_attempt); n].into();
+        let rec =
+            codec::encode_message(id, msg.arrival, &msg.envelope, &statuses, msg.body.clone());
+        let op = Op::Insert {
+            id,
+            env: Arc::new(msg.envelope),
+            statuses,
+            arrival: msg.arrival,
+            body: msg.body,
+        };
+        self.submit(op, Some(rec)).await.map(|_| id)
+    }
+
+    /// Records new statuses for some recipients of `id` (by envelope index),
+    /// durably, and ends the message's in-flight state. When no recipient is
+    /// left pending, the message is removed.
+    pub async fn update(
+        &self,
+        id: MessageId,
+        changes: Vec<(u32, RecipientStatus)>,
+    ) -> Result<UpdateOutcome, QueueError> {
+        if changes.is_empty() {
+            return Err(QueueError::Invalid(
+                "an update needs at least one recipient",
+            ));
+        }
+        let rec = codec::encode_status(id, &changes);
+        match self.submit(Op::Update { id, changes }, Some(rec)).await? {
+            Done::Updated(outcome) => Ok(outcome),
+            _ => Err(QueueError::Invalid(
+                "the writer answered an update with another kind",
+            )),
+        }
+    }
+
+    /// Removes a message whatever its recipients' states (purge), durably.
+    pub async fn remove(&self, id: MessageId) -> Result<(), QueueError> {
+        self.submit(Op::Remove { id }, Some(codec::encode_remove(id)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn submit(&self, op: Op, rec: Option<codec::Encoded>) -> Result<Done, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Cmd::Write(Request { op, rec, reply }))
+            .map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Hands out up to `limit` messages with a recipient due at or before
+    /// `now`, oldest due first, and marks them in flight: they are not
+    /// handed out again until [`Queue::update`] or [`Queue::release`].
+    /// In-flight marks are not persisted: after a restart everything is due.
+    pub fn take_due(&self, now: Timestamp, limit: usize) -> Vec<MessageInfo> {
+        self.shared.index().take_due(now, limit)
+    }
+
+    /// Ends a message's in-flight state without changing it. False if the
+    /// message is not queued.
+    pub fn release(&self, id: MessageId) -> bool {
+        self.shared.index().release(id)
+    }
+
+    /// When the next message not in flight is due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.shared.index().next_due()
+    }
+
+    /// One message's metadata.
+    pub fn get(&self, id: MessageId) -> Option<MessageInfo> {
+        self.shared.index().entry(id).map(|e| e.info(id))
+    }
+
+    /// Up to `limit` messages with ids after `after`, in id order: page
+    /// through the whole queue with bounded memory.
+    pub fn page(&self, after: Option<MessageId>, limit: usize) -> Vec<MessageInfo> {
+        self.shared.index().page(after, limit)
+    }
+
+    /// A message's body: from RAM if still cached, otherwise read back from
+    /// its segment and checksum-verified. Blocking when it reads: call it
+    /// from a thread where a short disk read is fine.
+    pub fn body(&self, id: MessageId) -> Result<Bytes, QueueError> {
+        let source = self
+            .shared
+            .index()
+            .body_source(id)
+            .ok_or(QueueError::NotFound(id))?;
+        match source {
+            BodySource::Cached(b) => Ok(b),
+            BodySource::OnDisk { file, loc, salt } => {
+                compactor::read_record_body(&self.shared, &file, loc, salt)
+            }
+        }
+    }
+
+    /// Totals of what is queued and of the files on disk.
+    pub fn stats(&self) -> QueueStats {
+        self.shared.index().stats()
+    }
+
+    /// Pending messages and recipients per recipient domain.
+    pub fn domains(&self) -> Vec<DomainCount> {
+        self.shared.index().domains()
+    }
+
+    /// What the writer has done since open (batches, records, bytes, syncs).
+    pub fn io_stats(&self) -> IoStats {
+        self.shared.io.get()
+    }
+
+    /// Whether new messages are accepted (cheap: one atomic load when healthy).
+    pub fn health(&self) -> Health {
+        self.shared.health.get()
+    }
+
+    /// Stops the compactor and the writer after the writes already handed
+    /// over are committed; later calls fail with [`QueueError::Closed`].
+    /// Blocking; idempotent.
+    pub fn close(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.compactor_wake.notify();
+        let _ = self.tx.send(Cmd::Shutdown);
+        let threads: Vec<_> = lock(&self.threads).drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> &crate::faults::Faults {
+        &self.shared.faults
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A read-only view of a spool, for tools that run beside (or without) the
+/// daemon, such as `tern queue summary`. Taken without the lock and without
+/// repairing anything; if the daemon is writing, the view is a moment's
+/// approximation.
+pub struct SpoolSnapshot {
+    index: Index,
+}
+
+impl SpoolSnapshot {
+    /// Reads the spool at `path` without changing it.
+    pub fn read(path: &Path) -> Result<(SpoolSnapshot, RecoveryReport), QueueError> {
+        let loaded = recovery::load(path, false, 0)?;
+        Ok((
+            SpoolSnapshot {
+                index: loaded.index,
+            },
+            loaded.report,
+        ))
+    }
+
+    /// Totals of what is queued.
+    pub fn stats(&self) -> QueueStats {
+        self.index.stats()
+    }
+
+    /// Pending messages and recipients per recipient domain.
+    pub fn domains(&self) -> Vec<DomainCount> {
+        self.index.domains()
+    }
+
+    /// Up to `limit` messages with ids after `after`, in id order.
+    pub fn page(&self, after: Option<MessageId>, limit: usize) -> Vec<MessageInfo> {
+        self.index.page(after, limit)
+    }
+}
+
+fn take_lock(dir: &Path) -> Result<File, QueueError> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| QueueError::io(format!("open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(QueueError::Locked(dir.to_owned())),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(QueueError::io(format!("lock {}", path.display()), e))
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, QueueError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| QueueError::io(format!("spawn {name}"), e))
+}
+
+fn now_micros() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,378 @@
+//! Opening a spool: scan every segment, replay the records into a fresh
+//! index, repair what a crash left behind, and report what was found.
+//!
+//! Whatever the directory holds, recovery does not fail on content: a bad
+//! segment header sends that segment to `quarantine/`; a bad record is
+//! skipped (its bytes are copied to `quarantine/` for inspection); a torn
+//! tail of the last segment is truncated; files that are not segments are
+//! listed and left alone. Only I/O errors (unreadable directory or file)
+//! stop the open. In read-only mode nothing on disk is changed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::{self, Record, ReplyInterner};
+use crate::error::QueueError;
+use crate::index::{Index, Loc, SegInfo};
+use crate::segment::{self, BadRegion, SEGMENT_HEADER_LEN, SegId};
+
+/// Name of the quarantine directory inside the spool.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Name of the lock file inside the spool.
+pub const LOCK_FILE: &str = "LOCK";
+/// Corrupt regions listed one by one in the report (the count is always exact).
+const MAX_LISTED: usize = 100;
+
+/// One region of a segment that held no valid record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptRegion {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Messages with pending recipients after recovery.
+    pub messages: u64,
+    /// Pending recipients after recovery.
+    pub recipients: u64,
+    /// Body bytes of the recovered messages.
+    pub body_bytes: u64,
+    /// Segment files read.
+    pub segments: u64,
+    /// Bytes read from segment files.
+    pub bytes_read: u64,
+    /// Valid records replayed.
+    pub records: u64,
+    /// Corrupt records skipped: damaged regions between valid records,
+    /// damaged tails of sealed segments, and records that failed to decode.
+    pub corrupt_records: u64,
+    /// Corrupt regions (the first 100).
+    pub corrupt: Vec<CorruptRegion>,
+    /// Bytes cut off the end of the last segment (an interrupted write).
+    pub torn_tail_bytes: u64,
+    /// Records of a kind this version does not know, skipped.
+    pub unknown_records: u64,
+    /// Status or remove records for messages not in the spool (their
+    /// message was finished, or its record was corrupt), ignored.
+    pub orphan_records: u64,
+    /// Segment files too short to hold a header (removed when writable).
+    pub empty_segments: u64,
+    /// Segments with an unreadable header, moved to `quarantine/`.
+    pub quarantined_segments: Vec<PathBuf>,
+    /// Files in the spool directory that are not Tern's, left alone.
+    pub ignored_files: Vec<PathBuf>,
+    /// Segments deleted because nothing in them was needed any more.
+    pub deleted_segments: u64,
+    /// Time the whole recovery took.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} messages, {} recipients, {} body bytes from {} segments ({} records, {} bytes read) in {} ms; \
+             {} corrupt records, {} torn-tail bytes truncated, {} unknown records, {} orphan records, \
+             {} quarantined segments, {} ignored files",
+            self.messages,
+            self.recipients,
+            self.body_bytes,
+            self.segments,
+            self.records,
+            self.bytes_read,
+            self.elapsed.as_millis(),
+            self.corrupt_records,
+            self.torn_tail_bytes,
+            self.unknown_records,
+            self.orphan_records,
+            self.quarantined_segments.len(),
+            self.ignored_files.len(),
+        )
+    }
+}
+
+/// The result of loading a spool.
+pub(crate) struct Loaded {
+    pub index: Index,
+    pub report: RecoveryReport,
+    pub max_id: u64,
+    pub last_segment: Option<SegId>,
+}
+
+#[derive(Default)]
+struct Interner(HashMap<Box<str>, Arc<str>>);
+
+impl ReplyInterner for Interner {
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(text) {
+            return a.clone();
+        }
+        let a: Arc<str> = text.into();
+        self.0.insert(text.into(), a.clone());
+        a
+    }
+}
+
+/// Everything replay builds up while scanning.
+struct Replay {
+    index: Index,
+    report: RecoveryReport,
+    interner: Interner,
+    max_id: u64,
+}
+
+/// Loads the spool at `dir`. With `writable`, repairs as it goes.
+pub(crate) fn load(dir: &Path, writable: bool, cache_budget: u64) -> Result<Loaded, QueueError> {
+    let started = Instant::now();
+    let mut st = Replay {
+        index: Index::new(cache_budget),
+        report: RecoveryReport::default(),
+        interner: Interner::default(),
+        max_id: 0,
+    };
+    let ids = list_segments(dir, &mut st.report)?;
+    let last = ids.last().copied();
+    for &seg in &ids {
+        let path = dir.join(segment::file_name(seg));
+        let Some((file, buf)) = read_segment(&path, writable)? else {
+            continue; // vanished (read-only inspection of a live spool)
+        };
+        st.report.bytes_read += buf.len() as u64;
+        let Some(salt) = check_header(dir, &path, seg, &buf, writable, &mut st.report)? else {
+            continue;
+        };
+        st.report.segments += 1;
+        st.index.segments.insert(
+            seg,
+            SegInfo {
+                refs: 0,
+                deps: Default::default(),
+                size: buf.len() as u64,
+                live: 0,
+                salt,
+                file: Some(Arc::new(file)),
+            },
+        );
+        let outcome = segment::scan(&buf, salt, |offset, payload, total| {
+            st.replay(&path, seg, offset, payload, total)
+        });
+        for region in &outcome.corrupt {
+            note_corrupt(dir, &path, seg, region, &buf, writable, &mut st.report);
+        }
+        let Some(tail) = &outcome.tail else { continue };
+        if Some(seg) != last {
+            note_corrupt(dir, &path, seg, tail, &buf, writable, &mut st.report);
+            continue;
+        }
+        tracing::warn!(path = %path.display(), offset = tail.offset, bytes = tail.len, "truncating torn tail of the last spool segment");
+        st.report.torn_tail_bytes += tail.len;
+        if writable {
+            truncate(&path, outcome.valid_end)?;
+            if let Some(s) = st.index.segments.get_mut(&seg) {
+                s.size = outcome.valid_end;
+            }
+        }
+    }
+    let stats = st.index.stats();
+    st.report.messages = stats.messages;
+    st.report.recipients = stats.recipients;
+    st.report.body_bytes = stats.body_bytes;
+    st.report.elapsed = started.elapsed();
+    Ok(Loaded {
+        index: st.index,
+        report: st.report,
+        max_id: st.max_id,
+        last_segment: last,
+    })
+}
+
+/// The segment's salt, or `None` if it has no usable header (then it is
+/// removed when empty, or quarantined).
+fn check_header(
+    dir: &Path,
+    path: &Path,
+    seg: SegId,
+    buf: &[u8],
+    writable: bool,
+    report: &mut RecoveryReport,
+) -> Result<Option<u32>, QueueError> {
+    if buf.len() < SEGMENT_HEADER_LEN {
+        report.empty_segments += 1;
+        if writable {
+            remove(path)?;
+        }
+        return Ok(None);
+    }
+    let reason = match segment::decode_header(buf, seg) {
+        Ok(salt) => return Ok(Some(salt)),
+        Err(reason) => reason,
+    };
+    tracing::error!(path = %path.display(), reason, "unreadable spool segment header; quarantined");
+    report.corrupt_records += 1;
+    if writable {
+        let to = quarantine_dir(dir)?.join(segment::file_name(seg));
+        fs::rename(path, &to)
+            .map_err(|e| QueueError::io(format!("quarantine {}", path.display()), e))?;
+        report.quarantined_segments.push(to);
+    } else {
+        report.quarantined_segments.push(path.to_owned());
+    }
+    Ok(None)
+}
+
+impl Replay {
+    /// Applies one valid record to the index.
+    fn replay(&mut self, path: &Path, seg: SegId, offset: u64, payload: &[u8], total: usize) {
+        self.report.records += 1;
+        match codec::decode(payload, &mut self.interner) {
+            Ok(Record::Message(m)) => {
+                self.max_id = self.max_id.max(m.id.as_u64());
+                let loc = Loc {
+                    seg,
+                    offset: offset as u32,
+                    len: total as u32,
+                    body_offset: m.body_offset,
+                };
+                self.index
+                    .apply_full(m.id, Arc::new(m.envelope), m.statuses, m.arrival, loc, None);
+            }
+            Ok(Record::Status(s)) => {
+                self.max_id = self.max_id.max(s.id.as_u64());
+                if self.index.apply_status(s.id, &s.changes, seg).is_none() {
+                    self.report.orphan_records += 1;
+                }
+            }
+            Ok(Record::Remove(id)) => {
+                if !self.index.apply_remove(id, seg) {
+                    self.report.orphan_records += 1;
+                }
+            }
+            Ok(Record::Unknown(kind)) => {
+                tracing::warn!(path = %path.display(), offset, kind, "skipping spool record of unknown kind");
+                self.report.unknown_records += 1;
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), offset, reason = e.reason(), "skipping undecodable spool record");
+                self.report.corrupt_records += 1;
+                let region = CorruptRegion {
+                    path: path.to_owned(),
+                    offset,
+                    len: total as u64,
+                    reason: e.reason(),
+                };
+                push_region(&mut self.report, region);
+            }
+        }
+    }
+}
+
+fn push_region(report: &mut RecoveryReport, region: CorruptRegion) {
+    if report.corrupt.len() < MAX_LISTED {
+        report.corrupt.push(region);
+    }
+}
+
+/// Counts, logs and (when writable) copies a corrupt region to quarantine.
+fn note_corrupt(
+    dir: &Path,
+    path: &Path,
+    seg: SegId,
+    region: &BadRegion,
+    buf: &[u8],
+    writable: bool,
+    report: &mut RecoveryReport,
+) {
+    tracing::error!(path = %path.display(), offset = region.offset, len = region.len, reason = region.reason,
+        "corrupt spool region skipped; the records after it were recovered");
+    report.corrupt_records += 1;
+    push_region(
+        report,
+        CorruptRegion {
+            path: path.to_owned(),
+            offset: region.offset,
+            len: region.len,
+            reason: region.reason,
+        },
+    );
+    if writable {
+        let start = region.offset as usize;
+        let end = (start + region.len as usize).min(buf.len());
+        let name = format!("{}-{:x}.bad", segment::file_name(seg), region.offset);
+        let saved = quarantine_dir(dir).and_then(|q| {
+            fs::write(q.join(&name), &buf[start..end])
+                .map_err(|e| QueueError::io("write quarantine copy", e))
+        });
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "cannot keep a copy of the corrupt region");
+        }
+    }
+}
+
+/// Segment ids in the directory, ascending; notes files that are not ours.
+fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<SegId>, QueueError> {
+    let entries = fs::read_dir(dir)
+        .map_err(|e| QueueError::io(format!("read directory {}", dir.display()), e))?;
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| QueueError::io(format!("read directory {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        match segment::parse_file_name(&name) {
+            Some(id) if is_file => ids.push(id),
+            _ if name == LOCK_FILE || name == QUARANTINE_DIR => {}
+            _ => report.ignored_files.push(entry.path()),
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Opens and reads a whole segment; `None` if it no longer exists.
+fn read_segment(path: &Path, writable: bool) -> Result<Option<(File, Vec<u8>)>, QueueError> {
+    let open = OpenOptions::new().read(true).append(writable).open(path);
+    let file = match open {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !writable => return Ok(None),
+        Err(e) => return Err(QueueError::io(format!("open {}", path.display()), e)),
+    };
+    let mut buf = Vec::new();
+    match io::Read::read_to_end(&mut &file, &mut buf) {
+        Ok(_) => Ok(Some((file, buf))),
+        Err(e) => Err(QueueError::io(format!("read {}", path.display()), e)),
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), QueueError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| QueueError::io(format!("open {}", path.display()), e))?;
+    f.set_len(len)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| QueueError::io(format!("truncate torn tail of {}", path.display()), e))
+}
+
+fn remove(path: &Path) -> Result<(), QueueError> {
+    fs::remove_file(path).map_err(|e| QueueError::io(format!("remove {}", path.display()), e))
+}
+
+fn quarantine_dir(dir: &Path) -> Result<PathBuf, QueueError> {
+    let q = dir.join(QUARANTINE_DIR);
+    fs::create_dir_all(&q).map_err(|e| QueueError::io(format!("create {}", q.display()), e))?;
+    Ok(q)
+}

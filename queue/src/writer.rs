@@ -1,0 +1,635 @@
+//! The writer thread: the only code that appends to the spool, rotates
+//! segments and deletes them.
+//!
+//! It takes every request waiting in its channel as one batch, writes the
+//! batch's records with `writev`, makes them durable with one `fdatasync`
+//! (group commit), then applies them to the index and answers every caller.
+//! So the index only ever shows committed state, and a caller is answered
+//! `Ok` only after its record is on disk.
+//!
+//! A failed write or sync is never retried blindly: the partial write is cut
+//! off, every caller in the batch gets an error, and the segment is
+//! abandoned. `ENOSPC` makes the queue `Full` until a fresh segment can be
+//! written; any other failure makes it `Unhealthy` until restart, because
+//! after a failed `fsync` the kernel may have dropped data it had accepted.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::codec::{self, Encoded};
+use crate::error::QueueError;
+use crate::index::{Index, Loc, SegInfo};
+use crate::options::Durability;
+use crate::segment::{self, SEGMENT_HEADER_LEN, SegId};
+use crate::shared::{Health, Shared};
+use crate::types::{Envelope, MessageId, RecipientStatus, Timestamp, UpdateOutcome};
+
+/// Stop collecting a batch beyond this many bytes or requests.
+const MAX_BATCH_BYTES: usize = 32 << 20;
+const MAX_BATCH_REQUESTS: usize = 4096;
+/// How often free space is measured, and a broken segment retried.
+#[cfg(not(test))]
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+#[cfg(test)]
+const CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A change to the queue, as a caller asked for it.
+pub(crate) enum Op {
+    Insert {
+        id: MessageId,
+        env: Arc<Envelope>,
+        statuses: Box<[RecipientStatus]>,
+        arrival: Timestamp,
+        body: Bytes,
+    },
+    Update {
+        id: MessageId,
+        changes: Vec<(u32, RecipientStatus)>,
+    },
+    Remove {
+        id: MessageId,
+    },
+    /// Rewrite a live message at the head of the log (compaction).
+    Relocate {
+        id: MessageId,
+        from: Loc,
+        body: Bytes,
+    },
+}
+
+/// What a committed request did.
+pub(crate) enum Done {
+    Inserted,
+    Updated(UpdateOutcome),
+    Removed,
+    /// Relocated, or skipped because the message changed or went away.
+    Relocated,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<Done, QueueError>>;
+
+/// One caller's request: the operation, its encoded record (relocations are
+/// encoded by the writer), and where to send the answer.
+pub(crate) struct Request {
+    pub op: Op,
+    pub rec: Option<Encoded>,
+    pub reply: Reply,
+}
+
+pub(crate) enum Cmd {
+    Write(Request),
+    Shutdown,
+}
+
+/// Requests collected for one commit.
+#[derive(Default)]
+struct Batch {
+    reqs: Vec<Request>,
+    bytes: usize,
+    stop: bool,
+}
+
+impl Batch {
+    fn take(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Write(r) => {
+                self.bytes += r.rec.as_ref().map_or(0, Encoded::len);
+                self.reqs.push(r);
+            }
+            Cmd::Shutdown => self.stop = true,
+        }
+    }
+}
+
+struct Active {
+    id: SegId,
+    file: Arc<File>,
+    salt: u32,
+    size: u64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: Receiver<Cmd>,
+    dir: File,
+    active: Active,
+    /// Set after `ENOSPC`: the active segment must not be appended to, and
+    /// the queue is full until a fresh segment can be started.
+    broken: Option<Arc<str>>,
+    /// Set after a failed sync: nothing is acknowledged until restart.
+    fatal: Option<Arc<str>>,
+    space_low: Option<Arc<str>>,
+    last_check: Option<Instant>,
+    last_repair: Option<Instant>,
+    /// Buffered mode: written but not yet synced.
+    unsynced: bool,
+}
+
+impl Writer {
+    /// Creates the writer with a fresh active segment `first_id`.
+    pub fn start(
+        shared: Arc<Shared>,
+        rx: Receiver<Cmd>,
+        first_id: SegId,
+    ) -> Result<Self, QueueError> {
+        let dir = File::open(&shared.dir)
+            .map_err(|e| QueueError::io(format!("open {}", shared.dir.display()), e))?;
+        let active = create_segment(&shared.dir, &dir, first_id)
+            .map_err(|e| QueueError::io(format!("create segment {first_id:016x}"), e))?;
+        let mut w = Self {
+            shared,
+            rx,
+            dir,
+            active,
+            broken: None,
+            fatal: None,
+            space_low: None,
+            last_check: None,
+            last_repair: None,
+            unsynced: false,
+        };
+        w.register_active();
+        w.check_space();
+        Ok(w)
+    }
+
+    fn register_active(&self) {
+        let mut ix = self.shared.index();
+        ix.segments.insert(
+            self.active.id,
+            SegInfo {
+                refs: 0,
+                deps: Default::default(),
+                size: self.active.size,
+                live: 0,
+                salt: self.active.salt,
+                file: Some(self.active.file.clone()),
+            },
+        );
+        ix.active = self.active.id;
+    }
+
+    /// Runs until shut down; every request gets an answer.
+    pub fn run(mut self) {
+        self.collect_garbage();
+        while let Some(first) = self.next_command() {
+            let mut batch = Batch::default();
+            batch.take(first);
+            while !batch.stop
+                && batch.bytes < MAX_BATCH_BYTES
+                && batch.reqs.len() < MAX_BATCH_REQUESTS
+            {
+                match self.rx.try_recv() {
+                    Ok(cmd) => batch.take(cmd),
+                    Err(_) => break,
+                }
+            }
+            if !batch.reqs.is_empty() {
+                self.commit(batch.reqs);
+            }
+            if batch.stop {
+                break;
+            }
+        }
+        self.flush();
+    }
+
+    /// Waits for the next command. While idle it still does its chores:
+    /// in buffered mode it syncs, and while full it re-measures free space
+    /// and retries a fresh segment, so the queue recovers by itself (the
+    /// handle refuses new messages early while full, so no request comes to
+    /// trigger the retry).
+    fn next_command(&mut self) -> Option<Cmd> {
+        loop {
+            let wait = match self.shared.opts.durability {
+                Durability::Buffered { flush_interval } if self.unsynced => Some(flush_interval),
+                _ if self.broken.is_some() || self.space_low.is_some() => Some(CHECK_INTERVAL),
+                _ => None,
+            };
+            let Some(wait) = wait else {
+                return self.rx.recv().ok();
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(cmd) => return Some(cmd),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush();
+                    self.check_space();
+                    let _ = self.ensure_writable();
+                }
+            }
+        }
+    }
+
+    /// Writes, syncs, applies and answers one batch.
+    fn commit(&mut self, reqs: Vec<Request>) {
+        self.check_space();
+        if let Err(e) = self.ensure_writable() {
+            for r in reqs {
+                let _ = r.reply.send(Err(clone_err(&e)));
+            }
+            return;
+        }
+        let mut staged = self.admit(reqs);
+        if staged.is_empty() {
+            return;
+        }
+        if self.active.size >= self.shared.opts.segment_size
+            && let Err(e) = self.rotate()
+        {
+            let err = self.write_failed(self.active.size, e);
+            fail_all(staged, &err);
+            return;
+        }
+        let base = self.active.size;
+        let mut locs = Vec::with_capacity(staged.len());
+        let mut end = base;
+        for r in &mut staged {
+            let rec = r.rec.as_mut().expect("admitted requests are encoded");
+            rec.seal(self.active.salt);
+            locs.push(Loc {
+                seg: self.active.id,
+                offset: end as u32,
+                len: rec.len() as u32,
+                body_offset: rec.head.len() as u32,
+            });
+            end += rec.len() as u64;
+        }
+        if let Err(e) = self.write_batch(&staged) {
+            let err = self.write_failed(base, e);
+            fail_all(staged, &err);
+            return;
+        }
+        let synced = self.shared.opts.durability == Durability::Fsync;
+        self.shared.io.add(staged.len(), end - base, synced);
+        self.active.size = end;
+        let replies = self.apply(staged, locs);
+        for (reply, res) in replies {
+            let _ = reply.send(res);
+        }
+        self.collect_garbage();
+        self.maybe_wake_compactor();
+    }
+
+    /// Validates requests against committed state and encodes relocations.
+    /// Relocations go first: each is a snapshot of committed state, so any
+    /// status record in the same batch must come after it in the log.
+    fn admit(&self, mut reqs: Vec<Request>) -> Vec<Request> {
+        reqs.sort_by_key(|r| !matches!(r.op, Op::Relocate { .. }));
+        let ix = self.shared.index();
+        let mut staged = Vec::with_capacity(reqs.len());
+        for mut r in reqs {
+            let verdict = match &r.op {
+                Op::Insert { .. } => match &self.space_low {
+                    Some(reason) => Err(QueueError::Full(reason.clone())),
+                    None => Ok(()),
+                },
+                Op::Update { id, changes } => match ix.entry(*id) {
+                    None => Err(QueueError::NotFound(*id)),
+                    Some(e) if changes.iter().any(|(i, _)| *i as usize >= e.statuses.len()) => {
+                        Err(QueueError::Invalid("recipient index out of range"))
+                    }
+                    Some(_) => Ok(()),
+                },
+                Op::Remove { id } if !ix.contains(*id) => Err(QueueError::NotFound(*id)),
+                Op::Remove { .. } => Ok(()),
+                Op::Relocate { id, from, body } => match ix.entry(*id) {
+                    Some(e) if e.home == *from => {
+                        r.rec = Some(codec::encode_message(
+                            *id,
+                            e.arrival,
+                            &e.env,
+                            &e.statuses,
+                            body.clone(),
+                        ));
+                        Ok(())
+                    }
+                    _ => {
+                        let _ = r.reply.send(Ok(Done::Relocated));
+                        continue;
+                    }
+                },
+            };
+            match verdict {
+                Ok(()) => staged.push(r),
+                Err(e) => {
+                    let _ = r.reply.send(Err(e));
+                }
+            }
+        }
+        staged
+    }
+
+    fn write_batch(&mut self, staged: &[Request]) -> io::Result<()> {
+        #[cfg(test)]
+        self.shared.faults.before_write()?;
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(staged.len() * 2);
+        for r in staged {
+            let rec = r.rec.as_ref().expect("encoded");
+            slices.push(IoSlice::new(&rec.head));
+            if !rec.body.is_empty() {
+                slices.push(IoSlice::new(&rec.body));
+            }
+        }
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = (&*self.active.file).write_vectored(rest)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+        match self.shared.opts.durability {
+            Durability::Fsync => {
+                #[cfg(test)]
+                self.shared.faults.before_sync()?;
+                self.active.file.sync_data()
+            }
+            Durability::Buffered { .. } => {
+                self.unsynced = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies committed records to the index and builds the answers.
+    fn apply(
+        &self,
+        staged: Vec<Request>,
+        locs: Vec<Loc>,
+    ) -> Vec<(Reply, Result<Done, QueueError>)> {
+        let mut ix = self.shared.index();
+        if let Some(seg) = ix.segments.get_mut(&self.active.id) {
+            seg.size = self.active.size;
+        }
+        let mut out = Vec::with_capacity(staged.len());
+        for (r, loc) in staged.into_iter().zip(locs) {
+            let res = apply_op(&mut ix, r.op, loc);
+            out.push((r.reply, res));
+        }
+        out
+    }
+
+    /// After a failed write: cut off what may have been written, abandon
+    /// the segment, and set the health the error calls for.
+    fn write_failed(&mut self, base: u64, e: io::Error) -> QueueError {
+        let _ = self.active.file.set_len(base);
+        let reason: Arc<str> = format!("writing segment {:016x}: {e}", self.active.id).into();
+        tracing::error!(segment = %format!("{:016x}", self.active.id), error = %e, "spool write failed; no message in the batch was acknowledged");
+        if is_no_space(&e) {
+            self.broken = Some(reason.clone());
+            self.publish_health();
+            QueueError::Full(reason)
+        } else {
+            self.fatal = Some(reason.clone());
+            self.publish_health();
+            QueueError::Unhealthy(reason)
+        }
+    }
+
+    /// Fails fast while unhealthy; after `ENOSPC`, tries (at most once per
+    /// second) to continue in a fresh segment.
+    fn ensure_writable(&mut self) -> Result<(), QueueError> {
+        if let Some(reason) = &self.fatal {
+            return Err(QueueError::Unhealthy(reason.clone()));
+        }
+        let Some(reason) = &self.broken else {
+            return Ok(());
+        };
+        let err = QueueError::Full(reason.clone());
+        if self
+            .last_repair
+            .is_some_and(|t| t.elapsed() < CHECK_INTERVAL)
+        {
+            return Err(err);
+        }
+        self.last_repair = Some(Instant::now());
+        match self.rotate() {
+            Ok(()) => {
+                tracing::info!(segment = %format!("{:016x}", self.active.id), "spool writable again");
+                self.broken = None;
+                self.publish_health();
+                Ok(())
+            }
+            Err(_) => Err(err),
+        }
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn rotate(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        self.shared.faults.before_write()?;
+        if self.unsynced {
+            self.active.file.sync_data()?;
+            self.unsynced = false;
+        }
+        let next = create_segment(&self.shared.dir, &self.dir, self.next_segment_id())?;
+        self.active = next;
+        self.register_active();
+        Ok(())
+    }
+
+    fn next_segment_id(&self) -> SegId {
+        let ix = self.shared.index();
+        ix.segments
+            .keys()
+            .next_back()
+            .map_or(1, |last| last + 1)
+            .max(self.active.id + 1)
+    }
+
+    /// Buffered mode: makes everything written so far durable.
+    fn flush(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        self.unsynced = false;
+        if let Err(e) = self.active.file.sync_data() {
+            tracing::error!(error = %e, "spool sync failed");
+            self.fatal = Some(format!("sync of segment {:016x}: {e}", self.active.id).into());
+            self.publish_health();
+        }
+    }
+
+    /// Deletes every segment nothing depends on any more, then syncs the
+    /// directory so that a later deletion never overtakes this one.
+    pub(crate) fn collect_garbage(&mut self) {
+        let victims = self.shared.index().deletable();
+        if victims.is_empty() {
+            return;
+        }
+        let mut gone = Vec::with_capacity(victims.len());
+        for id in victims {
+            let path = self.shared.dir.join(segment::file_name(id));
+            match fs::remove_file(&path) {
+                Ok(()) => gone.push(id),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(id),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot delete spool segment")
+                }
+            }
+        }
+        if let Err(e) = self.dir.sync_all() {
+            tracing::warn!(error = %e, "cannot sync spool directory after deleting segments");
+            return; // keep them listed: their dependants must wait for a durable delete
+        }
+        let mut ix = self.shared.index();
+        for id in gone {
+            ix.segments.remove(&id);
+        }
+    }
+
+    fn maybe_wake_compactor(&self) {
+        let (total, live) = self.shared.index().footprint();
+        if crate::compactor::worth_compacting(&self.shared.opts, total, live) {
+            self.shared.compactor_wake.notify();
+        }
+    }
+
+    /// Measures free space at most once per `CHECK_INTERVAL`.
+    fn check_space(&mut self) {
+        let min = self.shared.opts.min_free_space;
+        if min == 0
+            || self
+                .last_check
+                .is_some_and(|t| t.elapsed() < CHECK_INTERVAL)
+        {
+            return;
+        }
+        self.last_check = Some(Instant::now());
+        let Ok(st) = rustix::fs::statvfs(&self.shared.dir) else {
+            return;
+        };
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        let low = free < min;
+        if low != self.space_low.is_some() {
+            self.space_low =
+                low.then(|| format!("{free} bytes free, below the reserve of {min} bytes").into());
+            if low {
+                tracing::warn!(
+                    free,
+                    reserve = min,
+                    "spool free space below reserve: refusing new messages"
+                );
+            } else {
+                tracing::info!(free, "spool free space back above reserve");
+            }
+            self.publish_health();
+        }
+    }
+
+    fn publish_health(&self) {
+        let h = if let Some(r) = &self.fatal {
+            Health::Unhealthy(r.clone())
+        } else if let Some(r) = &self.broken {
+            Health::Full(r.clone())
+        } else if let Some(r) = &self.space_low {
+            Health::Full(r.clone())
+        } else {
+            Health::Healthy
+        };
+        self.shared.health.set(&h);
+    }
+}
+
+/// Applies one committed operation to the index.
+fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueError> {
+    match op {
+        Op::Insert {
+            id,
+            env,
+            statuses,
+            arrival,
+            body,
+        } => {
+            ix.apply_full(id, env, statuses, arrival, loc, Some(body));
+            Ok(Done::Inserted)
+        }
+        Op::Update { id, changes } => ix
+            .apply_status(id, &changes, loc.seg)
+            .map(Done::Updated)
+            .ok_or(QueueError::NotFound(id)),
+        Op::Remove { id } => {
+            if ix.apply_remove(id, loc.seg) {
+                Ok(Done::Removed)
+            } else {
+                Err(QueueError::NotFound(id))
+            }
+        }
+        Op::Relocate { id, .. } => {
+            // Same content as committed state (only this thread changes it).
+            if let Some(e) = ix.entry(id) {
+                let (env, statuses, arrival) = (e.env.clone(), e.statuses.clone(), e.arrival);
+                ix.apply_full(id, env, statuses, arrival, loc, None);
+            }
+            Ok(Done::Relocated)
+        }
+    }
+}
+
+fn fail_all(staged: Vec<Request>, err: &QueueError) {
+    for r in staged {
+        let _ = r.reply.send(Err(clone_err(err)));
+    }
+}
+
+/// Errors sent to several callers at once (the variants the writer produces).
+fn clone_err(e: &QueueError) -> QueueError {
+    match e {
+        QueueError::Full(r) => QueueError::Full(r.clone()),
+        QueueError::Unhealthy(r) => QueueError::Unhealthy(r.clone()),
+        other => QueueError::Unhealthy(other.to_string().into()),
+    }
+}
+
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Creates segment `id` with its header, durable (file and directory).
+fn create_segment(dir_path: &std::path::Path, dir: &File, id: SegId) -> io::Result<Active> {
+    let path: PathBuf = dir_path.join(segment::file_name(id));
+    let salt = random_u32();
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .open(&path)?;
+    let res = (&file)
+        .write_all(&segment::encode_header(id, salt))
+        .and_then(|()| file.sync_data())
+        .and_then(|()| dir.sync_all());
+    if let Err(e) = res {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(Active {
+        id,
+        file: Arc::new(file),
+        salt,
+        size: SEGMENT_HEADER_LEN as u64,
+    })
+}
+
+/// A random salt (std's hasher keys come from the OS's randomness).
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}

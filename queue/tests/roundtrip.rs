@@ -1,0 +1,268 @@
+//! Round trip and restart: what is acknowledged comes back, exactly.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{body, message, open, runtime};
+use queue::{
+    MessageId, Queue, QueueError, QueueOptions, RecipientState, RecipientStatus, Timestamp,
+    UpdateOutcome,
+};
+
+fn delivered() -> RecipientStatus {
+    RecipientStatus {
+        state: RecipientState::Delivered,
+        attempts: 1,
+        next_attempt: Timestamp::default(),
+        last_reply: Some("250 2.0.0 ok".into()),
+    }
+}
+
+fn deferred(at: u64, reply: &str) -> RecipientStatus {
+    RecipientStatus {
+        state: RecipientState::Pending,
+        attempts: 1,
+        next_attempt: Timestamp::from_millis(at),
+        last_reply: Some(reply.into()),
+    }
+}
+
+#[test]
+fn enqueue_get_body_update_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, report) = open(dir.path());
+    assert_eq!(report.messages, 0);
+    let msg = message(1, 3);
+    let id = rt.block_on(q.enqueue(msg.clone())).unwrap();
+    let info = q.get(id).unwrap();
+    assert_eq!(*info.envelope, msg.envelope);
+    assert_eq!(info.arrival, msg.arrival);
+    assert_eq!(info.body_len, msg.body.len() as u64);
+    assert_eq!(q.body(id).unwrap(), msg.body);
+    assert_eq!(q.stats().recipients, 3);
+
+    let out = rt
+        .block_on(q.update(
+            id,
+            vec![(0, delivered()), (2, deferred(5, "451 4.7.1 later"))],
+        ))
+        .unwrap();
+    assert_eq!(out, UpdateOutcome::StillQueued);
+    let info = q.get(id).unwrap();
+    assert_eq!(info.statuses[0].state, RecipientState::Delivered);
+    assert_eq!(
+        info.statuses[2].last_reply.as_deref(),
+        Some("451 4.7.1 later")
+    );
+    assert_eq!(q.stats().recipients, 2);
+    // The body is read back from disk once the first attempt is recorded.
+    assert_eq!(q.body(id).unwrap(), msg.body);
+
+    let out = rt
+        .block_on(q.update(id, vec![(1, delivered()), (2, delivered())]))
+        .unwrap();
+    assert_eq!(out, UpdateOutcome::Removed);
+    assert!(q.get(id).is_none());
+    assert!(matches!(q.body(id), Err(QueueError::NotFound(_))));
+    assert!(matches!(
+        rt.block_on(q.update(id, vec![(0, delivered())])),
+        Err(QueueError::NotFound(_))
+    ));
+    assert_eq!(q.stats().messages, 0);
+}
+
+#[test]
+fn invalid_requests_are_refused_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    let mut m = message(1, 1);
+    m.envelope.recipients = Box::default();
+    assert!(matches!(
+        rt.block_on(q.enqueue(m)),
+        Err(QueueError::Invalid(_))
+    ));
+    let id = rt.block_on(q.enqueue(message(2, 1))).unwrap();
+    assert!(matches!(
+        rt.block_on(q.update(id, vec![(1, delivered())])),
+        Err(QueueError::Invalid(_))
+    ));
+    assert!(matches!(
+        rt.block_on(q.update(id, vec![])),
+        Err(QueueError::Invalid(_))
+    ));
+    assert_eq!(q.io_stats().records, 1);
+}
+
+#[test]
+fn restart_restores_exactly_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut ids = Vec::new();
+    {
+        let (q, _) = open(dir.path());
+        for n in 0..200 {
+            ids.push(rt.block_on(q.enqueue(message(n, 2))).unwrap());
+        }
+        // Every 3rd: first recipient delivered; every 5th: finished; every 7th: purged.
+        for (n, id) in ids.iter().enumerate() {
+            if n % 3 == 0 {
+                rt.block_on(q.update(*id, vec![(0, delivered()), (1, deferred(99, "421 busy"))]))
+                    .unwrap();
+            }
+            if n % 5 == 0 {
+                rt.block_on(q.update(*id, vec![(0, delivered()), (1, delivered())]))
+                    .unwrap();
+            }
+            if n % 7 == 0 && n % 5 != 0 {
+                rt.block_on(q.remove(*id)).unwrap();
+            }
+        }
+        q.close();
+    }
+    let (q, report) = open(dir.path());
+    assert_eq!(report.corrupt_records, 0);
+    assert_eq!(report.torn_tail_bytes, 0);
+    for (n, id) in ids.iter().enumerate() {
+        let n = n as u64;
+        let got = q.get(*id);
+        if n.is_multiple_of(5) || n.is_multiple_of(7) {
+            assert!(got.is_none(), "message {n} should be gone");
+            continue;
+        }
+        let info = got.unwrap_or_else(|| panic!("message {n} lost"));
+        assert_eq!(*info.envelope, message(n, 2).envelope);
+        assert_eq!(q.body(*id).unwrap(), body(n));
+        if n.is_multiple_of(3) {
+            assert_eq!(info.statuses[0], delivered());
+            assert_eq!(info.statuses[1], deferred(99, "421 busy"));
+        } else {
+            assert!(
+                info.statuses
+                    .iter()
+                    .all(|s| *s == RecipientStatus::pending(message(n, 2).first_attempt))
+            );
+        }
+    }
+    let expected = (0..200u64).filter(|n| n % 5 != 0 && n % 7 != 0).count() as u64;
+    assert_eq!(report.messages, expected);
+    assert_eq!(q.stats().messages, expected);
+    // New ids never collide with recovered ones.
+    let fresh = rt.block_on(q.enqueue(message(999, 1))).unwrap();
+    assert!(fresh > *ids.iter().max().unwrap());
+}
+
+#[test]
+fn take_due_hands_each_message_out_once_until_updated_or_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    let a = rt.block_on(q.enqueue(message(1, 1))).unwrap();
+    let b = rt.block_on(q.enqueue(message(2, 1))).unwrap();
+    let now = message(1, 1).first_attempt;
+    assert_eq!(q.next_due(), Some(now));
+    let due: Vec<MessageId> = q.take_due(now, 10).iter().map(|m| m.id).collect();
+    assert_eq!(due, vec![a, b]);
+    assert!(q.take_due(now, 10).is_empty());
+    assert!(q.release(a));
+    assert_eq!(q.take_due(now, 10)[0].id, a);
+    let later = now.as_millis() + 60_000;
+    rt.block_on(q.update(b, vec![(0, deferred(later, "451 later"))]))
+        .unwrap();
+    assert!(q.take_due(now, 10).is_empty());
+    assert_eq!(q.next_due(), Some(Timestamp::from_millis(later)));
+    assert_eq!(q.take_due(Timestamp::from_millis(later), 10)[0].id, b);
+}
+
+#[test]
+fn concurrent_writers_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    let q = Arc::new(q);
+    let tasks: Vec<_> = (0..64u64)
+        .map(|w| {
+            let q = q.clone();
+            rt.spawn(async move {
+                for i in 0..20 {
+                    q.enqueue(message(w * 100 + i, 1)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        rt.block_on(t).unwrap();
+    }
+    let io = q.io_stats();
+    assert_eq!(io.records, 64 * 20);
+    assert!(
+        io.syncs < io.records / 2,
+        "group commit should batch: {io:?}"
+    );
+    assert_eq!(q.page(None, 10_000).len(), 64 * 20);
+}
+
+#[test]
+fn paging_walks_every_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    let ids: Vec<_> = (0..25)
+        .map(|n| rt.block_on(q.enqueue(message(n, 1))).unwrap())
+        .collect();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = q.page(after, 7);
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().id);
+        seen.extend(page.into_iter().map(|m| m.id));
+    }
+    assert_eq!(seen, ids);
+}
+
+#[test]
+fn a_second_process_cannot_open_a_locked_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = open(dir.path());
+    assert!(matches!(
+        Queue::open(QueueOptions::new(dir.path())),
+        Err(QueueError::Locked(_))
+    ));
+    q.close();
+    drop(q);
+    assert!(Queue::open(QueueOptions::new(dir.path())).is_ok());
+}
+
+#[test]
+fn closed_queue_refuses_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    q.close();
+    assert!(matches!(
+        rt.block_on(q.enqueue(message(1, 1))),
+        Err(QueueError::Closed)
+    ));
+}
+
+#[test]
+fn domains_summary_counts_pending_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    for n in 0..4 {
+        rt.block_on(q.enqueue(message(n, 3))).unwrap(); // domains d0, d1, d2
+    }
+    let d = q.domains();
+    assert_eq!(d.len(), 3);
+    assert!(d.iter().all(|c| c.messages == 4 && c.recipients == 4));
+    q.close();
+    let (snap, _) = queue::SpoolSnapshot::read(dir.path()).unwrap();
+    assert_eq!(snap.domains(), d);
+    assert_eq!(snap.stats().messages, 4);
+}
