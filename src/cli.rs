@@ -1,0 +1,225 @@
+//! The `tern` command line: `run`, `check-config` and `queue summary`.
+//! Parses arguments (clap), calls the library, prints results. Exit codes:
+//! 0 success, 1 failure (invalid config, runtime error), 2 usage error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use queue::SpoolSnapshot;
+
+use crate::config::{self, Config, DEFAULT_PATH};
+
+/// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the MTA in the foreground until SIGTERM or SIGINT.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Check a configuration file: print every error (file:line:column: key:
+    /// reason) and exit 1, or print a short summary and exit 0.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(default_value = DEFAULT_PATH)]
+        file: PathBuf,
+    },
+    /// Look at the queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Count queued messages and recipients, in total and per recipient
+    /// domain, by reading the spool directly (works with the daemon stopped).
+    Summary {
+        /// The configuration file (for the spool path).
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// Show at most this many domains (those with the most recipients).
+        #[arg(long, default_value_t = 50)]
+        top: usize,
+    },
+}
+
+/// Runs the parsed command line.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Queue {
+            command: QueueCommand::Summary { config, top },
+        } => queue_summary(&config, top),
+    }
+}
+
+fn load_or_report(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            None
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    println!("{}: OK", path.display());
+    for line in config.summary().lines() {
+        println!("  {line}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = crate::logging::init(&config.log.level) {
+        eprintln!("tern: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tern: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        crate::daemon::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed before this
+/// returns, so a signal that arrives during startup is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}
+
+fn queue_summary(path: &Path, top: usize) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let spool = &config.queue.path;
+    if !spool.exists() {
+        println!("No spool at {}: nothing has been queued.", spool.display());
+        return ExitCode::SUCCESS;
+    }
+    let (snapshot, report) = match SpoolSnapshot::read(spool) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tern: cannot read the spool at {}: {e}", spool.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if report.corrupt_records > 0 || report.torn_tail_bytes > 0 {
+        eprintln!(
+            "note: {} corrupt record(s), {} byte(s) of unfinished writes seen (normal while the daemon writes)",
+            report.corrupt_records, report.torn_tail_bytes
+        );
+    }
+    print!("{}", format_summary(spool, &snapshot, top));
+    ExitCode::SUCCESS
+}
+
+fn format_summary(spool: &Path, snap: &SpoolSnapshot, top: usize) -> String {
+    let s = snap.stats();
+    let mut out = format!(
+        "Queue at {}: {} message(s), {} recipient(s), {} of bodies ({} segment(s), {} on disk)\n",
+        spool.display(),
+        s.messages,
+        s.recipients,
+        human_bytes(s.body_bytes),
+        s.segments,
+        human_bytes(s.disk_bytes),
+    );
+    let domains = snap.domains();
+    if domains.is_empty() {
+        return out;
+    }
+    out.push_str(&format!(
+        "\n{:>11} {:>10}  domain\n",
+        "recipients", "messages"
+    ));
+    for d in domains.iter().take(top) {
+        out.push_str(&format!(
+            "{:>11} {:>10}  {}\n",
+            d.recipients, d.messages, d.domain
+        ));
+    }
+    if domains.len() > top {
+        out.push_str(&format!("... and {} more domain(s)\n", domains.len() - top));
+    }
+    out
+}
+
+/// `1234567` -> `"1.2 MB"`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_rounds() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_234_567), "1.2 MB");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,228 @@
+//! The typed configuration model and its loading.
+//!
+//! One TOML file (`config/tern.toml` is the runnable default). Every section
+//! is a serde struct with `deny_unknown_fields` and a default for every key,
+//! so an omitted key takes a sane value and a misspelt one is an error.
+//! [`load`] reports every error at once, each with file, line, key and
+//! reason (see [`load`](crate::config::load)). Components receive their
+//! section at construction; nothing here is global.
+
+mod listener;
+pub mod load;
+mod queue;
+mod server;
+pub mod values;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use listener::ListenerConfig;
+pub use load::{ConfigError, ConfigErrors};
+pub use queue::{DurabilityMode, QueueConfig};
+pub use server::{LogConfig, ServerConfig};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`: identity of this MTA.
+    pub server: ServerConfig,
+    /// `[log]`: diagnostic logging.
+    pub log: LogConfig,
+    /// `[[listener]]`: SMTP listeners (default: one on 127.0.0.1:2525).
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// `[queue]`: the durable spool.
+    pub queue: QueueConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+            listeners: listener::default_listeners(),
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+/// The path used when none is given on the command line.
+pub const DEFAULT_PATH: &str = "config/tern.toml";
+
+/// Reads and validates a config file, reporting every error at once.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Validates config text that came from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let parsed = load::parse::<Config>(path, text)?;
+    let issues = parsed.value.validate();
+    parsed.finish(issues)
+}
+
+impl Config {
+    /// Semantic checks the types alone cannot express.
+    fn validate(&self) -> Vec<load::Issue> {
+        let mut issues = Vec::new();
+        self.server.validate(&mut issues);
+        self.log.validate(&mut issues);
+        listener::validate(&self.listeners, &mut issues);
+        self.queue.validate(&mut issues);
+        issues
+    }
+
+    /// A few lines saying what this config will do, for `check-config`.
+    pub fn summary(&self) -> String {
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect();
+        format!(
+            "hostname   {}\nlisteners  {}\nspool      {} ({} durability, {} segments, {} free-space reserve)\nlog level  {}",
+            self.server.hostname,
+            listeners.join(", "),
+            self.queue.path.display(),
+            self.queue.durability,
+            self.queue.segment_size,
+            self.queue.min_free_space,
+            self.log.level,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(Path::new("t.toml"), text) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = parse(Path::new("t.toml"), "").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_line_key_and_reason() {
+        let text = "[server]\nhostname = \"bad host\"\n\n[queue]\nsegment_sise = \"64MiB\"\nmin_free_space = \"lots\"\nflush_interval = \"5x\"\n\n[[listener]]\naddress = \"nowhere\"\n\n[nope]\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 6, "{e:#?}");
+        assert_eq!(
+            e[0],
+            "t.toml:2:12: server.hostname: \"bad host\" is not a valid host name"
+        );
+        assert!(
+            e[1].starts_with("t.toml:5:1: queue.segment_sise: unknown field `segment_sise`"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].starts_with("t.toml:6:18: queue.min_free_space: invalid size \"lots\""),
+            "{}",
+            e[2]
+        );
+        assert!(
+            e[3].starts_with("t.toml:7:18: queue.flush_interval: invalid duration \"5x\""),
+            "{}",
+            e[3]
+        );
+        assert!(
+            e[4].starts_with("t.toml:10:11: listener[0].address: invalid socket address"),
+            "{}",
+            e[4]
+        );
+        assert!(
+            e[5].starts_with("t.toml:12:2: nope: unknown field `nope`"),
+            "{}",
+            e[5]
+        );
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let e = errors("[nope]\nx = 1\n");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("t.toml:1:2: nope: unknown field `nope`"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_stop_before_semantics() {
+        let e = errors("[queue\npath = \n");
+        assert!(!e.is_empty());
+        assert!(e[0].starts_with("t.toml:1:"), "{}", e[0]);
+    }
+
+    #[test]
+    fn array_indices_stay_right_after_earlier_removals() {
+        let text = "[[listener]]\naddress = \"x\"\n[[listener]]\naddress = \"127.0.0.1:25\"\n[[listener]]\naddress = \"y\"\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e[0].contains("listener[0].address"), "{}", e[0]);
+        assert!(e[1].contains("listener[2].address"), "{}", e[1]);
+    }
+
+    #[test]
+    fn semantic_checks_name_the_key() {
+        let e = errors(
+            "[[listener]]\naddress = \"127.0.0.1:25\"\n[[listener]]\naddress = \"127.0.0.1:25\"\n[queue]\nsegment_size = \"1KB\"\n",
+        );
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert_eq!(
+            e[0],
+            "t.toml:4:11: listener[1].address: 127.0.0.1:25 is used by an earlier listener"
+        );
+        assert_eq!(
+            e[1],
+            "t.toml:6:16: queue.segment_size: 1KB is outside 64KiB..1GiB"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_reported() {
+        let e = errors("[queue]\nsegment_size = 5\ndurability = \"sometimes\"\n");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e[0].contains("queue.segment_size"), "{}", e[0]);
+        assert!(
+            e[1].contains("queue.durability") && e[1].contains("sometimes"),
+            "{}",
+            e[1]
+        );
+    }
+
+    #[test]
+    fn the_shipped_default_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_PATH);
+        let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
+        assert!(c.queue.path.is_relative());
+    }
+
+    #[test]
+    fn a_config_round_trips_through_toml() {
+        let c = Config::default();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(parse(Path::new("t.toml"), &text).unwrap(), c);
+    }
+}

@@ -1,0 +1,99 @@
+//! `[queue]`: the durable spool.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::load::{Issue, KeyPath, at};
+use super::values::{ByteSize, Duration};
+
+/// When an accepted message counts as safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Answer 250 only after the message is fsync'ed (group-committed).
+    /// Survives process, kernel and power failures.
+    Fsync,
+    /// Answer 250 once the message is written to the kernel; fsync every
+    /// `flush_interval`. Survives a process crash; a kernel crash or power
+    /// loss can lose the last `flush_interval` of accepted mail.
+    Buffered,
+}
+
+impl std::fmt::Display for DurabilityMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fsync => "fsync",
+            Self::Buffered => "buffered",
+        })
+    }
+}
+
+/// `[queue]`: where and how messages are kept until delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// The spool directory, relative to the working directory unless absolute.
+    pub path: PathBuf,
+    /// `fsync` (default) or `buffered`; see `DurabilityMode`.
+    pub durability: DurabilityMode,
+    /// With `durability = "buffered"`: how often writes are forced to disk.
+    pub flush_interval: Duration,
+    /// Size at which a spool segment file is closed and the next started
+    /// (64KiB to 1GiB).
+    pub segment_size: ByteSize,
+    /// RAM for fresh message bodies awaiting their first delivery attempt,
+    /// so that delivery need not read them back from disk.
+    pub body_cache: ByteSize,
+    /// New mail is refused with a temporary error while the spool's file
+    /// system has less free space than this; "0B" disables the check.
+    pub min_free_space: ByteSize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./var/spool"),
+            durability: DurabilityMode::Fsync,
+            flush_interval: Duration::from_millis(100),
+            segment_size: ByteSize(64 << 20),
+            body_cache: ByteSize(64 << 20),
+            min_free_space: ByteSize(200_000_000),
+        }
+    }
+}
+
+impl QueueConfig {
+    pub(super) fn validate(&self, issues: &mut Vec<Issue>) {
+        if self.path.as_os_str().is_empty() {
+            issues.push(Issue::new(at("queue").field("path"), "must not be empty"));
+        }
+        if !queue::SEGMENT_SIZE_RANGE.contains(&self.segment_size.0) {
+            issues.push(Issue::new(
+                at("queue").field("segment_size"),
+                format!("{} is outside 64KiB..1GiB", self.segment_size),
+            ));
+        }
+        if self.durability == DurabilityMode::Buffered && self.flush_interval.get().is_zero() {
+            issues.push(Issue::new(
+                at("queue").field("flush_interval"),
+                "must be above 0s with buffered durability",
+            ));
+        }
+    }
+
+    /// The queue crate's options for this section.
+    pub fn options(&self) -> queue::QueueOptions {
+        let mut o = queue::QueueOptions::new(&self.path);
+        o.durability = match self.durability {
+            DurabilityMode::Fsync => queue::Durability::Fsync,
+            DurabilityMode::Buffered => queue::Durability::Buffered {
+                flush_interval: self.flush_interval.get(),
+            },
+        };
+        o.segment_size = self.segment_size.0;
+        o.body_cache = self.body_cache.0;
+        o.min_free_space = self.min_free_space.0;
+        o
+    }
+}

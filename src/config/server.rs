@@ -1,0 +1,92 @@
+//! `[server]` and `[log]`: who this MTA says it is, and how it logs.
+
+use serde::{Deserialize, Serialize};
+
+use super::load::{Issue, KeyPath, at};
+
+/// `[server]`: the identity of this MTA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The host name announced in the SMTP banner and EHLO reply and written
+    /// in Received headers. Default: the machine's host name.
+    pub hostname: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            hostname: default_hostname(),
+        }
+    }
+}
+
+/// The kernel's host name, or `localhost` when it cannot be read.
+pub fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// True for a syntactically valid DNS host name.
+pub fn is_hostname(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl ServerConfig {
+    pub(super) fn validate(&self, issues: &mut Vec<Issue>) {
+        if !is_hostname(&self.hostname) {
+            issues.push(Issue::new(
+                at("server").field("hostname"),
+                format!("{:?} is not a valid host name", self.hostname),
+            ));
+        }
+    }
+}
+
+/// `[log]`: diagnostic logging (stderr). The delivery log, a separate
+/// product output, is configured elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Which events to log: a level (`error`, `warn`, `info`, `debug`,
+    /// `trace`) or per-module directives such as `info,queue=debug`. The
+    /// `RUST_LOG` environment variable, when set, takes precedence.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+impl LogConfig {
+    pub(super) fn validate(&self, issues: &mut Vec<Issue>) {
+        if let Err(e) = crate::logging::parse_filter(&self.level) {
+            issues.push(Issue::new(
+                at("log").field("level"),
+                format!("invalid log filter: {e}"),
+            ));
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The `tern` binary end to end: `check-config`, `run` until SIGTERM, and
+//! `queue summary` on a spool written by the queue crate.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use queue::{Envelope, EnvelopeRecipient, NewMessage, Queue, QueueOptions, Timestamp};
+
+fn tern() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+}
+
+fn output(cmd: &mut Command) -> (bool, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run tern");
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// A config in `dir` with its spool at `dir/spool`.
+fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("tern.toml");
+    let text = format!(
+        "[server]\nhostname = \"mta.test\"\n[log]\nlevel = \"info\"\n[[listener]]\naddress = \"127.0.0.1:2525\"\n[queue]\npath = \"{}\"\nsegment_size = \"1MiB\"\nmin_free_space = \"0B\"\n",
+        dir.join("spool").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn fill_spool(spool: &Path, recipients: &[&[&str]]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (q, _) = Queue::open(QueueOptions::new(spool)).unwrap();
+    for (n, rcpts) in recipients.iter().enumerate() {
+        let msg = NewMessage {
+            envelope: Envelope {
+                sender: "app@shop.example".into(),
+                meta: Box::default(),
+                recipients: rcpts.iter().map(|r| EnvelopeRecipient::new(*r)).collect(),
+            },
+            arrival: Timestamp::now(),
+            first_attempt: Timestamp::now(),
+            body: Bytes::from(format!("Subject: {n}\r\n\r\nhello\r\n")),
+        };
+        rt.block_on(q.enqueue(msg)).unwrap();
+    }
+    q.close();
+}
+
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..1000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    panic!("tern did not stop within 10 s");
+}
+
+#[test]
+fn check_config_accepts_the_shipped_default() {
+    let (ok, out, err) = output(
+        tern()
+            .arg("check-config")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tern.toml")),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("tern.toml: OK"), "{out}");
+    assert!(out.contains("127.0.0.1:2525"), "{out}");
+}
+
+#[test]
+fn check_config_lists_every_error_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[queue]\nsegment_size = \"tiny\"\ndurabilty = \"fsync\"\n[[listener]]\naddress = \"localhost\"\n[log]\nlevel = \"loud\"\n").unwrap();
+    let (ok, _, err) = output(tern().arg("check-config").arg(&bad));
+    assert!(!ok);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(
+        lines[0].contains("bad.toml:2:16: queue.segment_size: invalid size \"tiny\""),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("bad.toml:3:1: queue.durabilty: unknown field"),
+        "{err}"
+    );
+    assert!(
+        lines[2].contains("bad.toml:5:11: listener[0].address"),
+        "{err}"
+    );
+    assert!(lines[3].contains("bad.toml:7:9: log.level"), "{err}");
+    assert!(lines[4].ends_with("4 error(s)"), "{err}");
+}
+
+#[test]
+fn run_recovers_the_spool_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let spool = dir.path().join("spool");
+    fill_spool(
+        &spool,
+        &[&["a@one.example", "b@two.example"], &["c@one.example"]],
+    );
+
+    let mut child = tern()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready once the writer has started its fresh segment (the spool had one).
+    let ready = spool.join("0000000000000002.seg");
+    for _ in 0..1000 {
+        if ready.exists() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ready.exists(), "tern did not open the spool");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_for_exit(&mut child);
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(
+        log.contains("spool recovered messages=2 recipients=3"),
+        "{log}"
+    );
+    assert!(log.contains("SIGTERM received"), "{log}");
+
+    // The lock is released and nothing was lost.
+    let (q, report) = Queue::open(QueueOptions::new(&spool)).unwrap();
+    assert_eq!((report.messages, report.recipients), (2, 3));
+    drop(q);
+}
+
+#[test]
+fn queue_summary_reads_a_stopped_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    fill_spool(
+        &dir.path().join("spool"),
+        &[
+            &["a@one.example", "b@two.example"],
+            &["c@One.Example"],
+            &["d@three.example"],
+        ],
+    );
+    let (ok, out, err) = output(tern().args(["queue", "summary", "--config"]).arg(&config));
+    assert!(ok, "{err}");
+    assert!(out.contains("3 message(s), 4 recipient(s)"), "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip_while(|l| !l.contains("domain"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["2", "2", "one.example"],
+            vec!["1", "1", "three.example"],
+            vec!["1", "1", "two.example"]
+        ]
+    );
+}
+
+#[test]
+fn queue_summary_without_a_spool_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let (ok, out, _) = output(tern().args(["queue", "summary", "--config"]).arg(&config));
+    assert!(ok);
+    assert!(out.contains("nothing has been queued"), "{out}");
+}
+
+#[test]
+fn run_refuses_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[queue]\nsegment_size = 3\n").unwrap();
+    let (ok, _, err) = output(tern().args(["run", "--config"]).arg(&bad));
+    assert!(!ok);
+    assert!(err.contains("queue.segment_size"), "{err}");
+}
