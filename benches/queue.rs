@@ -78,17 +78,15 @@ fn parse_args() -> Args {
     a
 }
 
-fn message(body: &Bytes, i: u64) -> NewMessage {
+fn message(body: &Bytes, i: u64, rcpts: u64) -> NewMessage {
     let now = Timestamp::now();
     NewMessage {
         envelope: Envelope {
             sender: "bounces@shop.example".into(),
             meta: Box::default(),
-            recipients: vec![EnvelopeRecipient::new(format!(
-                "user{i}@d{}.example",
-                i % 100
-            ))]
-            .into(),
+            recipients: (0..rcpts)
+                .map(|r| EnvelopeRecipient::new(format!("user{i}.{r}@d{}.example", (i + r) % 100)))
+                .collect(),
         },
         arrival: now,
         first_attempt: now,
@@ -115,7 +113,7 @@ fn rustix_rusage() -> (Duration, Duration) {
 }
 
 /// Enqueues `total` messages from `writers` tasks; returns elapsed time.
-async fn fill(q: &Arc<Queue>, writers: usize, total: u64, body: &Bytes) -> Duration {
+async fn fill(q: &Arc<Queue>, writers: usize, total: u64, rcpts: u64, body: &Bytes) -> Duration {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(writers);
@@ -127,7 +125,7 @@ async fn fill(q: &Arc<Queue>, writers: usize, total: u64, body: &Bytes) -> Durat
                 if i >= total {
                     break;
                 }
-                q.enqueue(message(&body, i)).await.expect("enqueue");
+                q.enqueue(message(&body, i, rcpts)).await.expect("enqueue");
             }
         }));
     }
@@ -157,7 +155,7 @@ fn bench_enqueue(rt: &tokio::runtime::Runtime, a: &Args, body: &Bytes) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (q, _) = open(dir.path());
         let cpu0 = cpu_time();
-        let elapsed = rt.block_on(fill(&q, w, a.messages, body));
+        let elapsed = rt.block_on(fill(&q, w, a.messages, 1, body));
         let cpu = cpu_time() - cpu0;
         let io = q.io_stats();
         let rate = a.messages as f64 / elapsed.as_secs_f64();
@@ -173,25 +171,38 @@ fn bench_enqueue(rt: &tokio::runtime::Runtime, a: &Args, body: &Bytes) {
     }
 }
 
-fn bench_recovery(rt: &tokio::runtime::Runtime, a: &Args, body: &Bytes) {
+/// Fills a spool with `messages` of `rcpts` recipients, reopens it, and
+/// reports the open time and the heap held per message and per recipient.
+fn bench_recovery(rt: &tokio::runtime::Runtime, messages: u64, rcpts: u64, body: &Bytes) {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let (q, _) = open(dir.path());
-        rt.block_on(fill(&q, 256, a.recover, body));
+        rt.block_on(fill(&q, 256, messages, rcpts, body));
         q.close();
     }
     let before = LIVE.load(Ordering::Relaxed);
     let start = Instant::now();
     let (q, report) = open(dir.path());
     let elapsed = start.elapsed();
-    let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
-    assert_eq!(report.messages, a.recover, "every message recovered");
+    let after = LIVE.load(Ordering::Relaxed);
+    let held = after.saturating_sub(before) as u64;
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        eprintln!("live before {before} after {after}");
+    }
+    assert_eq!(report.messages, messages, "every message recovered");
+    assert_eq!(
+        report.recipients,
+        messages * rcpts,
+        "every recipient recovered"
+    );
     println!(
-        "recovery: {} messages ({} MB of segments) reopened in {} ms; {} bytes of heap per queued message",
+        "recovery: {} messages x {} recipient(s) ({} MB of segments) reopened in {} ms; heap {} B per message, {} B per recipient",
         report.messages,
+        rcpts,
         report.bytes_read / 1_000_000,
         elapsed.as_millis(),
-        held as u64 / a.recover.max(1),
+        held / messages.max(1),
+        held / (messages * rcpts).max(1),
     );
     q.close();
 }
@@ -205,5 +216,6 @@ fn main() {
         .expect("runtime");
     let body = Bytes::from(vec![b'x'; a.size]);
     bench_enqueue(&rt, &a, &body);
-    bench_recovery(&rt, &a, &body);
+    bench_recovery(&rt, a.recover, 1, &body);
+    bench_recovery(&rt, a.recover / 10, 10, &body);
 }

@@ -44,8 +44,7 @@ impl Queue {
             ));
         }
         let dir = opts.path.clone();
-        fs::create_dir_all(&dir)
-            .map_err(|e| QueueError::io(format!("create {}", dir.display()), e))?;
+        create_durable_dir(&dir)?;
         let lock_file = take_lock(&dir)?;
         let loaded = recovery::load(&dir, true, opts.body_cache)?;
         let mut report = loaded.report;
@@ -282,6 +281,23 @@ impl SpoolSnapshot {
     pub fn page(&self, after: Option<MessageId>, limit: usize) -> Vec<MessageInfo> {
         self.index.page(after, limit)
     }
+}
+
+/// Creates the spool directory if needed and makes its entry in the parent
+/// durable, so a power loss right after the first acknowledgement cannot
+/// take the whole directory with it.
+fn create_durable_dir(dir: &Path) -> Result<(), QueueError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| QueueError::io(format!("create {}", dir.display()), e))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| QueueError::io(format!("sync {}", parent.display()), e))
 }
 
 fn take_lock(dir: &Path) -> Result<File, QueueError> {

@@ -266,3 +266,35 @@ fn domains_summary_counts_pending_recipients() {
     assert_eq!(snap.domains(), d);
     assert_eq!(snap.stats().messages, 4);
 }
+
+#[test]
+fn buffered_durability_acks_before_sync_and_syncs_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut opts = common::options(dir.path());
+    opts.durability = queue::Durability::Buffered {
+        flush_interval: std::time::Duration::from_millis(20),
+    };
+    let (q, _) = Queue::open(opts.clone()).unwrap();
+    let ids: Vec<_> = (0..50)
+        .map(|n| rt.block_on(q.enqueue(message(n, 1))).unwrap())
+        .collect();
+    assert!(
+        q.io_stats().syncs < 50,
+        "buffered writes are acknowledged without a sync each"
+    );
+    let mut synced = false;
+    for _ in 0..500 {
+        if q.io_stats().syncs > 0 {
+            synced = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(synced, "the idle writer syncs after flush_interval");
+    q.close();
+    drop(q);
+    let (q, report) = Queue::open(opts).unwrap();
+    assert_eq!(report.messages, 50);
+    assert!(ids.iter().all(|id| q.get(*id).is_some()));
+}

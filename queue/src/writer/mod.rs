@@ -13,9 +13,11 @@
 //! written; any other failure makes it `Unhealthy` until restart, because
 //! after a failed `fsync` the kernel may have dropped data it had accepted.
 
-use std::fs::{self, File, OpenOptions};
+mod files;
+mod health;
+
+use std::fs::File;
 use std::io::{self, IoSlice, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -27,9 +29,10 @@ use crate::codec::{self, Encoded};
 use crate::error::QueueError;
 use crate::index::{Index, Loc, SegInfo};
 use crate::options::Durability;
-use crate::segment::{self, SEGMENT_HEADER_LEN, SegId};
-use crate::shared::{Health, Shared};
+use crate::segment::SegId;
+use crate::shared::Shared;
 use crate::types::{Envelope, MessageId, RecipientStatus, Timestamp, UpdateOutcome};
+use files::create_segment;
 
 /// Stop collecting a batch beyond this many bytes or requests.
 const MAX_BATCH_BYTES: usize = 32 << 20;
@@ -377,165 +380,11 @@ impl Writer {
         out
     }
 
-    /// After a failed write: cut off what may have been written, abandon
-    /// the segment, and set the health the error calls for.
-    fn write_failed(&mut self, base: u64, e: io::Error) -> QueueError {
-        let _ = self.active.file.set_len(base);
-        let reason: Arc<str> = format!("writing segment {:016x}: {e}", self.active.id).into();
-        tracing::error!(segment = %format!("{:016x}", self.active.id), error = %e, "spool write failed; no message in the batch was acknowledged");
-        if is_no_space(&e) {
-            self.broken = Some(reason.clone());
-            self.publish_health();
-            QueueError::Full(reason)
-        } else {
-            self.fatal = Some(reason.clone());
-            self.publish_health();
-            QueueError::Unhealthy(reason)
-        }
-    }
-
-    /// Fails fast while unhealthy; after `ENOSPC`, tries (at most once per
-    /// second) to continue in a fresh segment.
-    fn ensure_writable(&mut self) -> Result<(), QueueError> {
-        if let Some(reason) = &self.fatal {
-            return Err(QueueError::Unhealthy(reason.clone()));
-        }
-        let Some(reason) = &self.broken else {
-            return Ok(());
-        };
-        let err = QueueError::Full(reason.clone());
-        if self
-            .last_repair
-            .is_some_and(|t| t.elapsed() < CHECK_INTERVAL)
-        {
-            return Err(err);
-        }
-        self.last_repair = Some(Instant::now());
-        match self.rotate() {
-            Ok(()) => {
-                tracing::info!(segment = %format!("{:016x}", self.active.id), "spool writable again");
-                self.broken = None;
-                self.publish_health();
-                Ok(())
-            }
-            Err(_) => Err(err),
-        }
-    }
-
-    /// Seals the active segment and starts the next one.
-    fn rotate(&mut self) -> io::Result<()> {
-        #[cfg(test)]
-        self.shared.faults.before_write()?;
-        if self.unsynced {
-            self.active.file.sync_data()?;
-            self.unsynced = false;
-        }
-        let next = create_segment(&self.shared.dir, &self.dir, self.next_segment_id())?;
-        self.active = next;
-        self.register_active();
-        Ok(())
-    }
-
-    fn next_segment_id(&self) -> SegId {
-        let ix = self.shared.index();
-        ix.segments
-            .keys()
-            .next_back()
-            .map_or(1, |last| last + 1)
-            .max(self.active.id + 1)
-    }
-
-    /// Buffered mode: makes everything written so far durable.
-    fn flush(&mut self) {
-        if !self.unsynced {
-            return;
-        }
-        self.unsynced = false;
-        if let Err(e) = self.active.file.sync_data() {
-            tracing::error!(error = %e, "spool sync failed");
-            self.fatal = Some(format!("sync of segment {:016x}: {e}", self.active.id).into());
-            self.publish_health();
-        }
-    }
-
-    /// Deletes every segment nothing depends on any more, then syncs the
-    /// directory so that a later deletion never overtakes this one.
-    pub(crate) fn collect_garbage(&mut self) {
-        let victims = self.shared.index().deletable();
-        if victims.is_empty() {
-            return;
-        }
-        let mut gone = Vec::with_capacity(victims.len());
-        for id in victims {
-            let path = self.shared.dir.join(segment::file_name(id));
-            match fs::remove_file(&path) {
-                Ok(()) => gone.push(id),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(id),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot delete spool segment")
-                }
-            }
-        }
-        if let Err(e) = self.dir.sync_all() {
-            tracing::warn!(error = %e, "cannot sync spool directory after deleting segments");
-            return; // keep them listed: their dependants must wait for a durable delete
-        }
-        let mut ix = self.shared.index();
-        for id in gone {
-            ix.segments.remove(&id);
-        }
-    }
-
     fn maybe_wake_compactor(&self) {
         let (total, live) = self.shared.index().footprint();
         if crate::compactor::worth_compacting(&self.shared.opts, total, live) {
             self.shared.compactor_wake.notify();
         }
-    }
-
-    /// Measures free space at most once per `CHECK_INTERVAL`.
-    fn check_space(&mut self) {
-        let min = self.shared.opts.min_free_space;
-        if min == 0
-            || self
-                .last_check
-                .is_some_and(|t| t.elapsed() < CHECK_INTERVAL)
-        {
-            return;
-        }
-        self.last_check = Some(Instant::now());
-        let Ok(st) = rustix::fs::statvfs(&self.shared.dir) else {
-            return;
-        };
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        let low = free < min;
-        if low != self.space_low.is_some() {
-            self.space_low =
-                low.then(|| format!("{free} bytes free, below the reserve of {min} bytes").into());
-            if low {
-                tracing::warn!(
-                    free,
-                    reserve = min,
-                    "spool free space below reserve: refusing new messages"
-                );
-            } else {
-                tracing::info!(free, "spool free space back above reserve");
-            }
-            self.publish_health();
-        }
-    }
-
-    fn publish_health(&self) {
-        let h = if let Some(r) = &self.fatal {
-            Health::Unhealthy(r.clone())
-        } else if let Some(r) = &self.broken {
-            Health::Full(r.clone())
-        } else if let Some(r) = &self.space_low {
-            Health::Full(r.clone())
-        } else {
-            Health::Healthy
-        };
-        self.shared.health.set(&h);
     }
 }
 
@@ -587,49 +436,4 @@ fn clone_err(e: &QueueError) -> QueueError {
         QueueError::Unhealthy(r) => QueueError::Unhealthy(r.clone()),
         other => QueueError::Unhealthy(other.to_string().into()),
     }
-}
-
-fn is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
-}
-
-/// Creates segment `id` with its header, durable (file and directory).
-fn create_segment(dir_path: &std::path::Path, dir: &File, id: SegId) -> io::Result<Active> {
-    let path: PathBuf = dir_path.join(segment::file_name(id));
-    let salt = random_u32();
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create_new(true)
-        .open(&path)?;
-    let res = (&file)
-        .write_all(&segment::encode_header(id, salt))
-        .and_then(|()| file.sync_data())
-        .and_then(|()| dir.sync_all());
-    if let Err(e) = res {
-        let _ = fs::remove_file(&path);
-        return Err(e);
-    }
-    Ok(Active {
-        id,
-        file: Arc::new(file),
-        salt,
-        size: SEGMENT_HEADER_LEN as u64,
-    })
-}
-
-/// A random salt (std's hasher keys come from the OS's randomness).
-fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish() as u32
 }

@@ -1,0 +1,217 @@
+//! Unit tests of the index's bookkeeping.
+use super::*;
+use crate::types::{DomainCount, EnvelopeRecipient};
+
+fn env(n: usize) -> Arc<Envelope> {
+    Arc::new(Envelope {
+        sender: "s@x".into(),
+        meta: Box::default(),
+        recipients: (0..n)
+            .map(|i| EnvelopeRecipient::new(format!("r{i}@d{i}.example")))
+            .collect(),
+    })
+}
+
+fn loc(seg: SegId, offset: u32) -> Loc {
+    Loc {
+        seg,
+        offset,
+        len: 100,
+        body_offset: 60,
+    }
+}
+
+fn pending(n: usize, at: u64) -> Box<[RecipientStatus]> {
+    vec![RecipientStatus::pending(Timestamp::from_millis(at)); n].into()
+}
+
+fn done() -> RecipientStatus {
+    RecipientStatus {
+        state: RecipientState::Delivered,
+        ..RecipientStatus::pending(Timestamp::default())
+    }
+}
+
+/// Queues message `id` with `n` recipients due at `at`, homed in `seg`.
+fn put(ix: &mut Index, id: u64, n: usize, at: u64, seg: SegId) -> MessageId {
+    let id = MessageId::from_u64(id);
+    ix.apply_full(
+        id,
+        env(n),
+        pending(n, at),
+        Timestamp::default(),
+        loc(seg, 32),
+        None,
+    );
+    id
+}
+
+fn index_with_segments(ids: &[SegId]) -> Index {
+    let mut ix = Index::new(0);
+    for id in ids {
+        ix.seg(*id);
+    }
+    ix.active = *ids.last().unwrap();
+    ix
+}
+
+#[test]
+fn last_recipient_done_removes_and_pins_the_tombstone_segment() {
+    let mut ix = index_with_segments(&[1, 2, 3]);
+    let id = put(&mut ix, 1, 2, 0, 1);
+    assert_eq!(ix.pending_recipients(), 2);
+    assert_eq!(
+        ix.apply_status(id, &[(0, done())], 2),
+        Some(UpdateOutcome::StillQueued)
+    );
+    assert_eq!(ix.segments[&2].refs, 1);
+    assert_eq!(
+        ix.apply_status(id, &[(1, done())], 2),
+        Some(UpdateOutcome::Removed)
+    );
+    assert_eq!(ix.len(), 0);
+    assert_eq!(ix.pending_recipients(), 0);
+    // Segment 2 holds the record that ended a message homed in 1: 1 must go first.
+    assert_eq!(ix.deletable(), vec![1]);
+    ix.segments.remove(&1);
+    assert_eq!(ix.deletable(), vec![2]);
+}
+
+#[test]
+fn relocation_supersedes_and_releases_old_segments() {
+    let mut ix = index_with_segments(&[1, 2, 3]);
+    let id = put(&mut ix, 1, 2, 0, 1);
+    ix.apply_status(id, &[(0, done())], 2);
+    let current = ix.entry(id).unwrap().statuses.clone();
+    ix.apply_full(id, env(2), current, Timestamp::default(), loc(3, 32), None);
+    assert_eq!(ix.segments[&1].refs, 0);
+    assert_eq!(ix.segments[&2].refs, 0);
+    assert_eq!(ix.segments[&3].refs, 1);
+    assert_eq!(ix.pending_recipients(), 1);
+    assert!(ix.segments[&3].deps.contains(&1));
+    assert_eq!(ix.deletable(), vec![1, 2]);
+}
+
+#[test]
+fn due_order_and_in_flight() {
+    let mut ix = index_with_segments(&[1]);
+    for (i, at) in [(1u64, 30u64), (2, 10), (3, 20)] {
+        ix.apply_full(
+            MessageId::from_u64(i),
+            env(1),
+            pending(1, at),
+            Timestamp::default(),
+            loc(1, 0),
+            None,
+        );
+    }
+    assert_eq!(ix.next_due(), Some(Timestamp::from_millis(10)));
+    let got: Vec<u64> = ix
+        .take_due(Timestamp::from_millis(25), 10)
+        .iter()
+        .map(|m| m.id.as_u64())
+        .collect();
+    assert_eq!(got, vec![2, 3]);
+    assert!(
+        ix.take_due(Timestamp::from_millis(25), 10).is_empty(),
+        "in flight is not handed out twice"
+    );
+    assert!(ix.release(MessageId::from_u64(2)));
+    assert_eq!(ix.take_due(Timestamp::from_millis(25), 10).len(), 1);
+    let mut later = RecipientStatus::pending(Timestamp::from_millis(100));
+    later.attempts = 1;
+    ix.apply_status(MessageId::from_u64(3), &[(0, later)], 1);
+    assert_eq!(ix.next_due(), Some(Timestamp::from_millis(30)));
+}
+
+#[test]
+fn domains_count_messages_once() {
+    let mut ix = index_with_segments(&[1]);
+    let e = Arc::new(Envelope {
+        sender: "".into(),
+        meta: Box::default(),
+        recipients: vec![
+            EnvelopeRecipient::new("a@X.example"),
+            EnvelopeRecipient::new("b@x.example"),
+        ]
+        .into(),
+    });
+    ix.apply_full(
+        MessageId::from_u64(1),
+        e,
+        pending(2, 0),
+        Timestamp::default(),
+        loc(1, 0),
+        None,
+    );
+    ix.apply_full(
+        MessageId::from_u64(2),
+        env(1),
+        pending(1, 0),
+        Timestamp::default(),
+        loc(1, 0),
+        None,
+    );
+    let d = ix.domains();
+    assert_eq!(
+        d[0],
+        DomainCount {
+            domain: "x.example".into(),
+            messages: 1,
+            recipients: 2
+        }
+    );
+    assert_eq!(
+        d[1],
+        DomainCount {
+            domain: "d0.example".into(),
+            messages: 1,
+            recipients: 1
+        }
+    );
+}
+
+#[test]
+fn body_cache_respects_budget_and_ends_at_first_attempt() {
+    let mut ix = index_with_segments(&[1]);
+    ix.cache_budget = 10;
+    let body = Bytes::from_static(b"0123456789");
+    ix.apply_full(
+        MessageId::from_u64(1),
+        env(1),
+        pending(1, 0),
+        Timestamp::default(),
+        loc(1, 0),
+        Some(body.clone()),
+    );
+    ix.apply_full(
+        MessageId::from_u64(2),
+        env(1),
+        pending(1, 0),
+        Timestamp::default(),
+        loc(1, 0),
+        Some(body),
+    );
+    assert!(
+        ix.entry(MessageId::from_u64(1))
+            .unwrap()
+            .cached_body
+            .is_some()
+    );
+    assert!(
+        ix.entry(MessageId::from_u64(2))
+            .unwrap()
+            .cached_body
+            .is_none()
+    );
+    let mut st = RecipientStatus::pending(Timestamp::from_millis(5));
+    st.attempts = 1;
+    ix.apply_status(MessageId::from_u64(1), &[(0, st)], 1);
+    assert!(
+        ix.entry(MessageId::from_u64(1))
+            .unwrap()
+            .cached_body
+            .is_none()
+    );
+    assert_eq!(ix.cache_used, 0);
+}

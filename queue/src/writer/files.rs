@@ -1,0 +1,121 @@
+//! The writer's segment files: creating, rotating, syncing and deleting them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Active, Writer};
+use crate::segment::{self, SEGMENT_HEADER_LEN, SegId};
+
+impl Writer {
+    /// Seals the active segment and starts the next one.
+    pub(super) fn rotate(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        self.shared.faults.before_write()?;
+        if self.unsynced {
+            self.active.file.sync_data()?;
+            self.unsynced = false;
+        }
+        let next = create_segment(&self.shared.dir, &self.dir, self.next_segment_id())?;
+        self.active = next;
+        self.register_active();
+        Ok(())
+    }
+
+    pub(super) fn next_segment_id(&self) -> SegId {
+        let ix = self.shared.index();
+        ix.segments
+            .keys()
+            .next_back()
+            .map_or(1, |last| last + 1)
+            .max(self.active.id + 1)
+    }
+
+    /// Buffered mode: makes everything written so far durable.
+    pub(super) fn flush(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        self.unsynced = false;
+        self.shared
+            .io
+            .syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = self.active.file.sync_data() {
+            tracing::error!(error = %e, "spool sync failed");
+            self.fatal = Some(format!("sync of segment {:016x}: {e}", self.active.id).into());
+            self.publish_health();
+        }
+    }
+
+    /// Deletes every segment nothing depends on any more, then syncs the
+    /// directory so that a later deletion never overtakes this one.
+    pub(crate) fn collect_garbage(&mut self) {
+        let victims = self.shared.index().deletable();
+        if victims.is_empty() {
+            return;
+        }
+        let mut gone = Vec::with_capacity(victims.len());
+        for id in victims {
+            let path = self.shared.dir.join(segment::file_name(id));
+            match fs::remove_file(&path) {
+                Ok(()) => gone.push(id),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(id),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot delete spool segment")
+                }
+            }
+        }
+        if let Err(e) = self.dir.sync_all() {
+            tracing::warn!(error = %e, "cannot sync spool directory after deleting segments");
+            return; // keep them listed: their dependants must wait for a durable delete
+        }
+        let mut ix = self.shared.index();
+        for id in gone {
+            ix.segments.remove(&id);
+        }
+    }
+}
+
+/// Creates segment `id` with its header, durable (file and directory).
+pub(super) fn create_segment(
+    dir_path: &std::path::Path,
+    dir: &File,
+    id: SegId,
+) -> io::Result<Active> {
+    let path: PathBuf = dir_path.join(segment::file_name(id));
+    let salt = random_u32();
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .open(&path)?;
+    let res = (&file)
+        .write_all(&segment::encode_header(id, salt))
+        .and_then(|()| file.sync_data())
+        .and_then(|()| dir.sync_all());
+    if let Err(e) = res {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(Active {
+        id,
+        file: Arc::new(file),
+        salt,
+        size: SEGMENT_HEADER_LEN as u64,
+    })
+}
+
+/// A random salt (std's hasher keys come from the OS's randomness).
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
