@@ -53,8 +53,10 @@
 //! - `index`: the in-memory state, shared by recovery and the writer;
 //! - `recovery`: scanning and repairing a spool at open;
 //! - `compactor`: relocation of live messages out of old segments;
+//! - `body`: reading a body back from its segment, checksum-verified;
 //! - `codec` and `segment`: the byte layout of records and segment files.
 
+mod body;
 mod codec;
 mod compactor;
 mod error;

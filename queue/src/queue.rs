@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::body;
 use crate::codec;
 use crate::compactor;
 use crate::error::QueueError;
@@ -197,7 +198,7 @@ impl Queue {
         match source {
             BodySource::Cached(b) => Ok(b),
             BodySource::OnDisk { file, loc, salt } => {
-                compactor::read_record_body(&self.shared, &file, loc, salt)
+                body::read_record_body(&self.shared, &file, loc, salt)
             }
         }
     }
