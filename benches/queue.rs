@@ -81,6 +81,7 @@ fn parse_args() -> Args {
 fn message(body: &Bytes, i: u64, rcpts: u64) -> NewMessage {
     let now = Timestamp::now();
     NewMessage {
+        id: None,
         envelope: Envelope {
             sender: "bounces@shop.example".into(),
             meta: Box::default(),

@@ -1,31 +1,127 @@
 //! Wiring: builds every component from the config, runs until the shutdown
 //! future resolves, then stops them in order so that nothing accepted is
 //! lost. Owns no protocol logic.
+//!
+//! Shutdown: listeners stop accepting; idle sessions are closed with
+//! `421 4.3.2`; sessions in a transaction get `server.shutdown_grace` to
+//! finish it (its `250` is sent only once the message is durable); then the
+//! rest are closed with 421, and the queue is closed (flushed).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use queue::{Queue, RecoveryReport};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
+use crate::intake::{Intake, IntakeSettings};
+use crate::smtp::server::{self, Credentials, Phase, SessionContext};
+use crate::smtp::tls;
 
-/// Runs Tern with `config` until `shutdown` resolves.
+/// Runs Tern with `config` until `shutdown` resolves, binding the
+/// configured listener addresses.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let queue = open_queue(&config).await?;
-    tracing::info!(
-        hostname = %config.server.hostname,
-        spool = %config.queue.path.display(),
-        "tern is running (SMTP listener and delivery arrive with their issues)"
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        let listener = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", l.address))?;
+        bound.push(listener);
+    }
+    run_with_listeners(config, bound, shutdown).await
+}
+
+/// Runs Tern on already-bound listeners (`bound[i]` serves
+/// `config.listeners[i]`), so that tests can bind port 0.
+pub async fn run_with_listeners(
+    config: Config,
+    bound: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        bound.len() == config.listeners.len(),
+        "one bound socket per configured listener is needed"
     );
+    let queue = open_queue(&config).await?;
+    let credentials = Arc::new(Credentials::new(&config.auth));
+    let (phase, phase_rx) = watch::channel(Phase::Running);
+    let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
+    let mut accept_loops = Vec::new();
+    for (l, listener) in config.listeners.iter().zip(bound) {
+        let ctx = Arc::new(session_context(
+            &config,
+            l,
+            queue.clone(),
+            credentials.clone(),
+        )?);
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| l.address.to_string(), |a| a.to_string());
+        tracing::info!(%address, starttls = ctx.tls.is_some(), auth = credentials.any(), "listening for SMTP");
+        accept_loops.push(tokio::spawn(server::serve(
+            listener,
+            ctx,
+            phase_rx.clone(),
+            sessions.clone(),
+        )));
+    }
+    drop(sessions);
+    tracing::info!(hostname = %config.server.hostname, spool = %config.queue.path.display(), "tern is running");
+
     shutdown.await;
-    tracing::info!("shutting down");
+    let grace = config.server.shutdown_grace.get();
+    tracing::info!(grace = %config.server.shutdown_grace, "shutting down: no new connections; transactions in flight may finish");
+    let _ = phase.send(Phase::Draining);
+    for a in accept_loops {
+        let _ = a.await;
+    }
+    if tokio::time::timeout(grace, sessions_done.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: closing the remaining sessions");
+        let _ = phase.send(Phase::Abort);
+        let _ = tokio::time::timeout(Duration::from_secs(10), sessions_done.recv()).await;
+    }
     let q = queue.clone();
     tokio::task::spawn_blocking(move || q.close())
         .await
         .context("closing the queue")?;
-    tracing::info!(queued = queue.stats().messages, "queue closed; stopped");
+    tracing::info!(queued = queue.message_count(), "queue closed; stopped");
     Ok(())
+}
+
+/// What the sessions of one listener share.
+pub fn session_context(
+    config: &Config,
+    l: &ListenerConfig,
+    queue: Arc<Queue>,
+    credentials: Arc<Credentials>,
+) -> anyhow::Result<SessionContext> {
+    let tls = match l.tls_enabled() {
+        true => Some(TlsAcceptor::from(tls::load_server_config(l).map_err(
+            |e| anyhow::anyhow!("listener {}: {}: {}", l.address, e.key, e.message),
+        )?)),
+        false => None,
+    };
+    let settings = IntakeSettings {
+        hostname: config.server.hostname.clone(),
+        max_received_headers: l.max_received_headers as usize,
+        add_message_id: l.add_message_id,
+        add_date: l.add_date,
+        max_messages: config.queue.max_messages,
+    };
+    Ok(SessionContext {
+        hostname: config.server.hostname.clone(),
+        listener: l.clone(),
+        intake: Intake::new(queue, settings),
+        credentials,
+        tls,
+    })
 }
 
 /// Opens and recovers the spool (blocking work, off the reactor) and logs

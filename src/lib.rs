@@ -30,4 +30,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod intake;
 pub mod logging;
+pub mod shaping;
+pub mod smtp;

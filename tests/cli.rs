@@ -44,6 +44,7 @@ fn fill_spool(spool: &Path, recipients: &[&[&str]]) {
     let (q, _) = Queue::open(QueueOptions::new(spool)).unwrap();
     for (n, rcpts) in recipients.iter().enumerate() {
         let msg = NewMessage {
+            id: None,
             envelope: Envelope {
                 sender: "app@shop.example".into(),
                 meta: Box::default(),

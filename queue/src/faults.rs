@@ -1,11 +1,13 @@
-//! Test-only fault injection for the writer: make the next write or sync of
-//! one queue fail with a chosen error, as a full or failing disk would.
+//! Fault injection for tests (compiled only for this crate's tests or with
+//! the `fault-injection` feature): make the next write or sync of one queue
+//! fail with a chosen error, as a full or failing disk would.
 
 use std::io;
 use std::sync::Mutex;
 
+/// Failures to inject into one queue's writer.
 #[derive(Default)]
-pub(crate) struct Faults {
+pub struct Faults {
     write: Mutex<Option<io::ErrorKind>>,
     sync: Mutex<Option<io::ErrorKind>>,
     /// Keep failing writes until cleared (a disk that stays full).
@@ -13,21 +15,24 @@ pub(crate) struct Faults {
 }
 
 impl Faults {
+    /// Fail writes with `kind`, once or until cleared (`sticky`).
     pub fn fail_writes(&self, kind: io::ErrorKind, sticky: bool) {
         *self.write.lock().unwrap() = Some(kind);
         self.sticky_write
             .store(sticky, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Stop failing writes.
     pub fn clear_writes(&self) {
         *self.write.lock().unwrap() = None;
     }
 
+    /// Fail the next `fdatasync` with `kind`.
     pub fn fail_next_sync(&self, kind: io::ErrorKind) {
         *self.sync.lock().unwrap() = Some(kind);
     }
 
-    pub fn before_write(&self) -> io::Result<()> {
+    pub(crate) fn before_write(&self) -> io::Result<()> {
         let mut w = self.write.lock().unwrap();
         let sticky = self.sticky_write.load(std::sync::atomic::Ordering::SeqCst);
         match if sticky { *w } else { w.take() } {
@@ -36,7 +41,7 @@ impl Faults {
         }
     }
 
-    pub fn before_sync(&self) -> io::Result<()> {
+    pub(crate) fn before_sync(&self) -> io::Result<()> {
         match self.sync.lock().unwrap().take() {
             Some(kind) => Err(io::Error::from(kind)),
             None => Ok(()),
@@ -58,6 +63,7 @@ mod tests {
 
     fn msg(n: u64) -> NewMessage {
         NewMessage {
+            id: None,
             envelope: Envelope {
                 sender: "s@x.example".into(),
                 meta: Box::default(),

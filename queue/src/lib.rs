@@ -60,8 +60,8 @@ mod body;
 mod codec;
 mod compactor;
 mod error;
-#[cfg(test)]
-mod faults;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod faults;
 mod index;
 mod options;
 mod queue;

@@ -57,12 +57,13 @@ impl Queue {
             index: Mutex::new(index),
             health: Default::default(),
             io: Default::default(),
+            messages: (report.messages).into(),
             next_id: (loaded.max_id + 1).max(now_micros()).into(),
             opts,
             dir,
             compactor_wake: Default::default(),
             stopping: Default::default(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fault-injection"))]
             faults: Default::default(),
         });
         let (tx, rx) = mpsc::channel();
@@ -103,7 +104,7 @@ impl Queue {
             Health::Full(r) => return Err(QueueError::Full(r)),
             Health::Unhealthy(r) => return Err(QueueError::Unhealthy(r)),
         }
-        let id = MessageId::from_u64(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = msg.id.unwrap_or_else(|| self.allocate_id());
         let n = msg.envelope.recipients.len();
         let statuses: Box<[RecipientStatus]> =
             vec![RecipientStatus::pending(msg.first_attempt); n].into();
@@ -117,6 +118,18 @@ impl Queue {
             body: msg.body,
         };
         self.submit(op, Some(rec)).await.map(|_| id)
+    }
+
+    /// A fresh id, unique in this spool, for a message about to be
+    /// enqueued. An id allocated but never enqueued is simply unused.
+    pub fn allocate_id(&self) -> MessageId {
+        MessageId::from_u64(self.shared.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Messages queued (with a pending recipient); a lock-free read, cheap
+    /// enough for every SMTP transaction.
+    pub fn message_count(&self) -> u64 {
+        self.shared.messages.load(Ordering::Relaxed)
     }
 
     /// Records new statuses for some recipients of `id` (by envelope index),
@@ -236,8 +249,9 @@ impl Queue {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn faults(&self) -> &crate::faults::Faults {
+    /// Fault injection for tests of what callers do when the disk fails.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn faults(&self) -> &crate::faults::Faults {
         &self.shared.faults
     }
 }

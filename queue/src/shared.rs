@@ -125,13 +125,15 @@ impl IoCounters {
 pub(crate) struct Shared {
     pub index: Mutex<Index>,
     pub io: IoCounters,
+    /// Queued messages, refreshed by the writer after each commit.
+    pub messages: AtomicU64,
     pub health: HealthCell,
     pub next_id: AtomicU64,
     pub opts: QueueOptions,
     pub dir: PathBuf,
     pub compactor_wake: Signal,
     pub stopping: std::sync::atomic::AtomicBool,
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fault-injection"))]
     pub faults: crate::faults::Faults,
 }
 

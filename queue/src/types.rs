@@ -204,6 +204,10 @@ pub struct Envelope {
 /// A message handed to [`crate::Queue::enqueue`].
 #[derive(Clone, Debug)]
 pub struct NewMessage {
+    /// The id to queue it under, taken earlier from
+    /// [`crate::Queue::allocate_id`] (so that headers written before the
+    /// data arrived can name it), or `None` to allocate one now.
+    pub id: Option<MessageId>,
     /// Sender, recipients and application data.
     pub envelope: Envelope,
     /// When the message was received.

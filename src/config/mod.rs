@@ -7,6 +7,7 @@
 //! reason (see [`load`](crate::config::load)). Components receive their
 //! section at construction; nothing here is global.
 
+mod auth;
 mod listener;
 pub mod load;
 mod queue;
@@ -17,7 +18,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use listener::ListenerConfig;
+pub use auth::{AuthConfig, UserConfig};
+pub use listener::{BareLineEndings, ListenerConfig};
 pub use load::{ConfigError, ConfigErrors};
 pub use queue::{DurabilityMode, QueueConfig};
 pub use server::{LogConfig, ServerConfig};
@@ -35,6 +37,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// `[queue]`: the durable spool.
     pub queue: QueueConfig,
+    /// `[auth]`: SMTP AUTH users and failure limits.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             log: LogConfig::default(),
             listeners: listener::default_listeners(),
             queue: QueueConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -79,6 +84,7 @@ impl Config {
         self.log.validate(&mut issues);
         listener::validate(&self.listeners, &mut issues);
         self.queue.validate(&mut issues);
+        self.auth.validate(&mut issues);
         issues
     }
 

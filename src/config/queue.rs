@@ -48,6 +48,10 @@ pub struct QueueConfig {
     /// New mail is refused with a temporary error while the spool's file
     /// system has less free space than this; "0B" disables the check.
     pub min_free_space: ByteSize,
+    /// New mail is refused with a temporary error while this many messages
+    /// are queued (each costs about 500 bytes of RAM plus its recipients);
+    /// 0 means no limit.
+    pub max_messages: u64,
 }
 
 impl Default for QueueConfig {
@@ -59,6 +63,7 @@ impl Default for QueueConfig {
             segment_size: ByteSize(64 << 20),
             body_cache: ByteSize(64 << 20),
             min_free_space: ByteSize(200_000_000),
+            max_messages: 1_000_000,
         }
     }
 }

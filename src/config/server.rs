@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::load::{Issue, KeyPath, at};
+use super::values::Duration;
 
 /// `[server]`: the identity of this MTA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,12 +12,16 @@ pub struct ServerConfig {
     /// The host name announced in the SMTP banner and EHLO reply and written
     /// in Received headers. Default: the machine's host name.
     pub hostname: String,
+    /// On SIGTERM, how long transactions in flight may take to finish
+    /// before their sessions are closed with `421 4.3.2`.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             hostname: default_hostname(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

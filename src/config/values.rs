@@ -253,6 +253,45 @@ impl fmt::Display for Rate {
     }
 }
 
+/// An IP network in CIDR notation (`"127.0.0.0/8"`, `"::1/128"`); a bare
+/// address means that one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl Cidr {
+    /// True if `ip` is inside the network (IPv4-mapped IPv6 addresses count
+    /// as their IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expect = "expected an address or network such as \"192.0.2.0/24\" or \"::1\"";
+        let t = s.trim();
+        if let Ok(net) = t.parse::<ipnet::IpNet>() {
+            return Ok(Self(net.trunc()));
+        }
+        t.parse::<std::net::IpAddr>()
+            .map(|ip| Self(ip.into()))
+            .map_err(|_| err("network", s, expect))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 macro_rules! string_conversions {
     ($($t:ty),*) => {$(
         impl TryFrom<String> for $t {
@@ -268,7 +307,7 @@ macro_rules! string_conversions {
         }
     )*};
 }
-string_conversions!(Duration, ByteSize, Rate);
+string_conversions!(Duration, ByteSize, Rate, Cidr);
 
 #[cfg(test)]
 mod tests {
@@ -318,6 +357,22 @@ mod tests {
         assert_eq!(round_trip::<ByteSize>("1024000B").0, 1_024_000);
         for bad in ["", "25", "MB", "25XB", "25mb", "1.5GB", "99999999999TB"] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn networks() {
+        let n = round_trip::<Cidr>("127.0.0.0/8");
+        assert!(n.contains("127.1.2.3".parse().unwrap()));
+        assert!(
+            n.contains("::ffff:127.0.0.1".parse().unwrap()),
+            "v4-mapped counts as v4"
+        );
+        assert!(!n.contains("10.0.0.1".parse().unwrap()));
+        assert_eq!(round_trip::<Cidr>("::1").to_string(), "::1/128");
+        assert_eq!(round_trip::<Cidr>("10.1.2.3/8").to_string(), "10.0.0.0/8");
+        for bad in ["", "10.0.0.0/33", "localhost", "1.2.3"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?}");
         }
     }
 

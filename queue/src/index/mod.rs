@@ -145,9 +145,9 @@ impl Index {
         self.messages.get(&id)
     }
 
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.messages.len()
+    /// Live messages.
+    pub fn message_count(&self) -> u64 {
+        self.messages.len() as u64
     }
 
     #[cfg(test)]

@@ -69,7 +69,7 @@ fn last_recipient_done_removes_and_pins_the_tombstone_segment() {
         ix.apply_status(id, &[(1, done())], 2),
         Some(UpdateOutcome::Removed)
     );
-    assert_eq!(ix.len(), 0);
+    assert_eq!(ix.message_count() as usize, 0);
     assert_eq!(ix.pending_recipients(), 0);
     // Segment 2 holds the record that ended a message homed in 1: 1 must go first.
     assert_eq!(ix.deletable(), vec![1]);

@@ -11,7 +11,7 @@ use crate::segment::{self, SEGMENT_HEADER_LEN, SegId};
 impl Writer {
     /// Seals the active segment and starts the next one.
     pub(super) fn rotate(&mut self) -> io::Result<()> {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fault-injection"))]
         self.shared.faults.before_write()?;
         if self.unsynced {
             self.active.file.sync_data()?;

@@ -331,7 +331,7 @@ impl Writer {
     }
 
     fn write_batch(&mut self, staged: &[Request]) -> io::Result<()> {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fault-injection"))]
         self.shared.faults.before_write()?;
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(staged.len() * 2);
         for r in staged {
@@ -351,7 +351,7 @@ impl Writer {
         }
         match self.shared.opts.durability {
             Durability::Fsync => {
-                #[cfg(test)]
+                #[cfg(any(test, feature = "fault-injection"))]
                 self.shared.faults.before_sync()?;
                 self.active.file.sync_data()
             }
@@ -377,6 +377,9 @@ impl Writer {
             let res = apply_op(&mut ix, r.op, loc);
             out.push((r.reply, res));
         }
+        self.shared
+            .messages
+            .store(ix.message_count(), std::sync::atomic::Ordering::Relaxed);
         out
     }
 

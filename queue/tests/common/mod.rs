@@ -14,6 +14,7 @@ pub const RECORD_MAGIC: [u8; 4] = 0xD1E6_5254u32.to_le_bytes();
 pub fn message(n: u64, recipients: usize) -> NewMessage {
     let now = Timestamp::from_millis(1_700_000_000_000);
     NewMessage {
+        id: None,
         envelope: Envelope {
             sender: format!("sender{n}@shop.example").into(),
             meta: n.to_le_bytes().to_vec().into(),
