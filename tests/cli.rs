@@ -29,7 +29,7 @@ fn output(cmd: &mut Command) -> (bool, String, String) {
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("tern.toml");
     let text = format!(
-        "[server]\nhostname = \"mta.test\"\n[log]\nlevel = \"info\"\n[[listener]]\naddress = \"127.0.0.1:2525\"\n[queue]\npath = \"{}\"\nsegment_size = \"1MiB\"\nmin_free_space = \"0B\"\n",
+        "[server]\nhostname = \"mta.test\"\n[log]\nlevel = \"info\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[queue]\npath = \"{}\"\nsegment_size = \"1MiB\"\nmin_free_space = \"0B\"\n",
         dir.join("spool").display()
     );
     std::fs::write(&path, text).unwrap();

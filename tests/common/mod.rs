@@ -15,6 +15,8 @@ use tern::smtp::server::{Credentials, Phase, hash_password, run_session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 /// The password of the test user `app`.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -27,7 +29,9 @@ pub struct TestCert {
 }
 
 pub fn test_cert(dir: &std::path::Path) -> TestCert {
-    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let c =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
     let cert_pem = c.cert.pem();
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
@@ -49,9 +53,17 @@ pub fn config(dir: &std::path::Path) -> Config {
     c.queue.segment_size = tern::config::values::ByteSize(1 << 20);
     c.auth.users.push(UserConfig {
         name: "app".into(),
-        password_hash: hash_password(PASSWORD).unwrap(),
+        password_hash: password_hash(),
     });
     c
+}
+
+/// The argon2 hash of [`PASSWORD`], computed once per test binary (argon2
+/// is slow by design, more so in debug builds).
+pub fn password_hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(PASSWORD).unwrap())
+        .clone()
 }
 
 /// A session under test, driven over an in-memory stream.
@@ -109,6 +121,11 @@ pub async fn start_on(
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Sends raw bytes; false if the server has closed the connection.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.client.write_all(bytes).await.is_ok() && self.client.flush().await.is_ok()
+    }
+
     /// Sends raw bytes.
     pub async fn send(&mut self, bytes: &[u8]) {
         self.client.write_all(bytes).await.unwrap();
@@ -235,4 +252,61 @@ pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
+}
+
+/// A TLS client for the test certificate.
+pub fn connector(cert_pem: &str) -> TlsConnector {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Starts a session with STARTTLS configured, from `peer`.
+pub async fn start_tls_capable(peer: &str) -> (Session, String) {
+    let certdir = tempfile::tempdir().unwrap();
+    let cert = test_cert(certdir.path());
+    let s = start(peer, |c| {
+        c.listeners[0].tls_certificate = Some(cert.cert_path.clone());
+        c.listeners[0].tls_key = Some(cert.key_path.clone());
+    })
+    .await;
+    (s, cert.cert_pem)
+}
+
+/// Runs the client side of the handshake after `220 Ready to start TLS`.
+pub async fn upgrade(s: Session, cert_pem: &str) -> Session<TlsStream<DuplexStream>> {
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector(cert_pem)
+        .connect(name, s.client)
+        .await
+        .expect("TLS handshake");
+    Session {
+        client: tls,
+        buf: s.buf,
+        task: s.task,
+        queue: s.queue,
+        phase: s.phase,
+        dir: s.dir,
+        greeting: s.greeting,
+    }
+}
+
+pub fn plain(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"))
+}
+
+pub fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
