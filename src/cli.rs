@@ -38,6 +38,20 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// SMTP AUTH users.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Read a password from standard input (one line) and print its argon2
+    /// hash for `password_hash` in an `[[auth.user]]` section. The password
+    /// is never taken from the command line, so it stays out of shell
+    /// history and process lists.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +76,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Queue {
             command: QueueCommand::Summary { config, top },
         } => queue_summary(&config, top),
+        Command::Auth {
+            command: AuthCommand::HashPassword,
+        } => hash_password(),
     }
 }
 
@@ -131,6 +148,30 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("tern: cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("tern: the password is empty");
+        return ExitCode::FAILURE;
+    }
+    match crate::smtp::server::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: cannot hash the password: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn queue_summary(path: &Path, top: usize) -> ExitCode {

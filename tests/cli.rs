@@ -194,6 +194,32 @@ fn queue_summary_without_a_spool_says_so() {
 }
 
 #[test]
+fn hash_password_reads_stdin_and_its_hash_is_accepted_by_the_config() {
+    use std::io::Write;
+    let mut child = tern()
+        .args(["auth", "hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.toml");
+    std::fs::write(&file, format!("[[auth.user]]\nname = \"app\"\npassword_hash = \"{hash}\"\n[[auth.user]]\nname = \"bad\"\npassword_hash = \"s3cret\"\n")).unwrap();
+    let (ok, _, err) = output(tern().arg("check-config").arg(&file));
+    assert!(!ok);
+    assert!(
+        err.contains("auth.user[1].password_hash: not a PHC password hash"),
+        "{err}"
+    );
+    assert!(!err.contains("auth.user[0]"), "{err}");
+}
+
+#[test]
 fn run_refuses_an_invalid_config() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");

@@ -269,3 +269,80 @@ print("sent")
             .ends_with("Subject: from python\r\n\r\nhello\r\n.dot line\r\n")
     );
 }
+
+#[test]
+fn python_smtplib_relays_through_tern_run_on_the_shipped_config() {
+    let has_python = Command::new("python3")
+        .args(["-c", "import smtplib"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_python {
+        eprintln!("skipped: python3 with smtplib is not available on this machine");
+        return;
+    }
+    // config/tern.toml as shipped, with only the port and the spool moved
+    // so that the test runs beside anything else.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tern.toml")).unwrap();
+    let text = shipped
+        .replace(
+            "address = \"127.0.0.1:2525\"",
+            &format!("address = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "path = \"./var/spool\"",
+            &format!("path = \"{}\"", dir.path().join("spool").display()),
+        )
+        .replace("min_free_space = \"200MB\"", "min_free_space = \"0B\"");
+    assert_ne!(text, shipped);
+    let config = dir.path().join("tern.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut tern = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "tern did not start listening");
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=10)
+code, caps = s.ehlo("python.test")
+assert b"PIPELINING" in caps and b"STARTTLS" not in caps, caps
+refused = s.sendmail("app@shop.example", ["a@one.example"], b"Subject: default config\r\n\r\nhello\r\n")
+assert refused == {{}}, refused
+s.quit()
+print("sent")
+"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &tern.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tern.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut tern.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}\ntern: {log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status.success(), "{log}");
+    assert!(log.contains("message accepted"), "{log}");
+    let (_, report) = Queue::open(QueueOptions::new(dir.path().join("spool"))).unwrap();
+    assert_eq!(report.messages, 1);
+}

@@ -3,8 +3,8 @@
 //! One TOML file (`config/tern.toml` is the runnable default). Every section
 //! is a serde struct with `deny_unknown_fields` and a default for every key,
 //! so an omitted key takes a sane value and a misspelt one is an error.
-//! [`load`] reports every error at once, each with file, line, key and
-//! reason (see [`load`](crate::config::load)). Components receive their
+//! [`load()`] reports every error at once, each with file, line, key and
+//! reason (the mechanism is in [`mod@load`]). Components receive their
 //! section at construction; nothing here is global.
 
 mod auth;
@@ -215,6 +215,15 @@ mod tests {
             "{}",
             e[1]
         );
+    }
+
+    #[test]
+    fn the_shipped_file_shows_the_built_in_defaults() {
+        // Every key in config/tern.toml is documented with its default
+        // value: the file and the code must not drift apart.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_PATH);
+        let file = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(file, Config::default());
     }
 
     #[test]

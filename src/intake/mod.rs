@@ -145,7 +145,14 @@ impl Intake {
             authenticated: origin.user.is_some(),
         };
         let received = headers::received(&info, id, only_rcpt, SystemTime::now());
-        let mut buf = Vec::with_capacity(received.len() + expected.clamp(4096, 1 << 20));
+        // Without a SIZE hint, start at 16 KiB: typical messages then never
+        // grow (and copy) the buffer while their data arrives.
+        let expected = if expected == 0 {
+            16 << 10
+        } else {
+            expected.clamp(1024, 1 << 20)
+        };
+        let mut buf = Vec::with_capacity(received.len() + expected + 2);
         buf.extend_from_slice(received.as_bytes());
         (id, buf)
     }

@@ -46,14 +46,51 @@ impl Reply {
         }
     }
 
-    /// Appends the reply, CRLF-terminated, to `out`.
+    /// Appends the reply, CRLF-terminated, to `out` (no allocation: this
+    /// runs several times per message).
     pub fn write(&self, out: &mut Vec<u8>) {
         let mut lines = self.text.split('\n').peekable();
-        let [a, b, c] = self.esc;
         while let Some(line) = lines.next() {
-            let sep = if lines.peek().is_some() { '-' } else { ' ' };
-            out.extend_from_slice(format!("{}{sep}{a}.{b}.{c} {line}\r\n", self.code).as_bytes());
+            let sep = if lines.peek().is_some() { b'-' } else { b' ' };
+            self.write_prefix(out, sep);
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
+    }
+
+    /// Writes `250 2.0.0 ` (code, separator, enhanced code, space).
+    fn write_prefix(&self, out: &mut Vec<u8>, sep: u8) {
+        let [a, b, c] = self.esc;
+        let code = [
+            b'0' + (self.code / 100 % 10) as u8,
+            b'0' + (self.code / 10 % 10) as u8,
+            b'0' + (self.code % 10) as u8,
+        ];
+        out.extend_from_slice(&code);
+        out.push(sep);
+        for (i, part) in [a, b, c].into_iter().enumerate() {
+            if i > 0 {
+                out.push(b'.');
+            }
+            if part >= 100 {
+                out.push(b'0' + part / 100);
+            }
+            if part >= 10 {
+                out.push(b'0' + part / 10 % 10);
+            }
+            out.push(b'0' + part % 10);
+        }
+        out.push(b' ');
+    }
+
+    /// Writes this reply with `extra` appended to its (one-line) text,
+    /// without building a new reply; `extra` must be Tern's own text.
+    pub fn write_with(&self, out: &mut Vec<u8>, extra: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        self.write_prefix(out, b' ');
+        out.extend_from_slice(self.text.as_bytes());
+        let _ = out.write_fmt(extra);
+        out.extend_from_slice(b"\r\n");
     }
 
     /// 2xx or 3xx.
@@ -90,6 +127,8 @@ pub const HELP: Reply = Reply::new(
     [2, 0, 0],
     "Tern SMTP: see RFC 5321. Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
 );
+/// The reply to a queued message: `250 2.0.0 Ok queued as <id>`.
+pub const QUEUED: Reply = Reply::new(250, [2, 0, 0], "Ok queued as ");
 pub const AUTH_OK: Reply = Reply::new(235, [2, 7, 0], "Authentication successful");
 
 // Closing the session (421).

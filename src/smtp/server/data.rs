@@ -220,10 +220,7 @@ impl Protocol {
     /// The intake's answer for a handed-over message.
     pub fn delivered(&mut self, result: &Result<queue::MessageId, IntakeError>) {
         match result {
-            Ok(id) => {
-                let r = Reply::owned(250, [2, 0, 0], format!("Ok queued as {id}"));
-                self.reply(&r);
-            }
+            Ok(id) => reply::QUEUED.write_with(&mut self.out, format_args!("{id}")),
             Err(e) => {
                 let r = reply::intake_refusal(e);
                 tracing::warn!(peer = %self.peer, error = %e, reply = %r.to_line(), "message refused after data");

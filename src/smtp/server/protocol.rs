@@ -37,7 +37,7 @@ pub struct SessionContext {
 }
 
 /// What the driver must do next.
-pub(crate) enum Step {
+pub enum Step {
     /// Read more input.
     NeedInput,
     /// Queue this message, then call [`Protocol::delivered`].
@@ -52,8 +52,10 @@ pub(crate) enum Step {
 }
 
 /// Credentials from AUTH. Never logged: `Debug` shows the user only.
-pub(crate) struct Login {
+pub struct Login {
+    /// The user name.
     pub user: String,
+    /// The password (never logged).
     pub password: String,
 }
 
@@ -64,8 +66,10 @@ impl std::fmt::Debug for Login {
 }
 
 /// How the result of a credentials check came out.
-pub(crate) enum AuthOutcome {
+pub enum AuthOutcome {
+    /// The credentials are right.
     Ok,
+    /// They are wrong.
     Invalid,
     /// Too many failures from this address recently.
     Limited,
@@ -116,7 +120,7 @@ pub(super) struct Body {
 }
 
 /// One session's protocol state.
-pub(crate) struct Protocol {
+pub struct Protocol {
     pub(super) ctx: Arc<SessionContext>,
     pub(super) peer: IpAddr,
     pub(super) relay_by_ip: bool,

@@ -38,7 +38,7 @@ impl DataScan {
         self.pos = self.pos.min(buf.len());
         self.line_start = self.line_start.min(buf.len());
         let new = &buf[self.pos..];
-        if !self.eight_bit && new.iter().any(|b| *b >= 0x80) {
+        if !self.eight_bit && !new.is_ascii() {
             self.eight_bit = true;
         }
         let mut end = buf.len();

@@ -1,0 +1,263 @@
+//! Accepted messages per second over loopback, and the server's CPU per
+//! message: the daemon in-process with durability on (fsync per batch),
+//! C clients each on one connection, pipelining MAIL/RCPT/DATA (or one
+//! BDAT LAST write with `--bdat`) with S-byte messages. `--buffered` runs
+//! the same with buffered durability, to see the cost without fsync.
+//!
+//! ```text
+//! cargo bench --bench smtp_accept
+//! cargo bench --bench smtp_accept -- --clients 50 --messages 50000 --size 4096 [--bdat] [--buffered]
+//! ```
+//!
+//! Server and clients run on separate runtimes whose threads are named
+//! (`tern-…` and `bench-cli`), so the CPU time of each side is read per
+//! thread from /proc: "server CPU" is every `tern-` thread (SMTP workers,
+//! queue writer and compactor), system time included.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+struct Args {
+    clients: usize,
+    messages: u64,
+    size: usize,
+    bdat: bool,
+    buffered: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        clients: 50,
+        messages: 50_000,
+        size: 4096,
+        bdat: false,
+        buffered: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok());
+        match flag.as_str() {
+            "--clients" => a.clients = value().map_or(a.clients, |v| v as usize),
+            "--messages" => a.messages = value().unwrap_or(a.messages),
+            "--size" => a.size = value().map_or(a.size, |v| v as usize),
+            "--bdat" => a.bdat = true,
+            "--buffered" => a.buffered = true,
+            _ => {}
+        }
+    }
+    a
+}
+
+/// CPU seconds (user + system) per thread-name prefix, from /proc.
+fn thread_cpu() -> HashMap<&'static str, f64> {
+    let mut out = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+            .sum();
+        let key = if comm.starts_with("tern-queue-wr") {
+            "writer"
+        } else if comm.starts_with("tern-") {
+            "server"
+        } else if comm.starts_with("bench-cli") {
+            "client"
+        } else {
+            "other"
+        };
+        *out.entry(key).or_insert(0.0) += ticks / 100.0;
+    }
+    out
+}
+
+fn body(size: usize) -> Vec<u8> {
+    let mut b = b"From: app@shop.example\r\nTo: user@d.example\r\nSubject: benchmark\r\nMessage-ID: <m@shop.example>\r\nDate: Mon, 23 Nov 2026 06:00:00 +0000\r\n\r\n".to_vec();
+    while b.len() < size {
+        b.extend_from_slice(
+            b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n",
+        );
+    }
+    b
+}
+
+/// Reads one reply; returns its code.
+async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, line: &mut String) -> u16 {
+    loop {
+        line.clear();
+        if r.read_line(line).await.unwrap_or(0) == 0 {
+            return 0;
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        }
+    }
+}
+
+/// One client: sends messages until the shared counter reaches `total`;
+/// returns the latency of each (end of data to 250).
+async fn client(
+    addr: std::net::SocketAddr,
+    next: Arc<AtomicU64>,
+    total: u64,
+    body: Arc<Vec<u8>>,
+    bdat: bool,
+) -> Vec<Duration> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    assert_eq!(reply(&mut r, &mut line).await, 220);
+    w.write_all(b"EHLO bench.example\r\n").await.unwrap();
+    assert_eq!(reply(&mut r, &mut line).await, 250);
+    let mut latencies = Vec::new();
+    let mut wire = Vec::with_capacity(body.len() + 200);
+    loop {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        if n >= total {
+            break;
+        }
+        wire.clear();
+        let envelope = format!(
+            "MAIL FROM:<app@shop.example>\r\nRCPT TO:<user{n}@d{}.example>\r\n",
+            n % 100
+        );
+        wire.extend_from_slice(envelope.as_bytes());
+        if bdat {
+            wire.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+            wire.extend_from_slice(&body);
+            let t = Instant::now();
+            w.write_all(&wire).await.unwrap();
+            for _ in 0..2 {
+                assert_eq!(reply(&mut r, &mut line).await, 250, "{line}");
+            }
+            assert_eq!(reply(&mut r, &mut line).await, 250, "{line}");
+            latencies.push(t.elapsed());
+        } else {
+            wire.extend_from_slice(b"DATA\r\n");
+            w.write_all(&wire).await.unwrap();
+            for _ in 0..2 {
+                assert_eq!(reply(&mut r, &mut line).await, 250, "{line}");
+            }
+            assert_eq!(reply(&mut r, &mut line).await, 354, "{line}");
+            // The body and its end in one write, as a buffering client does.
+            wire.clear();
+            wire.extend_from_slice(&body);
+            wire.extend_from_slice(b".\r\n");
+            let t = Instant::now();
+            w.write_all(&wire).await.unwrap();
+            assert_eq!(reply(&mut r, &mut line).await, 250, "{line}");
+            latencies.push(t.elapsed());
+        }
+    }
+    let _ = w.write_all(b"QUIT\r\n").await;
+    latencies
+}
+
+fn main() {
+    let a = parse_args();
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tern-srv")
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-cli")
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tern::config::Config::default();
+    cfg.server.hostname = "bench.test".into();
+    cfg.log.level = "warn".into();
+    cfg.queue.path = dir.path().join("spool");
+    cfg.queue.min_free_space = tern::config::values::ByteSize(0);
+    cfg.queue.max_messages = 0;
+    if a.buffered {
+        cfg.queue.durability = tern::config::DurabilityMode::Buffered;
+    }
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = server_rt.spawn(tern::daemon::run_with_listeners(
+        cfg,
+        vec![listener],
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    std::thread::sleep(Duration::from_millis(200)); // the queue opens
+
+    let body = Arc::new(body(a.size));
+    let next = Arc::new(AtomicU64::new(0));
+    let cpu0 = thread_cpu();
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = client_rt.block_on(async {
+        let tasks: Vec<_> = (0..a.clients)
+            .map(|_| tokio::spawn(client(addr, next.clone(), a.messages, body.clone(), a.bdat)))
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("client"));
+        }
+        all
+    });
+    let elapsed = start.elapsed();
+    let cpu1 = thread_cpu();
+    stop.send(()).unwrap();
+    server_rt.block_on(daemon).unwrap().unwrap();
+
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let used = |k: &str| cpu1.get(k).copied().unwrap_or(0.0) - cpu0.get(k).copied().unwrap_or(0.0);
+    let per_msg = |secs: f64| secs * 1e6 / a.messages as f64;
+    println!(
+        "{} clients, {} messages of {} B via {}, durability {}",
+        a.clients,
+        a.messages,
+        body.len(),
+        if a.bdat { "BDAT" } else { "DATA" },
+        if a.buffered {
+            "buffered (no fsync per batch)"
+        } else {
+            "fsync"
+        }
+    );
+    println!(
+        "accepted: {:.0} messages/s ({:.2} s)",
+        a.messages as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "server CPU: {:.1} us/message (SMTP threads {:.1}, queue writer {:.1}); client CPU {:.1} us/message",
+        per_msg(used("server") + used("writer")),
+        per_msg(used("server")),
+        per_msg(used("writer")),
+        per_msg(used("client"))
+    );
+    println!(
+        "end of data to 250: p50 {:?}, p99 {:?}",
+        pct(0.50),
+        pct(0.99)
+    );
+}
