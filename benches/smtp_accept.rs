@@ -212,7 +212,7 @@ fn main() {
     let next = Arc::new(AtomicU64::new(0));
     let cpu0 = thread_cpu();
     let start = Instant::now();
-    let mut latencies: Vec<Duration> = client_rt.block_on(async {
+    let latencies: Vec<Duration> = client_rt.block_on(async {
         let tasks: Vec<_> = (0..a.clients)
             .map(|_| tokio::spawn(client(addr, next.clone(), a.messages, body.clone(), a.bdat)))
             .collect();
@@ -227,6 +227,18 @@ fn main() {
     stop.send(()).unwrap();
     server_rt.block_on(daemon).unwrap().unwrap();
 
+    report(&a, body.len(), elapsed, &cpu0, &cpu1, latencies);
+}
+
+/// Prints the results of one run.
+fn report(
+    a: &Args,
+    body_len: usize,
+    elapsed: Duration,
+    cpu0: &HashMap<&str, f64>,
+    cpu1: &HashMap<&str, f64>,
+    mut latencies: Vec<Duration>,
+) {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let used = |k: &str| cpu1.get(k).copied().unwrap_or(0.0) - cpu0.get(k).copied().unwrap_or(0.0);
@@ -235,7 +247,7 @@ fn main() {
         "{} clients, {} messages of {} B via {}, durability {}",
         a.clients,
         a.messages,
-        body.len(),
+        body_len,
         if a.bdat { "BDAT" } else { "DATA" },
         if a.buffered {
             "buffered (no fsync per batch)"

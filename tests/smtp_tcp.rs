@@ -189,34 +189,24 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn python_smtplib_relays_through_tern_run_with_starttls_and_auth() {
-    let has_python = Command::new("python3")
+fn has_python() -> bool {
+    let ok = Command::new("python3")
         .args(["-c", "import smtplib, ssl"])
         .status()
         .is_ok_and(|s| s.success());
-    if !has_python {
+    if !ok {
         eprintln!("skipped: python3 with smtplib is not available on this machine");
-        return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = test_cert(dir.path());
-    let port = free_port();
-    let config = dir.path().join("tern.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nhostname = \"mx.test\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n[queue]\npath = \"{}\"\nmin_free_space = \"0B\"\n[[auth.user]]\nname = \"app\"\npassword_hash = \"{}\"\n",
-            cert.cert_path.display(),
-            cert.key_path.display(),
-            dir.path().join("spool").display(),
-            common::password_hash(),
-        ),
-    )
-    .unwrap();
+    ok
+}
+
+/// Runs `tern run --config <config>`, waits until it listens on `port`,
+/// runs `script` with python3, stops tern with SIGTERM, checks that both
+/// succeeded, and returns tern's log.
+fn run_python_against_tern(config: &std::path::Path, port: u16, script: &str) -> String {
     let mut tern = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(["run", "--config"])
-        .arg(&config)
+        .arg(config)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -224,44 +214,65 @@ fn python_smtplib_relays_through_tern_run_with_starttls_and_auth() {
         std::thread::sleep(Duration::from_millis(10));
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    assert!(up, "tern did not start listening");
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &tern.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tern.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut tern.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(up, "tern did not start listening: {log}");
+    assert!(
+        out.status.success(),
+        "python: {}\ntern: {log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status.success(), "{log}");
+    log
+}
+
+#[test]
+fn python_smtplib_relays_through_tern_run_with_starttls_and_auth() {
+    if !has_python() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_cert(dir.path());
+    let port = free_port();
+    let config = dir.path().join("tern.toml");
+    let spool = dir.path().join("spool");
+    let text = format!(
+        "[server]\nhostname = \"mx.test\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n[queue]\npath = \"{}\"\nmin_free_space = \"0B\"\n[[auth.user]]\nname = \"app\"\npassword_hash = \"{}\"\n",
+        cert.cert_path.display(),
+        cert.key_path.display(),
+        spool.display(),
+        common::password_hash(),
+    );
+    std::fs::write(&config, text).unwrap();
     let script = format!(
         r#"
 import smtplib, ssl
 s = smtplib.SMTP("127.0.0.1", {port}, timeout=10)
 s.ehlo("python.test")
 assert s.has_extn("starttls")
-ctx = ssl.create_default_context(cafile="{cafile}")
-s.starttls(context=ctx)
+s.starttls(context=ssl.create_default_context(cafile="{cafile}"))
 s.ehlo("python.test")
 s.login("app", "{PASSWORD}")
 refused = s.sendmail("app@shop.example", ["a@one.example", "b@two.example"], b"Subject: from python\r\n\r\nhello\r\n.dot line\r\n")
 assert refused == {{}}, refused
 s.quit()
-print("sent")
 "#,
         cafile = cert.cert_path.display()
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let killed = Command::new("kill")
-        .args(["-TERM", &tern.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tern.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut tern.stderr.take().unwrap(), &mut log).unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}\n{}\ntern: {log}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(status.success(), "{log}");
-    let (q, report) = Queue::open(QueueOptions::new(dir.path().join("spool"))).unwrap();
+    let log = run_python_against_tern(&config, port, &script);
+    let (q, report) = Queue::open(QueueOptions::new(&spool)).unwrap();
     assert_eq!((report.messages, report.recipients), (1, 2), "{log}");
     let body = q.body(q.page(None, 1)[0].id).unwrap();
     assert!(
@@ -272,12 +283,7 @@ print("sent")
 
 #[test]
 fn python_smtplib_relays_through_tern_run_on_the_shipped_config() {
-    let has_python = Command::new("python3")
-        .args(["-c", "import smtplib"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_python {
-        eprintln!("skipped: python3 with smtplib is not available on this machine");
+    if !has_python() {
         return;
     }
     // config/tern.toml as shipped, with only the port and the spool moved
@@ -299,17 +305,6 @@ fn python_smtplib_relays_through_tern_run_on_the_shipped_config() {
     assert_ne!(text, shipped);
     let config = dir.path().join("tern.toml");
     std::fs::write(&config, text).unwrap();
-    let mut tern = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let up = (0..500).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "tern did not start listening");
     let script = format!(
         r#"
 import smtplib
@@ -319,29 +314,9 @@ assert b"PIPELINING" in caps and b"STARTTLS" not in caps, caps
 refused = s.sendmail("app@shop.example", ["a@one.example"], b"Subject: default config\r\n\r\nhello\r\n")
 assert refused == {{}}, refused
 s.quit()
-print("sent")
 "#
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &tern.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tern.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut tern.stderr.take().unwrap(), &mut log).unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}\ntern: {log}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(status.success(), "{log}");
+    let log = run_python_against_tern(&config, port, &script);
     assert!(log.contains("message accepted"), "{log}");
     let (_, report) = Queue::open(QueueOptions::new(dir.path().join("spool"))).unwrap();
     assert_eq!(report.messages, 1);
