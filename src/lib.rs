@@ -33,6 +33,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod intake;
 pub mod logging;
 pub mod shaping;

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{PASSWORD, plain, start_tls_capable, upgrade};
+use common::{PASSWORD, plain, tls_session};
 
 const STRANGER: &str = "192.0.2.99";
 
@@ -36,12 +36,7 @@ async fn passwords_never_reach_the_log() {
         .with_max_level(tracing::Level::TRACE)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let (mut s, pem) = start_tls_capable(STRANGER).await;
-    s.cmd("EHLO x.example", "250").await;
-    s.send(b"STARTTLS\r\n").await;
-    s.reply().await;
-    let mut s = upgrade(s, &pem).await;
-    s.cmd("EHLO x.example", "250").await;
+    let mut s = tls_session(STRANGER).await;
     s.cmd(
         &format!("AUTH PLAIN {}", plain("app", "hunter2-wrong")),
         "535",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{PASSWORD, Session, b64, plain, start, start_tls_capable, upgrade};
+use common::{PASSWORD, Session, b64, plain, start, start_tls_capable, tls_session, upgrade};
 
 const LOCAL: &str = "127.0.0.1";
 const STRANGER: &str = "192.0.2.99";
@@ -211,12 +211,7 @@ async fn auth_only_over_tls_and_it_grants_relay() {
 
 #[tokio::test]
 async fn repeated_auth_failures_close_the_session() {
-    let (mut s, pem) = start_tls_capable(STRANGER).await;
-    s.cmd("EHLO x.example", "250").await;
-    s.send(b"STARTTLS\r\n").await;
-    s.reply().await;
-    let mut s = upgrade(s, &pem).await;
-    s.cmd("EHLO x.example", "250").await;
+    let mut s = tls_session(STRANGER).await;
     s.cmd("AUTH PLAIN", "334 ").await;
     s.cmd(&plain("app", "guess1"), "535 5.7.8").await;
     s.cmd(

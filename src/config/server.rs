@@ -35,25 +35,9 @@ pub fn default_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// True for a syntactically valid DNS host name.
-pub fn is_hostname(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 impl ServerConfig {
     pub(super) fn validate(&self, issues: &mut Vec<Issue>) {
-        if !is_hostname(&self.hostname) {
+        if !crate::dns::name::is_hostname(&self.hostname) {
             issues.push(Issue::new(
                 at("server").field("hostname"),
                 format!("{:?} is not a valid host name", self.hostname),

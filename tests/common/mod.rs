@@ -310,3 +310,13 @@ pub fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A session from `peer` that has said EHLO, started TLS and said EHLO again.
+pub async fn tls_session(peer: &str) -> Session<TlsStream<DuplexStream>> {
+    let (mut s, pem) = start_tls_capable(peer).await;
+    s.cmd("EHLO x.example", "250").await;
+    s.cmd("STARTTLS", "220 2.0.0").await;
+    let mut s = upgrade(s, &pem).await;
+    s.cmd("EHLO x.example", "250").await;
+    s
+}

@@ -38,17 +38,7 @@ pub(super) fn valid_domain(d: &str) -> bool {
             None => lit.parse::<Ipv4Addr>().is_ok(),
         };
     }
-    !d.is_empty()
-        && d.len() <= 255
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
-        })
+    crate::dns::name::is_mail_domain(d)
 }
 
 #[cfg(test)]
