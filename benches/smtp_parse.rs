@@ -32,8 +32,10 @@ fn protocol(dir: &std::path::Path) -> Protocol {
     cfg.queue.min_free_space = tern::config::values::ByteSize(0);
     let (queue, _) = Queue::open(cfg.queue.options()).expect("queue");
     let creds = Arc::new(Credentials::new(&cfg.auth));
-    let ctx = tern::daemon::session_context(&cfg, &cfg.listeners[0], Arc::new(queue), creds)
-        .expect("context");
+    let memory = tern::smtp::server::MemoryBudget::new(0);
+    let ctx =
+        tern::daemon::session_context(&cfg, &cfg.listeners[0], Arc::new(queue), creds, memory)
+            .expect("context");
     let mut p = Protocol::new(Arc::new(ctx), "127.0.0.1".parse().unwrap());
     p.greeting();
     p.feed(b"EHLO bench.example\r\n");

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ListenerConfig};
 use crate::intake::{Intake, IntakeSettings};
-use crate::smtp::server::{self, Credentials, Phase, SessionContext};
+use crate::smtp::server::{self, Credentials, MemoryBudget, Phase, SessionContext};
 use crate::smtp::tls;
 
 /// Runs Tern with `config` until `shutdown` resolves, binding the
@@ -48,6 +48,7 @@ pub async fn run_with_listeners(
     );
     let queue = open_queue(&config).await?;
     let credentials = Arc::new(Credentials::new(&config.auth));
+    let memory = MemoryBudget::new(config.server.max_message_memory.0);
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
     let mut accept_loops = Vec::new();
@@ -57,6 +58,7 @@ pub async fn run_with_listeners(
             l,
             queue.clone(),
             credentials.clone(),
+            memory.clone(),
         )?);
         let address = listener
             .local_addr()
@@ -101,6 +103,7 @@ pub fn session_context(
     l: &ListenerConfig,
     queue: Arc<Queue>,
     credentials: Arc<Credentials>,
+    memory: Arc<MemoryBudget>,
 ) -> anyhow::Result<SessionContext> {
     let tls = match l.tls_enabled() {
         true => Some(TlsAcceptor::from(tls::load_server_config(l).map_err(
@@ -121,6 +124,7 @@ pub fn session_context(
         intake: Intake::new(queue, settings),
         credentials,
         tls,
+        memory,
     })
 }
 

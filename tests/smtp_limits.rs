@@ -191,6 +191,39 @@ async fn a_failed_sync_is_never_acknowledged() {
 }
 
 #[tokio::test]
+async fn the_message_memory_budget_defers_new_data() {
+    // Two sessions share a budget smaller than one data buffer: while the
+    // first receives its message, the second's DATA is deferred (4xx).
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.server.max_message_memory = ByteSize(1000);
+    let (q, _) = queue::Queue::open(cfg.queue.options()).unwrap();
+    let q = std::sync::Arc::new(q);
+    let memory = tern::smtp::server::MemoryBudget::new(cfg.server.max_message_memory.0);
+    let mut a = common::start_with(dir, cfg.clone(), q.clone(), memory.clone(), LOCAL).await;
+    let mut b =
+        common::start_with(tempfile::tempdir().unwrap(), cfg, q, memory.clone(), LOCAL).await;
+    for s in [&mut a, &mut b] {
+        s.cmd("EHLO client.example", "250").await;
+        s.cmd("MAIL FROM:<a@b.example>", "250").await;
+        s.cmd("RCPT TO:<c@d.example>", "250").await;
+    }
+    a.cmd("DATA", "354").await;
+    assert!(memory.used() > 1000);
+    b.cmd("DATA", "452 4.3.1").await;
+    a.send(b"Subject: x\r\n\r\nx\r\n.\r\n").await;
+    assert!(a.reply().await.starts_with("250"));
+    assert_eq!(
+        memory.used(),
+        0,
+        "given back once the message is handed over"
+    );
+    b.cmd("DATA", "354").await;
+    b.send(b"Subject: y\r\n\r\ny\r\n.\r\n").await;
+    assert!(b.reply().await.starts_with("250"));
+}
+
+#[tokio::test]
 async fn the_queue_limit_gives_452_at_mail() {
     let mut s = start(LOCAL, |c| c.queue.max_messages = 1).await;
     s.cmd("EHLO client.example", "250").await;

@@ -227,6 +227,40 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_documented_in_the_shipped_file() {
+        fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                match v {
+                    toml::Value::Table(t) => keys(k, t, out),
+                    toml::Value::Array(a) => {
+                        for t in a.iter().filter_map(toml::Value::as_table) {
+                            keys(k, t, out);
+                        }
+                    }
+                    _ => out.push(format!("{prefix}.{k}")),
+                }
+            }
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_PATH);
+        let text = std::fs::read_to_string(path).unwrap();
+        let model: toml::Table =
+            toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        let mut all = Vec::new();
+        keys("", &model, &mut all);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect();
+        for key in all {
+            let name = key.rsplit('.').next().unwrap();
+            assert!(
+                lines.iter().any(|l| l.starts_with(&format!("{name} ="))),
+                "{key} is not documented in {DEFAULT_PATH}"
+            );
+        }
+    }
+
+    #[test]
     fn the_shipped_default_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_PATH);
         let c = load(&path).unwrap_or_else(|e| panic!("{e}"));

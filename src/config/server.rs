@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::load::{Issue, KeyPath, at};
-use super::values::Duration;
+use super::values::{ByteSize, Duration};
 
 /// `[server]`: the identity of this MTA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +15,10 @@ pub struct ServerConfig {
     /// On SIGTERM, how long transactions in flight may take to finish
     /// before their sessions are closed with `421 4.3.2`.
     pub shutdown_grace: Duration,
+    /// RAM for message data held by all SMTP sessions while they receive
+    /// it; beyond it, new DATA and BDAT get `452 4.3.1` until data is
+    /// handed to the queue. "0B" means no limit.
+    pub max_message_memory: ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -22,6 +26,7 @@ impl Default for ServerConfig {
         Self {
             hostname: default_hostname(),
             shutdown_grace: Duration::from_secs(30),
+            max_message_memory: ByteSize(1 << 30),
         }
     }
 }

@@ -161,6 +161,11 @@ pub const TOO_MANY_AUTH_FAILURES: Reply = Reply::new(
 );
 
 // Temporary refusals.
+pub const MEMORY_EXHAUSTED: Reply = Reply::new(
+    452,
+    [4, 3, 1],
+    "Insufficient system resources, try again later",
+);
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, [4, 5, 3], "Too many recipients");
 pub const AUTH_RATE_LIMITED: Reply = Reply::new(
     454,

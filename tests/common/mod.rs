@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use queue::{MessageInfo, Queue};
 use tern::config::{Config, UserConfig};
-use tern::smtp::server::{Credentials, Phase, hash_password, run_session};
+use tern::smtp::server::{Credentials, MemoryBudget, Phase, hash_password, run_session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -94,9 +94,22 @@ pub async fn start_on(
     queue: Arc<Queue>,
     peer: &str,
 ) -> Session {
+    let memory = MemoryBudget::new(cfg.server.max_message_memory.0);
+    start_with(dir, cfg, queue, memory, peer).await
+}
+
+/// Starts a session on an existing queue and memory budget.
+pub async fn start_with(
+    dir: tempfile::TempDir,
+    cfg: Config,
+    queue: Arc<Queue>,
+    memory: Arc<MemoryBudget>,
+    peer: &str,
+) -> Session {
     let creds = Arc::new(Credentials::new(&cfg.auth));
     let ctx = Arc::new(
-        tern::daemon::session_context(&cfg, &cfg.listeners[0], queue.clone(), creds).unwrap(),
+        tern::daemon::session_context(&cfg, &cfg.listeners[0], queue.clone(), creds, memory)
+            .unwrap(),
     );
     let (client, server) = tokio::io::duplex(256 * 1024);
     let (phase, phase_rx) = watch::channel(Phase::Running);

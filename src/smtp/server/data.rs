@@ -85,6 +85,10 @@ impl Protocol {
                 reply::NEED_RCPT
             });
         }
+        if txn.body.is_none() && !self.ctx.memory.has_room() {
+            tracing::warn!(peer = %self.peer, used = self.ctx.memory.used(), "message memory budget exhausted; refusing DATA for now");
+            return Some(reply::MEMORY_EXHAUSTED);
+        }
         None
     }
 
@@ -95,8 +99,11 @@ impl Protocol {
         let (id, data) = self.ctx.intake.begin(&origin, only, txn.size_hint);
         let start = data.len();
         let max_line = self.ctx.listener.max_data_line_length as usize;
+        let mut charge = super::budget::Charge::new(&self.ctx.memory);
+        charge.set(data.capacity() as u64);
         txn.body = Some(Body {
             id,
+            charge,
             data,
             start,
             scan: DataScan::new(start, max_line),
@@ -152,6 +159,7 @@ impl Protocol {
         let (size, ends_crlf) = {
             let body = self.body_mut();
             body.scan.scan(&body.data);
+            body.charge.set(body.data.capacity() as u64);
             (
                 (body.data.len() - body.start) as u64,
                 body.data.ends_with(b"\r\n"),

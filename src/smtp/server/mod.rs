@@ -9,6 +9,7 @@
 
 mod address;
 mod auth;
+mod budget;
 mod conn;
 mod credentials;
 mod data;
@@ -28,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+pub use budget::MemoryBudget;
 pub use credentials::{Credentials, hash_password};
 pub use protocol::SessionContext;
 pub use session::{Phase, run_session};

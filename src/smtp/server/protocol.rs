@@ -34,6 +34,8 @@ pub struct SessionContext {
     pub credentials: Arc<Credentials>,
     /// STARTTLS, when configured.
     pub tls: Option<TlsAcceptor>,
+    /// Message data held by receiving sessions (shared by all listeners).
+    pub memory: Arc<super::MemoryBudget>,
 }
 
 /// What the driver must do next.
@@ -113,6 +115,8 @@ pub(super) struct Txn {
 /// A message's bytes as they arrive.
 pub(super) struct Body {
     pub id: queue::MessageId,
+    /// This buffer's share of the memory budget.
+    pub charge: super::budget::Charge,
     /// Tern's Received header, then the client's data.
     pub data: Vec<u8>,
     pub start: usize,
