@@ -140,13 +140,36 @@ impl Queue {
         id: MessageId,
         changes: Vec<(u32, RecipientStatus)>,
     ) -> Result<UpdateOutcome, QueueError> {
+        self.write_status(id, changes, true).await
+    }
+
+    /// Like [`Queue::update`] but the message stays in flight: for a
+    /// delivery that records some recipients while others of the same
+    /// message are still being tried.
+    pub async fn record(
+        &self,
+        id: MessageId,
+        changes: Vec<(u32, RecipientStatus)>,
+    ) -> Result<UpdateOutcome, QueueError> {
+        self.write_status(id, changes, false).await
+    }
+
+    async fn write_status(
+        &self,
+        id: MessageId,
+        changes: Vec<(u32, RecipientStatus)>,
+        release: bool,
+    ) -> Result<UpdateOutcome, QueueError> {
         if changes.is_empty() {
             return Err(QueueError::Invalid(
                 "an update needs at least one recipient",
             ));
         }
         let rec = codec::encode_status(id, &changes);
-        match self.submit(Op::Update { id, changes }, Some(rec)).await? {
+        match self
+            .submit(Op::Update { id, changes, release }, Some(rec))
+            .await?
+        {
             Done::Updated(outcome) => Ok(outcome),
             _ => Err(QueueError::Invalid(
                 "the writer answered an update with another kind",

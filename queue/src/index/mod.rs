@@ -257,12 +257,15 @@ impl Index {
     }
 
     /// Applies a committed status record from `seg`. `None` if the message
-    /// is unknown (already removed, or its full record was lost).
+    /// is unknown (already removed, or its full record was lost). With
+    /// `release`, the message stops being in flight; without, whoever holds
+    /// it keeps it (its other recipients are still being delivered).
     pub fn apply_status(
         &mut self,
         id: MessageId,
         changes: &[(u32, RecipientStatus)],
         seg: SegId,
+        release: bool,
     ) -> Option<UpdateOutcome> {
         let e = self.messages.get_mut(&id)?;
         let mut pending_delta: i64 = 0;
@@ -279,9 +282,12 @@ impl Index {
             e.others.push(seg);
         }
         let old_due = e.due.take();
-        e.in_flight = false;
+        if release {
+            e.in_flight = false;
+        }
         let freed = e.cached_body.take().map_or(0, |b| b.len() as u64);
-        let new_due = e.due_key();
+        let remaining = e.due_key();
+        let new_due = remaining.filter(|_| !e.in_flight);
         e.due = new_due;
         self.pending = self.pending.saturating_add_signed(pending_delta);
         self.cache_used -= freed;
@@ -291,15 +297,14 @@ impl Index {
         if let Some(t) = old_due {
             self.due.remove(&(t, id));
         }
-        match new_due {
-            Some(t) => {
-                self.due.insert((t, id));
-                Some(UpdateOutcome::StillQueued)
-            }
-            None => {
-                self.kill(id, seg);
-                Some(UpdateOutcome::Removed)
-            }
+        if let Some(t) = new_due {
+            self.due.insert((t, id));
+        }
+        if remaining.is_some() {
+            Some(UpdateOutcome::StillQueued)
+        } else {
+            self.kill(id, seg);
+            Some(UpdateOutcome::Removed)
         }
     }
 

@@ -61,12 +61,12 @@ fn last_recipient_done_removes_and_pins_the_tombstone_segment() {
     let id = put(&mut ix, 1, 2, 0, 1);
     assert_eq!(ix.pending_recipients(), 2);
     assert_eq!(
-        ix.apply_status(id, &[(0, done())], 2),
+        ix.apply_status(id, &[(0, done())], 2, true),
         Some(UpdateOutcome::StillQueued)
     );
     assert_eq!(ix.segments[&2].refs, 1);
     assert_eq!(
-        ix.apply_status(id, &[(1, done())], 2),
+        ix.apply_status(id, &[(1, done())], 2, true),
         Some(UpdateOutcome::Removed)
     );
     assert_eq!(ix.message_count() as usize, 0);
@@ -81,7 +81,7 @@ fn last_recipient_done_removes_and_pins_the_tombstone_segment() {
 fn relocation_supersedes_and_releases_old_segments() {
     let mut ix = index_with_segments(&[1, 2, 3]);
     let id = put(&mut ix, 1, 2, 0, 1);
-    ix.apply_status(id, &[(0, done())], 2);
+    ix.apply_status(id, &[(0, done())], 2, true);
     let current = ix.entry(id).unwrap().statuses.clone();
     ix.apply_full(id, env(2), current, Timestamp::default(), loc(3, 32), None);
     assert_eq!(ix.segments[&1].refs, 0);
@@ -120,7 +120,7 @@ fn due_order_and_in_flight() {
     assert_eq!(ix.take_due(Timestamp::from_millis(25), 10).len(), 1);
     let mut later = RecipientStatus::pending(Timestamp::from_millis(100));
     later.attempts = 1;
-    ix.apply_status(MessageId::from_u64(3), &[(0, later)], 1);
+    ix.apply_status(MessageId::from_u64(3), &[(0, later)], 1, true);
     assert_eq!(ix.next_due(), Some(Timestamp::from_millis(30)));
 }
 
@@ -206,7 +206,7 @@ fn body_cache_respects_budget_and_ends_at_first_attempt() {
     );
     let mut st = RecipientStatus::pending(Timestamp::from_millis(5));
     st.attempts = 1;
-    ix.apply_status(MessageId::from_u64(1), &[(0, st)], 1);
+    ix.apply_status(MessageId::from_u64(1), &[(0, st)], 1, true);
     assert!(
         ix.entry(MessageId::from_u64(1))
             .unwrap()

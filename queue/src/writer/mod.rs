@@ -55,6 +55,8 @@ pub(crate) enum Op {
     Update {
         id: MessageId,
         changes: Vec<(u32, RecipientStatus)>,
+        /// End the message's in-flight state.
+        release: bool,
     },
     Remove {
         id: MessageId,
@@ -294,7 +296,7 @@ impl Writer {
                     Some(reason) => Err(QueueError::Full(reason.clone())),
                     None => Ok(()),
                 },
-                Op::Update { id, changes } => match ix.entry(*id) {
+                Op::Update { id, changes, .. } => match ix.entry(*id) {
                     None => Err(QueueError::NotFound(*id)),
                     Some(e) if changes.iter().any(|(i, _)| *i as usize >= e.statuses.len()) => {
                         Err(QueueError::Invalid("recipient index out of range"))
@@ -404,8 +406,8 @@ fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueError> {
             ix.apply_full(id, env, statuses, arrival, loc, Some(body));
             Ok(Done::Inserted)
         }
-        Op::Update { id, changes } => ix
-            .apply_status(id, &changes, loc.seg)
+        Op::Update { id, changes, release } => ix
+            .apply_status(id, &changes, loc.seg, release)
             .map(Done::Updated)
             .ok_or(QueueError::NotFound(id)),
         Op::Remove { id } => {
