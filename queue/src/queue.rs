@@ -167,7 +167,14 @@ impl Queue {
         }
         let rec = codec::encode_status(id, &changes);
         match self
-            .submit(Op::Update { id, changes, release }, Some(rec))
+            .submit(
+                Op::Update {
+                    id,
+                    changes,
+                    release,
+                },
+                Some(rec),
+            )
             .await?
         {
             Done::Updated(outcome) => Ok(outcome),

@@ -251,7 +251,11 @@ impl Replay {
             }
             Ok(Record::Status(s)) => {
                 self.max_id = self.max_id.max(s.id.as_u64());
-                if self.index.apply_status(s.id, &s.changes, seg, true).is_none() {
+                if self
+                    .index
+                    .apply_status(s.id, &s.changes, seg, true)
+                    .is_none()
+                {
                     self.report.orphan_records += 1;
                 }
             }

@@ -309,13 +309,26 @@ fn record_keeps_the_message_in_flight_until_update() {
     assert_eq!(q.take_due(now, 10).len(), 1);
     // One domain's recipients are done; the others are still being tried.
     rt.block_on(q.record(id, vec![(0, delivered())])).unwrap();
-    assert!(q.take_due(now, 10).is_empty(), "not handed out twice while in flight");
+    assert!(
+        q.take_due(now, 10).is_empty(),
+        "not handed out twice while in flight"
+    );
     assert!(q.get(id).unwrap().in_flight);
     let later = now.as_millis() + 1000;
-    rt.block_on(q.update(id, vec![(1, delivered()), (2, deferred(later, "451 later"))])).unwrap();
+    rt.block_on(q.update(
+        id,
+        vec![(1, delivered()), (2, deferred(later, "451 later"))],
+    ))
+    .unwrap();
     assert!(!q.get(id).unwrap().in_flight);
-    assert!(q.take_due(now, 10).is_empty(), "the deferred one is due later");
+    assert!(
+        q.take_due(now, 10).is_empty(),
+        "the deferred one is due later"
+    );
     assert_eq!(q.take_due(Timestamp::from_millis(later), 10).len(), 1);
     // record() that finishes the message removes it like update() would.
-    assert_eq!(rt.block_on(q.record(id, vec![(2, delivered())])).unwrap(), UpdateOutcome::Removed);
+    assert_eq!(
+        rt.block_on(q.record(id, vec![(2, delivered())])).unwrap(),
+        UpdateOutcome::Removed
+    );
 }

@@ -29,6 +29,10 @@ pub struct UserConfig {
     /// Argon2 password hash in PHC format (`$argon2id$v=19$...`), never the
     /// password itself.
     pub password_hash: String,
+    /// The pool this user's mail is sent from (default: the listener's).
+    pub pool: Option<String>,
+    /// The tenant this user's mail belongs to (default: the listener's).
+    pub tenant: Option<String>,
 }
 
 impl Default for AuthConfig {

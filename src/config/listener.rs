@@ -66,6 +66,12 @@ pub struct ListenerConfig {
     pub add_message_id: bool,
     /// Add a Date header to messages that lack one.
     pub add_date: bool,
+    /// The pool messages from this listener are sent from, unless their
+    /// user or header names another (default: `delivery.default_pool`).
+    pub pool: Option<String>,
+    /// The tenant messages from this listener belong to, unless their user
+    /// names another.
+    pub tenant: Option<String>,
 }
 
 impl Default for ListenerConfig {
@@ -92,6 +98,8 @@ impl Default for ListenerConfig {
             max_received_headers: 100,
             add_message_id: true,
             add_date: true,
+            pool: None,
+            tenant: None,
         }
     }
 }

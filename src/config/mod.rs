@@ -8,6 +8,9 @@
 //! section at construction; nothing here is global.
 
 mod auth;
+mod delivery;
+mod dns;
+mod egress;
 mod listener;
 pub mod load;
 mod queue;
@@ -19,6 +22,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, UserConfig};
+pub use delivery::{BounceReturn, ClientTimeouts, DeliveryConfig, RouteConfig, TlsPolicy};
+pub use dns::{DnsConfig, IpStrategy};
+pub use egress::{PoolConfig, PoolMember, SourceConfig};
 pub use listener::{BareLineEndings, ListenerConfig};
 pub use load::{ConfigError, ConfigErrors};
 pub use queue::{DurabilityMode, QueueConfig};
@@ -39,6 +45,19 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[auth]`: SMTP AUTH users and failure limits.
     pub auth: AuthConfig,
+    /// `[dns]`: the resolver.
+    pub dns: DnsConfig,
+    /// `[[source]]`: local addresses to deliver from.
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// `[[pool]]`: weighted groups of sources.
+    #[serde(rename = "pool")]
+    pub pools: Vec<PoolConfig>,
+    /// `[delivery]`: outbound limits, retries, bounces, timeouts.
+    pub delivery: DeliveryConfig,
+    /// `[[route]]`: per-domain routing overrides.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Default for Config {
@@ -49,6 +68,11 @@ impl Default for Config {
             listeners: listener::default_listeners(),
             queue: QueueConfig::default(),
             auth: AuthConfig::default(),
+            dns: DnsConfig::default(),
+            sources: egress::default_sources(),
+            pools: egress::default_pools(),
+            delivery: DeliveryConfig::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -85,7 +109,37 @@ impl Config {
         listener::validate(&self.listeners, &mut issues);
         self.queue.validate(&mut issues);
         self.auth.validate(&mut issues);
+        self.dns.validate(&mut issues);
+        egress::validate(&self.sources, &self.pools, &mut issues);
+        self.delivery.validate(&self.pools, &mut issues);
+        delivery::validate_routes(&self.routes, &mut issues);
+        self.validate_pool_references(&mut issues);
         issues
+    }
+
+    /// Pools named by listeners and users must exist.
+    fn validate_pool_references(&self, issues: &mut Vec<load::Issue>) {
+        use load::{KeyPath, at};
+        let known = |p: &Option<String>| {
+            p.as_ref()
+                .is_none_or(|p| self.pools.iter().any(|q| &q.name == p))
+        };
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !known(&l.pool) {
+                issues.push(load::Issue::new(
+                    at("listener").index(i).field("pool"),
+                    format!("no [[pool]] is named {:?}", l.pool.as_deref().unwrap_or("")),
+                ));
+            }
+        }
+        for (i, u) in self.auth.users.iter().enumerate() {
+            if !known(&u.pool) {
+                issues.push(load::Issue::new(
+                    at("auth").field("user").index(i).field("pool"),
+                    format!("no [[pool]] is named {:?}", u.pool.as_deref().unwrap_or("")),
+                ));
+            }
+        }
     }
 
     /// A few lines saying what this config will do, for `check-config`.
@@ -247,14 +301,20 @@ mod tests {
             toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
         let mut all = Vec::new();
         keys("", &model, &mut all);
-        let lines: Vec<&str> = text
-            .lines()
-            .map(|l| l.trim_start_matches('#').trim())
-            .collect();
+        // A key counts as documented where `name =` appears as a whole word
+        // (set or commented out, on its own line or in an inline table).
+        let documented = |name: &str| {
+            let needle = format!("{name} =");
+            text.match_indices(&needle).any(|(i, _)| {
+                i == 0
+                    || !(text.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        || text.as_bytes()[i - 1] == b'_')
+            })
+        };
         for key in all {
             let name = key.rsplit('.').next().unwrap();
             assert!(
-                lines.iter().any(|l| l.starts_with(&format!("{name} ="))),
+                documented(name),
                 "{key} is not documented in {DEFAULT_PATH}"
             );
         }

@@ -60,12 +60,22 @@ pub struct LogConfig {
     /// `trace`) or per-module directives such as `info,queue=debug`. The
     /// `RUST_LOG` environment variable, when set, takes precedence.
     pub level: String,
+    /// The delivery log: one JSON line per reception, delivery, deferral,
+    /// bounce and expiry. Empty: no delivery log.
+    pub deliveries: std::path::PathBuf,
+    /// The delivery log is rotated (`.1`, `.2`, ...) at this size.
+    pub deliveries_max_size: ByteSize,
+    /// Rotated delivery logs kept.
+    pub deliveries_keep: u32,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: default_log_level(),
+            deliveries: "./var/log/deliveries.jsonl".into(),
+            deliveries_max_size: ByteSize(100_000_000),
+            deliveries_keep: 10,
         }
     }
 }

@@ -1,4 +1,6 @@
-//! DNS: names today (syntax checks shared by config and SMTP); resolution,
-//! MX handling and the resolver arrive with outbound delivery.
+//! DNS: the resolver behind a trait, name syntax, and routing of recipient
+//! domains to MX hosts and sites.
 
 pub mod name;
+pub mod resolver;
+pub mod route;

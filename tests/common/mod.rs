@@ -54,6 +54,7 @@ pub fn config(dir: &std::path::Path) -> Config {
     c.auth.users.push(UserConfig {
         name: "app".into(),
         password_hash: password_hash(),
+        ..UserConfig::default()
     });
     c
 }

@@ -406,7 +406,11 @@ fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueError> {
             ix.apply_full(id, env, statuses, arrival, loc, Some(body));
             Ok(Done::Inserted)
         }
-        Op::Update { id, changes, release } => ix
+        Op::Update {
+            id,
+            changes,
+            release,
+        } => ix
             .apply_status(id, &changes, loc.seg, release)
             .map(Done::Updated)
             .ok_or(QueueError::NotFound(id)),

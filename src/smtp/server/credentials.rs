@@ -126,6 +126,7 @@ mod tests {
         cfg.users.push(UserConfig {
             name: "shop".into(),
             password_hash: hash_password("s3cret").unwrap(),
+            ..UserConfig::default()
         });
         Credentials::new(&cfg)
     }

@@ -1,0 +1,237 @@
+//! `[delivery]` and `[[route]]`: how queued mail leaves: limits per egress
+//! path, retries, expiry, bounces, SMTP client timeouts, and per-domain
+//! routing overrides.
+
+use serde::{Deserialize, Serialize};
+
+use super::load::{Issue, KeyPath, at};
+use super::values::Duration;
+
+/// Whether outbound sessions use STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// Never start TLS.
+    Off,
+    /// Start TLS when the server offers it; if the handshake fails, retry
+    /// that host in plaintext. Certificates are not verified.
+    Opportunistic,
+    /// TLS is mandatory: a host that does not offer STARTTLS, or whose
+    /// handshake fails, is skipped; never plaintext. Certificates are not
+    /// verified (MTA-STS and DANE would add verification).
+    Required,
+}
+
+/// What a bounce returns of the original message when the sender did not
+/// say (DSN `RET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BounceReturn {
+    /// The headers only.
+    Headers,
+    /// The whole message.
+    Full,
+}
+
+/// Per-command timeouts of the SMTP client (RFC 5321 4.5.3.2 minimums).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTimeouts {
+    /// Establishing the TCP connection.
+    pub connect: Duration,
+    /// Waiting for the 220 greeting.
+    pub banner: Duration,
+    /// EHLO / HELO.
+    pub ehlo: Duration,
+    /// STARTTLS and the handshake.
+    pub starttls: Duration,
+    /// MAIL FROM.
+    pub mail: Duration,
+    /// Each RCPT TO.
+    pub rcpt: Duration,
+    /// DATA (waiting for 354).
+    pub data: Duration,
+    /// Sending each block of message data.
+    pub data_block: Duration,
+    /// Waiting for the reply to the final dot.
+    pub data_done: Duration,
+    /// RSET and QUIT.
+    pub rset: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Self {
+            connect: s(30),
+            banner: s(300),
+            ehlo: s(300),
+            starttls: s(120),
+            mail: s(300),
+            rcpt: s(300),
+            data: s(120),
+            data_block: s(180),
+            data_done: s(600),
+            rset: s(60),
+        }
+    }
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// The pool of messages that name none (by header, user or listener).
+    pub default_pool: String,
+    /// A header naming the pool to send from (for example "X-Tern-Pool");
+    /// removed from the message at intake. Unset: not used.
+    pub pool_header: Option<String>,
+    /// TCP port of MX hosts.
+    pub port: u16,
+    /// STARTTLS: "off", "opportunistic" or "required".
+    pub tls: TlsPolicy,
+    /// Connections at once per egress path (source and destination site).
+    pub connection_limit: u32,
+    /// Messages sent over one connection before it is closed.
+    pub max_messages_per_connection: u32,
+    /// Recipients per transaction; more are sent in further transactions.
+    pub max_recipients_per_transaction: u32,
+    /// An idle connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Messages being delivered at once (a bound on memory and sockets).
+    pub max_in_flight: u32,
+    /// Delay before the first retry of a deferred recipient; later delays
+    /// double (with jitter) up to `retry_max`.
+    pub retry_first: Duration,
+    /// The longest delay between retries.
+    pub retry_max: Duration,
+    /// A recipient still undelivered this long after reception expires and
+    /// bounces.
+    pub max_age: Duration,
+    /// What bounces return of the original when the sender did not ask.
+    pub bounce_return: BounceReturn,
+    /// SMTP client timeouts.
+    pub timeouts: ClientTimeouts,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            default_pool: "default".into(),
+            pool_header: None,
+            port: 25,
+            tls: TlsPolicy::Opportunistic,
+            connection_limit: 10,
+            max_messages_per_connection: 100,
+            max_recipients_per_transaction: 100,
+            idle_timeout: Duration::from_secs(10),
+            max_in_flight: 10_000,
+            retry_first: Duration::from_secs(300),
+            retry_max: Duration::from_secs(3600),
+            max_age: Duration::from_secs(5 * 86_400),
+            bounce_return: BounceReturn::Headers,
+            timeouts: ClientTimeouts::default(),
+        }
+    }
+}
+
+/// `[[route]]`: where one domain's mail goes instead of its MX hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// The recipient domain (exact, case-insensitive).
+    pub domain: String,
+    /// Relay through these hosts ("host:port" or "host"), in order.
+    pub smarthost: Vec<String>,
+    /// Use these MX host names (in order) instead of looking up MX records.
+    pub mx: Vec<String>,
+    /// STARTTLS policy for this domain (default: `delivery.tls`).
+    pub tls: Option<TlsPolicy>,
+}
+
+impl DeliveryConfig {
+    pub(super) fn validate(&self, pools: &[super::PoolConfig], issues: &mut Vec<Issue>) {
+        let key = |f: &str| at("delivery").field(f);
+        if !pools.iter().any(|p| p.name == self.default_pool) {
+            issues.push(Issue::new(
+                key("default_pool"),
+                format!("no [[pool]] is named {:?}", self.default_pool),
+            ));
+        }
+        if let Some(h) = &self.pool_header
+            && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+        {
+            issues.push(Issue::new(
+                key("pool_header"),
+                format!("{h:?} is not a header field name"),
+            ));
+        }
+        for (name, v) in [
+            ("connection_limit", self.connection_limit),
+            (
+                "max_messages_per_connection",
+                self.max_messages_per_connection,
+            ),
+            (
+                "max_recipients_per_transaction",
+                self.max_recipients_per_transaction,
+            ),
+            ("max_in_flight", self.max_in_flight),
+        ] {
+            if v == 0 {
+                issues.push(Issue::new(key(name), "must be at least 1"));
+            }
+        }
+        if self.retry_first.get().is_zero() || self.retry_first > self.retry_max {
+            issues.push(Issue::new(
+                key("retry_first"),
+                "must be above 0s and at most retry_max",
+            ));
+        }
+        if self.max_age < self.retry_first {
+            issues.push(Issue::new(key("max_age"), "must be at least retry_first"));
+        }
+    }
+}
+
+pub(super) fn validate_routes(routes: &[RouteConfig], issues: &mut Vec<Issue>) {
+    for (i, r) in routes.iter().enumerate() {
+        let key = |f: &str| at("route").index(i).field(f);
+        if !crate::dns::name::is_hostname(&r.domain) {
+            issues.push(Issue::new(
+                key("domain"),
+                format!("{:?} is not a domain", r.domain),
+            ));
+        } else if routes[..i]
+            .iter()
+            .any(|o| o.domain.eq_ignore_ascii_case(&r.domain))
+        {
+            issues.push(Issue::new(
+                key("domain"),
+                format!("{:?} has two routes", r.domain),
+            ));
+        }
+        if r.smarthost.is_empty() == r.mx.is_empty() {
+            issues.push(Issue::new(
+                key("smarthost"),
+                "set exactly one of smarthost and mx",
+            ));
+        }
+        for (j, h) in r.smarthost.iter().enumerate() {
+            if crate::dns::route::parse_host_port(h).is_none() {
+                issues.push(Issue::new(
+                    key("smarthost").index(j),
+                    format!("{h:?} is not host or host:port"),
+                ));
+            }
+        }
+        for (j, h) in r.mx.iter().enumerate() {
+            if !crate::dns::name::is_hostname(h) {
+                issues.push(Issue::new(
+                    key("mx").index(j),
+                    format!("{h:?} is not a host name"),
+                ));
+            }
+        }
+    }
+}

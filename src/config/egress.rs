@@ -1,0 +1,125 @@
+//! `[[source]]` and `[[pool]]`: the local addresses Tern delivers from,
+//! and the weighted groups a message's pool picks one from.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::load::{Issue, KeyPath, at};
+
+/// `[[source]]`: one egress source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// The name pools use to refer to it.
+    pub name: String,
+    /// Local address to bind (IPv4 or IPv6); unset, the kernel chooses.
+    /// An IPv4 source only reaches IPv4 MX addresses, and IPv6 likewise.
+    pub address: Option<IpAddr>,
+    /// The name sent in EHLO from this source (its reverse DNS name);
+    /// default: `server.hostname`.
+    pub ehlo: Option<String>,
+}
+
+/// One member of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolMember {
+    /// A `[[source]]` name.
+    pub source: String,
+    /// Its share of the pool's traffic, relative to the other members.
+    pub weight: u32,
+}
+
+impl Default for PoolMember {
+    fn default() -> Self {
+        Self {
+            source: String::new(),
+            weight: 1,
+        }
+    }
+}
+
+/// `[[pool]]`: a weighted group of sources.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// The name messages are routed by.
+    pub name: String,
+    /// The sources, with weights.
+    pub sources: Vec<PoolMember>,
+}
+
+/// The sources when none are configured: one that lets the kernel choose.
+pub fn default_sources() -> Vec<SourceConfig> {
+    vec![SourceConfig {
+        name: "default".into(),
+        address: None,
+        ehlo: None,
+    }]
+}
+
+/// The pools when none are configured: "default", with the default source.
+pub fn default_pools() -> Vec<PoolConfig> {
+    vec![PoolConfig {
+        name: "default".into(),
+        sources: vec![PoolMember {
+            source: "default".into(),
+            weight: 1,
+        }],
+    }]
+}
+
+pub(super) fn validate(sources: &[SourceConfig], pools: &[PoolConfig], issues: &mut Vec<Issue>) {
+    for (i, s) in sources.iter().enumerate() {
+        let key = |f: &str| at("source").index(i).field(f);
+        if s.name.is_empty() {
+            issues.push(Issue::new(key("name"), "must be set"));
+        } else if sources[..i].iter().any(|o| o.name == s.name) {
+            issues.push(Issue::new(
+                key("name"),
+                format!("source {:?} is defined twice", s.name),
+            ));
+        }
+        if let Some(e) = &s.ehlo
+            && !crate::dns::name::is_hostname(e)
+        {
+            issues.push(Issue::new(
+                key("ehlo"),
+                format!("{e:?} is not a valid host name"),
+            ));
+        }
+    }
+    if pools.is_empty() {
+        issues.push(Issue::new(at("pool"), "at least one pool is needed"));
+    }
+    for (i, p) in pools.iter().enumerate() {
+        let key = || at("pool").index(i);
+        if p.name.is_empty() {
+            issues.push(Issue::new(key().field("name"), "must be set"));
+        } else if pools[..i].iter().any(|o| o.name == p.name) {
+            issues.push(Issue::new(
+                key().field("name"),
+                format!("pool {:?} is defined twice", p.name),
+            ));
+        }
+        if p.sources.is_empty() {
+            issues.push(Issue::new(
+                key().field("sources"),
+                "a pool needs at least one source",
+            ));
+        }
+        for (j, m) in p.sources.iter().enumerate() {
+            let mkey = |f: &str| key().field("sources").index(j).field(f);
+            if !sources.iter().any(|s| s.name == m.source) {
+                issues.push(Issue::new(
+                    mkey("source"),
+                    format!("no [[source]] is named {:?}", m.source),
+                ));
+            }
+            if m.weight == 0 {
+                issues.push(Issue::new(mkey("weight"), "must be at least 1"));
+            }
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Routing a recipient domain: to its MX hosts (RFC 5321 5.1, RFC 7505),
+//! or to the hosts a `[[route]]` names, as an ordered list of hosts with
+//! addresses plus the **site**, the key that groups domains served by the
+//! same MX hosts so they share egress paths and limits.
+//!
+//! - MX records are sorted by preference; equal preferences are shuffled.
+//! - No MX but the domain exists: the domain itself is the host (implicit MX).
+//! - A null MX: permanent failure `556 5.1.10`, no connection.
+//! - NXDOMAIN: permanent `550 5.1.2`. SERVFAIL or timeout: transient `4.4.3`.
+//! - MX hosts whose addresses are all prohibited (loopback, unspecified,
+//!   configured networks, Tern's own listeners): permanent `550 5.4.6`, a
+//!   mail loop. Addresses a `smarthost` names explicitly are trusted.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::resolver::{LookupError, MxAnswer, Resolver};
+use crate::config::values::Cidr;
+use crate::config::{Config, RouteConfig, TlsPolicy};
+
+/// MX hosts tried per attempt, at most (RFC 5321 5.1 allows a limit).
+const MAX_HOSTS: usize = 10;
+
+/// One host to try, with its addresses (port included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The host name (or the address, for a literal smarthost).
+    pub name: String,
+    /// Its addresses, in the order to try them.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Where a domain's mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The destination site: the sorted MX host names (or the smarthosts).
+    pub site: Arc<str>,
+    /// The hosts, in the order to try them.
+    pub hosts: Vec<Host>,
+    /// STARTTLS policy for this destination.
+    pub tls: TlsPolicy,
+}
+
+/// Why a domain cannot be routed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// Never deliverable as things stand: the recipients fail.
+    Permanent {
+        /// SMTP-style code for logs and bounces.
+        code: u16,
+        /// Enhanced status code.
+        esc: [u8; 3],
+        /// What happened.
+        text: String,
+    },
+    /// Try again later: the recipients are deferred.
+    Transient {
+        /// Enhanced status code.
+        esc: [u8; 3],
+        /// What happened.
+        text: String,
+    },
+}
+
+/// Routes domains, applying the `[[route]]` overrides.
+pub struct Router {
+    resolver: Arc<dyn Resolver>,
+    overrides: HashMap<String, RouteConfig>,
+    port: u16,
+    tls: TlsPolicy,
+    prohibited: Vec<Cidr>,
+    own: Vec<SocketAddr>,
+}
+
+impl Router {
+    /// A router for `config`, resolving through `resolver`.
+    pub fn new(config: &Config, resolver: Arc<dyn Resolver>) -> Self {
+        Self {
+            resolver,
+            overrides: config
+                .routes
+                .iter()
+                .map(|r| (r.domain.to_ascii_lowercase(), r.clone()))
+                .collect(),
+            port: config.delivery.port,
+            tls: config.delivery.tls,
+            prohibited: config.dns.prohibited_targets.clone(),
+            own: config.listeners.iter().map(|l| l.address).collect(),
+        }
+    }
+
+    /// Where mail for `domain` goes now.
+    pub async fn route(&self, domain: &str) -> Result<Route, RouteError> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(r) = self.overrides.get(&domain) {
+            let tls = r.tls.unwrap_or(self.tls);
+            return if r.smarthost.is_empty() {
+                self.fixed_mx(&domain, &r.mx, tls).await
+            } else {
+                self.smarthost(&r.smarthost, tls).await
+            };
+        }
+        let names = match self.resolver.mx(&domain).await {
+            Ok(MxAnswer::Records(mut records)) => {
+                records.sort_by_key(|(pref, _)| *pref);
+                shuffle_equal_preferences(&mut records);
+                records.into_iter().map(|(_, h)| h).collect()
+            }
+            Ok(MxAnswer::NoMx) => vec![domain.clone()], // implicit MX
+            Ok(MxAnswer::NullMx) => {
+                return Err(permanent(
+                    556,
+                    [5, 1, 10],
+                    format!("{domain} accepts no mail (null MX)"),
+                ));
+            }
+            Err(LookupError::NxDomain(_)) => {
+                return Err(permanent(
+                    550,
+                    [5, 1, 2],
+                    format!("domain {domain} does not exist"),
+                ));
+            }
+            Err(e) => return Err(transient([4, 4, 3], e.to_string())),
+        };
+        self.resolve_hosts(&domain, names, self.tls).await
+    }
+
+    async fn fixed_mx(
+        &self,
+        domain: &str,
+        mx: &[String],
+        tls: TlsPolicy,
+    ) -> Result<Route, RouteError> {
+        self.resolve_hosts(
+            domain,
+            mx.iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            tls,
+        )
+        .await
+    }
+
+    /// Resolves MX host names to addresses, dropping prohibited ones.
+    async fn resolve_hosts(
+        &self,
+        domain: &str,
+        names: Vec<String>,
+        tls: TlsPolicy,
+    ) -> Result<Route, RouteError> {
+        let mut site_names: Vec<&str> = names.iter().map(String::as_str).collect();
+        site_names.sort_unstable();
+        site_names.dedup();
+        let site: Arc<str> = site_names.join(",").into();
+        let (mut hosts, mut temporary, mut prohibited) = (Vec::new(), None, false);
+        for name in names.iter().take(MAX_HOSTS) {
+            let ips = match self.resolver.addresses(name).await {
+                Ok(ips) => ips,
+                Err(e @ LookupError::Temporary { .. }) => {
+                    temporary = Some(e.to_string());
+                    continue;
+                }
+                Err(_) => continue, // a host without addresses is skipped
+            };
+            let addrs: Vec<SocketAddr> = ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, self.port))
+                .collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| !self.is_prohibited(*a))
+                .collect();
+            prohibited |= allowed.len() < addrs.len();
+            if !allowed.is_empty() {
+                hosts.push(Host {
+                    name: name.clone(),
+                    addrs: allowed,
+                });
+            }
+        }
+        if !hosts.is_empty() {
+            return Ok(Route { site, hosts, tls });
+        }
+        Err(match (temporary, prohibited) {
+            (Some(reason), _) => transient([4, 4, 3], reason),
+            (None, true) => permanent(
+                550,
+                [5, 4, 6],
+                format!("mail for {domain} loops back to this system (MX at a prohibited address)"),
+            ),
+            (None, false) => permanent(
+                550,
+                [5, 4, 4],
+                format!("no MX host of {domain} has an address"),
+            ),
+        })
+    }
+
+    async fn smarthost(&self, list: &[String], tls: TlsPolicy) -> Result<Route, RouteError> {
+        let mut hosts = Vec::new();
+        let mut temporary = None;
+        for entry in list {
+            let Some((host, port)) = parse_host_port(entry) else {
+                continue;
+            };
+            let port = port.unwrap_or(self.port);
+            let ips = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => match self.resolver.addresses(&host).await {
+                    Ok(ips) => ips,
+                    Err(e) => {
+                        temporary = Some(e.to_string());
+                        continue;
+                    }
+                },
+            };
+            let addrs: Vec<SocketAddr> = ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .filter(|a| !self.own.contains(a))
+                .collect();
+            if !addrs.is_empty() {
+                hosts.push(Host { name: host, addrs });
+            }
+        }
+        let site: Arc<str> = format!("smarthost:{}", list.join(",")).into();
+        match (hosts.is_empty(), temporary) {
+            (false, _) => Ok(Route { site, hosts, tls }),
+            (true, Some(reason)) => Err(transient([4, 4, 3], reason)),
+            (true, None) => Err(permanent(
+                550,
+                [5, 4, 6],
+                "the smarthost is this system itself (mail loop)".into(),
+            )),
+        }
+    }
+
+    fn is_prohibited(&self, a: SocketAddr) -> bool {
+        a.ip().is_unspecified()
+            || self.own.contains(&a)
+            || self.prohibited.iter().any(|n| n.contains(a.ip()))
+    }
+}
+
+fn permanent(code: u16, esc: [u8; 3], text: String) -> RouteError {
+    RouteError::Permanent { code, esc, text }
+}
+
+fn transient(esc: [u8; 3], text: String) -> RouteError {
+    RouteError::Transient { esc, text }
+}
+
+/// Randomizes the order within each run of equal preference (RFC 5321 5.1).
+fn shuffle_equal_preferences(records: &mut [(u16, String)]) {
+    let mut start = 0;
+    while start < records.len() {
+        let pref = records[start].0;
+        let end = records[start..]
+            .iter()
+            .position(|(p, _)| *p != pref)
+            .map_or(records.len(), |n| start + n);
+        fastrand::shuffle(&mut records[start..end]);
+        start = end;
+    }
+}
+
+/// Splits `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
+pub fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        let (addr, tail) = rest.split_once(']')?;
+        addr.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if tail.is_empty() => None,
+            None => return None,
+        };
+        return Some((addr.to_owned(), port));
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some((s.to_owned(), None));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.parse().ok()?)),
+        None => (s, None),
+    };
+    let ok = host.parse::<std::net::Ipv4Addr>().is_ok() || crate::dns::name::is_hostname(host);
+    ok.then(|| (host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            parse_host_port("mx.example:2525"),
+            Some(("mx.example".into(), Some(2525)))
+        );
+        assert_eq!(
+            parse_host_port("mx.example"),
+            Some(("mx.example".into(), None))
+        );
+        assert_eq!(
+            parse_host_port("192.0.2.1:25"),
+            Some(("192.0.2.1".into(), Some(25)))
+        );
+        assert_eq!(
+            parse_host_port("[2001:db8::1]:25"),
+            Some(("2001:db8::1".into(), Some(25)))
+        );
+        assert_eq!(
+            parse_host_port("2001:db8::1"),
+            Some(("2001:db8::1".into(), None))
+        );
+        assert_eq!(parse_host_port("mx.example:port"), None);
+        assert_eq!(parse_host_port("bad host:25"), None);
+    }
+
+    #[test]
+    fn equal_preferences_are_shuffled_but_order_kept() {
+        let base: Vec<(u16, String)> = [(10, "a"), (10, "b"), (10, "c"), (20, "d")]
+            .iter()
+            .map(|(p, h)| (*p, h.to_string()))
+            .collect();
+        let mut seen_first = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut r = base.clone();
+            shuffle_equal_preferences(&mut r);
+            assert_eq!(r[3].1, "d", "a worse preference never comes first");
+            seen_first.insert(r[0].1.clone());
+        }
+        assert_eq!(
+            seen_first.len(),
+            3,
+            "each equal-preference host leads sometimes"
+        );
+    }
+}
