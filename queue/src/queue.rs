@@ -31,7 +31,8 @@ pub struct Queue {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Cmd>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    _lock: File,
+    /// The spool's lock, held until [`Queue::close`].
+    lock: Mutex<Option<File>>,
 }
 
 impl Queue {
@@ -83,7 +84,7 @@ impl Queue {
                 shared,
                 tx,
                 threads: Mutex::new(threads),
-                _lock: lock_file,
+                lock: Mutex::new(Some(lock_file)),
             },
             report,
         ))
@@ -277,6 +278,9 @@ impl Queue {
         for t in threads {
             let _ = t.join();
         }
+        // Nothing more is written: another queue may open the spool now,
+        // even while this handle lingers.
+        lock(&self.lock).take();
     }
 
     /// Fault injection for tests of what callers do when the disk fails.
