@@ -12,7 +12,6 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use queue::Queue;
 use tern::config::Config;
-use tern::smtp::server::Credentials;
 use tern::smtp::server::protocol::{Protocol, Step};
 
 fn message_body(size: usize) -> Vec<u8> {
@@ -31,11 +30,11 @@ fn protocol(dir: &std::path::Path) -> Protocol {
     cfg.queue.path = dir.join("spool");
     cfg.queue.min_free_space = tern::config::values::ByteSize(0);
     let (queue, _) = Queue::open(cfg.queue.options()).expect("queue");
-    let creds = Arc::new(Credentials::new(&cfg.auth));
-    let memory = tern::smtp::server::MemoryBudget::new(0);
-    let ctx =
-        tern::daemon::session_context(&cfg, &cfg.listeners[0], Arc::new(queue), creds, memory)
-            .expect("context");
+    let queue = Arc::new(queue);
+    let log = Arc::new(tern::log::DeliveryLog::disabled());
+    let mut services = tern::daemon::Services::new(&cfg, queue, log, tern::clock::Clock::new());
+    services.memory = tern::smtp::server::MemoryBudget::new(0);
+    let ctx = tern::daemon::session_context(&cfg, &cfg.listeners[0], &services).expect("context");
     let mut p = Protocol::new(Arc::new(ctx), "127.0.0.1".parse().unwrap());
     p.greeting();
     p.feed(b"EHLO bench.example\r\n");

@@ -4,9 +4,11 @@
 //!
 //! Shutdown: listeners stop accepting; idle sessions are closed with
 //! `421 4.3.2`; sessions in a transaction get `server.shutdown_grace` to
-//! finish it (its `250` is sent only once the message is durable); then the
-//! rest are closed with 421, and the queue is closed (flushed).
+//! finish it; then the rest are closed. Delivery stops taking messages and
+//! gets the same grace for the transactions under way. Last, the delivery
+//! log and the queue are flushed and closed.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +16,49 @@ use std::time::Duration;
 use anyhow::Context;
 use queue::{Queue, RecoveryReport};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::clock::Clock;
 use crate::config::{Config, ListenerConfig};
-use crate::intake::{Intake, IntakeSettings};
+use crate::delivery::{Delivery, Settings};
+use crate::dns::resolver::{HickoryResolver, Resolver};
+use crate::dns::route::Router;
+use crate::egress::Egress;
+use crate::intake::{Intake, IntakeSettings, UserRouting};
+use crate::log::DeliveryLog;
 use crate::smtp::server::{self, Credentials, MemoryBudget, Phase, SessionContext};
 use crate::smtp::tls;
+
+/// What the listeners and delivery share.
+pub struct Services {
+    /// The durable queue.
+    pub queue: Arc<Queue>,
+    /// The delivery log.
+    pub log: Arc<DeliveryLog>,
+    /// The clock scheduling reads.
+    pub clock: Clock,
+    /// Notified when mail is queued (wakes delivery).
+    pub wake: Arc<Notify>,
+    /// AUTH users.
+    pub credentials: Arc<Credentials>,
+    /// Memory budget for message data being received.
+    pub memory: Arc<MemoryBudget>,
+}
+
+impl Services {
+    /// The shared pieces for `config` around an open queue and log.
+    pub fn new(config: &Config, queue: Arc<Queue>, log: Arc<DeliveryLog>, clock: Clock) -> Self {
+        Self {
+            queue,
+            log,
+            clock,
+            wake: Arc::new(Notify::new()),
+            credentials: Arc::new(Credentials::new(&config.auth)),
+            memory: MemoryBudget::new(config.server.max_message_memory.0),
+        }
+    }
+}
 
 /// Runs Tern with `config` until `shutdown` resolves, binding the
 /// configured listener addresses.
@@ -42,28 +80,50 @@ pub async fn run_with_listeners(
     bound: Vec<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let resolver: Arc<dyn Resolver> =
+        Arc::new(HickoryResolver::new(&config.dns).map_err(anyhow::Error::msg)?);
+    run_with(config, bound, resolver, shutdown).await
+}
+
+/// Runs Tern with a given resolver (tests point it at their own DNS).
+pub async fn run_with(
+    config: Config,
+    bound: Vec<TcpListener>,
+    resolver: Arc<dyn Resolver>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         bound.len() == config.listeners.len(),
         "one bound socket per configured listener is needed"
     );
     let queue = open_queue(&config).await?;
-    let credentials = Arc::new(Credentials::new(&config.auth));
-    let memory = MemoryBudget::new(config.server.max_message_memory.0);
+    let log = Arc::new(DeliveryLog::open(&config.log).with_context(|| {
+        format!(
+            "cannot open the delivery log {}",
+            config.log.deliveries.display()
+        )
+    })?);
+    let services = Services::new(&config, queue.clone(), log.clone(), Clock::new());
+    let delivery = Delivery::new(
+        queue.clone(),
+        Router::new(&config, resolver),
+        Egress::new(&config),
+        log.clone(),
+        services.clock,
+        Settings::new(&config),
+        services.wake.clone(),
+    );
+    let delivery_task = tokio::spawn(delivery.clone().run());
+    let flusher = tokio::spawn(flush_periodically(log.clone()));
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
     let mut accept_loops = Vec::new();
     for (l, listener) in config.listeners.iter().zip(bound) {
-        let ctx = Arc::new(session_context(
-            &config,
-            l,
-            queue.clone(),
-            credentials.clone(),
-            memory.clone(),
-        )?);
+        let ctx = Arc::new(session_context(&config, l, &services)?);
         let address = listener
             .local_addr()
             .map_or_else(|_| l.address.to_string(), |a| a.to_string());
-        tracing::info!(%address, starttls = ctx.tls.is_some(), auth = credentials.any(), "listening for SMTP");
+        tracing::info!(%address, starttls = ctx.tls.is_some(), auth = services.credentials.any(), "listening for SMTP");
         accept_loops.push(tokio::spawn(server::serve(
             listener,
             ctx,
@@ -81,14 +141,20 @@ pub async fn run_with_listeners(
     for a in accept_loops {
         let _ = a.await;
     }
-    if tokio::time::timeout(grace, sessions_done.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over: closing the remaining sessions");
-        let _ = phase.send(Phase::Abort);
-        let _ = tokio::time::timeout(Duration::from_secs(10), sessions_done.recv()).await;
-    }
+    let sessions_closed = async {
+        if tokio::time::timeout(grace, sessions_done.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: closing the remaining sessions");
+            let _ = phase.send(Phase::Abort);
+            let _ = tokio::time::timeout(Duration::from_secs(10), sessions_done.recv()).await;
+        }
+    };
+    tokio::join!(sessions_closed, delivery.shutdown(grace));
+    let _ = delivery_task.await;
+    flusher.abort();
+    log.flush();
     let q = queue.clone();
     tokio::task::spawn_blocking(move || q.close())
         .await
@@ -97,13 +163,20 @@ pub async fn run_with_listeners(
     Ok(())
 }
 
+async fn flush_periodically(log: Arc<DeliveryLog>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        log.flush();
+    }
+}
+
 /// What the sessions of one listener share.
 pub fn session_context(
     config: &Config,
     l: &ListenerConfig,
-    queue: Arc<Queue>,
-    credentials: Arc<Credentials>,
-    memory: Arc<MemoryBudget>,
+    services: &Services,
 ) -> anyhow::Result<SessionContext> {
     let tls = match l.tls_enabled() {
         true => Some(TlsAcceptor::from(tls::load_server_config(l).map_err(
@@ -111,20 +184,51 @@ pub fn session_context(
         )?)),
         false => None,
     };
+    let users: HashMap<String, UserRouting> = config
+        .auth
+        .users
+        .iter()
+        .map(|u| {
+            let r = UserRouting {
+                pool: u.pool.clone(),
+                tenant: u.tenant.clone(),
+            };
+            (u.name.clone(), r)
+        })
+        .collect();
+    let pools: HashSet<String> = config.pools.iter().map(|p| p.name.clone()).collect();
     let settings = IntakeSettings {
         hostname: config.server.hostname.clone(),
         max_received_headers: l.max_received_headers as usize,
         add_message_id: l.add_message_id,
         add_date: l.add_date,
         max_messages: config.queue.max_messages,
+        pool: l.pool.clone(),
+        tenant: l.tenant.clone(),
+        users: Arc::new(users),
+        pool_header: config.delivery.pool_header.clone(),
+        pools: Arc::new(pools),
+        tenant_pools: Arc::new(
+            config
+                .tenants
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), t.pool.clone()?)))
+                .collect(),
+        ),
     };
     Ok(SessionContext {
         hostname: config.server.hostname.clone(),
         listener: l.clone(),
-        intake: Intake::new(queue, settings),
-        credentials,
+        intake: Intake::new(
+            services.queue.clone(),
+            settings,
+            services.log.clone(),
+            services.clock,
+            services.wake.clone(),
+        ),
+        credentials: services.credentials.clone(),
         tls,
-        memory,
+        memory: services.memory.clone(),
     })
 }
 

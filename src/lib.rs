@@ -12,29 +12,47 @@
 //! | [`smtp::reply`] | every reply, and the one mapping of internal errors to replies | I/O |
 //! | [`intake`] | completed transaction -> Received header, loop check, metadata -> `queue.enqueue()` | speak SMTP |
 //! | [`shaping`] | rate limiting (GCRA) | I/O |
+//! | [`delivery`] | scheduling due messages, attempts, egress paths and their connections, retries, bounces | parse SMTP replies (the client does) |
+//! | [`dns`] | resolving MX and addresses (behind the `Resolver` trait), routing a domain to a site | connect to anything |
+//! | [`egress`] | sources and weighted pools | DNS, SMTP |
+//! | [`smtp::client`] | outbound SMTP: connect, greet, STARTTLS, pipelined transactions | decide retries or bounces |
+//! | [`log`] | the delivery log (JSON lines, rotation) | diagnostics |
+//! | [`clock`] | wall-clock time through tokio's clock; date formats | |
 //! | `queue` (crate) | durability: the spool, group commit, recovery, compaction | SMTP, DNS, config files |
 //!
 //! Coming with the next pieces of work, in the places DESIGN.md gives them:
-//! DKIM in `intake`, `dns`, `delivery`, `egress`, traffic `shaping`,
-//! `admin`, `metrics`.
+//! DKIM in `intake`, traffic `shaping` of deliveries, `admin`, `metrics`.
 //!
 //! # The message flow
 //!
 //! ```text
 //! upstream app --SMTP--> smtp/server --> intake --> queue.enqueue() ==fsync==> 250
 //!                                                        |
-//!        delivery log <-- outcome per recipient <-- delivery (MX, source IP, shaping)
+//!                                             delivery scheduler (due messages)
+//!                                                        |
+//!                                 attempt: recipients grouped by domain into jobs
+//!                                                        |
+//!                     dns::route (MX -> site)  +  egress (pool -> source)
+//!                                                        |
+//!                      path (source, site): connection workers, smtp::client
+//!                                                        |
+//!    delivery log <-- queue.record() per job ==fsync==> (bounce queued first)
 //! ```
 //!
 //! A message is answered 250 only after [`queue::Queue::enqueue`] returns,
-//! that is, once its record is on stable storage. Today `tern run` accepts
-//! mail into the queue; delivery arrives with its issue.
+//! that is, once its record is on stable storage. Each job's outcomes are
+//! recorded durably as it ends, so a restart resends only recipients not
+//! yet recorded as done.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod dns;
+pub mod egress;
 pub mod intake;
+pub mod log;
 pub mod logging;
 pub mod shaping;
 pub mod smtp;

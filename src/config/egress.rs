@@ -1,5 +1,6 @@
-//! `[[source]]` and `[[pool]]`: the local addresses Tern delivers from,
-//! and the weighted groups a message's pool picks one from.
+//! `[[source]]`, `[[pool]]` and `[[tenant]]`: the local addresses Tern
+//! delivers from, the weighted groups a message's pool picks one from, and
+//! the tenants (customers) whose mail goes out through a pool of its own.
 
 use std::net::IpAddr;
 
@@ -19,6 +20,17 @@ pub struct SourceConfig {
     /// The name sent in EHLO from this source (its reverse DNS name);
     /// default: `server.hostname`.
     pub ehlo: Option<String>,
+}
+
+/// `[[tenant]]`: a customer whose mail Tern relays.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// The name listeners and users refer to.
+    pub name: String,
+    /// The pool this tenant's mail is sent from, unless the user or the
+    /// pool header names another (default: the listener's pool).
+    pub pool: Option<String>,
 }
 
 /// One member of a pool.
@@ -120,6 +132,32 @@ pub(super) fn validate(sources: &[SourceConfig], pools: &[PoolConfig], issues: &
             if m.weight == 0 {
                 issues.push(Issue::new(mkey("weight"), "must be at least 1"));
             }
+        }
+    }
+}
+
+pub(super) fn validate_tenants(
+    tenants: &[TenantConfig],
+    pools: &[PoolConfig],
+    issues: &mut Vec<Issue>,
+) {
+    for (i, t) in tenants.iter().enumerate() {
+        let key = |f: &str| at("tenant").index(i).field(f);
+        if t.name.is_empty() {
+            issues.push(Issue::new(key("name"), "must be set"));
+        } else if tenants[..i].iter().any(|o| o.name == t.name) {
+            issues.push(Issue::new(
+                key("name"),
+                format!("tenant {:?} is defined twice", t.name),
+            ));
+        }
+        if let Some(p) = &t.pool
+            && !pools.iter().any(|q| &q.name == p)
+        {
+            issues.push(Issue::new(
+                key("pool"),
+                format!("no [[pool]] is named {p:?}"),
+            ));
         }
     }
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{AuthConfig, UserConfig};
 pub use delivery::{BounceReturn, ClientTimeouts, DeliveryConfig, RouteConfig, TlsPolicy};
 pub use dns::{DnsConfig, IpStrategy};
-pub use egress::{PoolConfig, PoolMember, SourceConfig};
+pub use egress::{PoolConfig, PoolMember, SourceConfig, TenantConfig};
 pub use listener::{BareLineEndings, ListenerConfig};
 pub use load::{ConfigError, ConfigErrors};
 pub use queue::{DurabilityMode, QueueConfig};
@@ -53,6 +53,9 @@ pub struct Config {
     /// `[[pool]]`: weighted groups of sources.
     #[serde(rename = "pool")]
     pub pools: Vec<PoolConfig>,
+    /// `[[tenant]]`: customers, each with its own pool.
+    #[serde(rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
     /// `[delivery]`: outbound limits, retries, bounces, timeouts.
     pub delivery: DeliveryConfig,
     /// `[[route]]`: per-domain routing overrides.
@@ -71,6 +74,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             sources: egress::default_sources(),
             pools: egress::default_pools(),
+            tenants: Vec::new(),
             delivery: DeliveryConfig::default(),
             routes: Vec::new(),
         }
@@ -111,34 +115,56 @@ impl Config {
         self.auth.validate(&mut issues);
         self.dns.validate(&mut issues);
         egress::validate(&self.sources, &self.pools, &mut issues);
+        egress::validate_tenants(&self.tenants, &self.pools, &mut issues);
         self.delivery.validate(&self.pools, &mut issues);
         delivery::validate_routes(&self.routes, &mut issues);
         self.validate_pool_references(&mut issues);
         issues
     }
 
-    /// Pools named by listeners and users must exist.
+    /// Pools and tenants named by listeners and users must exist.
     fn validate_pool_references(&self, issues: &mut Vec<load::Issue>) {
         use load::{KeyPath, at};
-        let known = |p: &Option<String>| {
+        let mut check = |key: Vec<load::Key>, what: &str, name: &Option<String>, known: bool| {
+            if !known {
+                let name = name.as_deref().unwrap_or("");
+                issues.push(load::Issue::new(
+                    key,
+                    format!("no [[{what}]] is named {name:?}"),
+                ));
+            }
+        };
+        let pool = |p: &Option<String>| {
             p.as_ref()
                 .is_none_or(|p| self.pools.iter().any(|q| &q.name == p))
         };
+        let tenant = |t: &Option<String>| {
+            t.as_ref()
+                .is_none_or(|t| self.tenants.iter().any(|q| &q.name == t))
+        };
         for (i, l) in self.listeners.iter().enumerate() {
-            if !known(&l.pool) {
-                issues.push(load::Issue::new(
-                    at("listener").index(i).field("pool"),
-                    format!("no [[pool]] is named {:?}", l.pool.as_deref().unwrap_or("")),
-                ));
-            }
+            check(
+                at("listener").index(i).field("pool"),
+                "pool",
+                &l.pool,
+                pool(&l.pool),
+            );
+            check(
+                at("listener").index(i).field("tenant"),
+                "tenant",
+                &l.tenant,
+                tenant(&l.tenant),
+            );
         }
         for (i, u) in self.auth.users.iter().enumerate() {
-            if !known(&u.pool) {
-                issues.push(load::Issue::new(
-                    at("auth").field("user").index(i).field("pool"),
-                    format!("no [[pool]] is named {:?}", u.pool.as_deref().unwrap_or("")),
-                ));
-            }
+            let key = || at("auth").field("user").index(i);
+            check(key().field("pool"), "pool", &u.pool, pool(&u.pool));
+            check(
+                key().field("tenant"),
+                "tenant",
+                &u.tenant,
+                tenant(&u.tenant),
+            );
         }
     }
 
@@ -297,8 +323,30 @@ mod tests {
         }
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_PATH);
         let text = std::fs::read_to_string(path).unwrap();
-        let model: toml::Table =
-            toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        // The defaults, plus one of each list entry with every optional key set.
+        let mut c = Config::default();
+        let some = || Some("x".to_owned());
+        c.routes.push(RouteConfig {
+            domain: "d".into(),
+            smarthost: vec!["h".into()],
+            mx: vec!["m".into()],
+            tls: Some(TlsPolicy::Required),
+        });
+        c.tenants.push(TenantConfig {
+            name: "t".into(),
+            pool: some(),
+        });
+        c.sources[0].address = Some([192, 0, 2, 1].into());
+        c.sources[0].ehlo = some();
+        (c.listeners[0].pool, c.listeners[0].tenant) = (some(), some());
+        c.delivery.pool_header = some();
+        c.auth.users.push(UserConfig {
+            name: "u".into(),
+            password_hash: "h".into(),
+            pool: some(),
+            tenant: some(),
+        });
+        let model: toml::Table = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
         let mut all = Vec::new();
         keys("", &model, &mut all);
         // A key counts as documented where `name =` appears as a whole word
@@ -326,6 +374,13 @@ mod tests {
         let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
         assert!(c.queue.path.is_relative());
+    }
+
+    #[test]
+    fn the_demo_config_is_valid_and_routes_to_the_sink() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+        let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.routes[0].smarthost, ["127.0.0.1:2526"]);
     }
 
     #[test]

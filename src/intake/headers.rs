@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use queue::MessageId;
 
 /// What the client's header section says.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HeaderFacts {
     /// Received fields (the hop count).
     pub received: usize,
@@ -16,6 +16,8 @@ pub struct HeaderFacts {
     pub message_id: bool,
     /// A Date field is present.
     pub date: bool,
+    /// The first Message-ID value (trimmed, made printable, bounded).
+    pub message_id_value: Option<String>,
 }
 
 /// Reads the header section of `data` (up to the first empty line, or the
@@ -38,11 +40,81 @@ pub fn scan(data: &[u8]) -> HeaderFacts {
             facts.received += 1;
         } else if name.eq_ignore_ascii_case(b"message-id") {
             facts.message_id = true;
+            if facts.message_id_value.is_none() {
+                facts.message_id_value = Some(printable(&line[colon + 1..]));
+            }
         } else if name.eq_ignore_ascii_case(b"date") {
             facts.date = true;
         }
     }
     facts
+}
+
+/// A header value made safe for logs: trimmed, printable ASCII, at most
+/// 250 characters.
+fn printable(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.trim_ascii())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(250)
+        .collect()
+}
+
+/// Removes every `name` field (with its folded continuation lines) from
+/// the header section of `data[start..]`; returns the first value. The
+/// buffer is rewritten only when the field is present.
+pub fn remove_field(data: &mut Vec<u8>, start: usize, name: &str) -> Option<String> {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut value = None;
+    let mut pos = start;
+    let mut in_field = false;
+    while pos < data.len() {
+        let end = data[pos..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(data.len(), |i| pos + i + 1);
+        let line = &data[pos..end];
+        let bare = line
+            .strip_suffix(b"\r\n")
+            .or_else(|| line.strip_suffix(b"\n"))
+            .unwrap_or(line);
+        if bare.is_empty() {
+            break;
+        }
+        if bare[0] != b' ' && bare[0] != b'\t' {
+            let colon = bare.iter().position(|b| *b == b':');
+            in_field = colon.is_some_and(|c| {
+                bare[..c]
+                    .trim_ascii_end()
+                    .eq_ignore_ascii_case(name.as_bytes())
+            });
+            if let (true, None, Some(c)) = (in_field, &value, colon) {
+                value = Some(printable(&bare[c + 1..]));
+            }
+        }
+        if in_field {
+            spans.push((pos, end));
+        }
+        pos = end;
+    }
+    if spans.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut last = 0;
+    for (s, e) in spans {
+        out.extend_from_slice(&data[last..s]);
+        last = e;
+    }
+    out.extend_from_slice(&data[last..]);
+    *data = out;
+    value
 }
 
 /// What the Received header says about the session.
@@ -117,13 +189,18 @@ fn clean(helo: &str) -> String {
     }
 }
 
-/// A Message-ID header for a message that has none.
-pub fn message_id(id: MessageId, hostname: &str, now: SystemTime) -> String {
+/// The Message-ID Tern gives a message that has none.
+pub fn message_id_value(id: MessageId, hostname: &str, now: SystemTime) -> String {
     let ms = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis();
-    format!("Message-ID: <{id}.{ms}@{hostname}>\r\n")
+    format!("<{id}.{ms}@{hostname}>")
+}
+
+/// A Message-ID header for a message that has none.
+pub fn message_id(id: MessageId, hostname: &str, now: SystemTime) -> String {
+    format!("Message-ID: {}\r\n", message_id_value(id, hostname, now))
 }
 
 /// A Date header for a message that has none.
@@ -133,37 +210,7 @@ pub fn date(now: SystemTime) -> String {
 
 /// An RFC 5322 date-time in UTC: `Mon, 23 Nov 2026 06:00:00 +0000`.
 pub fn rfc5322_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's civil_from_days).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    crate::clock::rfc5322(t)
 }
 
 #[cfg(test)]
@@ -176,19 +223,6 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(rfc5322_date(at(0)), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(
-            rfc5322_date(at(951_782_400)),
-            "Tue, 29 Feb 2000 00:00:00 +0000"
-        );
-        assert_eq!(
-            rfc5322_date(at(1_795_413_845)),
-            "Mon, 23 Nov 2026 06:04:05 +0000"
-        );
-    }
-
-    #[test]
     fn header_facts() {
         let f = scan(b"Received: a\r\n\tfolded\r\nRECEIVED: b\r\nmessage-id: <x@y>\r\nSubject: Date: no\r\n\r\nDate: in the body\r\n");
         assert_eq!(
@@ -196,11 +230,27 @@ mod tests {
             HeaderFacts {
                 received: 2,
                 message_id: true,
-                date: false
+                date: false,
+                message_id_value: Some("<x@y>".into()),
             }
         );
         assert_eq!(scan(b""), HeaderFacts::default());
         assert!(scan(b"no colon line\r\nDate : x\r\n").date);
+    }
+
+    #[test]
+    fn a_field_is_removed_with_its_continuations() {
+        let mut d = b"HDRSubject: a\r\nX-Tern-Pool: bulk\r\n\tmore\r\nTo: b\r\nx-tern-pool : again\r\n\r\nX-Tern-Pool: body\r\n".to_vec();
+        assert_eq!(
+            remove_field(&mut d, 3, "X-Tern-Pool").as_deref(),
+            Some("bulk")
+        );
+        assert_eq!(
+            d, b"HDRSubject: a\r\nTo: b\r\n\r\nX-Tern-Pool: body\r\n",
+            "the body is untouched"
+        );
+        let mut d = b"Subject: a\r\n\r\n".to_vec();
+        assert_eq!(remove_field(&mut d, 0, "X-Tern-Pool"), None);
     }
 
     #[test]

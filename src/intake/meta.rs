@@ -37,6 +37,12 @@ pub struct MessageMeta {
     /// The content holds bytes above 127 (needs 8BITMIME or conversion
     /// on the way out).
     pub content_8bit: bool,
+    /// The pool to send from (`None`: the default pool).
+    pub pool: Option<String>,
+    /// The tenant the message belongs to.
+    pub tenant: Option<String>,
+    /// The Message-ID header, for logs.
+    pub message_id: Option<String>,
 }
 
 /// Per-recipient data kept with the envelope.
@@ -57,6 +63,9 @@ const T_AUTH_USER: u8 = 3;
 const T_ENVID: u8 = 4;
 const T_RET: u8 = 5;
 const T_FLAGS: u8 = 6;
+const T_POOL: u8 = 7;
+const T_TENANT: u8 = 8;
+const T_MESSAGE_ID: u8 = 9;
 const T_NOTIFY: u8 = 1;
 const T_ORCPT: u8 = 2;
 
@@ -111,6 +120,15 @@ impl MessageMeta {
             | (u8::from(self.smtputf8) * F_SMTPUTF8)
             | (u8::from(self.content_8bit) * F_CONTENT_8BIT);
         put(&mut out, T_FLAGS, &[flags]);
+        for (tag, value) in [
+            (T_POOL, &self.pool),
+            (T_TENANT, &self.tenant),
+            (T_MESSAGE_ID, &self.message_id),
+        ] {
+            if let Some(v) = value {
+                put(&mut out, tag, v.as_bytes());
+            }
+        }
         out
     }
 
@@ -128,6 +146,9 @@ impl MessageMeta {
                         .first()
                         .map(|b| if *b == 1 { Ret::Full } else { Ret::Headers })
                 }
+                T_POOL => m.pool = Some(text(v)),
+                T_TENANT => m.tenant = Some(text(v)),
+                T_MESSAGE_ID => m.message_id = Some(text(v)),
                 T_FLAGS => {
                     let f = v.first().copied().unwrap_or(0);
                     m.body_8bitmime = f & F_8BITMIME != 0;
@@ -187,6 +208,9 @@ mod tests {
             body_8bitmime: true,
             smtputf8: false,
             content_8bit: true,
+            pool: Some("transactional".into()),
+            tenant: Some("shop".into()),
+            message_id: Some("<a@b>".into()),
         };
         assert_eq!(MessageMeta::decode(&m.encode()), m);
         assert_eq!(MessageMeta::decode(&[]), MessageMeta::default());

@@ -10,9 +10,15 @@
 pub mod headers;
 pub mod meta;
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::log::{DeliveryLog, Kind, Record};
 
 use bytes::Bytes;
 use queue::{
@@ -53,6 +59,27 @@ pub struct IntakeSettings {
     pub add_date: bool,
     /// Refuse new mail while this many messages are queued (0: no limit).
     pub max_messages: u64,
+    /// The listener's pool and tenant (used when the user has none).
+    pub pool: Option<String>,
+    /// See `pool`.
+    pub tenant: Option<String>,
+    /// Per AUTH user: its pool and tenant.
+    pub users: Arc<HashMap<String, UserRouting>>,
+    /// A header naming the pool (removed from the message), if configured.
+    pub pool_header: Option<String>,
+    /// The pools that exist (a header naming another is ignored).
+    pub pools: Arc<HashSet<String>>,
+    /// Per tenant with a pool of its own: that pool.
+    pub tenant_pools: Arc<HashMap<String, String>>,
+}
+
+/// Where an AUTH user's mail goes, from its `[[auth.user]]` entry.
+#[derive(Debug, Clone, Default)]
+pub struct UserRouting {
+    /// Its pool, if it has one of its own.
+    pub pool: Option<String>,
+    /// Its tenant, if it has one.
+    pub tenant: Option<String>,
 }
 
 /// Facts about the SMTP session a message came from.
@@ -108,12 +135,28 @@ pub struct Submission {
 pub struct Intake {
     queue: Arc<Queue>,
     settings: IntakeSettings,
+    log: Arc<DeliveryLog>,
+    clock: Clock,
+    wake: Arc<Notify>,
 }
 
 impl Intake {
-    /// An intake that queues into `queue`.
-    pub fn new(queue: Arc<Queue>, settings: IntakeSettings) -> Self {
-        Self { queue, settings }
+    /// An intake that queues into `queue`, logs receptions to `log` and
+    /// wakes delivery through `wake`.
+    pub fn new(
+        queue: Arc<Queue>,
+        settings: IntakeSettings,
+        log: Arc<DeliveryLog>,
+        clock: Clock,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            queue,
+            settings,
+            log,
+            clock,
+            wake,
+        }
     }
 
     /// The queue's health (cheap).
@@ -144,7 +187,7 @@ impl Intake {
             tls: origin.tls,
             authenticated: origin.user.is_some(),
         };
-        let received = headers::received(&info, id, only_rcpt, SystemTime::now());
+        let received = headers::received(&info, id, only_rcpt, self.clock.system_time());
         // Without a SIZE hint, start at 16 KiB: typical messages then never
         // grow (and copy) the buffer while their data arrives.
         let expected = if expected == 0 {
@@ -162,8 +205,10 @@ impl Intake {
         if self.over_limit() {
             return Err(IntakeError::QueueFull);
         }
-        let now = SystemTime::now();
-        let facts = headers::scan(&sub.data[sub.data_start..]);
+        let now = self.clock.system_time();
+        let (id, start) = (sub.id, sub.data_start);
+        let mut data = sub.data;
+        let facts = headers::scan(&data[start..]);
         let hops = facts.received + 1;
         if hops > self.settings.max_received_headers {
             return Err(IntakeError::Loop {
@@ -171,7 +216,13 @@ impl Intake {
                 limit: self.settings.max_received_headers,
             });
         }
-        let data = self.add_missing_headers(sub.data, sub.data_start, sub.id, facts, now);
+        let (pool, tenant) = self.pool_and_tenant(id, &mut data, start, origin);
+        let message_id = facts.message_id_value.clone().or_else(|| {
+            self.settings
+                .add_message_id
+                .then(|| headers::message_id_value(id, &self.settings.hostname, now))
+        });
+        let data = self.add_missing_headers(data, start, id, &facts, now);
         let meta = MessageMeta {
             client_ip: Some(origin.peer),
             helo: origin.helo.clone(),
@@ -181,8 +232,11 @@ impl Intake {
             body_8bitmime: sub.body_8bitmime,
             smtputf8: sub.smtputf8,
             content_8bit: sub.content_8bit,
+            pool,
+            tenant,
+            message_id,
         };
-        let recipients = sub
+        let recipients: Box<[EnvelopeRecipient]> = sub
             .recipients
             .into_iter()
             .map(|r| EnvelopeRecipient {
@@ -191,8 +245,10 @@ impl Intake {
             })
             .collect();
         let arrival = Timestamp::from_system_time(now);
+        let (rcpts, size) = (recipients.len(), data.len() as u64);
+        let record = self.reception_record(now, id, &sub.sender, &meta, origin, rcpts, size);
         let msg = NewMessage {
-            id: Some(sub.id),
+            id: Some(id),
             envelope: Envelope {
                 sender: sub.sender.into(),
                 meta: meta.encode().into(),
@@ -202,7 +258,72 @@ impl Intake {
             first_attempt: arrival,
             body: Bytes::from(data),
         };
-        Ok(self.queue.enqueue(msg).await?)
+        self.queue.enqueue(msg).await?;
+        self.log.write(&record);
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// The message's tenant (the user's, else the listener's) and pool:
+    /// its pool header, if configured and naming a pool (the header is
+    /// removed either way); else the user's; else the tenant's; else the
+    /// listener's. `None` is the default pool.
+    fn pool_and_tenant(
+        &self,
+        id: MessageId,
+        data: &mut Vec<u8>,
+        start: usize,
+        origin: &Origin,
+    ) -> (Option<String>, Option<String>) {
+        let s = &self.settings;
+        let header = s
+            .pool_header
+            .as_deref()
+            .and_then(|h| headers::remove_field(data, start, h));
+        let header = header.filter(|p| {
+            let known = s.pools.contains(p);
+            if !known {
+                tracing::warn!(queue_id = %id, pool = %p, "the pool header names no configured pool; ignored");
+            }
+            known
+        });
+        let UserRouting {
+            pool: user_pool,
+            tenant: user_tenant,
+        } = origin
+            .user
+            .as_deref()
+            .and_then(|u| s.users.get(u))
+            .cloned()
+            .unwrap_or_default();
+        let tenant = user_tenant.or_else(|| s.tenant.clone());
+        let tenant_pool = tenant.as_ref().and_then(|t| s.tenant_pools.get(t)).cloned();
+        (
+            header
+                .or(user_pool)
+                .or(tenant_pool)
+                .or_else(|| s.pool.clone()),
+            tenant,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reception_record(
+        &self,
+        now: SystemTime,
+        id: MessageId,
+        sender: &str,
+        meta: &MessageMeta,
+        origin: &Origin,
+        rcpts: usize,
+        size: u64,
+    ) -> Record {
+        let mut r = Record::new(Kind::Reception, now, id.to_string(), sender.to_owned());
+        r.message_id = meta.message_id.clone();
+        r.recipients = Some(rcpts);
+        r.size = Some(size);
+        r.client = Some(origin.peer.to_string());
+        r
     }
 
     /// Inserts Message-ID and Date after the Received header when the
@@ -212,7 +333,7 @@ impl Intake {
         data: Vec<u8>,
         start: usize,
         id: MessageId,
-        facts: headers::HeaderFacts,
+        facts: &headers::HeaderFacts,
         now: SystemTime,
     ) -> Vec<u8> {
         let mut extra = String::new();

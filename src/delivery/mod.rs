@@ -1,0 +1,244 @@
+//! Delivery: takes due messages from the queue and sends each recipient to
+//! its domain's MX hosts from a source of the message's pool.
+//!
+//! - The scheduler loop hands due messages (at most `max_in_flight` at
+//!   once) to an `attempt` each; it sleeps until the next due time, a new
+//!   message, or room.
+//! - An attempt groups the due recipients by domain into jobs, routes each
+//!   domain to a site (MX rollup), picks a source from the pool, and hands
+//!   the job to the egress path (source, site) in `path`, whose connection
+//!   workers reuse connections and pipeline transactions.
+//! - Each job's outcomes are recorded durably as it ends (so a restart
+//!   resends only unrecorded recipients); deferrals get the next retry time
+//!   from [`retry`]; permanent failures and expiries produce one bounce per
+//!   message ([`dsn`]), queued before the failures are recorded. Every
+//!   outcome is a line in the delivery log.
+
+mod attempt;
+pub mod dsn;
+mod path;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queue::Queue;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::config::{BounceReturn, ClientTimeouts, Config};
+use crate::dns::route::Router;
+use crate::egress::Egress;
+use crate::intake::meta::Ret;
+use crate::log::DeliveryLog;
+
+use path::Path;
+
+/// Delivery settings from `[delivery]` and `[server]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This MTA's name (bounces).
+    pub hostname: String,
+    /// Connections per egress path.
+    pub connection_limit: u32,
+    /// Messages per connection.
+    pub max_messages_per_connection: u32,
+    /// Recipients per transaction.
+    pub max_recipients_per_transaction: usize,
+    /// Idle connections close after this.
+    pub idle_timeout: Duration,
+    /// Messages being delivered at once.
+    pub max_in_flight: usize,
+    /// First retry delay.
+    pub retry_first: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Recipients expire after this.
+    pub max_age: Duration,
+    /// RET when the sender gave none.
+    pub bounce_return: Ret,
+    /// SMTP client timeouts.
+    pub timeouts: ClientTimeouts,
+}
+
+impl Settings {
+    /// From a validated config.
+    pub fn new(config: &Config) -> Self {
+        let d = &config.delivery;
+        Self {
+            hostname: config.server.hostname.clone(),
+            connection_limit: d.connection_limit,
+            max_messages_per_connection: d.max_messages_per_connection,
+            max_recipients_per_transaction: d.max_recipients_per_transaction as usize,
+            idle_timeout: d.idle_timeout.get(),
+            max_in_flight: d.max_in_flight as usize,
+            retry_first: d.retry_first.get(),
+            retry_max: d.retry_max.get(),
+            max_age: d.max_age.get(),
+            bounce_return: match d.bounce_return {
+                BounceReturn::Headers => Ret::Headers,
+                BounceReturn::Full => Ret::Full,
+            },
+            timeouts: d.timeouts.clone(),
+        }
+    }
+}
+
+/// An egress path's name: (source name, site).
+type PathKey = (Arc<str>, Arc<str>);
+
+/// The delivery service.
+pub struct Delivery {
+    queue: Arc<Queue>,
+    router: Router,
+    egress: Egress,
+    log: Arc<DeliveryLog>,
+    clock: Clock,
+    settings: Settings,
+    wake: Arc<Notify>,
+    paths: Mutex<HashMap<PathKey, Arc<Path>>>,
+    in_flight: AtomicUsize,
+    stopping: AtomicBool,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Set when the grace period is over: connections are dropped mid-way.
+    abort: tokio::sync::watch::Sender<bool>,
+    drained: Notify,
+}
+
+impl Delivery {
+    /// The service; `wake` is notified when new mail is queued.
+    pub fn new(
+        queue: Arc<Queue>,
+        router: Router,
+        egress: Egress,
+        log: Arc<DeliveryLog>,
+        clock: Clock,
+        settings: Settings,
+        wake: Arc<Notify>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            queue,
+            router,
+            egress,
+            log,
+            clock,
+            settings,
+            wake,
+            paths: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            stop: tokio::sync::watch::Sender::new(false),
+            abort: tokio::sync::watch::Sender::new(false),
+            drained: Notify::new(),
+        })
+    }
+
+    /// The scheduler loop: runs until [`Delivery::shutdown`].
+    pub async fn run(self: Arc<Self>) {
+        while !self.stopping() {
+            let room = self
+                .settings
+                .max_in_flight
+                .saturating_sub(self.in_flight.load(Ordering::Acquire));
+            if room > 0 {
+                let due = self.queue.take_due(self.clock.now(), room.min(256));
+                if !due.is_empty() {
+                    for m in due {
+                        self.in_flight.fetch_add(1, Ordering::AcqRel);
+                        tokio::spawn(attempt::run(self.clone(), m));
+                    }
+                    continue;
+                }
+            }
+            let next = if room > 0 {
+                self.queue.next_due().map(|t| self.clock.instant_at(t))
+            } else {
+                None
+            };
+            let until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+        tracing::info!("delivery stopped taking new messages");
+    }
+
+    /// Stops taking messages and waits (at most `grace`) for the attempts
+    /// under way; jobs not yet started are left for after the restart.
+    /// When the grace is over, the connections still open are dropped as a
+    /// crash would drop them: their recipients are not recorded, so they
+    /// are sent again after the restart.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.send_replace(true);
+        self.wake.notify_one();
+        let paths: Vec<Arc<Path>> = self
+            .paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in paths {
+            p.stop();
+        }
+        let wait = async {
+            while self.in_flight.load(Ordering::Acquire) > 0 {
+                let notified = self.drained.notified();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!(
+                in_flight = self.in_flight.load(Ordering::Acquire),
+                "deliveries still under way at shutdown; they will be retried"
+            );
+            self.abort.send_replace(true);
+        }
+    }
+
+    /// Messages being delivered now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Resolves once shutdown has begun.
+    async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Resolves once the grace period of a shutdown is over.
+    async fn aborted(&self) {
+        let mut rx = self.abort.subscribe();
+        let _ = rx.wait_for(|a| *a).await;
+    }
+
+    /// An attempt has ended: room for another.
+    fn attempt_finished(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
+        self.wake.notify_one();
+    }
+
+    /// The path for (source, site), created on first use.
+    fn path(&self, source: Arc<crate::egress::Source>, site: Arc<str>) -> Arc<Path> {
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        paths
+            .entry((source.name.clone(), site.clone()))
+            .or_insert_with(|| Arc::new(Path::new(source, site)))
+            .clone()
+    }
+}

@@ -1,0 +1,343 @@
+//! Egress paths: one per (source, destination site). Each holds the jobs
+//! waiting for it and runs up to `connection_limit` connection workers; a
+//! worker connects from the path's source to the site's hosts in order,
+//! then delivers job after job over that connection (up to
+//! `max_messages_per_connection`), and closes it when idle.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::Delivery;
+use super::attempt::{Attempt, Outcome, Verdict};
+use crate::config::TlsPolicy;
+use crate::dns::route::Route;
+use crate::egress::Source;
+use crate::intake::meta::RecipientParams;
+use crate::smtp::client::{
+    ClientError, Connection, Greeting, RcptRequest, RcptResult, RemoteReply, TxnRequest,
+    local_reply,
+};
+
+/// Some recipients of one message for one domain.
+pub(crate) struct Job {
+    pub attempt: Arc<Attempt>,
+    pub rcpts: Vec<u32>,
+    pub route: Route,
+}
+
+struct State {
+    jobs: VecDeque<Job>,
+    workers: u32,
+    idle: u32,
+}
+
+/// One egress path.
+pub(crate) struct Path {
+    pub source: Arc<Source>,
+    pub site: Arc<str>,
+    state: Mutex<State>,
+    ready: tokio::sync::Notify,
+    stopped: AtomicBool,
+}
+
+/// Why a worker could not connect.
+enum ConnectFailure {
+    /// The source address cannot be bound: not the destination's fault.
+    Bind,
+    /// No host answered (or all refused): defer with this reply.
+    Unreachable(RemoteReply),
+}
+
+impl Path {
+    pub fn new(source: Arc<Source>, site: Arc<str>) -> Self {
+        Self {
+            source,
+            site,
+            state: Mutex::new(State {
+                jobs: VecDeque::new(),
+                workers: 0,
+                idle: 0,
+            }),
+            ready: tokio::sync::Notify::new(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a job; starts a worker if none is idle and the limit allows.
+    pub fn push(self: &Arc<Self>, svc: &Arc<Delivery>, job: Job) {
+        let spawn = {
+            let mut st = self.state();
+            st.jobs.push_back(job);
+            let spawn = st.idle == 0 && st.workers < svc.settings.connection_limit;
+            if spawn {
+                st.workers += 1;
+            }
+            spawn
+        };
+        if spawn {
+            tokio::spawn(worker(svc.clone(), self.clone()));
+        } else {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Stops the path: workers take no new jobs.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.ready.notify_waiters();
+    }
+
+    /// The next job, waiting at most `idle_timeout`; `None` retires the
+    /// worker (the count is updated under the same lock as `push`, so no
+    /// job is left without a worker).
+    async fn next(&self, svc: &Delivery) -> Option<Job> {
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                let abandoned: Vec<Job> = {
+                    let mut st = self.state();
+                    st.workers -= 1;
+                    st.jobs.drain(..).collect()
+                };
+                for job in abandoned {
+                    job.attempt.job_abandoned().await;
+                }
+                return None;
+            }
+            {
+                let mut st = self.state();
+                if let Some(job) = st.jobs.pop_front() {
+                    return Some(job);
+                }
+                st.idle += 1;
+            }
+            let woke = tokio::time::timeout(svc.settings.idle_timeout, self.ready.notified())
+                .await
+                .is_ok();
+            let mut st = self.state();
+            st.idle -= 1;
+            if !woke && !self.stopped.load(Ordering::Acquire) {
+                if let Some(job) = st.jobs.pop_front() {
+                    return Some(job);
+                }
+                st.workers -= 1;
+                return None;
+            }
+        }
+    }
+
+    /// Takes every waiting job (to move them to other sources).
+    fn take_all(&self) -> Vec<Job> {
+        self.state().jobs.drain(..).collect()
+    }
+
+    fn retire(&self) {
+        self.state().workers -= 1;
+    }
+}
+
+/// A connection worker of `path`, until it retires or shutdown aborts it.
+async fn worker(svc: Arc<Delivery>, path: Arc<Path>) {
+    tokio::select! {
+        () = work(&svc, &path) => {}
+        () = svc.aborted() => tracing::warn!(source = %path.source.name, site = %path.site, "connection dropped at shutdown"),
+    }
+}
+
+async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
+    let mut conn: Option<Connection> = None;
+    let mut sent = 0;
+    while let Some(job) = path.next(svc).await {
+        if let Some(c) = conn.take_if(|c| job.route.tls == TlsPolicy::Required && !c.tls) {
+            // This domain requires TLS; the open connection fell back to plaintext.
+            c.quit().await;
+            sent = 0;
+        }
+        if conn.is_none() {
+            match connect(svc, path, &job.route).await {
+                Ok(c) => conn = Some(c),
+                Err(ConnectFailure::Bind) => {
+                    // Move this job and the waiting ones to the pool's other sources.
+                    path.source.mark_unusable(tokio::time::Instant::now());
+                    svc.submit(job);
+                    for j in path.take_all() {
+                        svc.submit(j);
+                    }
+                    path.retire();
+                    return;
+                }
+                Err(ConnectFailure::Unreachable(reply)) => {
+                    let outcomes = job
+                        .rcpts
+                        .iter()
+                        .map(|i| {
+                            with_path(
+                                Outcome::new(*i, Verdict::Deferred, reply.clone()),
+                                path,
+                                None,
+                            )
+                        })
+                        .collect();
+                    job.attempt.job_done(outcomes).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let (outcomes, reusable) = deliver(svc, c, &job).await;
+        let host = Some((c.host.clone(), c.peer));
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| with_path(o, path, host.clone()))
+            .collect();
+        job.attempt.job_done(outcomes).await;
+        sent += 1;
+        if !reusable || sent >= svc.settings.max_messages_per_connection {
+            if let (Some(c), true) = (conn.take(), reusable) {
+                c.quit().await;
+            }
+            sent = 0;
+        }
+    }
+    if let Some(c) = conn {
+        c.quit().await;
+    }
+}
+
+fn with_path(mut o: Outcome, path: &Path, host: Option<(String, std::net::SocketAddr)>) -> Outcome {
+    o.site = Some(path.site.clone());
+    o.source = Some(path.source.name.clone());
+    o.host = host;
+    o
+}
+
+/// Connects to the first host of the route that answers, trying each of
+/// its addresses the source can reach; an opportunistic TLS failure is
+/// retried in plaintext on the same address.
+async fn connect(svc: &Delivery, path: &Path, route: &Route) -> Result<Connection, ConnectFailure> {
+    let timeouts = &svc.settings.timeouts;
+    let mut last = None;
+    for host in &route.hosts {
+        for addr in host
+            .addrs
+            .iter()
+            .copied()
+            .filter(|a| path.source.reaches(*a))
+        {
+            let greeting = |tls| Greeting {
+                ehlo: &path.source.ehlo,
+                host: &host.name,
+                tls,
+                timeouts,
+            };
+            let result = match Connection::open(&path.source, addr, &greeting(route.tls)).await {
+                Err(ClientError::Tls(e)) if route.tls == TlsPolicy::Opportunistic => {
+                    tracing::info!(host = %host.name, %addr, error = %e, "TLS failed; retrying in plaintext");
+                    Connection::open(&path.source, addr, &greeting(TlsPolicy::Off)).await
+                }
+                other => other,
+            };
+            match result {
+                Ok(c) => return Ok(c),
+                Err(ClientError::Bind(ip, e)) => {
+                    tracing::warn!(source = %path.source.name, %ip, error = %e, "cannot bind the source address");
+                    return Err(ConnectFailure::Bind);
+                }
+                Err(e) => {
+                    tracing::debug!(host = %host.name, %addr, error = %e, "host unavailable; trying the next");
+                    last = Some(format!("{} [{}]: {e}", host.name, addr.ip()));
+                }
+            }
+        }
+    }
+    let why = last.unwrap_or_else(|| {
+        format!(
+            "no address of {} is reachable from source {}",
+            route.site, path.source.name
+        )
+    });
+    Err(ConnectFailure::Unreachable(local_reply(
+        451,
+        [4, 4, 1],
+        format!("no answer from any host of {}: {why}", route.site),
+    )))
+}
+
+/// Delivers a job over an open connection, in transactions of at most
+/// `max_recipients_per_transaction`; recipients refused with "too many
+/// recipients" go in the next transaction. Returns the outcomes and
+/// whether the connection can be reused.
+async fn deliver(svc: &Delivery, conn: &mut Connection, job: &Job) -> (Vec<Outcome>, bool) {
+    let env = &job.attempt.info.envelope;
+    let meta = &job.attempt.meta;
+    let params: Vec<RecipientParams> = job
+        .rcpts
+        .iter()
+        .map(|i| RecipientParams::decode(&env.recipients[*i as usize].params))
+        .collect();
+    let smtputf8 = meta.smtputf8
+        || !env.sender.is_ascii()
+        || job
+            .rcpts
+            .iter()
+            .any(|i| !env.recipients[*i as usize].address.is_ascii());
+    let mut pending: VecDeque<usize> = (0..job.rcpts.len()).collect();
+    let mut outcomes = Vec::with_capacity(job.rcpts.len());
+    while !pending.is_empty() {
+        let n = pending
+            .len()
+            .min(svc.settings.max_recipients_per_transaction);
+        let batch: Vec<usize> = pending.drain(..n).collect();
+        let reqs: Vec<RcptRequest<'_>> = batch
+            .iter()
+            .map(|k| RcptRequest {
+                address: &env.recipients[job.rcpts[*k] as usize].address,
+                notify: params[*k].notify,
+                orcpt: params[*k].orcpt.as_deref(),
+            })
+            .collect();
+        let req = TxnRequest {
+            sender: &env.sender,
+            recipients: &reqs,
+            body: &job.attempt.body,
+            eight_bit: meta.content_8bit,
+            smtputf8,
+            ret: meta.ret,
+            envid: meta.envid.as_deref(),
+        };
+        let (results, reusable) = conn.transaction(&req).await;
+        // "Too many recipients" for the first of a transaction: the server
+        // takes none at all now; those recipients are tried again later.
+        let progress = results.iter().any(|r| !matches!(r, RcptResult::Again(_)));
+        for (k, r) in batch.into_iter().zip(results) {
+            let index = job.rcpts[k];
+            match r {
+                RcptResult::Delivered(rep) => {
+                    outcomes.push(Outcome::new(index, Verdict::Delivered, rep))
+                }
+                RcptResult::Deferred(rep) => {
+                    outcomes.push(Outcome::new(index, Verdict::Deferred, rep))
+                }
+                RcptResult::Failed(rep) => outcomes.push(Outcome::new(index, Verdict::Failed, rep)),
+                RcptResult::Again(_) if progress => pending.push_back(k),
+                RcptResult::Again(rep) => {
+                    outcomes.push(Outcome::new(index, Verdict::Deferred, rep))
+                }
+            }
+        }
+        if !reusable {
+            let reply = local_reply(451, [4, 4, 2], format!("connection to {} lost", conn.host));
+            outcomes.extend(
+                pending
+                    .drain(..)
+                    .map(|k| Outcome::new(job.rcpts[k], Verdict::Deferred, reply.clone())),
+            );
+            return (outcomes, false);
+        }
+    }
+    (outcomes, true)
+}

@@ -1,0 +1,501 @@
+//! One outbound connection: TCP from the source address, the greeting,
+//! EHLO (HELO when EHLO is refused), STARTTLS, and reply framing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use smtp_proto::EhloResponse;
+use smtp_proto::response::parser::ResponseReceiver;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::{ClientError, RemoteReply};
+use crate::config::{ClientTimeouts, TlsPolicy};
+use crate::egress::Source;
+
+/// Longest reply accepted (a longer one is a protocol error).
+const MAX_REPLY: usize = 64 << 10;
+
+/// What the server offers, from its EHLO reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// EHLO was accepted (else HELO: no extensions).
+    pub esmtp: bool,
+    pub pipelining: bool,
+    pub eight_bit_mime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub starttls: bool,
+    /// SIZE was advertised (its limit, 0 if none given).
+    pub size: Option<u64>,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// While the TCP stream is being handed to TLS, or after that failed.
+    Closed,
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "connection closed")
+}
+
+/// What the caller needs to connect: who we are and how long to wait.
+pub struct Greeting<'a> {
+    /// The EHLO name (the source's).
+    pub ehlo: &'a str,
+    /// The destination host name (for TLS SNI and logs).
+    pub host: &'a str,
+    /// STARTTLS policy.
+    pub tls: TlsPolicy,
+    /// Timeouts.
+    pub timeouts: &'a ClientTimeouts,
+}
+
+/// An established SMTP session, ready for transactions.
+pub struct Connection {
+    stream: Stream,
+    rbuf: Vec<u8>,
+    pub(super) wbuf: Vec<u8>,
+    /// What the server offers.
+    pub caps: Capabilities,
+    /// The host name.
+    pub host: String,
+    /// The address connected to.
+    pub peer: SocketAddr,
+    /// TLS is active.
+    pub tls: bool,
+    pub(super) timeouts: ClientTimeouts,
+}
+
+impl Connection {
+    /// Connects from `source` to `addr` and greets. With an opportunistic
+    /// policy, a failed handshake returns `ClientError::Tls`: the caller
+    /// retries this address with `TlsPolicy::Off`.
+    pub async fn open(
+        source: &Source,
+        addr: SocketAddr,
+        g: &Greeting<'_>,
+    ) -> Result<Self, ClientError> {
+        let t = g.timeouts;
+        let sock = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| ClientError::Connect(addr, e))?;
+        if let Some(ip) = source.address {
+            sock.bind(SocketAddr::new(ip, 0))
+                .map_err(|e| ClientError::Bind(ip, e))?;
+        }
+        let tcp = match timeout(t.connect.get(), sock.connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ClientError::Connect(addr, e)),
+            Err(_) => return Err(ClientError::Timeout("connect")),
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut c = Connection {
+            stream: Stream::Plain(tcp),
+            rbuf: Vec::with_capacity(4096),
+            wbuf: Vec::with_capacity(4096),
+            caps: Capabilities::default(),
+            host: g.host.to_owned(),
+            peer: addr,
+            tls: false,
+            timeouts: t.clone(),
+        };
+        let banner = c.read_reply(t.banner.get(), "greeting").await?;
+        if banner.code != 220 {
+            return Err(ClientError::Rejected {
+                stage: "greeting",
+                reply: banner,
+            });
+        }
+        c.hello(g.ehlo).await?;
+        if g.tls != TlsPolicy::Off && c.caps.starttls {
+            c.start_tls(g).await?;
+        }
+        if g.tls == TlsPolicy::Required && !c.tls {
+            return Err(ClientError::Tls(format!(
+                "{} does not offer STARTTLS and TLS is required",
+                g.host
+            )));
+        }
+        Ok(c)
+    }
+
+    /// EHLO, or HELO if EHLO is refused with 5xx.
+    async fn hello(&mut self, name: &str) -> Result<(), ClientError> {
+        let limit = self.timeouts.ehlo.get();
+        self.send(format!("EHLO {name}\r\n").as_bytes(), limit)
+            .await?;
+        let raw = self.read_raw(limit, "EHLO").await?;
+        let reply = parse(&raw)?;
+        if reply.is_positive() {
+            self.caps = capabilities(&raw);
+            return Ok(());
+        }
+        if reply.code < 500 {
+            return Err(ClientError::Rejected {
+                stage: "EHLO",
+                reply,
+            });
+        }
+        let r = self
+            .command(format!("HELO {name}\r\n").as_bytes(), limit, "HELO")
+            .await?;
+        if !r.is_positive() {
+            return Err(ClientError::Rejected {
+                stage: "HELO",
+                reply: r,
+            });
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    async fn start_tls(&mut self, g: &Greeting<'_>) -> Result<(), ClientError> {
+        let limit = self.timeouts.starttls.get();
+        let r = self.command(b"STARTTLS\r\n", limit, "STARTTLS").await?;
+        if r.code != 220 {
+            // Refused: opportunistic carries on in plaintext on this connection.
+            return if g.tls == TlsPolicy::Required {
+                Err(ClientError::Rejected {
+                    stage: "STARTTLS",
+                    reply: r,
+                })
+            } else {
+                Ok(())
+            };
+        }
+        if !self.rbuf.is_empty() {
+            // Bytes after the 220 before the handshake (CVE-2021-38371).
+            return Err(ClientError::Tls(
+                "data sent after the STARTTLS reply, before the handshake".into(),
+            ));
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(ClientError::Tls("TLS already active".into()));
+        };
+        let name = match g.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(g.host.to_owned())
+                .map_err(|e| ClientError::Tls(e.to_string()))?,
+        };
+        let tls = match timeout(limit, connector().connect(name, tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ClientError::Tls(e.to_string())),
+            Err(_) => return Err(ClientError::Tls("the TLS handshake timed out".into())),
+        };
+        self.stream = Stream::Tls(Box::new(tls));
+        self.tls = true;
+        self.hello(g.ehlo).await
+    }
+
+    /// RSET (after a transaction that did not complete).
+    pub async fn rset(&mut self) -> Result<(), ClientError> {
+        let r = self
+            .command(b"RSET\r\n", self.timeouts.rset.get(), "RSET")
+            .await?;
+        if r.is_positive() {
+            Ok(())
+        } else {
+            Err(ClientError::Rejected {
+                stage: "RSET",
+                reply: r,
+            })
+        }
+    }
+
+    /// QUIT; a server that closes without replying is fine (RFC 5321 O15).
+    pub async fn quit(mut self) {
+        let limit = self.timeouts.rset.get();
+        let _ = self.command(b"QUIT\r\n", limit, "QUIT").await;
+        let _ = timeout(limit, self.shutdown()).await;
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match &mut self.stream {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+            Stream::Closed => Ok(()),
+        }
+    }
+
+    /// True if nothing unread is buffered: a reply nobody asked for means
+    /// the session is out of step and must not be reused.
+    pub fn in_sync(&self) -> bool {
+        self.rbuf.is_empty()
+    }
+
+    /// Sends a command and reads its reply.
+    pub(super) async fn command(
+        &mut self,
+        cmd: &[u8],
+        limit: Duration,
+        what: &'static str,
+    ) -> Result<RemoteReply, ClientError> {
+        self.send(cmd, limit).await?;
+        self.read_reply(limit, what).await
+    }
+
+    /// Writes bytes, within `limit`.
+    pub(super) async fn send(&mut self, bytes: &[u8], limit: Duration) -> Result<(), ClientError> {
+        let write = async {
+            match &mut self.stream {
+                Stream::Plain(s) => s.write_all(bytes).await,
+                Stream::Tls(s) => {
+                    s.write_all(bytes).await?;
+                    s.flush().await
+                }
+                Stream::Closed => Err(closed()),
+            }
+        };
+        match timeout(limit, write).await {
+            Ok(res) => res.map_err(ClientError::Io),
+            Err(_) => Err(ClientError::Timeout("sending")),
+        }
+    }
+
+    /// Sends what was gathered in `wbuf`.
+    pub(super) async fn flush_wbuf(&mut self, limit: Duration) -> Result<(), ClientError> {
+        let buf = std::mem::take(&mut self.wbuf);
+        let res = self.send(&buf, limit).await;
+        self.wbuf = buf;
+        self.wbuf.clear();
+        res
+    }
+
+    /// Reads one reply, within `limit`.
+    pub(super) async fn read_reply(
+        &mut self,
+        limit: Duration,
+        what: &'static str,
+    ) -> Result<RemoteReply, ClientError> {
+        let raw = self.read_raw(limit, what).await?;
+        parse(&raw)
+    }
+
+    /// Reads the bytes of one whole reply (all its lines).
+    async fn read_raw(
+        &mut self,
+        limit: Duration,
+        what: &'static str,
+    ) -> Result<Vec<u8>, ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(end) = reply_end(&self.rbuf)? {
+                return Ok(self.rbuf.drain(..end).collect());
+            }
+            if self.rbuf.len() > MAX_REPLY {
+                return Err(ClientError::Protocol("reply too long".into()));
+            }
+            let mut chunk = [0u8; 4096];
+            let read = async {
+                match &mut self.stream {
+                    Stream::Plain(s) => s.read(&mut chunk).await,
+                    Stream::Tls(s) => s.read(&mut chunk).await,
+                    Stream::Closed => Err(closed()),
+                }
+            };
+            let n = match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(0)) => return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(ClientError::Io(e)),
+                Err(_) => return Err(ClientError::Timeout(what)),
+            };
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The end of the first complete reply in `buf`, if there is one. Every
+/// line must start with a three-digit code (the same on every line).
+fn reply_end(buf: &[u8]) -> Result<Option<usize>, ClientError> {
+    let mut start = 0;
+    let mut code: Option<&[u8]> = None;
+    while let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
+        let line = &buf[start..start + nl + 1];
+        start += nl + 1;
+        if line.len() < 4
+            || !line[..3].iter().all(u8::is_ascii_digit)
+            || !matches!(line[3], b' ' | b'-' | b'\r' | b'\n')
+        {
+            return Err(ClientError::Protocol(format!(
+                "malformed reply line {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(80)])
+            )));
+        }
+        if code.is_some_and(|c| c != &line[..3]) {
+            return Err(ClientError::Protocol(
+                "reply lines with different codes".into(),
+            ));
+        }
+        code = Some(&line[..3]);
+        if line[3] != b'-' {
+            return Ok(Some(start));
+        }
+    }
+    Ok(None)
+}
+
+/// Parses a complete reply with smtp-proto and makes its text safe.
+fn parse(raw: &[u8]) -> Result<RemoteReply, ClientError> {
+    let r = ResponseReceiver::default()
+        .parse(&mut raw.iter())
+        .map_err(|e| ClientError::Protocol(format!("unparseable reply: {e:?}")))?;
+    let text: String = r
+        .message
+        .split('\n')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" / ");
+    let text = text
+        .chars()
+        .map(|c| {
+            if c.is_control() || !c.is_ascii() {
+                '?'
+            } else {
+                c
+            }
+        })
+        .take(1000)
+        .collect();
+    Ok(RemoteReply {
+        code: r.code,
+        esc: r.esc,
+        text,
+    })
+}
+
+fn capabilities(raw: &[u8]) -> Capabilities {
+    use smtp_proto::{
+        EXT_8BIT_MIME, EXT_DSN, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS,
+    };
+    match EhloResponse::parse(&mut raw.iter()) {
+        Ok(e) => Capabilities {
+            esmtp: true,
+            pipelining: e.capabilities & EXT_PIPELINING != 0,
+            eight_bit_mime: e.capabilities & EXT_8BIT_MIME != 0,
+            smtputf8: e.capabilities & EXT_SMTP_UTF8 != 0,
+            dsn: e.capabilities & EXT_DSN != 0,
+            starttls: e.capabilities & EXT_START_TLS != 0,
+            size: (e.capabilities & EXT_SIZE != 0).then_some(e.size as u64),
+        },
+        Err(_) => Capabilities {
+            esmtp: true,
+            ..Default::default()
+        },
+    }
+}
+
+/// The opportunistic TLS client: encryption without certificate checks
+/// (MX certificates are rarely valid for the MX name; MTA-STS or DANE
+/// would add verification).
+fn connector() -> TlsConnector {
+    static CONNECTOR: std::sync::OnceLock<TlsConnector> = std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+                .with_no_client_auth();
+            TlsConnector::from(Arc::new(config))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_framing() {
+        assert_eq!(reply_end(b"250 ok\r\n").unwrap(), Some(8));
+        assert_eq!(reply_end(b"250-a\r\n250 b\r\nxyz").unwrap(), Some(14));
+        assert_eq!(reply_end(b"250-a\r\n").unwrap(), None);
+        assert_eq!(reply_end(b"250\r\n").unwrap(), Some(5));
+        assert!(reply_end(b"2500 x\r\n").is_err());
+        assert!(reply_end(b"hello\r\n").is_err());
+        assert!(reply_end(b"250-a\r\n550 b\r\n").is_err(), "mixed codes");
+    }
+
+    #[test]
+    fn replies_are_made_safe() {
+        let r =
+            parse(b"550-5.1.1 no such user\r\n550-5.1.1 X-Evil: 1\r\n550 5.1.1 \xff\x01end\r\n")
+                .unwrap();
+        assert_eq!((r.code, r.esc), (550, [5, 1, 1]));
+        assert!(
+            !r.text.contains('\n') && !r.text.contains('\r'),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("no such user / X-Evil: 1"), "{}", r.text);
+        let plain = parse(b"421 busy\r\n").unwrap();
+        assert_eq!(
+            (plain.code, plain.esc, plain.status()),
+            (421, [0, 0, 0], [4, 0, 0])
+        );
+    }
+}
