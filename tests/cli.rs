@@ -25,11 +25,14 @@ fn output(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
-/// A config in `dir` with its spool at `dir/spool`.
+/// A config in `dir` with its spool at `dir/spool` and its delivery log
+/// beside it. Its name server refuses (port 1 of 127.0.0.1), so no real
+/// DNS is asked and queued mail stays queued.
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("tern.toml");
     let text = format!(
-        "[server]\nhostname = \"mta.test\"\n[log]\nlevel = \"info\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[queue]\npath = \"{}\"\nsegment_size = \"1MiB\"\nmin_free_space = \"0B\"\n",
+        "[server]\nhostname = \"mta.test\"\n[log]\nlevel = \"info\"\ndeliveries = \"{}\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[queue]\npath = \"{}\"\nsegment_size = \"1MiB\"\nmin_free_space = \"0B\"\n[dns]\nnameservers = [\"127.0.0.1:1\"]\nattempts = 1\ntimeout = \"1s\"\n",
+        dir.join("deliveries.jsonl").display(),
         dir.join("spool").display()
     );
     std::fs::write(&path, text).unwrap();

@@ -185,7 +185,7 @@ async fn a_failed_sync_is_never_acknowledged() {
     let _ = s.task.await;
     s.queue.close();
     drop(s.queue);
-    let (q, report) = queue::Queue::open(queue::QueueOptions::new(&spool)).unwrap();
+    let (q, report) = common::reopen(queue::QueueOptions::new(&spool));
     assert_eq!(report.messages, 0, "and nothing comes back after a restart");
     drop(q);
 }
@@ -197,7 +197,7 @@ async fn the_message_memory_budget_defers_new_data() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
     cfg.server.max_message_memory = ByteSize(1000);
-    let (q, _) = queue::Queue::open(cfg.queue.options()).unwrap();
+    let (q, _) = common::reopen(cfg.queue.options());
     let q = std::sync::Arc::new(q);
     let memory = tern::smtp::server::MemoryBudget::new(cfg.server.max_message_memory.0);
     let mut a = common::start_with(dir, cfg.clone(), q.clone(), memory.clone(), LOCAL).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{PASSWORD, connector, test_cert};
 use mail_send::smtp::message::Message;
 use mail_send::{Credentials, SmtpClient};
-use queue::{Queue, QueueOptions};
+use queue::QueueOptions;
 use tern::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -78,7 +78,7 @@ async fn mail_send_over_starttls_and_auth_and_the_message_survives_a_restart() {
 
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
-    let (q, report) = Queue::open(cfg.queue.options()).unwrap();
+    let (q, report) = common::reopen(cfg.queue.options());
     assert_eq!(report.messages, 1);
     let m = &q.page(None, 10)[0];
     let body = String::from_utf8(q.body(m.id).unwrap().to_vec()).unwrap();
@@ -118,7 +118,7 @@ async fn clients_outside_relay_from_are_refused_at_rcpt() {
     drop(c);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
-    assert_eq!(Queue::open(cfg.queue.options()).unwrap().1.messages, 0);
+    assert_eq!(common::reopen(cfg.queue.options()).1.messages, 0);
 }
 
 async fn greeting(addr: SocketAddr) -> (TcpStream, String) {
@@ -249,7 +249,7 @@ fn python_smtplib_relays_through_tern_run_with_starttls_and_auth() {
     let config = dir.path().join("tern.toml");
     let spool = dir.path().join("spool");
     let text = format!(
-        "[server]\nhostname = \"mx.test\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n[queue]\npath = \"{}\"\nmin_free_space = \"0B\"\n[[auth.user]]\nname = \"app\"\npassword_hash = \"{}\"\n",
+        "[server]\nhostname = \"mx.test\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n[queue]\npath = \"{}\"\nmin_free_space = \"0B\"\n[dns]\nnameservers = [\"127.0.0.1:1\"]\nattempts = 1\ntimeout = \"1s\"\n[log]\ndeliveries = \"\"\n[[auth.user]]\nname = \"app\"\npassword_hash = \"{}\"\n",
         cert.cert_path.display(),
         cert.key_path.display(),
         spool.display(),
@@ -272,7 +272,7 @@ s.quit()
         cafile = cert.cert_path.display()
     );
     let log = run_python_against_tern(&config, port, &script);
-    let (q, report) = Queue::open(QueueOptions::new(&spool)).unwrap();
+    let (q, report) = common::reopen(QueueOptions::new(&spool));
     assert_eq!((report.messages, report.recipients), (1, 2), "{log}");
     let body = q.body(q.page(None, 1)[0].id).unwrap();
     assert!(
@@ -301,7 +301,12 @@ fn python_smtplib_relays_through_tern_run_on_the_shipped_config() {
             "path = \"./var/spool\"",
             &format!("path = \"{}\"", dir.path().join("spool").display()),
         )
-        .replace("min_free_space = \"200MB\"", "min_free_space = \"0B\"");
+        .replace("min_free_space = \"200MB\"", "min_free_space = \"0B\"")
+        .replace("nameservers = []", "nameservers = [\"127.0.0.1:1\"]")
+        .replace(
+            "deliveries = \"./var/log/deliveries.jsonl\"",
+            &format!("deliveries = \"{}\"", dir.path().join("d.jsonl").display()),
+        );
     assert_ne!(text, shipped);
     let config = dir.path().join("tern.toml");
     std::fs::write(&config, text).unwrap();
@@ -318,6 +323,6 @@ s.quit()
     );
     let log = run_python_against_tern(&config, port, &script);
     assert!(log.contains("message accepted"), "{log}");
-    let (_, report) = Queue::open(QueueOptions::new(dir.path().join("spool"))).unwrap();
+    let (_, report) = common::reopen(QueueOptions::new(dir.path().join("spool")));
     assert_eq!(report.messages, 1);
 }

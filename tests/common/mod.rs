@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+pub mod net;
+pub mod sink;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +55,12 @@ pub fn config(dir: &std::path::Path) -> Config {
     c.queue.path = dir.join("spool");
     c.queue.min_free_space = tern::config::values::ByteSize(0);
     c.queue.segment_size = tern::config::values::ByteSize(1 << 20);
+    // Tests never ask a real name server: this one refuses, so DNS fails
+    // (transiently) and mail stays queued unless a test routes it.
+    c.dns.nameservers = vec!["127.0.0.1:1".to_owned().try_into().unwrap()];
+    c.dns.attempts = 1;
+    c.dns.timeout = tern::config::values::Duration::from_secs(1);
+    c.log.deliveries = dir.join("deliveries.jsonl");
     c.auth.users.push(UserConfig {
         name: "app".into(),
         password_hash: password_hash(),
@@ -107,11 +117,15 @@ pub async fn start_with(
     memory: Arc<MemoryBudget>,
     peer: &str,
 ) -> Session {
-    let creds = Arc::new(Credentials::new(&cfg.auth));
-    let ctx = Arc::new(
-        tern::daemon::session_context(&cfg, &cfg.listeners[0], queue.clone(), creds, memory)
-            .unwrap(),
-    );
+    let services = tern::daemon::Services {
+        queue: queue.clone(),
+        log: Arc::new(tern::log::DeliveryLog::disabled()),
+        clock: tern::clock::Clock::new(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        credentials: Arc::new(Credentials::new(&cfg.auth)),
+        memory,
+    };
+    let ctx = Arc::new(tern::daemon::session_context(&cfg, &cfg.listeners[0], &services).unwrap());
     let (client, server) = tokio::io::duplex(256 * 1024);
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let peer: SocketAddr = format!("{peer}:40000").parse().unwrap();
@@ -333,4 +347,18 @@ pub async fn tls_session(peer: &str) -> Session<TlsStream<DuplexStream>> {
     let mut s = upgrade(s, &pem).await;
     s.cmd("EHLO x.example", "250").await;
     s
+}
+
+/// Opens a spool a daemon has just closed. A lock can outlive its closing
+/// for a moment when another test of the binary spawns a process: the
+/// child holds a copy of every descriptor from fork until exec (which
+/// closes them), so `Locked` is retried for up to a second.
+pub fn reopen(opts: queue::QueueOptions) -> (Queue, queue::RecoveryReport) {
+    for _ in 0..50 {
+        match Queue::open(opts.clone()) {
+            Err(queue::QueueError::Locked(_)) => std::thread::sleep(Duration::from_millis(20)),
+            other => return other.unwrap(),
+        }
+    }
+    Queue::open(opts).unwrap()
 }

@@ -1,0 +1,132 @@
+//! An in-process DNS server (hickory-server) serving zones given as text,
+//! on a loopback address; names can be made to answer SERVFAIL.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::proto::serialize::txt::Parser;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
+
+/// Answers from the catalog, except SERVFAIL for the names in `servfail`.
+struct Handler {
+    catalog: Catalog,
+    servfail: Arc<Mutex<HashSet<String>>>,
+    asked: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: hickory_server::net::runtime::Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let name = request
+            .queries
+            .queries()
+            .first()
+            .map(|q| q.name().to_string().to_ascii_lowercase());
+        let name = name
+            .map(|n| n.trim_end_matches('.').to_owned())
+            .unwrap_or_default();
+        *self.asked.lock().unwrap().entry(name.clone()).or_insert(0) += 1;
+        let failing = self.servfail.lock().unwrap().contains(&name);
+        if failing {
+            let msg = MessageResponseBuilder::new(&request.queries, None)
+                .error_msg(&request.metadata, ResponseCode::ServFail);
+            return response.send_response(msg).await.expect("send SERVFAIL");
+        }
+        self.catalog.handle_request::<R, T>(request, response).await
+    }
+}
+
+/// A running DNS server.
+pub struct TestDns {
+    /// Where it answers (UDP and TCP).
+    pub addr: SocketAddr,
+    servfail: Arc<Mutex<HashSet<String>>>,
+    asked: Arc<Mutex<HashMap<String, u32>>>,
+    server: hickory_server::Server<Handler>,
+}
+
+impl TestDns {
+    /// Serves `zones` (origin, zone-file text) on `ip`.
+    pub async fn start(ip: IpAddr, zones: &[(&str, &str)]) -> Self {
+        let mut catalog = Catalog::new();
+        for (origin, text) in zones {
+            let origin = Name::from_str(origin).unwrap();
+            let (origin, records) = Parser::new(*text, None, Some(origin))
+                .parse()
+                .unwrap_or_else(|e| panic!("zone: {e}"));
+            let zone =
+                InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::new(
+                    origin.clone(),
+                    records,
+                    ZoneType::Primary,
+                    AxfrPolicy::Deny,
+                )
+                .unwrap();
+            catalog.upsert(LowerName::from(&origin), vec![Arc::new(zone)]);
+        }
+        let servfail = Arc::new(Mutex::new(HashSet::new()));
+        let asked = Arc::new(Mutex::new(HashMap::new()));
+        let handler = Handler {
+            catalog,
+            servfail: servfail.clone(),
+            asked: asked.clone(),
+        };
+        let mut server = hickory_server::Server::new(handler);
+        // UDP and TCP on the same port (the resolver uses one port for both).
+        let mut pair = None;
+        for _ in 0..50 {
+            let udp = tokio::net::UdpSocket::bind((ip, 0)).await.unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if let Ok(tcp) = tokio::net::TcpListener::bind((ip, port)).await {
+                pair = Some((udp, tcp));
+                break;
+            }
+        }
+        let (udp, tcp) = pair.expect("a port free for both UDP and TCP");
+        let addr = udp.local_addr().unwrap();
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 4096);
+        Self {
+            addr,
+            servfail,
+            asked,
+            server,
+        }
+    }
+
+    /// Makes `name` answer SERVFAIL (or stop doing so).
+    pub fn servfail(&self, name: &str, on: bool) {
+        let mut s = self.servfail.lock().unwrap();
+        if on {
+            s.insert(name.to_ascii_lowercase());
+        } else {
+            s.remove(&name.to_ascii_lowercase());
+        }
+    }
+
+    /// How many queries (of any type) named `name`.
+    pub fn asked(&self, name: &str) -> u32 {
+        self.asked
+            .lock()
+            .unwrap()
+            .get(&name.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        let _ = self.server.shutdown_gracefully().await;
+    }
+}

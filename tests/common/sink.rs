@@ -1,0 +1,416 @@
+//! Scripted SMTP sinks: small servers, written independently of Tern's own
+//! server, whose replies depend on the recipient's local part, and which
+//! record every session (peer address, commands, raw and unstuffed data).
+//!
+//! Local parts: `tempfail…` gets 450 at RCPT; `multiline…` a two-line 450;
+//! `permfail…` 550; `flaky…` 450 the first time each address is tried,
+//! then 250; `datafail…` makes the final reply 554; `dropdata…` closes the
+//! connection after the dot without replying. Anything else is accepted.
+//! [`SinkOptions`] add a slow banner, a recipient limit per transaction
+//! (`452 4.5.3` past it), STARTTLS (working or broken), and RCPTs held
+//! until the test releases them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
+
+/// A message the sink accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Who connected.
+    pub peer: SocketAddr,
+    /// The MAIL FROM command as sent.
+    pub mail: String,
+    /// MAIL FROM address.
+    pub from: String,
+    /// Accepted recipients.
+    pub rcpts: Vec<String>,
+    /// The data as sent (dot-stuffed, terminator included).
+    pub raw: Vec<u8>,
+    /// The data unstuffed, without the terminator.
+    pub data: Vec<u8>,
+    /// The session was under TLS.
+    pub tls: bool,
+    /// The commands of the session up to this message.
+    pub commands: Vec<String>,
+}
+
+/// STARTTLS behaviour.
+#[derive(Clone)]
+pub enum StartTls {
+    /// Offered, and the handshake works (any certificate).
+    Working(TlsAcceptor),
+    /// Offered, answered 220, then garbage instead of a handshake.
+    Broken,
+}
+
+/// How a sink behaves beyond the local-part script.
+#[derive(Clone, Default)]
+pub struct SinkOptions {
+    /// Wait this long before the banner.
+    pub banner_delay: Option<Duration>,
+    /// Recipients accepted per transaction; further ones get 452 4.5.3.
+    pub max_rcpts: Option<usize>,
+    /// STARTTLS, if offered.
+    pub starttls: Option<StartTls>,
+    /// Every RCPT waits for [`Sink::release`] before it is answered.
+    pub hold: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    tries: Mutex<HashMap<String, u32>>,
+    sessions: Mutex<Vec<(SocketAddr, Vec<String>)>>,
+    hold: Notify,
+    changed: Notify,
+    connections: std::sync::atomic::AtomicUsize,
+}
+
+/// A running sink.
+pub struct Sink {
+    /// Its address.
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sink {
+    /// Listens on `addr` with the default behaviour.
+    pub async fn start(addr: SocketAddr) -> Self {
+        Self::start_with(addr, SinkOptions::default()).await
+    }
+
+    /// Listens on `addr`.
+    pub async fn start_with(addr: SocketAddr, opts: SinkOptions) -> Self {
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("sink on {addr}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let (stop, mut stopped) = watch::channel(false);
+        let (s, opts) = (shared.clone(), Arc::new(opts));
+        let task = tokio::spawn(async move {
+            let mut sessions = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    a = listener.accept() => {
+                        let Ok((stream, peer)) = a else { continue };
+                        s.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (s, o) = (s.clone(), opts.clone());
+                        sessions.spawn(async move {
+                            if let Some(d) = o.banner_delay {
+                                tokio::time::sleep(d).await;
+                            }
+                            session(Box::new(stream), peer, s, o, false).await;
+                        });
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+            sessions.abort_all();
+        });
+        Self {
+            addr,
+            shared,
+            stop,
+            task,
+        }
+    }
+
+    /// Messages accepted so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` messages have been accepted (or `limit` passes);
+    /// returns those accepted.
+    pub async fn wait_received(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let wait = async {
+            loop {
+                let changed = self.shared.changed.notified();
+                if self.shared.received.lock().unwrap().len() >= n {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+        self.received()
+    }
+
+    /// Finished sessions so far: (peer, commands).
+    pub fn sessions(&self) -> Vec<(SocketAddr, Vec<String>)> {
+        self.shared.sessions.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many times RCPT TO named `address`.
+    pub fn tries(&self, address: &str) -> u32 {
+        self.shared
+            .tries
+            .lock()
+            .unwrap()
+            .get(address)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Lets every held RCPT be answered.
+    pub fn release(&self) {
+        self.shared.hold.notify_waiters();
+    }
+
+    /// Stops the sink and its sessions.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The state of one session.
+struct Txn {
+    mail: String,
+    from: String,
+    rcpts: Vec<String>,
+    fail_data: bool,
+    drop_data: bool,
+}
+
+impl Txn {
+    fn new() -> Self {
+        Self {
+            mail: String::new(),
+            from: String::new(),
+            rcpts: Vec::new(),
+            fail_data: false,
+            drop_data: false,
+        }
+    }
+}
+
+/// What to do after a command.
+enum Next {
+    Reply(String),
+    Close,
+    StartTls(TlsAcceptor),
+}
+
+fn session(
+    stream: Box<dyn Io>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    opts: Arc<SinkOptions>,
+    tls: bool,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let mut r = BufReader::new(stream);
+        let mut commands = Vec::new();
+        if !tls {
+            let _ = r.get_mut().write_all(b"220 sink.test ESMTP\r\n").await;
+        }
+        let mut txn = Txn::new();
+        let mut line = String::new();
+        for _ in 0..10_000 {
+            line.clear();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                break;
+            }
+            let cmd = line.trim_end().to_owned();
+            commands.push(cmd.clone());
+            let next = command(&cmd, &mut r, &mut txn, &commands, peer, &shared, &opts, tls).await;
+            match next {
+                Next::Reply(reply) => {
+                    let _ = r
+                        .get_mut()
+                        .write_all(format!("{reply}\r\n").as_bytes())
+                        .await;
+                }
+                Next::Close => break,
+                Next::StartTls(acceptor) => {
+                    let _ = r.get_mut().write_all(b"220 go ahead\r\n").await;
+                    shared.sessions.lock().unwrap().push((peer, commands));
+                    if let Ok(s) = acceptor.accept(r.into_inner()).await {
+                        session(Box::new(s), peer, shared, opts, true).await;
+                    }
+                    return;
+                }
+            }
+        }
+        shared.sessions.lock().unwrap().push((peer, commands));
+        shared.changed.notify_waiters();
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn command(
+    cmd: &str,
+    r: &mut BufReader<Box<dyn Io>>,
+    txn: &mut Txn,
+    commands: &[String],
+    peer: SocketAddr,
+    shared: &Shared,
+    opts: &SinkOptions,
+    tls: bool,
+) -> Next {
+    let upper = cmd.to_ascii_uppercase();
+    let reply = if upper.starts_with("EHLO") {
+        let tls_ext = if opts.starttls.is_some() && !tls {
+            "250-STARTTLS\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "250-sink.test\r\n{tls_ext}250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n250 DSN"
+        )
+    } else if upper.starts_with("HELO") || upper == "RSET" || upper == "NOOP" {
+        *txn = Txn::new();
+        "250 ok".into()
+    } else if upper == "STARTTLS" && !tls {
+        match &opts.starttls {
+            Some(StartTls::Working(a)) => return Next::StartTls(a.clone()),
+            Some(StartTls::Broken) => {
+                // Answers the ClientHello with garbage.
+                let _ = r.get_mut().write_all(b"220 go ahead\r\n").await;
+                let mut hello = [0u8; 512];
+                let _ = tokio::io::AsyncReadExt::read(r, &mut hello).await;
+                let _ = r.get_mut().write_all(b"this is not TLS\r\n").await;
+                return Next::Close;
+            }
+            None => "502 5.5.1 not implemented".into(),
+        }
+    } else if upper.starts_with("MAIL FROM:") {
+        *txn = Txn::new();
+        txn.mail = cmd.to_owned();
+        txn.from = angle(cmd);
+        "250 2.1.0 sender ok".into()
+    } else if upper.starts_with("RCPT TO:") {
+        rcpt(cmd, txn, shared, opts).await
+    } else if upper == "DATA" {
+        if txn.rcpts.is_empty() {
+            "554 5.5.1 no valid recipients".into()
+        } else {
+            let _ = r.get_mut().write_all(b"354 go ahead\r\n").await;
+            let raw = read_data(r).await;
+            let t = std::mem::replace(txn, Txn::new());
+            if t.drop_data {
+                return Next::Close;
+            }
+            if t.fail_data {
+                "554 5.6.0 content rejected".into()
+            } else {
+                let data = unstuff(&raw);
+                let m = Received {
+                    peer,
+                    mail: t.mail,
+                    from: t.from,
+                    rcpts: t.rcpts,
+                    raw,
+                    data,
+                    tls,
+                    commands: commands.to_vec(),
+                };
+                shared.received.lock().unwrap().push(m);
+                shared.changed.notify_waiters();
+                "250 2.0.0 queued".into()
+            }
+        }
+    } else if upper == "QUIT" {
+        let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+        return Next::Close;
+    } else {
+        "502 5.5.1 not implemented".into()
+    };
+    Next::Reply(reply)
+}
+
+async fn rcpt(cmd: &str, txn: &mut Txn, shared: &Shared, opts: &SinkOptions) -> String {
+    let to = angle(cmd);
+    let local = to.split('@').next().unwrap_or("").to_ascii_lowercase();
+    let tries = {
+        let mut t = shared.tries.lock().unwrap();
+        let n = t.entry(to.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if opts.hold {
+        shared.hold.notified().await;
+    }
+    if opts.max_rcpts.is_some_and(|m| txn.rcpts.len() >= m) {
+        return "452 4.5.3 too many recipients".into();
+    }
+    match () {
+        _ if local.starts_with("tempfail") => "450 4.2.0 mailbox busy".into(),
+        _ if local.starts_with("multiline") => {
+            "450-4.2.0 mailbox busy\r\n450 4.2.0 come back later".into()
+        }
+        _ if local.starts_with("permfail") => "550 5.1.1 no such user".into(),
+        _ if local.starts_with("flaky") && tries == 1 => "450 4.7.1 try again later".into(),
+        _ => {
+            txn.fail_data |= local.starts_with("datafail");
+            txn.drop_data |= local.starts_with("dropdata");
+            txn.rcpts.push(to);
+            "250 2.1.5 ok".into()
+        }
+    }
+}
+
+fn angle(cmd: &str) -> String {
+    let start = cmd.find('<').map_or(0, |i| i + 1);
+    let end = cmd[start..].find('>').map_or(cmd.len(), |i| start + i);
+    cmd[start..end].to_owned()
+}
+
+/// Reads DATA up to and including CRLF.CRLF.
+async fn read_data<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for _ in 0..1_000_000 {
+        let n = r.read_until(b'\n', &mut raw).await.unwrap_or(0);
+        if n == 0 || raw.ends_with(b"\r\n.\r\n") || raw == b".\r\n" {
+            break;
+        }
+    }
+    raw
+}
+
+/// Undoes dot-stuffing and drops the terminator.
+fn unstuff(raw: &[u8]) -> Vec<u8> {
+    let body = raw.strip_suffix(b".\r\n").unwrap_or(raw);
+    let mut out = Vec::with_capacity(body.len());
+    for line in body.split_inclusive(|b| *b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
+/// A TLS acceptor with a fresh self-signed certificate.
+pub fn acceptor() -> TlsAcceptor {
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let c = rcgen::generate_simple_self_signed(vec!["sink.test".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![c.cert.der().clone()], key)
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
+}
