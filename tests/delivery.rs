@@ -321,3 +321,83 @@ async fn a_source_that_cannot_bind_is_skipped_and_never_bounces_mail() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_site_with_no_host_answering_defers_every_message_waiting_for_it() {
+    // dead.test's only MX is .12, where nothing listens.
+    let net = Net::new(&format!("{ZONE}\ndead IN MX 10 dead.backup\n")).await;
+    let mut cfg = net.config();
+    cfg.delivery.connection_limit = 1;
+    let tern = Tern::start(cfg).await;
+    for i in 0..5 {
+        let rcpt = format!("r{i}@dead.test");
+        submit(
+            tern.addr,
+            "app@shop.test",
+            &[&rcpt],
+            b"Subject: d\r\n\r\nx\r\n",
+        )
+        .await;
+    }
+    let all_deferred = || {
+        let log = net.log();
+        (0..5).all(|i| records(&log, "transient_failure", &format!("r{i}@dead.test")).len() == 1)
+    };
+    assert!(until(WAIT, all_deferred).await, "{:#?}", net.log());
+    tern.stop().await;
+    let log = net.log();
+    let t = &records(&log, "transient_failure", "r0@dead.test")[0];
+    assert!(
+        t["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("451 4.4.1 no answer from any host of dead.backup.test"),
+        "{t}"
+    );
+    assert!(log.iter().all(|r| r["type"] != "bounce"));
+    assert_eq!(net.spool().len(), 5, "all still queued");
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn an_mx_at_our_own_listener_is_a_loop_and_bounces_without_connecting() {
+    let net = Net::new(&format!(
+        "{ZONE}\nself IN MX 10 mx.self\nmx.self IN A 127.0.0.1\n"
+    ))
+    .await;
+    let sender = net.sink(13).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = net.config();
+    // MX hosts are reached on Tern's own port; bounces go to the sink.
+    cfg.delivery.port = listener.local_addr().unwrap().port();
+    cfg.routes.push(tern::config::RouteConfig {
+        domain: "sender.test".into(),
+        smarthost: vec![sender.addr.to_string()],
+        ..Default::default()
+    });
+    let tern = Tern::start_on(listener, cfg).await;
+    submit(
+        tern.addr,
+        "app@sender.test",
+        &["x@self.test"],
+        b"Subject: loop\r\n\r\nx\r\n",
+    )
+    .await;
+    let dsn = text(&sender.wait_received(1, WAIT).await[0].data);
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; x@self.test\r\nAction: failed\r\nStatus: 5.4.6\r\n"),
+        "{dsn}"
+    );
+    tern.stop().await;
+    let receptions = net
+        .log()
+        .iter()
+        .filter(|r| r["type"] == "reception")
+        .count();
+    assert_eq!(
+        receptions, 2,
+        "the message and its bounce; nothing came back in"
+    );
+    sender.stop().await;
+    net.stop().await;
+}

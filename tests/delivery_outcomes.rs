@@ -18,6 +18,7 @@ async fn mixed_outcomes_in_one_transaction() {
         "tempfail@alpha.test",
         "multiline@alpha.test",
         "permfail@alpha.test",
+        "overquota@alpha.test",
     ];
     submit(
         tern.addr,
@@ -51,6 +52,10 @@ async fn mixed_outcomes_in_one_transaction() {
         multi.contains("mailbox busy") && multi.contains("come back later"),
         "{multi}"
     );
+    assert_eq!(
+        records(&log, "transient_failure", "overquota@alpha.test")[0]["reply"],
+        "552 5.2.2 mailbox full"
+    );
     let mut left = net.spool();
     left.sort_by(|a, b| a.0.cmp(&b.0));
     let pending = queue::RecipientState::Pending;
@@ -59,7 +64,12 @@ async fn mixed_outcomes_in_one_transaction() {
             .filter(|(_, s)| *s == pending)
             .map(|(r, _)| r.as_str())
             .collect::<Vec<_>>(),
-        ["multiline@alpha.test", "tempfail@alpha.test"]
+        [
+            "multiline@alpha.test",
+            "overquota@alpha.test",
+            "tempfail@alpha.test"
+        ],
+        "552 at RCPT is temporary (RFC 5321 4.5.3.1.10)"
     );
     mx.stop().await;
     sender.stop().await;
@@ -333,5 +343,41 @@ async fn a_restart_mid_delivery_sends_no_recipient_twice() {
     assert!(net.spool().is_empty());
     mx.stop().await;
     held.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn a_354_after_every_rcpt_failed_gets_only_the_dot() {
+    let net = Net::new(ZONE).await;
+    let mx = net
+        .sink_with(
+            10,
+            SinkOptions {
+                always_354: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let tern = Tern::start(net.config()).await;
+    submit(
+        tern.addr,
+        "",
+        &["permfail@alpha.test", "permfail2@alpha.test"],
+        b"Subject: none\r\n\r\nbody\r\n",
+    )
+    .await;
+    assert!(until(WAIT, || mx.empty_data().len() == 1).await);
+    assert_eq!(
+        mx.empty_data()[0],
+        b".\r\n",
+        "RFC 2920 3.1: no message data"
+    );
+    tern.stop().await;
+    assert!(mx.received().is_empty());
+    assert_eq!(
+        records(&net.log(), "bounce", "permfail2@alpha.test").len(),
+        1
+    );
+    mx.stop().await;
     net.stop().await;
 }

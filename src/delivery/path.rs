@@ -30,6 +30,8 @@ struct State {
     jobs: VecDeque<Job>,
     workers: u32,
     idle: u32,
+    /// Workers holding an open connection.
+    connected: u32,
 }
 
 /// One egress path.
@@ -58,6 +60,7 @@ impl Path {
                 jobs: VecDeque::new(),
                 workers: 0,
                 idle: 0,
+                connected: 0,
             }),
             ready: tokio::sync::Notify::new(),
             stopped: AtomicBool::new(false),
@@ -135,6 +138,16 @@ impl Path {
         self.state().jobs.drain(..).collect()
     }
 
+    /// Ends a worker's connection (with QUIT if it is still in step).
+    async fn close(&self, conn: Option<Connection>, quit: bool) {
+        if let Some(c) = conn {
+            self.state().connected -= 1;
+            if quit {
+                c.quit().await;
+            }
+        }
+    }
+
     fn retire(&self) {
         self.state().workers -= 1;
     }
@@ -152,14 +165,20 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
     let mut conn: Option<Connection> = None;
     let mut sent = 0;
     while let Some(job) = path.next(svc).await {
-        if let Some(c) = conn.take_if(|c| job.route.tls == TlsPolicy::Required && !c.tls) {
+        if conn
+            .as_ref()
+            .is_some_and(|c| job.route.tls == TlsPolicy::Required && !c.tls)
+        {
             // This domain requires TLS; the open connection fell back to plaintext.
-            c.quit().await;
+            path.close(conn.take(), true).await;
             sent = 0;
         }
         if conn.is_none() {
             match connect(svc, path, &job.route).await {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    path.state().connected += 1;
+                    conn = Some(c);
+                }
                 Err(ConnectFailure::Bind) => {
                     // Move this job and the waiting ones to the pool's other sources.
                     path.source.mark_unusable(tokio::time::Instant::now());
@@ -171,18 +190,7 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
                     return;
                 }
                 Err(ConnectFailure::Unreachable(reply)) => {
-                    let outcomes = job
-                        .rcpts
-                        .iter()
-                        .map(|i| {
-                            with_path(
-                                Outcome::new(*i, Verdict::Deferred, reply.clone()),
-                                path,
-                                None,
-                            )
-                        })
-                        .collect();
-                    job.attempt.job_done(outcomes).await;
+                    defer_unreachable(path, job, &reply);
                     continue;
                 }
             }
@@ -197,14 +205,35 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
         job.attempt.job_done(outcomes).await;
         sent += 1;
         if !reusable || sent >= svc.settings.max_messages_per_connection {
-            if let (Some(c), true) = (conn.take(), reusable) {
-                c.quit().await;
-            }
+            path.close(conn.take(), reusable).await;
             sent = 0;
         }
     }
-    if let Some(c) = conn {
-        c.quit().await;
+    path.close(conn.take(), true).await;
+}
+
+/// No host of the site answered: defers this job and, unless another
+/// worker holds a connection (then the site works and only this try
+/// failed), every job waiting for the path, so that a dead site costs one
+/// connection timeout per retry round rather than one per message.
+fn defer_unreachable(path: &Path, job: Job, reply: &RemoteReply) {
+    let mut jobs = vec![job];
+    if path.state().connected == 0 {
+        jobs.extend(path.take_all());
+    }
+    for job in jobs {
+        let outcomes = job
+            .rcpts
+            .iter()
+            .map(|i| {
+                with_path(
+                    Outcome::new(*i, Verdict::Deferred, reply.clone()),
+                    path,
+                    None,
+                )
+            })
+            .collect();
+        tokio::spawn(async move { job.attempt.job_done(outcomes).await });
     }
 }
 

@@ -157,8 +157,13 @@ pub struct Tern {
 
 impl Tern {
     /// Starts Tern on a fresh port of 127.0.0.1.
-    pub async fn start(mut cfg: Config) -> Self {
+    pub async fn start(cfg: Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, cfg).await
+    }
+
+    /// Starts Tern on `listener`.
+    pub async fn start_on(listener: TcpListener, mut cfg: Config) -> Self {
         let addr = listener.local_addr().unwrap();
         cfg.listeners[0].address = addr;
         let (stop, stopped) = oneshot::channel::<()>();

@@ -3,7 +3,7 @@
 //! record every session (peer address, commands, raw and unstuffed data).
 //!
 //! Local parts: `tempfail…` gets 450 at RCPT; `multiline…` a two-line 450;
-//! `permfail…` 550; `flaky…` 450 the first time each address is tried,
+//! `permfail…` 550; `overquota…` 552; `flaky…` 450 the first time each address is tried,
 //! then 250; `datafail…` makes the final reply 554; `dropdata…` closes the
 //! connection after the dot without replying. Anything else is accepted.
 //! [`SinkOptions`] add a slow banner, a recipient limit per transaction
@@ -62,6 +62,9 @@ pub struct SinkOptions {
     pub starttls: Option<StartTls>,
     /// Every RCPT waits for [`Sink::release`] before it is answered.
     pub hold: bool,
+    /// DATA gets 354 even when no recipient was accepted (as a pipelining
+    /// server may); the data then sent is kept in [`Sink::empty_data`].
+    pub always_354: bool,
 }
 
 #[derive(Default)]
@@ -71,6 +74,7 @@ struct Shared {
     sessions: Mutex<Vec<(SocketAddr, Vec<String>)>>,
     hold: Notify,
     changed: Notify,
+    empty_data: Mutex<Vec<Vec<u8>>>,
     connections: std::sync::atomic::AtomicUsize,
 }
 
@@ -150,6 +154,11 @@ impl Sink {
     /// Finished sessions so far: (peer, commands).
     pub fn sessions(&self) -> Vec<(SocketAddr, Vec<String>)> {
         self.shared.sessions.lock().unwrap().clone()
+    }
+
+    /// What clients sent after a 354 that followed no accepted RCPT.
+    pub fn empty_data(&self) -> Vec<Vec<u8>> {
+        self.shared.empty_data.lock().unwrap().clone()
     }
 
     /// Connections accepted so far.
@@ -304,7 +313,7 @@ async fn command(
     } else if upper.starts_with("RCPT TO:") {
         rcpt(cmd, txn, shared, opts).await
     } else if upper == "DATA" {
-        if txn.rcpts.is_empty() {
+        if txn.rcpts.is_empty() && !opts.always_354 {
             "554 5.5.1 no valid recipients".into()
         } else {
             let _ = r.get_mut().write_all(b"354 go ahead\r\n").await;
@@ -315,6 +324,10 @@ async fn command(
             }
             if t.fail_data {
                 "554 5.6.0 content rejected".into()
+            } else if t.rcpts.is_empty() {
+                // RFC 2920 3.1: nothing is delivered; the data is kept for the test.
+                shared.empty_data.lock().unwrap().push(raw);
+                "554 5.5.1 no valid recipients".into()
             } else {
                 let data = unstuff(&raw);
                 let m = Received {
@@ -362,6 +375,7 @@ async fn rcpt(cmd: &str, txn: &mut Txn, shared: &Shared, opts: &SinkOptions) -> 
             "450-4.2.0 mailbox busy\r\n450 4.2.0 come back later".into()
         }
         _ if local.starts_with("permfail") => "550 5.1.1 no such user".into(),
+        _ if local.starts_with("overquota") => "552 5.2.2 mailbox full".into(),
         _ if local.starts_with("flaky") && tries == 1 => "450 4.7.1 try again later".into(),
         _ => {
             txn.fail_data |= local.starts_with("datafail");

@@ -236,6 +236,9 @@ impl Connection {
                 {
                     RcptResult::Again(r)
                 }
+                // RFC 5321 4.5.3.1.10: 552 at RCPT is a legacy "too many
+                // recipients", to be treated as temporary.
+                _ if r.code == 552 => RcptResult::Deferred(r),
                 _ => RcptResult::from_failure(&r),
             });
         }
