@@ -4,9 +4,15 @@
 //! BDAT LAST write with `--bdat`) with S-byte messages. `--buffered` runs
 //! the same with buffered durability, to see the cost without fsync.
 //!
+//! Without `--relay`, delivery is held back (its resolver never answers and
+//! one message at a time may wait for it), so only receiving is measured.
+//! With `--relay`, the 100 recipient domains are routed to an in-process
+//! sink (one smarthost, so one site), and the run lasts until the sink has
+//! every message: the CPU is that of receiving, queueing and delivering.
+//!
 //! ```text
 //! cargo bench --bench smtp_accept
-//! cargo bench --bench smtp_accept -- --clients 50 --messages 50000 --size 4096 [--bdat] [--buffered]
+//! cargo bench --bench smtp_accept -- --clients 50 --messages 50000 --size 4096 [--bdat] [--buffered] [--relay]
 //! ```
 //!
 //! Server and clients run on separate runtimes whose threads are named
@@ -15,10 +21,12 @@
 //! queue writer and compactor), system time included.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tern::dns::resolver::{BoxFuture, LookupError, MxAnswer, Resolver};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -28,6 +36,7 @@ struct Args {
     size: usize,
     bdat: bool,
     buffered: bool,
+    relay: bool,
 }
 
 fn parse_args() -> Args {
@@ -37,6 +46,7 @@ fn parse_args() -> Args {
         size: 4096,
         bdat: false,
         buffered: false,
+        relay: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,6 +57,7 @@ fn parse_args() -> Args {
             "--size" => a.size = value().map_or(a.size, |v| v as usize),
             "--bdat" => a.bdat = true,
             "--buffered" => a.buffered = true,
+            "--relay" => a.relay = true,
             _ => {}
         }
     }
@@ -78,6 +89,8 @@ fn thread_cpu() -> HashMap<&'static str, f64> {
             "server"
         } else if comm.starts_with("bench-cli") {
             "client"
+        } else if comm.starts_with("bench-sink") {
+            "sink"
         } else {
             "other"
         };
@@ -185,23 +198,17 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = tern::config::Config::default();
-    cfg.server.hostname = "bench.test".into();
-    cfg.log.level = "warn".into();
-    cfg.queue.path = dir.path().join("spool");
-    cfg.queue.min_free_space = tern::config::values::ByteSize(0);
-    cfg.queue.max_messages = 0;
-    if a.buffered {
-        cfg.queue.durability = tern::config::DurabilityMode::Buffered;
-    }
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (cfg, resolver) = setup(&a, dir.path(), delivered.clone());
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = server_rt.spawn(tern::daemon::run_with_listeners(
+    let daemon = server_rt.spawn(tern::daemon::run_with(
         cfg,
         vec![listener],
+        resolver,
         async {
             let _ = stopped.await;
         },
@@ -222,19 +229,152 @@ fn main() {
         }
         all
     });
+    let accepted = start.elapsed();
+    if a.relay {
+        // Every message relayed (bounded: at most 10 minutes).
+        for _ in 0..60_000 {
+            if delivered.load(Ordering::Relaxed) >= a.messages {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            delivered.load(Ordering::Relaxed),
+            a.messages,
+            "not all relayed"
+        );
+    }
     let elapsed = start.elapsed();
     let cpu1 = thread_cpu();
     stop.send(()).unwrap();
     server_rt.block_on(daemon).unwrap().unwrap();
 
-    report(&a, body.len(), elapsed, &cpu0, &cpu1, latencies);
+    report(&a, body.len(), (accepted, elapsed), &cpu0, &cpu1, latencies);
+}
+
+/// The daemon's config and resolver for a run: spool and delivery log in
+/// `dir`; with `--relay`, the sink started and the domains routed to it.
+fn setup(
+    a: &Args,
+    dir: &std::path::Path,
+    delivered: Arc<AtomicU64>,
+) -> (tern::config::Config, Arc<dyn Resolver>) {
+    let mut cfg = tern::config::Config::default();
+    cfg.server.hostname = "bench.test".into();
+    cfg.log.level = "warn".into();
+    cfg.log.deliveries = dir.join("deliveries.jsonl");
+    cfg.queue.path = dir.join("spool");
+    cfg.queue.min_free_space = tern::config::values::ByteSize(0);
+    cfg.queue.max_messages = 0;
+    if a.buffered {
+        cfg.queue.durability = tern::config::DurabilityMode::Buffered;
+    }
+    let resolver: Arc<dyn Resolver> = if a.relay {
+        let sink_addr = start_sink(delivered);
+        for i in 0..100 {
+            cfg.routes.push(tern::config::RouteConfig {
+                domain: format!("d{i}.example"),
+                smarthost: vec![sink_addr.to_string()],
+                ..Default::default()
+            });
+        }
+        Arc::new(tern::dns::resolver::HickoryResolver::new(&cfg.dns).unwrap())
+    } else {
+        cfg.delivery.max_in_flight = 1;
+        Arc::new(Unanswered)
+    };
+    (cfg, resolver)
+}
+
+/// A resolver that never answers: delivery waits, and only receiving is
+/// measured.
+struct Unanswered;
+
+impl Resolver for Unanswered {
+    fn mx<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<MxAnswer, LookupError>> {
+        Box::pin(std::future::pending())
+    }
+    fn addresses<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, LookupError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The sink of `--relay`, on its own thread: accepts every message and
+/// counts them.
+fn start_sink(count: Arc<AtomicU64>) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::Builder::new()
+        .name("bench-sink".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((s, _)) = listener.accept().await {
+                    tokio::spawn(sink_session(s, count.clone()));
+                }
+            })
+        })
+        .unwrap();
+    addr
+}
+
+async fn sink_session(s: TcpStream, count: Arc<AtomicU64>) {
+    s.set_nodelay(true).unwrap();
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::with_capacity(64 << 10, r);
+    let (mut line, mut out) = (Vec::new(), b"220 sink\r\n".to_vec());
+    loop {
+        if r.buffer().is_empty() && !out.is_empty() {
+            if w.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        line.clear();
+        if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        match line.get(..4).map(|c| c.to_ascii_uppercase()).as_deref() {
+            Some(b"EHLO") => out.extend_from_slice(
+                b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n",
+            ),
+            Some(b"DATA") => {
+                out.extend_from_slice(b"354 go\r\n");
+                if w.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+                loop {
+                    line.clear();
+                    if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == b".\r\n" {
+                        break;
+                    }
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+                out.extend_from_slice(b"250 ok\r\n");
+            }
+            Some(b"QUIT") => {
+                let _ = w.write_all(b"221 bye\r\n").await;
+                return;
+            }
+            _ => out.extend_from_slice(b"250 ok\r\n"),
+        }
+    }
 }
 
 /// Prints the results of one run.
 fn report(
     a: &Args,
     body_len: usize,
-    elapsed: Duration,
+    (accepted, elapsed): (Duration, Duration),
     cpu0: &HashMap<&str, f64>,
     cpu1: &HashMap<&str, f64>,
     mut latencies: Vec<Duration>,
@@ -257,15 +397,23 @@ fn report(
     );
     println!(
         "accepted: {:.0} messages/s ({:.2} s)",
-        a.messages as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64()
+        a.messages as f64 / accepted.as_secs_f64(),
+        accepted.as_secs_f64()
     );
+    if a.relay {
+        println!(
+            "relayed (all at the sink): {:.0} messages/s ({:.2} s)",
+            a.messages as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64()
+        );
+    }
     println!(
-        "server CPU: {:.1} us/message (SMTP threads {:.1}, queue writer {:.1}); client CPU {:.1} us/message",
+        "server CPU: {:.1} us/message (SMTP threads {:.1}, queue writer {:.1}); client CPU {:.1}, sink CPU {:.1} us/message",
         per_msg(used("server") + used("writer")),
         per_msg(used("server")),
         per_msg(used("writer")),
-        per_msg(used("client"))
+        per_msg(used("client")),
+        per_msg(used("sink"))
     );
     println!(
         "end of data to 250: p50 {:?}, p99 {:?}",
