@@ -9,36 +9,13 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::net::Tern;
 use common::{PASSWORD, connector, test_cert};
 use mail_send::smtp::message::Message;
 use mail_send::{Credentials, SmtpClient};
 use queue::QueueOptions;
-use tern::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-
-/// Runs the daemon in-process on a port-0 listener; returns its address,
-/// the way to stop it, and its task.
-async fn daemon(
-    cfg: Config,
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(tern::daemon::run_with_listeners(
-        cfg,
-        vec![listener],
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    (addr, stop, task)
-}
+use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_send_over_starttls_and_auth_and_the_message_survives_a_restart() {
@@ -48,9 +25,9 @@ async fn mail_send_over_starttls_and_auth_and_the_message_survives_a_restart() {
     cfg.listeners[0].tls_certificate = Some(cert.cert_path.clone());
     cfg.listeners[0].tls_key = Some(cert.key_path.clone());
     cfg.listeners[0].relay_from.clear(); // only AUTH may relay
-    let (addr, stop, task) = daemon(cfg.clone()).await;
+    let tern = Tern::start(cfg.clone()).await;
 
-    let mut c = SmtpClient::connect(addr, Duration::from_secs(10))
+    let mut c = SmtpClient::connect(tern.addr, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(c.read().await.unwrap().code, 220);
@@ -76,8 +53,7 @@ async fn mail_send_over_starttls_and_auth_and_the_message_survives_a_restart() {
     assert_eq!(r.code, 250, "{r:?}");
     c.quit().await.unwrap();
 
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    tern.stop().await;
     let (q, report) = common::reopen(cfg.queue.options());
     assert_eq!(report.messages, 1);
     let m = &q.page(None, 10)[0];
@@ -93,8 +69,8 @@ async fn clients_outside_relay_from_are_refused_at_rcpt() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
     cfg.listeners[0].relay_from = vec!["192.0.2.0/24".parse().unwrap()];
-    let (addr, stop, task) = daemon(cfg.clone()).await;
-    let mut c = SmtpClient::connect(addr, Duration::from_secs(10))
+    let tern = Tern::start(cfg.clone()).await;
+    let mut c = SmtpClient::connect(tern.addr, Duration::from_secs(10))
         .await
         .unwrap();
     c.read().await.unwrap();
@@ -116,8 +92,7 @@ async fn clients_outside_relay_from_are_refused_at_rcpt() {
     // Its transaction is still open: close it, or shutdown would grant it
     // the grace period to finish.
     drop(c);
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    tern.stop().await;
     assert_eq!(common::reopen(cfg.queue.options()).1.messages, 0);
 }
 
@@ -136,11 +111,11 @@ async fn connection_limits_answer_421() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
     cfg.listeners[0].max_connections_per_ip = 2;
-    let (addr, stop, task) = daemon(cfg).await;
-    let (a, ga) = greeting(addr).await;
-    let (b, gb) = greeting(addr).await;
+    let tern = Tern::start(cfg).await;
+    let (a, ga) = greeting(tern.addr).await;
+    let (b, gb) = greeting(tern.addr).await;
     assert!(ga.starts_with("220") && gb.starts_with("220"));
-    let (_, gc) = greeting(addr).await;
+    let (_, gc) = greeting(tern.addr).await;
     assert_eq!(
         gc,
         "421 4.7.0 Too many connections from your address, try again later\r\n"
@@ -149,7 +124,7 @@ async fn connection_limits_answer_421() {
     // The place is given back when a session ends (bounded wait).
     let mut freed = false;
     for _ in 0..100 {
-        let (_s, g) = greeting(addr).await;
+        let (_s, g) = greeting(tern.addr).await;
         if g.starts_with("220") {
             freed = true;
             break;
@@ -158,26 +133,25 @@ async fn connection_limits_answer_421() {
     }
     assert!(freed);
     drop(b);
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    tern.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_421_to_waiting_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, stop, task) = daemon(common::config(dir.path())).await;
-    let (mut s, g) = greeting(addr).await;
+    let tern = Tern::start(common::config(dir.path())).await;
+    let (mut s, g) = greeting(tern.addr).await;
     assert!(g.starts_with("220"));
     s.write_all(b"EHLO client.test\r\n").await.unwrap();
     let mut buf = vec![0u8; 1024];
     let _ = s.read(&mut buf).await.unwrap();
-    stop.send(()).unwrap();
+    let stopping = tokio::spawn(tern.stop());
     let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
         .await
         .unwrap()
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("421 4.3.2"));
-    task.await.unwrap().unwrap();
+    stopping.await.unwrap();
 }
 
 /// A free port on 127.0.0.1 (bound and released; the daemon binds it next).

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use queue::{
     Envelope, EnvelopeRecipient, MessageInfo, NewMessage, QueueError, RecipientState,
-    RecipientStatus,
+    RecipientStatus, Timestamp,
 };
 
 use super::path::Job;
@@ -231,12 +231,7 @@ impl Attempt {
                     self.log(Kind::Delivery, &o, attempts);
                     record.push((
                         o.index,
-                        RecipientStatus {
-                            state: RecipientState::Delivered,
-                            attempts,
-                            next_attempt: now,
-                            last_reply: Some(reply),
-                        },
+                        status(RecipientState::Delivered, attempts, now, reply),
                     ));
                 }
                 Verdict::Deferred => {
@@ -255,12 +250,7 @@ impl Attempt {
                     self.log(Kind::TransientFailure, &o, attempts);
                     record.push((
                         o.index,
-                        RecipientStatus {
-                            state: RecipientState::Pending,
-                            attempts,
-                            next_attempt: next,
-                            last_reply: Some(reply),
-                        },
+                        status(RecipientState::Pending, attempts, next, reply),
                     ));
                 }
                 Verdict::Failed => self
@@ -321,24 +311,14 @@ impl Attempt {
                     );
                     record.push((
                         o.index,
-                        RecipientStatus {
-                            state: RecipientState::Failed,
-                            attempts,
-                            next_attempt: now,
-                            last_reply: Some(reply),
-                        },
+                        status(RecipientState::Failed, attempts, now, reply),
                     ));
                 } else {
                     // The bounce could not be queued: keep the recipient and try again later.
                     let next = now.saturating_add(svc.settings.retry_first);
                     record.push((
                         o.index,
-                        RecipientStatus {
-                            state: RecipientState::Pending,
-                            attempts,
-                            next_attempt: next,
-                            last_reply: Some(reply),
-                        },
+                        status(RecipientState::Pending, attempts, next, reply),
                     ));
                 }
             }
@@ -452,5 +432,20 @@ impl Attempt {
         if kind != Kind::Delivery {
             tracing::info!(queue_id = %self.info.id, rcpt = %r.recipient.as_deref().unwrap_or(""), reply = %o.reply, ?kind, "delivery outcome");
         }
+    }
+}
+
+/// A recipient's new status after an outcome.
+fn status(
+    state: RecipientState,
+    attempts: u16,
+    next_attempt: Timestamp,
+    reply: Arc<str>,
+) -> RecipientStatus {
+    RecipientStatus {
+        state,
+        attempts,
+        next_attempt,
+        last_reply: Some(reply),
     }
 }
