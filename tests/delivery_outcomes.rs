@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::net::{Net, Tern, WAIT, ZONE, records, submit, text, until};
+use common::net::{Net, Tern, WAIT, ZONE, records, submit, submit_with, text, until};
 use common::sink::SinkOptions;
 
 #[tokio::test]
@@ -379,5 +379,49 @@ async fn a_354_after_every_rcpt_failed_gets_only_the_dot() {
         1
     );
     mx.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_is_sent_that_the_server_did_not_agree_to() {
+    let net = Net::new(ZONE).await;
+    let mx = net
+        .sink_with(
+            10,
+            SinkOptions {
+                no_8bitmime: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let sender = net.sink(13).await;
+    let tern = Tern::start(net.config()).await;
+    let eight_bit = "Subject: caf\u{e9}\r\n\r\nd\u{e9}j\u{e0} vu\r\n".as_bytes();
+    let mail = "MAIL FROM:<app@sender.test> BODY=8BITMIME";
+    submit_with(tern.addr, mail, &["eight@alpha.test"], eight_bit).await;
+    let mail = "MAIL FROM:<app@sender.test> SMTPUTF8";
+    submit_with(
+        tern.addr,
+        mail,
+        &["j\u{f6}rg@alpha.test"],
+        b"Subject: utf8\r\n\r\nx\r\n",
+    )
+    .await;
+    let got = sender.wait_received(2, WAIT).await;
+    let dsns: String = got.iter().map(|m| text(&m.data)).collect();
+    assert!(
+        dsns.contains(
+            "Final-Recipient: rfc822; eight@alpha.test\r\nAction: failed\r\nStatus: 5.6.3\r\n"
+        ),
+        "{dsns}"
+    );
+    assert!(
+        dsns.contains("Action: failed\r\nStatus: 5.6.7\r\n"),
+        "{dsns}"
+    );
+    tern.stop().await;
+    assert!(mx.received().is_empty(), "neither was sent");
+    mx.stop().await;
+    sender.stop().await;
     net.stop().await;
 }

@@ -65,6 +65,8 @@ pub struct SinkOptions {
     /// DATA gets 354 even when no recipient was accepted (as a pipelining
     /// server may); the data then sent is kept in [`Sink::empty_data`].
     pub always_354: bool,
+    /// 8BITMIME is not offered.
+    pub no_8bitmime: bool,
 }
 
 #[derive(Default)]
@@ -286,9 +288,12 @@ async fn command(
         } else {
             ""
         };
-        format!(
-            "250-sink.test\r\n{tls_ext}250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n250 DSN"
-        )
+        let mime = if opts.no_8bitmime {
+            ""
+        } else {
+            "250-8BITMIME\r\n"
+        };
+        format!("250-sink.test\r\n{tls_ext}250-PIPELINING\r\n{mime}250-SIZE 100000000\r\n250 DSN")
     } else if upper.starts_with("HELO") || upper == "RSET" || upper == "NOOP" {
         *txn = Txn::new();
         "250 ok".into()
