@@ -34,7 +34,7 @@ pub enum BounceReturn {
 }
 
 /// Per-command timeouts of the SMTP client (RFC 5321 4.5.3.2 minimums).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTimeouts {
     /// Establishing the TCP connection.

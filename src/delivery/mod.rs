@@ -82,7 +82,7 @@ impl Settings {
                 BounceReturn::Headers => Ret::Headers,
                 BounceReturn::Full => Ret::Full,
             },
-            timeouts: d.timeouts.clone(),
+            timeouts: d.timeouts,
         }
     }
 }

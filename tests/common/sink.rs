@@ -26,8 +26,6 @@ use tokio_rustls::TlsAcceptor;
 pub struct Received {
     /// Who connected.
     pub peer: SocketAddr,
-    /// The MAIL FROM command as sent.
-    pub mail: String,
     /// MAIL FROM address.
     pub from: String,
     /// Accepted recipients.
@@ -198,7 +196,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// The state of one session.
 struct Txn {
-    mail: String,
     from: String,
     rcpts: Vec<String>,
     fail_data: bool,
@@ -208,7 +205,6 @@ struct Txn {
 impl Txn {
     fn new() -> Self {
         Self {
-            mail: String::new(),
             from: String::new(),
             rcpts: Vec::new(),
             fail_data: false,
@@ -312,7 +308,6 @@ async fn command(
         }
     } else if upper.starts_with("MAIL FROM:") {
         *txn = Txn::new();
-        txn.mail = cmd.to_owned();
         txn.from = angle(cmd);
         "250 2.1.0 sender ok".into()
     } else if upper.starts_with("RCPT TO:") {
@@ -337,7 +332,6 @@ async fn command(
                 let data = unstuff(&raw);
                 let m = Received {
                     peer,
-                    mail: t.mail,
                     from: t.from,
                     rcpts: t.rcpts,
                     raw,

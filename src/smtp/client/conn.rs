@@ -111,7 +111,7 @@ impl Connection {
             host: g.host.to_owned(),
             peer: addr,
             tls: false,
-            timeouts: t.clone(),
+            timeouts: *t,
         };
         let banner = c.read_reply(t.banner.get(), "greeting").await?;
         if banner.code != 220 {

@@ -171,7 +171,7 @@ impl Connection {
         results: &mut [Option<RcptResult>],
         dot_sent: &mut bool,
     ) -> Result<bool, ClientError> {
-        let t = self.timeouts.clone();
+        let t = self.timeouts;
         let mail = self.mail_command(req);
         let rcpts: Vec<String> = req
             .recipients
@@ -253,7 +253,7 @@ impl Connection {
         results: &mut [Option<RcptResult>],
         dot_sent: &mut bool,
     ) -> Result<bool, ClientError> {
-        let t = self.timeouts.clone();
+        let t = self.timeouts;
         let data_reply = self.read_reply(t.data.get(), "DATA reply").await?;
         if data_reply.code != 354 {
             for &i in accepted {
