@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::clock::Clock;
 use crate::config::{Config, ListenerConfig};
 use crate::delivery::{Delivery, Settings};
+use crate::dkim::{Dkim, DkimError};
 use crate::dns::resolver::{HickoryResolver, Resolver};
 use crate::dns::route::Router;
 use crate::egress::Egress;
@@ -44,19 +45,28 @@ pub struct Services {
     pub credentials: Arc<Credentials>,
     /// Memory budget for message data being received.
     pub memory: Arc<MemoryBudget>,
+    /// The DKIM signer, when keys are configured.
+    pub dkim: Option<Arc<Dkim>>,
 }
 
 impl Services {
-    /// The shared pieces for `config` around an open queue and log.
-    pub fn new(config: &Config, queue: Arc<Queue>, log: Arc<DeliveryLog>, clock: Clock) -> Self {
-        Self {
+    /// The shared pieces for `config` around an open queue and log; loads
+    /// the DKIM keys and starts the signing threads.
+    pub fn new(
+        config: &Config,
+        queue: Arc<Queue>,
+        log: Arc<DeliveryLog>,
+        clock: Clock,
+    ) -> Result<Self, DkimError> {
+        Ok(Self {
             queue,
             log,
             clock,
             wake: Arc::new(Notify::new()),
             credentials: Arc::new(Credentials::new(&config.auth)),
             memory: MemoryBudget::new(config.server.max_message_memory.0),
-        }
+            dkim: Dkim::from_config(&config.dkim)?.map(Arc::new),
+        })
     }
 }
 
@@ -103,7 +113,7 @@ pub async fn run_with(
             config.log.deliveries.display()
         )
     })?);
-    let services = Services::new(&config, queue.clone(), log.clone(), Clock::new());
+    let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
     let delivery = Delivery::new(
         queue.clone(),
         Router::new(&config, resolver),
@@ -215,6 +225,7 @@ pub fn session_context(
                 .filter_map(|t| Some((t.name.clone(), t.pool.clone()?)))
                 .collect(),
         ),
+        dkim: services.dkim.clone(),
     };
     Ok(SessionContext {
         hostname: config.server.hostname.clone(),

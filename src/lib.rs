@@ -4,13 +4,14 @@
 //!
 //! | component | owns | never does |
 //! |---|---|---|
-//! | [`cli`] | the `tern` command: `run`, `check-config`, `queue summary` | business logic |
+//! | [`cli`] | the `tern` command: `run`, `check-config`, `queue summary`, `dkim keygen` | business logic |
 //! | [`daemon`] | wiring: builds the components from the config, runs until shutdown | protocol work |
 //! | [`config`] | the typed configuration model, loading and validation (every error at once) | I/O beyond reading the file |
 //! | [`logging`] | the diagnostic log (tracing to stderr) | the delivery log (product output) |
 //! | [`smtp::server`] | inbound ESMTP: sessions, limits, STARTTLS, AUTH, relay policy | touch the queue (it hands messages to the intake) |
 //! | [`smtp::reply`] | every reply, and the one mapping of internal errors to replies | I/O |
-//! | [`intake`] | completed transaction -> Received header, loop check, metadata -> `queue.enqueue()` | speak SMTP |
+//! | [`intake`] | completed transaction -> Received header, loop check, metadata, DKIM -> `queue.enqueue()` | speak SMTP |
+//! | [`dkim`] | signing keys (loaded and checked at config load), the signing domain of a message, signing on its own threads | decide what a failure means (intake does) |
 //! | [`shaping`] | rate limiting (GCRA) | I/O |
 //! | [`delivery`] | scheduling due messages, attempts, egress paths and their connections, retries, bounces | parse SMTP replies (the client does) |
 //! | [`dns`] | resolving MX and addresses (behind the `Resolver` trait), routing a domain to a site | connect to anything |
@@ -21,12 +22,14 @@
 //! | `queue` (crate) | durability: the spool, group commit, recovery, compaction | SMTP, DNS, config files |
 //!
 //! Coming with the next pieces of work, in the places DESIGN.md gives them:
-//! DKIM in `intake`, traffic `shaping` of deliveries, `admin`, `metrics`.
+//! traffic `shaping` of deliveries, `admin`, `metrics`.
 //!
 //! # The message flow
 //!
 //! ```text
 //! upstream app --SMTP--> smtp/server --> intake --> queue.enqueue() ==fsync==> 250
+//!                                          |  ^
+//!                          dkim signing threads (signed once, never again)
 //!                                                        |
 //!                                             delivery scheduler (due messages)
 //!                                                        |
@@ -49,6 +52,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod egress;
 pub mod intake;

@@ -85,6 +85,10 @@ pub struct Record {
     /// Milliseconds since reception.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_time_ms: Option<u64>,
+    /// For a reception with signing on: the `domain/selector` of each DKIM
+    /// signature, `none` (no key for its domains) or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<String>,
 }
 
 impl Record {
@@ -108,6 +112,7 @@ impl Record {
             reply: None,
             attempts: None,
             queue_time_ms: None,
+            dkim: None,
         }
     }
 }

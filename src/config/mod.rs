@@ -9,6 +9,7 @@
 
 mod auth;
 mod delivery;
+mod dkim;
 mod dns;
 mod egress;
 mod listener;
@@ -23,6 +24,10 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, UserConfig};
 pub use delivery::{BounceReturn, ClientTimeouts, DeliveryConfig, RouteConfig, TlsPolicy};
+pub use dkim::{
+    Canonicalization, DkimConfig, DkimKeyConfig, DomainSource, KeyAlgorithm, OnSignError,
+    PlatformSignature,
+};
 pub use dns::{DnsConfig, IpStrategy};
 pub use egress::{PoolConfig, PoolMember, SourceConfig, TenantConfig};
 pub use listener::{BareLineEndings, ListenerConfig};
@@ -61,6 +66,8 @@ pub struct Config {
     /// `[[route]]`: per-domain routing overrides.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[dkim]`: DKIM signing at intake.
+    pub dkim: DkimConfig,
 }
 
 impl Default for Config {
@@ -77,6 +84,7 @@ impl Default for Config {
             tenants: Vec::new(),
             delivery: DeliveryConfig::default(),
             routes: Vec::new(),
+            dkim: DkimConfig::default(),
         }
     }
 }
@@ -118,6 +126,7 @@ impl Config {
         egress::validate_tenants(&self.tenants, &self.pools, &mut issues);
         self.delivery.validate(&self.pools, &mut issues);
         delivery::validate_routes(&self.routes, &mut issues);
+        self.dkim.validate(self.delivery.max_age, &mut issues);
         self.validate_pool_references(&mut issues);
         issues
     }
@@ -175,8 +184,17 @@ impl Config {
             .iter()
             .map(|l| l.address.to_string())
             .collect();
+        let mut dkim: Vec<String> = self
+            .dkim
+            .keys
+            .iter()
+            .map(|k| format!("{}/{}", k.domain, k.selector))
+            .collect();
+        if dkim.is_empty() {
+            dkim.push("off (no [[dkim.key]])".into());
+        }
         format!(
-            "hostname   {}\nlisteners  {}\nspool      {} ({} durability, {} segments, {} free-space reserve)\nlog level  {}",
+            "hostname   {}\nlisteners  {}\nspool      {} ({} durability, {} segments, {} free-space reserve)\nlog level  {}\ndkim       {}",
             self.server.hostname,
             listeners.join(", "),
             self.queue.path.display(),
@@ -184,6 +202,7 @@ impl Config {
             self.queue.segment_size,
             self.queue.min_free_space,
             self.log.level,
+            dkim.join(", "),
         )
     }
 }

@@ -20,7 +20,7 @@ pub struct ValueError {
     why: String,
 }
 
-fn err(kind: &'static str, value: &str, why: impl Into<String>) -> ValueError {
+pub(super) fn err(kind: &'static str, value: &str, why: impl Into<String>) -> ValueError {
     ValueError {
         kind,
         value: value.to_owned(),

@@ -18,25 +18,39 @@ pub struct HeaderFacts {
     pub date: bool,
     /// The first Message-ID value (trimmed, made printable, bounded).
     pub message_id_value: Option<String>,
+    /// Where the first From field's value lies (after the colon, through
+    /// its folded continuation lines), as offsets into the scanned data.
+    pub from: Option<std::ops::Range<usize>>,
 }
 
 /// Reads the header section of `data` (up to the first empty line, or the
 /// end): one linear pass, bounded by the message size.
 pub fn scan(data: &[u8]) -> HeaderFacts {
     let mut facts = HeaderFacts::default();
-    for line in data.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut pos = 0;
+    let mut in_from = false;
+    for raw in data.split(|b| *b == b'\n') {
+        let line_start = pos;
+        pos += raw.len() + 1;
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.is_empty() {
             break;
         }
         if line[0] == b' ' || line[0] == b'\t' {
+            if let (true, Some(from)) = (in_from, facts.from.as_mut()) {
+                from.end = line_start + line.len(); // a continuation of From
+            }
             continue; // a continuation of the previous field
         }
+        in_from = false;
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
         let name = line[..colon].trim_ascii_end();
-        if name.eq_ignore_ascii_case(b"received") {
+        if name.eq_ignore_ascii_case(b"from") && facts.from.is_none() {
+            in_from = true;
+            facts.from = Some(line_start + colon + 1..line_start + line.len());
+        } else if name.eq_ignore_ascii_case(b"received") {
             facts.received += 1;
         } else if name.eq_ignore_ascii_case(b"message-id") {
             facts.message_id = true;
@@ -232,10 +246,21 @@ mod tests {
                 message_id: true,
                 date: false,
                 message_id_value: Some("<x@y>".into()),
+                from: None,
             }
         );
         assert_eq!(scan(b""), HeaderFacts::default());
         assert!(scan(b"no colon line\r\nDate : x\r\n").date);
+    }
+
+    #[test]
+    fn the_first_from_field_is_located_with_its_continuations() {
+        let d = b"Subject: s\r\nFrom: \"A\"\r\n <a@x.example>\r\nTo: t\r\nFrom: b@y\r\n\r\n";
+        let r = scan(d).from.unwrap();
+        assert_eq!(&d[r], b" \"A\"\r\n <a@x.example>");
+        let d = b"From:a@b\r\n\r\nFrom: body\r\n";
+        assert_eq!(&d[scan(d).from.unwrap()], b"a@b");
+        assert_eq!(scan(b"To: x\r\n\r\nFrom: body\r\n").from, None);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Received header (written before the data arrives, so the body is never
 //! copied), the loop check, Date and Message-ID when missing, the envelope
 //! metadata, and `queue.enqueue()`, which returns only once the message is
-//! durable. It never speaks SMTP: the server maps its errors to replies
-//! (`smtp::reply::intake_refusal`). DKIM signing will sit here too.
+//! durable. Between the two it has the message DKIM-signed ([`crate::dkim`],
+//! on the signing threads), after every header Tern adds or removes, so the
+//! signature covers the bytes that will be delivered. It never speaks
+//! SMTP: the server maps its errors to replies (`smtp::reply::intake_refusal`).
 
 pub mod headers;
 pub mod meta;
@@ -18,6 +20,8 @@ use std::time::SystemTime;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::config::OnSignError;
+use crate::dkim::Dkim;
 use crate::log::{DeliveryLog, Kind, Record};
 
 use bytes::Bytes;
@@ -44,6 +48,10 @@ pub enum IntakeError {
     /// The queue holds as many messages as it may.
     #[error("the queue is at its message limit")]
     QueueFull,
+    /// DKIM signing failed and the config says to refuse (`on_error =
+    /// "defer"`), or the signing threads are gone.
+    #[error("DKIM signing failed: {0}")]
+    Signing(String),
 }
 
 /// Settings of one listener's intake.
@@ -71,6 +79,8 @@ pub struct IntakeSettings {
     pub pools: Arc<HashSet<String>>,
     /// Per tenant with a pool of its own: that pool.
     pub tenant_pools: Arc<HashMap<String, String>>,
+    /// The DKIM signer, when any key is configured.
+    pub dkim: Option<Arc<Dkim>>,
 }
 
 /// Where an AUTH user's mail goes, from its `[[auth.user]]` entry.
@@ -195,7 +205,14 @@ impl Intake {
         } else {
             expected.clamp(1024, 1 << 20)
         };
-        let mut buf = Vec::with_capacity(received.len() + expected + 2);
+        // Room for the DKIM signatures, so that inserting them does not
+        // reallocate.
+        let room = if self.settings.dkim.is_some() {
+            1024
+        } else {
+            0
+        };
+        let mut buf = Vec::with_capacity(room + received.len() + expected + 2);
         buf.extend_from_slice(received.as_bytes());
         (id, buf)
     }
@@ -216,6 +233,12 @@ impl Intake {
                 limit: self.settings.max_received_headers,
             });
         }
+        // The author's domain, read before any header is removed (which
+        // moves the offsets).
+        let author = match (&self.settings.dkim, &facts.from) {
+            (Some(_), Some(range)) => crate::dkim::author::domain(&data[start..][range.clone()]),
+            _ => None,
+        };
         let (pool, tenant) = self.pool_and_tenant(id, &mut data, start, origin);
         let message_id = facts.message_id_value.clone().or_else(|| {
             self.settings
@@ -223,6 +246,7 @@ impl Intake {
                 .then(|| headers::message_id_value(id, &self.settings.hostname, now))
         });
         let data = self.add_missing_headers(data, start, id, &facts, now);
+        let (data, dkim) = self.sign(id, data, author.as_deref(), &sub.sender).await?;
         let meta = MessageMeta {
             client_ip: Some(origin.peer),
             helo: origin.helo.clone(),
@@ -246,7 +270,8 @@ impl Intake {
             .collect();
         let arrival = Timestamp::from_system_time(now);
         let (rcpts, size) = (recipients.len(), data.len() as u64);
-        let record = self.reception_record(now, id, &sub.sender, &meta, origin, rcpts, size);
+        let mut record = self.reception_record(now, id, &sub.sender, &meta, origin, rcpts, size);
+        record.dkim = dkim;
         let msg = NewMessage {
             id: Some(id),
             envelope: Envelope {
@@ -262,6 +287,40 @@ impl Intake {
         self.log.write(&record);
         self.wake.notify_one();
         Ok(id)
+    }
+
+    /// Has the message DKIM-signed when signing is configured; returns it
+    /// with what the delivery log says of its signatures (`None`: signing
+    /// is off).
+    async fn sign(
+        &self,
+        id: MessageId,
+        data: Vec<u8>,
+        author: Option<&str>,
+        sender: &str,
+    ) -> Result<(Vec<u8>, Option<String>), IntakeError> {
+        let Some(dkim) = &self.settings.dkim else {
+            return Ok((data, None));
+        };
+        let choice = dkim.choose(author, sender);
+        if choice.domains.is_empty() {
+            tracing::info!(queue_id = %id, author = author.unwrap_or(""), sender,
+                "no DKIM key for the message's domains; queued unsigned");
+            return Ok((data, Some("none".into())));
+        }
+        let signed_by = choice.describe(dkim);
+        match dkim.sign(data, choice).await {
+            Err(stopped) => Err(IntakeError::Signing(stopped.to_string())),
+            Ok((data, Ok(()))) => Ok((data, Some(signed_by))),
+            Ok((_, Err(e))) if dkim.on_error() == OnSignError::Defer => {
+                tracing::warn!(queue_id = %id, error = %e, "DKIM signing failed; refused (on_error = defer)");
+                Err(IntakeError::Signing(e.to_string()))
+            }
+            Ok((data, Err(e))) => {
+                tracing::warn!(queue_id = %id, error = %e, "DKIM signing failed; queued unsigned");
+                Ok((data, Some("failed".into())))
+            }
+        }
     }
 
     /// The message's tenant (the user's, else the listener's) and pool:

@@ -277,6 +277,11 @@ pub fn intake_refusal(e: &IntakeError) -> Reply {
             [4, 3, 1],
             "Insufficient system storage, try again later",
         ),
+        IntakeError::Signing(_) => Reply::new(
+            451,
+            [4, 3, 0],
+            "Local error in DKIM signing, try again later",
+        ),
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod dkim;
 pub mod dns;
 pub mod net;
 pub mod sink;
@@ -124,6 +125,9 @@ pub async fn start_with(
         wake: Arc::new(tokio::sync::Notify::new()),
         credentials: Arc::new(Credentials::new(&cfg.auth)),
         memory,
+        dkim: tern::dkim::Dkim::from_config(&cfg.dkim)
+            .unwrap()
+            .map(Arc::new),
     };
     let ctx = Arc::new(tern::daemon::session_context(&cfg, &cfg.listeners[0], &services).unwrap());
     let (client, server) = tokio::io::duplex(256 * 1024);

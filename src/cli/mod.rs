@@ -1,4 +1,5 @@
-//! The `tern` command line: `run`, `check-config` and `queue summary`.
+//! The `tern` command line: `run`, `check-config`, `queue summary`,
+//! `auth hash-password` and `dkim keygen|record`.
 //! Parses arguments (clap), calls the library, prints results. Exit codes:
 //! 0 success, 1 failure (invalid config, runtime error), 2 usage error.
 
@@ -9,6 +10,8 @@ use clap::{Parser, Subcommand};
 use queue::SpoolSnapshot;
 
 use crate::config::{self, Config, DEFAULT_PATH};
+
+mod dkim;
 
 /// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
 #[derive(Debug, Parser)]
@@ -42,6 +45,11 @@ enum Command {
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
+    },
+    /// DKIM keys and their DNS records.
+    Dkim {
+        #[command(subcommand)]
+        command: dkim::DkimCommand,
     },
 }
 
@@ -79,6 +87,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Auth {
             command: AuthCommand::HashPassword,
         } => hash_password(),
+        Command::Dkim { command } => dkim::main(command),
     }
 }
 
