@@ -10,9 +10,13 @@
 //! sink (one smarthost, so one site), and the run lasts until the sink has
 //! every message: the CPU is that of receiving, queueing and delivering.
 //!
+//! `--dkim off,rsa,ed25519` runs once per listed variant, in this process,
+//! one after the other: unsigned, signed with an RSA-2048 key, signed with
+//! an Ed25519 key (the From domain's, `tests/fixtures/dkim`).
+//!
 //! ```text
 //! cargo bench --bench smtp_accept
-//! cargo bench --bench smtp_accept -- --clients 50 --messages 50000 --size 4096 [--bdat] [--buffered] [--relay]
+//! cargo bench --bench smtp_accept -- --clients 50 --messages 50000 --size 4096 [--bdat] [--buffered] [--relay] [--dkim off,rsa,ed25519]
 //! ```
 //!
 //! Server and clients run on separate runtimes whose threads are named
@@ -37,6 +41,15 @@ struct Args {
     bdat: bool,
     buffered: bool,
     relay: bool,
+    dkim: Vec<Signing>,
+}
+
+/// A DKIM variant of a run.
+#[derive(Debug, Clone, Copy)]
+enum Signing {
+    Off,
+    Rsa,
+    Ed25519,
 }
 
 fn parse_args() -> Args {
@@ -47,6 +60,7 @@ fn parse_args() -> Args {
         bdat: false,
         buffered: false,
         relay: false,
+        dkim: vec![Signing::Off],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +72,17 @@ fn parse_args() -> Args {
             "--bdat" => a.bdat = true,
             "--buffered" => a.buffered = true,
             "--relay" => a.relay = true,
+            "--dkim" => {
+                let list = it.next().unwrap_or_default();
+                a.dkim = list
+                    .split(',')
+                    .map(|v| match v {
+                        "rsa" => Signing::Rsa,
+                        "ed25519" => Signing::Ed25519,
+                        _ => Signing::Off,
+                    })
+                    .collect();
+            }
             _ => {}
         }
     }
@@ -85,6 +110,8 @@ fn thread_cpu() -> HashMap<&'static str, f64> {
             .sum();
         let key = if comm.starts_with("tern-queue-wr") {
             "writer"
+        } else if comm.starts_with("tern-dkim") {
+            "dkim"
         } else if comm.starts_with("tern-") {
             "server"
         } else if comm.starts_with("bench-cli") {
@@ -185,6 +212,13 @@ async fn client(
 
 fn main() {
     let a = parse_args();
+    for signing in a.dkim.clone() {
+        run(&a, signing);
+    }
+}
+
+/// One run with a fresh daemon and spool.
+fn run(a: &Args, signing: Signing) {
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("tern-srv")
@@ -199,7 +233,8 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let delivered = Arc::new(AtomicU64::new(0));
-    let (cfg, resolver) = setup(&a, dir.path(), delivered.clone());
+    let (mut cfg, resolver) = setup(a, dir.path(), delivered.clone());
+    sign_with(&mut cfg, signing);
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -249,7 +284,26 @@ fn main() {
     stop.send(()).unwrap();
     server_rt.block_on(daemon).unwrap().unwrap();
 
-    report(&a, body.len(), (accepted, elapsed), &cpu0, &cpu1, latencies);
+    println!("--- DKIM {signing:?}");
+    report(a, body.len(), (accepted, elapsed), &cpu0, &cpu1, latencies);
+}
+
+/// Configures the From domain's key for `signing`.
+fn sign_with(cfg: &mut tern::config::Config, signing: Signing) {
+    use tern::config::{DkimKeyConfig, KeyAlgorithm};
+    let (file, algorithm) = match signing {
+        Signing::Off => return,
+        Signing::Rsa => ("rsa2048.pkcs8.pem", KeyAlgorithm::RsaSha256),
+        Signing::Ed25519 => ("ed25519.pem", KeyAlgorithm::Ed25519Sha256),
+    };
+    cfg.dkim.keys.push(DkimKeyConfig {
+        domain: "shop.example".into(),
+        selector: "bench".into(),
+        algorithm,
+        key: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/dkim")
+            .join(file),
+    });
 }
 
 /// The daemon's config and resolver for a run: spool and delivery log in
@@ -408,10 +462,11 @@ fn report(
         );
     }
     println!(
-        "server CPU: {:.1} us/message (SMTP threads {:.1}, queue writer {:.1}); client CPU {:.1}, sink CPU {:.1} us/message",
-        per_msg(used("server") + used("writer")),
+        "server CPU: {:.1} us/message (SMTP threads {:.1}, queue writer {:.1}, DKIM {:.1}); client CPU {:.1}, sink CPU {:.1} us/message",
+        per_msg(used("server") + used("writer") + used("dkim")),
         per_msg(used("server")),
         per_msg(used("writer")),
+        per_msg(used("dkim")),
         per_msg(used("client")),
         per_msg(used("sink"))
     );
