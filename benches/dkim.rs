@@ -39,8 +39,18 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("dkim");
     g.throughput(Throughput::Elements(1));
     let keys = [
-        ("rsa-2048", "rsa2048.pkcs8.pem", Algorithm::RsaSha256, KeyAlgorithm::RsaSha256),
-        ("ed25519", "ed25519.pem", Algorithm::Ed25519Sha256, KeyAlgorithm::Ed25519Sha256),
+        (
+            "rsa-2048",
+            "rsa2048.pkcs8.pem",
+            Algorithm::RsaSha256,
+            KeyAlgorithm::RsaSha256,
+        ),
+        (
+            "ed25519",
+            "ed25519.pem",
+            Algorithm::Ed25519Sha256,
+            KeyAlgorithm::Ed25519Sha256,
+        ),
     ];
     for (name, file, alg, _) in keys {
         let key = PrivateKey::load(&fixture(file), alg).unwrap();
@@ -69,14 +79,17 @@ fn bench(c: &mut Criterion) {
             ..DkimConfig::default()
         };
         let dkim = Dkim::from_config(&cfg).unwrap().unwrap();
-        g.bench_function(format!("Dkim::sign 4 KB on the signing thread, {name}"), |b| {
-            b.iter(|| {
-                let choice = dkim.choose(Some("shop.example"), "");
-                let (signed, r) = rt.block_on(dkim.sign(msg.clone(), choice)).unwrap();
-                r.unwrap();
-                black_box(signed)
-            })
-        });
+        g.bench_function(
+            format!("Dkim::sign 4 KB on the signing thread, {name}"),
+            |b| {
+                b.iter(|| {
+                    let choice = dkim.choose(Some("shop.example"), "");
+                    let (signed, r) = rt.block_on(dkim.sign(msg.clone(), choice)).unwrap();
+                    r.unwrap();
+                    black_box(signed)
+                })
+            },
+        );
     }
     g.finish();
 }

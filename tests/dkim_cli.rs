@@ -17,6 +17,20 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
+/// `tern dkim VERB --domain shop.example --selector SELECTOR`.
+fn dkim(verb: &str, selector: &str) -> Command {
+    let mut c = tern();
+    c.args([
+        "dkim",
+        verb,
+        "--domain",
+        "shop.example",
+        "--selector",
+        selector,
+    ]);
+    c
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/dkim")
@@ -35,15 +49,7 @@ fn keygen_writes_a_key_the_config_accepts_and_prints_its_record() {
     let dir = tempfile::tempdir().unwrap();
     for (alg, selector, k) in [("rsa", "s1", "k=rsa"), ("ed25519", "e1", "k=ed25519")] {
         let out_file = dir.path().join(format!("{selector}.pem"));
-        let (ok, out, err) = run(tern()
-            .args([
-                "dkim",
-                "keygen",
-                "--domain",
-                "shop.example",
-                "--selector",
-                selector,
-            ])
+        let (ok, out, err) = run(dkim("keygen", selector)
             .args(["--algorithm", alg, "--bits", "1024", "--out"])
             .arg(&out_file));
         assert!(ok, "{err}");
@@ -60,30 +66,12 @@ fn keygen_writes_a_key_the_config_accepts_and_prints_its_record() {
         );
 
         // `dkim record` prints the same record from the file.
-        let (ok, record, err) = run(tern()
-            .args([
-                "dkim",
-                "record",
-                "--domain",
-                "shop.example",
-                "--selector",
-                selector,
-                "--key",
-            ])
-            .arg(&out_file));
+        let (ok, record, err) = run(dkim("record", selector).arg("--key").arg(&out_file));
         assert!(ok, "{err}");
         assert!(out.contains(record.trim()), "{record}\nvs\n{out}");
 
         // Never overwrites.
-        let (ok, _, err) = run(tern()
-            .args([
-                "dkim",
-                "keygen",
-                "--domain",
-                "shop.example",
-                "--selector",
-                selector,
-            ])
+        let (ok, _, err) = run(dkim("keygen", selector)
             .args(["--algorithm", alg, "--out"])
             .arg(&out_file));
         assert!(!ok && err.contains("exists"), "{err}");

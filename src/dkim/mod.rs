@@ -375,6 +375,19 @@ mod tests {
             "the message follows unchanged"
         );
 
+        assert!(!text.contains(" x="), "no expiry unless configured");
+
+        let d = dkim(|c| c.expiration = Some("7d".parse().unwrap()));
+        let choice = d.choose(Some("shop.example"), "");
+        let (signed, _) = d.sign(msg.clone(), choice).await.unwrap();
+        let text = String::from_utf8(signed).unwrap().replace("\r\n\t", "");
+        let tag = |t: &str| -> u64 {
+            let prefix = format!("{t}=");
+            let v = text.split(';').find_map(|p| p.trim().strip_prefix(&prefix));
+            v.unwrap().parse().unwrap()
+        };
+        assert_eq!(tag("x") - tag("t"), 7 * 86400, "x= is t= plus the lifetime");
+
         let (same, result) = d.sign(msg.clone(), Choice::default()).await.unwrap();
         assert!(result.is_ok());
         assert_eq!(same, msg, "no domain: untouched");
