@@ -41,6 +41,27 @@ pub(crate) struct Outcome {
     pub host: Option<(String, SocketAddr)>,
 }
 
+/// One `Arc<str>` per distinct reply of a job: the recipients of a
+/// transaction or a failed connection usually share one reply, and each
+/// queued recipient keeps its last reply for as long as it stays queued.
+#[derive(Default)]
+struct SharedReplies {
+    last: Option<(RemoteReply, Arc<str>)>,
+}
+
+impl SharedReplies {
+    fn get(&mut self, r: &RemoteReply) -> Arc<str> {
+        match &self.last {
+            Some((prev, text)) if prev == r => text.clone(),
+            _ => {
+                let text: Arc<str> = r.to_string().into();
+                self.last = Some((r.clone(), text.clone()));
+                text
+            }
+        }
+    }
+}
+
 impl Outcome {
     pub fn new(index: u32, verdict: Verdict, reply: RemoteReply) -> Self {
         Self {
@@ -221,11 +242,12 @@ impl Attempt {
         let svc = &self.svc;
         let now = svc.clock.now();
         let mut record = Vec::new();
+        let mut replies = SharedReplies::default();
         for o in outcomes {
             let attempts = self.info.statuses[o.index as usize]
                 .attempts
                 .saturating_add(1);
-            let reply: Arc<str> = o.reply.to_string().into();
+            let reply = replies.get(&o.reply);
             match o.verdict {
                 Verdict::Delivered => {
                     self.log(Kind::Delivery, &o, attempts);
@@ -294,11 +316,12 @@ impl Attempt {
         if !failures.is_empty() {
             let bounced = self.bounce(&failures).await;
             let now = svc.clock.now();
+            let mut replies = SharedReplies::default();
             for (o, expired) in failures {
                 let attempts = self.info.statuses[o.index as usize]
                     .attempts
                     .saturating_add(1);
-                let reply: Arc<str> = o.reply.to_string().into();
+                let reply = replies.get(&o.reply);
                 if bounced {
                     self.log(
                         if expired {

@@ -57,8 +57,14 @@ pub struct TestDns {
 }
 
 impl TestDns {
-    /// Serves `zones` (origin, zone-file text) on `ip`.
+    /// Serves `zones` (origin, zone-file text) on `ip`, on a free port.
     pub async fn start(ip: IpAddr, zones: &[(&str, &str)]) -> Self {
+        Self::start_at(SocketAddr::new(ip, 0), zones).await
+    }
+
+    /// Serves `zones` on `addr` (UDP and TCP); port 0 picks a free port.
+    pub async fn start_at(addr: SocketAddr, zones: &[(&str, &str)]) -> Self {
+        let ip = addr.ip();
         let mut catalog = Catalog::new();
         for (origin, text) in zones {
             let origin = Name::from_str(origin).unwrap();
@@ -86,7 +92,7 @@ impl TestDns {
         // UDP and TCP on the same port (the resolver uses one port for both).
         let mut pair = None;
         for _ in 0..50 {
-            let udp = tokio::net::UdpSocket::bind((ip, 0)).await.unwrap();
+            let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
             let port = udp.local_addr().unwrap().port();
             if let Ok(tcp) = tokio::net::TcpListener::bind((ip, port)).await {
                 pair = Some((udp, tcp));

@@ -1,0 +1,125 @@
+//! The queue-memory run: fill Tern's queue with deferred recipients (every
+//! MX host answers `421` at the greeting), measure its resident memory
+//! per queued recipient, then restart it on that spool and time the
+//! recovery (from spawn until it accepts SMTP connections).
+
+use std::time::{Duration, Instant};
+
+use crate::tern::{Daemon, Setup, Signing};
+use crate::{Args, inject, internet, procstat};
+
+/// Waits until Tern's CPU time stops moving (less than 20 ms used in a
+/// second) after the injection: every first attempt made and logged.
+/// Bounded: 10 minutes.
+fn settle(pid: u32) -> Duration {
+    let t = Instant::now();
+    let mut last = procstat::process_cpu(pid);
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = procstat::process_cpu(pid);
+        if now - last < 0.02 {
+            return t.elapsed();
+        }
+        last = now;
+    }
+    panic!("tern did not settle within 10 minutes");
+}
+
+/// Fills the queue with `recipients` deferred recipients, `a.recipients`
+/// per message, and reports memory and recovery.
+pub fn run(a: &Args, recipients: u64) {
+    let per_message = a.recipients as u64;
+    let messages = recipients.div_ceil(per_message);
+    let (dns, sink_port, tally) = internet::start(
+        internet::zone(a.domains, a.hosts),
+        a.dns_port,
+        a.hosts,
+        a.sink_port,
+        internet::SinkMode::Refuse,
+        (0, 0),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        dir: dir.path(),
+        dns,
+        sink_port,
+        signing: Signing::Off,
+        log_level: "warn",
+    };
+    let daemon = Daemon::start(&setup);
+    let pid = daemon.pid();
+    let base_rss = procstat::rss(pid);
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-load")
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let load = inject::Load {
+        target: daemon.addr,
+        messages,
+        size: a.size,
+        domains: a.domains,
+        recipients: a.recipients,
+    };
+    let outcome = load_rt.block_on(inject::run(load, a.clients));
+    let injected = t.elapsed();
+    assert_eq!(
+        outcome.accepted.len() as u64,
+        messages,
+        "every message accepted"
+    );
+    let settled = settle(pid);
+    let queued = messages * per_message;
+    let full_rss = procstat::rss(pid);
+    let peak = procstat::peak_rss(pid);
+    let connections = tally.connections.load(std::sync::atomic::Ordering::Relaxed);
+    daemon.stop();
+    let spool_bytes = dir_size(&dir.path().join("spool"));
+
+    let again = Daemon::start(&setup);
+    let recovery = again.startup;
+    let recovered_rss = procstat::rss(again.pid());
+    again.stop();
+
+    let per = |rss: u64, base: u64| rss.saturating_sub(base) as f64 / queued as f64;
+    println!(
+        "\ndeferred queue: {queued} recipients in {messages} messages of {} B ({per_message} recipients each, {} domains)",
+        a.size, a.domains
+    );
+    println!(
+        "injected in {:.1} s, first attempts done {:.1} s later ({connections} connections refused with 421)",
+        injected.as_secs_f64(),
+        settled.as_secs_f64()
+    );
+    println!(
+        "RSS: {} MB at start, {} MB with the queue full (peak {} MB): {:.0} bytes per queued recipient",
+        base_rss >> 20,
+        full_rss >> 20,
+        peak >> 20,
+        per(full_rss, base_rss)
+    );
+    println!(
+        "restart: accepting connections {:.2} s after spawn (recovery of {queued} recipients); RSS then {} MB: {:.0} bytes per queued recipient",
+        recovery.as_secs_f64(),
+        recovered_rss >> 20,
+        per(recovered_rss, base_rss)
+    );
+    println!("spool on disk: {} MB", spool_bytes >> 20);
+    println!(
+        "goals: < 300 bytes of RAM per queued deferred recipient; recovery of 1,000,000 in < 10 s"
+    );
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|it| {
+            it.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}

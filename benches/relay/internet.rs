@@ -1,0 +1,240 @@
+//! The fake internet of the relay benchmark, on loopback: a DNS server
+//! whose zone `bench.` has N recipient domains `d<i>.bench`, each with an
+//! MX record naming one of K hosts `mx<k>.bench` at 127.0.1.(1+k); and K
+//! SMTP sinks on those addresses that accept (or, for the deferred-queue
+//! run, answer every connection `421`), count each message by the
+//! `X-Bench-Id` header the injector put in it, and can keep copies.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The address of sink `k` (and of MX host `mx<k>.bench`).
+pub fn sink_ip(k: usize) -> IpAddr {
+    IpAddr::from([127, 0, 1, 1 + k as u8])
+}
+
+/// The DNS server's address (its port chosen at start, unless given).
+pub fn dns_ip() -> IpAddr {
+    IpAddr::from([127, 0, 1, 53])
+}
+
+/// The zone: `domains` MX records spread over `hosts` MX hosts.
+pub fn zone(domains: usize, hosts: usize) -> String {
+    let mut z = String::from(
+        "$TTL 3600\n@ IN SOA ns.bench. hostmaster.bench. 1 3600 600 86400 300\n@ IN NS ns.bench.\nns IN A 127.0.1.53\n",
+    );
+    for k in 0..hosts {
+        z.push_str(&format!("mx{k} IN A {}\n", sink_ip(k)));
+    }
+    for i in 0..domains {
+        z.push_str(&format!("d{i} IN MX 10 mx{}\n", i % hosts));
+    }
+    z
+}
+
+/// How the sinks answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// Accept every message.
+    Accept,
+    /// Greet every connection with `421 4.3.2` and close: every recipient
+    /// is deferred.
+    Refuse,
+}
+
+/// What the sinks saw, shared with the benchmark.
+pub struct Tally {
+    /// Messages accepted, in all.
+    pub messages: AtomicU64,
+    /// Connections, in all.
+    pub connections: AtomicU64,
+    /// Per `X-Bench-Id`: how many times it arrived.
+    pub seen: Vec<std::sync::atomic::AtomicU8>,
+    /// Messages without a readable `X-Bench-Id` (should stay 0).
+    pub unidentified: AtomicU64,
+    /// Copies of the first `capture` messages (data as received).
+    pub captured: Mutex<Vec<Vec<u8>>>,
+    capture: usize,
+}
+
+impl Tally {
+    /// Forgets every count (between runs).
+    pub fn reset(&self) {
+        self.messages.store(0, Ordering::Relaxed);
+        self.connections.store(0, Ordering::Relaxed);
+        self.unidentified.store(0, Ordering::Relaxed);
+        for s in &self.seen {
+            s.store(0, Ordering::Relaxed);
+        }
+        self.captured.lock().unwrap().clear();
+    }
+
+    fn new(ids: usize, capture: usize) -> Arc<Self> {
+        Arc::new(Self {
+            messages: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            seen: (0..ids)
+                .map(|_| std::sync::atomic::AtomicU8::new(0))
+                .collect(),
+            unidentified: AtomicU64::new(0),
+            captured: Mutex::new(Vec::new()),
+            capture,
+        })
+    }
+
+    fn record(&self, data: &[u8]) {
+        match bench_id(data).and_then(|id| self.seen.get(id)) {
+            Some(slot) => {
+                let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_add(1))
+                });
+            }
+            None => {
+                self.unidentified.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if self.capture > 0 {
+            let mut c = self.captured.lock().unwrap();
+            if c.len() < self.capture {
+                c.push(data.to_vec());
+            }
+        }
+        self.messages.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The `X-Bench-Id` value in the header section.
+fn bench_id(data: &[u8]) -> Option<usize> {
+    let head_end = memchr::memmem::find(data, b"\r\n\r\n").unwrap_or(data.len());
+    let at = memchr::memmem::find(&data[..head_end], b"\r\nX-Bench-Id: ")? + 14;
+    let end = data[at..].iter().position(|b| *b == b'\r')? + at;
+    std::str::from_utf8(&data[at..end]).ok()?.parse().ok()
+}
+
+/// Starts the DNS server and `hosts` sinks on port `sink_port` (0: a free
+/// one) on a thread named `bench-net`; returns the DNS address, the sink
+/// port and the tally. The thread lives until the process ends.
+pub fn start(
+    zone_text: String,
+    dns_port: u16,
+    hosts: usize,
+    sink_port: u16,
+    mode: SinkMode,
+    (ids, capture): (usize, usize),
+) -> (SocketAddr, u16, Arc<Tally>) {
+    let tally = Tally::new(ids, capture);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = tally.clone();
+    std::thread::Builder::new()
+        .name("bench-net".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let dns = crate::dns::TestDns::start_at(
+                    SocketAddr::new(dns_ip(), dns_port),
+                    &[("bench.", &zone_text)],
+                )
+                .await;
+                let port = serve_sinks(hosts, sink_port, mode, t).await;
+                tx.send((dns.addr, port)).unwrap();
+                std::future::pending::<()>().await;
+            })
+        })
+        .unwrap();
+    let (dns, port) = rx.recv().expect("the fake internet starts");
+    (dns, port, tally)
+}
+
+/// Binds every sink on one port (free on all of them) and serves them.
+async fn serve_sinks(hosts: usize, port: u16, mode: SinkMode, tally: Arc<Tally>) -> u16 {
+    let first = TcpListener::bind((sink_ip(0), port))
+        .await
+        .expect("bind sink");
+    let port = first.local_addr().unwrap().port();
+    let mut listeners = vec![first];
+    for k in 1..hosts {
+        listeners.push(
+            TcpListener::bind((sink_ip(k), port))
+                .await
+                .expect("bind sink"),
+        );
+    }
+    for l in listeners {
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tally.connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(session(s, mode, tally.clone()));
+            }
+        });
+    }
+    port
+}
+
+/// One SMTP session: pipelining-aware (replies are written when the input
+/// is drained), DATA read line by line and unstuffed.
+async fn session(s: TcpStream, mode: SinkMode, tally: Arc<Tally>) {
+    let _ = s.set_nodelay(true);
+    let (r, mut w) = s.into_split();
+    if mode == SinkMode::Refuse {
+        let _ = w.write_all(b"421 4.3.2 sink busy, try later\r\n").await;
+        return;
+    }
+    let mut r = BufReader::with_capacity(64 << 10, r);
+    let (mut line, mut out) = (Vec::new(), b"220 sink ESMTP\r\n".to_vec());
+    let mut data = Vec::with_capacity(8 << 10);
+    loop {
+        if r.buffer().is_empty() && !out.is_empty() {
+            if w.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        line.clear();
+        if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        match line.get(..4).map(|c| c.to_ascii_uppercase()).as_deref() {
+            Some(b"EHLO") => out.extend_from_slice(
+                b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n",
+            ),
+            Some(b"DATA") => {
+                out.extend_from_slice(b"354 go\r\n");
+                if w.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+                data.clear();
+                loop {
+                    line.clear();
+                    if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == b".\r\n" {
+                        break;
+                    }
+                    let unstuffed = if line.starts_with(b"..") {
+                        &line[1..]
+                    } else {
+                        &line[..]
+                    };
+                    data.extend_from_slice(unstuffed);
+                }
+                tally.record(&data);
+                out.extend_from_slice(b"250 2.0.0 ok\r\n");
+            }
+            Some(b"QUIT") => {
+                let _ = w.write_all(b"221 bye\r\n").await;
+                return;
+            }
+            _ => out.extend_from_slice(b"250 ok\r\n"),
+        }
+    }
+}
