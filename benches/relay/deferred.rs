@@ -83,6 +83,23 @@ pub fn run(a: &Args, recipients: u64) {
     let recovered_rss = procstat::rss(again.pid());
     again.stop();
 
+    print(
+        a,
+        (queued, messages, per_message),
+        (injected, settled, connections),
+        (base_rss, full_rss, peak, recovered_rss),
+        (recovery, spool_bytes),
+    );
+}
+
+#[allow(clippy::type_complexity)]
+fn print(
+    a: &Args,
+    (queued, messages, per_message): (u64, u64, u64),
+    (injected, settled, connections): (Duration, Duration, u64),
+    (base_rss, full_rss, peak, recovered_rss): (u64, u64, u64, u64),
+    (recovery, spool_bytes): (Duration, u64),
+) {
     let per = |rss: u64, base: u64| rss.saturating_sub(base) as f64 / queued as f64;
     println!(
         "\ndeferred queue: {queued} recipients in {messages} messages of {} B ({per_message} recipients each, {} domains)",

@@ -24,7 +24,7 @@
 mod tests;
 mod views;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::sync::Arc;
 
@@ -63,8 +63,6 @@ pub(crate) struct Entry {
     /// The key under which the message sits in the due set, if it does.
     pub due: Option<Timestamp>,
     pub in_flight: bool,
-    /// The body kept in RAM until the first delivery attempt, within budget.
-    pub cached_body: Option<Bytes>,
 }
 
 impl Entry {
@@ -87,6 +85,26 @@ impl Entry {
             body_len: self.home.body_len(),
             in_flight: self.in_flight,
         }
+    }
+}
+
+/// A bounded set of recent reply texts to share.
+#[derive(Default)]
+struct RecentReplies(HashSet<Arc<str>>);
+
+impl RecentReplies {
+    /// At most this many texts are kept; then the set starts over.
+    const MAX: usize = 4096;
+
+    fn intern(&mut self, text: &Arc<str>) -> Arc<str> {
+        if let Some(known) = self.0.get(&**text) {
+            return known.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(text.clone());
+        text.clone()
     }
 }
 
@@ -120,6 +138,13 @@ pub(crate) enum BodySource {
 pub(crate) struct Index {
     messages: BTreeMap<MessageId, Entry>,
     due: BTreeSet<(Timestamp, MessageId)>,
+    /// Bodies kept in RAM until the first delivery attempt, within
+    /// `cache_budget` (apart from the entries, which most messages would
+    /// otherwise pay 32 bytes each for).
+    cache: HashMap<MessageId, Bytes>,
+    /// Recent reply texts, so that the recipients of many messages that got
+    /// the same reply (a provider's deferral) share one copy.
+    replies: RecentReplies,
     pub segments: BTreeMap<SegId, SegInfo>,
     pub active: SegId,
     pending: u64,
@@ -185,18 +210,19 @@ impl Index {
             others: Vec::new(),
             due: None,
             in_flight: false,
-            cached_body: None,
         };
         let mut body = body;
+        if let Some(cached) = self.uncache(id) {
+            body = Some(cached); // a relocated copy keeps its cached body
+        }
         if let Some(old) = self.messages.remove(&id) {
             self.detach(id, &old);
             if old.home.seg != loc.seg {
                 self.seg(loc.seg).deps.insert(old.home.seg);
             }
             // A relocated copy is the same message: whoever holds it in
-            // flight still does, and a body still cached stays cached.
+            // flight still does.
             entry.in_flight = old.in_flight;
-            body = old.cached_body.or(body);
         }
         if entry.pending().next().is_none() {
             return; // nothing left to deliver: not queued
@@ -205,7 +231,7 @@ impl Index {
             && self.cache_used + body.len() as u64 <= self.cache_budget
         {
             self.cache_used += body.len() as u64;
-            entry.cached_body = Some(body);
+            self.cache.insert(id, body);
         }
         self.attach(id, &mut entry);
         self.messages.insert(id, entry);
@@ -241,9 +267,20 @@ impl Index {
         if let Some(t) = e.due {
             self.due.remove(&(t, id));
         }
-        if let Some(b) = &e.cached_body {
-            self.cache_used -= b.len() as u64;
-        }
+        self.uncache(id);
+    }
+
+    /// Drops a message's cached body, returning it.
+    fn uncache(&mut self, id: MessageId) -> Option<Bytes> {
+        let b = self.cache.remove(&id)?;
+        self.cache_used -= b.len() as u64;
+        Some(b)
+    }
+
+    /// Whether a message's body is in RAM.
+    #[cfg(test)]
+    pub fn is_cached(&self, id: MessageId) -> bool {
+        self.cache.contains_key(&id)
     }
 
     /// Ends a message because of a record in `seg`.
@@ -276,6 +313,9 @@ impl Index {
             pending_delta -= i64::from(slot.state == RecipientState::Pending);
             pending_delta += i64::from(st.state == RecipientState::Pending);
             *slot = st.clone();
+            if let Some(r) = &slot.last_reply {
+                slot.last_reply = Some(self.replies.intern(r));
+            }
         }
         let add_ref = seg != e.home.seg && !e.others.contains(&seg);
         if add_ref {
@@ -285,12 +325,11 @@ impl Index {
         if release {
             e.in_flight = false;
         }
-        let freed = e.cached_body.take().map_or(0, |b| b.len() as u64);
         let remaining = e.due_key();
         let new_due = remaining.filter(|_| !e.in_flight);
         e.due = new_due;
         self.pending = self.pending.saturating_add_signed(pending_delta);
-        self.cache_used -= freed;
+        self.uncache(id); // the first attempt is over
         if add_ref {
             self.seg(seg).refs += 1;
         }

@@ -192,26 +192,36 @@ fn body_cache_respects_budget_and_ends_at_first_attempt() {
         loc(1, 0),
         Some(body),
     );
-    assert!(
-        ix.entry(MessageId::from_u64(1))
-            .unwrap()
-            .cached_body
-            .is_some()
-    );
-    assert!(
-        ix.entry(MessageId::from_u64(2))
-            .unwrap()
-            .cached_body
-            .is_none()
-    );
+    assert!(ix.is_cached(MessageId::from_u64(1)));
+    assert!(!ix.is_cached(MessageId::from_u64(2)));
     let mut st = RecipientStatus::pending(Timestamp::from_millis(5));
     st.attempts = 1;
     ix.apply_status(MessageId::from_u64(1), &[(0, st)], 1, true);
-    assert!(
-        ix.entry(MessageId::from_u64(1))
-            .unwrap()
-            .cached_body
-            .is_none()
-    );
+    assert!(!ix.is_cached(MessageId::from_u64(1)));
     assert_eq!(ix.cache_used, 0);
+}
+
+#[test]
+fn equal_replies_of_different_messages_share_one_copy() {
+    let mut ix = index_with_segments(&[1]);
+    let a = put(&mut ix, 1, 1, 0, 1);
+    let b = put(&mut ix, 2, 1, 0, 1);
+    let deferred = |text: &str| RecipientStatus {
+        attempts: 1,
+        last_reply: Some(text.into()),
+        ..RecipientStatus::pending(Timestamp::from_millis(9))
+    };
+    // Separate allocations of the same text, as two jobs produce them.
+    ix.apply_status(a, &[(0, deferred("421 4.7.0 try later"))], 1, true);
+    ix.apply_status(b, &[(0, deferred("421 4.7.0 try later"))], 1, true);
+    let reply = |ix: &Index, id| {
+        ix.entry(id).unwrap().statuses[0]
+            .last_reply
+            .clone()
+            .unwrap()
+    };
+    assert!(Arc::ptr_eq(&reply(&ix, a), &reply(&ix, b)));
+    ix.apply_status(b, &[(0, deferred("451 other"))], 1, true);
+    assert_eq!(&*reply(&ix, b), "451 other");
+    assert!(!Arc::ptr_eq(&reply(&ix, a), &reply(&ix, b)));
 }

@@ -62,7 +62,7 @@ impl Index {
     /// Where to get a message's body.
     pub fn body_source(&self, id: MessageId) -> Option<BodySource> {
         let e = self.messages.get(&id)?;
-        if let Some(b) = &e.cached_body {
+        if let Some(b) = self.cache.get(&id) {
             return Some(BodySource::Cached(b.clone()));
         }
         let seg = self.segments.get(&e.home.seg)?;
