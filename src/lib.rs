@@ -12,7 +12,7 @@
 //! | [`smtp::reply`] | every reply, and the one mapping of internal errors to replies | I/O |
 //! | [`intake`] | completed transaction -> Received header, loop check, metadata, DKIM -> `queue.enqueue()` | speak SMTP |
 //! | [`dkim`] | signing keys (loaded and checked at config load), the signing domain of a message, signing on its own threads | decide what a failure means (intake does) |
-//! | [`shaping`] | rate limiting (GCRA) | I/O |
+//! | [`shaping`] | per-path limits layered from `[shaping]` over `[delivery]`, provider matching by MX suffix, shared scopes (provider, domain, source totals), GCRA rates and connection leases | connect or send (delivery waits on its limiters) |
 //! | [`delivery`] | scheduling due messages, attempts, egress paths and their connections, retries, bounces | parse SMTP replies (the client does) |
 //! | [`dns`] | resolving MX and addresses (behind the `Resolver` trait), routing a domain to a site | connect to anything |
 //! | [`egress`] | sources and weighted pools | DNS, SMTP |
@@ -22,7 +22,8 @@
 //! | `queue` (crate) | durability: the spool, group commit, recovery, compaction | SMTP, DNS, config files |
 //!
 //! Coming with the next pieces of work, in the places DESIGN.md gives them:
-//! traffic `shaping` of deliveries, `admin`, `metrics`.
+//! the rest of `shaping` (reaction to replies, warm-up, priorities,
+//! admission), `admin`, `metrics`.
 //!
 //! # The message flow
 //!

@@ -284,6 +284,12 @@ fn python_smtplib_relays_through_tern_run_on_the_shipped_config() {
     assert_ne!(text, shipped);
     let config = dir.path().join("tern.toml");
     std::fs::write(&config, text).unwrap();
+    // Its shaping presets come along (included relative to the file).
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/shaping.toml"),
+        dir.path().join("shaping.toml"),
+    )
+    .unwrap();
     let script = format!(
         r#"
 import smtplib

@@ -12,6 +12,7 @@ use queue::SpoolSnapshot;
 use crate::config::{self, Config, DEFAULT_PATH};
 
 mod dkim;
+mod shaping;
 
 /// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
 #[derive(Debug, Parser)]
@@ -51,6 +52,31 @@ enum Command {
         #[command(subcommand)]
         command: dkim::DkimCommand,
     },
+    /// Traffic shaping.
+    Shaping {
+        #[command(subcommand)]
+        command: ShapingCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShapingCommand {
+    /// Print the limits mail to a domain gets from a source, and the layer
+    /// of the config each comes from.
+    Show {
+        /// The recipient domain.
+        #[arg(long)]
+        domain: String,
+        /// The source (default: the first of the default pool).
+        #[arg(long)]
+        source: Option<String>,
+        /// The domain's MX hosts, comma-separated, instead of looking them up.
+        #[arg(long)]
+        mx: Option<String>,
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +114,18 @@ pub fn main(cli: Cli) -> ExitCode {
             command: AuthCommand::HashPassword,
         } => hash_password(),
         Command::Dkim { command } => dkim::main(command),
+        Command::Shaping {
+            command:
+                ShapingCommand::Show {
+                    domain,
+                    source,
+                    mx,
+                    config,
+                },
+        } => match load_or_report(&config) {
+            Some(c) => shaping::show(&c, &domain, source.as_deref(), mx.as_deref()),
+            None => ExitCode::FAILURE,
+        },
     }
 }
 

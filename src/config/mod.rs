@@ -16,6 +16,7 @@ mod listener;
 pub mod load;
 mod queue;
 mod server;
+mod shaping;
 pub mod values;
 
 use std::path::Path;
@@ -34,6 +35,10 @@ pub use listener::{BareLineEndings, ListenerConfig};
 pub use load::{ConfigError, ConfigErrors};
 pub use queue::{DurabilityMode, QueueConfig};
 pub use server::{LogConfig, ServerConfig};
+pub use shaping::{
+    DomainShapingConfig, PathLimitsConfig, ProviderConfig, ProviderSourceConfig, ProvidersFile,
+    ShapingConfig, SourceShapingConfig, TotalLimitsConfig,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +73,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[dkim]`: DKIM signing at intake.
     pub dkim: DkimConfig,
+    /// `[shaping]`: per-provider, per-domain and per-source limits.
+    pub shaping: ShapingConfig,
 }
 
 impl Default for Config {
@@ -85,6 +92,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             routes: Vec::new(),
             dkim: DkimConfig::default(),
+            shaping: ShapingConfig::default(),
         }
     }
 }
@@ -105,11 +113,45 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(path, &text)
 }
 
-/// Validates config text that came from `path`.
+/// Validates config text that came from `path` (and its shaping include
+/// file, if it names one).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let parsed = load::parse::<Config>(path, text)?;
     let issues = parsed.value.validate();
-    parsed.finish(issues)
+    let mut config = parsed.finish(issues)?;
+    if let Some(include) = config.shaping.include.clone() {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let providers = load_providers(&dir.join(include), &config)?;
+        let mut merged: Vec<ProviderConfig> = providers
+            .into_iter()
+            .filter(|p| !config.shaping.providers.iter().any(|o| o.name == p.name))
+            .collect();
+        merged.append(&mut config.shaping.providers);
+        config.shaping.providers = merged;
+    }
+    Ok(config)
+}
+
+/// Reads a shaping include file: `[[provider]]` entries.
+fn load_providers(path: &Path, config: &Config) -> Result<Vec<ProviderConfig>, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: String::new(),
+            message: format!("cannot read the shaping include file: {e}"),
+        }])
+    })?;
+    let parsed = load::parse::<ProvidersFile>(path, &text)?;
+    let mut issues = Vec::new();
+    let sources: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    shaping::validate_providers(
+        &parsed.value.providers,
+        load::at("provider"),
+        &sources,
+        &mut issues,
+    );
+    Ok(parsed.finish(issues)?.providers)
 }
 
 impl Config {
@@ -127,6 +169,8 @@ impl Config {
         self.delivery.validate(&self.pools, &mut issues);
         delivery::validate_routes(&self.routes, &mut issues);
         self.dkim.validate(self.delivery.max_age, &mut issues);
+        let sources: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
+        self.shaping.validate(&sources, &mut issues);
         self.validate_pool_references(&mut issues);
         issues
     }
@@ -194,7 +238,7 @@ impl Config {
             dkim.push("off (no [[dkim.key]])".into());
         }
         format!(
-            "hostname   {}\nlisteners  {}\nspool      {} ({} durability, {} segments, {} free-space reserve)\nlog level  {}\ndkim       {}",
+            "hostname   {}\nlisteners  {}\nspool      {} ({} durability, {} segments, {} free-space reserve)\nlog level  {}\ndkim       {}\nshaping    {} providers, {} domains, {} sources",
             self.server.hostname,
             listeners.join(", "),
             self.queue.path.display(),
@@ -203,6 +247,9 @@ impl Config {
             self.queue.min_free_space,
             self.log.level,
             dkim.join(", "),
+            self.shaping.providers.len(),
+            self.shaping.domains.len(),
+            self.shaping.sources.len(),
         )
     }
 }
@@ -321,7 +368,14 @@ mod tests {
         // Every key in config/tern.toml is documented with its default
         // value: the file and the code must not drift apart.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_PATH);
-        let file = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut file = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        // Except the provider presets it includes (built in: none).
+        assert_eq!(
+            file.shaping.include.as_deref(),
+            Some(Path::new("shaping.toml"))
+        );
+        assert!(file.shaping.providers.len() >= 8);
+        file.shaping = ShapingConfig::default();
         assert_eq!(file, Config::default());
     }
 

@@ -192,6 +192,7 @@ async fn route_and_submit(attempt: Arc<Attempt>, domain: String, rcpts: Vec<u32>
             attempt,
             rcpts,
             route,
+            domain,
         }),
         Err(e) => {
             let (verdict, reply) = match e {
@@ -216,7 +217,7 @@ impl Delivery {
     pub(crate) fn submit(self: &Arc<Self>, job: Job) {
         match job.attempt.pool.pick(tokio::time::Instant::now()) {
             Some(source) => {
-                let path = self.path(source, job.route.site.clone());
+                let path = self.path(source, &job.route.site, &job.domain);
                 path.push(self, job);
             }
             None => {

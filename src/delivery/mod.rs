@@ -34,6 +34,7 @@ use crate::dns::route::Router;
 use crate::egress::Egress;
 use crate::intake::meta::Ret;
 use crate::log::DeliveryLog;
+use crate::shaping::Shaper;
 
 use path::Path;
 
@@ -42,14 +43,9 @@ use path::Path;
 pub struct Settings {
     /// This MTA's name (bounces).
     pub hostname: String,
-    /// Connections per egress path.
-    pub connection_limit: u32,
-    /// Messages per connection.
-    pub max_messages_per_connection: u32,
-    /// Recipients per transaction.
-    pub max_recipients_per_transaction: usize,
-    /// Idle connections close after this.
-    pub idle_timeout: Duration,
+    /// Per-path limits and the limits paths share (`[shaping]` over the
+    /// `[delivery]` defaults).
+    pub shaper: Arc<Shaper>,
     /// Messages being delivered at once.
     pub max_in_flight: usize,
     /// First retry delay.
@@ -70,10 +66,7 @@ impl Settings {
         let d = &config.delivery;
         Self {
             hostname: config.server.hostname.clone(),
-            connection_limit: d.connection_limit,
-            max_messages_per_connection: d.max_messages_per_connection,
-            max_recipients_per_transaction: d.max_recipients_per_transaction as usize,
-            idle_timeout: d.idle_timeout.get(),
+            shaper: Arc::new(Shaper::new(config)),
             max_in_flight: d.max_in_flight as usize,
             retry_first: d.retry_first.get(),
             retry_max: d.retry_max.get(),
@@ -233,12 +226,21 @@ impl Delivery {
         self.wake.notify_one();
     }
 
-    /// The path for (source, site), created on first use.
-    fn path(&self, source: Arc<crate::egress::Source>, site: Arc<str>) -> Arc<Path> {
+    /// The path for (source, site), created on first use with its plan
+    /// from the shaper; a domain shaped apart gets paths of its own.
+    fn path(&self, source: Arc<crate::egress::Source>, site: &Arc<str>, domain: &str) -> Arc<Path> {
+        let shaper = &self.settings.shaper;
+        let key: Arc<str> = match shaper.shapes_domain(domain) {
+            true => format!("{site}|{domain}").into(),
+            false => site.clone(),
+        };
         let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         paths
-            .entry((source.name.clone(), site.clone()))
-            .or_insert_with(|| Arc::new(Path::new(source, site)))
+            .entry((source.name.clone(), key))
+            .or_insert_with(|| {
+                let plan = shaper.plan(&source.name, site, domain);
+                Arc::new(Path::new(source, site.clone(), plan))
+            })
             .clone()
     }
 }

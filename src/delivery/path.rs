@@ -14,16 +14,20 @@ use crate::config::TlsPolicy;
 use crate::dns::route::Route;
 use crate::egress::Source;
 use crate::intake::meta::RecipientParams;
+use crate::shaping::{Limiter, Plan, pace};
 use crate::smtp::client::{
     ClientError, Connection, Greeting, RcptRequest, RcptResult, RemoteReply, TxnRequest,
     local_reply,
 };
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Some recipients of one message for one domain.
 pub(crate) struct Job {
     pub attempt: Arc<Attempt>,
     pub rcpts: Vec<u32>,
     pub route: Route,
+    /// The recipients' domain (lowercase).
+    pub domain: String,
 }
 
 struct State {
@@ -38,6 +42,12 @@ struct State {
 pub(crate) struct Path {
     pub source: Arc<Source>,
     pub site: Arc<str>,
+    /// Its limits and the shared scopes it answers to.
+    plan: Plan,
+    /// Its own message rate.
+    messages: Option<Limiter>,
+    /// Its own new-connection rate.
+    connects: Option<Limiter>,
     state: Mutex<State>,
     ready: tokio::sync::Notify,
     stopped: AtomicBool,
@@ -52,10 +62,13 @@ enum ConnectFailure {
 }
 
 impl Path {
-    pub fn new(source: Arc<Source>, site: Arc<str>) -> Self {
+    pub fn new(source: Arc<Source>, site: Arc<str>, plan: Plan) -> Self {
         Self {
             source,
             site,
+            messages: plan.limits.message_rate.map(Limiter::new),
+            connects: plan.limits.connection_rate.map(Limiter::new),
+            plan,
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 workers: 0,
@@ -76,7 +89,7 @@ impl Path {
         let spawn = {
             let mut st = self.state();
             st.jobs.push_back(job);
-            let spawn = st.idle == 0 && st.workers < svc.settings.connection_limit;
+            let spawn = st.idle == 0 && st.workers < self.plan.limits.connection_limit;
             if spawn {
                 st.workers += 1;
             }
@@ -98,7 +111,7 @@ impl Path {
     /// The next job, waiting at most `idle_timeout`; `None` retires the
     /// worker (the count is updated under the same lock as `push`, so no
     /// job is left without a worker).
-    async fn next(&self, svc: &Delivery) -> Option<Job> {
+    async fn next(&self) -> Option<Job> {
         loop {
             if self.stopped.load(Ordering::Acquire) {
                 let abandoned: Vec<Job> = {
@@ -118,7 +131,8 @@ impl Path {
                 }
                 st.idle += 1;
             }
-            let woke = tokio::time::timeout(svc.settings.idle_timeout, self.ready.notified())
+            let idle = self.plan.limits.idle_timeout;
+            let woke = tokio::time::timeout(idle, self.ready.notified())
                 .await
                 .is_ok();
             let mut st = self.state();
@@ -148,6 +162,39 @@ impl Path {
         }
     }
 
+    /// Waits for room for a new connection: a lease from every shared
+    /// scope with a connection limit (held while the connection lives),
+    /// then the connection rates of the path and its scopes.
+    async fn connection_slot(&self) -> Vec<OwnedSemaphorePermit> {
+        let mut leases = Vec::new();
+        for s in &self.plan.scopes {
+            leases.extend(s.lease().await);
+        }
+        let rates: Vec<&Limiter> = self
+            .connects
+            .iter()
+            .chain(
+                self.plan
+                    .scopes
+                    .iter()
+                    .filter_map(|s| s.connection_rate.as_ref()),
+            )
+            .collect();
+        pace(&rates).await;
+        leases
+    }
+
+    /// Waits until the message rates of the path and its scopes allow one
+    /// more message.
+    async fn message_slot(&self) {
+        let rates: Vec<&Limiter> = self
+            .messages
+            .iter()
+            .chain(self.plan.scopes.iter().filter_map(|s| s.messages.as_ref()))
+            .collect();
+        pace(&rates).await;
+    }
+
     fn retire(&self) {
         self.state().workers -= 1;
     }
@@ -164,16 +211,19 @@ async fn worker(svc: Arc<Delivery>, path: Arc<Path>) {
 async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
     let mut conn: Option<Connection> = None;
     let mut sent = 0;
-    while let Some(job) = path.next(svc).await {
+    let mut leases = Vec::new();
+    while let Some(job) = path.next().await {
         if conn
             .as_ref()
             .is_some_and(|c| job.route.tls == TlsPolicy::Required && !c.tls)
         {
             // This domain requires TLS; the open connection fell back to plaintext.
             path.close(conn.take(), true).await;
+            leases.clear();
             sent = 0;
         }
         if conn.is_none() {
+            leases = path.connection_slot().await;
             match connect(svc, path, &job.route).await {
                 Ok(c) => {
                     path.state().connected += 1;
@@ -190,13 +240,16 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
                     return;
                 }
                 Err(ConnectFailure::Unreachable(reply)) => {
+                    leases.clear();
                     defer_unreachable(path, job, &reply);
                     continue;
                 }
             }
         }
+        path.message_slot().await;
         let c = conn.as_mut().expect("connected above");
-        let (outcomes, reusable) = deliver(svc, c, &job).await;
+        let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
+        let (outcomes, reusable) = deliver(c, &job, max_rcpts).await;
         let host = Some((c.host.clone(), c.peer));
         let outcomes = outcomes
             .into_iter()
@@ -204,8 +257,9 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
             .collect();
         job.attempt.job_done(outcomes).await;
         sent += 1;
-        if !reusable || sent >= svc.settings.max_messages_per_connection {
+        if !reusable || sent >= path.plan.limits.max_messages_per_connection {
             path.close(conn.take(), reusable).await;
+            leases.clear();
             sent = 0;
         }
     }
@@ -300,7 +354,7 @@ async fn connect(svc: &Delivery, path: &Path, route: &Route) -> Result<Connectio
 /// `max_recipients_per_transaction`; recipients refused with "too many
 /// recipients" go in the next transaction. Returns the outcomes and
 /// whether the connection can be reused.
-async fn deliver(svc: &Delivery, conn: &mut Connection, job: &Job) -> (Vec<Outcome>, bool) {
+async fn deliver(conn: &mut Connection, job: &Job, max_rcpts: usize) -> (Vec<Outcome>, bool) {
     let env = &job.attempt.info.envelope;
     let meta = &job.attempt.meta;
     let params: Vec<RecipientParams> = job
@@ -317,9 +371,7 @@ async fn deliver(svc: &Delivery, conn: &mut Connection, job: &Job) -> (Vec<Outco
     let mut pending: VecDeque<usize> = (0..job.rcpts.len()).collect();
     let mut outcomes = Vec::with_capacity(job.rcpts.len());
     while !pending.is_empty() {
-        let n = pending
-            .len()
-            .min(svc.settings.max_recipients_per_transaction);
+        let n = pending.len().min(max_rcpts);
         let batch: Vec<usize> = pending.drain(..n).collect();
         let reqs: Vec<RcptRequest<'_>> = batch
             .iter()

@@ -1,4 +1,437 @@
-//! Traffic shaping primitives. Today: the GCRA rate limiter (used for
-//! failed-AUTH limits); per-destination shaping builds on it.
+//! Traffic shaping: how fast each egress path may send, and which limits
+//! several paths share.
+//!
+//! It owns the layering of `[shaping]` over `[delivery]` (defaults ->
+//! provider -> provider+source -> domain -> source, later winning, each
+//! value remembering the layer it came from), the matching of a site to
+//! its provider by MX host suffix, and the shared limits ([`Scope`]) of
+//! providers, domains and sources. It never connects or sends: delivery
+//! asks it for a path's [`Plan`] and waits on the limiters it holds.
 
+pub mod limiter;
 pub mod rate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::values::Rate;
+use crate::config::{Config, PathLimitsConfig, ProviderConfig};
+pub use limiter::{Limiter, Scope, pace};
+
+/// The limits of one egress path, all resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathLimits {
+    /// Connections open at once.
+    pub connection_limit: u32,
+    /// New connections per time.
+    pub connection_rate: Option<Rate>,
+    /// Messages per time.
+    pub message_rate: Option<Rate>,
+    /// Messages per connection.
+    pub max_messages_per_connection: u32,
+    /// Recipients per transaction.
+    pub max_recipients_per_transaction: u32,
+    /// Idle connections close after this.
+    pub idle_timeout: Duration,
+}
+
+/// The layer a value came from.
+pub type Origin = Arc<str>;
+
+/// Per field of [`PathLimits`], the layer that set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origins {
+    /// See [`PathLimits`].
+    pub connection_limit: Origin,
+    /// See [`PathLimits`].
+    pub connection_rate: Origin,
+    /// See [`PathLimits`].
+    pub message_rate: Origin,
+    /// See [`PathLimits`].
+    pub max_messages_per_connection: Origin,
+    /// See [`PathLimits`].
+    pub max_recipients_per_transaction: Origin,
+    /// See [`PathLimits`].
+    pub idle_timeout: Origin,
+}
+
+/// What a path runs with.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The matched provider, if any.
+    pub provider: Option<Arc<str>>,
+    /// Set when the domain has paths of its own (`[[shaping.domain]]`).
+    pub own_domain: Option<Arc<str>>,
+    /// The path's own limits.
+    pub limits: PathLimits,
+    /// Where each came from.
+    pub origins: Origins,
+    /// Shared limits that also apply: provider, domain, source totals.
+    pub scopes: Vec<Arc<Scope>>,
+}
+
+struct Provider {
+    name: Arc<str>,
+    suffixes: Vec<String>,
+    per_path: PathLimitsConfig,
+    per_source: HashMap<String, PathLimitsConfig>,
+    total: Option<Arc<Scope>>,
+}
+
+struct Layered {
+    per_path: PathLimitsConfig,
+    total: Option<Arc<Scope>>,
+}
+
+/// The shaping of a running Tern, built once from the config.
+pub struct Shaper {
+    defaults: PathLimits,
+    providers: Vec<Provider>,
+    domains: HashMap<String, Layered>,
+    sources: HashMap<String, Layered>,
+}
+
+impl fmt::Debug for Shaper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shaper")
+            .field("defaults", &self.defaults)
+            .field("providers", &self.providers.len())
+            .field("domains", &self.domains.len())
+            .field("sources", &self.sources.len())
+            .finish()
+    }
+}
+
+fn scope(name: String, t: &crate::config::TotalLimitsConfig) -> Option<Arc<Scope>> {
+    (!t.is_empty()).then(|| {
+        Arc::new(Scope::new(
+            name,
+            t.message_rate,
+            t.connection_rate,
+            t.connection_limit,
+        ))
+    })
+}
+
+fn provider(p: &ProviderConfig) -> Provider {
+    let suffixes = p
+        .mx_suffixes
+        .iter()
+        .map(|s| {
+            let s = s.to_ascii_lowercase();
+            if s.starts_with('.') {
+                s
+            } else {
+                format!(".{s}")
+            }
+        })
+        .collect();
+    Provider {
+        name: p.name.as_str().into(),
+        suffixes,
+        per_path: p.per_path.clone(),
+        per_source: p
+            .sources
+            .iter()
+            .map(|s| (s.source.clone(), s.per_path.clone()))
+            .collect(),
+        total: scope(format!("provider {}", p.name), &p.total),
+    }
+}
+
+impl Shaper {
+    /// From a validated config.
+    pub fn new(config: &Config) -> Self {
+        let d = &config.delivery;
+        let s = &config.shaping;
+        Self {
+            defaults: PathLimits {
+                connection_limit: d.connection_limit,
+                connection_rate: None,
+                message_rate: None,
+                max_messages_per_connection: d.max_messages_per_connection,
+                max_recipients_per_transaction: d.max_recipients_per_transaction,
+                idle_timeout: d.idle_timeout.get(),
+            },
+            providers: s.providers.iter().map(provider).collect(),
+            domains: s
+                .domains
+                .iter()
+                .map(|x| {
+                    let layered = Layered {
+                        per_path: x.per_path.clone(),
+                        total: scope(format!("domain {}", x.domain), &x.total),
+                    };
+                    (x.domain.to_ascii_lowercase(), layered)
+                })
+                .collect(),
+            sources: s
+                .sources
+                .iter()
+                .map(|x| {
+                    let layered = Layered {
+                        per_path: x.per_path.clone(),
+                        total: scope(format!("source {}", x.source), &x.total),
+                    };
+                    (x.source.clone(), layered)
+                })
+                .collect(),
+        }
+    }
+
+    /// The provider of a site: the longest configured suffix that ends
+    /// any of its MX host names (`site` is the comma-separated host list;
+    /// a smarthost route's `smarthost:host:port,...` works too).
+    fn provider(&self, site: &str) -> Option<&Provider> {
+        let site = site.strip_prefix("smarthost:").unwrap_or(site);
+        let hosts: Vec<String> = site
+            .split(',')
+            .map(|h| {
+                let h = h.rsplit_once(':').map_or(h, |(host, _)| host);
+                format!(".{}", h.trim_end_matches('.').to_ascii_lowercase())
+            })
+            .collect();
+        self.providers
+            .iter()
+            .flat_map(|p| p.suffixes.iter().map(move |s| (p, s)))
+            .filter(|(_, s)| hosts.iter().any(|h| h.ends_with(s.as_str())))
+            .max_by_key(|(_, s)| s.len())
+            .map(|(p, _)| p)
+    }
+
+    /// True when `domain` (lowercase) has paths of its own.
+    pub fn shapes_domain(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
+    }
+
+    /// The plan of the path from `source` to `site` for mail to `domain`.
+    pub fn plan(&self, source: &str, site: &str, domain: &str) -> Plan {
+        let defaults: Origin = "defaults ([delivery])".into();
+        let mut limits = self.defaults.clone();
+        let mut origins = Origins {
+            connection_limit: defaults.clone(),
+            connection_rate: defaults.clone(),
+            message_rate: defaults.clone(),
+            max_messages_per_connection: defaults.clone(),
+            max_recipients_per_transaction: defaults.clone(),
+            idle_timeout: defaults,
+        };
+        let mut scopes = Vec::new();
+        let provider = self.provider(site);
+        if let Some(p) = provider {
+            apply(
+                &p.per_path,
+                &format!("provider {}", p.name),
+                &mut limits,
+                &mut origins,
+            );
+            if let Some(ps) = p.per_source.get(source) {
+                let origin = format!("provider {} source {source}", p.name);
+                apply(ps, &origin, &mut limits, &mut origins);
+            }
+            scopes.extend(p.total.clone());
+        }
+        let own = self.domains.get(domain);
+        if let Some(d) = own {
+            apply(
+                &d.per_path,
+                &format!("domain {domain}"),
+                &mut limits,
+                &mut origins,
+            );
+            scopes.extend(d.total.clone());
+        }
+        if let Some(s) = self.sources.get(source) {
+            apply(
+                &s.per_path,
+                &format!("source {source}"),
+                &mut limits,
+                &mut origins,
+            );
+            scopes.extend(s.total.clone());
+        }
+        Plan {
+            provider: provider.map(|p| p.name.clone()),
+            own_domain: own.map(|_| Arc::from(domain)),
+            limits,
+            origins,
+            scopes,
+        }
+    }
+}
+
+/// Applies one layer's set values.
+fn apply(layer: &PathLimitsConfig, name: &str, l: &mut PathLimits, o: &mut Origins) {
+    let origin: Origin = name.into();
+    let set = |field: &mut Origin| *field = origin.clone();
+    if let Some(v) = layer.connection_limit {
+        l.connection_limit = v;
+        set(&mut o.connection_limit);
+    }
+    if let Some(v) = layer.connection_rate {
+        l.connection_rate = Some(v);
+        set(&mut o.connection_rate);
+    }
+    if let Some(v) = layer.message_rate {
+        l.message_rate = Some(v);
+        set(&mut o.message_rate);
+    }
+    if let Some(v) = layer.max_messages_per_connection {
+        l.max_messages_per_connection = v;
+        set(&mut o.max_messages_per_connection);
+    }
+    if let Some(v) = layer.max_recipients_per_transaction {
+        l.max_recipients_per_transaction = v;
+        set(&mut o.max_recipients_per_transaction);
+    }
+    if let Some(v) = layer.idle_timeout {
+        l.idle_timeout = v.get();
+        set(&mut o.idle_timeout);
+    }
+}
+
+impl Plan {
+    /// A table of the effective settings and where each came from, for
+    /// `tern shaping show`.
+    pub fn describe(&self) -> String {
+        let l = &self.limits;
+        let o = &self.origins;
+        let rate = |r: &Option<Rate>| r.map_or("unlimited".into(), |r| r.to_string());
+        let rows = [
+            (
+                "connection_limit",
+                l.connection_limit.to_string(),
+                &o.connection_limit,
+            ),
+            (
+                "connection_rate",
+                rate(&l.connection_rate),
+                &o.connection_rate,
+            ),
+            ("message_rate", rate(&l.message_rate), &o.message_rate),
+            (
+                "max_messages_per_connection",
+                l.max_messages_per_connection.to_string(),
+                &o.max_messages_per_connection,
+            ),
+            (
+                "max_recipients_per_transaction",
+                l.max_recipients_per_transaction.to_string(),
+                &o.max_recipients_per_transaction,
+            ),
+            (
+                "idle_timeout",
+                crate::config::values::Duration(l.idle_timeout).to_string(),
+                &o.idle_timeout,
+            ),
+        ];
+        let mut out = String::from("per path:\n");
+        for (k, v, from) in rows {
+            out.push_str(&format!("  {k:<32} {v:<18} from {from}\n"));
+        }
+        out.push_str("shared with other paths:\n");
+        if self.scopes.is_empty() {
+            out.push_str("  (none)\n");
+        }
+        for s in &self.scopes {
+            let mut parts = Vec::new();
+            if let Some(m) = &s.messages {
+                parts.push(format!("message_rate {}", m.rate()));
+            }
+            if let Some(c) = &s.connection_rate {
+                parts.push(format!("connection_rate {}", c.rate()));
+            }
+            if let Some(n) = s.connection_limit {
+                parts.push(format!("connection_limit {n}"));
+            }
+            out.push_str(&format!("  {:<32} {}\n", s.name, parts.join(", ")));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        crate::config::parse(std::path::Path::new("t.toml"), text).unwrap()
+    }
+
+    const LAYERS: &str = r#"
+[delivery]
+connection_limit = 10
+[[source]]
+name = "ip1"
+[[source]]
+name = "ip2"
+[[pool]]
+name = "default"
+sources = [{ source = "ip1" }]
+[[shaping.provider]]
+name = "big"
+mx_suffixes = [".big.example"]
+per_path = { connection_limit = 5, message_rate = "100/m" }
+total = { message_rate = "1000/m" }
+[[shaping.provider.source]]
+source = "ip2"
+per_path = { message_rate = "10/m", idle_timeout = "3s" }
+[[shaping.provider]]
+name = "big-eu"
+mx_suffixes = [".eu.big.example"]
+per_path = { connection_limit = 2 }
+[[shaping.domain]]
+domain = "Partner.Example"
+per_path = { max_recipients_per_transaction = 5 }
+[[shaping.source]]
+source = "ip2"
+per_path = { connection_limit = 1 }
+total = { connection_limit = 50 }
+"#;
+
+    #[test]
+    fn later_layers_win_and_remember_where_they_came_from() {
+        let s = Shaper::new(&config(LAYERS));
+        let p = s.plan("ip1", "mx1.big.example,mx2.big.example", "a.example");
+        assert_eq!(p.provider.as_deref(), Some("big"));
+        assert_eq!(p.limits.connection_limit, 5);
+        assert_eq!(p.limits.message_rate, Some("100/m".parse().unwrap()));
+        assert_eq!(&*p.origins.idle_timeout, "defaults ([delivery])");
+        assert_eq!(p.scopes.len(), 1, "the provider's total");
+        assert!(p.own_domain.is_none());
+
+        let p = s.plan("ip2", "mx1.big.example", "partner.example");
+        assert_eq!(p.limits.message_rate, Some("10/m".parse().unwrap()));
+        assert_eq!(&*p.origins.message_rate, "provider big source ip2");
+        assert_eq!(p.limits.idle_timeout, Duration::from_secs(3));
+        assert_eq!(p.limits.max_recipients_per_transaction, 5);
+        assert_eq!(
+            &*p.origins.max_recipients_per_transaction,
+            "domain partner.example"
+        );
+        assert_eq!(p.limits.connection_limit, 1, "the source layer is last");
+        assert_eq!(&*p.origins.connection_limit, "source ip2");
+        assert_eq!(p.own_domain.as_deref(), Some("partner.example"));
+        let names: Vec<&str> = p.scopes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["provider big", "source ip2"]);
+        assert!(p.describe().contains("from source ip2"));
+    }
+
+    #[test]
+    fn the_longest_suffix_picks_the_provider() {
+        let s = Shaper::new(&config(LAYERS));
+        let eu = s.plan("ip1", "mx.eu.big.example", "x.example");
+        assert_eq!(eu.provider.as_deref(), Some("big-eu"));
+        assert_eq!(eu.limits.connection_limit, 2);
+        let none = s.plan("ip1", "mx.notbig.example", "x.example");
+        assert_eq!(
+            none.provider, None,
+            "a suffix matches at a label boundary only"
+        );
+        assert_eq!(none.limits.connection_limit, 10);
+        let smarthost = s.plan("ip1", "smarthost:relay.big.example:587", "x.example");
+        assert_eq!(smarthost.provider.as_deref(), Some("big"));
+    }
+}

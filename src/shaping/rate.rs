@@ -34,6 +34,14 @@ impl Gcra {
         tat.is_none_or(|t| t.saturating_duration_since(now) <= self.tolerance)
     }
 
+    /// The earliest time an event would be allowed, given the state.
+    pub fn earliest(&self, tat: Option<Instant>, now: Instant) -> Instant {
+        match tat {
+            Some(t) if t > now + self.tolerance => t - self.tolerance,
+            _ => now,
+        }
+    }
+
     /// Counts an event at `now`; returns false if it exceeded the limit
     /// (it is counted anyway, so persistent offenders stay limited).
     pub fn record(&self, tat: &mut Option<Instant>, now: Instant) -> bool {

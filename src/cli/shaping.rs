@@ -1,0 +1,79 @@
+//! `tern shaping show`: the limits a domain's mail gets from a source, and
+//! the layer each comes from. Resolves the domain's MX hosts with the
+//! configured resolver (or takes them from `--mx`) to find its site and
+//! provider, as delivery would.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::dns::resolver::HickoryResolver;
+use crate::dns::route::Router;
+use crate::shaping::Shaper;
+
+/// Prints the effective shaping of `domain` from `source` (default: the
+/// first source of the default pool).
+pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str>) -> ExitCode {
+    let domain = domain.to_ascii_lowercase();
+    let source = source.map(str::to_owned).or_else(|| {
+        let pool = config
+            .pools
+            .iter()
+            .find(|p| p.name == config.delivery.default_pool)?;
+        pool.sources.first().map(|m| m.source.clone())
+    });
+    let Some(source) = source else {
+        eprintln!("tern: no source given and the default pool has none");
+        return ExitCode::FAILURE;
+    };
+    if !config.sources.iter().any(|s| s.name == source) {
+        eprintln!("tern: no [[source]] is named {source:?}");
+        return ExitCode::FAILURE;
+    }
+    let site = match mx {
+        Some(list) => {
+            let mut hosts: Vec<String> = list
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            hosts.join(",")
+        }
+        None => match resolve_site(config, &domain) {
+            Ok(site) => site,
+            Err(e) => {
+                eprintln!("tern: cannot route {domain}: {e} (give the MX hosts with --mx)");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let plan = Shaper::new(config).plan(&source, &site, &domain);
+    println!("domain    {domain}");
+    println!("site      {site}");
+    println!(
+        "provider  {}",
+        plan.provider.as_deref().unwrap_or("(none matched)")
+    );
+    println!("source    {source}");
+    if plan.own_domain.is_some() {
+        println!("paths     of its own ([[shaping.domain]]), apart from the site's other domains");
+    }
+    print!("{}", plan.describe());
+    ExitCode::SUCCESS
+}
+
+fn resolve_site(config: &Config, domain: &str) -> Result<String, String> {
+    let resolver = HickoryResolver::new(&config.dns)?;
+    let router = Router::new(config, Arc::new(resolver));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(router.route(domain))
+        .map(|r| r.site.to_string())
+        .map_err(|e| match e {
+            crate::dns::route::RouteError::Permanent { text, .. }
+            | crate::dns::route::RouteError::Transient { text, .. } => text,
+        })
+}

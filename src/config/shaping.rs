@@ -1,0 +1,242 @@
+//! `[shaping]`: how fast Tern sends to each destination, in layers.
+//!
+//! Every egress path (source x destination site) gets its limits from, in
+//! order, later winning: the defaults in `[delivery]`; the provider whose
+//! MX host suffix matches the site (`[[shaping.provider]]`); that
+//! provider's entry for the path's source (`[[shaping.provider.source]]`);
+//! the recipient domain (`[[shaping.domain]]`, which also gives the domain
+//! paths of its own, apart from its site); and the source
+//! (`[[shaping.source]]`). Besides these per-path limits, a provider, a
+//! domain and a source may have `total` limits, shared by every path they
+//! cover. `tern shaping show` prints the result for a domain and source.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::load::{Issue, Key, KeyPath, at};
+use super::values::{Duration, Rate};
+use crate::dns::name;
+
+/// Limits of one egress path; an unset field is inherited from the layer
+/// before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathLimitsConfig {
+    /// Connections open at once.
+    pub connection_limit: Option<u32>,
+    /// New connections, as a rate (`"60/m"`).
+    pub connection_rate: Option<Rate>,
+    /// Messages sent, as a rate (`"300/m,burst=20"`).
+    pub message_rate: Option<Rate>,
+    /// Messages per connection before it is closed.
+    pub max_messages_per_connection: Option<u32>,
+    /// Recipients per transaction.
+    pub max_recipients_per_transaction: Option<u32>,
+    /// An idle connection closes after this.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Limits shared by every path a scope covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotalLimitsConfig {
+    /// Connections open at once, over all its paths.
+    pub connection_limit: Option<u32>,
+    /// New connections over all its paths, as a rate.
+    pub connection_rate: Option<Rate>,
+    /// Messages over all its paths, as a rate.
+    pub message_rate: Option<Rate>,
+}
+
+impl TotalLimitsConfig {
+    /// True when no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.connection_limit.is_none()
+            && self.connection_rate.is_none()
+            && self.message_rate.is_none()
+    }
+}
+
+/// `[[shaping.provider]]`: a receiving provider, recognized by the suffix
+/// of its MX host names; its limits apply to every site and domain it
+/// hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// Its name, for logs and `tern shaping show`.
+    pub name: String,
+    /// MX host name suffixes, such as `".google.com"`; the longest suffix
+    /// matching any MX host of a site picks the provider.
+    pub mx_suffixes: Vec<String>,
+    /// Limits of each path to it.
+    pub per_path: PathLimitsConfig,
+    /// Limits over all paths to it.
+    pub total: TotalLimitsConfig,
+    /// Per-path limits for paths from one source (a warming or a
+    /// reputable IP, say).
+    #[serde(rename = "source")]
+    pub sources: Vec<ProviderSourceConfig>,
+}
+
+/// `[[shaping.provider.source]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderSourceConfig {
+    /// A `[[source]]` name.
+    pub source: String,
+    /// Its paths' limits to this provider.
+    pub per_path: PathLimitsConfig,
+}
+
+/// `[[shaping.domain]]`: a recipient domain treated apart from its site:
+/// its mail travels on paths of its own with these limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainShapingConfig {
+    /// The domain (ASCII, lowercase or not).
+    pub domain: String,
+    /// Limits of each of its paths.
+    pub per_path: PathLimitsConfig,
+    /// Limits over all its paths (all sources).
+    pub total: TotalLimitsConfig,
+}
+
+/// `[[shaping.source]]`: one source's overrides and totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceShapingConfig {
+    /// A `[[source]]` name.
+    pub source: String,
+    /// Limits of each of its paths (the last layer: they win).
+    pub per_path: PathLimitsConfig,
+    /// Limits over all its paths: the IP's total, whatever the destination.
+    pub total: TotalLimitsConfig,
+}
+
+/// `[shaping]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShapingConfig {
+    /// A file of further `[[provider]]` entries (such as the shipped
+    /// `config/shaping.toml`), relative to this config file's directory;
+    /// entries here with the same name replace the file's.
+    pub include: Option<PathBuf>,
+    /// Providers.
+    #[serde(rename = "provider")]
+    pub providers: Vec<ProviderConfig>,
+    /// Domains with paths and limits of their own.
+    #[serde(rename = "domain")]
+    pub domains: Vec<DomainShapingConfig>,
+    /// Per-source overrides and totals.
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceShapingConfig>,
+}
+
+/// The include file: `[[provider]]` entries only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersFile {
+    /// Providers.
+    #[serde(rename = "provider")]
+    pub providers: Vec<ProviderConfig>,
+}
+
+fn validate_path_limits(l: &PathLimitsConfig, key: Vec<Key>, issues: &mut Vec<Issue>) {
+    let zero = |v: Option<u32>| v == Some(0);
+    for (field, bad) in [
+        ("connection_limit", zero(l.connection_limit)),
+        (
+            "max_messages_per_connection",
+            zero(l.max_messages_per_connection),
+        ),
+        (
+            "max_recipients_per_transaction",
+            zero(l.max_recipients_per_transaction),
+        ),
+    ] {
+        if bad {
+            issues.push(Issue::new(key.clone().field(field), "must be at least 1"));
+        }
+    }
+}
+
+impl ShapingConfig {
+    /// Checks names, suffixes and references; `sources` are the configured
+    /// `[[source]]` names.
+    pub(super) fn validate(&self, sources: &[&str], issues: &mut Vec<Issue>) {
+        validate_providers(
+            &self.providers,
+            at("shaping").field("provider"),
+            sources,
+            issues,
+        );
+        for (i, d) in self.domains.iter().enumerate() {
+            let key = at("shaping").field("domain").index(i);
+            if !name::is_hostname(&d.domain) || d.domain.ends_with('.') {
+                issues.push(Issue::new(
+                    key.clone().field("domain"),
+                    format!("{:?} is not an ASCII domain name", d.domain),
+                ));
+            }
+            if self.domains[..i]
+                .iter()
+                .any(|o| o.domain.eq_ignore_ascii_case(&d.domain))
+            {
+                issues.push(Issue::new(key.clone().field("domain"), "listed twice"));
+            }
+            validate_path_limits(&d.per_path, key.field("per_path"), issues);
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = at("shaping").field("source").index(i);
+            if !sources.contains(&s.source.as_str()) {
+                issues.push(Issue::new(
+                    key.clone().field("source"),
+                    format!("no [[source]] is named {:?}", s.source),
+                ));
+            }
+            validate_path_limits(&s.per_path, key.field("per_path"), issues);
+        }
+    }
+}
+
+/// Checks a list of providers (from the config or the include file).
+pub(super) fn validate_providers(
+    providers: &[ProviderConfig],
+    base: Vec<Key>,
+    sources: &[&str],
+    issues: &mut Vec<Issue>,
+) {
+    for (i, p) in providers.iter().enumerate() {
+        let key = base.clone().index(i);
+        if p.name.is_empty() {
+            issues.push(Issue::new(key.clone().field("name"), "must not be empty"));
+        }
+        if p.mx_suffixes.is_empty() {
+            issues.push(Issue::new(
+                key.clone().field("mx_suffixes"),
+                "must list at least one MX host suffix, such as \".google.com\"",
+            ));
+        }
+        for (j, s) in p.mx_suffixes.iter().enumerate() {
+            let bare = s.strip_prefix('.').unwrap_or(s);
+            if !name::is_hostname(bare) || bare.ends_with('.') {
+                issues.push(Issue::new(
+                    key.clone().field("mx_suffixes").index(j),
+                    format!("{s:?} is not a host name suffix"),
+                ));
+            }
+        }
+        validate_path_limits(&p.per_path, key.clone().field("per_path"), issues);
+        for (j, s) in p.sources.iter().enumerate() {
+            let k = key.clone().field("source").index(j);
+            if !sources.contains(&s.source.as_str()) {
+                issues.push(Issue::new(
+                    k.clone().field("source"),
+                    format!("no [[source]] is named {:?}", s.source),
+                ));
+            }
+            validate_path_limits(&s.per_path, k.field("per_path"), issues);
+        }
+    }
+}

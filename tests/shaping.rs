@@ -1,0 +1,172 @@
+//! Traffic shaping end to end: limits from `[shaping]` hold at the sinks.
+//! Rates are per minute and the test moves Tern's clock a minute at a time
+//! (`skip`), so each arrival can be tied to the jump that allowed it: a
+//! path, a provider over two sites, and a source over two sites never send
+//! faster than their rate, and a provider's connection limit holds across
+//! its sites.
+
+mod common;
+
+use std::time::Duration;
+
+use common::net::{Net, Tern, WAIT, ZONE, skip, submit, until};
+use common::sink::{Sink, SinkOptions};
+use tern::config::{
+    Config, PathLimitsConfig, ProviderConfig, SourceShapingConfig, TotalLimitsConfig,
+};
+
+const BIGMAIL: &str = "
+d1 IN MX 10 mx1.bigmail
+mx1.bigmail IN A {net}.10
+d2 IN MX 10 mx2.bigmail
+mx2.bigmail IN A {net}.11
+";
+
+fn provider(name: &str, suffix: &str) -> ProviderConfig {
+    ProviderConfig {
+        name: name.into(),
+        mx_suffixes: vec![suffix.into()],
+        ..ProviderConfig::default()
+    }
+}
+
+fn rate(s: &str) -> Option<tern::config::values::Rate> {
+    Some(s.parse().unwrap())
+}
+
+/// Messages counted at `sinks` in all.
+fn arrived(sinks: &[&Sink]) -> usize {
+    sinks.iter().map(|s| s.received().len()).sum()
+}
+
+/// Waits (real time) until `n` messages arrived, then checks that no more
+/// come in a further 300 ms: the limit holds until the clock moves.
+async fn exactly(sinks: &[&Sink], n: usize) {
+    assert!(
+        until(WAIT, || arrived(sinks) >= n).await,
+        "only {} of {n} arrived",
+        arrived(sinks)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(arrived(sinks), n, "more than the rate allows");
+}
+
+/// Submits one message to each address.
+async fn send_each(tern: &Tern, to: &[&str]) {
+    for (i, rcpt) in to.iter().enumerate() {
+        let body = format!("Subject: {i}\r\n\r\nshaped\r\n");
+        let r = submit(tern.addr, "app@shop.test", &[rcpt], body.as_bytes()).await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+}
+
+/// `burst` at once, then one per minute of Tern's clock, up to `total`.
+async fn one_per_minute(sinks: &[&Sink], burst: usize, total: usize) {
+    exactly(sinks, burst).await;
+    for n in burst + 1..=total {
+        skip(Duration::from_secs(61)).await;
+        exactly(sinks, n).await;
+    }
+}
+
+#[tokio::test]
+async fn a_path_never_exceeds_its_message_rate() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let mut cfg: Config = net.config();
+    let mut p = provider("alpha", ".alpha.test");
+    p.per_path.message_rate = rate("1/m,burst=2");
+    cfg.shaping.providers.push(p);
+    let tern = Tern::start(cfg).await;
+    send_each(
+        &tern,
+        &[
+            "a@alpha.test",
+            "b@alpha.test",
+            "c@alpha.test",
+            "d@alpha.test",
+        ],
+    )
+    .await;
+    one_per_minute(&[&mx], 2, 4).await;
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_rate_holds_across_its_sites_and_domains() {
+    let net = Net::new(&format!("{ZONE}{BIGMAIL}")).await;
+    let (mx1, mx2) = (net.sink(10).await, net.sink(11).await);
+    let mut cfg = net.config();
+    let mut p = provider("bigmail", "bigmail.test");
+    p.total.message_rate = rate("1/m,burst=1");
+    cfg.shaping.providers.push(p);
+    let tern = Tern::start(cfg).await;
+    send_each(&tern, &["a@d1.test", "b@d2.test", "c@d1.test", "d@d2.test"]).await;
+    one_per_minute(&[&mx1, &mx2], 1, 4).await;
+    assert!(!mx1.received().is_empty() && !mx2.received().is_empty());
+    tern.stop().await;
+    mx1.stop().await;
+    mx2.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_total_holds_across_sites() {
+    let net = Net::new(ZONE).await;
+    let (alpha, sender) = (net.sink(10).await, net.sink(13).await);
+    let mut cfg = net.config();
+    cfg.shaping.sources.push(SourceShapingConfig {
+        source: "a".into(),
+        per_path: PathLimitsConfig::default(),
+        total: TotalLimitsConfig {
+            message_rate: rate("1/m,burst=1"),
+            ..TotalLimitsConfig::default()
+        },
+    });
+    let tern = Tern::start(cfg).await;
+    send_each(&tern, &["a@alpha.test", "b@sender.test", "c@sender.test"]).await;
+    one_per_minute(&[&alpha, &sender], 1, 3).await;
+    tern.stop().await;
+    alpha.stop().await;
+    sender.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_connection_limit_holds_across_its_sites() {
+    let net = Net::new(&format!("{ZONE}{BIGMAIL}")).await;
+    let held = SinkOptions {
+        hold: true,
+        ..SinkOptions::default()
+    };
+    let (mx1, mx2) = (net.sink_with(10, held).await, net.sink(11).await);
+    let mut cfg = net.config();
+    let mut p = provider("bigmail", ".bigmail.test");
+    p.total.connection_limit = Some(1);
+    cfg.shaping.providers.push(p);
+    let tern = Tern::start(cfg).await;
+    send_each(&tern, &["a@d1.test"]).await;
+    assert!(until(WAIT, || mx1.connections() == 1).await);
+    send_each(&tern, &["b@d2.test"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        mx2.connections(),
+        0,
+        "the provider's only connection is in use"
+    );
+    mx1.release();
+    exactly(&[&mx1], 1).await;
+    assert_eq!(
+        mx2.connections(),
+        0,
+        "the idle connection still holds the slot"
+    );
+    skip(Duration::from_secs(11)).await; // idle_timeout: the connection closes
+    exactly(&[&mx2], 1).await;
+    tern.stop().await;
+    mx1.stop().await;
+    mx2.stop().await;
+    net.stop().await;
+}
