@@ -170,3 +170,59 @@ async fn a_provider_connection_limit_holds_across_its_sites() {
     mx2.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_dead_site_pauses_its_path_and_defers_without_connecting() {
+    let net = Net::new(ZONE).await;
+    let refusing = SinkOptions {
+        refuse: true,
+        ..SinkOptions::default()
+    };
+    let mx = net.sink_with(10, refusing).await;
+    let mut cfg = net.config();
+    cfg.delivery.dead_site_failures = 2;
+    cfg.delivery.dead_site_pause = tern::config::values::Duration::from_secs(120);
+    let tern = Tern::start(cfg).await;
+    let deferrals = |n: usize| {
+        let path = net.dir.path().join("deliveries.jsonl");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("\"transient_failure\""))
+            .count()
+            >= n
+    };
+    // Two refused connections (one per message) pause the path.
+    for (i, rcpt) in ["a@alpha.test", "b@alpha.test"].iter().enumerate() {
+        send_each(&tern, &[rcpt]).await;
+        assert!(until(WAIT, || mx.connections() == i + 1).await);
+    }
+    assert!(until(WAIT, || deferrals(2)).await, "both deferred");
+    // Paused: the next message is deferred without a connection.
+    send_each(&tern, &["c@alpha.test"]).await;
+    assert!(until(WAIT, || deferrals(3)).await, "deferred while paused");
+    assert_eq!(mx.connections(), 2, "no connection during the pause");
+
+    // The retries come due after the pause: one connection tries again,
+    // fails, and pauses the path anew for the others.
+    skip(Duration::from_secs(700)).await;
+    assert!(
+        until(WAIT, || deferrals(6)).await,
+        "all retried and deferred"
+    );
+    assert_eq!(mx.connections(), 3, "one probe after the pause");
+    tern.stop().await;
+    mx.stop().await;
+    let log = net.log();
+    let paused: Vec<&str> = log
+        .iter()
+        .filter(|r| r["type"] == "transient_failure")
+        .filter_map(|r| r["reply"].as_str())
+        .filter(|r| r.contains("paused after"))
+        .collect();
+    assert!(!paused.is_empty(), "{log:#?}");
+    assert!(
+        !log.iter().any(|r| r["type"] == "bounce"),
+        "nothing bounces"
+    );
+    net.stop().await;
+}

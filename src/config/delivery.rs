@@ -98,6 +98,13 @@ pub struct DeliveryConfig {
     pub max_recipients_per_transaction: u32,
     /// An idle connection is closed after this long.
     pub idle_timeout: Duration,
+    /// After this many consecutive failed connections (no host answered,
+    /// or all refused), an egress path pauses: its mail is deferred
+    /// without connecting until `dead_site_pause` is over (never bounced).
+    pub dead_site_failures: u32,
+    /// How long a path paused by `dead_site_failures` waits before it
+    /// tries again (one connection; success ends the pause).
+    pub dead_site_pause: Duration,
     /// Messages being delivered at once (a bound on memory and sockets).
     pub max_in_flight: u32,
     /// Delay before the first retry of a deferred recipient; later delays
@@ -125,6 +132,8 @@ impl Default for DeliveryConfig {
             max_messages_per_connection: 100,
             max_recipients_per_transaction: 100,
             idle_timeout: Duration::from_secs(10),
+            dead_site_failures: 3,
+            dead_site_pause: Duration::from_secs(300),
             max_in_flight: 10_000,
             retry_first: Duration::from_secs(300),
             retry_max: Duration::from_secs(3600),
@@ -177,6 +186,7 @@ impl DeliveryConfig {
                 self.max_recipients_per_transaction,
             ),
             ("max_in_flight", self.max_in_flight),
+            ("dead_site_failures", self.dead_site_failures),
         ] {
             if v == 0 {
                 issues.push(Issue::new(key(name), "must be at least 1"));

@@ -35,6 +35,10 @@ pub struct PathLimitsConfig {
     pub max_recipients_per_transaction: Option<u32>,
     /// An idle connection closes after this.
     pub idle_timeout: Option<Duration>,
+    /// Consecutive failed connections that pause the path.
+    pub dead_site_failures: Option<u32>,
+    /// How long such a pause lasts.
+    pub dead_site_pause: Option<Duration>,
 }
 
 /// Limits shared by every path a scope covers.
@@ -154,6 +158,7 @@ fn validate_path_limits(l: &PathLimitsConfig, key: Vec<Key>, issues: &mut Vec<Is
             "max_recipients_per_transaction",
             zero(l.max_recipients_per_transaction),
         ),
+        ("dead_site_failures", zero(l.dead_site_failures)),
     ] {
         if bad {
             issues.push(Issue::new(key.clone().field(field), "must be at least 1"));

@@ -36,6 +36,10 @@ struct State {
     idle: u32,
     /// Workers holding an open connection.
     connected: u32,
+    /// Consecutive failed connections (reset by a successful one).
+    failures: u32,
+    /// Set while the path is paused after `dead_site_failures` failures.
+    paused_until: Option<tokio::time::Instant>,
 }
 
 /// One egress path.
@@ -74,6 +78,8 @@ impl Path {
                 workers: 0,
                 idle: 0,
                 connected: 0,
+                failures: 0,
+                paused_until: None,
             }),
             ready: tokio::sync::Notify::new(),
             stopped: AtomicBool::new(false),
@@ -85,11 +91,34 @@ impl Path {
     }
 
     /// Queues a job; starts a worker if none is idle and the limit allows.
+    /// While the path is paused (a dead site), the job is deferred at once.
     pub fn push(self: &Arc<Self>, svc: &Arc<Delivery>, job: Job) {
         let spawn = {
             let mut st = self.state();
+            let now = tokio::time::Instant::now();
+            if let Some(until) = st.paused_until.filter(|u| *u > now) {
+                let failures = st.failures;
+                drop(st);
+                let reply = local_reply(
+                    451,
+                    [4, 4, 1],
+                    format!(
+                        "{} paused after {failures} failed connections; next try in {}s",
+                        self.site,
+                        (until - now).as_secs()
+                    ),
+                );
+                defer_jobs(self, vec![job], &reply);
+                return;
+            }
             st.jobs.push_back(job);
-            let spawn = st.idle == 0 && st.workers < self.plan.limits.connection_limit;
+            // After a pause, a single connection probes the site; the jobs
+            // wait behind it (deferred with it if it fails too).
+            let limit = match st.failures >= self.plan.limits.dead_site_failures {
+                true => 1,
+                false => self.plan.limits.connection_limit,
+            };
+            let spawn = st.idle == 0 && st.workers < limit;
             if spawn {
                 st.workers += 1;
             }
@@ -195,6 +224,27 @@ impl Path {
         pace(&rates).await;
     }
 
+    /// Counts a failed connection; pauses the path after
+    /// `dead_site_failures` in a row.
+    fn connection_failed(&self, reply: &RemoteReply) {
+        let limits = &self.plan.limits;
+        let mut st = self.state();
+        st.failures = st.failures.saturating_add(1);
+        let now = tokio::time::Instant::now();
+        let paused = st.paused_until.is_some_and(|u| u > now);
+        if st.failures >= limits.dead_site_failures && !paused {
+            st.paused_until = Some(now + limits.dead_site_pause);
+            tracing::warn!(
+                source = %self.source.name,
+                site = %self.site,
+                failures = st.failures,
+                pause_s = limits.dead_site_pause.as_secs(),
+                last = %reply,
+                "egress path paused: its site does not answer; its mail is deferred until the pause ends"
+            );
+        }
+    }
+
     fn retire(&self) {
         self.state().workers -= 1;
     }
@@ -226,7 +276,11 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
             leases = path.connection_slot().await;
             match connect(svc, path, &job.route).await {
                 Ok(c) => {
-                    path.state().connected += 1;
+                    let mut st = path.state();
+                    st.connected += 1;
+                    st.failures = 0;
+                    st.paused_until = None;
+                    drop(st);
                     conn = Some(c);
                 }
                 Err(ConnectFailure::Bind) => {
@@ -241,6 +295,7 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
                 }
                 Err(ConnectFailure::Unreachable(reply)) => {
                     leases.clear();
+                    path.connection_failed(&reply);
                     defer_unreachable(path, job, &reply);
                     continue;
                 }
@@ -275,6 +330,11 @@ fn defer_unreachable(path: &Path, job: Job, reply: &RemoteReply) {
     if path.state().connected == 0 {
         jobs.extend(path.take_all());
     }
+    defer_jobs(path, jobs, reply);
+}
+
+/// Defers every recipient of `jobs` with `reply`.
+fn defer_jobs(path: &Path, jobs: Vec<Job>, reply: &RemoteReply) {
     for job in jobs {
         let outcomes = job
             .rcpts

@@ -35,6 +35,10 @@ pub struct PathLimits {
     pub max_recipients_per_transaction: u32,
     /// Idle connections close after this.
     pub idle_timeout: Duration,
+    /// Consecutive failed connections that pause the path.
+    pub dead_site_failures: u32,
+    /// How long that pause lasts.
+    pub dead_site_pause: Duration,
 }
 
 /// The layer a value came from.
@@ -55,6 +59,10 @@ pub struct Origins {
     pub max_recipients_per_transaction: Origin,
     /// See [`PathLimits`].
     pub idle_timeout: Origin,
+    /// See [`PathLimits`].
+    pub dead_site_failures: Origin,
+    /// See [`PathLimits`].
+    pub dead_site_pause: Origin,
 }
 
 /// What a path runs with.
@@ -154,6 +162,8 @@ impl Shaper {
                 max_messages_per_connection: d.max_messages_per_connection,
                 max_recipients_per_transaction: d.max_recipients_per_transaction,
                 idle_timeout: d.idle_timeout.get(),
+                dead_site_failures: d.dead_site_failures,
+                dead_site_pause: d.dead_site_pause.get(),
             },
             providers: s.providers.iter().map(provider).collect(),
             domains: s
@@ -216,7 +226,9 @@ impl Shaper {
             message_rate: defaults.clone(),
             max_messages_per_connection: defaults.clone(),
             max_recipients_per_transaction: defaults.clone(),
-            idle_timeout: defaults,
+            idle_timeout: defaults.clone(),
+            dead_site_failures: defaults.clone(),
+            dead_site_pause: defaults,
         };
         let mut scopes = Vec::new();
         let provider = self.provider(site);
@@ -290,6 +302,14 @@ fn apply(layer: &PathLimitsConfig, name: &str, l: &mut PathLimits, o: &mut Origi
         l.idle_timeout = v.get();
         set(&mut o.idle_timeout);
     }
+    if let Some(v) = layer.dead_site_failures {
+        l.dead_site_failures = v;
+        set(&mut o.dead_site_failures);
+    }
+    if let Some(v) = layer.dead_site_pause {
+        l.dead_site_pause = v.get();
+        set(&mut o.dead_site_pause);
+    }
 }
 
 impl Plan {
@@ -325,6 +345,16 @@ impl Plan {
                 "idle_timeout",
                 crate::config::values::Duration(l.idle_timeout).to_string(),
                 &o.idle_timeout,
+            ),
+            (
+                "dead_site_failures",
+                l.dead_site_failures.to_string(),
+                &o.dead_site_failures,
+            ),
+            (
+                "dead_site_pause",
+                crate::config::values::Duration(l.dead_site_pause).to_string(),
+                &o.dead_site_pause,
             ),
         ];
         let mut out = String::from("per path:\n");

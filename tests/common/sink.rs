@@ -54,6 +54,8 @@ pub enum StartTls {
 pub struct SinkOptions {
     /// Wait this long before the banner.
     pub banner_delay: Option<Duration>,
+    /// Greet with `421 4.3.2` and close: a site that refuses everyone.
+    pub refuse: bool,
     /// Recipients accepted per transaction; further ones get 452 4.5.3.
     pub max_rcpts: Option<usize>,
     /// STARTTLS, if offered.
@@ -230,6 +232,13 @@ fn session(
     Box::pin(async move {
         let mut r = BufReader::new(stream);
         let mut commands = Vec::new();
+        if opts.refuse {
+            let _ = r
+                .get_mut()
+                .write_all(b"421 4.3.2 sink.test refuses\r\n")
+                .await;
+            return;
+        }
         if !tls {
             let _ = r.get_mut().write_all(b"220 sink.test ESMTP\r\n").await;
         }
