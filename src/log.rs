@@ -31,6 +31,9 @@ pub enum Kind {
     Bounce,
     /// Undelivered when `max_age` ran out; bounced.
     Expiration,
+    /// A shaping rule suspended a path, source, site or provider (the
+    /// message is the one whose reply triggered it).
+    Suspension,
 }
 
 /// One line of the delivery log. Every field that does not apply is left
@@ -89,6 +92,15 @@ pub struct Record {
     /// signature, `none` (no key for its domains) or `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dkim: Option<String>,
+    /// For a suspension: the rule, what it suspends, and until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// See `rule`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// See `rule` (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 impl Record {
@@ -113,6 +125,9 @@ impl Record {
             attempts: None,
             queue_time_ms: None,
             dkim: None,
+            rule: None,
+            target: None,
+            until: None,
         }
     }
 }

@@ -226,3 +226,76 @@ async fn a_dead_site_pauses_its_path_and_defers_without_connecting() {
     );
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_matching_reply_suspends_the_path_for_its_duration_then_mail_resumes() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let mut cfg = net.config();
+    cfg.shaping.rules.push(tern::config::RuleConfig {
+        name: "busy".into(),
+        codes: vec![450],
+        enhanced: Some("4.2.".into()),
+        text: Some("(?i)mailbox busy".into()),
+        scope: tern::config::RuleScope::Path,
+        duration: Some(tern::config::values::Duration::from_secs(120)),
+        ..tern::config::RuleConfig::default()
+    });
+    let tern = Tern::start(cfg).await;
+    // The sink answers "450 4.2.0 mailbox busy" for tempfail@: the rule
+    // suspends the path.
+    send_each(&tern, &["tempfail@alpha.test"]).await;
+    assert!(until(WAIT, || mx.tries("tempfail@alpha.test") == 1).await);
+    let actions = net.dir.path().join("shaping-actions.json");
+    assert!(
+        until(WAIT, || actions.exists()).await,
+        "the action is recorded"
+    );
+    let list = tern::shaping::rules::read_state(&actions).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].rule, "busy");
+    assert!(list[0].reply.contains("450 4.2.0"), "{:?}", list[0]);
+
+    // While suspended, other mail on the path is deferred unsent.
+    send_each(&tern, &["ok@alpha.test"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mx.tries("ok@alpha.test"), 0, "nothing sent while suspended");
+    assert!(mx.received().is_empty());
+
+    // Past the suspension and the retry delay, mail flows again.
+    skip(Duration::from_secs(700)).await;
+    exactly(&[&mx], 1).await;
+    tern.stop().await;
+    mx.stop().await;
+    let log = net.log();
+    let suspension = log
+        .iter()
+        .find(|r| r["type"] == "suspension")
+        .expect("logged");
+    assert_eq!(suspension["rule"], "busy");
+    assert!(
+        suspension["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("path a -> ")
+    );
+    assert!(
+        suspension["queue_id"]
+            .as_str()
+            .is_some_and(|q| !q.is_empty())
+    );
+    let deferred_unsent = log.iter().any(|r| {
+        r["type"] == "transient_failure"
+            && r["recipient"] == "ok@alpha.test"
+            && r["reply"]
+                .as_str()
+                .unwrap_or("")
+                .contains("suspended by rule busy")
+    });
+    assert!(deferred_unsent, "{log:#?}");
+    assert!(
+        !log.iter().any(|r| r["type"] == "bounce"),
+        "nothing bounces"
+    );
+    net.stop().await;
+}

@@ -152,3 +152,69 @@ fn check_config_reports_shaping_mistakes_in_either_file() {
         "{err}"
     );
 }
+
+#[test]
+fn actions_lists_the_suspensions_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("t.toml");
+    let log = dir.path().join("deliveries.jsonl");
+    std::fs::write(
+        &config,
+        format!("[log]\ndeliveries = \"{}\"\n", log.display()),
+    )
+    .unwrap();
+    let (ok, out, _) = run(tern().args(["shaping", "actions", "--config"]).arg(&config));
+    assert!(ok && out.contains("no automatic actions in force"), "{out}");
+    let action = |target: &str, end: &str| {
+        format!(
+            r#"{{"target":{target},"rule":"busy","reply":"450 4.2.0 mailbox busy","start":"2026-01-01T00:00:00.000Z","end":"{end}"}}"#
+        )
+    };
+    let state = format!(
+        "[{},{}]",
+        action(r#"{"provider":"big"}"#, "2999-01-01T00:00:00.000Z"),
+        action(r#"{"source":"ip1"}"#, "2001-01-01T00:00:00.000Z")
+    );
+    std::fs::write(dir.path().join("shaping-actions.json"), state).unwrap();
+    let (ok, out, err) = run(tern().args(["shaping", "actions", "--config"]).arg(&config));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("provider big: suspended by rule busy"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("source ip1"),
+        "an ended action is not listed: {out}"
+    );
+}
+
+#[test]
+fn check_config_reports_bad_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("t.toml");
+    std::fs::write(
+        &config,
+        "[[shaping.rule]]\nname = \"a\"\ntext = \"(unclosed\"\n[[shaping.rule]]\nname = \"b\"\ncodes = [250]\nduration = \"1m\"\n[[shaping.rule]]\nname = \"c\"\nduration = \"1m\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(tern().arg("check-config").arg(&config));
+    assert!(!ok);
+    for e in [
+        "shaping.rule[0].text: not a valid regular expression",
+        "shaping.rule[0].duration: must be set",
+        "shaping.rule[1].codes[0]: 250 is not a 4xx or 5xx reply code",
+        "shaping.rule[2].codes: a rule needs codes, enhanced or text to match on",
+    ] {
+        assert!(err.contains(e), "missing {e:?} in\n{err}");
+    }
+    std::fs::write(
+        &config,
+        "[[shaping.rule]]\nname = \"d\"\ncodes = [421]\nprovider = \"nobody\"\nduration = \"1m\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(tern().arg("check-config").arg(&config));
+    assert!(
+        !ok && err.contains("no [[shaping.provider]] is named \"nobody\""),
+        "{err}"
+    );
+}

@@ -77,6 +77,14 @@ enum ShapingCommand {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// List the automatic actions (suspensions by reply rules) in force in
+    /// the running daemon, from the state file it keeps beside the
+    /// delivery log.
+    Actions {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +132,12 @@ pub fn main(cli: Cli) -> ExitCode {
                 },
         } => match load_or_report(&config) {
             Some(c) => shaping::show(&c, &domain, source.as_deref(), mx.as_deref()),
+            None => ExitCode::FAILURE,
+        },
+        Command::Shaping {
+            command: ShapingCommand::Actions { config },
+        } => match load_or_report(&config) {
+            Some(c) => shaping::actions(&c),
             None => ExitCode::FAILURE,
         },
     }

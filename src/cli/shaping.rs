@@ -77,3 +77,32 @@ fn resolve_site(config: &Config, domain: &str) -> Result<String, String> {
             | crate::dns::route::RouteError::Transient { text, .. } => text,
         })
 }
+
+/// Prints the automatic actions in force, from the daemon's state file.
+pub fn actions(config: &Config) -> ExitCode {
+    let Some(path) = crate::shaping::actions_file(config) else {
+        eprintln!("tern: the delivery log is off, so no actions file is kept");
+        return ExitCode::FAILURE;
+    };
+    let list = match crate::shaping::rules::read_state(&path) {
+        Ok(list) => list,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            eprintln!("tern: cannot read {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = crate::clock::rfc3339(std::time::SystemTime::now());
+    let active: Vec<_> = list.into_iter().filter(|a| a.end > now).collect();
+    if active.is_empty() {
+        println!("no automatic actions in force");
+    }
+    for a in active {
+        println!(
+            "{}: suspended by rule {} from {} until {}",
+            a.target, a.rule, a.start, a.end
+        );
+        println!("    after: {}", a.reply);
+    }
+    ExitCode::SUCCESS
+}

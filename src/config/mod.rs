@@ -37,7 +37,7 @@ pub use queue::{DurabilityMode, QueueConfig};
 pub use server::{LogConfig, ServerConfig};
 pub use shaping::{
     DomainShapingConfig, PathLimitsConfig, ProviderConfig, ProviderSourceConfig, ProvidersFile,
-    ShapingConfig, SourceShapingConfig, TotalLimitsConfig,
+    RuleAction, RuleConfig, RuleScope, ShapingConfig, SourceShapingConfig, TotalLimitsConfig,
 };
 
 /// The whole configuration.
@@ -121,7 +121,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let mut config = parsed.finish(issues)?;
     if let Some(include) = config.shaping.include.clone() {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let providers = load_providers(&dir.join(include), &config)?;
+        let (providers, rules) = load_providers(&dir.join(include), &config)?;
+        config.shaping.rules.extend(rules);
         let mut merged: Vec<ProviderConfig> = providers
             .into_iter()
             .filter(|p| !config.shaping.providers.iter().any(|o| o.name == p.name))
@@ -129,11 +130,39 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         merged.append(&mut config.shaping.providers);
         config.shaping.providers = merged;
     }
+    check_rule_providers(path, &config)?;
     Ok(config)
 }
 
-/// Reads a shaping include file: `[[provider]]` entries.
-fn load_providers(path: &Path, config: &Config) -> Result<Vec<ProviderConfig>, ConfigErrors> {
+/// Every rule's `provider` names a provider (known only once the include
+/// file is merged, so reported by key without a line).
+fn check_rule_providers(path: &Path, config: &Config) -> Result<(), ConfigErrors> {
+    let errors: Vec<ConfigError> = config
+        .shaping
+        .rules
+        .iter()
+        .filter_map(|r| {
+            let p = r.provider.as_ref()?;
+            let known = config.shaping.providers.iter().any(|q| &q.name == p);
+            (!known).then(|| ConfigError {
+                file: path.to_owned(),
+                position: None,
+                key: format!("rule {:?}: provider", r.name),
+                message: format!("no [[shaping.provider]] is named {p:?}"),
+            })
+        })
+        .collect();
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Reads a shaping include file: `[[provider]]` and `[[rule]]` entries.
+fn load_providers(
+    path: &Path,
+    config: &Config,
+) -> Result<(Vec<ProviderConfig>, Vec<RuleConfig>), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -151,7 +180,11 @@ fn load_providers(path: &Path, config: &Config) -> Result<Vec<ProviderConfig>, C
         &sources,
         &mut issues,
     );
-    Ok(parsed.finish(issues)?.providers)
+    for (i, r) in parsed.value.rules.iter().enumerate() {
+        shaping::validate_rule(r, load::KeyPath::index(load::at("rule"), i), &mut issues);
+    }
+    let file = parsed.finish(issues)?;
+    Ok((file.providers, file.rules))
 }
 
 impl Config {
@@ -238,7 +271,7 @@ impl Config {
             dkim.push("off (no [[dkim.key]])".into());
         }
         format!(
-            "hostname   {}\nlisteners  {}\nspool      {} ({} durability, {} segments, {} free-space reserve)\nlog level  {}\ndkim       {}\nshaping    {} providers, {} domains, {} sources",
+            "hostname   {}\nlisteners  {}\nspool      {} ({} durability, {} segments, {} free-space reserve)\nlog level  {}\ndkim       {}\nshaping    {} providers, {} domains, {} sources, {} rules",
             self.server.hostname,
             listeners.join(", "),
             self.queue.path.display(),
@@ -250,6 +283,7 @@ impl Config {
             self.shaping.providers.len(),
             self.shaping.domains.len(),
             self.shaping.sources.len(),
+            self.shaping.rules.len(),
         )
     }
 }

@@ -135,15 +135,69 @@ pub struct ShapingConfig {
     /// Per-source overrides and totals.
     #[serde(rename = "source")]
     pub sources: Vec<SourceShapingConfig>,
+    /// Reactions to the receivers' replies, tried in order (first match).
+    #[serde(rename = "rule")]
+    pub rules: Vec<RuleConfig>,
 }
 
-/// The include file: `[[provider]]` entries only.
+/// What a rule does when a reply matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// Stop sending to the scope for `duration`; its mail is deferred
+    /// (never bounced) and resumes by itself.
+    #[default]
+    Suspend,
+}
+
+/// The scope a rule's action applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleScope {
+    /// The egress path (this source to this site).
+    #[default]
+    Path,
+    /// The source, to every destination.
+    Source,
+    /// The site, from every source.
+    Site,
+    /// The provider (every site it hosts), from every source.
+    Provider,
+}
+
+/// `[[shaping.rule]]`: a reply that means "slow down" or "stop".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    /// Its name, for logs and the list of actions.
+    pub name: String,
+    /// Reply codes it matches (empty: any 4xx or 5xx).
+    pub codes: Vec<u16>,
+    /// Enhanced status code prefix it matches, such as `"4.7."`.
+    pub enhanced: Option<String>,
+    /// A regular expression the reply text must match, such as
+    /// `"(?i)rate limited|TSS04"`.
+    pub text: Option<String>,
+    /// Only for sites of this provider (a `[[shaping.provider]]` name).
+    pub provider: Option<String>,
+    /// What to do.
+    pub action: RuleAction,
+    /// To what.
+    pub scope: RuleScope,
+    /// For how long.
+    pub duration: Option<Duration>,
+}
+
+/// The include file: `[[provider]]` and `[[rule]]` entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProvidersFile {
     /// Providers.
     #[serde(rename = "provider")]
     pub providers: Vec<ProviderConfig>,
+    /// Rules, tried after the config file's own.
+    #[serde(rename = "rule")]
+    pub rules: Vec<RuleConfig>,
 }
 
 fn validate_path_limits(l: &PathLimitsConfig, key: Vec<Key>, issues: &mut Vec<Issue>) {
@@ -192,6 +246,9 @@ impl ShapingConfig {
             }
             validate_path_limits(&d.per_path, key.field("per_path"), issues);
         }
+        for (i, r) in self.rules.iter().enumerate() {
+            validate_rule(r, at("shaping").field("rule").index(i), issues);
+        }
         for (i, s) in self.sources.iter().enumerate() {
             let key = at("shaping").field("source").index(i);
             if !sources.contains(&s.source.as_str()) {
@@ -202,6 +259,50 @@ impl ShapingConfig {
             }
             validate_path_limits(&s.per_path, key.field("per_path"), issues);
         }
+    }
+}
+
+pub(super) fn validate_rule(r: &RuleConfig, key: Vec<Key>, issues: &mut Vec<Issue>) {
+    if r.name.is_empty() {
+        issues.push(Issue::new(key.clone().field("name"), "must not be empty"));
+    }
+    if r.codes.is_empty() && r.enhanced.is_none() && r.text.is_none() {
+        issues.push(Issue::new(
+            key.clone().field("codes"),
+            "a rule needs codes, enhanced or text to match on",
+        ));
+    }
+    for (i, c) in r.codes.iter().enumerate() {
+        if !(400..600).contains(c) {
+            issues.push(Issue::new(
+                key.clone().field("codes").index(i),
+                format!("{c} is not a 4xx or 5xx reply code"),
+            ));
+        }
+    }
+    if let Some(e) = &r.enhanced
+        && !e
+            .split('.')
+            .all(|p| p.is_empty() || p.parse::<u16>().is_ok())
+    {
+        issues.push(Issue::new(
+            key.clone().field("enhanced"),
+            format!("{e:?} is not an enhanced status code prefix such as \"4.7.\""),
+        ));
+    }
+    if let Some(t) = &r.text
+        && let Err(e) = regex::Regex::new(t)
+    {
+        issues.push(Issue::new(
+            key.clone().field("text"),
+            format!("not a valid regular expression: {e}"),
+        ));
+    }
+    if r.duration.is_none() {
+        issues.push(Issue::new(
+            key.field("duration"),
+            "must be set, such as \"30m\"",
+        ));
     }
 }
 

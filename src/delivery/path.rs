@@ -61,8 +61,9 @@ pub(crate) struct Path {
 enum ConnectFailure {
     /// The source address cannot be bound: not the destination's fault.
     Bind,
-    /// No host answered (or all refused): defer with this reply.
-    Unreachable(RemoteReply),
+    /// No host answered (or all refused): defer with this reply; the last
+    /// refusal a host itself sent, if any, is matched against the rules.
+    Unreachable(RemoteReply, Option<RemoteReply>),
 }
 
 impl Path {
@@ -96,6 +97,11 @@ impl Path {
         let spawn = {
             let mut st = self.state();
             let now = tokio::time::Instant::now();
+            if let Some(reply) = st.jobs.is_empty().then(|| self.suspension(svc)).flatten() {
+                drop(st);
+                defer_jobs(self, vec![job], &reply);
+                return;
+            }
             if let Some(until) = st.paused_until.filter(|u| *u > now) {
                 let failures = st.failures;
                 drop(st);
@@ -224,6 +230,70 @@ impl Path {
         pace(&rates).await;
     }
 
+    /// The deferral reply while a shaping rule suspends this path (or its
+    /// source, site or provider).
+    fn suspension(&self, svc: &Delivery) -> Option<RemoteReply> {
+        let s = svc.settings.shaper.actions.suspended(
+            &self.source.name,
+            &self.site,
+            self.plan.provider.as_deref(),
+        )?;
+        Some(local_reply(451, [4, 7, 0], s.why))
+    }
+
+    /// Matches a receiver's refusal against the shaping rules and starts
+    /// the action of the first that matches.
+    fn react(&self, svc: &Delivery, reply: &RemoteReply, job: &Job) {
+        use crate::config::RuleScope;
+        use crate::shaping::rules::Target;
+        let shaper = &svc.settings.shaper;
+        let provider = self.plan.provider.as_deref();
+        let Some(rule) = shaper
+            .rules
+            .matching(reply.code, reply.esc, &reply.text, provider)
+        else {
+            return;
+        };
+        let target = match (rule.scope, provider) {
+            (RuleScope::Path, _) => {
+                Target::Path(self.source.name.to_string(), self.site.to_string())
+            }
+            (RuleScope::Source, _) => Target::Source(self.source.name.to_string()),
+            (RuleScope::Provider, Some(p)) => Target::Provider(p.to_owned()),
+            (RuleScope::Site | RuleScope::Provider, _) => Target::Site(self.site.to_string()),
+        };
+        let now = svc.clock.system_time();
+        let Some(action) = shaper
+            .actions
+            .suspend(target, rule, &reply.to_string(), now)
+        else {
+            return;
+        };
+        let id = job.attempt.info.id;
+        tracing::warn!(queue_id = %id, rule = %action.rule, target = %action.target, until = %action.end, reply = %action.reply, "shaping rule: suspended");
+        let mut r = crate::log::Record::new(
+            crate::log::Kind::Suspension,
+            now,
+            id.to_string(),
+            job.attempt.info.envelope.sender.to_string(),
+        );
+        r.site = Some(self.site.to_string());
+        r.source = Some(self.source.name.to_string());
+        r.reply = Some(action.reply);
+        r.rule = Some(action.rule);
+        r.target = Some(action.target.to_string());
+        r.until = Some(action.end);
+        svc.log.write(&r);
+    }
+
+    /// A connection opened: the site answers again.
+    fn connected(&self) {
+        let mut st = self.state();
+        st.connected += 1;
+        st.failures = 0;
+        st.paused_until = None;
+    }
+
     /// Counts a failed connection; pauses the path after
     /// `dead_site_failures` in a row.
     fn connection_failed(&self, reply: &RemoteReply) {
@@ -263,6 +333,10 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
     let mut sent = 0;
     let mut leases = Vec::new();
     while let Some(job) = path.next().await {
+        if let Some(reply) = path.suspension(svc) {
+            defer_jobs(path, vec![job], &reply);
+            continue;
+        }
         if conn
             .as_ref()
             .is_some_and(|c| job.route.tls == TlsPolicy::Required && !c.tls)
@@ -276,11 +350,7 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
             leases = path.connection_slot().await;
             match connect(svc, path, &job.route).await {
                 Ok(c) => {
-                    let mut st = path.state();
-                    st.connected += 1;
-                    st.failures = 0;
-                    st.paused_until = None;
-                    drop(st);
+                    path.connected();
                     conn = Some(c);
                 }
                 Err(ConnectFailure::Bind) => {
@@ -293,24 +363,19 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
                     path.retire();
                     return;
                 }
-                Err(ConnectFailure::Unreachable(reply)) => {
+                Err(ConnectFailure::Unreachable(reply, remote)) => {
                     leases.clear();
                     path.connection_failed(&reply);
+                    if let Some(r) = &remote {
+                        path.react(svc, r, &job);
+                    }
                     defer_unreachable(path, job, &reply);
                     continue;
                 }
             }
         }
-        path.message_slot().await;
         let c = conn.as_mut().expect("connected above");
-        let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
-        let (outcomes, reusable) = deliver(c, &job, max_rcpts).await;
-        let host = Some((c.host.clone(), c.peer));
-        let outcomes = outcomes
-            .into_iter()
-            .map(|o| with_path(o, path, host.clone()))
-            .collect();
-        job.attempt.job_done(outcomes).await;
+        let reusable = send_job(svc, path, c, job).await;
         sent += 1;
         if !reusable || sent >= path.plan.limits.max_messages_per_connection {
             path.close(conn.take(), reusable).await;
@@ -319,6 +384,25 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
         }
     }
     path.close(conn.take(), true).await;
+}
+
+/// Sends one job over an open connection, within the path's message
+/// rates; reacts to a refusal; records the outcomes. Returns whether the
+/// connection can be reused.
+async fn send_job(svc: &Arc<Delivery>, path: &Path, c: &mut Connection, job: Job) -> bool {
+    path.message_slot().await;
+    let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
+    let (outcomes, reusable) = deliver(c, &job, max_rcpts).await;
+    if let Some(o) = outcomes.iter().find(|o| o.verdict != Verdict::Delivered) {
+        path.react(svc, &o.reply, &job);
+    }
+    let host = Some((c.host.clone(), c.peer));
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| with_path(o, path, host.clone()))
+        .collect();
+    job.attempt.job_done(outcomes).await;
+    reusable
 }
 
 /// No host of the site answered: defers this job and, unless another
@@ -364,6 +448,7 @@ fn with_path(mut o: Outcome, path: &Path, host: Option<(String, std::net::Socket
 async fn connect(svc: &Delivery, path: &Path, route: &Route) -> Result<Connection, ConnectFailure> {
     let timeouts = &svc.settings.timeouts;
     let mut last = None;
+    let mut remote = None;
     for host in &route.hosts {
         for addr in host
             .addrs
@@ -391,6 +476,9 @@ async fn connect(svc: &Delivery, path: &Path, route: &Route) -> Result<Connectio
                     return Err(ConnectFailure::Bind);
                 }
                 Err(e) => {
+                    if let ClientError::Rejected { reply, .. } = &e {
+                        remote = Some(reply.clone());
+                    }
                     tracing::debug!(host = %host.name, %addr, error = %e, "host unavailable; trying the next");
                     last = Some(format!("{} [{}]: {e}", host.name, addr.ip()));
                 }
@@ -403,11 +491,12 @@ async fn connect(svc: &Delivery, path: &Path, route: &Route) -> Result<Connectio
             route.site, path.source.name
         )
     });
-    Err(ConnectFailure::Unreachable(local_reply(
+    let reply = local_reply(
         451,
         [4, 4, 1],
         format!("no answer from any host of {}: {why}", route.site),
-    )))
+    );
+    Err(ConnectFailure::Unreachable(reply, remote))
 }
 
 /// Delivers a job over an open connection, in transactions of at most

@@ -10,6 +10,7 @@
 
 pub mod limiter;
 pub mod rate;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use crate::config::values::Rate;
 use crate::config::{Config, PathLimitsConfig, ProviderConfig};
 pub use limiter::{Limiter, Scope, pace};
+pub use rules::{Actions, Rules};
 
 /// The limits of one egress path, all resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +95,23 @@ struct Layered {
     total: Option<Arc<Scope>>,
 }
 
+/// Where `tern run` keeps the automatic actions in force (beside the
+/// delivery log), and where `tern shaping actions` reads them.
+pub fn actions_file(config: &Config) -> Option<std::path::PathBuf> {
+    let log = &config.log.deliveries;
+    (!log.as_os_str().is_empty()).then(|| {
+        log.parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("shaping-actions.json")
+    })
+}
+
 /// The shaping of a running Tern, built once from the config.
 pub struct Shaper {
+    /// Reply rules.
+    pub rules: Rules,
+    /// Automatic actions in force.
+    pub actions: Actions,
     defaults: PathLimits,
     providers: Vec<Provider>,
     domains: HashMap<String, Layered>,
@@ -155,6 +172,8 @@ impl Shaper {
         let d = &config.delivery;
         let s = &config.shaping;
         Self {
+            rules: Rules::new(&s.rules),
+            actions: Actions::new(actions_file(config)),
             defaults: PathLimits {
                 connection_limit: d.connection_limit,
                 connection_rate: None,

@@ -1,0 +1,346 @@
+//! Reactions to the receivers: `[[shaping.rule]]` entries matched against
+//! SMTP replies, and the automatic actions they start (suspensions of a
+//! path, a source, a site or a provider), each kept with the rule, the
+//! reply that triggered it and its end, so that operators can see (and,
+//! with the admin API, cancel) them. Actions end by themselves.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::config::{RuleConfig, RuleScope};
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// Its name.
+    pub name: Arc<str>,
+    codes: Vec<u16>,
+    enhanced: Option<String>,
+    text: Option<Regex>,
+    provider: Option<String>,
+    /// What it suspends.
+    pub scope: RuleScope,
+    /// For how long.
+    pub duration: Duration,
+}
+
+impl Rule {
+    fn new(c: &RuleConfig) -> Self {
+        Self {
+            name: c.name.as_str().into(),
+            codes: c.codes.clone(),
+            enhanced: c.enhanced.clone(),
+            // Checked at config load; an invalid one matches nothing.
+            text: c.text.as_deref().and_then(|t| Regex::new(t).ok()),
+            provider: c.provider.clone(),
+            scope: c.scope,
+            duration: c.duration.map_or(Duration::from_secs(600), |d| d.get()),
+        }
+    }
+
+    /// Does a reply (code, enhanced code, text) from a site of `provider`
+    /// match? Only 4xx and 5xx replies ever do.
+    pub fn matches(&self, code: u16, esc: [u8; 3], text: &str, provider: Option<&str>) -> bool {
+        if !(400..600).contains(&code) {
+            return false;
+        }
+        if self.provider.is_some() && self.provider.as_deref() != provider {
+            return false;
+        }
+        if !self.codes.is_empty() && !self.codes.contains(&code) {
+            return false;
+        }
+        if let Some(prefix) = &self.enhanced {
+            // Whole parts: "4.7." and "4.7" match 4.7.x; "4.7.2" only 4.7.2.
+            let parts = prefix.split('.').filter(|p| !p.is_empty());
+            let same = parts
+                .zip(esc)
+                .all(|(p, e)| p.parse::<u16>().is_ok_and(|p| p == u16::from(e)));
+            if esc == [0, 0, 0] || !same {
+                return false;
+            }
+        }
+        self.text.as_ref().is_none_or(|re| re.is_match(text))
+    }
+}
+
+/// The rules, in order.
+#[derive(Debug, Default)]
+pub struct Rules(Vec<Rule>);
+
+impl Rules {
+    /// From the config.
+    pub fn new(rules: &[RuleConfig]) -> Self {
+        Self(rules.iter().map(Rule::new).collect())
+    }
+
+    /// The first rule matching the reply.
+    pub fn matching(
+        &self,
+        code: u16,
+        esc: [u8; 3],
+        text: &str,
+        provider: Option<&str>,
+    ) -> Option<&Rule> {
+        self.0.iter().find(|r| r.matches(code, esc, text, provider))
+    }
+}
+
+/// What an action applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// One egress path: (source, site).
+    Path(String, String),
+    /// A source, everywhere.
+    Source(String),
+    /// A site, from every source.
+    Site(String),
+    /// A provider.
+    Provider(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Path(source, site) => write!(f, "path {source} -> {site}"),
+            Target::Source(s) => write!(f, "source {s}"),
+            Target::Site(s) => write!(f, "site {s}"),
+            Target::Provider(p) => write!(f, "provider {p}"),
+        }
+    }
+}
+
+/// An automatic action in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// What is suspended.
+    pub target: Target,
+    /// The rule that started it.
+    pub rule: String,
+    /// The reply that triggered it.
+    pub reply: String,
+    /// When it started (RFC 3339).
+    pub start: String,
+    /// When it ends (RFC 3339).
+    pub end: String,
+    #[serde(skip)]
+    until: Option<Instant>,
+}
+
+/// The actions in force, shared by every path; written to a state file
+/// (when one is given) each time they change, for `tern shaping actions`.
+#[derive(Debug, Default)]
+pub struct Actions {
+    active: Mutex<HashMap<Target, Action>>,
+    state_file: Option<PathBuf>,
+}
+
+/// Where a path stands: the suspension that stops it, if any.
+pub struct Suspended {
+    /// When it ends.
+    pub until: Instant,
+    /// Why, for the deferral reply.
+    pub why: String,
+}
+
+impl Actions {
+    /// No actions; changes are written to `state_file`, if any.
+    pub fn new(state_file: Option<PathBuf>) -> Self {
+        Self {
+            active: Mutex::new(HashMap::new()),
+            state_file,
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Target, Action>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts (or extends) a suspension of `target` by `rule`; returns the
+    /// action when it is new.
+    pub fn suspend(
+        &self,
+        target: Target,
+        rule: &Rule,
+        reply: &str,
+        now: SystemTime,
+    ) -> Option<Action> {
+        let until = Instant::now() + rule.duration;
+        let action = Action {
+            target: target.clone(),
+            rule: rule.name.to_string(),
+            reply: reply.chars().take(300).collect(),
+            start: crate::clock::rfc3339(now),
+            end: crate::clock::rfc3339(now + rule.duration),
+            until: Some(until),
+        };
+        let mut active = self.active();
+        let fresh = active
+            .get(&target)
+            .is_none_or(|a| a.until.is_none_or(|u| u <= Instant::now()));
+        if !fresh {
+            return None; // already suspended: the first trigger's end stands
+        }
+        active.insert(target, action.clone());
+        let snapshot: Vec<Action> = active.values().cloned().collect();
+        drop(active);
+        self.write(&snapshot);
+        Some(action)
+    }
+
+    /// The suspension in force for a path from `source` to `site` of
+    /// `provider`, if any (checked for the path, the source, the site and
+    /// the provider).
+    pub fn suspended(&self, source: &str, site: &str, provider: Option<&str>) -> Option<Suspended> {
+        let mut active = self.active();
+        if active.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let before = active.len();
+        active.retain(|_, a| a.until.is_some_and(|u| u > now));
+        let changed = active.len() != before;
+        let mut targets = vec![
+            Target::Path(source.into(), site.into()),
+            Target::Source(source.into()),
+            Target::Site(site.into()),
+        ];
+        targets.extend(provider.map(|p| Target::Provider(p.into())));
+        let found = targets
+            .iter()
+            .find_map(|t| active.get(t))
+            .map(|a| Suspended {
+                until: a.until.unwrap_or(now),
+                why: format!(
+                    "{} suspended by rule {} until {} after: {}",
+                    a.target, a.rule, a.end, a.reply
+                ),
+            });
+        if changed {
+            let snapshot: Vec<Action> = active.values().cloned().collect();
+            drop(active);
+            self.write(&snapshot);
+        }
+        found
+    }
+
+    /// The actions in force now.
+    pub fn list(&self) -> Vec<Action> {
+        let now = Instant::now();
+        self.active()
+            .values()
+            .filter(|a| a.until.is_some_and(|u| u > now))
+            .cloned()
+            .collect()
+    }
+
+    /// Writes the state file (a temporary file renamed over it).
+    fn write(&self, actions: &[Action]) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(actions).unwrap_or_default();
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the shaping actions file");
+        }
+    }
+}
+
+/// Reads a state file written by [`Actions`], for `tern shaping actions`.
+pub fn read_state(path: &std::path::Path) -> std::io::Result<Vec<Action>> {
+    let text = std::fs::read_to_string(path)?;
+    serde_json::from_str(&text).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::values::Duration as Span;
+
+    fn rule(f: impl FnOnce(&mut RuleConfig)) -> Rule {
+        let mut c = RuleConfig {
+            name: "r".into(),
+            duration: Some(Span::from_secs(60)),
+            ..RuleConfig::default()
+        };
+        f(&mut c);
+        Rule::new(&c)
+    }
+
+    #[test]
+    fn rules_match_on_code_enhanced_prefix_text_and_provider() {
+        let r = rule(|c| {
+            c.codes = vec![421];
+            c.enhanced = Some("4.7.".into());
+            c.text = Some("(?i)unusual rate".into());
+        });
+        assert!(r.matches(
+            421,
+            [4, 7, 28],
+            "Our system has detected an UNUSUAL RATE",
+            None
+        ));
+        assert!(!r.matches(451, [4, 7, 28], "unusual rate", None), "code");
+        assert!(!r.matches(421, [4, 2, 0], "unusual rate", None), "enhanced");
+        assert!(
+            !r.matches(421, [0, 0, 0], "unusual rate", None),
+            "no enhanced code"
+        );
+        assert!(!r.matches(421, [4, 7, 28], "mailbox full", None), "text");
+        let exact = rule(|c| c.enhanced = Some("4.7.2".into()));
+        assert!(exact.matches(421, [4, 7, 2], "", None));
+        assert!(
+            !exact.matches(421, [4, 7, 28], "", None),
+            "4.7.2 is not a prefix of 4.7.28"
+        );
+        let yahoo = rule(|c| {
+            c.text = Some("TSS04".into());
+            c.provider = Some("yahoo".into());
+        });
+        assert!(yahoo.matches(421, [4, 7, 0], "[TSS04] deferred", Some("yahoo")));
+        assert!(!yahoo.matches(421, [4, 7, 0], "[TSS04] deferred", Some("gmail")));
+        assert!(
+            !yahoo.matches(250, [2, 0, 0], "TSS04", Some("yahoo")),
+            "never a 2xx"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspension_covers_its_target_and_ends_by_itself() {
+        let actions = Actions::new(None);
+        let r = rule(|c| c.text = Some("x".into()));
+        let now = SystemTime::now();
+        let a = actions.suspend(Target::Provider("big".into()), &r, "421 x", now);
+        assert!(a.is_some());
+        assert!(
+            actions
+                .suspend(Target::Provider("big".into()), &r, "421 x", now)
+                .is_none(),
+            "not twice"
+        );
+        let s = actions
+            .suspended("ip1", "mx.big.example", Some("big"))
+            .expect("suspended");
+        assert!(
+            s.why.contains("provider big suspended by rule r"),
+            "{}",
+            s.why
+        );
+        assert!(actions.suspended("ip1", "mx.other.example", None).is_none());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(
+            actions
+                .suspended("ip1", "mx.big.example", Some("big"))
+                .is_none()
+        );
+        assert!(actions.list().is_empty());
+    }
+}
