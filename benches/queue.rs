@@ -91,6 +91,7 @@ fn message(body: &Bytes, i: u64, rcpts: u64) -> NewMessage {
         },
         arrival: now,
         first_attempt: now,
+        priority: queue::DEFAULT_PRIORITY,
         body: body.clone(),
     }
 }

@@ -202,6 +202,7 @@ pub fn session_context(
             let r = UserRouting {
                 pool: u.pool.clone(),
                 tenant: u.tenant.clone(),
+                priority: u.priority,
             };
             (u.name.clone(), r)
         })
@@ -226,6 +227,15 @@ pub fn session_context(
                 .collect(),
         ),
         dkim: services.dkim.clone(),
+        priority: l.priority,
+        priority_header: config.delivery.priority_header.clone(),
+        tenant_priorities: Arc::new(
+            config
+                .tenants
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), t.priority?)))
+                .collect(),
+        ),
     };
     Ok(SessionContext {
         hostname: config.server.hostname.clone(),

@@ -55,6 +55,7 @@ fn fill_spool(spool: &Path, recipients: &[&[&str]]) {
             },
             arrival: Timestamp::now(),
             first_attempt: Timestamp::now(),
+            priority: queue::DEFAULT_PRIORITY,
             body: Bytes::from(format!("Subject: {n}\r\n\r\nhello\r\n")),
         };
         rt.block_on(q.enqueue(msg)).unwrap();

@@ -125,6 +125,7 @@ async fn the_pool_comes_from_the_header_else_the_tenant_and_the_header_is_stripp
     cfg.tenants.push(tern::config::TenantConfig {
         name: "shop".into(),
         pool: Some("b-only".into()),
+        priority: None,
     });
     cfg.listeners[0].tenant = Some("shop".into());
     cfg.listeners[0].pool = Some("default".into());

@@ -299,3 +299,45 @@ async fn a_matching_reply_suspends_the_path_for_its_duration_then_mail_resumes()
     );
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_high_priority_message_overtakes_a_bulk_backlog_on_its_path() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let mut cfg = net.config();
+    cfg.delivery.priority_header = Some("X-Tern-Priority".into());
+    cfg.listeners[0].priority = Some(tern::config::Priority::Bulk);
+    let mut p = provider("alpha", ".alpha.test");
+    p.per_path.message_rate = rate("1/m,burst=1");
+    cfg.shaping.providers.push(p);
+    let tern = Tern::start(cfg).await;
+    // Three campaign messages (the listener's class), then a password reset.
+    send_each(&tern, &["c1@alpha.test", "c2@alpha.test", "c3@alpha.test"]).await;
+    exactly(&[&mx], 1).await; // the burst: c1
+    let reset = b"X-Tern-Priority: high\r\nSubject: reset\r\n\r\nyour code\r\n";
+    let r = submit(tern.addr, "app@shop.test", &["user@alpha.test"], reset).await;
+    assert!(r.starts_with("250"), "{r}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 2..=4 {
+        skip(Duration::from_secs(61)).await;
+        exactly(&[&mx], n).await;
+    }
+    let order: Vec<String> = mx.received().iter().map(|m| m.rcpts[0].clone()).collect();
+    assert_eq!(
+        order,
+        [
+            "c1@alpha.test",
+            "user@alpha.test",
+            "c2@alpha.test",
+            "c3@alpha.test"
+        ]
+    );
+    let reset = &mx.received()[1];
+    assert!(
+        !common::net::text(&reset.data).contains("X-Tern-Priority"),
+        "the header is removed"
+    );
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

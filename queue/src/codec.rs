@@ -11,9 +11,11 @@
 //! ```
 //!
 //! Kinds:
-//! - `1` message: id u64, arrival u64 (ms), sender, meta, recipient count,
-//!   per recipient its address, parameters and status, then the body as the
-//!   rest of the payload;
+//! - `4` message: id u64, arrival u64 (ms), priority u8, sender, meta,
+//!   recipient count, per recipient its address, parameters and status,
+//!   then the body as the rest of the payload;
+//! - `1` message as written before priorities: the same without the
+//!   priority byte (read as [`DEFAULT_PRIORITY`]; never written now);
 //! - `2` status: id u64, then per changed recipient its index and status;
 //! - `3` remove: id u64, reason u8.
 //!
@@ -28,8 +30,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::types::{
-    Envelope, EnvelopeRecipient, MAX_REPLY_LEN, MessageId, RecipientState, RecipientStatus,
-    Timestamp,
+    DEFAULT_PRIORITY, Envelope, EnvelopeRecipient, LOWEST_PRIORITY, MAX_REPLY_LEN, MessageId,
+    RecipientState, RecipientStatus, Timestamp,
 };
 
 /// Marks the start of every record.
@@ -42,6 +44,7 @@ pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
 pub(crate) const KIND_MESSAGE: u8 = 1;
 pub(crate) const KIND_STATUS: u8 = 2;
 pub(crate) const KIND_REMOVE: u8 = 3;
+pub(crate) const KIND_MESSAGE_PRIORITY: u8 = 4;
 
 /// Most recipients one message may have in the spool format.
 pub(crate) const MAX_RECIPIENTS: usize = 1_000_000;
@@ -152,7 +155,7 @@ const STATUS_LEN_MAX: usize = 13 + MAX_REPLY_LEN;
 /// its current statuses).
 pub(crate) fn encode_message(
     id: MessageId,
-    arrival: Timestamp,
+    (arrival, priority): (Timestamp, u8),
     env: &Envelope,
     statuses: &[RecipientStatus],
     body: Bytes,
@@ -166,9 +169,10 @@ pub(crate) fn encode_message(
             .iter()
             .map(|r| r.address.len() + r.params.len() + 17)
             .sum::<usize>();
-    let mut head = begin(KIND_MESSAGE, estimate);
+    let mut head = begin(KIND_MESSAGE_PRIORITY, estimate);
     head.extend_from_slice(&id.as_u64().to_le_bytes());
     head.extend_from_slice(&arrival.as_millis().to_le_bytes());
+    head.push(priority.min(LOWEST_PRIORITY));
     put_str16(&mut head, env.sender.as_bytes());
     head.extend_from_slice(&(env.meta.len() as u32).to_le_bytes());
     head.extend_from_slice(&env.meta);
@@ -285,6 +289,7 @@ fn get_status(
 pub(crate) struct MessageRecord {
     pub id: MessageId,
     pub arrival: Timestamp,
+    pub priority: u8,
     pub envelope: Envelope,
     pub statuses: Box<[RecipientStatus]>,
     pub body_offset: u32,
@@ -316,7 +321,8 @@ pub(crate) fn decode(
         pos: 0,
     };
     match r.u8()? {
-        KIND_MESSAGE => decode_message(&mut r, replies).map(Record::Message),
+        KIND_MESSAGE => decode_message(&mut r, replies, false).map(Record::Message),
+        KIND_MESSAGE_PRIORITY => decode_message(&mut r, replies, true).map(Record::Message),
         KIND_STATUS => {
             let id = MessageId::from_u64(r.u64()?);
             let n = r.u32()? as usize;
@@ -343,9 +349,14 @@ pub(crate) fn decode(
 fn decode_message(
     r: &mut Reader<'_>,
     replies: &mut dyn ReplyInterner,
+    with_priority: bool,
 ) -> Result<MessageRecord, DecodeError> {
     let id = MessageId::from_u64(r.u64()?);
     let arrival = Timestamp::from_millis(r.u64()?);
+    let priority = match with_priority {
+        true => r.u8()?.min(LOWEST_PRIORITY),
+        false => DEFAULT_PRIORITY,
+    };
     let sender = r.str16()?.into();
     let meta_len = r.u32()? as usize;
     let meta = r.take(meta_len)?.into();
@@ -367,6 +378,7 @@ fn decode_message(
     Ok(MessageRecord {
         id,
         arrival,
+        priority,
         envelope: Envelope {
             sender,
             meta,
@@ -458,7 +470,7 @@ mod tests {
         let bytes = sealed(
             encode_message(
                 MessageId::from_u64(7),
-                Timestamp::from_millis(3),
+                (Timestamp::from_millis(3), 2),
                 &env,
                 &st,
                 body.clone(),
@@ -474,8 +486,31 @@ mod tests {
         };
         assert_eq!(m.id, MessageId::from_u64(7));
         assert_eq!(m.arrival, Timestamp::from_millis(3));
+        assert_eq!(m.priority, 2);
         assert_eq!(m.envelope, env);
         assert_eq!(&*m.statuses, &st[..]);
+        assert_eq!(&bytes[m.body_offset as usize..], &body[..]);
+
+        // A record written before priorities existed (kind 1: no priority
+        // byte) still reads, at the default priority.
+        let mut head = encode_message(
+            MessageId::from_u64(7),
+            (Timestamp::from_millis(3), 2),
+            &env,
+            &st,
+            body.clone(),
+        )
+        .head;
+        head[RECORD_HEADER_LEN] = KIND_MESSAGE;
+        head.remove(RECORD_HEADER_LEN + 17); // the priority byte
+        let bytes = sealed(finish(head, body.clone()), 99);
+        let Check::Valid { payload, .. } = check_record(&bytes, 99) else {
+            panic!("invalid old record")
+        };
+        let Record::Message(m) = decode(payload, &mut Interner::default()).unwrap() else {
+            panic!("kind")
+        };
+        assert_eq!((m.priority, m.envelope), (DEFAULT_PRIORITY, env));
         assert_eq!(&bytes[m.body_offset as usize..], &body[..]);
     }
 

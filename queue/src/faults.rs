@@ -71,6 +71,7 @@ mod tests {
             },
             arrival: Timestamp::from_millis(n),
             first_attempt: Timestamp::from_millis(n),
+            priority: crate::types::DEFAULT_PRIORITY,
             body: Bytes::from(format!("Subject: {n}\r\n\r\nx\r\n")),
         }
     }

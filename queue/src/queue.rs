@@ -109,13 +109,19 @@ impl Queue {
         let n = msg.envelope.recipients.len();
         let statuses: Box<[RecipientStatus]> =
             vec![RecipientStatus::pending(msg.first_attempt); n].into();
-        let rec =
-            codec::encode_message(id, msg.arrival, &msg.envelope, &statuses, msg.body.clone());
+        let priority = msg.priority.min(crate::types::LOWEST_PRIORITY);
+        let rec = codec::encode_message(
+            id,
+            (msg.arrival, priority),
+            &msg.envelope,
+            &statuses,
+            msg.body.clone(),
+        );
         let op = Op::Insert {
             id,
             env: Arc::new(msg.envelope),
             statuses,
-            arrival: msg.arrival,
+            arrival: (msg.arrival, priority),
             body: msg.body,
         };
         self.submit(op, Some(rec)).await.map(|_| id)

@@ -246,8 +246,14 @@ impl Replay {
                     len: total as u32,
                     body_offset: m.body_offset,
                 };
-                self.index
-                    .apply_full(m.id, Arc::new(m.envelope), m.statuses, m.arrival, loc, None);
+                self.index.apply_full(
+                    m.id,
+                    Arc::new(m.envelope),
+                    m.statuses,
+                    (m.arrival, m.priority),
+                    loc,
+                    None,
+                );
             }
             Ok(Record::Status(s)) => {
                 self.max_id = self.max_id.max(s.id.as_u64());

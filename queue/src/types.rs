@@ -214,10 +214,18 @@ pub struct NewMessage {
     pub arrival: Timestamp,
     /// When the recipients are first due for delivery (normally `arrival`).
     pub first_attempt: Timestamp,
+    /// Delivery priority, 0 (first) to [`LOWEST_PRIORITY`]; messages due at
+    /// once are taken in priority order ([`DEFAULT_PRIORITY`] normally).
+    pub priority: u8,
     /// The message content as it will be sent (headers and body, CRLF line
     /// ends). Shared, never copied by the queue.
     pub body: Bytes,
 }
+
+/// The lowest delivery priority (higher numbers are clamped to it).
+pub const LOWEST_PRIORITY: u8 = 3;
+/// The priority of messages that were given none.
+pub const DEFAULT_PRIORITY: u8 = 1;
 
 /// A snapshot of one queued message's metadata (never its body).
 #[derive(Clone, Debug)]
@@ -232,6 +240,8 @@ pub struct MessageInfo {
     pub statuses: Vec<RecipientStatus>,
     /// Size of the body in bytes.
     pub body_len: u64,
+    /// Delivery priority (0 first).
+    pub priority: u8,
     /// True while the message is handed out by [`crate::Queue::take_due`]
     /// and not yet updated or released.
     pub in_flight: bool,

@@ -9,7 +9,8 @@ use std::path::Path;
 use common::{body, message, open, raw_record, records, runtime, salt, segments};
 use queue::{MessageId, Queue};
 
-const KIND_MESSAGE: u8 = 1;
+/// A message record (with its priority byte) in the documented layout.
+const KIND_MESSAGE: u8 = 4;
 
 /// Enqueues `n` messages and closes the queue; returns their ids.
 fn fill(dir: &Path, n: u64) -> Vec<MessageId> {

@@ -332,3 +332,22 @@ fn record_keeps_the_message_in_flight_until_update() {
         UpdateOutcome::Removed
     );
 }
+
+#[test]
+fn priorities_order_due_messages_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    let bulk = rt.block_on(q.enqueue(message(1, 1))).unwrap();
+    let mut urgent = message(2, 1);
+    urgent.priority = 0;
+    urgent.first_attempt = Timestamp::from_millis(urgent.first_attempt.as_millis() + 5);
+    let urgent = rt.block_on(q.enqueue(urgent)).unwrap();
+    q.close();
+    drop(q);
+    let (q, _) = open(dir.path());
+    let now = Timestamp::from_millis(message(1, 1).first_attempt.as_millis() + 10);
+    let due = q.take_due(now, 10);
+    let order: Vec<(MessageId, u8)> = due.iter().map(|m| (m.id, m.priority)).collect();
+    assert_eq!(order, [(urgent, 0), (bulk, queue::DEFAULT_PRIORITY)]);
+}

@@ -33,6 +33,9 @@ pub struct UserConfig {
     pub pool: Option<String>,
     /// The tenant this user's mail belongs to (default: the listener's).
     pub tenant: Option<String>,
+    /// The priority class of this user's mail (default: its tenant's, else
+    /// the listener's).
+    pub priority: Option<super::Priority>,
 }
 
 impl Default for AuthConfig {

@@ -77,6 +77,41 @@ impl Default for ClientTimeouts {
     }
 }
 
+/// A message's delivery priority class: due messages are taken, and jobs
+/// leave their egress path, in this order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Transactional mail that must not wait (password resets, order
+    /// confirmations).
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Less urgent.
+    Low,
+    /// Campaigns: anything else goes first.
+    Bulk,
+}
+
+impl Priority {
+    /// The queue's priority number (0 first).
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    /// The class named `s` (case-insensitive), for the priority header.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "high" => Some(Self::High),
+            "normal" => Some(Self::Normal),
+            "low" => Some(Self::Low),
+            "bulk" => Some(Self::Bulk),
+            _ => None,
+        }
+    }
+}
+
 /// `[delivery]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +121,9 @@ pub struct DeliveryConfig {
     /// A header naming the pool to send from (for example "X-Tern-Pool");
     /// removed from the message at intake. Unset: not used.
     pub pool_header: Option<String>,
+    /// A header naming the message's priority class (for example
+    /// "X-Tern-Priority: high"); removed at intake. Unset: not used.
+    pub priority_header: Option<String>,
     /// TCP port of MX hosts.
     pub port: u16,
     /// STARTTLS: "off", "opportunistic" or "required".
@@ -126,6 +164,7 @@ impl Default for DeliveryConfig {
         Self {
             default_pool: "default".into(),
             pool_header: None,
+            priority_header: None,
             port: 25,
             tls: TlsPolicy::Opportunistic,
             connection_limit: 10,
@@ -167,13 +206,18 @@ impl DeliveryConfig {
                 format!("no [[pool]] is named {:?}", self.default_pool),
             ));
         }
-        if let Some(h) = &self.pool_header
-            && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
-        {
-            issues.push(Issue::new(
-                key("pool_header"),
-                format!("{h:?} is not a header field name"),
-            ));
+        for (name, header) in [
+            ("pool_header", &self.pool_header),
+            ("priority_header", &self.priority_header),
+        ] {
+            if let Some(h) = header
+                && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+            {
+                issues.push(Issue::new(
+                    key(name),
+                    format!("{h:?} is not a header field name"),
+                ));
+            }
         }
         for (name, v) in [
             ("connection_limit", self.connection_limit),

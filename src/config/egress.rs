@@ -31,6 +31,9 @@ pub struct TenantConfig {
     /// The pool this tenant's mail is sent from, unless the user or the
     /// pool header names another (default: the listener's pool).
     pub pool: Option<String>,
+    /// The priority class of this tenant's mail, unless its user or the
+    /// priority header says otherwise (default: the listener's).
+    pub priority: Option<super::Priority>,
 }
 
 /// One member of a pool.

@@ -72,6 +72,9 @@ pub struct ListenerConfig {
     /// The tenant messages from this listener belong to, unless their user
     /// names another.
     pub tenant: Option<String>,
+    /// The priority class of its messages ("high", "normal", "low",
+    /// "bulk"), unless their header, user or tenant says otherwise.
+    pub priority: Option<super::Priority>,
 }
 
 impl Default for ListenerConfig {
@@ -100,6 +103,7 @@ impl Default for ListenerConfig {
             add_date: true,
             pool: None,
             tenant: None,
+            priority: None,
         }
     }
 }

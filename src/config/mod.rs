@@ -24,7 +24,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, UserConfig};
-pub use delivery::{BounceReturn, ClientTimeouts, DeliveryConfig, RouteConfig, TlsPolicy};
+pub use delivery::{
+    BounceReturn, ClientTimeouts, DeliveryConfig, Priority, RouteConfig, TlsPolicy,
+};
 pub use dkim::{
     Canonicalization, DkimConfig, DkimKeyConfig, DomainSource, KeyAlgorithm, OnSignError,
     PlatformSignature,
@@ -440,6 +442,7 @@ mod tests {
             tls: Some(TlsPolicy::Required),
         });
         c.tenants.push(TenantConfig {
+            priority: None,
             name: "t".into(),
             pool: some(),
         });
@@ -448,6 +451,7 @@ mod tests {
         (c.listeners[0].pool, c.listeners[0].tenant) = (some(), some());
         c.delivery.pool_header = some();
         c.auth.users.push(UserConfig {
+            priority: None,
             name: "u".into(),
             password_hash: "h".into(),
             pool: some(),

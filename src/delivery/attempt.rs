@@ -404,6 +404,8 @@ impl Attempt {
             },
             arrival,
             first_attempt: arrival,
+            // A bounce tells a sender its mail failed: it goes before bulk.
+            priority: crate::config::Priority::Normal.rank(),
             body: Bytes::from(bytes),
         };
         let size = msg.body.len() as u64;

@@ -16,6 +16,7 @@
 
 mod attempt;
 pub mod dsn;
+mod lanes;
 mod path;
 pub mod retry;
 

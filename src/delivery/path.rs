@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Delivery;
 use super::attempt::{Attempt, Outcome, Verdict};
+use super::lanes::Lanes;
 use crate::config::TlsPolicy;
 use crate::dns::route::Route;
 use crate::egress::Source;
@@ -31,7 +32,7 @@ pub(crate) struct Job {
 }
 
 struct State {
-    jobs: VecDeque<Job>,
+    jobs: Lanes,
     workers: u32,
     idle: u32,
     /// Workers holding an open connection.
@@ -75,7 +76,7 @@ impl Path {
             connects: plan.limits.connection_rate.map(Limiter::new),
             plan,
             state: Mutex::new(State {
-                jobs: VecDeque::new(),
+                jobs: Lanes::default(),
                 workers: 0,
                 idle: 0,
                 connected: 0,
@@ -117,7 +118,7 @@ impl Path {
                 defer_jobs(self, vec![job], &reply);
                 return;
             }
-            st.jobs.push_back(job);
+            st.jobs.push(job);
             // After a pause, a single connection probes the site; the jobs
             // wait behind it (deferred with it if it fails too).
             let limit = match st.failures >= self.plan.limits.dead_site_failures {
@@ -152,7 +153,7 @@ impl Path {
                 let abandoned: Vec<Job> = {
                     let mut st = self.state();
                     st.workers -= 1;
-                    st.jobs.drain(..).collect()
+                    st.jobs.drain()
                 };
                 for job in abandoned {
                     job.attempt.job_abandoned().await;
@@ -161,7 +162,7 @@ impl Path {
             }
             {
                 let mut st = self.state();
-                if let Some(job) = st.jobs.pop_front() {
+                if let Some(job) = st.jobs.pop() {
                     return Some(job);
                 }
                 st.idle += 1;
@@ -173,7 +174,7 @@ impl Path {
             let mut st = self.state();
             st.idle -= 1;
             if !woke && !self.stopped.load(Ordering::Acquire) {
-                if let Some(job) = st.jobs.pop_front() {
+                if let Some(job) = st.jobs.pop() {
                     return Some(job);
                 }
                 st.workers -= 1;
@@ -184,7 +185,7 @@ impl Path {
 
     /// Takes every waiting job (to move them to other sources).
     fn take_all(&self) -> Vec<Job> {
-        self.state().jobs.drain(..).collect()
+        self.state().jobs.drain()
     }
 
     /// Ends a worker's connection (with QUIT if it is still in step).
@@ -217,6 +218,11 @@ impl Path {
             .collect();
         pace(&rates).await;
         leases
+    }
+
+    /// True when a message rate applies to this path.
+    fn paced(&self) -> bool {
+        self.messages.is_some() || self.plan.scopes.iter().any(|s| s.messages.is_some())
     }
 
     /// Waits until the message rates of the path and its scopes allow one
@@ -389,8 +395,28 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
 /// Sends one job over an open connection, within the path's message
 /// rates; reacts to a refusal; records the outcomes. Returns whether the
 /// connection can be reused.
+///
+/// Under a message rate, the job goes back to the path while the worker
+/// waits for a send slot, and the slot goes to the most urgent job
+/// waiting then (one this connection may carry: a plaintext connection
+/// never takes TLS-only mail). So a password reset that arrives while a
+/// campaign waits for the rate leaves with the next slot.
 async fn send_job(svc: &Arc<Delivery>, path: &Path, c: &mut Connection, job: Job) -> bool {
-    path.message_slot().await;
+    let job = if path.paced() {
+        path.state().jobs.push_front(job);
+        path.message_slot().await;
+        let tls = c.tls;
+        let next = path
+            .state()
+            .jobs
+            .pop_fitting(|j| tls || j.route.tls != TlsPolicy::Required);
+        match next {
+            Some(job) => job,
+            None => return true, // another worker took it; the slot is lost
+        }
+    } else {
+        job
+    };
     let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
     let (outcomes, reusable) = deliver(c, &job, max_rcpts).await;
     if let Some(o) = outcomes.iter().find(|o| o.verdict != Verdict::Delivered) {

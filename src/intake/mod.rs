@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::config::OnSignError;
+use crate::config::{OnSignError, Priority};
 use crate::dkim::Dkim;
 use crate::log::{DeliveryLog, Kind, Record};
 
@@ -79,6 +79,12 @@ pub struct IntakeSettings {
     pub pools: Arc<HashSet<String>>,
     /// Per tenant with a pool of its own: that pool.
     pub tenant_pools: Arc<HashMap<String, String>>,
+    /// The listener's priority class, if it has one.
+    pub priority: Option<Priority>,
+    /// A header naming the priority class (removed from the message).
+    pub priority_header: Option<String>,
+    /// Per tenant with a priority class of its own: that class.
+    pub tenant_priorities: Arc<HashMap<String, Priority>>,
     /// The DKIM signer, when any key is configured.
     pub dkim: Option<Arc<Dkim>>,
 }
@@ -90,6 +96,8 @@ pub struct UserRouting {
     pub pool: Option<String>,
     /// Its tenant, if it has one.
     pub tenant: Option<String>,
+    /// Its priority class, if it has one.
+    pub priority: Option<Priority>,
 }
 
 /// Facts about the SMTP session a message came from.
@@ -240,6 +248,7 @@ impl Intake {
             _ => None,
         };
         let (pool, tenant) = self.pool_and_tenant(id, &mut data, start, origin);
+        let priority = self.priority(id, &mut data, start, origin, tenant.as_deref());
         let message_id = facts.message_id_value.clone().or_else(|| {
             self.settings
                 .add_message_id
@@ -281,6 +290,7 @@ impl Intake {
             },
             arrival,
             first_attempt: arrival,
+            priority: priority.rank(),
             body: Bytes::from(data),
         };
         self.queue.enqueue(msg).await?;
@@ -323,6 +333,42 @@ impl Intake {
         }
     }
 
+    /// The message's priority class: its priority header, if configured and
+    /// naming a class (the header is removed either way); else the user's;
+    /// else the tenant's; else the listener's; else normal.
+    fn priority(
+        &self,
+        id: MessageId,
+        data: &mut Vec<u8>,
+        start: usize,
+        origin: &Origin,
+        tenant: Option<&str>,
+    ) -> Priority {
+        let s = &self.settings;
+        let header = s
+            .priority_header
+            .as_deref()
+            .and_then(|h| headers::remove_field(data, start, h))
+            .and_then(|v| {
+                let p = Priority::parse(&v);
+                if p.is_none() {
+                    tracing::warn!(queue_id = %id, value = %v, "the priority header names no class (high, normal, low, bulk); ignored");
+                }
+                p
+            });
+        let user = origin
+            .user
+            .as_deref()
+            .and_then(|u| s.users.get(u))
+            .and_then(|u| u.priority);
+        let tenant = tenant.and_then(|t| s.tenant_priorities.get(t)).copied();
+        header
+            .or(user)
+            .or(tenant)
+            .or(s.priority)
+            .unwrap_or_default()
+    }
+
     /// The message's tenant (the user's, else the listener's) and pool:
     /// its pool header, if configured and naming a pool (the header is
     /// removed either way); else the user's; else the tenant's; else the
@@ -349,6 +395,7 @@ impl Intake {
         let UserRouting {
             pool: user_pool,
             tenant: user_tenant,
+            ..
         } = origin
             .user
             .as_deref()

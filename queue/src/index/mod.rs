@@ -57,6 +57,8 @@ pub(crate) struct Entry {
     pub env: Arc<Envelope>,
     pub statuses: Box<[RecipientStatus]>,
     pub arrival: Timestamp,
+    /// Delivery priority (0 first): the first part of its due-set key.
+    pub priority: u8,
     pub home: Loc,
     /// Segments other than `home.seg` that hold status records of this message.
     pub others: Vec<SegId>,
@@ -83,6 +85,7 @@ impl Entry {
             envelope: self.env.clone(),
             statuses: self.statuses.to_vec(),
             body_len: self.home.body_len(),
+            priority: self.priority,
             in_flight: self.in_flight,
         }
     }
@@ -137,7 +140,8 @@ pub(crate) enum BodySource {
 #[derive(Default)]
 pub(crate) struct Index {
     messages: BTreeMap<MessageId, Entry>,
-    due: BTreeSet<(Timestamp, MessageId)>,
+    /// (priority, due time, id) of every message waiting to be taken.
+    due: BTreeSet<(u8, Timestamp, MessageId)>,
     /// Bodies kept in RAM until the first delivery attempt, within
     /// `cache_budget` (apart from the entries, which most messages would
     /// otherwise pay 32 bytes each for).
@@ -198,7 +202,7 @@ impl Index {
         id: MessageId,
         env: Arc<Envelope>,
         statuses: Box<[RecipientStatus]>,
-        arrival: Timestamp,
+        (arrival, priority): (Timestamp, u8),
         loc: Loc,
         body: Option<Bytes>,
     ) {
@@ -206,6 +210,7 @@ impl Index {
             env,
             statuses,
             arrival,
+            priority,
             home: loc,
             others: Vec::new(),
             due: None,
@@ -248,7 +253,7 @@ impl Index {
         if !e.in_flight {
             e.due = e.due_key();
             if let Some(t) = e.due {
-                self.due.insert((t, id));
+                self.due.insert((e.priority, t, id));
             }
         }
     }
@@ -265,7 +270,7 @@ impl Index {
         self.pending -= e.pending().count() as u64;
         self.body_bytes -= e.home.body_len();
         if let Some(t) = e.due {
-            self.due.remove(&(t, id));
+            self.due.remove(&(e.priority, t, id));
         }
         self.uncache(id);
     }
@@ -322,6 +327,7 @@ impl Index {
             e.others.push(seg);
         }
         let old_due = e.due.take();
+        let priority = e.priority;
         if release {
             e.in_flight = false;
         }
@@ -334,10 +340,10 @@ impl Index {
             self.seg(seg).refs += 1;
         }
         if let Some(t) = old_due {
-            self.due.remove(&(t, id));
+            self.due.remove(&(priority, t, id));
         }
         if let Some(t) = new_due {
-            self.due.insert((t, id));
+            self.due.insert((priority, t, id));
         }
         if remaining.is_some() {
             Some(UpdateOutcome::StillQueued)

@@ -39,7 +39,7 @@ fn put(ix: &mut Index, id: u64, n: usize, at: u64, seg: SegId) -> MessageId {
         id,
         env(n),
         pending(n, at),
-        Timestamp::default(),
+        (Timestamp::default(), 1),
         loc(seg, 32),
         None,
     );
@@ -83,7 +83,14 @@ fn relocation_supersedes_and_releases_old_segments() {
     let id = put(&mut ix, 1, 2, 0, 1);
     ix.apply_status(id, &[(0, done())], 2, true);
     let current = ix.entry(id).unwrap().statuses.clone();
-    ix.apply_full(id, env(2), current, Timestamp::default(), loc(3, 32), None);
+    ix.apply_full(
+        id,
+        env(2),
+        current,
+        (Timestamp::default(), 1),
+        loc(3, 32),
+        None,
+    );
     assert_eq!(ix.segments[&1].refs, 0);
     assert_eq!(ix.segments[&2].refs, 0);
     assert_eq!(ix.segments[&3].refs, 1);
@@ -100,7 +107,7 @@ fn due_order_and_in_flight() {
             MessageId::from_u64(i),
             env(1),
             pending(1, at),
-            Timestamp::default(),
+            (Timestamp::default(), 1),
             loc(1, 0),
             None,
         );
@@ -140,7 +147,7 @@ fn domains_count_messages_once() {
         MessageId::from_u64(1),
         e,
         pending(2, 0),
-        Timestamp::default(),
+        (Timestamp::default(), 1),
         loc(1, 0),
         None,
     );
@@ -148,7 +155,7 @@ fn domains_count_messages_once() {
         MessageId::from_u64(2),
         env(1),
         pending(1, 0),
-        Timestamp::default(),
+        (Timestamp::default(), 1),
         loc(1, 0),
         None,
     );
@@ -180,7 +187,7 @@ fn body_cache_respects_budget_and_ends_at_first_attempt() {
         MessageId::from_u64(1),
         env(1),
         pending(1, 0),
-        Timestamp::default(),
+        (Timestamp::default(), 1),
         loc(1, 0),
         Some(body.clone()),
     );
@@ -188,7 +195,7 @@ fn body_cache_respects_budget_and_ends_at_first_attempt() {
         MessageId::from_u64(2),
         env(1),
         pending(1, 0),
-        Timestamp::default(),
+        (Timestamp::default(), 1),
         loc(1, 0),
         Some(body),
     );
@@ -224,4 +231,37 @@ fn equal_replies_of_different_messages_share_one_copy() {
     ix.apply_status(b, &[(0, deferred("451 other"))], 1, true);
     assert_eq!(&*reply(&ix, b), "451 other");
     assert!(!Arc::ptr_eq(&reply(&ix, a), &reply(&ix, b)));
+}
+
+#[test]
+fn due_messages_are_taken_in_priority_order() {
+    let mut ix = index_with_segments(&[1]);
+    let queue = |ix: &mut Index, id: u64, at: u64, priority: u8| {
+        ix.apply_full(
+            MessageId::from_u64(id),
+            env(1),
+            pending(1, at),
+            (Timestamp::default(), priority),
+            loc(1, 32),
+            None,
+        );
+    };
+    queue(&mut ix, 1, 10, 1); // bulk, due first
+    queue(&mut ix, 2, 11, 1);
+    queue(&mut ix, 3, 50, 0); // urgent, due later
+    queue(&mut ix, 4, 1000, 0); // urgent, not due yet
+    assert_eq!(ix.next_due(), Some(Timestamp::from_millis(10)));
+    let ids = |v: Vec<MessageInfo>| v.iter().map(|m| m.id.as_u64()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ix.take_due(Timestamp::from_millis(100), 2)),
+        [3, 1],
+        "urgent first"
+    );
+    assert_eq!(ids(ix.take_due(Timestamp::from_millis(100), 10)), [2]);
+    assert_eq!(ix.next_due(), Some(Timestamp::from_millis(1000)));
+    let info = ix
+        .entry(MessageId::from_u64(4))
+        .unwrap()
+        .info(MessageId::from_u64(4));
+    assert_eq!(info.priority, 0);
 }

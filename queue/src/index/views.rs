@@ -3,27 +3,34 @@
 use std::collections::HashMap;
 
 use super::{BodySource, Index};
-use crate::types::{DomainCount, MessageId, MessageInfo, QueueStats, RecipientState, Timestamp};
+use crate::types::{
+    DomainCount, LOWEST_PRIORITY, MessageId, MessageInfo, QueueStats, RecipientState, Timestamp,
+};
 
 impl Index {
     /// Hands out up to `limit` messages due at `now`, marking them in flight.
     pub fn take_due(&mut self, now: Timestamp, limit: usize) -> Vec<MessageInfo> {
         let mut out = Vec::new();
-        while out.len() < limit {
-            let Some(&(t, id)) = self.due.first() else {
-                break;
-            };
-            if t > now {
-                break;
+        // Priority first: every due message of priority 0, then of 1, ...
+        for p in 0..=LOWEST_PRIORITY {
+            while out.len() < limit {
+                let start = (p, Timestamp::from_millis(0), MessageId::from_u64(0));
+                let Some(&key) = self.due.range(start..).next() else {
+                    break;
+                };
+                let (q, t, id) = key;
+                if q != p || t > now {
+                    break;
+                }
+                self.due.remove(&key);
+                let e = self
+                    .messages
+                    .get_mut(&id)
+                    .expect("due set only holds live messages");
+                e.due = None;
+                e.in_flight = true;
+                out.push(e.info(id));
             }
-            self.due.pop_first();
-            let e = self
-                .messages
-                .get_mut(&id)
-                .expect("due set only holds live messages");
-            e.due = None;
-            e.in_flight = true;
-            out.push(e.info(id));
         }
         out
     }
@@ -37,7 +44,7 @@ impl Index {
             e.in_flight = false;
             e.due = e.due_key();
             if let Some(t) = e.due {
-                self.due.insert((t, id));
+                self.due.insert((e.priority, t, id));
             }
         }
         true
@@ -45,7 +52,16 @@ impl Index {
 
     /// The earliest time any message not in flight is due.
     pub fn next_due(&self) -> Option<Timestamp> {
-        self.due.first().map(|(t, _)| *t)
+        (0..=LOWEST_PRIORITY)
+            .filter_map(|p| {
+                let start = (p, Timestamp::from_millis(0), MessageId::from_u64(0));
+                self.due
+                    .range(start..)
+                    .next()
+                    .filter(|k| k.0 == p)
+                    .map(|k| k.1)
+            })
+            .min()
     }
 
     /// Up to `limit` messages with ids greater than `after`, in id order.

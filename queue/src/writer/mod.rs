@@ -49,7 +49,8 @@ pub(crate) enum Op {
         id: MessageId,
         env: Arc<Envelope>,
         statuses: Box<[RecipientStatus]>,
-        arrival: Timestamp,
+        /// Arrival and priority.
+        arrival: (Timestamp, u8),
         body: Bytes,
     },
     Update {
@@ -309,7 +310,7 @@ impl Writer {
                     Some(e) if e.home == *from => {
                         r.rec = Some(codec::encode_message(
                             *id,
-                            e.arrival,
+                            (e.arrival, e.priority),
                             &e.env,
                             &e.statuses,
                             body.clone(),
@@ -424,7 +425,8 @@ fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueError> {
         Op::Relocate { id, .. } => {
             // Same content as committed state (only this thread changes it).
             if let Some(e) = ix.entry(id) {
-                let (env, statuses, arrival) = (e.env.clone(), e.statuses.clone(), e.arrival);
+                let (env, statuses) = (e.env.clone(), e.statuses.clone());
+                let arrival = (e.arrival, e.priority);
                 ix.apply_full(id, env, statuses, arrival, loc, None);
             }
             Ok(Done::Relocated)

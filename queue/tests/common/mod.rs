@@ -24,6 +24,7 @@ pub fn message(n: u64, recipients: usize) -> NewMessage {
         },
         arrival: now,
         first_attempt: now,
+        priority: queue::DEFAULT_PRIORITY,
         body: body(n),
     }
 }
