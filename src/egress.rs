@@ -2,7 +2,9 @@
 //! and pools (weighted groups of sources). A pool hands out its sources by
 //! smooth weighted round robin, skipping any source marked unusable (its
 //! address could not be bound), so traffic flows through the others and a
-//! local fault never bounces a message.
+//! local fault never bounces a message, and any warming source whose day's
+//! share (for the destination's provider) is used up, so that the pool's
+//! other sources take the overflow.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +28,57 @@ pub struct Source {
     /// The name sent in EHLO.
     pub ehlo: String,
     unusable_until: Mutex<Option<Instant>>,
+    /// Its warm-up schedule, if it is warming.
+    warmup: Option<Warmup>,
+}
+
+/// A warm-up schedule and the day's counts.
+#[derive(Debug)]
+struct Warmup {
+    start_day: i64,
+    daily: Vec<u32>,
+    per_provider: bool,
+    /// (day, sent that day per provider; `None` is every other site).
+    used: Mutex<(i64, DayCounts)>,
+}
+
+/// Messages sent in one day, per provider (`None`: every other site).
+type DayCounts = HashMap<Option<Arc<str>>, u32>;
+
+impl Warmup {
+    fn new(c: &crate::config::WarmupConfig) -> Option<Self> {
+        Some(Self {
+            start_day: crate::clock::parse_date(&c.start)?,
+            daily: c.daily.clone(),
+            per_provider: c.per_provider,
+            used: Mutex::new((i64::MIN, HashMap::new())),
+        })
+    }
+
+    /// The day's cap, or `None` once the schedule is over.
+    fn cap(&self, day: i64) -> Option<u32> {
+        let n = usize::try_from(day - self.start_day).unwrap_or(0);
+        self.daily.get(n).copied()
+    }
+
+    /// Counts one message to `provider` on `day` if the day's share
+    /// allows it.
+    fn take(&self, day: i64, provider: Option<&Arc<str>>) -> bool {
+        let Some(cap) = self.cap(day) else {
+            return true;
+        };
+        let key = provider.filter(|_| self.per_provider).cloned();
+        let mut used = lock(&self.used);
+        if used.0 != day {
+            *used = (day, HashMap::new());
+        }
+        let n = used.1.entry(key).or_insert(0);
+        if *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
 }
 
 impl Source {
@@ -41,6 +94,12 @@ impl Source {
     }
 
     /// Leaves the source out until `now + UNUSABLE_FOR`.
+    /// Takes one message of the day's warm-up share for `provider`; false
+    /// when it is used up (a source without a schedule always has room).
+    pub fn warmup_take(&self, day: i64, provider: Option<&Arc<str>>) -> bool {
+        self.warmup.as_ref().is_none_or(|w| w.take(day, provider))
+    }
+
     pub fn mark_unusable(&self, now: Instant) {
         tracing::warn!(source = %self.name, address = ?self.address, "source address cannot be bound; using the pool's other sources");
         *lock(&self.unusable_until) = Some(now + UNUSABLE_FOR);
@@ -57,13 +116,63 @@ pub struct Pool {
     current: Mutex<Vec<i64>>,
 }
 
+/// What [`Pool::pick_for`] found.
+#[derive(Debug)]
+pub enum Picked {
+    /// This source sends it.
+    Source(Arc<Source>),
+    /// No source can be bound now.
+    NoneUsable,
+    /// Every usable source is warming and has used the day's share.
+    WarmupFull,
+}
+
 impl Pool {
+    /// True when one of its sources has a warm-up schedule.
+    pub fn warming(&self) -> bool {
+        self.members.iter().any(|(s, _)| s.warmup.is_some())
+    }
+
     /// The next source (smooth weighted round robin over the usable ones),
     /// or `None` if none is usable.
     pub fn pick(&self, now: Instant) -> Option<Arc<Source>> {
+        self.pick_among(now, &[])
+    }
+
+    /// The next source for a message to `provider` on `day`: like
+    /// [`Pool::pick`], passing over warming sources whose day's share is
+    /// used up (the message is counted in the chosen source's share).
+    pub fn pick_for(&self, now: Instant, day: i64, provider: Option<&Arc<str>>) -> Picked {
+        let mut full: Vec<&str> = Vec::new();
+        for _ in 0..=self.members.len() {
+            let Some(s) = self.pick_among(now, &full) else {
+                break;
+            };
+            if s.warmup_take(day, provider) {
+                return Picked::Source(s);
+            }
+            full.push(
+                &self
+                    .members
+                    .iter()
+                    .find(|(m, _)| Arc::ptr_eq(m, &s))
+                    .expect("a member")
+                    .0
+                    .name,
+            );
+        }
+        match full.is_empty() {
+            true => Picked::NoneUsable,
+            false => Picked::WarmupFull,
+        }
+    }
+
+    /// The next usable source not named in `skip`.
+    fn pick_among(&self, now: Instant, skip: &[&str]) -> Option<Arc<Source>> {
         let mut current = lock(&self.current);
         let usable: Vec<usize> = (0..self.members.len())
             .filter(|i| self.members[*i].0.usable(now))
+            .filter(|i| !skip.contains(&&*self.members[*i].0.name))
             .collect();
         let total: i64 = usable.iter().map(|i| self.members[*i].1).sum();
         let mut best: Option<usize> = None;
@@ -106,6 +215,7 @@ impl Egress {
                         .clone()
                         .unwrap_or_else(|| config.server.hostname.clone()),
                     unusable_until: Mutex::new(None),
+                    warmup: s.warmup.as_ref().and_then(Warmup::new),
                 };
                 (s.name.as_str(), Arc::new(src))
             })

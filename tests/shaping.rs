@@ -341,3 +341,63 @@ async fn a_high_priority_message_overtakes_a_bulk_backlog_on_its_path() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_warming_source_sends_its_share_and_its_pool_takes_the_overflow() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let today = tern::clock::rfc3339(std::time::SystemTime::now())[..10].to_owned();
+    let warming = |c: &mut Config| {
+        let a = c.sources.iter_mut().find(|s| s.name == "a").unwrap();
+        a.warmup = Some(tern::config::WarmupConfig {
+            start: today.clone(),
+            daily: vec![2, 1000],
+            per_provider: true,
+        });
+    };
+    // a (warming, 2 today) weighs ten times b: the overflow goes to b.
+    let mut cfg = net.config();
+    warming(&mut cfg);
+    cfg.pools = vec![common::net::pool("default", &[("a", 10), ("b", 1)])];
+    let tern = Tern::start(cfg).await;
+    let to = [
+        "m1@alpha.test",
+        "m2@alpha.test",
+        "m3@alpha.test",
+        "m4@alpha.test",
+        "m5@alpha.test",
+    ];
+    send_each(&tern, &to).await;
+    exactly(&[&mx], 5).await;
+    let from_a = mx
+        .received()
+        .iter()
+        .filter(|m| m.peer.ip() == net.ip(20))
+        .count();
+    assert_eq!(from_a, 2, "the warming source sent its day's share");
+    tern.stop().await;
+
+    // A pool of only the warming source: the rest waits for tomorrow.
+    let mut cfg = net.config();
+    warming(&mut cfg);
+    let tern = Tern::start(cfg).await;
+    send_each(&tern, &["n1@alpha.test", "n2@alpha.test", "n3@alpha.test"]).await;
+    exactly(&[&mx], 7).await;
+    let text =
+        || std::fs::read_to_string(net.dir.path().join("deliveries.jsonl")).unwrap_or_default();
+    assert!(
+        until(WAIT, || text()
+            .contains("has sent its warm-up share for today"))
+        .await
+    );
+    skip(Duration::from_secs(86_400)).await; // the next day (share: 1000)
+    exactly(&[&mx], 8).await;
+    tern.stop().await;
+    let log = net.log();
+    assert!(
+        !log.iter().any(|r| r["type"] == "bounce"),
+        "nothing bounces"
+    );
+    mx.stop().await;
+    net.stop().await;
+}

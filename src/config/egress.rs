@@ -20,6 +20,34 @@ pub struct SourceConfig {
     /// The name sent in EHLO from this source (its reverse DNS name);
     /// default: `server.hostname`.
     pub ehlo: Option<String>,
+    /// A warm-up schedule for a new IP: while it runs, the source sends at
+    /// most the day's share and its pool's other sources take the rest.
+    pub warmup: Option<WarmupConfig>,
+}
+
+/// A source's warm-up schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmupConfig {
+    /// The first day of the schedule, `"YYYY-MM-DD"` (UTC).
+    pub start: String,
+    /// Messages allowed per day, day by day from `start` (before it, the
+    /// first day's); after the last day, no limit.
+    pub daily: Vec<u32>,
+    /// Count per provider (`true`, the default: each provider of
+    /// `[shaping]` gets the day's share, mail to other sites shares one),
+    /// or all destinations together.
+    pub per_provider: bool,
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        Self {
+            start: String::new(),
+            daily: Vec::new(),
+            per_provider: true,
+        }
+    }
 }
 
 /// `[[tenant]]`: a customer whose mail Tern relays.
@@ -71,6 +99,7 @@ pub fn default_sources() -> Vec<SourceConfig> {
         name: "default".into(),
         address: None,
         ehlo: None,
+        warmup: None,
     }]
 }
 
@@ -103,6 +132,21 @@ pub(super) fn validate(sources: &[SourceConfig], pools: &[PoolConfig], issues: &
                 key("ehlo"),
                 format!("{e:?} is not a valid host name"),
             ));
+        }
+        if let Some(w) = &s.warmup {
+            let wkey = |f: &str| key("warmup").field(f);
+            if crate::clock::parse_date(&w.start).is_none() {
+                issues.push(Issue::new(
+                    wkey("start"),
+                    format!("{:?} is not a date such as \"2026-11-23\"", w.start),
+                ));
+            }
+            if w.daily.is_empty() || w.daily.contains(&0) {
+                issues.push(Issue::new(
+                    wkey("daily"),
+                    "must list the messages allowed per day, each at least 1",
+                ));
+            }
         }
     }
     if pools.is_empty() {

@@ -32,7 +32,7 @@ pub use dkim::{
     PlatformSignature,
 };
 pub use dns::{DnsConfig, IpStrategy};
-pub use egress::{PoolConfig, PoolMember, SourceConfig, TenantConfig};
+pub use egress::{PoolConfig, PoolMember, SourceConfig, TenantConfig, WarmupConfig};
 pub use listener::{BareLineEndings, ListenerConfig};
 pub use load::{ConfigError, ConfigErrors};
 pub use queue::{DurabilityMode, QueueConfig};

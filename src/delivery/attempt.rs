@@ -17,6 +17,7 @@ use queue::{
 use super::path::Job;
 use super::{Delivery, dsn, retry};
 use crate::dns::route::RouteError;
+use crate::egress::Picked;
 use crate::egress::Pool;
 use crate::intake::meta::MessageMeta;
 use crate::log::{Kind, Record};
@@ -213,19 +214,40 @@ async fn route_and_submit(attempt: Arc<Attempt>, domain: String, rcpts: Vec<u32>
 }
 
 impl Delivery {
-    /// Sends a job to its egress path, from a usable source of its pool.
+    /// Sends a job to its egress path, from a usable source of its pool
+    /// that has room in its warm-up schedule.
     pub(crate) fn submit(self: &Arc<Self>, job: Job) {
-        match job.attempt.pool.pick(tokio::time::Instant::now()) {
-            Some(source) => {
+        let pool = &job.attempt.pool;
+        let now = tokio::time::Instant::now();
+        let picked = match pool.warming() {
+            false => pool.pick(now).map_or(Picked::NoneUsable, Picked::Source),
+            true => {
+                let day = crate::clock::day_number(self.clock.system_time());
+                let provider = self.settings.shaper.provider_name(&job.route.site);
+                pool.pick_for(now, day, provider.as_ref())
+            }
+        };
+        match picked {
+            Picked::Source(source) => {
                 let path = self.path(source, &job.route.site, &job.domain);
                 path.push(self, job);
             }
-            None => {
-                let reply = local_reply(
-                    451,
-                    [4, 4, 0],
-                    format!("no usable source in pool {}", job.attempt.pool.name),
-                );
+            other => {
+                let reply = match other {
+                    Picked::WarmupFull => local_reply(
+                        451,
+                        [4, 7, 0],
+                        format!(
+                            "every source of pool {} has sent its warm-up share for today",
+                            pool.name
+                        ),
+                    ),
+                    _ => local_reply(
+                        451,
+                        [4, 4, 0],
+                        format!("no usable source in pool {}", pool.name),
+                    ),
+                };
                 let outcomes = job
                     .rcpts
                     .iter()

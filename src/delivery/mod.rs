@@ -19,6 +19,7 @@ pub mod dsn;
 mod lanes;
 mod path;
 pub mod retry;
+mod shaped;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,7 +2,8 @@
 //! waiting for it and runs up to `connection_limit` connection workers; a
 //! worker connects from the path's source to the site's hosts in order,
 //! then delivers job after job over that connection (up to
-//! `max_messages_per_connection`), and closes it when idle.
+//! `max_messages_per_connection`), and closes it when idle. Its shaping
+//! (rates, leases, pauses, rules) is in `shaped.rs`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +16,11 @@ use crate::config::TlsPolicy;
 use crate::dns::route::Route;
 use crate::egress::Source;
 use crate::intake::meta::RecipientParams;
-use crate::shaping::{Limiter, Plan, pace};
+use crate::shaping::{Limiter, Plan};
 use crate::smtp::client::{
     ClientError, Connection, Greeting, RcptRequest, RcptResult, RemoteReply, TxnRequest,
     local_reply,
 };
-use tokio::sync::OwnedSemaphorePermit;
 
 /// Some recipients of one message for one domain.
 pub(crate) struct Job {
@@ -31,16 +31,18 @@ pub(crate) struct Job {
     pub domain: String,
 }
 
-struct State {
-    jobs: Lanes,
-    workers: u32,
-    idle: u32,
+/// A path's changing state, under its lock.
+pub(super) struct State {
+    /// Jobs waiting for a worker, by priority.
+    pub(super) jobs: Lanes,
+    pub(super) workers: u32,
+    pub(super) idle: u32,
     /// Workers holding an open connection.
-    connected: u32,
+    pub(super) connected: u32,
     /// Consecutive failed connections (reset by a successful one).
-    failures: u32,
+    pub(super) failures: u32,
     /// Set while the path is paused after `dead_site_failures` failures.
-    paused_until: Option<tokio::time::Instant>,
+    pub(super) paused_until: Option<tokio::time::Instant>,
 }
 
 /// One egress path.
@@ -48,11 +50,11 @@ pub(crate) struct Path {
     pub source: Arc<Source>,
     pub site: Arc<str>,
     /// Its limits and the shared scopes it answers to.
-    plan: Plan,
+    pub(super) plan: Plan,
     /// Its own message rate.
-    messages: Option<Limiter>,
+    pub(super) messages: Option<Limiter>,
     /// Its own new-connection rate.
-    connects: Option<Limiter>,
+    pub(super) connects: Option<Limiter>,
     state: Mutex<State>,
     ready: tokio::sync::Notify,
     stopped: AtomicBool,
@@ -88,7 +90,7 @@ impl Path {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -195,129 +197,6 @@ impl Path {
             if quit {
                 c.quit().await;
             }
-        }
-    }
-
-    /// Waits for room for a new connection: a lease from every shared
-    /// scope with a connection limit (held while the connection lives),
-    /// then the connection rates of the path and its scopes.
-    async fn connection_slot(&self) -> Vec<OwnedSemaphorePermit> {
-        let mut leases = Vec::new();
-        for s in &self.plan.scopes {
-            leases.extend(s.lease().await);
-        }
-        let rates: Vec<&Limiter> = self
-            .connects
-            .iter()
-            .chain(
-                self.plan
-                    .scopes
-                    .iter()
-                    .filter_map(|s| s.connection_rate.as_ref()),
-            )
-            .collect();
-        pace(&rates).await;
-        leases
-    }
-
-    /// True when a message rate applies to this path.
-    fn paced(&self) -> bool {
-        self.messages.is_some() || self.plan.scopes.iter().any(|s| s.messages.is_some())
-    }
-
-    /// Waits until the message rates of the path and its scopes allow one
-    /// more message.
-    async fn message_slot(&self) {
-        let rates: Vec<&Limiter> = self
-            .messages
-            .iter()
-            .chain(self.plan.scopes.iter().filter_map(|s| s.messages.as_ref()))
-            .collect();
-        pace(&rates).await;
-    }
-
-    /// The deferral reply while a shaping rule suspends this path (or its
-    /// source, site or provider).
-    fn suspension(&self, svc: &Delivery) -> Option<RemoteReply> {
-        let s = svc.settings.shaper.actions.suspended(
-            &self.source.name,
-            &self.site,
-            self.plan.provider.as_deref(),
-        )?;
-        Some(local_reply(451, [4, 7, 0], s.why))
-    }
-
-    /// Matches a receiver's refusal against the shaping rules and starts
-    /// the action of the first that matches.
-    fn react(&self, svc: &Delivery, reply: &RemoteReply, job: &Job) {
-        use crate::config::RuleScope;
-        use crate::shaping::rules::Target;
-        let shaper = &svc.settings.shaper;
-        let provider = self.plan.provider.as_deref();
-        let Some(rule) = shaper
-            .rules
-            .matching(reply.code, reply.esc, &reply.text, provider)
-        else {
-            return;
-        };
-        let target = match (rule.scope, provider) {
-            (RuleScope::Path, _) => {
-                Target::Path(self.source.name.to_string(), self.site.to_string())
-            }
-            (RuleScope::Source, _) => Target::Source(self.source.name.to_string()),
-            (RuleScope::Provider, Some(p)) => Target::Provider(p.to_owned()),
-            (RuleScope::Site | RuleScope::Provider, _) => Target::Site(self.site.to_string()),
-        };
-        let now = svc.clock.system_time();
-        let Some(action) = shaper
-            .actions
-            .suspend(target, rule, &reply.to_string(), now)
-        else {
-            return;
-        };
-        let id = job.attempt.info.id;
-        tracing::warn!(queue_id = %id, rule = %action.rule, target = %action.target, until = %action.end, reply = %action.reply, "shaping rule: suspended");
-        let mut r = crate::log::Record::new(
-            crate::log::Kind::Suspension,
-            now,
-            id.to_string(),
-            job.attempt.info.envelope.sender.to_string(),
-        );
-        r.site = Some(self.site.to_string());
-        r.source = Some(self.source.name.to_string());
-        r.reply = Some(action.reply);
-        r.rule = Some(action.rule);
-        r.target = Some(action.target.to_string());
-        r.until = Some(action.end);
-        svc.log.write(&r);
-    }
-
-    /// A connection opened: the site answers again.
-    fn connected(&self) {
-        let mut st = self.state();
-        st.connected += 1;
-        st.failures = 0;
-        st.paused_until = None;
-    }
-
-    /// Counts a failed connection; pauses the path after
-    /// `dead_site_failures` in a row.
-    fn connection_failed(&self, reply: &RemoteReply) {
-        let limits = &self.plan.limits;
-        let mut st = self.state();
-        st.failures = st.failures.saturating_add(1);
-        let now = tokio::time::Instant::now();
-        let paused = st.paused_until.is_some_and(|u| u > now);
-        if st.failures >= limits.dead_site_failures && !paused {
-            st.paused_until = Some(now + limits.dead_site_pause);
-            tracing::warn!(
-                source = %self.source.name,
-                site = %self.site,
-                failures = st.failures,
-                pause_s = limits.dead_site_pause.as_secs(),
-                last = %reply,
-                "egress path paused: its site does not answer; its mail is deferred until the pause ends"
-            );
         }
     }
 

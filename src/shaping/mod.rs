@@ -230,6 +230,11 @@ impl Shaper {
             .map(|(p, _)| p)
     }
 
+    /// The name of the provider a site belongs to, if any.
+    pub fn provider_name(&self, site: &str) -> Option<Arc<str>> {
+        self.provider(site).map(|p| p.name.clone())
+    }
+
     /// True when `domain` (lowercase) has paths of its own.
     pub fn shapes_domain(&self, domain: &str) -> bool {
         self.domains.contains_key(domain)

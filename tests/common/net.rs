@@ -99,6 +99,7 @@ impl Net {
                 name: name.into(),
                 address: Some(self.ip(last)),
                 ehlo: Some(format!("{name}.tern.test")),
+                warmup: None,
             });
         }
         c.pools = vec![pool("default", &[("a", 1)])];
