@@ -401,3 +401,60 @@ async fn a_warming_source_sends_its_share_and_its_pool_takes_the_overflow() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn two_tenants_take_turns_on_a_shared_path() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let mut cfg = net.config();
+    let mut p = provider("alpha", ".alpha.test");
+    p.per_path.message_rate = rate("1/m,burst=1");
+    cfg.shaping.providers.push(p);
+    // One listener per tenant.
+    let mut second = cfg.listeners[0].clone();
+    cfg.listeners[0].tenant = Some("big".into());
+    second.tenant = Some("small".into());
+    cfg.listeners.push(second);
+    let (tern, addrs) = Tern::start_many(cfg).await;
+    for i in 1..=4 {
+        let body = format!("Subject: big {i}\r\n\r\ncampaign\r\n");
+        let r = submit(
+            addrs[0],
+            "app@shop.test",
+            &[&format!("big{i}@alpha.test")],
+            body.as_bytes(),
+        )
+        .await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    exactly(&[&mx], 1).await; // the burst: big1
+    for i in 1..=2 {
+        let body = format!("Subject: small {i}\r\n\r\nnewsletter\r\n");
+        let r = submit(
+            addrs[1],
+            "app@shop.test",
+            &[&format!("small{i}@alpha.test")],
+            body.as_bytes(),
+        )
+        .await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 2..=6 {
+        skip(Duration::from_secs(61)).await;
+        exactly(&[&mx], n).await;
+    }
+    let order: Vec<String> = mx
+        .received()
+        .iter()
+        .map(|m| m.rcpts[0].split('@').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        ["big1", "big2", "small1", "big3", "small2", "big4"],
+        "turns"
+    );
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

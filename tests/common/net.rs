@@ -178,6 +178,30 @@ impl Tern {
         Self { addr, stop, task }
     }
 
+    /// Starts Tern with one listener per `cfg.listeners` entry, each on a
+    /// fresh port of 127.0.0.1; returns it and every listener's address
+    /// (`addr` is the first).
+    pub async fn start_many(mut cfg: Config) -> (Self, Vec<SocketAddr>) {
+        let mut bound = Vec::new();
+        let mut addrs = Vec::new();
+        for l in &mut cfg.listeners {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.address = listener.local_addr().unwrap();
+            addrs.push(l.address);
+            bound.push(listener);
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(tern::daemon::run_with_listeners(cfg, bound, async {
+            let _ = stopped.await;
+        }));
+        let tern = Self {
+            addr: addrs[0],
+            stop,
+            task,
+        };
+        (tern, addrs)
+    }
+
     /// Stops Tern and waits until it has.
     pub async fn stop(self) {
         let _ = self.stop.send(());
