@@ -214,6 +214,7 @@ pub fn session_context(
         add_message_id: l.add_message_id,
         add_date: l.add_date,
         max_messages: config.queue.max_messages,
+        max_spool_size: config.queue.max_spool_size.0,
         pool: l.pool.clone(),
         tenant: l.tenant.clone(),
         users: Arc::new(users),

@@ -458,3 +458,53 @@ async fn two_tenants_take_turns_on_a_shared_path() {
     mx.stop().await;
     net.stop().await;
 }
+
+/// The reply to MAIL FROM on a fresh session.
+async fn mail_reply(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut s = BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let mut line = String::new();
+    for cmd in ["", "EHLO client.test\r\n", "MAIL FROM:<app@shop.test>\r\n"] {
+        s.get_mut().write_all(cmd.as_bytes()).await.unwrap();
+        loop {
+            line.clear();
+            s.read_line(&mut line).await.unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+    }
+    line
+}
+
+#[tokio::test]
+async fn over_its_spool_budget_the_door_answers_4xx_and_reopens_as_the_backlog_drains() {
+    let net = Net::new(ZONE).await;
+    let held = SinkOptions {
+        hold: true,
+        ..SinkOptions::default()
+    };
+    let mx = net.sink_with(10, held).await;
+    let mut cfg = net.config();
+    cfg.queue.max_spool_size = tern::config::values::ByteSize(100);
+    let tern = Tern::start(cfg).await;
+    send_each(&tern, &["first@alpha.test"]).await; // queued, held at the sink
+    assert!(until(WAIT, || mx.connections() == 1).await);
+    let refused = mail_reply(tern.addr).await;
+    assert!(refused.starts_with("452 4.3.1"), "{refused}");
+    mx.release();
+    exactly(&[&mx], 1).await; // delivered: the backlog is gone
+    let open = async {
+        for _ in 0..100 {
+            if mail_reply(tern.addr).await.starts_with("250") {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(open.await, "the door reopens by itself");
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

@@ -59,6 +59,7 @@ impl Queue {
             health: Default::default(),
             io: Default::default(),
             messages: (report.messages).into(),
+            body_bytes: (report.body_bytes).into(),
             next_id: (loaded.max_id + 1).max(now_micros()).into(),
             opts,
             dir,
@@ -137,6 +138,12 @@ impl Queue {
     /// enough for every SMTP transaction.
     pub fn message_count(&self) -> u64 {
         self.shared.messages.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the bodies of queued messages; a lock-free read like
+    /// [`Queue::message_count`].
+    pub fn body_bytes(&self) -> u64 {
+        self.shared.body_bytes.load(Ordering::Relaxed)
     }
 
     /// Records new statuses for some recipients of `id` (by envelope index),

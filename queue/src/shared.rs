@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub io: IoCounters,
     /// Queued messages, refreshed by the writer after each commit.
     pub messages: AtomicU64,
+    /// Bytes of queued bodies, refreshed likewise.
+    pub body_bytes: AtomicU64,
     pub health: HealthCell,
     pub next_id: AtomicU64,
     pub opts: QueueOptions,

@@ -52,6 +52,10 @@ pub struct QueueConfig {
     /// are queued (each costs about 500 bytes of RAM plus its recipients);
     /// 0 means no limit.
     pub max_messages: u64,
+    /// New mail is refused with a temporary error while the queued message
+    /// bodies take more than this on disk (a bound on the backlog of a
+    /// burst); "0B" means no limit.
+    pub max_spool_size: ByteSize,
 }
 
 impl Default for QueueConfig {
@@ -64,6 +68,7 @@ impl Default for QueueConfig {
             body_cache: ByteSize(64 << 20),
             min_free_space: ByteSize(200_000_000),
             max_messages: 1_000_000,
+            max_spool_size: ByteSize(0),
         }
     }
 }

@@ -67,6 +67,9 @@ pub struct IntakeSettings {
     pub add_date: bool,
     /// Refuse new mail while this many messages are queued (0: no limit).
     pub max_messages: u64,
+    /// Refuse new mail while queued bodies take more bytes than this (0:
+    /// no limit).
+    pub max_spool_size: u64,
     /// The listener's pool and tenant (used when the user has none).
     pub pool: Option<String>,
     /// See `pool`.
@@ -182,9 +185,11 @@ impl Intake {
         self.queue.health()
     }
 
-    /// True when the queue is at its message limit (cheap).
+    /// True when the queue is at its message or spool-size limit (cheap).
     pub fn over_limit(&self) -> bool {
-        self.settings.max_messages > 0 && self.queue.message_count() >= self.settings.max_messages
+        let s = &self.settings;
+        (s.max_messages > 0 && self.queue.message_count() >= s.max_messages)
+            || (s.max_spool_size > 0 && self.queue.body_bytes() >= s.max_spool_size)
     }
 
     /// Starts a message: takes its queue id and writes the Received header

@@ -179,6 +179,11 @@ impl Index {
         self.messages.len() as u64
     }
 
+    /// Bytes of the bodies of live messages.
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes
+    }
+
     #[cfg(test)]
     pub fn pending_recipients(&self) -> u64 {
         self.pending

@@ -383,6 +383,9 @@ impl Writer {
         self.shared
             .messages
             .store(ix.message_count(), std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .body_bytes
+            .store(ix.body_bytes(), std::sync::atomic::Ordering::Relaxed);
         out
     }
 
