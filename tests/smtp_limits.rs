@@ -236,6 +236,36 @@ async fn the_queue_limit_gives_452_at_mail() {
 }
 
 #[tokio::test]
+async fn a_pipelining_client_refused_for_load_is_not_punished_for_it() {
+    let mut s = start(LOCAL, |c| c.queue.max_messages = 1).await;
+    s.cmd("EHLO client.example", "250").await;
+    assert!(
+        s.send_message("a@b.example", &["c@d.example"], "Subject: 1\r\n\r\nx\r\n")
+            .await
+            .starts_with("250")
+    );
+    // More refused pipelined transactions than max_errors (20): each is
+    // 452 at MAIL, then 503 for the RCPT and the DATA sent behind it.
+    for _ in 0..30 {
+        s.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+            .await;
+        assert!(s.reply().await.starts_with("452 4.3.1"));
+        assert!(s.reply().await.starts_with("503"));
+        let data = s.reply().await;
+        assert!(data.starts_with("503"), "{data}");
+    }
+    s.cmd("NOOP", "250").await;
+    // Real errors still count.
+    for _ in 0..19 {
+        s.cmd("RCPT TO:<c@d.example>", "503").await;
+    }
+    s.send(b"RCPT TO:<c@d.example>\r\n").await;
+    assert!(s.reply().await.starts_with("503"));
+    let last = s.reply().await;
+    assert!(last.starts_with("421 4.7.0"), "{last}");
+}
+
+#[tokio::test]
 async fn a_full_spool_refuses_at_connect_with_421() {
     let s = start(LOCAL, |c| c.queue.min_free_space = ByteSize(u64::MAX)).await;
     assert!(s.greeting.starts_with("421 4.3.2"), "{}", s.greeting);

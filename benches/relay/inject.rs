@@ -39,7 +39,7 @@ pub struct Outcome {
 }
 
 /// The message body (after its per-message headers): `size` bytes in all.
-fn filler(size: usize) -> Vec<u8> {
+pub fn filler(size: usize) -> Vec<u8> {
     let mut b = b"From: Shop <app@shop.example>\r\nSubject: relay benchmark\r\nDate: Mon, 23 Nov 2026 06:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n".to_vec();
     while b.len() + 80 < size {
         b.extend_from_slice(

@@ -44,6 +44,15 @@ pub enum SinkMode {
     /// Greet every connection with `421 4.3.2` and close: every recipient
     /// is deferred.
     Refuse,
+    /// Accept at most `per_sec` messages a second over all sinks (the
+    /// final reply waits for its turn), and answer every `tempfail_every`th
+    /// recipient `451 4.7.1` (0: none).
+    Limited {
+        /// Messages per second over all sinks.
+        per_sec: u32,
+        /// One recipient in this many is deferred.
+        tempfail_every: u32,
+    },
 }
 
 /// What the sinks saw, shared with the benchmark.
@@ -59,6 +68,14 @@ pub struct Tally {
     /// Copies of the first `capture` messages (data as received).
     pub captured: Mutex<Vec<Vec<u8>>>,
     capture: usize,
+    /// Messages accepted per (sink, second since the start).
+    pub per_second: Mutex<std::collections::HashMap<(usize, u64), u32>>,
+    /// When the sinks started (for `per_second`).
+    pub started: std::time::Instant,
+    /// RCPTs answered so far (for the tempfail share).
+    rcpts: AtomicU64,
+    /// The next free acceptance slot under a `Limited` mode.
+    next_slot: Mutex<tokio::time::Instant>,
 }
 
 impl Tally {
@@ -83,10 +100,31 @@ impl Tally {
             unidentified: AtomicU64::new(0),
             captured: Mutex::new(Vec::new()),
             capture,
+            per_second: Mutex::new(std::collections::HashMap::new()),
+            started: std::time::Instant::now(),
+            rcpts: AtomicU64::new(0),
+            next_slot: Mutex::new(tokio::time::Instant::now()),
         })
     }
 
-    fn record(&self, data: &[u8]) {
+    /// Under a rate, when this message may be answered.
+    fn slot(&self, per_sec: u32) -> tokio::time::Instant {
+        let gap = std::time::Duration::from_secs(1) / per_sec.max(1);
+        let mut next = self.next_slot.lock().unwrap();
+        let now = tokio::time::Instant::now();
+        let at = (*next).max(now);
+        *next = at + gap;
+        at
+    }
+
+    fn record(&self, sink: usize, data: &[u8]) {
+        let second = self.started.elapsed().as_secs();
+        *self
+            .per_second
+            .lock()
+            .unwrap()
+            .entry((sink, second))
+            .or_insert(0) += 1;
         match bench_id(data).and_then(|id| self.seen.get(id)) {
             Some(slot) => {
                 let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -166,12 +204,12 @@ async fn serve_sinks(hosts: usize, port: u16, mode: SinkMode, tally: Arc<Tally>)
                 .expect("bind sink"),
         );
     }
-    for l in listeners {
+    for (k, l) in listeners.into_iter().enumerate() {
         let tally = tally.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
                 tally.connections.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(session(s, mode, tally.clone()));
+                tokio::spawn(session(s, k, mode, tally.clone()));
             }
         });
     }
@@ -180,7 +218,32 @@ async fn serve_sinks(hosts: usize, port: u16, mode: SinkMode, tally: Arc<Tally>)
 
 /// One SMTP session: pipelining-aware (replies are written when the input
 /// is drained), DATA read line by line and unstuffed.
-async fn session(s: TcpStream, mode: SinkMode, tally: Arc<Tally>) {
+/// Reads message data up to the lone dot, unstuffed, into `data`; false
+/// if the connection ended first.
+async fn read_data(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    line: &mut Vec<u8>,
+    data: &mut Vec<u8>,
+) -> bool {
+    data.clear();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', line).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        if line == b".\r\n" {
+            return true;
+        }
+        let unstuffed = if line.starts_with(b"..") {
+            &line[1..]
+        } else {
+            &line[..]
+        };
+        data.extend_from_slice(unstuffed);
+    }
+}
+
+async fn session(s: TcpStream, sink: usize, mode: SinkMode, tally: Arc<Tally>) {
     let _ = s.set_nodelay(true);
     let (r, mut w) = s.into_split();
     if mode == SinkMode::Refuse {
@@ -190,6 +253,7 @@ async fn session(s: TcpStream, mode: SinkMode, tally: Arc<Tally>) {
     let mut r = BufReader::with_capacity(64 << 10, r);
     let (mut line, mut out) = (Vec::new(), b"220 sink ESMTP\r\n".to_vec());
     let mut data = Vec::with_capacity(8 << 10);
+    let mut rcpts_ok = 0u32;
     loop {
         if r.buffer().is_empty() && !out.is_empty() {
             if w.write_all(&out).await.is_err() {
@@ -205,30 +269,42 @@ async fn session(s: TcpStream, mode: SinkMode, tally: Arc<Tally>) {
             Some(b"EHLO") => out.extend_from_slice(
                 b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n",
             ),
+            Some(b"DATA") if rcpts_ok == 0 => {
+                out.extend_from_slice(b"554 5.5.1 no valid recipients\r\n")
+            }
             Some(b"DATA") => {
+                rcpts_ok = 0;
                 out.extend_from_slice(b"354 go\r\n");
                 if w.write_all(&out).await.is_err() {
                     return;
                 }
                 out.clear();
-                data.clear();
-                loop {
-                    line.clear();
-                    if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == b".\r\n" {
-                        break;
-                    }
-                    let unstuffed = if line.starts_with(b"..") {
-                        &line[1..]
-                    } else {
-                        &line[..]
-                    };
-                    data.extend_from_slice(unstuffed);
+                if !read_data(&mut r, &mut line, &mut data).await {
+                    return;
                 }
-                tally.record(&data);
+                if let SinkMode::Limited { per_sec, .. } = mode {
+                    tokio::time::sleep_until(tally.slot(per_sec)).await;
+                }
+                tally.record(sink, &data);
                 out.extend_from_slice(b"250 2.0.0 ok\r\n");
+            }
+            Some(b"RCPT") => {
+                let n = tally.rcpts.fetch_add(1, Ordering::Relaxed) + 1;
+                match mode {
+                    SinkMode::Limited { tempfail_every, .. }
+                        if tempfail_every > 0 && n.is_multiple_of(u64::from(tempfail_every)) =>
+                    {
+                        out.extend_from_slice(b"451 4.7.1 sink says later\r\n")
+                    }
+                    _ => {
+                        rcpts_ok += 1;
+                        out.extend_from_slice(b"250 ok\r\n")
+                    }
+                }
+            }
+            Some(b"MAIL") | Some(b"RSET") => {
+                rcpts_ok = 0;
+                out.extend_from_slice(b"250 ok\r\n")
             }
             Some(b"QUIT") => {
                 let _ = w.write_all(b"221 bye\r\n").await;

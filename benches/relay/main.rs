@@ -6,6 +6,7 @@
 //! cargo bench --bench relay -- --dkim off --messages 50000 --clients 50 --size 4096
 //! cargo bench --bench relay -- --target 127.0.0.1:25 --dns-port 53 --sink-port 25
 //! cargo bench --bench relay -- --deferred 1000000 # the queue-memory / recovery run
+//! cargo bench --bench relay -- --burst 200         # B/s, then 12 B/s, then B/s
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -22,6 +23,7 @@
 //! to resolve through `--dns-port` on 127.0.1.53 and deliver to port
 //! `--sink-port`); `--target-pid PID` then reports that process's CPU.
 
+mod burst;
 mod deferred;
 mod inject;
 mod internet;
@@ -53,6 +55,11 @@ pub struct Args {
     sink_port: u16,
     deferred: Option<u64>,
     recipients: usize,
+    burst: Option<u64>,
+    burst_secs: u64,
+    path_rate: u64,
+    sink_rate: u32,
+    queue_budget: u64,
 }
 
 fn parse_args() -> Args {
@@ -69,6 +76,11 @@ fn parse_args() -> Args {
         sink_port: 0,
         deferred: None,
         recipients: 10,
+        burst: None,
+        burst_secs: 10,
+        path_rate: 250,
+        sink_rate: 1000,
+        queue_budget: 20_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,6 +100,11 @@ fn parse_args() -> Args {
             "--target-pid" => a.target_pid = Some(num(value()) as u32),
             "--deferred" => a.deferred = Some(num(value())),
             "--recipients" => a.recipients = num(value()).max(1) as usize,
+            "--burst" => a.burst = Some(num(value()).max(1)),
+            "--burst-secs" => a.burst_secs = num(value()).max(1),
+            "--path-rate" => a.path_rate = num(value()).max(1),
+            "--sink-rate" => a.sink_rate = num(value()).max(1) as u32,
+            "--queue-budget" => a.queue_budget = num(value()),
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()
@@ -111,6 +128,10 @@ fn main() {
     let a = parse_args();
     if let Some(recipients) = a.deferred {
         deferred::run(&a, recipients);
+        return;
+    }
+    if let Some(base) = a.burst {
+        burst::run(&a, base);
         return;
     }
     let variants = if a.target.is_some() {

@@ -112,10 +112,16 @@ impl Daemon {
     /// Writes the config and starts Tern; returns once it accepts
     /// connections (bounded: 60 s).
     pub fn start(s: &Setup<'_>) -> Self {
+        Self::start_with(s, |_| {})
+    }
+
+    /// Like [`Daemon::start`], with the config changed by `tweak`.
+    pub fn start_with(s: &Setup<'_>, tweak: impl FnOnce(&mut Config)) -> Self {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        let cfg = config(s, addr);
+        let mut cfg = config(s, addr);
+        tweak(&mut cfg);
         let path = s.dir.join("tern.toml");
         std::fs::write(&path, toml::to_string(&cfg).expect("config as TOML")).unwrap();
         let stderr = s.dir.join("tern.stderr");

@@ -22,7 +22,7 @@ use crate::smtp::reply::{self, Reply};
 impl Protocol {
     pub(super) fn data(&mut self, more: bool) -> Option<Step> {
         if let Some(r) = self.data_refusal() {
-            let step = self.fail(&r);
+            let step = self.fail_after_mail(&r);
             if more && step.is_none() {
                 // The client sent on without waiting for our reply to DATA
                 // (RFC 2920): what follows is message data, never commands.

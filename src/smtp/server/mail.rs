@@ -30,11 +30,13 @@ impl Protocol {
         if self.txn.is_some() {
             return self.fail(&reply::NESTED_MAIL);
         }
+        self.mail_refused = false;
         if let Some(r) =
             reply::queue_refusal_at_mail(&self.ctx.intake.health(), self.ctx.intake.over_limit())
         {
             tracing::warn!(peer = %self.peer, "refusing MAIL: the queue is not taking mail");
             self.reply(&r);
+            self.mail_refused = true;
             return None;
         }
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;

@@ -137,6 +137,10 @@ pub struct Protocol {
     pub out: Vec<u8>,
     errors: u32,
     pub(super) auth_failures: u32,
+    /// The last MAIL was refused because the queue is not taking mail:
+    /// the RCPT and DATA a pipelining client sent behind it are answered
+    /// 503 without counting as the client's errors.
+    pub(super) mail_refused: bool,
 }
 
 impl Protocol {
@@ -154,6 +158,7 @@ impl Protocol {
             mode: Mode::Command,
             out: Vec::with_capacity(512),
             errors: 0,
+            mail_refused: false,
             auth_failures: 0,
         }
     }
@@ -218,6 +223,16 @@ impl Protocol {
 
     pub(super) fn reply(&mut self, r: &Reply) {
         r.write(&mut self.out);
+    }
+
+    /// Like [`Protocol::fail`], except for "need MAIL" right after a MAIL
+    /// Tern refused for load, which the client could not have known.
+    pub(super) fn fail_after_mail(&mut self, r: &Reply) -> Option<Step> {
+        if self.mail_refused && self.txn.is_none() && self.helo.is_some() {
+            self.reply(r);
+            return None;
+        }
+        self.fail(r)
     }
 
     /// Replies with an error and counts it; `Close` once there were too many.
@@ -295,6 +310,12 @@ impl Protocol {
     }
 
     fn dispatch(&mut self, req: Request<std::borrow::Cow<'_, str>>, more: bool) -> Option<Step> {
+        if !matches!(
+            req,
+            Request::Rcpt { .. } | Request::Data | Request::Bdat { .. }
+        ) {
+            self.mail_refused = false; // only the commands sent behind it
+        }
         match req {
             Request::Ehlo { host } => self.ehlo(&host, true),
             Request::Helo { host } => self.ehlo(&host, false),

@@ -27,7 +27,7 @@ impl Protocol {
             } else {
                 &reply::NEED_MAIL
             };
-            return self.fail(r);
+            return self.fail_after_mail(r);
         };
         if txn.body.is_some() {
             return self.fail(&reply::BAD_SEQUENCE);
