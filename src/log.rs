@@ -34,6 +34,8 @@ pub enum Kind {
     /// A shaping rule suspended a path, source, site or provider (the
     /// message is the one whose reply triggered it).
     Suspension,
+    /// A shaping rule slowed a path down (`rate` is the new rate).
+    SlowDown,
 }
 
 /// One line of the delivery log. Every field that does not apply is left
@@ -101,6 +103,9 @@ pub struct Record {
     /// See `rule` (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// For a slow-down: the path's new rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
 }
 
 impl Record {
@@ -128,6 +133,7 @@ impl Record {
             rule: None,
             target: None,
             until: None,
+            rate: None,
         }
     }
 }

@@ -508,3 +508,73 @@ async fn over_its_spool_budget_the_door_answers_4xx_and_reopens_as_the_backlog_d
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_push_back_slows_the_path_down_and_deliveries_bring_it_back() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let mut cfg = net.config();
+    let mut p = provider("alpha", ".alpha.test");
+    p.per_path.message_rate = rate("60/m,burst=1");
+    cfg.shaping.providers.push(p);
+    cfg.shaping.rules.push(tern::config::RuleConfig {
+        name: "busy".into(),
+        codes: vec![450],
+        text: Some("(?i)busy".into()),
+        action: tern::config::RuleAction::SlowDown,
+        floor: rate("6/m"),
+        ..tern::config::RuleConfig::default()
+    });
+    let tern = Tern::start(cfg).await;
+    send_each(&tern, &["tempfail@alpha.test"]).await;
+    assert!(until(WAIT, || mx.tries("tempfail@alpha.test") == 1).await);
+    let actions = net.dir.path().join("shaping-actions.json");
+    assert!(until(WAIT, || actions.exists()).await);
+    let list = tern::shaping::rules::read_state(&actions).unwrap();
+    assert_eq!(list[0].rate.as_deref(), Some("30.0/m"), "halved: {list:?}");
+
+    // Twelve messages: at the full 1/s they would take 12 one-second
+    // steps; slowed, the first four steps carry fewer than four.
+    let to: Vec<String> = (1..=12).map(|i| format!("ok{i}@alpha.test")).collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    send_each(&tern, &to).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = mx.received().len();
+    for _ in 0..4 {
+        skip(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let in_four = mx.received().len() - before;
+    assert!(
+        (1..4).contains(&in_four),
+        "{in_four} in four seconds at half rate"
+    );
+
+    // Ten deliveries give the rate back (a twentieth each from one half).
+    for _ in 0..40 {
+        if mx.received().len() >= 12 {
+            break;
+        }
+        skip(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    exactly(&[&mx], 12).await;
+    let list = tern::shaping::rules::read_state(&actions).unwrap();
+    assert!(
+        list.iter().all(|a| a.rate.is_none()),
+        "whole again: {list:?}"
+    );
+    tern.stop().await;
+    let log = net.log();
+    let slow = log
+        .iter()
+        .find(|r| r["type"] == "slow_down")
+        .expect("logged");
+    assert_eq!(slow["rate"], "30.0/m");
+    assert!(
+        !log.iter().any(|r| r["type"] == "bounce"),
+        "nothing bounces"
+    );
+    mx.stop().await;
+    net.stop().await;
+}

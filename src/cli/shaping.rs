@@ -93,15 +93,24 @@ pub fn actions(config: &Config) -> ExitCode {
         }
     };
     let now = crate::clock::rfc3339(std::time::SystemTime::now());
-    let active: Vec<_> = list.into_iter().filter(|a| a.end > now).collect();
+    let active: Vec<_> = list
+        .into_iter()
+        .filter(|a| a.rate.is_some() || a.end > now)
+        .collect();
     if active.is_empty() {
         println!("no automatic actions in force");
     }
     for a in active {
-        println!(
-            "{}: suspended by rule {} from {} until {}",
-            a.target, a.rule, a.start, a.end
-        );
+        match &a.rate {
+            Some(rate) => println!(
+                "{}: slowed to {rate} by rule {} since {}, until whole again",
+                a.target, a.rule, a.start
+            ),
+            None => println!(
+                "{}: suspended by rule {} from {} until {}",
+                a.target, a.rule, a.start, a.end
+            ),
+        }
         println!("    after: {}", a.reply);
     }
     ExitCode::SUCCESS

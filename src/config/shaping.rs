@@ -148,6 +148,10 @@ pub enum RuleAction {
     /// (never bounced) and resumes by itself.
     #[default]
     Suspend,
+    /// Halve the path's message rate (never below `floor`); each message
+    /// delivered afterwards gives back a twentieth of the configured rate,
+    /// until it is whole again (AIMD). Path scope only.
+    SlowDown,
 }
 
 /// The scope a rule's action applies to.
@@ -184,8 +188,13 @@ pub struct RuleConfig {
     pub action: RuleAction,
     /// To what.
     pub scope: RuleScope,
-    /// For how long.
+    /// For how long (`suspend`).
     pub duration: Option<Duration>,
+    /// The lowest rate a `slow_down` goes to.
+    pub floor: Option<Rate>,
+    /// The rate a `slow_down` starts from and returns to on a path that
+    /// has no `message_rate` of its own (default: ten times `floor`).
+    pub ceiling: Option<Rate>,
 }
 
 /// The include file: `[[provider]]` and `[[rule]]` entries.
@@ -298,11 +307,26 @@ pub(super) fn validate_rule(r: &RuleConfig, key: Vec<Key>, issues: &mut Vec<Issu
             format!("not a valid regular expression: {e}"),
         ));
     }
-    if r.duration.is_none() {
-        issues.push(Issue::new(
-            key.field("duration"),
-            "must be set, such as \"30m\"",
-        ));
+    match r.action {
+        RuleAction::Suspend if r.duration.is_none() => {
+            issues.push(Issue::new(
+                key.field("duration"),
+                "must be set, such as \"30m\"",
+            ));
+        }
+        RuleAction::SlowDown if r.floor.is_none() => {
+            issues.push(Issue::new(
+                key.field("floor"),
+                "a slow_down needs the lowest rate, such as \"10/m\"",
+            ));
+        }
+        RuleAction::SlowDown if r.scope != RuleScope::Path => {
+            issues.push(Issue::new(
+                key.field("scope"),
+                "a slow_down applies to a path",
+            ));
+        }
+        _ => {}
     }
 }
 

@@ -55,6 +55,8 @@ pub(crate) struct Path {
     pub(super) messages: Option<Limiter>,
     /// Its own new-connection rate.
     pub(super) connects: Option<Limiter>,
+    /// Its adaptive rate, once a slow-down rule has fired.
+    pub(super) aimd: std::sync::OnceLock<crate::shaping::aimd::Aimd>,
     state: Mutex<State>,
     ready: tokio::sync::Notify,
     stopped: AtomicBool,
@@ -76,6 +78,7 @@ impl Path {
             site,
             messages: plan.limits.message_rate.map(Limiter::new),
             connects: plan.limits.connection_rate.map(Limiter::new),
+            aimd: std::sync::OnceLock::new(),
             plan,
             state: Mutex::new(State {
                 jobs: Lanes::default(),
@@ -298,8 +301,9 @@ async fn send_job(svc: &Arc<Delivery>, path: &Path, c: &mut Connection, job: Job
     };
     let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
     let (outcomes, reusable) = deliver(c, &job, max_rcpts).await;
-    if let Some(o) = outcomes.iter().find(|o| o.verdict != Verdict::Delivered) {
-        path.react(svc, &o.reply, &job);
+    match outcomes.iter().find(|o| o.verdict != Verdict::Delivered) {
+        Some(o) => path.react(svc, &o.reply, &job),
+        None => path.delivered(svc),
     }
     let host = Some((c.host.clone(), c.peer));
     let outcomes = outcomes

@@ -35,7 +35,9 @@ impl Path {
 
     /// True when a message rate applies to this path.
     pub(super) fn paced(&self) -> bool {
-        self.messages.is_some() || self.plan.scopes.iter().any(|s| s.messages.is_some())
+        self.messages.is_some()
+            || self.aimd.get().is_some()
+            || self.plan.scopes.iter().any(|s| s.messages.is_some())
     }
 
     /// Waits until the message rates of the path and its scopes allow one
@@ -44,6 +46,7 @@ impl Path {
         let rates: Vec<&Limiter> = self
             .messages
             .iter()
+            .chain(self.aimd.get().map(|a| a.limiter()))
             .chain(self.plan.scopes.iter().filter_map(|s| s.messages.as_ref()))
             .collect();
         pace(&rates).await;
@@ -82,20 +85,47 @@ impl Path {
             (RuleScope::Site | RuleScope::Provider, _) => Target::Site(self.site.to_string()),
         };
         let now = svc.clock.system_time();
-        let Some(action) = shaper
-            .actions
-            .suspend(target, rule, &reply.to_string(), now)
-        else {
-            return;
+        let (kind, action) = match rule.action {
+            crate::config::RuleAction::SlowDown => {
+                let full = self.plan.limits.message_rate.or(rule.ceiling);
+                let floor = rule.floor.unwrap_or(crate::config::values::Rate {
+                    count: 1,
+                    per: std::time::Duration::from_secs(60),
+                    burst: None,
+                });
+                let full = full.unwrap_or(crate::config::values::Rate {
+                    count: floor.count * 10,
+                    ..floor
+                });
+                let aimd = self
+                    .aimd
+                    .get_or_init(|| crate::shaping::aimd::Aimd::new(full, floor));
+                let per_minute = aimd.decrease() * 60.0;
+                let action =
+                    shaper
+                        .actions
+                        .slowed(target, rule, &reply.to_string(), per_minute, now);
+                (crate::log::Kind::SlowDown, action)
+            }
+            crate::config::RuleAction::Suspend => {
+                match shaper
+                    .actions
+                    .suspend(target, rule, &reply.to_string(), now)
+                {
+                    Some(action) => (crate::log::Kind::Suspension, action),
+                    None => return,
+                }
+            }
         };
         let id = job.attempt.info.id;
-        tracing::warn!(queue_id = %id, rule = %action.rule, target = %action.target, until = %action.end, reply = %action.reply, "shaping rule: suspended");
+        tracing::warn!(queue_id = %id, rule = %action.rule, target = %action.target, until = %action.end, rate = ?action.rate, reply = %action.reply, "shaping rule fired");
         let mut r = crate::log::Record::new(
-            crate::log::Kind::Suspension,
+            kind,
             now,
             id.to_string(),
             job.attempt.info.envelope.sender.to_string(),
         );
+        r.rate = action.rate.clone();
         r.site = Some(self.site.to_string());
         r.source = Some(self.source.name.to_string());
         r.reply = Some(action.reply);
@@ -111,6 +141,19 @@ impl Path {
         st.connected += 1;
         st.failures = 0;
         st.paused_until = None;
+    }
+
+    /// A message went through: a slowed path gets some of its rate back.
+    pub(super) fn delivered(&self, svc: &Delivery) {
+        let Some(aimd) = self.aimd.get().filter(|a| a.slowed()) else {
+            return;
+        };
+        if aimd.increase() {
+            use crate::shaping::rules::Target;
+            let target = Target::Path(self.source.name.to_string(), self.site.to_string());
+            svc.settings.shaper.actions.recovered(&target);
+            tracing::info!(source = %self.source.name, site = %self.site, "slowed path back at its full rate");
+        }
     }
 
     /// Counts a failed connection; pauses the path after

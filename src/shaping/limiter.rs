@@ -14,8 +14,8 @@ use crate::config::values::Rate;
 #[derive(Debug)]
 pub struct Limiter {
     rate: Rate,
-    gcra: Gcra,
-    tat: Mutex<Option<Instant>>,
+    /// The limiter in force (the rate, possibly scaled down) and the TAT.
+    state: Mutex<(Gcra, Option<Instant>)>,
 }
 
 impl Limiter {
@@ -23,8 +23,7 @@ impl Limiter {
     pub fn new(rate: Rate) -> Self {
         Self {
             rate,
-            gcra: Gcra::new(rate),
-            tat: Mutex::new(None),
+            state: Mutex::new((Gcra::new(rate), None)),
         }
     }
 
@@ -33,23 +32,30 @@ impl Limiter {
         self.rate
     }
 
-    fn tat(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.tat.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, (Gcra, Option<Instant>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs at `scale` times the configured rate from now on.
+    pub fn set_scale(&self, scale: f64) {
+        self.state().0 = Gcra::scaled(self.rate, scale);
     }
 
     /// The earliest time an event would be allowed.
     pub fn earliest(&self, now: Instant) -> Instant {
-        self.gcra.earliest(*self.tat(), now)
+        let st = self.state();
+        st.0.earliest(st.1, now)
     }
 
     /// Counts an event at `now` if it is allowed; false (and nothing
     /// counted) otherwise.
     pub fn try_take(&self, now: Instant) -> bool {
-        let mut tat = self.tat();
-        if !self.gcra.allows(*tat, now) {
+        let mut st = self.state();
+        let (gcra, tat) = &mut *st;
+        if !gcra.allows(*tat, now) {
             return false;
         }
-        self.gcra.record(&mut tat, now);
+        gcra.record(tat, now);
         true
     }
 }

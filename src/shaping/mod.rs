@@ -8,6 +8,7 @@
 //! providers, domains and sources. It never connects or sends: delivery
 //! asks it for a path's [`Plan`] and waits on the limiters it holds.
 
+pub mod aimd;
 pub mod limiter;
 pub mod rate;
 pub mod rules;

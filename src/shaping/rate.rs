@@ -29,6 +29,19 @@ impl Gcra {
         }
     }
 
+    /// The limiter for `rate` scaled by `scale` (0 < scale <= 1): the same
+    /// burst, events `1 / scale` times further apart.
+    pub fn scaled(rate: Rate, scale: f64) -> Self {
+        let g = Self::new(rate);
+        let scale = scale.clamp(1e-6, 1.0);
+        let interval = g.interval.div_f64(scale);
+        let burst = u32::try_from(rate.burst().max(1)).unwrap_or(u32::MAX);
+        Self {
+            interval,
+            tolerance: interval * (burst - 1),
+        }
+    }
+
     /// Would an event at `now` be allowed? Does not count it.
     pub fn allows(&self, tat: Option<Instant>, now: Instant) -> bool {
         tat.is_none_or(|t| t.saturating_duration_since(now) <= self.tolerance)

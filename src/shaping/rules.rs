@@ -13,7 +13,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{RuleConfig, RuleScope};
+use crate::config::values::Rate;
+use crate::config::{RuleAction, RuleConfig, RuleScope};
 
 /// A compiled rule.
 #[derive(Debug)]
@@ -24,10 +25,16 @@ pub struct Rule {
     enhanced: Option<String>,
     text: Option<Regex>,
     provider: Option<String>,
-    /// What it suspends.
+    /// What it does.
+    pub action: RuleAction,
+    /// What it suspends or slows.
     pub scope: RuleScope,
-    /// For how long.
+    /// For how long (a suspension).
     pub duration: Duration,
+    /// A slow-down's lowest rate.
+    pub floor: Option<Rate>,
+    /// A slow-down's full rate on a path without a rate of its own.
+    pub ceiling: Option<Rate>,
 }
 
 impl Rule {
@@ -39,8 +46,11 @@ impl Rule {
             // Checked at config load; an invalid one matches nothing.
             text: c.text.as_deref().and_then(|t| Regex::new(t).ok()),
             provider: c.provider.clone(),
+            action: c.action,
             scope: c.scope,
             duration: c.duration.map_or(Duration::from_secs(600), |d| d.get()),
+            floor: c.floor,
+            ceiling: c.ceiling,
         }
     }
 
@@ -104,6 +114,18 @@ pub enum Target {
     Site(String),
     /// A provider.
     Provider(String),
+    /// A path's slow-down (kept apart from its suspensions).
+    Slowed(String, String),
+}
+
+impl Target {
+    /// The key of a slow-down of this target (a path).
+    fn slow(self) -> Target {
+        match self {
+            Target::Path(source, site) => Target::Slowed(source, site),
+            other => other,
+        }
+    }
 }
 
 impl std::fmt::Display for Target {
@@ -113,6 +135,7 @@ impl std::fmt::Display for Target {
             Target::Source(s) => write!(f, "source {s}"),
             Target::Site(s) => write!(f, "site {s}"),
             Target::Provider(p) => write!(f, "provider {p}"),
+            Target::Slowed(source, site) => write!(f, "path {source} -> {site} (slowed)"),
         }
     }
 }
@@ -128,8 +151,11 @@ pub struct Action {
     pub reply: String,
     /// When it started (RFC 3339).
     pub start: String,
-    /// When it ends (RFC 3339).
+    /// When it ends (RFC 3339), or, for a slow-down, "when whole".
     pub end: String,
+    /// For a slow-down: the rate in force (messages per minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
     #[serde(skip)]
     until: Option<Instant>,
 }
@@ -179,6 +205,7 @@ impl Actions {
             reply: reply.chars().take(300).collect(),
             start: crate::clock::rfc3339(now),
             end: crate::clock::rfc3339(now + rule.duration),
+            rate: None,
             until: Some(until),
         };
         let mut active = self.active();
@@ -193,6 +220,43 @@ impl Actions {
         drop(active);
         self.write(&snapshot);
         Some(action)
+    }
+
+    /// Records (or updates) a slow-down of `target` to `per_minute`.
+    pub fn slowed(
+        &self,
+        target: Target,
+        rule: &Rule,
+        reply: &str,
+        per_minute: f64,
+        now: SystemTime,
+    ) -> Action {
+        let action = Action {
+            target: target.clone(),
+            rule: rule.name.to_string(),
+            reply: reply.chars().take(300).collect(),
+            start: crate::clock::rfc3339(now),
+            end: "when whole".into(),
+            rate: Some(format!("{per_minute:.1}/m")),
+            // Listed until cleared; never taken for a suspension.
+            until: Some(Instant::now() + Duration::from_secs(10 * 365 * 86_400)),
+        };
+        let mut active = self.active();
+        active.insert(target.slow(), action.clone());
+        let snapshot: Vec<Action> = active.values().cloned().collect();
+        drop(active);
+        self.write(&snapshot);
+        action
+    }
+
+    /// A slowed-down path is whole again.
+    pub fn recovered(&self, target: &Target) {
+        let mut active = self.active();
+        if active.remove(&target.clone().slow()).is_some() {
+            let snapshot: Vec<Action> = active.values().cloned().collect();
+            drop(active);
+            self.write(&snapshot);
+        }
     }
 
     /// The suspension in force for a path from `source` to `site` of
