@@ -578,3 +578,54 @@ async fn a_push_back_slows_the_path_down_and_deliveries_bring_it_back() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_bounce_rule_fails_a_temporary_reply_at_once() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let mut cfg = net.config();
+    cfg.shaping.rules.push(tern::config::RuleConfig {
+        name: "disabled".into(),
+        codes: vec![450],
+        text: Some("(?i)busy".into()),
+        action: tern::config::RuleAction::Bounce,
+        ..tern::config::RuleConfig::default()
+    });
+    let tern = Tern::start(cfg).await;
+    send_each(&tern, &["tempfail@alpha.test"]).await;
+    let bounced = || {
+        std::fs::read_to_string(net.dir.path().join("deliveries.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("\"bounce\"") && l.contains("tempfail@alpha.test"))
+    };
+    assert!(until(WAIT, bounced).await, "bounced on the first attempt");
+    assert_eq!(mx.tries("tempfail@alpha.test"), 1);
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_total_holds_across_sites() {
+    let net = Net::new(ZONE).await;
+    let (alpha, sender) = (net.sink(10).await, net.sink(13).await);
+    let mut cfg = net.config();
+    cfg.tenants.push(tern::config::TenantConfig {
+        name: "shop".into(),
+        pool: None,
+        priority: None,
+    });
+    cfg.listeners[0].tenant = Some("shop".into());
+    cfg.shaping.tenants.push(tern::config::TenantShapingConfig {
+        tenant: "shop".into(),
+        message_rate: rate("1/m,burst=1"),
+    });
+    let tern = Tern::start(cfg).await;
+    send_each(&tern, &["a@alpha.test", "b@sender.test", "c@alpha.test"]).await;
+    one_per_minute(&[&alpha, &sender], 1, 3).await;
+    tern.stop().await;
+    alpha.stop().await;
+    sender.stop().await;
+    net.stop().await;
+}

@@ -39,7 +39,8 @@ pub use queue::{DurabilityMode, QueueConfig};
 pub use server::{LogConfig, ServerConfig};
 pub use shaping::{
     DomainShapingConfig, PathLimitsConfig, ProviderConfig, ProviderSourceConfig, ProvidersFile,
-    RuleAction, RuleConfig, RuleScope, ShapingConfig, SourceShapingConfig, TotalLimitsConfig,
+    RuleAction, RuleConfig, RuleScope, ShapingConfig, SiteShapingConfig, SourceShapingConfig,
+    TenantShapingConfig, TotalLimitsConfig,
 };
 
 /// The whole configuration.
@@ -205,7 +206,8 @@ impl Config {
         delivery::validate_routes(&self.routes, &mut issues);
         self.dkim.validate(self.delivery.max_age, &mut issues);
         let sources: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
-        self.shaping.validate(&sources, &mut issues);
+        let tenants: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
+        self.shaping.validate(&sources, &tenants, &mut issues);
         self.validate_pool_references(&mut issues);
         issues
     }

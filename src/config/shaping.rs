@@ -138,6 +138,35 @@ pub struct ShapingConfig {
     /// Reactions to the receivers' replies, tried in order (first match).
     #[serde(rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// Sites with limits of their own.
+    #[serde(rename = "site")]
+    pub sites: Vec<SiteShapingConfig>,
+    /// Tenants with a total message rate.
+    #[serde(rename = "tenant")]
+    pub tenants: Vec<TenantShapingConfig>,
+}
+
+/// `[[shaping.site]]`: one destination site (the MX host set that contains
+/// `mx`), between the provider and domain layers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteShapingConfig {
+    /// One of the site's MX host names (or a smarthost's host).
+    pub mx: String,
+    /// Limits of each path to it.
+    pub per_path: PathLimitsConfig,
+    /// Limits over all paths to it (all sources).
+    pub total: TotalLimitsConfig,
+}
+
+/// `[[shaping.tenant]]`: a tenant's total sending rate, over every path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantShapingConfig {
+    /// A `[[tenant]]` name.
+    pub tenant: String,
+    /// Messages over all its paths, as a rate.
+    pub message_rate: Option<Rate>,
 }
 
 /// What a rule does when a reply matches.
@@ -152,6 +181,10 @@ pub enum RuleAction {
     /// delivered afterwards gives back a twentieth of the configured rate,
     /// until it is whole again (AIMD). Path scope only.
     SlowDown,
+    /// Treat the matching temporary reply as permanent for the recipients
+    /// it answered: they bounce now instead of being retried (for
+    /// providers that say "account disabled" with a 4xx).
+    Bounce,
 }
 
 /// The scope a rule's action applies to.
@@ -230,9 +263,34 @@ fn validate_path_limits(l: &PathLimitsConfig, key: Vec<Key>, issues: &mut Vec<Is
 }
 
 impl ShapingConfig {
-    /// Checks names, suffixes and references; `sources` are the configured
-    /// `[[source]]` names.
-    pub(super) fn validate(&self, sources: &[&str], issues: &mut Vec<Issue>) {
+    /// Checks names, suffixes and references; `sources` and `tenants` are
+    /// the configured `[[source]]` and `[[tenant]]` names.
+    pub(super) fn validate(&self, sources: &[&str], tenants: &[&str], issues: &mut Vec<Issue>) {
+        for (i, s) in self.sites.iter().enumerate() {
+            let key = at("shaping").field("site").index(i);
+            if !name::is_hostname(&s.mx) {
+                issues.push(Issue::new(
+                    key.clone().field("mx"),
+                    format!("{:?} is not a host name", s.mx),
+                ));
+            }
+            validate_path_limits(&s.per_path, key.field("per_path"), issues);
+        }
+        for (i, t) in self.tenants.iter().enumerate() {
+            let key = at("shaping").field("tenant").index(i);
+            if !tenants.contains(&t.tenant.as_str()) {
+                issues.push(Issue::new(
+                    key.clone().field("tenant"),
+                    format!("no [[tenant]] is named {:?}", t.tenant),
+                ));
+            }
+            if t.message_rate.is_none() {
+                issues.push(Issue::new(
+                    key.field("message_rate"),
+                    "must be set, such as \"1000/h\"",
+                ));
+            }
+        }
         validate_providers(
             &self.providers,
             at("shaping").field("provider"),

@@ -299,8 +299,18 @@ async fn send_job(svc: &Arc<Delivery>, path: &Path, c: &mut Connection, job: Job
     } else {
         job
     };
+    // A tenant's total rate holds over every path it uses.
+    if let Some(t) = svc
+        .settings
+        .shaper
+        .tenant(job.attempt.meta.tenant.as_deref())
+        && let Some(l) = &t.messages
+    {
+        crate::shaping::pace(&[l]).await;
+    }
     let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
-    let (outcomes, reusable) = deliver(c, &job, max_rcpts).await;
+    let (mut outcomes, reusable) = deliver(c, &job, max_rcpts).await;
+    path.bounce_by_rule(svc, &mut outcomes);
     match outcomes.iter().find(|o| o.verdict != Verdict::Delivered) {
         Some(o) => path.react(svc, &o.reply, &job),
         None => path.delivered(svc),

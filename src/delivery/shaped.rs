@@ -107,6 +107,7 @@ impl Path {
                         .slowed(target, rule, &reply.to_string(), per_minute, now);
                 (crate::log::Kind::SlowDown, action)
             }
+            crate::config::RuleAction::Bounce => return, // see `bounce_by_rule`
             crate::config::RuleAction::Suspend => {
                 match shaper
                     .actions
@@ -141,6 +142,22 @@ impl Path {
         st.connected += 1;
         st.failures = 0;
         st.paused_until = None;
+    }
+
+    /// Deferred recipients whose reply matches a `bounce` rule fail now.
+    pub(super) fn bounce_by_rule(&self, svc: &Delivery, outcomes: &mut [super::attempt::Outcome]) {
+        let rules = &svc.settings.shaper.rules;
+        let provider = self.plan.provider.as_deref();
+        for o in outcomes.iter_mut() {
+            if o.verdict != super::attempt::Verdict::Deferred {
+                continue;
+            }
+            let r = &o.reply;
+            let rule = rules.matching(r.code, r.esc, &r.text, provider);
+            if rule.is_some_and(|rule| rule.action == crate::config::RuleAction::Bounce) {
+                o.verdict = super::attempt::Verdict::Failed;
+            }
+        }
     }
 
     /// A message went through: a slowed path gets some of its rate back.

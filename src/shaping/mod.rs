@@ -2,7 +2,7 @@
 //! several paths share.
 //!
 //! It owns the layering of `[shaping]` over `[delivery]` (defaults ->
-//! provider -> provider+source -> domain -> source, later winning, each
+//! provider -> provider+source -> site -> domain -> source, later winning, each
 //! value remembering the layer it came from), the matching of a site to
 //! its provider by MX host suffix, and the shared limits ([`Scope`]) of
 //! providers, domains and sources. It never connects or sends: delivery
@@ -117,6 +117,10 @@ pub struct Shaper {
     providers: Vec<Provider>,
     domains: HashMap<String, Layered>,
     sources: HashMap<String, Layered>,
+    /// Sites by one of their MX host names (lowercase).
+    sites: Vec<(String, Layered)>,
+    /// Tenants' total rates.
+    tenants: HashMap<String, Arc<Scope>>,
 }
 
 impl fmt::Debug for Shaper {
@@ -208,7 +212,52 @@ impl Shaper {
                     (x.source.clone(), layered)
                 })
                 .collect(),
+            sites: s
+                .sites
+                .iter()
+                .map(|x| {
+                    let layered = Layered {
+                        per_path: x.per_path.clone(),
+                        total: scope(format!("site of {}", x.mx), &x.total),
+                    };
+                    (x.mx.trim_end_matches('.').to_ascii_lowercase(), layered)
+                })
+                .collect(),
+            tenants: s
+                .tenants
+                .iter()
+                .map(|t| {
+                    let name = format!("tenant {}", t.tenant);
+                    (
+                        t.tenant.clone(),
+                        Arc::new(Scope::new(name, t.message_rate, None, None)),
+                    )
+                })
+                .collect(),
         }
+    }
+
+    /// The shared limit of a tenant's mail, if it has one.
+    pub fn tenant(&self, tenant: Option<&str>) -> Option<&Arc<Scope>> {
+        self.tenants.get(tenant?)
+    }
+
+    /// The `[[shaping.site]]` entry of a site, if one names one of its
+    /// hosts.
+    fn site(&self, site: &str) -> Option<&Layered> {
+        let site = site.strip_prefix("smarthost:").unwrap_or(site);
+        site.split(',')
+            .map(|h| {
+                h.rsplit_once(':')
+                    .map_or(h, |(host, _)| host)
+                    .trim_end_matches('.')
+            })
+            .find_map(|h| {
+                self.sites
+                    .iter()
+                    .find(|(mx, _)| mx.eq_ignore_ascii_case(h))
+                    .map(|(_, l)| l)
+            })
     }
 
     /// The provider of a site: the longest configured suffix that ends
@@ -269,6 +318,15 @@ impl Shaper {
                 apply(ps, &origin, &mut limits, &mut origins);
             }
             scopes.extend(p.total.clone());
+        }
+        if let Some(s) = self.site(site) {
+            apply(
+                &s.per_path,
+                &format!("site {site}"),
+                &mut limits,
+                &mut origins,
+            );
+            scopes.extend(s.total.clone());
         }
         let own = self.domains.get(domain);
         if let Some(d) = own {
@@ -444,6 +502,9 @@ per_path = { max_recipients_per_transaction = 5 }
 source = "ip2"
 per_path = { connection_limit = 1 }
 total = { connection_limit = 50 }
+[[shaping.site]]
+mx = "mx9.big.example"
+per_path = { connection_limit = 3, idle_timeout = "1s" }
 "#;
 
     #[test]
@@ -488,5 +549,23 @@ total = { connection_limit = 50 }
         assert_eq!(none.limits.connection_limit, 10);
         let smarthost = s.plan("ip1", "smarthost:relay.big.example:587", "x.example");
         assert_eq!(smarthost.provider.as_deref(), Some("big"));
+    }
+
+    #[test]
+    fn a_site_layer_sits_between_provider_and_domain() {
+        let s = Shaper::new(&config(LAYERS));
+        let p = s.plan("ip1", "mx8.big.example,mx9.big.example", "partner.example");
+        assert_eq!(p.limits.connection_limit, 3, "site over provider");
+        assert_eq!(
+            &*p.origins.connection_limit,
+            "site mx8.big.example,mx9.big.example"
+        );
+        assert_eq!(p.limits.idle_timeout, Duration::from_secs(1));
+        assert_eq!(
+            p.limits.max_recipients_per_transaction, 5,
+            "domain after site"
+        );
+        let p = s.plan("ip2", "mx9.big.example", "x.example");
+        assert_eq!(p.limits.connection_limit, 1, "source after site");
     }
 }
