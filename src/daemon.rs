@@ -114,33 +114,22 @@ pub async fn run_with(
         )
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
+    let settings = Settings::new(&config);
+    let admin = start_admin(&config, &queue, &settings).await?;
     let delivery = Delivery::new(
         queue.clone(),
         Router::new(&config, resolver),
         Egress::new(&config),
         log.clone(),
         services.clock,
-        Settings::new(&config),
+        settings,
         services.wake.clone(),
     );
     let delivery_task = tokio::spawn(delivery.clone().run());
     let flusher = tokio::spawn(flush_periodically(log.clone()));
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
-    let mut accept_loops = Vec::new();
-    for (l, listener) in config.listeners.iter().zip(bound) {
-        let ctx = Arc::new(session_context(&config, l, &services)?);
-        let address = listener
-            .local_addr()
-            .map_or_else(|_| l.address.to_string(), |a| a.to_string());
-        tracing::info!(%address, starttls = ctx.tls.is_some(), auth = services.credentials.any(), "listening for SMTP");
-        accept_loops.push(tokio::spawn(server::serve(
-            listener,
-            ctx,
-            phase_rx.clone(),
-            sessions.clone(),
-        )));
-    }
+    let accept_loops = start_listeners(&config, bound, &services, &phase_rx, &sessions)?;
     drop(sessions);
     tracing::info!(hostname = %config.server.hostname, spool = %config.queue.path.display(), "tern is running");
 
@@ -163,6 +152,10 @@ pub async fn run_with(
     };
     tokio::join!(sessions_closed, delivery.shutdown(grace));
     let _ = delivery_task.await;
+    if let Some((stop, task)) = admin {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     flusher.abort();
     log.flush();
     let q = queue.clone();
@@ -171,6 +164,64 @@ pub async fn run_with(
         .context("closing the queue")?;
     tracing::info!(queued = queue.message_count(), "queue closed; stopped");
     Ok(())
+}
+
+/// Starts one accept loop per SMTP listener.
+fn start_listeners(
+    config: &Config,
+    bound: Vec<TcpListener>,
+    services: &Services,
+    phase_rx: &watch::Receiver<Phase>,
+    sessions: &mpsc::Sender<()>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut accept_loops = Vec::new();
+    for (l, listener) in config.listeners.iter().zip(bound) {
+        let ctx = Arc::new(session_context(config, l, services)?);
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| l.address.to_string(), |a| a.to_string());
+        tracing::info!(%address, starttls = ctx.tls.is_some(), auth = services.credentials.any(), "listening for SMTP");
+        accept_loops.push(tokio::spawn(server::serve(
+            listener,
+            ctx,
+            phase_rx.clone(),
+            sessions.clone(),
+        )));
+    }
+    Ok(accept_loops)
+}
+
+/// Binds and serves the admin API when it is enabled; returns what stops
+/// it.
+async fn start_admin(
+    config: &Config,
+    queue: &Arc<Queue>,
+    settings: &Settings,
+) -> anyhow::Result<
+    Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+> {
+    let a = &config.admin;
+    if !a.enabled {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind(a.address)
+        .await
+        .with_context(|| format!("cannot listen for the admin API on {}", a.address))?;
+    let state = Arc::new(crate::admin::AdminState {
+        queue: queue.clone(),
+        shaper: settings.shaper.clone(),
+        started: std::time::SystemTime::now(),
+        token: a.token.clone(),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tracing::info!(address = %a.address, "admin API listening");
+    let task = tokio::spawn(crate::admin::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    Ok(Some((stop, task)))
 }
 
 async fn flush_periodically(log: Arc<DeliveryLog>) {

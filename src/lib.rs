@@ -18,12 +18,12 @@
 //! | [`egress`] | sources and weighted pools | DNS, SMTP |
 //! | [`smtp::client`] | outbound SMTP: connect, greet, STARTTLS, pipelined transactions | decide retries or bounces |
 //! | [`log`] | the delivery log (JSON lines, rotation) | diagnostics |
+//! | [`admin`] | the operations HTTP API (health, queue summary, automatic actions) and the CLI's client for it | send mail, change the spool format |
 //! | [`clock`] | wall-clock time through tokio's clock; date formats | |
 //! | `queue` (crate) | durability: the spool, group commit, recovery, compaction | SMTP, DNS, config files |
 //!
 //! Coming with the next pieces of work, in the places DESIGN.md gives them:
-//! the rest of `shaping` (reaction to replies, warm-up, priorities,
-//! admission), `admin`, `metrics`.
+//! the rest of `admin` (reload, queue control, status page) and `metrics`.
 //!
 //! # The message flow
 //!
@@ -48,6 +48,7 @@
 //! recorded durably as it ends, so a restart resends only recipients not
 //! yet recorded as done.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -31,7 +31,7 @@ fn output(cmd: &mut Command) -> (bool, String, String) {
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("tern.toml");
     let text = format!(
-        "[server]\nhostname = \"mta.test\"\n[log]\nlevel = \"info\"\ndeliveries = \"{}\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[queue]\npath = \"{}\"\nsegment_size = \"1MiB\"\nmin_free_space = \"0B\"\n[dns]\nnameservers = [\"127.0.0.1:1\"]\nattempts = 1\ntimeout = \"1s\"\n",
+        "[server]\nhostname = \"mta.test\"\n[log]\nlevel = \"info\"\ndeliveries = \"{}\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[queue]\npath = \"{}\"\nsegment_size = \"1MiB\"\nmin_free_space = \"0B\"\n[dns]\nnameservers = [\"127.0.0.1:1\"]\nattempts = 1\ntimeout = \"1s\"\n[admin]\nenabled = false\n",
         dir.join("deliveries.jsonl").display(),
         dir.join("spool").display()
     );

@@ -223,7 +223,7 @@ fn python_smtplib_relays_through_tern_run_with_starttls_and_auth() {
     let config = dir.path().join("tern.toml");
     let spool = dir.path().join("spool");
     let text = format!(
-        "[server]\nhostname = \"mx.test\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n[queue]\npath = \"{}\"\nmin_free_space = \"0B\"\n[dns]\nnameservers = [\"127.0.0.1:1\"]\nattempts = 1\ntimeout = \"1s\"\n[log]\ndeliveries = \"\"\n[[auth.user]]\nname = \"app\"\npassword_hash = \"{}\"\n",
+        "[server]\nhostname = \"mx.test\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n[queue]\npath = \"{}\"\nmin_free_space = \"0B\"\n[dns]\nnameservers = [\"127.0.0.1:1\"]\nattempts = 1\ntimeout = \"1s\"\n[log]\ndeliveries = \"\"\n[admin]\nenabled = false\n[[auth.user]]\nname = \"app\"\npassword_hash = \"{}\"\n",
         cert.cert_path.display(),
         cert.key_path.display(),
         spool.display(),
@@ -280,6 +280,10 @@ fn python_smtplib_relays_through_tern_run_on_the_shipped_config() {
         .replace(
             "deliveries = \"./var/log/deliveries.jsonl\"",
             &format!("deliveries = \"{}\"", dir.path().join("d.jsonl").display()),
+        )
+        .replace(
+            "address = \"127.0.0.1:8025\"",
+            &format!("address = \"127.0.0.1:{}\"", free_port()),
         );
     assert_ne!(text, shipped);
     let config = dir.path().join("tern.toml");

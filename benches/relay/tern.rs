@@ -49,6 +49,7 @@ pub fn config(s: &Setup<'_>, listen: SocketAddr) -> Config {
     // The MX hosts are on loopback, which Tern refuses by default.
     c.dns.prohibited_targets = vec!["0.0.0.0/8".parse().unwrap()];
     c.delivery.port = s.sink_port;
+    c.admin.enabled = false;
     c.sources = vec![SourceConfig {
         name: "ip1".into(),
         address: Some("127.0.1.20".parse().unwrap()),

@@ -78,9 +78,26 @@ enum ShapingCommand {
         config: PathBuf,
     },
     /// List the automatic actions (suspensions by reply rules) in force in
-    /// the running daemon, from the state file it keeps beside the
-    /// delivery log.
+    /// the running daemon (from its API, else from the state file it keeps
+    /// beside the delivery log).
     Actions {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// End a suspension now (through the running daemon's API). Name the
+    /// suspended target: one of --source, --site, --provider, or --source
+    /// with --site for a path.
+    Cancel {
+        /// A source (with --site: the path from it).
+        #[arg(long)]
+        source: Option<String>,
+        /// A site (its comma-separated MX hosts, as `tern shaping actions` shows).
+        #[arg(long)]
+        site: Option<String>,
+        /// A provider.
+        #[arg(long)]
+        provider: Option<String>,
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
@@ -140,6 +157,33 @@ pub fn main(cli: Cli) -> ExitCode {
             Some(c) => shaping::actions(&c),
             None => ExitCode::FAILURE,
         },
+        Command::Shaping {
+            command:
+                ShapingCommand::Cancel {
+                    source,
+                    site,
+                    provider,
+                    config,
+                },
+        } => {
+            use crate::shaping::rules::Target;
+            let target = match (source, site, provider) {
+                (Some(s), Some(x), None) => Target::Path(s, x),
+                (Some(s), None, None) => Target::Source(s),
+                (None, Some(x), None) => Target::Site(x),
+                (None, None, Some(p)) => Target::Provider(p),
+                _ => {
+                    eprintln!(
+                        "tern: name one target: --source, --site, --provider, or --source with --site"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            match load_or_report(&config) {
+                Some(c) => shaping::cancel(&c, target),
+                None => ExitCode::FAILURE,
+            }
+        }
     }
 }
 
@@ -239,6 +283,19 @@ fn queue_summary(path: &Path, top: usize) -> ExitCode {
     let Some(config) = load_or_report(path) else {
         return ExitCode::FAILURE;
     };
+    // The running daemon's own view first; the spool files otherwise.
+    let api = crate::admin::client::get::<crate::admin::types::QueueSummary>(
+        &config.admin,
+        &format!("/v1/queue/summary?top={top}"),
+    );
+    match api {
+        Ok(s) => {
+            print!("{}", format_live_summary(&s));
+            return ExitCode::SUCCESS;
+        }
+        Err(crate::admin::client::CallError::Down(_)) => {}
+        Err(e) => eprintln!("note: {e}; reading the spool instead"),
+    }
     let spool = &config.queue.path;
     if !spool.exists() {
         println!("No spool at {}: nothing has been queued.", spool.display());
@@ -288,6 +345,29 @@ fn format_summary(spool: &Path, snap: &SpoolSnapshot, top: usize) -> String {
     }
     if domains.len() > top {
         out.push_str(&format!("... and {} more domain(s)\n", domains.len() - top));
+    }
+    out
+}
+
+fn format_live_summary(s: &crate::admin::types::QueueSummary) -> String {
+    let mut out = format!(
+        "Queue (from the running daemon): {} message(s), {} recipient(s), {} of bodies ({} on disk)\n",
+        s.messages,
+        s.recipients,
+        human_bytes(s.body_bytes),
+        human_bytes(s.disk_bytes),
+    );
+    if !s.domains.is_empty() {
+        out.push_str(&format!(
+            "\n{:>11} {:>10}  domain\n",
+            "recipients", "messages"
+        ));
+    }
+    for d in &s.domains {
+        out.push_str(&format!(
+            "{:>11} {:>10}  {}\n",
+            d.recipients, d.messages, d.domain
+        ));
     }
     out
 }

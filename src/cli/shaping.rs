@@ -78,8 +78,18 @@ fn resolve_site(config: &Config, domain: &str) -> Result<String, String> {
         })
 }
 
-/// Prints the automatic actions in force, from the daemon's state file.
+/// Prints the automatic actions in force: from the running daemon's API,
+/// else from the state file it keeps.
 pub fn actions(config: &Config) -> ExitCode {
+    use crate::admin::client::{CallError, get};
+    match get::<Vec<crate::shaping::rules::Action>>(&config.admin, "/v1/shaping/actions") {
+        Ok(list) => {
+            print_actions(list);
+            return ExitCode::SUCCESS;
+        }
+        Err(CallError::Down(_)) => {}
+        Err(e) => eprintln!("note: {e}; reading the state file instead"),
+    }
     let Some(path) = crate::shaping::actions_file(config) else {
         eprintln!("tern: the delivery log is off, so no actions file is kept");
         return ExitCode::FAILURE;
@@ -97,6 +107,38 @@ pub fn actions(config: &Config) -> ExitCode {
         .into_iter()
         .filter(|a| a.rate.is_some() || a.end > now)
         .collect();
+    print_actions(active);
+    ExitCode::SUCCESS
+}
+
+/// Ends a suspension now, through the running daemon's API.
+pub fn cancel(config: &Config, target: crate::shaping::rules::Target) -> ExitCode {
+    use crate::admin::types::{CancelAction, Cancelled};
+    let req = CancelAction {
+        target: target.clone(),
+    };
+    match crate::admin::client::send::<Cancelled, _>(
+        &config.admin,
+        "DELETE",
+        "/v1/shaping/actions",
+        &req,
+    ) {
+        Ok(Cancelled { cancelled: true }) => {
+            println!("{target}: cancelled");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            println!("{target}: no action in force");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_actions(active: Vec<crate::shaping::rules::Action>) {
     if active.is_empty() {
         println!("no automatic actions in force");
     }
@@ -113,5 +155,4 @@ pub fn actions(config: &Config) -> ExitCode {
         }
         println!("    after: {}", a.reply);
     }
-    ExitCode::SUCCESS
 }

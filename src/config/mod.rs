@@ -7,6 +7,7 @@
 //! reason (the mechanism is in [`mod@load`]). Components receive their
 //! section at construction; nothing here is global.
 
+mod admin;
 mod auth;
 mod delivery;
 mod dkim;
@@ -23,6 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use admin::AdminConfig;
 pub use auth::{AuthConfig, UserConfig};
 pub use delivery::{
     BounceReturn, ClientTimeouts, DeliveryConfig, Priority, RouteConfig, TlsPolicy,
@@ -78,6 +80,8 @@ pub struct Config {
     pub dkim: DkimConfig,
     /// `[shaping]`: per-provider, per-domain and per-source limits.
     pub shaping: ShapingConfig,
+    /// `[admin]`: the operations HTTP API.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -96,6 +100,7 @@ impl Default for Config {
             routes: Vec::new(),
             dkim: DkimConfig::default(),
             shaping: ShapingConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -205,6 +210,7 @@ impl Config {
         self.delivery.validate(&self.pools, &mut issues);
         delivery::validate_routes(&self.routes, &mut issues);
         self.dkim.validate(self.delivery.max_age, &mut issues);
+        self.admin.validate(&mut issues);
         let sources: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
         let tenants: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
         self.shaping.validate(&sources, &tenants, &mut issues);

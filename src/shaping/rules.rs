@@ -295,6 +295,19 @@ impl Actions {
         found
     }
 
+    /// Ends the action on `target` now (an operator's decision); false if
+    /// none was in force. A slow-down ends when its path is whole.
+    pub fn cancel(&self, target: &Target) -> bool {
+        let mut active = self.active();
+        if active.remove(target).is_none() {
+            return false;
+        }
+        let snapshot: Vec<Action> = active.values().cloned().collect();
+        drop(active);
+        self.write(&snapshot);
+        true
+    }
+
     /// The actions in force now.
     pub fn list(&self) -> Vec<Action> {
         let now = Instant::now();

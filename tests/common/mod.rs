@@ -62,6 +62,8 @@ pub fn config(dir: &std::path::Path) -> Config {
     c.dns.attempts = 1;
     c.dns.timeout = tern::config::values::Duration::from_secs(1);
     c.log.deliveries = dir.join("deliveries.jsonl");
+    // Tests run side by side: no admin API unless a test turns it on.
+    c.admin.enabled = false;
     c.auth.users.push(UserConfig {
         name: "app".into(),
         password_hash: password_hash(),

@@ -1,0 +1,26 @@
+//! `/v1/shaping/actions`: `GET` lists the automatic actions in force
+//! (suspensions and slow-downs started by reply rules); `DELETE` with a
+//! [`CancelAction`] body ends a suspension now.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AdminState;
+use super::types::{Action, CancelAction, Cancelled};
+
+pub(super) async fn list(State(s): State<Arc<AdminState>>) -> Json<Vec<Action>> {
+    Json(s.shaper.actions.list())
+}
+
+pub(super) async fn cancel(
+    State(s): State<Arc<AdminState>>,
+    Json(req): Json<CancelAction>,
+) -> Json<Cancelled> {
+    let cancelled = s.shaper.actions.cancel(&req.target);
+    if cancelled {
+        tracing::warn!(target = %req.target, "automatic action cancelled by an operator");
+    }
+    Json(Cancelled { cancelled })
+}

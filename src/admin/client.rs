@@ -1,0 +1,96 @@
+//! The `tern` verbs' side of the admin API: a small blocking HTTP/1.1
+//! client, one request per connection, for the daemon's own API (JSON
+//! bodies of known length). It never retries; "daemon down" is an answer
+//! the verbs act on (some fall back to reading the spool).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::AdminConfig;
+
+/// Why a call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Nothing answers at the admin address (the daemon is not running,
+    /// or its API is off).
+    #[error("no admin API answers at {0}: is tern running?")]
+    Down(std::net::SocketAddr),
+    /// The API answered with an error status.
+    #[error("the admin API answered {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// Its error text.
+        message: String,
+    },
+    /// The exchange broke or made no sense.
+    #[error("admin API: {0}")]
+    Protocol(String),
+}
+
+/// `GET path`, decoded.
+pub fn get<T: DeserializeOwned>(admin: &AdminConfig, path: &str) -> Result<T, CallError> {
+    call(admin, "GET", path, None)
+}
+
+/// `method path` with a JSON body, decoded.
+pub fn send<T: DeserializeOwned, B: Serialize>(
+    admin: &AdminConfig,
+    method: &str,
+    path: &str,
+    body: &B,
+) -> Result<T, CallError> {
+    let body = serde_json::to_vec(body).map_err(|e| CallError::Protocol(e.to_string()))?;
+    call(admin, method, path, Some(body))
+}
+
+fn call<T: DeserializeOwned>(
+    admin: &AdminConfig,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<T, CallError> {
+    if !admin.enabled {
+        return Err(CallError::Down(admin.address));
+    }
+    let proto = |e: std::io::Error| CallError::Protocol(e.to_string());
+    let mut s = TcpStream::connect_timeout(&admin.address, Duration::from_secs(3))
+        .map_err(|_| CallError::Down(admin.address))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(proto)?;
+    let body = body.unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        admin.address,
+        body.len()
+    );
+    if let Some(t) = &admin.token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(&[head.as_bytes(), &body].concat())
+        .map_err(proto)?;
+    let mut raw = Vec::new();
+    s.take(64 << 20).read_to_end(&mut raw).map_err(proto)?;
+    let split = memchr::memmem::find(&raw, b"\r\n\r\n")
+        .ok_or_else(|| CallError::Protocol("no end of headers".into()))?;
+    let status_line = String::from_utf8_lossy(&raw[..split]);
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| CallError::Protocol(format!("bad status line {status_line:?}")))?;
+    let payload = &raw[split + 4..];
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_slice::<super::types::ApiError>(payload).map_or_else(
+            |_| String::from_utf8_lossy(payload).into_owned(),
+            |e| e.error,
+        );
+        return Err(CallError::Status { status, message });
+    }
+    serde_json::from_slice(payload).map_err(|e| CallError::Protocol(e.to_string()))
+}

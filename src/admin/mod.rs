@@ -1,0 +1,88 @@
+//! The admin API: versioned JSON endpoints over HTTP on its own listener
+//! (`[admin]`, loopback by default; a bearer token when configured), one
+//! file per endpoint group, with the bodies in [`types`] shared by the
+//! CLI and the tests. It reads the queue and the shaping state and ends
+//! automatic actions; it never sends mail or changes the spool's format.
+
+pub mod client;
+pub mod types;
+
+mod actions;
+mod health;
+mod queue;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::shaping::Shaper;
+
+/// What the endpoints read and act on.
+pub struct AdminState {
+    /// The queue.
+    pub queue: Arc<::queue::Queue>,
+    /// Shaping: rules, actions, plans.
+    pub shaper: Arc<Shaper>,
+    /// When the daemon started.
+    pub started: SystemTime,
+    /// The bearer token requests must carry, if any.
+    pub token: Option<String>,
+}
+
+/// The API's routes.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health::get))
+        .route("/v1/queue/summary", get(queue::summary))
+        .route(
+            "/v1/shaping/actions",
+            get(actions::list).delete(actions::cancel),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Refuses requests without the configured bearer token.
+async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        }
+    }
+    next.run(req).await
+}
+
+/// An error response with a JSON body.
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
+    let body = types::ApiError {
+        error: message.to_owned(),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Serves the API on `listener` until `stop` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = router(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "the admin API stopped");
+    }
+}

@@ -1,0 +1,67 @@
+//! Request and response bodies of the admin API, shared by the server,
+//! the `tern` CLI and the tests, so that the three cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::shaping::rules::{Action, Target};
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `healthy`, `full` or `unhealthy` (the queue's health).
+    pub queue: String,
+    /// Why, when not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When this daemon started (RFC 3339).
+    pub started: String,
+    /// Tern's version.
+    pub version: String,
+}
+
+/// `GET /v1/queue/summary`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSummary {
+    /// Messages with a pending recipient.
+    pub messages: u64,
+    /// Pending recipients.
+    pub recipients: u64,
+    /// Bytes of queued bodies.
+    pub body_bytes: u64,
+    /// Bytes of spool files.
+    pub disk_bytes: u64,
+    /// Per recipient domain, most recipients first (at most `top`).
+    pub domains: Vec<DomainRow>,
+}
+
+/// One domain of a [`QueueSummary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRow {
+    /// The recipient domain.
+    pub domain: String,
+    /// Messages with a pending recipient there.
+    pub messages: u64,
+    /// Pending recipients there.
+    pub recipients: u64,
+}
+
+/// `DELETE /v1/shaping/actions`: which action to end now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelAction {
+    /// The suspended target.
+    pub target: Target,
+}
+
+/// The answer to a [`CancelAction`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancelled {
+    /// False when no action was in force for the target.
+    pub cancelled: bool,
+}
+
+/// Any error: an HTTP status with this body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}

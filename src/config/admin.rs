@@ -1,0 +1,57 @@
+//! `[admin]`: the operations HTTP API (queue views, shaping actions,
+//! metrics) that `tern` and operators talk to.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::load::{Issue, KeyPath, at};
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the API (`false`: no admin listener; the `tern` verbs that
+    /// need the daemon then say so).
+    pub enabled: bool,
+    /// Where it listens. Anywhere but loopback needs a `token`.
+    pub address: SocketAddr,
+    /// A bearer token every request must carry (`Authorization: Bearer
+    /// ...`); unset: none (allowed on loopback only).
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: SocketAddr::from(([127, 0, 0, 1], 8025)),
+            token: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    pub(super) fn validate(&self, issues: &mut Vec<Issue>) {
+        if !self.enabled {
+            return;
+        }
+        if !self.address.ip().is_loopback() && self.token.is_none() {
+            issues.push(Issue::new(
+                at("admin").field("token"),
+                format!(
+                    "the API listens on {}, beyond loopback: set a token",
+                    self.address
+                ),
+            ));
+        }
+        if let Some(t) = &self.token
+            && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            issues.push(Issue::new(
+                at("admin").field("token"),
+                "must be at least 16 printable characters",
+            ));
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The admin API over real HTTP against a daemon started by the test, and
+//! the `tern` verbs that use it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::net::{Net, Tern, WAIT, ZONE, submit, until};
+use common::sink::SinkOptions;
+use tern::admin::client::{CallError, get, send};
+use tern::admin::types::{Action, CancelAction, Cancelled, Health, QueueSummary, Target};
+use tern::config::{AdminConfig, Config};
+
+const TOKEN: &str = "a-test-token-of-some-length";
+
+/// The admin config of a test: its own address, a token.
+fn admin(net: &Net) -> AdminConfig {
+    let probe = std::net::TcpListener::bind((net.ip(80), 0)).unwrap();
+    let address: SocketAddr = probe.local_addr().unwrap();
+    drop(probe);
+    AdminConfig {
+        enabled: true,
+        address,
+        token: Some(TOKEN.into()),
+    }
+}
+
+/// Calls off the test's runtime (the daemon runs on it).
+async fn call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn config(net: &Net, a: &AdminConfig) -> Config {
+    let mut c = net.config();
+    c.admin = a.clone();
+    c
+}
+
+#[tokio::test]
+async fn health_and_queue_summary_need_the_token_and_show_the_queue() {
+    let net = Net::new(ZONE).await;
+    let refusing = SinkOptions {
+        refuse: true,
+        ..SinkOptions::default()
+    };
+    let mx = net.sink_with(10, refusing).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    let r = submit(
+        tern.addr,
+        "app@shop.test",
+        &["x@alpha.test", "y@alpha.test"],
+        b"Subject: s\r\n\r\nb\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        until(WAIT, || mx.connections() >= 1).await,
+        "tried and deferred"
+    );
+
+    let cfg = a.clone();
+    let health: Health = call(move || get(&cfg, "/v1/health")).await.unwrap();
+    assert_eq!(health.queue, "healthy");
+    let cfg = a.clone();
+    let s: QueueSummary = call(move || get(&cfg, "/v1/queue/summary")).await.unwrap();
+    assert_eq!((s.messages, s.recipients), (1, 2));
+    assert_eq!(s.domains[0].domain, "alpha.test");
+    assert_eq!(s.domains[0].recipients, 2);
+
+    let mut no_token = a.clone();
+    no_token.token = None;
+    let refused = call(move || get::<Health>(&no_token, "/v1/health")).await;
+    assert!(
+        matches!(refused, Err(CallError::Status { status: 401, .. })),
+        "{refused:?}"
+    );
+    let mut wrong = a.clone();
+    wrong.token = Some("not-the-token-at-all".into());
+    let refused = call(move || get::<Health>(&wrong, "/v1/health")).await;
+    assert!(
+        matches!(refused, Err(CallError::Status { status: 401, .. })),
+        "{refused:?}"
+    );
+
+    tern.stop().await;
+    let down = call(move || get::<Health>(&a, "/v1/health")).await;
+    assert!(matches!(down, Err(CallError::Down(_))), "{down:?}");
+    mx.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_cancels_a_suspension_and_mail_flows_at_the_next_retry() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let a = admin(&net);
+    let mut cfg = config(&net, &a);
+    cfg.shaping.rules.push(tern::config::RuleConfig {
+        name: "busy".into(),
+        codes: vec![450],
+        scope: tern::config::RuleScope::Path,
+        duration: Some(tern::config::values::Duration::from_secs(3600)),
+        ..tern::config::RuleConfig::default()
+    });
+    let tern = Tern::start(cfg).await;
+    let r = submit(
+        tern.addr,
+        "app@shop.test",
+        &["tempfail@alpha.test"],
+        b"Subject: 1\r\n\r\nb\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let cfg = a.clone();
+    let listed = async {
+        for _ in 0..100 {
+            let cfg = cfg.clone();
+            let l: Vec<Action> = call(move || get(&cfg, "/v1/shaping/actions"))
+                .await
+                .unwrap();
+            if !l.is_empty() {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Vec::new()
+    };
+    let list = listed.await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let target = list[0].target.clone();
+    assert!(
+        matches!(&target, Target::Path(s, _) if s == "a"),
+        "{target:?}"
+    );
+
+    // Suspended for an hour: mail waits...
+    let r = submit(
+        tern.addr,
+        "app@shop.test",
+        &["ok@alpha.test"],
+        b"Subject: 2\r\n\r\nb\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mx.tries("ok@alpha.test"), 0);
+    // ...until an operator cancels the suspension.
+    let (cfg, req) = (
+        a.clone(),
+        CancelAction {
+            target: target.clone(),
+        },
+    );
+    let done: Cancelled = call(move || send(&cfg, "DELETE", "/v1/shaping/actions", &req))
+        .await
+        .unwrap();
+    assert!(done.cancelled);
+    let (cfg, req) = (a.clone(), CancelAction { target });
+    let again: Cancelled = call(move || send(&cfg, "DELETE", "/v1/shaping/actions", &req))
+        .await
+        .unwrap();
+    assert!(!again.cancelled, "nothing left to cancel");
+    common::net::skip(Duration::from_secs(700)).await; // the deferred retry comes due
+    assert!(
+        until(WAIT, || mx.tries("ok@alpha.test") == 1).await,
+        "delivered after the cancel"
+    );
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}
+
+#[test]
+fn check_config_wants_a_token_beyond_loopback() {
+    let text = "[admin]\naddress = \"0.0.0.0:8025\"\n";
+    let e = tern::config::parse(std::path::Path::new("t.toml"), text).unwrap_err();
+    assert!(e.to_string().contains("admin.token"), "{e}");
+    let text = "[admin]\naddress = \"0.0.0.0:8025\"\ntoken = \"short\"\n";
+    let e = tern::config::parse(std::path::Path::new("t.toml"), text).unwrap_err();
+    assert!(e.to_string().contains("at least 16"), "{e}");
+    let text = "[admin]\naddress = \"0.0.0.0:8025\"\ntoken = \"0123456789abcdefXYZ\"\n";
+    assert!(tern::config::parse(std::path::Path::new("t.toml"), text).is_ok());
+}
+
+#[tokio::test]
+async fn the_cli_asks_the_running_daemon() {
+    let net = Net::new(ZONE).await;
+    let refusing = SinkOptions {
+        refuse: true,
+        ..SinkOptions::default()
+    };
+    let mx = net.sink_with(10, refusing).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    let r = submit(
+        tern.addr,
+        "app@shop.test",
+        &["x@alpha.test"],
+        b"Subject: s\r\n\r\nb\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let file = net.dir.path().join("cli.toml");
+    let text = format!(
+        "[admin]\naddress = \"{}\"\ntoken = \"{TOKEN}\"\n[queue]\npath = \"{}\"\n",
+        a.address,
+        net.dir.path().join("nowhere").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    let run = |args: &'static [&'static str], file: std::path::PathBuf| {
+        call(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+                .args(args)
+                .arg(&file)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let summary = run(&["queue", "summary", "--config"], file.clone()).await;
+    assert!(
+        summary.contains("(from the running daemon): 1 message(s), 1 recipient(s)"),
+        "{summary}"
+    );
+    assert!(summary.contains("alpha.test"), "{summary}");
+    let actions = run(&["shaping", "actions", "--config"], file.clone()).await;
+    assert!(
+        actions.contains("no automatic actions in force"),
+        "{actions}"
+    );
+    tern.stop().await;
+    // Daemon down: the summary reads the spool the config names instead.
+    let summary = run(&["queue", "summary", "--config"], file).await;
+    assert!(summary.contains("nothing has been queued"), "{summary}");
+    mx.stop().await;
+    net.stop().await;
+}
