@@ -47,6 +47,8 @@ pub struct Services {
     pub memory: Arc<MemoryBudget>,
     /// The DKIM signer, when keys are configured.
     pub dkim: Option<Arc<Dkim>>,
+    /// The metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Services {
@@ -66,6 +68,7 @@ impl Services {
             credentials: Arc::new(Credentials::new(&config.auth)),
             memory: MemoryBudget::new(config.server.max_message_memory.0),
             dkim: Dkim::from_config(&config.dkim)?.map(Arc::new),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 }
@@ -114,7 +117,7 @@ pub async fn run_with(
         )
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
-    let settings = Settings::new(&config);
+    let settings = Settings::new(&config, services.metrics.clone());
     let admin = start_admin(&config, &queue, &settings).await?;
     let delivery = Delivery::new(
         queue.clone(),
@@ -213,6 +216,7 @@ async fn start_admin(
     let state = Arc::new(crate::admin::AdminState {
         queue: queue.clone(),
         shaper: settings.shaper.clone(),
+        metrics: settings.metrics.clone(),
         started: std::time::SystemTime::now(),
         token: a.token.clone(),
     });
@@ -279,6 +283,7 @@ pub fn session_context(
                 .collect(),
         ),
         dkim: services.dkim.clone(),
+        metrics: services.metrics.clone(),
         priority: l.priority,
         priority_header: config.delivery.priority_header.clone(),
         tenant_priorities: Arc::new(

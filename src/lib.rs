@@ -60,5 +60,6 @@ pub mod egress;
 pub mod intake;
 pub mod log;
 pub mod logging;
+pub mod metrics;
 pub mod shaping;
 pub mod smtp;

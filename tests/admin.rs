@@ -237,3 +237,80 @@ async fn the_cli_asks_the_running_daemon() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_match_the_delivery_log() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    for to in ["one@alpha.test", "two@alpha.test", "tempfail@alpha.test"] {
+        let r = submit(
+            tern.addr,
+            "app@shop.test",
+            &[to],
+            b"Subject: m\r\n\r\nb\r\n",
+        )
+        .await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    assert!(
+        until(WAIT, || mx.received().len() == 2
+            && mx.tries("tempfail@alpha.test") == 1)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cfg = a.clone();
+    let text = call(move || tern::admin::client::get_text(&cfg, "/metrics"))
+        .await
+        .unwrap();
+    tern.stop().await;
+
+    // Every sample line is `name{labels} value`; every metric has help text.
+    let mut samples = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        assert!(!series.contains('{') || series.ends_with('}'), "{line}");
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            text.contains(&format!("# HELP {base} ")),
+            "no help for {base}"
+        );
+        *samples.entry(series.to_owned()).or_insert(0.0) += v;
+    }
+    let sum = |prefix: &str, part: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.contains(part))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let log = net.log();
+    let count = |t: &str| log.iter().filter(|r| r["type"] == t).count() as f64;
+    assert_eq!(sum("tern_messages_received_total", ""), count("reception"));
+    assert_eq!(
+        sum("tern_recipients_total", "outcome=\"delivered\""),
+        count("delivery")
+    );
+    assert_eq!(
+        sum("tern_recipients_total", "outcome=\"deferred\""),
+        count("transient_failure")
+    );
+    assert_eq!(sum("tern_queue_messages", ""), 1.0, "the deferred one");
+    assert!(sum("tern_queue_time_seconds_count", "") >= 2.0);
+    mx.stop().await;
+    net.stop().await;
+}

@@ -48,12 +48,29 @@ pub fn send<T: DeserializeOwned, B: Serialize>(
     call(admin, method, path, Some(body))
 }
 
+/// `GET path` as text (for `/metrics`).
+pub fn get_text(admin: &AdminConfig, path: &str) -> Result<String, CallError> {
+    let raw = exchange(admin, "GET", path, None)?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
 fn call<T: DeserializeOwned>(
     admin: &AdminConfig,
     method: &str,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<T, CallError> {
+    let payload = exchange(admin, method, path, body)?;
+    serde_json::from_slice(&payload).map_err(|e| CallError::Protocol(e.to_string()))
+}
+
+/// One request; the body of a 2xx answer.
+fn exchange(
+    admin: &AdminConfig,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Vec<u8>, CallError> {
     if !admin.enabled {
         return Err(CallError::Down(admin.address));
     }
@@ -92,5 +109,5 @@ fn call<T: DeserializeOwned>(
         );
         return Err(CallError::Status { status, message });
     }
-    serde_json::from_slice(payload).map_err(|e| CallError::Protocol(e.to_string()))
+    Ok(payload.to_vec())
 }

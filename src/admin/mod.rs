@@ -30,6 +30,8 @@ pub struct AdminState {
     pub queue: Arc<::queue::Queue>,
     /// Shaping: rules, actions, plans.
     pub shaper: Arc<Shaper>,
+    /// The metrics, for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// When the daemon started.
     pub started: SystemTime,
     /// The bearer token requests must carry, if any.
@@ -40,6 +42,7 @@ pub struct AdminState {
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/v1/health", get(health::get))
+        .route("/metrics", get(metrics))
         .route("/v1/queue/summary", get(queue::summary))
         .route(
             "/v1/shaping/actions",
@@ -47,6 +50,13 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    let text = s.metrics.render(&s.queue);
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 /// Refuses requests without the configured bearer token.

@@ -39,6 +39,8 @@ pub(crate) struct Outcome {
     pub reply: RemoteReply,
     pub site: Option<Arc<str>>,
     pub source: Option<Arc<str>>,
+    /// The provider of the site, for the metrics.
+    pub provider: Option<Arc<str>>,
     pub host: Option<(String, SocketAddr)>,
 }
 
@@ -71,6 +73,7 @@ impl Outcome {
             reply,
             site: None,
             source: None,
+            provider: None,
             host: None,
         }
     }
@@ -477,8 +480,34 @@ impl Attempt {
                 .as_millis() as u64,
         );
         svc.log.write(&r);
+        self.count(kind, o, r.queue_time_ms.unwrap_or(0));
         if kind != Kind::Delivery {
             tracing::info!(queue_id = %self.info.id, rcpt = %r.recipient.as_deref().unwrap_or(""), reply = %o.reply, ?kind, "delivery outcome");
+        }
+    }
+
+    /// Counts an outcome in the metrics.
+    fn count(&self, kind: Kind, o: &Outcome, queue_ms: u64) {
+        use crate::metrics::{Labels, Outcome as M};
+        let m = &self.svc.settings.metrics;
+        let outcome = match kind {
+            Kind::Delivery => M::Delivered,
+            Kind::TransientFailure => M::Deferred,
+            Kind::Bounce => M::Bounced,
+            Kind::Expiration => M::Expired,
+            _ => return,
+        };
+        m.outcome(
+            outcome,
+            &Labels {
+                provider: o.provider.as_deref().unwrap_or("other"),
+                source: o.source.as_deref().unwrap_or(""),
+                pool: &self.pool.name,
+                tenant: self.meta.tenant.as_deref().unwrap_or(""),
+            },
+        );
+        if kind == Kind::Delivery {
+            m.queue_time(queue_ms as f64 / 1000.0);
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Settings {
     /// Per-path limits and the limits paths share (`[shaping]` over the
     /// `[delivery]` defaults).
     pub shaper: Arc<Shaper>,
+    /// Where outcomes are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Messages being delivered at once.
     pub max_in_flight: usize,
     /// First retry delay.
@@ -63,12 +65,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From a validated config.
-    pub fn new(config: &Config) -> Self {
+    /// From a validated config, counting into `metrics`.
+    pub fn new(config: &Config, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let d = &config.delivery;
         Self {
             hostname: config.server.hostname.clone(),
             shaper: Arc::new(Shaper::new(config)),
+            metrics,
             max_in_flight: d.max_in_flight as usize,
             retry_first: d.retry_first.get(),
             retry_max: d.retry_max.get(),

@@ -309,7 +309,10 @@ async fn send_job(svc: &Arc<Delivery>, path: &Path, c: &mut Connection, job: Job
         crate::shaping::pace(&[l]).await;
     }
     let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
+    let started = tokio::time::Instant::now();
     let (mut outcomes, reusable) = deliver(c, &job, max_rcpts).await;
+    let provider = path.plan.provider.as_deref().unwrap_or("other");
+    (svc.settings.metrics).transaction(provider, started.elapsed().as_secs_f64());
     path.bounce_by_rule(svc, &mut outcomes);
     match outcomes.iter().find(|o| o.verdict != Verdict::Delivered) {
         Some(o) => path.react(svc, &o.reply, &job),
@@ -357,6 +360,7 @@ fn defer_jobs(path: &Path, jobs: Vec<Job>, reply: &RemoteReply) {
 fn with_path(mut o: Outcome, path: &Path, host: Option<(String, std::net::SocketAddr)>) -> Outcome {
     o.site = Some(path.site.clone());
     o.source = Some(path.source.name.clone());
+    o.provider = path.plan.provider.clone();
     o.host = host;
     o
 }

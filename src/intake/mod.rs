@@ -90,6 +90,8 @@ pub struct IntakeSettings {
     pub tenant_priorities: Arc<HashMap<String, Priority>>,
     /// The DKIM signer, when any key is configured.
     pub dkim: Option<Arc<Dkim>>,
+    /// Where receptions are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where an AUTH user's mail goes, from its `[[auth.user]]` entry.
@@ -299,6 +301,7 @@ impl Intake {
             body: Bytes::from(data),
         };
         self.queue.enqueue(msg).await?;
+        self.settings.metrics.received();
         self.log.write(&record);
         self.wake.notify_one();
         Ok(id)

@@ -130,6 +130,7 @@ pub async fn start_with(
         dkim: tern::dkim::Dkim::from_config(&cfg.dkim)
             .unwrap()
             .map(Arc::new),
+        metrics: Arc::new(tern::metrics::Metrics::new()),
     };
     let ctx = Arc::new(tern::daemon::session_context(&cfg, &cfg.listeners[0], &services).unwrap());
     let (client, server) = tokio::io::duplex(256 * 1024);

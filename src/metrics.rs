@@ -1,0 +1,194 @@
+//! Metric definitions, with their help text, and their Prometheus
+//! rendering for `/metrics` on the admin listener.
+//!
+//! Each running Tern owns one recorder (never the process-global one, so
+//! tests can run several daemons side by side); components receive the
+//! [`Metrics`] at construction and count through it. Label values come
+//! from the configuration (provider, source, pool, tenant) or a fixed set
+//! (outcome), so their number is bounded: a recipient domain or a site is
+//! never a label.
+
+use metrics::{Counter, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+
+const RECEIVED: &str = "tern_messages_received_total";
+const OUTCOMES: &str = "tern_recipients_total";
+const QUEUE_TIME: &str = "tern_queue_time_seconds";
+const TRANSACTION: &str = "tern_smtp_transaction_seconds";
+const QUEUED: &str = "tern_queue_messages";
+const QUEUED_RCPTS: &str = "tern_queue_recipients";
+const SPOOL: &str = "tern_spool_bytes";
+const RSS: &str = "tern_resident_memory_bytes";
+
+/// One delivery outcome of a recipient, for [`Metrics::outcome`].
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    /// Accepted by the next hop.
+    Delivered,
+    /// Deferred for a retry.
+    Deferred,
+    /// Failed permanently (bounced).
+    Bounced,
+    /// Expired (bounced).
+    Expired,
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Deferred => "deferred",
+            Outcome::Bounced => "bounced",
+            Outcome::Expired => "expired",
+        }
+    }
+}
+
+/// Where an outcome happened (every value from the config).
+pub struct Labels<'a> {
+    /// The provider of the destination site, or "other".
+    pub provider: &'a str,
+    /// The source.
+    pub source: &'a str,
+    /// The pool.
+    pub pool: &'a str,
+    /// The tenant, or "" for none.
+    pub tenant: &'a str,
+}
+
+/// The metrics of one running Tern.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    received: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set, with every metric described.
+    pub fn new() -> Self {
+        let buckets = [
+            0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86_400.0,
+        ];
+        let recorder = PrometheusBuilder::new().set_buckets(&buckets).map_or_else(
+            |_| PrometheusBuilder::new().build_recorder(),
+            |b| b.build_recorder(),
+        );
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            recorder.describe_counter(
+                KeyName::from_const_str(name),
+                unit,
+                SharedString::const_str(help),
+            );
+        };
+        describe(
+            RECEIVED,
+            None,
+            "Messages accepted (answered 250) at the SMTP door.",
+        );
+        describe(
+            OUTCOMES,
+            None,
+            "Recipient delivery outcomes by outcome (delivered, deferred, bounced, expired), provider, source, pool and tenant.",
+        );
+        describe(
+            QUEUE_TIME,
+            Some(Unit::Seconds),
+            "Time from reception to delivery of each delivered recipient.",
+        );
+        describe(
+            TRANSACTION,
+            Some(Unit::Seconds),
+            "Duration of outbound SMTP transactions (MAIL to the reply after the data), by provider.",
+        );
+        describe(
+            QUEUED,
+            None,
+            "Messages in the queue with a pending recipient.",
+        );
+        describe(QUEUED_RCPTS, None, "Pending recipients in the queue.");
+        describe(SPOOL, Some(Unit::Bytes), "Bytes of spool files on disk.");
+        describe(
+            RSS,
+            Some(Unit::Bytes),
+            "Resident memory of the Tern process.",
+        );
+        let received = recorder.register_counter(&Key::from_static_name(RECEIVED), &META);
+        Self { recorder, received }
+    }
+
+    /// A message was accepted.
+    pub fn received(&self) {
+        self.received.increment(1);
+    }
+
+    /// A recipient's delivery outcome.
+    pub fn outcome(&self, outcome: Outcome, l: &Labels<'_>) {
+        let labels = vec![
+            Label::new("outcome", outcome.name()),
+            Label::new("provider", l.provider.to_owned()),
+            Label::new("source", l.source.to_owned()),
+            Label::new("pool", l.pool.to_owned()),
+            Label::new("tenant", l.tenant.to_owned()),
+        ];
+        let key = Key::from_parts(OUTCOMES, labels);
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    /// A delivered recipient spent `secs` in the queue.
+    pub fn queue_time(&self, secs: f64) {
+        self.histogram(Key::from_static_name(QUEUE_TIME))
+            .record(secs);
+    }
+
+    /// An outbound transaction took `secs`.
+    pub fn transaction(&self, provider: &str, secs: f64) {
+        let key = Key::from_parts(
+            TRANSACTION,
+            vec![Label::new("provider", provider.to_owned())],
+        );
+        self.histogram(key).record(secs);
+    }
+
+    fn histogram(&self, key: Key) -> Histogram {
+        self.recorder.register_histogram(&key, &META)
+    }
+
+    /// The Prometheus text exposition, with the queue's gauges set from
+    /// `queue` and the process's memory first.
+    pub fn render(&self, queue: &queue::Queue) -> String {
+        let s = queue.stats();
+        let gauge = |name: &'static str, v: f64| {
+            self.recorder
+                .register_gauge(&Key::from_static_name(name), &META)
+                .set(v);
+        };
+        gauge(QUEUED, s.messages as f64);
+        gauge(QUEUED_RCPTS, s.recipients as f64);
+        gauge(SPOOL, s.disk_bytes as f64);
+        gauge(RSS, resident_bytes() as f64);
+        self.recorder.handle().render()
+    }
+}
+
+/// This process's resident memory (VmRSS), 0 if unknown.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
