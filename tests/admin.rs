@@ -314,3 +314,107 @@ async fn metrics_parse_as_prometheus_text_and_match_the_delivery_log() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn an_operator_suspends_a_domain_from_the_cli_and_resumes_it() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    let file = net.dir.path().join("cli.toml");
+    let text = format!(
+        "[admin]\naddress = \"{}\"\ntoken = \"{TOKEN}\"\n",
+        a.address
+    );
+    std::fs::write(&file, text).unwrap();
+    let tern_cli = |args: Vec<&'static str>, file: std::path::PathBuf| {
+        call(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+                .args(args)
+                .arg("--config")
+                .arg(&file)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            (out.status.success(), format!("{text}{err}"))
+        })
+    };
+    // The daemon starts in the background: wait for its API.
+    let cfg = a.clone();
+    let up = call(move || {
+        (0..200).any(|_| {
+            let ok = get::<Health>(&cfg, "/v1/health").is_ok();
+            if !ok {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            ok
+        })
+    });
+    assert!(up.await, "the admin API came up");
+    let args = vec![
+        "suspend",
+        "--domain",
+        "Alpha.test",
+        "--for",
+        "2h",
+        "--reason",
+        "complaint spike",
+    ];
+    let (ok, out) = tern_cli(args, file.clone()).await;
+    assert!(
+        ok && out.contains("domain alpha.test: suspended until"),
+        "{out}"
+    );
+
+    let r = submit(
+        tern.addr,
+        "app@shop.test",
+        &["x@alpha.test"],
+        b"Subject: s\r\n\r\nb\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let deferred = || {
+        std::fs::read_to_string(net.dir.path().join("deliveries.jsonl"))
+            .unwrap_or_default()
+            .contains("suspended by rule operator")
+    };
+    assert!(
+        until(WAIT, deferred).await,
+        "deferred, naming the operator's reason"
+    );
+    assert!(
+        std::fs::read_to_string(net.dir.path().join("deliveries.jsonl"))
+            .unwrap()
+            .contains("complaint spike")
+    );
+    assert_eq!(mx.tries("x@alpha.test"), 0);
+
+    let (ok, out) = tern_cli(vec!["resume", "--domain", "alpha.test"], file.clone()).await;
+    assert!(ok && out.contains("domain alpha.test: resumed"), "{out}");
+    common::net::skip(Duration::from_secs(700)).await;
+    assert!(
+        until(WAIT, || mx.tries("x@alpha.test") == 1).await,
+        "flows after the resume"
+    );
+    let (ok, out) = tern_cli(vec!["resume", "--domain", "alpha.test"], file.clone()).await;
+    assert!(ok && out.contains("was not suspended"), "{out}");
+    let (ok, _) = tern_cli(
+        vec![
+            "suspend",
+            "--domain",
+            "alpha.test",
+            "--pool",
+            "default",
+            "--for",
+            "1m",
+        ],
+        file,
+    )
+    .await;
+    assert!(!ok, "two targets are refused");
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

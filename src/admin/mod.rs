@@ -10,6 +10,7 @@ pub mod types;
 mod actions;
 mod health;
 mod queue;
+mod suspend;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -47,6 +48,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/v1/shaping/actions",
             get(actions::list).delete(actions::cancel),
+        )
+        .route(
+            "/v1/suspensions",
+            axum::routing::post(suspend::create).delete(suspend::resume),
         )
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)

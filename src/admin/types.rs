@@ -52,6 +52,17 @@ pub struct CancelAction {
     pub target: Target,
 }
 
+/// `POST /v1/suspensions`: stop mail for a target for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspend {
+    /// What to suspend.
+    pub target: Target,
+    /// For how long, such as `"30m"`.
+    pub duration: String,
+    /// Why (shown in the deferral replies and the list of actions).
+    pub reason: String,
+}
+
 /// The answer to a [`CancelAction`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancelled {

@@ -12,6 +12,7 @@ use queue::SpoolSnapshot;
 use crate::config::{self, Config, DEFAULT_PATH};
 
 mod dkim;
+mod ops;
 mod shaping;
 
 /// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
@@ -52,6 +53,24 @@ enum Command {
         #[command(subcommand)]
         command: dkim::DkimCommand,
     },
+    /// Stop mail for a target (path, source, site, provider, domain,
+    /// pool or tenant) for a while, through the running daemon: it is
+    /// deferred, never bounced, and flows again at the end.
+    Suspend {
+        #[command(flatten)]
+        target: ops::TargetArgs,
+        /// For how long, such as "30m".
+        #[arg(long = "for")]
+        duration: String,
+        /// Why (shown in deferral replies and `tern shaping actions`).
+        #[arg(long, default_value = "suspended by an operator")]
+        reason: String,
+    },
+    /// End a suspension now (an operator's or a rule's).
+    Resume {
+        #[command(flatten)]
+        target: ops::TargetArgs,
+    },
     /// Traffic shaping.
     Shaping {
         #[command(subcommand)]
@@ -81,23 +100,6 @@ enum ShapingCommand {
     /// the running daemon (from its API, else from the state file it keeps
     /// beside the delivery log).
     Actions {
-        /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// End a suspension now (through the running daemon's API). Name the
-    /// suspended target: one of --source, --site, --provider, or --source
-    /// with --site for a path.
-    Cancel {
-        /// A source (with --site: the path from it).
-        #[arg(long)]
-        source: Option<String>,
-        /// A site (its comma-separated MX hosts, as `tern shaping actions` shows).
-        #[arg(long)]
-        site: Option<String>,
-        /// A provider.
-        #[arg(long)]
-        provider: Option<String>,
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
@@ -139,6 +141,12 @@ pub fn main(cli: Cli) -> ExitCode {
             command: AuthCommand::HashPassword,
         } => hash_password(),
         Command::Dkim { command } => dkim::main(command),
+        Command::Suspend {
+            target,
+            duration,
+            reason,
+        } => ops::suspend(&target, &duration, &reason),
+        Command::Resume { target } => ops::resume(&target),
         Command::Shaping {
             command:
                 ShapingCommand::Show {
@@ -157,37 +165,10 @@ pub fn main(cli: Cli) -> ExitCode {
             Some(c) => shaping::actions(&c),
             None => ExitCode::FAILURE,
         },
-        Command::Shaping {
-            command:
-                ShapingCommand::Cancel {
-                    source,
-                    site,
-                    provider,
-                    config,
-                },
-        } => {
-            use crate::shaping::rules::Target;
-            let target = match (source, site, provider) {
-                (Some(s), Some(x), None) => Target::Path(s, x),
-                (Some(s), None, None) => Target::Source(s),
-                (None, Some(x), None) => Target::Site(x),
-                (None, None, Some(p)) => Target::Provider(p),
-                _ => {
-                    eprintln!(
-                        "tern: name one target: --source, --site, --provider, or --source with --site"
-                    );
-                    return ExitCode::from(2);
-                }
-            };
-            match load_or_report(&config) {
-                Some(c) => shaping::cancel(&c, target),
-                None => ExitCode::FAILURE,
-            }
-        }
     }
 }
 
-fn load_or_report(path: &Path) -> Option<Config> {
+pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
     match config::load(path) {
         Ok(c) => Some(c),
         Err(errors) => {

@@ -111,33 +111,6 @@ pub fn actions(config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Ends a suspension now, through the running daemon's API.
-pub fn cancel(config: &Config, target: crate::shaping::rules::Target) -> ExitCode {
-    use crate::admin::types::{CancelAction, Cancelled};
-    let req = CancelAction {
-        target: target.clone(),
-    };
-    match crate::admin::client::send::<Cancelled, _>(
-        &config.admin,
-        "DELETE",
-        "/v1/shaping/actions",
-        &req,
-    ) {
-        Ok(Cancelled { cancelled: true }) => {
-            println!("{target}: cancelled");
-            ExitCode::SUCCESS
-        }
-        Ok(_) => {
-            println!("{target}: no action in force");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tern: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn print_actions(active: Vec<crate::shaping::rules::Action>) {
     if active.is_empty() {
         println!("no automatic actions in force");

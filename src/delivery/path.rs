@@ -103,7 +103,12 @@ impl Path {
         let spawn = {
             let mut st = self.state();
             let now = tokio::time::Instant::now();
-            if let Some(reply) = st.jobs.is_empty().then(|| self.suspension(svc)).flatten() {
+            if let Some(reply) = st
+                .jobs
+                .is_empty()
+                .then(|| self.suspension(svc, &job))
+                .flatten()
+            {
                 drop(st);
                 defer_jobs(self, vec![job], &reply);
                 return;
@@ -221,7 +226,7 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
     let mut sent = 0;
     let mut leases = Vec::new();
     while let Some(job) = path.next().await {
-        if let Some(reply) = path.suspension(svc) {
+        if let Some(reply) = path.suspension(svc, &job) {
             defer_jobs(path, vec![job], &reply);
             continue;
         }
@@ -293,7 +298,13 @@ async fn send_job(svc: &Arc<Delivery>, path: &Path, c: &mut Connection, job: Job
             .jobs
             .pop_fitting(|j| tls || j.route.tls != TlsPolicy::Required);
         match next {
-            Some(job) => job,
+            Some(job) => match path.suspension(svc, &job) {
+                Some(reply) => {
+                    defer_jobs(path, vec![job], &reply);
+                    return true;
+                }
+                None => job,
+            },
             None => return true, // another worker took it; the slot is lost
         }
     } else {

@@ -54,11 +54,17 @@ impl Path {
 
     /// The deferral reply while a shaping rule suspends this path (or its
     /// source, site or provider).
-    pub(super) fn suspension(&self, svc: &Delivery) -> Option<RemoteReply> {
+    pub(super) fn suspension(&self, svc: &Delivery, job: &Job) -> Option<RemoteReply> {
+        let keys = crate::shaping::rules::JobKeys {
+            domain: &job.domain,
+            pool: &job.attempt.pool.name,
+            tenant: job.attempt.meta.tenant.as_deref(),
+        };
         let s = svc.settings.shaper.actions.suspended(
             &self.source.name,
             &self.site,
             self.plan.provider.as_deref(),
+            Some(keys),
         )?;
         Some(local_reply(451, [4, 7, 0], s.why))
     }

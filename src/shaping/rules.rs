@@ -116,6 +116,23 @@ pub enum Target {
     Provider(String),
     /// A path's slow-down (kept apart from its suspensions).
     Slowed(String, String),
+    /// A recipient domain (an operator's suspension).
+    Domain(String),
+    /// A pool (an operator's suspension).
+    Pool(String),
+    /// A tenant (an operator's suspension).
+    Tenant(String),
+}
+
+/// What a job is, for suspensions that name more than its path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobKeys<'a> {
+    /// Its recipients' domain.
+    pub domain: &'a str,
+    /// Its message's pool.
+    pub pool: &'a str,
+    /// Its message's tenant.
+    pub tenant: Option<&'a str>,
 }
 
 impl Target {
@@ -136,6 +153,9 @@ impl std::fmt::Display for Target {
             Target::Site(s) => write!(f, "site {s}"),
             Target::Provider(p) => write!(f, "provider {p}"),
             Target::Slowed(source, site) => write!(f, "path {source} -> {site} (slowed)"),
+            Target::Domain(d) => write!(f, "domain {d}"),
+            Target::Pool(p) => write!(f, "pool {p}"),
+            Target::Tenant(t) => write!(f, "tenant {t}"),
         }
     }
 }
@@ -262,7 +282,13 @@ impl Actions {
     /// The suspension in force for a path from `source` to `site` of
     /// `provider`, if any (checked for the path, the source, the site and
     /// the provider).
-    pub fn suspended(&self, source: &str, site: &str, provider: Option<&str>) -> Option<Suspended> {
+    pub fn suspended(
+        &self,
+        source: &str,
+        site: &str,
+        provider: Option<&str>,
+        job: Option<JobKeys<'_>>,
+    ) -> Option<Suspended> {
         let mut active = self.active();
         if active.is_empty() {
             return None;
@@ -277,6 +303,11 @@ impl Actions {
             Target::Site(site.into()),
         ];
         targets.extend(provider.map(|p| Target::Provider(p.into())));
+        if let Some(j) = job {
+            targets.push(Target::Domain(j.domain.into()));
+            targets.push(Target::Pool(j.pool.into()));
+            targets.extend(j.tenant.map(|t| Target::Tenant(t.into())));
+        }
         let found = targets
             .iter()
             .find_map(|t| active.get(t))
@@ -293,6 +324,32 @@ impl Actions {
             self.write(&snapshot);
         }
         found
+    }
+
+    /// An operator suspends `target` for `duration` (replacing any action
+    /// on it), with `reason` shown where a rule's reply would be.
+    pub fn suspend_by_operator(
+        &self,
+        target: Target,
+        duration: Duration,
+        reason: &str,
+        now: SystemTime,
+    ) -> Action {
+        let action = Action {
+            target: target.clone(),
+            rule: "operator".into(),
+            reply: reason.chars().take(300).collect(),
+            start: crate::clock::rfc3339(now),
+            end: crate::clock::rfc3339(now + duration),
+            rate: None,
+            until: Some(Instant::now() + duration),
+        };
+        let mut active = self.active();
+        active.insert(target, action.clone());
+        let snapshot: Vec<Action> = active.values().cloned().collect();
+        drop(active);
+        self.write(&snapshot);
+        action
     }
 
     /// Ends the action on `target` now (an operator's decision); false if
@@ -404,18 +461,22 @@ mod tests {
             "not twice"
         );
         let s = actions
-            .suspended("ip1", "mx.big.example", Some("big"))
+            .suspended("ip1", "mx.big.example", Some("big"), None)
             .expect("suspended");
         assert!(
             s.why.contains("provider big suspended by rule r"),
             "{}",
             s.why
         );
-        assert!(actions.suspended("ip1", "mx.other.example", None).is_none());
+        assert!(
+            actions
+                .suspended("ip1", "mx.other.example", None, None)
+                .is_none()
+        );
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(
             actions
-                .suspended("ip1", "mx.big.example", Some("big"))
+                .suspended("ip1", "mx.big.example", Some("big"), None)
                 .is_none()
         );
         assert!(actions.list().is_empty());

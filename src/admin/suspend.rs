@@ -1,0 +1,40 @@
+//! `/v1/suspensions`: `POST` with a [`Suspend`] body stops mail for a
+//! target (path, source, site, provider, domain, pool or tenant) for a
+//! duration, with a reason; `DELETE` with a [`CancelAction`] resumes it.
+//! Suspended mail is deferred, never bounced, and flows again by itself
+//! at the end.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AdminState;
+use super::types::{Action, CancelAction, Cancelled, Suspend};
+
+pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Suspend>) -> Response {
+    let Ok(duration) = req.duration.parse::<crate::config::values::Duration>() else {
+        let msg = format!("{:?} is not a duration such as \"30m\"", req.duration);
+        return super::error(StatusCode::BAD_REQUEST, &msg);
+    };
+    let now = std::time::SystemTime::now();
+    let action: Action =
+        s.shaper
+            .actions
+            .suspend_by_operator(req.target, duration.get(), &req.reason, now);
+    tracing::warn!(target = %action.target, until = %action.end, reason = %action.reply, "suspended by an operator");
+    Json(action).into_response()
+}
+
+pub(super) async fn resume(
+    State(s): State<Arc<AdminState>>,
+    Json(req): Json<CancelAction>,
+) -> Json<Cancelled> {
+    let cancelled = s.shaper.actions.cancel(&req.target);
+    if cancelled {
+        tracing::warn!(target = %req.target, "resumed by an operator");
+    }
+    Json(Cancelled { cancelled })
+}

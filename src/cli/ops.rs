@@ -1,0 +1,127 @@
+//! `tern suspend` and `tern resume`: stop and restart mail for a target
+//! through the running daemon's admin API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::admin::client::send;
+use crate::admin::types::{Action, CancelAction, Cancelled, Suspend};
+use crate::config::DEFAULT_PATH;
+use crate::shaping::rules::Target;
+
+/// Which target: exactly one, or --source with --site for a path.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// A source (with --site: the path from it to that site).
+    #[arg(long)]
+    source: Option<String>,
+    /// A site: its comma-separated MX hosts, as `tern shaping actions` shows.
+    #[arg(long)]
+    site: Option<String>,
+    /// A provider of `[shaping]`.
+    #[arg(long)]
+    provider: Option<String>,
+    /// A recipient domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// A pool.
+    #[arg(long)]
+    pool: Option<String>,
+    /// A tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The configuration file (for the admin address and token).
+    #[arg(long, short, default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+impl TargetArgs {
+    /// The target named, or `None` when not exactly one is.
+    pub fn target(&self) -> Option<Target> {
+        let named = [
+            &self.site,
+            &self.provider,
+            &self.domain,
+            &self.pool,
+            &self.tenant,
+        ];
+        let others = named.iter().filter(|n| n.is_some()).count();
+        match (&self.source, &self.site) {
+            (Some(s), Some(x)) if others == 1 => Some(Target::Path(s.clone(), x.clone())),
+            (Some(s), None) if others == 0 => Some(Target::Source(s.clone())),
+            (None, _) if others == 1 => Some(if let Some(x) = &self.site {
+                Target::Site(x.clone())
+            } else if let Some(p) = &self.provider {
+                Target::Provider(p.clone())
+            } else if let Some(d) = &self.domain {
+                Target::Domain(d.to_ascii_lowercase())
+            } else if let Some(p) = &self.pool {
+                Target::Pool(p.clone())
+            } else {
+                Target::Tenant(self.tenant.clone().unwrap_or_default())
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "tern: name one target: --source, --site, --provider, --domain, --pool, --tenant, or --source with --site"
+    );
+    ExitCode::from(2)
+}
+
+/// `tern suspend TARGET --for D --reason R`.
+pub fn suspend(t: &TargetArgs, duration: &str, reason: &str) -> ExitCode {
+    let Some(target) = t.target() else {
+        return usage();
+    };
+    let Some(config) = super::load_or_report(&t.config) else {
+        return ExitCode::FAILURE;
+    };
+    let req = Suspend {
+        target,
+        duration: duration.into(),
+        reason: reason.into(),
+    };
+    match send::<Action, _>(&config.admin, "POST", "/v1/suspensions", &req) {
+        Ok(a) => {
+            println!("{}: suspended until {} ({})", a.target, a.end, a.reply);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tern resume TARGET`.
+pub fn resume(t: &TargetArgs) -> ExitCode {
+    let Some(target) = t.target() else {
+        return usage();
+    };
+    let Some(config) = super::load_or_report(&t.config) else {
+        return ExitCode::FAILURE;
+    };
+    let req = CancelAction {
+        target: target.clone(),
+    };
+    match send::<Cancelled, _>(&config.admin, "DELETE", "/v1/suspensions", &req) {
+        Ok(Cancelled { cancelled: true }) => {
+            println!("{target}: resumed");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            println!("{target}: was not suspended");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
