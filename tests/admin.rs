@@ -311,6 +311,31 @@ async fn metrics_parse_as_prometheus_text_and_match_the_delivery_log() {
     );
     assert_eq!(sum("tern_queue_messages", ""), 1.0, "the deferred one");
     assert!(sum("tern_queue_time_seconds_count", "") >= 2.0);
+
+    // The shipped Grafana dashboard asks only for metrics Tern serves.
+    let dash = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/ops/grafana/tern.json"
+    ))
+    .unwrap();
+    let names: std::collections::BTreeSet<&str> = dash
+        .match_indices("tern_")
+        .map(|(i, _)| {
+            let rest = &dash[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            rest[..end].trim_end_matches("_bucket")
+        })
+        .filter(|n| *n != "tern_mta")
+        .collect();
+    assert!(names.len() >= 6, "{names:?}");
+    for n in names {
+        assert!(
+            text.contains(&format!("# HELP {n} ")),
+            "the dashboard uses {n}, which /metrics lacks"
+        );
+    }
     mx.stop().await;
     net.stop().await;
 }
