@@ -118,7 +118,7 @@ pub async fn run_with(
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
     let settings = Settings::new(&config, services.metrics.clone());
-    let admin = start_admin(&config, &queue, &settings).await?;
+    let admin = start_admin(&config, &services, &settings).await?;
     let delivery = Delivery::new(
         queue.clone(),
         Router::new(&config, resolver),
@@ -198,7 +198,7 @@ fn start_listeners(
 /// it.
 async fn start_admin(
     config: &Config,
-    queue: &Arc<Queue>,
+    services: &Services,
     settings: &Settings,
 ) -> anyhow::Result<
     Option<(
@@ -214,7 +214,9 @@ async fn start_admin(
         .await
         .with_context(|| format!("cannot listen for the admin API on {}", a.address))?;
     let state = Arc::new(crate::admin::AdminState {
-        queue: queue.clone(),
+        queue: services.queue.clone(),
+        clock: services.clock,
+        wake: services.wake.clone(),
         shaper: settings.shaper.clone(),
         metrics: settings.metrics.clone(),
         started: std::time::SystemTime::now(),

@@ -443,3 +443,45 @@ async fn an_operator_suspends_a_domain_from_the_cli_and_resumes_it() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn retry_now_makes_deferred_mail_go_at_once() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    // "flaky" is deferred once (retry in 10 minutes), then accepted.
+    let r = submit(
+        tern.addr,
+        "app@shop.test",
+        &["flaky@alpha.test"],
+        b"Subject: r\r\n\r\nb\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    assert!(until(WAIT, || mx.tries("flaky@alpha.test") == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cfg = a.clone();
+    let other = tern::admin::types::Retry {
+        domain: Some("beta.test".into()),
+    };
+    let none: tern::admin::types::Retried = call(move || send(&cfg, "POST", "/v1/retry", &other))
+        .await
+        .unwrap();
+    assert_eq!(none.messages, 0, "another domain");
+    let cfg = a.clone();
+    let this = tern::admin::types::Retry {
+        domain: Some("Alpha.test".into()),
+    };
+    let done: tern::admin::types::Retried = call(move || send(&cfg, "POST", "/v1/retry", &this))
+        .await
+        .unwrap();
+    assert_eq!((done.messages, done.recipients), (1, 1));
+    assert!(
+        until(WAIT, || mx.received().len() == 1).await,
+        "delivered without waiting for the retry time"
+    );
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

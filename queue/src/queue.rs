@@ -157,6 +157,23 @@ impl Queue {
         self.write_status(id, changes, true).await
     }
 
+    /// Makes the pending recipients of `id` due at `at` if they were due
+    /// later (an operator's "retry now"), durably; a message being
+    /// delivered is left alone. Returns how many recipients moved.
+    pub async fn reschedule(&self, id: MessageId, at: Timestamp) -> Result<usize, QueueError> {
+        let op = Op::Reschedule {
+            id,
+            at,
+            changes: Vec::new(),
+        };
+        match self.submit(op, None).await? {
+            Done::Rescheduled(n) => Ok(n),
+            _ => Err(QueueError::Invalid(
+                "the writer answered a reschedule with another kind",
+            )),
+        }
+    }
+
     /// Like [`Queue::update`] but the message stays in flight: for a
     /// delivery that records some recipients while others of the same
     /// message are still being tried.

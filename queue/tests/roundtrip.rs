@@ -351,3 +351,47 @@ fn priorities_order_due_messages_and_survive_a_restart() {
     let order: Vec<(MessageId, u8)> = due.iter().map(|m| (m.id, m.priority)).collect();
     assert_eq!(order, [(urgent, 0), (bulk, queue::DEFAULT_PRIORITY)]);
 }
+
+#[test]
+fn reschedule_makes_deferred_recipients_due_now_durably_but_never_in_flight_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    let id = rt.block_on(q.enqueue(message(1, 2))).unwrap();
+    let now = message(1, 2).first_attempt;
+    let later = now.as_millis() + 3_600_000;
+    assert_eq!(q.take_due(now, 10).len(), 1);
+    assert_eq!(
+        rt.block_on(q.reschedule(id, now)).unwrap(),
+        0,
+        "in flight: left alone"
+    );
+    rt.block_on(q.update(
+        id,
+        vec![(0, deferred(later, "451 later")), (1, delivered())],
+    ))
+    .unwrap();
+    assert_eq!(q.next_due(), Some(Timestamp::from_millis(later)));
+    assert_eq!(
+        rt.block_on(q.reschedule(id, now)).unwrap(),
+        1,
+        "one pending recipient"
+    );
+    assert_eq!(q.next_due(), Some(now));
+    assert_eq!(
+        rt.block_on(q.reschedule(id, now)).unwrap(),
+        0,
+        "already due"
+    );
+    let info = q.get(id).unwrap();
+    assert_eq!(info.statuses[0].attempts, 1, "an attempt is not counted");
+    assert_eq!(info.statuses[0].last_reply.as_deref(), Some("451 later"));
+    q.close();
+    drop(q);
+    let (q, _) = open(dir.path());
+    assert_eq!(q.next_due(), Some(now), "durable");
+    assert!(matches!(
+        rt.block_on(q.reschedule(MessageId::from_u64(999), now)),
+        Ok(0)
+    ));
+}

@@ -10,6 +10,7 @@ pub mod types;
 mod actions;
 mod health;
 mod queue;
+mod retry;
 mod suspend;
 
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub struct AdminState {
     pub shaper: Arc<Shaper>,
     /// The metrics, for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Tern's clock.
+    pub clock: crate::clock::Clock,
+    /// Wakes delivery (mail made due now).
+    pub wake: Arc<tokio::sync::Notify>,
     /// When the daemon started.
     pub started: SystemTime,
     /// The bearer token requests must carry, if any.
@@ -49,6 +54,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/v1/shaping/actions",
             get(actions::list).delete(actions::cancel),
         )
+        .route("/v1/retry", axum::routing::post(retry::post))
         .route(
             "/v1/suspensions",
             axum::routing::post(suspend::create).delete(suspend::resume),

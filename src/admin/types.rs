@@ -63,6 +63,24 @@ pub struct Suspend {
     pub reason: String,
 }
 
+/// `POST /v1/retry`: make deferred mail due now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Only messages with a pending recipient at this domain (all when
+    /// unset).
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+/// The answer to a [`Retry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retried {
+    /// Messages made due now.
+    pub messages: u64,
+    /// Their recipients that were waiting.
+    pub recipients: u64,
+}
+
 /// The answer to a [`CancelAction`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancelled {

@@ -66,6 +66,16 @@ enum Command {
         #[arg(long, default_value = "suspended by an operator")]
         reason: String,
     },
+    /// Make deferred mail due now (all of it, or that of one domain),
+    /// through the running daemon.
+    Retry {
+        /// Only messages with a recipient waiting at this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// The configuration file (for the admin address and token).
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// End a suspension now (an operator's or a rule's).
     Resume {
         #[command(flatten)]
@@ -147,6 +157,7 @@ pub fn main(cli: Cli) -> ExitCode {
             reason,
         } => ops::suspend(&target, &duration, &reason),
         Command::Resume { target } => ops::resume(&target),
+        Command::Retry { domain, config } => ops::retry(&config, domain),
         Command::Shaping {
             command:
                 ShapingCommand::Show {

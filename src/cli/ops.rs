@@ -99,6 +99,28 @@ pub fn suspend(t: &TargetArgs, duration: &str, reason: &str) -> ExitCode {
     }
 }
 
+/// `tern retry [--domain D]`.
+pub fn retry(config: &std::path::Path, domain: Option<String>) -> ExitCode {
+    use crate::admin::types::{Retried, Retry};
+    let Some(config) = super::load_or_report(config) else {
+        return ExitCode::FAILURE;
+    };
+    let req = Retry { domain };
+    match send::<Retried, _>(&config.admin, "POST", "/v1/retry", &req) {
+        Ok(r) => {
+            println!(
+                "{} message(s), {} recipient(s) due now",
+                r.messages, r.recipients
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `tern resume TARGET`.
 pub fn resume(t: &TargetArgs) -> ExitCode {
     let Some(target) = t.target() else {

@@ -62,6 +62,13 @@ pub(crate) enum Op {
     Remove {
         id: MessageId,
     },
+    /// Make a message's pending recipients due at `at` (sooner only),
+    /// unless it is in flight. `changes` is filled when admitted.
+    Reschedule {
+        id: MessageId,
+        at: Timestamp,
+        changes: Vec<(u32, RecipientStatus)>,
+    },
     /// Rewrite a live message at the head of the log (compaction).
     Relocate {
         id: MessageId,
@@ -77,6 +84,8 @@ pub(crate) enum Done {
     Removed,
     /// Relocated, or skipped because the message changed or went away.
     Relocated,
+    /// This many recipients were made due sooner (0: none, or in flight).
+    Rescheduled(usize),
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Done, QueueError>>;
@@ -304,6 +313,40 @@ impl Writer {
                     }
                     Some(_) => Ok(()),
                 },
+                Op::Reschedule { id, at, .. } => {
+                    let changes = ix.entry(*id).filter(|e| !e.in_flight).map(|e| {
+                        e.statuses
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, s)| {
+                                s.state == crate::types::RecipientState::Pending
+                                    && s.next_attempt > *at
+                            })
+                            .map(|(i, s)| {
+                                (
+                                    i as u32,
+                                    RecipientStatus {
+                                        next_attempt: *at,
+                                        ..s.clone()
+                                    },
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    });
+                    match changes.filter(|c| !c.is_empty()) {
+                        Some(c) => {
+                            r.rec = Some(codec::encode_status(*id, &c));
+                            if let Op::Reschedule { changes, .. } = &mut r.op {
+                                *changes = c;
+                            }
+                            Ok(())
+                        }
+                        None => {
+                            let _ = r.reply.send(Ok(Done::Rescheduled(0)));
+                            continue;
+                        }
+                    }
+                }
                 Op::Remove { id } if !ix.contains(*id) => Err(QueueError::NotFound(*id)),
                 Op::Remove { .. } => Ok(()),
                 Op::Relocate { id, from, body } => match ix.entry(*id) {
@@ -424,6 +467,12 @@ fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueError> {
             } else {
                 Err(QueueError::NotFound(id))
             }
+        }
+        Op::Reschedule { id, changes, .. } => {
+            let n = changes.len();
+            ix.apply_status(id, &changes, loc.seg, false)
+                .map(|_| Done::Rescheduled(n))
+                .ok_or(QueueError::NotFound(id))
         }
         Op::Relocate { id, .. } => {
             // Same content as committed state (only this thread changes it).

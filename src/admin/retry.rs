@@ -1,0 +1,67 @@
+//! `POST /v1/retry`: make deferred mail due now ("retry now"), for every
+//! message or those with a pending recipient at one domain. Walks the
+//! queue a page at a time (bounded memory); a message being delivered is
+//! left alone; attempts are not counted.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AdminState;
+use super::types::{Retried, Retry};
+
+const PAGE: usize = 1000;
+
+pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry>) -> Response {
+    let domain = req.domain.map(|d| d.to_ascii_lowercase());
+    let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
+    let (mut messages, mut recipients, mut after) = (0u64, 0u64, None);
+    loop {
+        let page = s.queue.page(after, PAGE);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for m in page.iter().filter(|m| !m.in_flight) {
+            let wanted = domain.as_deref().is_none_or(|d| {
+                m.envelope
+                    .recipients
+                    .iter()
+                    .zip(&m.statuses)
+                    .any(|(r, st)| {
+                        st.state == ::queue::RecipientState::Pending
+                            && r.domain().eq_ignore_ascii_case(d)
+                    })
+            });
+            if !wanted {
+                continue;
+            }
+            match s.queue.reschedule(m.id, now).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    messages += 1;
+                    recipients += n as u64;
+                }
+                Err(e) => {
+                    let msg = format!("rescheduling {}: {e}", m.id);
+                    return super::error(StatusCode::SERVICE_UNAVAILABLE, &msg);
+                }
+            }
+        }
+    }
+    if messages > 0 {
+        s.wake.notify_one();
+    }
+    tracing::info!(
+        domain = domain.as_deref().unwrap_or("(all)"),
+        messages,
+        recipients,
+        "retry now, by an operator"
+    );
+    Json(Retried {
+        messages,
+        recipients,
+    })
+    .into_response()
+}
