@@ -217,6 +217,8 @@ async fn start_admin(
         queue: services.queue.clone(),
         clock: services.clock,
         wake: services.wake.clone(),
+        log: services.log.clone(),
+        jobs: Default::default(),
         shaper: settings.shaper.clone(),
         metrics: settings.metrics.clone(),
         started: std::time::SystemTime::now(),

@@ -36,6 +36,8 @@ pub enum Kind {
     Suspension,
     /// A shaping rule slowed a path down (`rate` is the new rate).
     SlowDown,
+    /// Removed from the queue by an operator, undelivered and unbounced.
+    Purged,
 }
 
 /// One line of the delivery log. Every field that does not apply is left

@@ -485,3 +485,82 @@ async fn retry_now_makes_deferred_mail_go_at_once() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_purge_removes_only_the_matching_mail_and_reports_progress() {
+    let net = Net::new(ZONE).await;
+    let refusing = SinkOptions {
+        refuse: true,
+        ..SinkOptions::default()
+    };
+    let (mx, other) = (
+        net.sink_with(10, refusing.clone()).await,
+        net.sink_with(13, refusing).await,
+    );
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    for to in ["a@alpha.test", "b@alpha.test", "c@sender.test"] {
+        let r = submit(
+            tern.addr,
+            "app@shop.test",
+            &[to],
+            b"Subject: p\r\n\r\nb\r\n",
+        )
+        .await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    assert!(until(WAIT, || mx.connections() >= 1 && other.connections() >= 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await; // all deferred, none in flight
+    let cfg = a.clone();
+    let refused = call(move || {
+        send::<tern::admin::types::JobStarted, _>(
+            &cfg,
+            "POST",
+            "/v1/purge",
+            &tern::admin::types::Purge::default(),
+        )
+    })
+    .await;
+    assert!(
+        matches!(refused, Err(CallError::Status { status: 400, .. })),
+        "{refused:?}"
+    );
+
+    let file = net.dir.path().join("cli.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[admin]\naddress = \"{}\"\ntoken = \"{TOKEN}\"\n",
+            a.address
+        ),
+    )
+    .unwrap();
+    let out = call(move || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["purge", "--domain", "alpha.test", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+    .await;
+    assert!(out.contains("purged 2 message(s) of 3 looked at"), "{out}");
+    let cfg = a.clone();
+    let s: QueueSummary = call(move || get(&cfg, "/v1/queue/summary")).await.unwrap();
+    assert_eq!(s.messages, 1);
+    assert_eq!(s.domains[0].domain, "sender.test");
+    tern.stop().await;
+    let log = net.log();
+    assert_eq!(log.iter().filter(|r| r["type"] == "purged").count(), 2);
+    assert!(
+        !log.iter().any(|r| r["type"] == "bounce"),
+        "a purge never bounces"
+    );
+    mx.stop().await;
+    other.stop().await;
+    net.stop().await;
+}

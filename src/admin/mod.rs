@@ -9,6 +9,7 @@ pub mod types;
 
 mod actions;
 mod health;
+mod purge;
 mod queue;
 mod retry;
 mod suspend;
@@ -38,6 +39,10 @@ pub struct AdminState {
     pub clock: crate::clock::Clock,
     /// Wakes delivery (mail made due now).
     pub wake: Arc<tokio::sync::Notify>,
+    /// The delivery log (purges are recorded there).
+    pub log: Arc<crate::log::DeliveryLog>,
+    /// Background jobs (purges) and their progress.
+    pub jobs: purge::Jobs,
     /// When the daemon started.
     pub started: SystemTime,
     /// The bearer token requests must carry, if any.
@@ -55,6 +60,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(actions::list).delete(actions::cancel),
         )
         .route("/v1/retry", axum::routing::post(retry::post))
+        .route("/v1/purge", axum::routing::post(purge::start))
+        .route("/v1/jobs/{id}", get(purge::progress))
         .route(
             "/v1/suspensions",
             axum::routing::post(suspend::create).delete(suspend::resume),

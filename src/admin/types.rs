@@ -81,6 +81,44 @@ pub struct Retried {
     pub recipients: u64,
 }
 
+/// `POST /v1/purge`: remove queued mail matching every filter given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    /// Messages with a recipient waiting at this domain.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Messages from this envelope sender.
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// Messages of this tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// A background job was started: follow it at `/v1/jobs/{job}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStarted {
+    /// Its id.
+    pub job: u64,
+}
+
+/// `GET /v1/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Its id.
+    pub job: u64,
+    /// What it does (`purge`).
+    pub kind: String,
+    /// Messages looked at so far.
+    pub scanned: u64,
+    /// Messages it acted on so far.
+    pub done_items: u64,
+    /// Matching messages left alone because they were being delivered.
+    pub skipped: u64,
+    /// True once it is over.
+    pub finished: bool,
+}
+
 /// The answer to a [`CancelAction`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancelled {

@@ -76,6 +76,22 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Remove queued mail matching every filter given, undelivered and
+    /// unbounced (logged as `purged`), through the running daemon.
+    Purge {
+        /// Messages with a recipient waiting at this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Messages from this envelope sender.
+        #[arg(long)]
+        sender: Option<String>,
+        /// Messages of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The configuration file (for the admin address and token).
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// End a suspension now (an operator's or a rule's).
     Resume {
         #[command(flatten)]
@@ -158,6 +174,19 @@ pub fn main(cli: Cli) -> ExitCode {
         } => ops::suspend(&target, &duration, &reason),
         Command::Resume { target } => ops::resume(&target),
         Command::Retry { domain, config } => ops::retry(&config, domain),
+        Command::Purge {
+            domain,
+            sender,
+            tenant,
+            config,
+        } => ops::purge(
+            &config,
+            crate::admin::types::Purge {
+                domain,
+                sender,
+                tenant,
+            },
+        ),
         Command::Shaping {
             command:
                 ShapingCommand::Show {
