@@ -68,6 +68,16 @@ async fn health_and_queue_summary_need_the_token_and_show_the_queue() {
     assert_eq!((s.messages, s.recipients), (1, 2));
     assert_eq!(s.domains[0].domain, "alpha.test");
     assert_eq!(s.domains[0].recipients, 2);
+    let cfg = a.clone();
+    let page = call(move || tern::admin::client::get_text(&cfg, "/status"))
+        .await
+        .unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.contains("http-equiv=\"refresh\""));
+    assert!(
+        page.contains("<td>alpha.test</td><td class=\"n\">2</td>"),
+        "{page}"
+    );
+    assert!(!page.contains("src=\"http"), "no external assets");
 
     let mut no_token = a.clone();
     no_token.token = None;

@@ -12,6 +12,7 @@ mod health;
 mod purge;
 mod queue;
 mod retry;
+mod status;
 mod suspend;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/v1/health", get(health::get))
         .route("/metrics", get(metrics))
+        .route("/status", get(status::page))
         .route("/v1/queue/summary", get(queue::summary))
         .route(
             "/v1/shaping/actions",

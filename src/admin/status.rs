@@ -1,0 +1,108 @@
+//! `GET /status`: a small HTML page for people watching a peak: the queue
+//! in total and per domain, the automatic actions and suspensions in
+//! force, and the delivery outcomes so far. Server-rendered, no external
+//! assets, refreshing itself every five seconds. Every value shown is
+//! HTML-escaped.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Html;
+
+use super::AdminState;
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}\
+h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.2em 0 .4em}\
+.cards{display:flex;gap:1em;flex-wrap:wrap}.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:9em}\
+.card b{display:block;font-size:1.6em}table{border-collapse:collapse;background:#fff;min-width:30em}\
+td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left}th{background:#f0f0f0}td.n{text-align:right}\
+.muted{color:#777}.warn{color:#a40}";
+
+pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
+    let stats = s.queue.stats();
+    let mut domains = s.queue.domains();
+    domains.sort_by_key(|d| std::cmp::Reverse(d.recipients));
+    let mut h = String::with_capacity(8 << 10);
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+         <title>Tern status</title><style>{STYLE}</style></head><body>\
+         <h1>Tern</h1><div class=\"muted\">up since {} &middot; refreshes every 5 s</div>",
+        esc(&crate::clock::rfc3339(s.started))
+    );
+    let health = match s.queue.health() {
+        ::queue::Health::Healthy => "healthy".to_owned(),
+        ::queue::Health::Full(r) => format!("full: {r}"),
+        ::queue::Health::Unhealthy(r) => format!("unhealthy: {r}"),
+    };
+    let _ = write!(
+        h,
+        "<h2>Queue</h2><div class=\"cards\"><div class=\"card\">messages<b>{}</b></div>\
+         <div class=\"card\">recipients<b>{}</b></div><div class=\"card\">spool<b>{} MB</b></div>\
+         <div class=\"card\">health<b>{}</b></div></div>",
+        stats.messages,
+        stats.recipients,
+        stats.disk_bytes >> 20,
+        esc(&health)
+    );
+    h.push_str("<h2>Queued by domain</h2><table><tr><th>domain</th><th>recipients</th><th>messages</th></tr>");
+    for d in domains.iter().take(25) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(&d.domain),
+            d.recipients,
+            d.messages
+        );
+    }
+    if domains.is_empty() {
+        h.push_str("<tr><td colspan=\"3\" class=\"muted\">nothing queued</td></tr>");
+    }
+    h.push_str("</table><h2>Suspensions and automatic actions</h2><table><tr><th>target</th><th>by</th><th>until</th><th>after</th></tr>");
+    let actions = s.shaper.actions.list();
+    for a in &actions {
+        let until = a
+            .rate
+            .as_deref()
+            .map_or(a.end.clone(), |r| format!("slowed to {r}"));
+        let _ = write!(
+            h,
+            "<tr><td class=\"warn\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.target.to_string()),
+            esc(&a.rule),
+            esc(&until),
+            esc(&a.reply)
+        );
+    }
+    if actions.is_empty() {
+        h.push_str("<tr><td colspan=\"4\" class=\"muted\">none in force</td></tr>");
+    }
+    h.push_str("</table><p class=\"muted\">Metrics: <a href=\"/metrics\">/metrics</a> &middot; API: /v1/...</p></body></html>");
+    Html(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn values_are_escaped() {
+        assert_eq!(esc("<script>&'\""), "&lt;script&gt;&amp;&#39;&quot;");
+    }
+}
