@@ -18,7 +18,8 @@
 //! | [`egress`] | sources and weighted pools | DNS, SMTP |
 //! | [`smtp::client`] | outbound SMTP: connect, greet, STARTTLS, pipelined transactions | decide retries or bounces |
 //! | [`log`] | the delivery log (JSON lines, rotation) | diagnostics |
-//! | [`admin`] | the operations HTTP API (health, queue summary, automatic actions) and the CLI's client for it | send mail, change the spool format |
+//! | [`admin`] | the operations HTTP API (health, queue summary, suspensions and actions, retry, purge, status page, `/metrics`) and the CLI's client for it | send mail, change the spool format |
+//! | [`metrics`] | metric definitions with help text, one recorder per daemon, Prometheus rendering | I/O |
 //! | [`clock`] | wall-clock time through tokio's clock; date formats | |
 //! | `queue` (crate) | durability: the spool, group commit, recovery, compaction | SMTP, DNS, config files |
 //!

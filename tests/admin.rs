@@ -31,6 +31,36 @@ async fn call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// Sink options: refuse every connection (mail stays deferred).
+fn refusing() -> SinkOptions {
+    SinkOptions {
+        refuse: true,
+        ..SinkOptions::default()
+    }
+}
+
+/// Submits one message to `to`, which must be accepted.
+async fn submit_ok(tern: &Tern, to: &[&str]) {
+    let r = submit(tern.addr, "app@shop.test", to, b"Subject: s\r\n\r\nb\r\n").await;
+    assert!(r.starts_with("250"), "{r}");
+}
+
+/// Runs `tern ARGS --config FILE`; (success, stdout and stderr).
+async fn tern_cli(args: Vec<&'static str>, file: std::path::PathBuf) -> (bool, String) {
+    call(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), format!("{text}{err}"))
+    })
+    .await
+}
+
 fn config(net: &Net, a: &AdminConfig) -> Config {
     let mut c = net.config();
     c.admin = a.clone();
@@ -40,21 +70,10 @@ fn config(net: &Net, a: &AdminConfig) -> Config {
 #[tokio::test]
 async fn health_and_queue_summary_need_the_token_and_show_the_queue() {
     let net = Net::new(ZONE).await;
-    let refusing = SinkOptions {
-        refuse: true,
-        ..SinkOptions::default()
-    };
-    let mx = net.sink_with(10, refusing).await;
+    let mx = net.sink_with(10, refusing()).await;
     let a = admin(&net);
     let tern = Tern::start(config(&net, &a)).await;
-    let r = submit(
-        tern.addr,
-        "app@shop.test",
-        &["x@alpha.test", "y@alpha.test"],
-        b"Subject: s\r\n\r\nb\r\n",
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
+    submit_ok(&tern, &["x@alpha.test", "y@alpha.test"]).await;
     assert!(
         until(WAIT, || mx.connections() >= 1).await,
         "tried and deferred"
@@ -115,14 +134,7 @@ async fn an_operator_cancels_a_suspension_and_mail_flows_at_the_next_retry() {
         ..tern::config::RuleConfig::default()
     });
     let tern = Tern::start(cfg).await;
-    let r = submit(
-        tern.addr,
-        "app@shop.test",
-        &["tempfail@alpha.test"],
-        b"Subject: 1\r\n\r\nb\r\n",
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
+    submit_ok(&tern, &["tempfail@alpha.test"]).await;
     let cfg = a.clone();
     let listed = async {
         for _ in 0..100 {
@@ -146,14 +158,7 @@ async fn an_operator_cancels_a_suspension_and_mail_flows_at_the_next_retry() {
     );
 
     // Suspended for an hour: mail waits...
-    let r = submit(
-        tern.addr,
-        "app@shop.test",
-        &["ok@alpha.test"],
-        b"Subject: 2\r\n\r\nb\r\n",
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
+    submit_ok(&tern, &["ok@alpha.test"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(mx.tries("ok@alpha.test"), 0);
     // ...until an operator cancels the suspension.
@@ -197,21 +202,10 @@ fn check_config_wants_a_token_beyond_loopback() {
 #[tokio::test]
 async fn the_cli_asks_the_running_daemon() {
     let net = Net::new(ZONE).await;
-    let refusing = SinkOptions {
-        refuse: true,
-        ..SinkOptions::default()
-    };
-    let mx = net.sink_with(10, refusing).await;
+    let mx = net.sink_with(10, refusing()).await;
     let a = admin(&net);
     let tern = Tern::start(config(&net, &a)).await;
-    let r = submit(
-        tern.addr,
-        "app@shop.test",
-        &["x@alpha.test"],
-        b"Subject: s\r\n\r\nb\r\n",
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
+    submit_ok(&tern, &["x@alpha.test"]).await;
     let file = net.dir.path().join("cli.toml");
     let text = format!(
         "[admin]\naddress = \"{}\"\ntoken = \"{TOKEN}\"\n[queue]\npath = \"{}\"\n",
@@ -219,30 +213,20 @@ async fn the_cli_asks_the_running_daemon() {
         net.dir.path().join("nowhere").display()
     );
     std::fs::write(&file, text).unwrap();
-    let run = |args: &'static [&'static str], file: std::path::PathBuf| {
-        call(move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-                .args(args)
-                .arg(&file)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        })
-    };
-    let summary = run(&["queue", "summary", "--config"], file.clone()).await;
+    let summary = tern_cli(vec!["queue", "summary"], file.clone()).await.1;
     assert!(
         summary.contains("(from the running daemon): 1 message(s), 1 recipient(s)"),
         "{summary}"
     );
     assert!(summary.contains("alpha.test"), "{summary}");
-    let actions = run(&["shaping", "actions", "--config"], file.clone()).await;
+    let actions = tern_cli(vec!["shaping", "actions"], file.clone()).await.1;
     assert!(
         actions.contains("no automatic actions in force"),
         "{actions}"
     );
     tern.stop().await;
     // Daemon down: the summary reads the spool the config names instead.
-    let summary = run(&["queue", "summary", "--config"], file).await;
+    let summary = tern_cli(vec!["queue", "summary"], file).await.1;
     assert!(summary.contains("nothing has been queued"), "{summary}");
     mx.stop().await;
     net.stop().await;
@@ -255,14 +239,7 @@ async fn metrics_parse_as_prometheus_text_and_match_the_delivery_log() {
     let a = admin(&net);
     let tern = Tern::start(config(&net, &a)).await;
     for to in ["one@alpha.test", "two@alpha.test", "tempfail@alpha.test"] {
-        let r = submit(
-            tern.addr,
-            "app@shop.test",
-            &[to],
-            b"Subject: m\r\n\r\nb\r\n",
-        )
-        .await;
-        assert!(r.starts_with("250"), "{r}");
+        submit_ok(&tern, &[to]).await;
     }
     assert!(
         until(WAIT, || mx.received().len() == 2
@@ -362,19 +339,6 @@ async fn an_operator_suspends_a_domain_from_the_cli_and_resumes_it() {
         a.address
     );
     std::fs::write(&file, text).unwrap();
-    let tern_cli = |args: Vec<&'static str>, file: std::path::PathBuf| {
-        call(move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-                .args(args)
-                .arg("--config")
-                .arg(&file)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            (out.status.success(), format!("{text}{err}"))
-        })
-    };
     // The daemon starts in the background: wait for its API.
     let cfg = a.clone();
     let up = call(move || {
@@ -402,14 +366,7 @@ async fn an_operator_suspends_a_domain_from_the_cli_and_resumes_it() {
         "{out}"
     );
 
-    let r = submit(
-        tern.addr,
-        "app@shop.test",
-        &["x@alpha.test"],
-        b"Subject: s\r\n\r\nb\r\n",
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
+    submit_ok(&tern, &["x@alpha.test"]).await;
     let deferred = || {
         std::fs::read_to_string(net.dir.path().join("deliveries.jsonl"))
             .unwrap_or_default()
@@ -461,14 +418,7 @@ async fn retry_now_makes_deferred_mail_go_at_once() {
     let a = admin(&net);
     let tern = Tern::start(config(&net, &a)).await;
     // "flaky" is deferred once (retry in 10 minutes), then accepted.
-    let r = submit(
-        tern.addr,
-        "app@shop.test",
-        &["flaky@alpha.test"],
-        b"Subject: r\r\n\r\nb\r\n",
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
+    submit_ok(&tern, &["flaky@alpha.test"]).await;
     assert!(until(WAIT, || mx.tries("flaky@alpha.test") == 1).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cfg = a.clone();
@@ -499,25 +449,14 @@ async fn retry_now_makes_deferred_mail_go_at_once() {
 #[tokio::test]
 async fn a_purge_removes_only_the_matching_mail_and_reports_progress() {
     let net = Net::new(ZONE).await;
-    let refusing = SinkOptions {
-        refuse: true,
-        ..SinkOptions::default()
-    };
     let (mx, other) = (
-        net.sink_with(10, refusing.clone()).await,
-        net.sink_with(13, refusing).await,
+        net.sink_with(10, refusing()).await,
+        net.sink_with(13, refusing()).await,
     );
     let a = admin(&net);
     let tern = Tern::start(config(&net, &a)).await;
     for to in ["a@alpha.test", "b@alpha.test", "c@sender.test"] {
-        let r = submit(
-            tern.addr,
-            "app@shop.test",
-            &[to],
-            b"Subject: p\r\n\r\nb\r\n",
-        )
-        .await;
-        assert!(r.starts_with("250"), "{r}");
+        submit_ok(&tern, &[to]).await;
     }
     assert!(until(WAIT, || mx.connections() >= 1 && other.connections() >= 1).await);
     tokio::time::sleep(Duration::from_millis(300)).await; // all deferred, none in flight
@@ -545,19 +484,7 @@ async fn a_purge_removes_only_the_matching_mail_and_reports_progress() {
         ),
     )
     .unwrap();
-    let out = call(move || {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["purge", "--domain", "alpha.test", "--config"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-    .await;
+    let (_, out) = tern_cli(vec!["purge", "--domain", "alpha.test"], file).await;
     assert!(out.contains("purged 2 message(s) of 3 looked at"), "{out}");
     let cfg = a.clone();
     let s: QueueSummary = call(move || get(&cfg, "/v1/queue/summary")).await.unwrap();

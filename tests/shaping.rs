@@ -34,6 +34,12 @@ fn rate(s: &str) -> Option<tern::config::values::Rate> {
     Some(s.parse().unwrap())
 }
 
+/// Nothing in the delivery log bounced.
+fn assert_no_bounce(log: &[serde_json::Value]) {
+    let bounced = log.iter().any(|r| r["type"] == "bounce");
+    assert!(!bounced, "nothing bounces");
+}
+
 /// Messages counted at `sinks` in all.
 fn arrived(sinks: &[&Sink]) -> usize {
     sinks.iter().map(|s| s.received().len()).sum()
@@ -220,10 +226,7 @@ async fn a_dead_site_pauses_its_path_and_defers_without_connecting() {
         .filter(|r| r.contains("paused after"))
         .collect();
     assert!(!paused.is_empty(), "{log:#?}");
-    assert!(
-        !log.iter().any(|r| r["type"] == "bounce"),
-        "nothing bounces"
-    );
+    assert_no_bounce(&log);
     net.stop().await;
 }
 
@@ -293,10 +296,7 @@ async fn a_matching_reply_suspends_the_path_for_its_duration_then_mail_resumes()
                 .contains("suspended by rule busy")
     });
     assert!(deferred_unsent, "{log:#?}");
-    assert!(
-        !log.iter().any(|r| r["type"] == "bounce"),
-        "nothing bounces"
-    );
+    assert_no_bounce(&log);
     net.stop().await;
 }
 
@@ -394,10 +394,7 @@ async fn a_warming_source_sends_its_share_and_its_pool_takes_the_overflow() {
     exactly(&[&mx], 8).await;
     tern.stop().await;
     let log = net.log();
-    assert!(
-        !log.iter().any(|r| r["type"] == "bounce"),
-        "nothing bounces"
-    );
+    assert_no_bounce(&log);
     mx.stop().await;
     net.stop().await;
 }
@@ -571,10 +568,7 @@ async fn a_push_back_slows_the_path_down_and_deliveries_bring_it_back() {
         .find(|r| r["type"] == "slow_down")
         .expect("logged");
     assert_eq!(slow["rate"], "30.0/m");
-    assert!(
-        !log.iter().any(|r| r["type"] == "bounce"),
-        "nothing bounces"
-    );
+    assert_no_bounce(&log);
     mx.stop().await;
     net.stop().await;
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::tern::{Daemon, Setup, Signing};
@@ -44,18 +44,6 @@ struct Door {
     deferred: AtomicU64,
 }
 
-async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, line: &mut String) -> u16 {
-    loop {
-        line.clear();
-        if r.read_line(line).await.unwrap_or(0) == 0 {
-            return 0;
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        }
-    }
-}
-
 /// One client: sends the messages it draws, each at its due time; a 4xx
 /// at the door is retried after half a second (bounded: 2,000 tries).
 async fn client(
@@ -71,9 +59,9 @@ async fn client(
     let (r, mut w) = s.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
-    assert_eq!(reply(&mut r, &mut line).await, 220);
+    assert_eq!(crate::inject::reply(&mut r, &mut line).await, 220);
     w.write_all(b"EHLO load.bench\r\n").await.unwrap();
-    assert_eq!(reply(&mut r, &mut line).await, 250);
+    assert_eq!(crate::inject::reply(&mut r, &mut line).await, 250);
     let body = crate::inject::filler(4096);
     loop {
         let n = next.fetch_add(1, Ordering::Relaxed);
@@ -85,9 +73,9 @@ async fn client(
                 format!("MAIL FROM:<app@shop.example>\r\nRCPT TO:<u{n}@d{d}.bench>\r\nDATA\r\n");
             w.write_all(env.as_bytes()).await.unwrap();
             let codes = [
-                reply(&mut r, &mut line).await,
-                reply(&mut r, &mut line).await,
-                reply(&mut r, &mut line).await,
+                crate::inject::reply(&mut r, &mut line).await,
+                crate::inject::reply(&mut r, &mut line).await,
+                crate::inject::reply(&mut r, &mut line).await,
             ];
             if codes != [250, 250, 354] {
                 assert!(
@@ -97,10 +85,10 @@ async fn client(
                 door.deferred.fetch_add(1, Ordering::Relaxed);
                 if codes[2] == 354 {
                     w.write_all(b".\r\n").await.unwrap(); // end the empty data
-                    reply(&mut r, &mut line).await;
+                    crate::inject::reply(&mut r, &mut line).await;
                 }
                 w.write_all(b"RSET\r\n").await.unwrap();
-                reply(&mut r, &mut line).await;
+                crate::inject::reply(&mut r, &mut line).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -110,7 +98,7 @@ async fn client(
             w.write_all(&[head.as_bytes(), &body, b".\r\n"].concat())
                 .await
                 .unwrap();
-            if reply(&mut r, &mut line).await == 250 {
+            if crate::inject::reply(&mut r, &mut line).await == 250 {
                 door.accepted.fetch_add(1, Ordering::Relaxed);
                 break;
             }

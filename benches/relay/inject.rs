@@ -67,7 +67,7 @@ pub async fn run(load: Load, clients: usize) -> Outcome {
 }
 
 /// Reads one reply; returns its code (0 if the connection closed).
-async fn reply(r: &mut BufReader<OwnedReadHalf>, line: &mut String) -> u16 {
+pub async fn reply(r: &mut BufReader<OwnedReadHalf>, line: &mut String) -> u16 {
     loop {
         line.clear();
         if r.read_line(line).await.unwrap_or(0) == 0 {
