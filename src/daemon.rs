@@ -118,7 +118,7 @@ pub async fn run_with(
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
     let settings = Settings::new(&config, services.metrics.clone());
-    let admin = start_admin(&config, &services, &settings).await?;
+    let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
         queue.clone(),
         Router::new(&config, resolver),
@@ -128,6 +128,12 @@ pub async fn run_with(
         settings,
         services.wake.clone(),
     );
+    let reloader = Arc::new(crate::admin::reload::Reloader::new(
+        config.clone(),
+        delivery.clone(),
+    ));
+    let hangup = tokio::spawn(reload_on_sighup(reloader.clone()));
+    let admin = start_admin(&config, &services, shaper, reloader).await?;
     let delivery_task = tokio::spawn(delivery.clone().run());
     let flusher = tokio::spawn(flush_periodically(log.clone()));
     let (phase, phase_rx) = watch::channel(Phase::Running);
@@ -159,6 +165,7 @@ pub async fn run_with(
         let _ = stop.send(());
         let _ = task.await;
     }
+    hangup.abort();
     flusher.abort();
     log.flush();
     let q = queue.clone();
@@ -167,6 +174,20 @@ pub async fn run_with(
         .context("closing the queue")?;
     tracing::info!(queued = queue.message_count(), "queue closed; stopped");
     Ok(())
+}
+
+/// Reloads the config on each SIGHUP (as `POST /v1/reload` does).
+async fn reload_on_sighup(reloader: Arc<crate::admin::reload::Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload through the admin API only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+    }
 }
 
 /// Starts one accept loop per SMTP listener.
@@ -199,7 +220,8 @@ fn start_listeners(
 async fn start_admin(
     config: &Config,
     services: &Services,
-    settings: &Settings,
+    shaper: Arc<crate::shaping::Shaper>,
+    reloader: Arc<crate::admin::reload::Reloader>,
 ) -> anyhow::Result<
     Option<(
         tokio::sync::oneshot::Sender<()>,
@@ -219,8 +241,9 @@ async fn start_admin(
         wake: services.wake.clone(),
         log: services.log.clone(),
         jobs: Default::default(),
-        shaper: settings.shaper.clone(),
-        metrics: settings.metrics.clone(),
+        shaper,
+        metrics: services.metrics.clone(),
+        reloader: Some(reloader),
         started: std::time::SystemTime::now(),
         token: a.token.clone(),
     });

@@ -501,3 +501,84 @@ async fn a_purge_removes_only_the_matching_mail_and_reports_progress() {
     other.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn reload_refuses_a_bad_file_and_applies_a_new_rate_to_waiting_mail() {
+    use tern::admin::types::{ConfigState, Reloaded};
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let a = admin(&net);
+    let file = net.dir.path().join("tern.toml");
+    let with_rate = |rate: &str| {
+        let mut c = config(&net, &a);
+        let mut p = tern::config::ProviderConfig {
+            name: "alpha".into(),
+            mx_suffixes: vec![".alpha.test".into()],
+            ..Default::default()
+        };
+        p.per_path.message_rate = Some(rate.parse().unwrap());
+        c.shaping.providers.push(p);
+        c
+    };
+    let slow = with_rate("1/h,burst=1");
+    std::fs::write(&file, toml::to_string(&slow).unwrap()).unwrap();
+    let mut cfg = slow.clone();
+    cfg.file = Some(file.clone());
+    let tern = Tern::start(cfg).await;
+    for to in ["a@alpha.test", "b@alpha.test", "c@alpha.test"] {
+        submit_ok(&tern, &[to]).await;
+    }
+    assert!(until(WAIT, || mx.received().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mx.received().len(), 1, "one an hour");
+
+    // A broken file is refused, every error reported; the old one stays.
+    let broken = toml::to_string(&slow)
+        .unwrap()
+        .replace("1/h,burst=1", "fast")
+        + "\n[nope]\n";
+    std::fs::write(&file, broken).unwrap();
+    let cfg = a.clone();
+    let refused = call(move || send::<Reloaded, _>(&cfg, "POST", "/v1/reload", &())).await;
+    let Err(CallError::Status {
+        status: 422,
+        message,
+    }) = refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        message.contains("message_rate") || message.contains("nope"),
+        "{message}"
+    );
+    let raw = call({
+        let cfg = a.clone();
+        move || tern::admin::client::get::<ConfigState>(&cfg, "/v1/config")
+    })
+    .await
+    .unwrap();
+    assert_eq!(raw.failed_reloads, 1);
+    assert_eq!(raw.history.len(), 1, "still the first config");
+
+    // A faster rate applies to the mail already waiting.
+    let fast = with_rate("60/m,burst=10");
+    std::fs::write(&file, toml::to_string(&fast).unwrap()).unwrap();
+    let cfg = a.clone();
+    let done: Reloaded = call(move || send(&cfg, "POST", "/v1/reload", &()))
+        .await
+        .unwrap();
+    // The test harness moved the listener to a free port, so the file's
+    // listener differs from the running one: reported, not applied.
+    assert_eq!(done.needs_restart, ["listener"], "{done:?}");
+    assert!(
+        until(WAIT, || mx.received().len() == 3).await,
+        "the waiting mail left at the new rate"
+    );
+    let cfg = a.clone();
+    let state: ConfigState = call(move || get(&cfg, "/v1/config")).await.unwrap();
+    assert_eq!(state.history.len(), 2);
+    assert_eq!(state.running.unwrap().id, done.id);
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

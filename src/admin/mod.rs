@@ -11,6 +11,7 @@ mod actions;
 mod health;
 mod purge;
 mod queue;
+pub mod reload;
 mod retry;
 mod status;
 mod suspend;
@@ -44,6 +45,8 @@ pub struct AdminState {
     pub log: Arc<crate::log::DeliveryLog>,
     /// Background jobs (purges) and their progress.
     pub jobs: purge::Jobs,
+    /// Reloads the config file.
+    pub reloader: Option<Arc<reload::Reloader>>,
     /// When the daemon started.
     pub started: SystemTime,
     /// The bearer token requests must carry, if any.
@@ -62,6 +65,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(actions::list).delete(actions::cancel),
         )
         .route("/v1/retry", axum::routing::post(retry::post))
+        .route("/v1/reload", axum::routing::post(reload::post))
+        .route("/v1/config", get(reload::get))
         .route("/v1/purge", axum::routing::post(purge::start))
         .route("/v1/jobs/{id}", get(purge::progress))
         .route(

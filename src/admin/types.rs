@@ -119,6 +119,45 @@ pub struct JobProgress {
     pub finished: bool,
 }
 
+/// One applied config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    /// Its id: the start of the SHA-256 of its files.
+    pub id: String,
+    /// When it was put in force (RFC 3339).
+    pub applied: String,
+}
+
+/// `POST /v1/reload` succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// The new config's id.
+    pub id: String,
+    /// What took effect.
+    pub applied: Vec<String>,
+    /// Sections that changed but take effect only at a restart.
+    pub needs_restart: Vec<String>,
+}
+
+/// `POST /v1/reload` refused the file (status 422): the running config
+/// stays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadRefused {
+    /// Every error, as `tern check-config` prints them.
+    pub errors: Vec<String>,
+}
+
+/// `GET /v1/config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigState {
+    /// The config in force.
+    pub running: Option<ConfigVersion>,
+    /// The recent ones, oldest first (the last is in force).
+    pub history: Vec<ConfigVersion>,
+    /// Reloads refused since the start.
+    pub failed_reloads: u64,
+}
+
 /// The answer to a [`CancelAction`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancelled {

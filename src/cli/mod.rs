@@ -92,6 +92,14 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Have the running daemon read its config file again: a valid one
+    /// puts its shaping in force at once; an invalid one is refused with
+    /// every error, and the running config stays.
+    Reload {
+        /// The configuration file (for the admin address and token).
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// End a suspension now (an operator's or a rule's).
     Resume {
         #[command(flatten)]
@@ -174,6 +182,7 @@ pub fn main(cli: Cli) -> ExitCode {
         } => ops::suspend(&target, &duration, &reason),
         Command::Resume { target } => ops::resume(&target),
         Command::Retry { domain, config } => ops::retry(&config, domain),
+        Command::Reload { config } => ops::reload(&config),
         Command::Purge {
             domain,
             sender,

@@ -159,6 +159,38 @@ pub fn purge(config: &std::path::Path, req: crate::admin::types::Purge) -> ExitC
     ExitCode::FAILURE
 }
 
+/// `tern reload`: the running daemon reads its config file again.
+pub fn reload(config: &std::path::Path) -> ExitCode {
+    use crate::admin::client::CallError;
+    use crate::admin::types::Reloaded;
+    let Some(config) = super::load_or_report(config) else {
+        return ExitCode::FAILURE;
+    };
+    match send::<Reloaded, _>(&config.admin, "POST", "/v1/reload", &()) {
+        Ok(r) => {
+            println!("config {} in force ({})", r.id, r.applied.join(", "));
+            if !r.needs_restart.is_empty() {
+                println!(
+                    "changed but needing a restart: {}",
+                    r.needs_restart.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(CallError::Status {
+            status: 422,
+            message,
+        }) => {
+            eprintln!("tern: reload refused, the running config stays:\n{message}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `tern resume TARGET`.
 pub fn resume(t: &TargetArgs) -> ExitCode {
     let Some(target) = t.target() else {

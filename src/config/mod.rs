@@ -82,6 +82,9 @@ pub struct Config {
     pub shaping: ShapingConfig,
     /// `[admin]`: the operations HTTP API.
     pub admin: AdminConfig,
+    /// The file this config was read from (for reloads); not a key.
+    #[serde(skip)]
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -101,6 +104,7 @@ impl Default for Config {
             dkim: DkimConfig::default(),
             shaping: ShapingConfig::default(),
             admin: AdminConfig::default(),
+            file: None,
         }
     }
 }
@@ -118,7 +122,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the file: {e}"),
         }])
     })?;
-    parse(path, &text)
+    let mut config = parse(path, &text)?;
+    config.file = Some(path.to_owned());
+    Ok(config)
 }
 
 /// Validates config text that came from `path` (and its shaping include
@@ -420,6 +426,7 @@ mod tests {
         );
         assert!(file.shaping.providers.len() >= 8);
         file.shaping = ShapingConfig::default();
+        file.file = None;
         assert_eq!(file, Config::default());
     }
 

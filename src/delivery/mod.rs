@@ -98,6 +98,8 @@ pub struct Delivery {
     settings: Settings,
     wake: Arc<Notify>,
     paths: Mutex<HashMap<PathKey, Arc<Path>>>,
+    /// Paths of configs replaced by a reload.
+    retired: Mutex<Vec<Arc<Path>>>,
     in_flight: AtomicUsize,
     stopping: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
@@ -126,6 +128,7 @@ impl Delivery {
             settings,
             wake,
             paths: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             stop: tokio::sync::watch::Sender::new(false),
@@ -174,13 +177,19 @@ impl Delivery {
         self.stopping.store(true, Ordering::Release);
         self.stop.send_replace(true);
         self.wake.notify_one();
-        let paths: Vec<Arc<Path>> = self
+        let mut paths: Vec<Arc<Path>> = self
             .paths
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
             .collect();
+        paths.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..),
+        );
         for p in paths {
             p.stop();
         }
@@ -229,6 +238,28 @@ impl Delivery {
             self.drained.notify_waiters();
         }
         self.wake.notify_one();
+    }
+
+    /// Puts the shaping of a new, validated config in force: new paths
+    /// get plans from it, and the jobs waiting in the old paths move to
+    /// them; the old paths finish the transactions under way and retire
+    /// when idle (no connection is dropped).
+    pub fn reload_shaping(self: &Arc<Self>, config: &Config) {
+        self.settings.shaper.replace(config);
+        let old: Vec<Arc<Path>> = {
+            let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+            paths.drain().map(|(_, p)| p).collect()
+        };
+        for p in &old {
+            for job in p.take_all() {
+                self.submit(job);
+            }
+        }
+        // Kept to be stopped at shutdown like the others, while they have
+        // workers.
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.extend(old);
+        retired.retain(|p| p.state().workers > 0);
     }
 
     /// The path for (source, site), created on first use with its plan

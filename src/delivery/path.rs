@@ -194,7 +194,7 @@ impl Path {
     }
 
     /// Takes every waiting job (to move them to other sources).
-    fn take_all(&self) -> Vec<Job> {
+    pub(super) fn take_all(&self) -> Vec<Job> {
         self.state().jobs.drain()
     }
 

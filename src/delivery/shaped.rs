@@ -75,8 +75,9 @@ impl Path {
         use crate::config::RuleScope;
         use crate::shaping::rules::Target;
         let shaper = &svc.settings.shaper;
+        let shaping = shaper.current();
         let provider = self.plan.provider.as_deref();
-        let Some(rule) = shaper
+        let Some(rule) = shaping
             .rules
             .matching(reply.code, reply.esc, &reply.text, provider)
         else {
@@ -152,7 +153,8 @@ impl Path {
 
     /// Deferred recipients whose reply matches a `bounce` rule fail now.
     pub(super) fn bounce_by_rule(&self, svc: &Delivery, outcomes: &mut [super::attempt::Outcome]) {
-        let rules = &svc.settings.shaper.rules;
+        let shaping = svc.settings.shaper.current();
+        let rules = &shaping.rules;
         let provider = self.plan.provider.as_deref();
         for o in outcomes.iter_mut() {
             if o.verdict != super::attempt::Verdict::Deferred {

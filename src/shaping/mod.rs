@@ -107,12 +107,63 @@ pub fn actions_file(config: &Config) -> Option<std::path::PathBuf> {
     })
 }
 
-/// The shaping of a running Tern, built once from the config.
+/// The shaping of a running Tern: the automatic actions in force, and the
+/// limits and rules from the config, swapped whole when it is reloaded.
 pub struct Shaper {
+    /// Automatic actions in force (they outlive reloads).
+    pub actions: Actions,
+    current: std::sync::RwLock<Arc<Shaping>>,
+}
+
+impl Shaper {
+    /// From a validated config.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            actions: Actions::new(actions_file(config)),
+            current: std::sync::RwLock::new(Arc::new(Shaping::new(config))),
+        }
+    }
+
+    /// The limits and rules in force.
+    pub fn current(&self) -> Arc<Shaping> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts the limits and rules of a new, validated config in force
+    /// (paths made from now on use them).
+    pub fn replace(&self, config: &Config) {
+        let next = Arc::new(Shaping::new(config));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+
+    /// See [`Shaping::plan`].
+    pub fn plan(&self, source: &str, site: &str, domain: &str) -> Plan {
+        self.current().plan(source, site, domain)
+    }
+
+    /// See [`Shaping::provider_name`].
+    pub fn provider_name(&self, site: &str) -> Option<Arc<str>> {
+        self.current().provider_name(site)
+    }
+
+    /// See [`Shaping::shapes_domain`].
+    pub fn shapes_domain(&self, domain: &str) -> bool {
+        self.current().shapes_domain(domain)
+    }
+
+    /// See [`Shaping::tenant`].
+    pub fn tenant(&self, tenant: Option<&str>) -> Option<Arc<Scope>> {
+        self.current().tenant(tenant).cloned()
+    }
+}
+
+/// The limits and rules of one config.
+pub struct Shaping {
     /// Reply rules.
     pub rules: Rules,
-    /// Automatic actions in force.
-    pub actions: Actions,
     defaults: PathLimits,
     providers: Vec<Provider>,
     domains: HashMap<String, Layered>,
@@ -125,7 +176,13 @@ pub struct Shaper {
 
 impl fmt::Debug for Shaper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shaper")
+        self.current().fmt(f)
+    }
+}
+
+impl fmt::Debug for Shaping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shaping")
             .field("defaults", &self.defaults)
             .field("providers", &self.providers.len())
             .field("domains", &self.domains.len())
@@ -171,14 +228,13 @@ fn provider(p: &ProviderConfig) -> Provider {
     }
 }
 
-impl Shaper {
+impl Shaping {
     /// From a validated config.
     pub fn new(config: &Config) -> Self {
         let d = &config.delivery;
         let s = &config.shaping;
         Self {
             rules: Rules::new(&s.rules),
-            actions: Actions::new(actions_file(config)),
             defaults: PathLimits {
                 connection_limit: d.connection_limit,
                 connection_rate: None,

@@ -1,0 +1,163 @@
+//! Live reload, last known good: `POST /v1/reload` (and SIGHUP) reads the
+//! config file again and validates it completely (the same checks as
+//! `tern check-config`, DKIM keys loaded); an invalid one is refused with
+//! every error, and the running config stays. A valid one puts its
+//! shaping (the per-path defaults of `[delivery]`, providers, sites,
+//! domains, sources, tenants, rules) in force at once, without dropping
+//! connections or touching queued mail; sections that changed but need a
+//! restart are reported as such. `GET /v1/config` shows the config in
+//! force (an id from its content) and the recent history.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AdminState;
+use super::types::{ConfigState, ConfigVersion, ReloadRefused, Reloaded};
+use crate::config::Config;
+use crate::delivery::Delivery;
+
+/// How many applied configs the history keeps.
+const HISTORY: usize = 10;
+
+/// Reloads the config file into a running Tern.
+pub struct Reloader {
+    delivery: Arc<Delivery>,
+    running: Mutex<(Config, Vec<ConfigVersion>)>,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+/// The id of a config: the start of the SHA-256 of its file and its
+/// include file.
+fn id_of(config: &Config) -> String {
+    let mut text = Vec::new();
+    if let Some(f) = &config.file {
+        text.extend(std::fs::read(f).unwrap_or_default());
+        if let (Some(dir), Some(inc)) = (f.parent(), &config.shaping.include) {
+            text.extend(std::fs::read(dir.join(inc)).unwrap_or_default());
+        }
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &text);
+    digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The sections that changed between two configs but take effect only at
+/// a restart.
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut d_old = old.delivery.clone();
+    let d_new = &new.delivery;
+    // The per-path defaults are shaping, reloaded; the rest is not.
+    d_old.connection_limit = d_new.connection_limit;
+    d_old.max_messages_per_connection = d_new.max_messages_per_connection;
+    d_old.max_recipients_per_transaction = d_new.max_recipients_per_transaction;
+    d_old.idle_timeout = d_new.idle_timeout;
+    d_old.dead_site_failures = d_new.dead_site_failures;
+    d_old.dead_site_pause = d_new.dead_site_pause;
+    [
+        ("server", old.server != new.server),
+        ("log", old.log != new.log),
+        ("listener", old.listeners != new.listeners),
+        ("queue", old.queue != new.queue),
+        ("auth", old.auth != new.auth),
+        ("dns", old.dns != new.dns),
+        ("source", old.sources != new.sources),
+        ("pool", old.pools != new.pools),
+        ("tenant", old.tenants != new.tenants),
+        ("route", old.routes != new.routes),
+        ("dkim", old.dkim != new.dkim),
+        ("admin", old.admin != new.admin),
+        ("delivery", &d_old != d_new),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name.to_owned())
+    .collect()
+}
+
+impl Reloader {
+    /// For a Tern running `config`.
+    pub fn new(config: Config, delivery: Arc<Delivery>) -> Self {
+        let first = ConfigVersion {
+            id: id_of(&config),
+            applied: crate::clock::rfc3339(SystemTime::now()),
+        };
+        Self {
+            delivery,
+            running: Mutex::new((config, vec![first])),
+            failures: Default::default(),
+        }
+    }
+
+    fn refuse(&self, errors: Vec<String>) -> ReloadRefused {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            errors = errors.len(),
+            "config reload refused; the running config stays: {}",
+            errors.join("; ")
+        );
+        ReloadRefused { errors }
+    }
+
+    /// Reads, validates and applies the config file again.
+    pub fn reload(&self) -> Result<Reloaded, ReloadRefused> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = running.0.file.clone() else {
+            let why = "this Tern was not started from a config file".to_owned();
+            return Err(self.refuse(vec![why]));
+        };
+        let new = crate::config::load(&path)
+            .map_err(|e| self.refuse(e.0.iter().map(|e| e.to_string()).collect()))?;
+        let restart = needs_restart(&running.0, &new);
+        self.delivery.reload_shaping(&new);
+        let version = ConfigVersion {
+            id: id_of(&new),
+            applied: crate::clock::rfc3339(SystemTime::now()),
+        };
+        running.1.push(version.clone());
+        let excess = running.1.len().saturating_sub(HISTORY);
+        running.1.drain(..excess);
+        running.0 = new;
+        tracing::info!(id = %version.id, needs_restart = ?restart, "config reloaded: shaping in force");
+        Ok(Reloaded {
+            id: version.id,
+            applied: vec!["shaping".into(), "delivery per-path defaults".into()],
+            needs_restart: restart,
+        })
+    }
+
+    /// The config in force and the recent history.
+    pub fn state(&self) -> ConfigState {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        ConfigState {
+            running: running.1.last().cloned(),
+            history: running.1.clone(),
+            failed_reloads: self.failures.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+pub(super) async fn post(State(s): State<Arc<AdminState>>) -> Response {
+    let Some(r) = s.reloader.clone() else {
+        return super::error(StatusCode::SERVICE_UNAVAILABLE, "reload is not available");
+    };
+    match tokio::task::spawn_blocking(move || r.reload()).await {
+        Ok(Ok(done)) => Json(done).into_response(),
+        Ok(Err(refused)) => (StatusCode::UNPROCESSABLE_ENTITY, Json(refused)).into_response(),
+        Err(e) => super::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+pub(super) async fn get(State(s): State<Arc<AdminState>>) -> Response {
+    match &s.reloader {
+        Some(r) => Json(r.state()).into_response(),
+        None => super::error(StatusCode::SERVICE_UNAVAILABLE, "no config state"),
+    }
+}
