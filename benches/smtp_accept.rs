@@ -31,6 +31,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tern::dns::resolver::{BoxFuture, LookupError, MxAnswer, Resolver};
+
+#[allow(dead_code)]
+#[path = "../tests/common/dns.rs"]
+mod dns;
+#[allow(dead_code)]
+#[path = "relay/internet.rs"]
+mod internet;
+#[allow(dead_code)]
+#[path = "relay/procstat.rs"]
+mod procstat;
+
+/// The relay sink's counts, once `--relay` has started it.
+type Delivered = Arc<std::sync::Mutex<Option<Arc<internet::Tally>>>>;
+
+/// Messages the sink has counted so far.
+fn counted(d: &Delivered) -> u64 {
+    d.lock()
+        .unwrap()
+        .as_ref()
+        .map_or(0, |t| t.messages.load(Ordering::Relaxed))
+}
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -89,26 +110,10 @@ fn parse_args() -> Args {
     a
 }
 
-/// CPU seconds (user + system) per thread-name prefix, from /proc.
+/// CPU seconds (user + system) per kind of thread, from /proc.
 fn thread_cpu() -> HashMap<&'static str, f64> {
-    let mut out = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-            .sum();
-        let key = if comm.starts_with("tern-queue-wr") {
+    procstat::own_threads(|comm| {
+        if comm.starts_with("tern-queue-wr") {
             "writer"
         } else if comm.starts_with("tern-dkim") {
             "dkim"
@@ -116,14 +121,12 @@ fn thread_cpu() -> HashMap<&'static str, f64> {
             "server"
         } else if comm.starts_with("bench-cli") {
             "client"
-        } else if comm.starts_with("bench-sink") {
+        } else if comm.starts_with("bench-net") {
             "sink"
         } else {
             "other"
-        };
-        *out.entry(key).or_insert(0.0) += ticks / 100.0;
-    }
-    out
+        }
+    })
 }
 
 fn body(size: usize) -> Vec<u8> {
@@ -232,7 +235,7 @@ fn run(a: &Args, signing: Signing) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let delivered = Arc::new(AtomicU64::new(0));
+    let delivered: Delivered = Arc::new(std::sync::Mutex::new(None));
     let (mut cfg, resolver) = setup(a, dir.path(), delivered.clone());
     sign_with(&mut cfg, signing);
     let listener = server_rt
@@ -268,16 +271,12 @@ fn run(a: &Args, signing: Signing) {
     if a.relay {
         // Every message relayed (bounded: at most 10 minutes).
         for _ in 0..60_000 {
-            if delivered.load(Ordering::Relaxed) >= a.messages {
+            if counted(&delivered) >= a.messages {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(
-            delivered.load(Ordering::Relaxed),
-            a.messages,
-            "not all relayed"
-        );
+        assert_eq!(counted(&delivered), a.messages, "not all relayed");
     }
     let elapsed = start.elapsed();
     let cpu1 = thread_cpu();
@@ -311,7 +310,7 @@ fn sign_with(cfg: &mut tern::config::Config, signing: Signing) {
 fn setup(
     a: &Args,
     dir: &std::path::Path,
-    delivered: Arc<AtomicU64>,
+    delivered: Delivered,
 ) -> (tern::config::Config, Arc<dyn Resolver>) {
     let mut cfg = tern::config::Config::default();
     cfg.server.hostname = "bench.test".into();
@@ -324,7 +323,16 @@ fn setup(
         cfg.queue.durability = tern::config::DurabilityMode::Buffered;
     }
     let resolver: Arc<dyn Resolver> = if a.relay {
-        let sink_addr = start_sink(delivered);
+        let (_, port, tally) = internet::start(
+            internet::zone(1, 1),
+            0,
+            1,
+            0,
+            internet::SinkMode::Accept,
+            (0, 0),
+        );
+        *delivered.lock().unwrap() = Some(tally);
+        let sink_addr = std::net::SocketAddr::new(internet::sink_ip(0), port);
         for i in 0..100 {
             cfg.routes.push(tern::config::RouteConfig {
                 domain: format!("d{i}.example"),
@@ -350,77 +358,6 @@ impl Resolver for Unanswered {
     }
     fn addresses<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, LookupError>> {
         Box::pin(std::future::pending())
-    }
-}
-
-/// The sink of `--relay`, on its own thread: accepts every message and
-/// counts them.
-fn start_sink(count: Arc<AtomicU64>) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::Builder::new()
-        .name("bench-sink".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                while let Ok((s, _)) = listener.accept().await {
-                    tokio::spawn(sink_session(s, count.clone()));
-                }
-            })
-        })
-        .unwrap();
-    addr
-}
-
-async fn sink_session(s: TcpStream, count: Arc<AtomicU64>) {
-    s.set_nodelay(true).unwrap();
-    let (r, mut w) = s.into_split();
-    let mut r = BufReader::with_capacity(64 << 10, r);
-    let (mut line, mut out) = (Vec::new(), b"220 sink\r\n".to_vec());
-    loop {
-        if r.buffer().is_empty() && !out.is_empty() {
-            if w.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-        line.clear();
-        if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        match line.get(..4).map(|c| c.to_ascii_uppercase()).as_deref() {
-            Some(b"EHLO") => out.extend_from_slice(
-                b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n",
-            ),
-            Some(b"DATA") => {
-                out.extend_from_slice(b"354 go\r\n");
-                if w.write_all(&out).await.is_err() {
-                    return;
-                }
-                out.clear();
-                loop {
-                    line.clear();
-                    if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == b".\r\n" {
-                        break;
-                    }
-                }
-                count.fetch_add(1, Ordering::Relaxed);
-                out.extend_from_slice(b"250 ok\r\n");
-            }
-            Some(b"QUIT") => {
-                let _ = w.write_all(b"221 bye\r\n").await;
-                return;
-            }
-            _ => out.extend_from_slice(b"250 ok\r\n"),
-        }
     }
 }
 
