@@ -135,12 +135,7 @@ pub fn run(a: &Args, base: u64) {
         log_level: "warn",
     };
     let daemon = start_tern(a, &setup);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("bench-load")
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::inject::runtime();
     let door = Arc::new(Door::default());
     let start = Instant::now();
     let load = rt.spawn(inject(daemon.addr, phases.clone(), door.clone(), a.domains));

@@ -49,12 +49,7 @@ pub fn run(a: &Args, recipients: u64) {
     let daemon = Daemon::start(&setup);
     let pid = daemon.pid();
     let base_rss = procstat::rss(pid);
-    let load_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("bench-load")
-        .enable_all()
-        .build()
-        .unwrap();
+    let load_rt = crate::inject::runtime();
     let t = Instant::now();
     let load = inject::Load {
         target: daemon.addr,

@@ -49,6 +49,17 @@ pub fn filler(size: usize) -> Vec<u8> {
     b
 }
 
+/// The load generator's runtime: one worker thread named `bench-load`,
+/// so its CPU time is counted apart from Tern's and the sinks'.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-load")
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Runs `clients` clients until `load.messages` are sent.
 pub async fn run(load: Load, clients: usize) -> Outcome {
     let next = Arc::new(AtomicU64::new(0));

@@ -204,12 +204,7 @@ fn relay(
     let daemon = a.target.is_none().then(|| tern::Daemon::start(&setup));
     let target = a.target.unwrap_or_else(|| daemon.as_ref().unwrap().addr);
     let pid = daemon.as_ref().map(|d| d.pid()).or(a.target_pid);
-    let load_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("bench-load")
-        .enable_all()
-        .build()
-        .unwrap();
+    let load_rt = crate::inject::runtime();
     let cpu0 = (
         pid.map(procstat::process_cpu),
         procstat::own_threads(classify),
