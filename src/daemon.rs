@@ -8,7 +8,7 @@
 //! gets the same grace for the transactions under way. Last, the delivery
 //! log and the queue are flushed and closed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +26,11 @@ use crate::dkim::{Dkim, DkimError};
 use crate::dns::resolver::{HickoryResolver, Resolver};
 use crate::dns::route::Router;
 use crate::egress::Egress;
-use crate::intake::{Intake, IntakeSettings, UserRouting};
+use crate::intake::{Intake, IntakeRouting, IntakeSettings, UserRouting};
 use crate::log::DeliveryLog;
 use crate::smtp::server::{self, Credentials, MemoryBudget, Phase, SessionContext};
 use crate::smtp::tls;
+use crate::swap::Swap;
 
 /// What the listeners and delivery share.
 pub struct Services {
@@ -45,8 +46,9 @@ pub struct Services {
     pub credentials: Arc<Credentials>,
     /// Memory budget for message data being received.
     pub memory: Arc<MemoryBudget>,
-    /// The DKIM signer, when keys are configured.
-    pub dkim: Option<Arc<Dkim>>,
+    /// Pools, tenants and the DKIM signer, as the config in force has
+    /// them (a reload replaces them).
+    pub routing: Arc<Swap<IntakeRouting>>,
     /// The metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -67,7 +69,10 @@ impl Services {
             wake: Arc::new(Notify::new()),
             credentials: Arc::new(Credentials::new(&config.auth)),
             memory: MemoryBudget::new(config.server.max_message_memory.0),
-            dkim: Dkim::from_config(&config.dkim)?.map(Arc::new),
+            routing: Arc::new(Swap::new(IntakeRouting::new(
+                config,
+                Dkim::from_config(&config.dkim)?.map(Arc::new),
+            ))),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
@@ -131,9 +136,10 @@ pub async fn run_with(
     let reloader = Arc::new(crate::admin::reload::Reloader::new(
         config.clone(),
         delivery.clone(),
+        services.routing.clone(),
     ));
     let hangup = tokio::spawn(reload_on_sighup(reloader.clone()));
-    let admin = start_admin(&config, &services, shaper, reloader).await?;
+    let admin = start_admin(&config, &services, shaper, delivery.clone(), reloader).await?;
     let delivery_task = tokio::spawn(delivery.clone().run());
     let flusher = tokio::spawn(flush_periodically(log.clone()));
     let (phase, phase_rx) = watch::channel(Phase::Running);
@@ -221,6 +227,7 @@ async fn start_admin(
     config: &Config,
     services: &Services,
     shaper: Arc<crate::shaping::Shaper>,
+    delivery: Arc<Delivery>,
     reloader: Arc<crate::admin::reload::Reloader>,
 ) -> anyhow::Result<
     Option<(
@@ -241,6 +248,7 @@ async fn start_admin(
         wake: services.wake.clone(),
         log: services.log.clone(),
         jobs: Default::default(),
+        delivery,
         shaper,
         metrics: services.metrics.clone(),
         reloader: Some(reloader),
@@ -289,7 +297,6 @@ pub fn session_context(
             (u.name.clone(), r)
         })
         .collect();
-    let pools: HashSet<String> = config.pools.iter().map(|p| p.name.clone()).collect();
     let settings = IntakeSettings {
         hostname: config.server.hostname.clone(),
         max_received_headers: l.max_received_headers as usize,
@@ -301,25 +308,10 @@ pub fn session_context(
         tenant: l.tenant.clone(),
         users: Arc::new(users),
         pool_header: config.delivery.pool_header.clone(),
-        pools: Arc::new(pools),
-        tenant_pools: Arc::new(
-            config
-                .tenants
-                .iter()
-                .filter_map(|t| Some((t.name.clone(), t.pool.clone()?)))
-                .collect(),
-        ),
-        dkim: services.dkim.clone(),
+        routing: services.routing.clone(),
         metrics: services.metrics.clone(),
         priority: l.priority,
         priority_header: config.delivery.priority_header.clone(),
-        tenant_priorities: Arc::new(
-            config
-                .tenants
-                .iter()
-                .filter_map(|t| Some((t.name.clone(), t.priority?)))
-                .collect(),
-        ),
     };
     Ok(SessionContext {
         hostname: config.server.hostname.clone(),

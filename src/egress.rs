@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 
 /// How long a source whose address cannot be bound is left out.
 pub const UNUSABLE_FOR: Duration = Duration::from_secs(60);
@@ -198,26 +198,47 @@ impl Pool {
 pub struct Egress {
     pools: HashMap<String, Arc<Pool>>,
     default_pool: Arc<Pool>,
+    /// Each source with the config it was built from.
+    sources: HashMap<String, (SourceConfig, Arc<Source>)>,
 }
 
 impl Egress {
     /// From a validated config.
     pub fn new(config: &Config) -> Self {
-        let sources: HashMap<&str, Arc<Source>> = config
+        Self::build(config, None)
+    }
+
+    /// From a reloaded config: a source whose settings did not change is
+    /// kept as it is (its warm-up counts and its rest after a bind
+    /// failure go on); pools are rebuilt, so a source taken out of a pool
+    /// gets no new mail from it.
+    pub fn reloaded(&self, config: &Config) -> Self {
+        Self::build(config, Some(self))
+    }
+
+    fn build(config: &Config, previous: Option<&Egress>) -> Self {
+        let sources: HashMap<String, (SourceConfig, Arc<Source>)> = config
             .sources
             .iter()
             .map(|s| {
-                let src = Source {
-                    name: s.name.as_str().into(),
-                    address: s.address,
-                    ehlo: s
-                        .ehlo
-                        .clone()
-                        .unwrap_or_else(|| config.server.hostname.clone()),
-                    unusable_until: Mutex::new(None),
-                    warmup: s.warmup.as_ref().and_then(Warmup::new),
-                };
-                (s.name.as_str(), Arc::new(src))
+                let ehlo = s
+                    .ehlo
+                    .clone()
+                    .unwrap_or_else(|| config.server.hostname.clone());
+                let kept = previous
+                    .and_then(|p| p.sources.get(&s.name))
+                    .filter(|(c, src)| c == s && src.ehlo == ehlo)
+                    .map(|(_, src)| src.clone());
+                let src = kept.unwrap_or_else(|| {
+                    Arc::new(Source {
+                        name: s.name.as_str().into(),
+                        address: s.address,
+                        ehlo,
+                        unusable_until: Mutex::new(None),
+                        warmup: s.warmup.as_ref().and_then(Warmup::new),
+                    })
+                });
+                (s.name.clone(), (s.clone(), src))
             })
             .collect();
         let pools: HashMap<String, Arc<Pool>> = config
@@ -230,7 +251,7 @@ impl Egress {
                     .filter_map(|m| {
                         sources
                             .get(m.source.as_str())
-                            .map(|s| (s.clone(), i64::from(m.weight)))
+                            .map(|(_, s)| (s.clone(), i64::from(m.weight)))
                     })
                     .collect();
                 let current = Mutex::new(vec![0; members.len()]);
@@ -257,6 +278,7 @@ impl Egress {
         Self {
             pools,
             default_pool,
+            sources,
         }
     }
 

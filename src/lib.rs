@@ -21,6 +21,7 @@
 //! | [`admin`] | the operations HTTP API (health, queue summary, suspensions and actions, retry, purge, status page, `/metrics`) and the CLI's client for it | send mail, change the spool format |
 //! | [`metrics`] | metric definitions with help text, one recorder per daemon, Prometheus rendering | I/O |
 //! | [`clock`] | wall-clock time through tokio's clock; date formats | |
+//! | [`swap`] | the current value of a part a reload replaces (egress, routes, intake routing, DKIM keys) | decide what a reload changes |
 //! | `queue` (crate) | durability: the spool, group commit, recovery, compaction | SMTP, DNS, config files |
 //!
 //! Coming with the next pieces of work, in the places DESIGN.md gives them:
@@ -64,3 +65,4 @@ pub mod logging;
 pub mod metrics;
 pub mod shaping;
 pub mod smtp;
+pub mod swap;

@@ -244,6 +244,15 @@ impl Queue {
         self.shared.index().release(id)
     }
 
+    /// Marks message `id` in flight, due or not, and hands it out, as
+    /// [`Queue::take_due`] would: for an operator acting on one message
+    /// (a bounce) while the scheduler cannot take it. `None` if it is gone
+    /// or already being delivered. End it with [`Queue::update`] or
+    /// [`Queue::release`].
+    pub fn claim(&self, id: MessageId) -> Option<MessageInfo> {
+        self.shared.index().claim(id)
+    }
+
     /// When the next message not in flight is due.
     pub fn next_due(&self) -> Option<Timestamp> {
         self.shared.index().next_due()

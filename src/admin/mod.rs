@@ -8,9 +8,13 @@ pub mod client;
 pub mod types;
 
 mod actions;
+mod bounce;
 mod health;
+mod jobs;
+mod messages;
 mod purge;
 mod queue;
+mod rebind;
 pub mod reload;
 mod retry;
 mod status;
@@ -43,8 +47,10 @@ pub struct AdminState {
     pub wake: Arc<tokio::sync::Notify>,
     /// The delivery log (purges are recorded there).
     pub log: Arc<crate::log::DeliveryLog>,
-    /// Background jobs (purges) and their progress.
-    pub jobs: purge::Jobs,
+    /// Background jobs (purges, bounces) and their progress.
+    pub jobs: jobs::Jobs,
+    /// Delivery (bounces, rebinds, the paths' state).
+    pub delivery: Arc<crate::delivery::Delivery>,
     /// Reloads the config file.
     pub reloader: Option<Arc<reload::Reloader>>,
     /// When the daemon started.
@@ -60,6 +66,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
         .route("/v1/queue/summary", get(queue::summary))
+        .route("/v1/queue/by/{dimension}", get(queue::breakdown))
+        .route("/v1/queue/messages", get(messages::list))
+        .route("/v1/queue/messages/{id}", get(messages::one))
+        .route("/v1/paths", get(queue::paths))
         .route(
             "/v1/shaping/actions",
             get(actions::list).delete(actions::cancel),
@@ -68,7 +78,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/reload", axum::routing::post(reload::post))
         .route("/v1/config", get(reload::get))
         .route("/v1/purge", axum::routing::post(purge::start))
-        .route("/v1/jobs/{id}", get(purge::progress))
+        .route("/v1/bounce", axum::routing::post(bounce::start))
+        .route("/v1/jobs/{id}", get(jobs::progress))
+        .route("/v1/rebinds", get(rebind::list).post(rebind::create))
+        .route("/v1/rebinds/{id}", axum::routing::delete(rebind::cancel))
         .route(
             "/v1/suspensions",
             axum::routing::post(suspend::create).delete(suspend::resume),

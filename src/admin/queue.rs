@@ -1,14 +1,26 @@
-//! `GET /v1/queue/summary?top=N`: queued messages and recipients, in all
-//! and for the N domains with the most recipients (default 50).
+//! Queue views. `GET /v1/queue/summary?top=N`: queued messages and
+//! recipients, in all and for the N domains with the most recipients
+//! (default 50), from the queue's counters. `GET
+//! /v1/queue/by/{dimension}?top=N`: the whole queue by domain, pool,
+//! tenant or priority (a walk over the queue a page at a time), or the
+//! mail at the egress paths now by site or source, with their connections
+//! and rates. `GET /v1/paths`: each egress path.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AdminState;
-use super::types::{DomainRow, QueueSummary};
+use super::types::{DomainRow, PathRow, QueueBreakdown, QueueRow, QueueSummary};
+use crate::config::Priority;
+use crate::intake::meta::MessageMeta;
+
+const PAGE: usize = 1000;
 
 #[derive(Deserialize)]
 pub(super) struct Params {
@@ -41,4 +53,114 @@ pub(super) async fn summary(
             })
             .collect(),
     })
+}
+
+pub(super) async fn paths(State(s): State<Arc<AdminState>>) -> Json<Vec<PathRow>> {
+    Json(s.delivery.paths())
+}
+
+pub(super) async fn breakdown(
+    State(s): State<Arc<AdminState>>,
+    Path(by): Path<String>,
+    Query(p): Query<Params>,
+) -> Response {
+    let mut rows = match by.as_str() {
+        "site" => by_path(&s, |p| p.site.clone()),
+        "source" => by_path(&s, |p| p.source.clone()),
+        "domain" | "pool" | "tenant" | "priority" => {
+            let s = s.clone();
+            let by = by.clone();
+            match tokio::task::spawn_blocking(move || walk(&s, &by)).await {
+                Ok(rows) => rows,
+                Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        _ => {
+            let msg = "break the queue down by domain, site, source, pool, tenant or priority";
+            return super::error(StatusCode::NOT_FOUND, msg);
+        }
+    };
+    rows.sort_by(|a, b| b.recipients.cmp(&a.recipients).then(a.key.cmp(&b.key)));
+    rows.truncate(p.top.unwrap_or(50));
+    Json(QueueBreakdown { by, rows }).into_response()
+}
+
+/// The paths' mail and rates, summed by `key`.
+fn by_path(s: &AdminState, key: impl Fn(&PathRow) -> String) -> Vec<QueueRow> {
+    let mut rows: HashMap<String, QueueRow> = HashMap::new();
+    for p in s.delivery.paths() {
+        let r = rows.entry(key(&p)).or_insert_with(|| QueueRow {
+            key: key(&p),
+            ..QueueRow::default()
+        });
+        r.messages += p.waiting;
+        r.recipients += p.waiting_recipients;
+        r.oldest_secs = r.oldest_secs.max(p.oldest_secs);
+        r.connections += p.connections;
+        r.sent_last_minute += p.sent_last_minute;
+    }
+    rows.into_values().collect()
+}
+
+/// The whole queue by domain, pool, tenant or priority: one pass, a page
+/// at a time, holding one row per key.
+fn walk(s: &AdminState, by: &str) -> Vec<QueueRow> {
+    let default_pool = s.delivery.default_pool();
+    let now = s.clock.now();
+    let mut rows: HashMap<String, QueueRow> = HashMap::new();
+    let mut after = None;
+    loop {
+        let page = s.queue.page(after, PAGE);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for m in &page {
+            let meta = MessageMeta::decode(&m.envelope.meta);
+            let age = now.saturating_since(m.arrival).as_secs();
+            let mut count = |key: &str, rcpts: u64, reply: Option<&Arc<str>>| {
+                let r = rows.entry(key.to_owned()).or_insert_with(|| QueueRow {
+                    key: key.to_owned(),
+                    ..QueueRow::default()
+                });
+                r.messages += 1;
+                r.recipients += rcpts;
+                r.oldest_secs = r.oldest_secs.max(age);
+                if let Some(reply) = reply {
+                    r.last_error = Some(reply.to_string());
+                }
+            };
+            let pending: Vec<_> = m.pending().collect();
+            let reply = m
+                .pending()
+                .find_map(|(i, _)| m.statuses[i].last_reply.as_ref());
+            match by {
+                "domain" => {
+                    let mut domains: HashMap<String, (u64, Option<&Arc<str>>)> = HashMap::new();
+                    for (i, r) in &pending {
+                        let d = domains.entry(r.domain().to_ascii_lowercase()).or_default();
+                        d.0 += 1;
+                        d.1 = d.1.or(m.statuses[*i].last_reply.as_ref());
+                    }
+                    for (d, (n, reply)) in domains {
+                        count(&d, n, reply);
+                    }
+                }
+                "pool" => count(
+                    meta.pool.as_deref().unwrap_or(&default_pool),
+                    pending.len() as u64,
+                    reply,
+                ),
+                "tenant" => count(
+                    meta.tenant.as_deref().unwrap_or("-"),
+                    pending.len() as u64,
+                    reply,
+                ),
+                _ => count(
+                    Priority::from_rank(m.priority).name(),
+                    pending.len() as u64,
+                    reply,
+                ),
+            }
+        }
+    }
+    rows.into_values().collect()
 }

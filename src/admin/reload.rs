@@ -1,11 +1,15 @@
 //! Live reload, last known good: `POST /v1/reload` (and SIGHUP) reads the
 //! config file again and validates it completely (the same checks as
 //! `tern check-config`, DKIM keys loaded); an invalid one is refused with
-//! every error, and the running config stays. A valid one puts its
-//! shaping (the per-path defaults of `[delivery]`, providers, sites,
-//! domains, sources, tenants, rules) in force at once, without dropping
-//! connections or touching queued mail; sections that changed but need a
-//! restart are reported as such. `GET /v1/config` shows the config in
+//! every error, and the running config stays. A valid one is put in force
+//! at once, without dropping connections or touching queued mail: shaping
+//! (the per-path defaults of `[delivery]`, providers, sites, domains,
+//! sources, tenants, rules), sources and pools (a source taken out of a
+//! pool gets none of its mail from then on, even mail already waiting),
+//! routes, tenants' pools and priorities, and the DKIM keys (read from
+//! their files again). Sections that changed but need a restart
+//! (listeners, the spool, AUTH users, the admin listener...) are reported
+//! as such. `GET /v1/config` shows the config in
 //! force (an id from its content) and the recent history.
 
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,9 @@ use super::AdminState;
 use super::types::{ConfigState, ConfigVersion, ReloadRefused, Reloaded};
 use crate::config::Config;
 use crate::delivery::Delivery;
+use crate::dkim::Dkim;
+use crate::intake::IntakeRouting;
+use crate::swap::Swap;
 
 /// How many applied configs the history keeps.
 const HISTORY: usize = 10;
@@ -27,6 +34,7 @@ const HISTORY: usize = 10;
 /// Reloads the config file into a running Tern.
 pub struct Reloader {
     delivery: Arc<Delivery>,
+    routing: Arc<Swap<IntakeRouting>>,
     running: Mutex<(Config, Vec<ConfigVersion>)>,
     failures: std::sync::atomic::AtomicU64,
 }
@@ -60,6 +68,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     d_old.idle_timeout = d_new.idle_timeout;
     d_old.dead_site_failures = d_new.dead_site_failures;
     d_old.dead_site_pause = d_new.dead_site_pause;
+    d_old.default_pool.clone_from(&d_new.default_pool);
     [
         ("server", old.server != new.server),
         ("log", old.log != new.log),
@@ -67,11 +76,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         ("queue", old.queue != new.queue),
         ("auth", old.auth != new.auth),
         ("dns", old.dns != new.dns),
-        ("source", old.sources != new.sources),
-        ("pool", old.pools != new.pools),
-        ("tenant", old.tenants != new.tenants),
-        ("route", old.routes != new.routes),
-        ("dkim", old.dkim != new.dkim),
         ("admin", old.admin != new.admin),
         ("delivery", &d_old != d_new),
     ]
@@ -83,13 +87,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
 
 impl Reloader {
     /// For a Tern running `config`.
-    pub fn new(config: Config, delivery: Arc<Delivery>) -> Self {
+    pub fn new(config: Config, delivery: Arc<Delivery>, routing: Arc<Swap<IntakeRouting>>) -> Self {
         let first = ConfigVersion {
             id: id_of(&config),
             applied: crate::clock::rfc3339(SystemTime::now()),
         };
         Self {
             delivery,
+            routing,
             running: Mutex::new((config, vec![first])),
             failures: Default::default(),
         }
@@ -116,7 +121,11 @@ impl Reloader {
         let new = crate::config::load(&path)
             .map_err(|e| self.refuse(e.0.iter().map(|e| e.to_string()).collect()))?;
         let restart = needs_restart(&running.0, &new);
-        self.delivery.reload_shaping(&new);
+        let dkim = self
+            .dkim(&new)
+            .map_err(|e| self.refuse(vec![e.to_string()]))?;
+        self.routing.set(IntakeRouting::new(&new, dkim));
+        self.delivery.reload(&new);
         let version = ConfigVersion {
             id: id_of(&new),
             applied: crate::clock::rfc3339(SystemTime::now()),
@@ -125,12 +134,31 @@ impl Reloader {
         let excess = running.1.len().saturating_sub(HISTORY);
         running.1.drain(..excess);
         running.0 = new;
-        tracing::info!(id = %version.id, needs_restart = ?restart, "config reloaded: shaping in force");
+        tracing::info!(id = %version.id, needs_restart = ?restart, "config reloaded and in force");
+        let applied = [
+            "shaping",
+            "delivery per-path defaults",
+            "sources",
+            "pools",
+            "routes",
+            "tenants",
+            "dkim keys",
+        ];
         Ok(Reloaded {
             id: version.id,
-            applied: vec!["shaping".into(), "delivery per-path defaults".into()],
+            applied: applied.into_iter().map(String::from).collect(),
             needs_restart: restart,
         })
+    }
+
+    /// The signer for `new`: its keys read again from their files (a key
+    /// replaced on disk takes effect), on the same signing threads.
+    fn dkim(&self, new: &Config) -> Result<Option<Arc<Dkim>>, crate::dkim::DkimError> {
+        let signer = match &self.routing.get().dkim {
+            Some(d) => d.reloaded(&new.dkim)?,
+            None => Dkim::from_config(&new.dkim)?,
+        };
+        Ok(signer.map(Arc::new))
     }
 
     /// The config in force and the recent history.

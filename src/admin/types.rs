@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::delivery::filter::Filter;
+pub use crate::delivery::rebind::Rebind as RebindRule;
 pub use crate::shaping::rules::{Action, Target};
 
 /// `GET /v1/health`.
@@ -82,17 +84,45 @@ pub struct Retried {
 }
 
 /// `POST /v1/purge`: remove queued mail matching every filter given.
+pub type Purge = Filter;
+
+/// `POST /v1/bounce`: fail the queued mail a filter selects, with DSNs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Purge {
-    /// Messages with a recipient waiting at this domain.
+pub struct Bounce {
+    /// The messages (at least one criterion).
+    #[serde(flatten)]
+    pub filter: Filter,
+    /// Why (in the bounce reply and the DSN).
+    pub reason: String,
+}
+
+/// `POST /v1/rebinds`: move the queued mail a filter selects to a pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebind {
+    /// The messages (at least one criterion).
+    #[serde(flatten)]
+    pub filter: Filter,
+    /// The pool they leave from from now on.
+    pub to_pool: String,
+    /// Why (kept with the rebind).
     #[serde(default)]
-    pub domain: Option<String>,
-    /// Messages from this envelope sender.
-    #[serde(default)]
-    pub sender: Option<String>,
-    /// Messages of this tenant.
-    #[serde(default)]
-    pub tenant: Option<String>,
+    pub reason: String,
+    /// Make the moved mail due now (default true).
+    #[serde(default = "yes")]
+    pub retry: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to a [`Rebind`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebindMade {
+    /// The rebind in force.
+    pub rebind: RebindRule,
+    /// The job making the moved mail due now, if `retry`.
+    pub job: Option<u64>,
 }
 
 /// A background job was started: follow it at `/v1/jobs/{job}`.
@@ -115,6 +145,9 @@ pub struct JobProgress {
     pub done_items: u64,
     /// Matching messages left alone because they were being delivered.
     pub skipped: u64,
+    /// Matching messages it could not act on (see the log).
+    #[serde(default)]
+    pub failed: u64,
     /// True once it is over.
     pub finished: bool,
 }
@@ -170,4 +203,134 @@ pub struct Cancelled {
 pub struct ApiError {
     /// What went wrong.
     pub error: String,
+}
+
+/// `GET /v1/queue/messages`: one page of queued messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagePage {
+    /// The matching messages of this page, in queue id order.
+    pub messages: Vec<MessageRow>,
+    /// Pass as `after` for the next page; `None` at the end of the queue.
+    pub next: Option<String>,
+}
+
+/// One queued message in a [`MessagePage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRow {
+    /// Its queue id.
+    pub id: String,
+    /// The envelope sender.
+    pub sender: String,
+    /// When it was queued (RFC 3339).
+    pub arrival: String,
+    /// Recipients in all.
+    pub recipients: usize,
+    /// Recipients still waiting.
+    pub pending: usize,
+    /// When the next waiting recipient is due (RFC 3339).
+    pub next_attempt: Option<String>,
+    /// The last reply a waiting recipient got.
+    pub last_reply: Option<String>,
+    /// Its pool (`None`: the default pool).
+    pub pool: Option<String>,
+    /// Its tenant.
+    pub tenant: Option<String>,
+    /// Its priority class.
+    pub priority: String,
+    /// Body size in bytes.
+    pub size: u64,
+    /// Being delivered now.
+    pub in_flight: bool,
+}
+
+/// `GET /v1/queue/messages/{id}`: one message in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDetail {
+    /// The summary line.
+    pub message: MessageRow,
+    /// Its Message-ID header.
+    pub message_id: Option<String>,
+    /// The client that submitted it.
+    pub client: Option<String>,
+    /// The AUTH user that submitted it.
+    pub auth_user: Option<String>,
+    /// Each recipient, in envelope order.
+    pub recipients: Vec<RecipientRow>,
+    /// The stored message (header and body, as UTF-8 with invalid bytes
+    /// replaced), only when asked for with `?body=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// One recipient of a [`MessageDetail`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientRow {
+    /// Its address.
+    pub address: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u16,
+    /// When it is next due, while pending (RFC 3339).
+    pub next_attempt: Option<String>,
+    /// The last reply it got.
+    pub last_reply: Option<String>,
+}
+
+/// `GET /v1/queue/by/{dimension}`: the queue broken down by domain, pool,
+/// tenant or priority (the whole queue), or by site or source (the mail
+/// at the egress paths now, with their connections and rates).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueBreakdown {
+    /// The dimension.
+    pub by: String,
+    /// Most recipients first (at most `top`).
+    pub rows: Vec<QueueRow>,
+}
+
+/// One row of a [`QueueBreakdown`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueRow {
+    /// The domain, pool, tenant, priority, site or source.
+    pub key: String,
+    /// Messages (for sites and sources: jobs waiting at their paths).
+    pub messages: u64,
+    /// Recipients waiting.
+    pub recipients: u64,
+    /// Age of the oldest, in seconds.
+    pub oldest_secs: u64,
+    /// The last reply a waiting recipient got (whole-queue views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Open connections (sites and sources).
+    #[serde(default)]
+    pub connections: u64,
+    /// Messages sent in the last minute (sites and sources).
+    #[serde(default)]
+    pub sent_last_minute: u64,
+}
+
+/// `GET /v1/paths`: one egress path (a source to a site) now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRow {
+    /// The source.
+    pub source: String,
+    /// The destination site.
+    pub site: String,
+    /// Its provider, if one matches.
+    pub provider: Option<String>,
+    /// Jobs waiting for a connection.
+    pub waiting: u64,
+    /// Their recipients.
+    pub waiting_recipients: u64,
+    /// Seconds the oldest waiting job's message has been queued.
+    pub oldest_secs: u64,
+    /// Open connections.
+    pub connections: u64,
+    /// Connection workers.
+    pub workers: u64,
+    /// Messages sent in the last minute.
+    pub sent_last_minute: u64,
+    /// Paused (dead site) now.
+    pub paused: bool,
 }

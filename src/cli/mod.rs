@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use queue::SpoolSnapshot;
 
 use crate::config::{self, Config, DEFAULT_PATH};
 
+mod control;
 mod dkim;
 mod ops;
+mod queue;
 mod shaping;
 
 /// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
@@ -21,6 +22,9 @@ mod shaping;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print the daemon's answers as JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,7 +45,7 @@ enum Command {
     /// Look at the queue.
     Queue {
         #[command(subcommand)]
-        command: QueueCommand,
+        command: queue::QueueCommand,
     },
     /// SMTP AUTH users.
     Auth {
@@ -79,21 +83,45 @@ enum Command {
     /// Remove queued mail matching every filter given, undelivered and
     /// unbounced (logged as `purged`), through the running daemon.
     Purge {
-        /// Messages with a recipient waiting at this domain.
+        #[command(flatten)]
+        filter: control::FilterArgs,
+    },
+    /// Fail queued mail matching every filter given: each sender gets a
+    /// DSN with the reason (5.0.0), through the running daemon.
+    Bounce {
+        #[command(flatten)]
+        filter: control::FilterArgs,
+        /// Why (in the DSN).
         #[arg(long)]
-        domain: Option<String>,
-        /// Messages from this envelope sender.
+        reason: String,
+    },
+    /// Move queued mail matching every filter given to another pool (it is
+    /// made due now and leaves from that pool's sources); or list the
+    /// rebinds in force, or end one.
+    Rebind {
+        #[command(flatten)]
+        filter: control::FilterArgs,
+        /// The pool the mail leaves from from now on.
         #[arg(long)]
-        sender: Option<String>,
-        /// Messages of this tenant.
+        to_pool: Option<String>,
+        /// Why (kept with the rebind).
+        #[arg(long, default_value = "rebound by an operator")]
+        reason: String,
+        /// List the rebinds in force.
         #[arg(long)]
-        tenant: Option<String>,
-        /// The configuration file (for the admin address and token).
+        list: bool,
+        /// End rebind ID (its mail goes back to its own pool).
+        #[arg(long)]
+        cancel: Option<u64>,
+    },
+    /// List the automatic actions in force (as `tern shaping actions`).
+    Actions {
+        /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
     /// Have the running daemon read its config file again: a valid one
-    /// puts its shaping in force at once; an invalid one is refused with
+    /// is put in force at once; an invalid one is refused with
     /// every error, and the running config stays.
     Reload {
         /// The configuration file (for the admin address and token).
@@ -149,28 +177,13 @@ enum AuthCommand {
     HashPassword,
 }
 
-#[derive(Debug, Subcommand)]
-enum QueueCommand {
-    /// Count queued messages and recipients, in total and per recipient
-    /// domain, by reading the spool directly (works with the daemon stopped).
-    Summary {
-        /// The configuration file (for the spool path).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-        /// Show at most this many domains (those with the most recipients).
-        #[arg(long, default_value_t = 50)]
-        top: usize,
-    },
-}
-
 /// Runs the parsed command line.
 pub fn main(cli: Cli) -> ExitCode {
+    let json = cli.json;
     match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Queue {
-            command: QueueCommand::Summary { config, top },
-        } => queue_summary(&config, top),
+        Command::Queue { command } => queue::main(command, json),
         Command::Auth {
             command: AuthCommand::HashPassword,
         } => hash_password(),
@@ -183,19 +196,19 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Resume { target } => ops::resume(&target),
         Command::Retry { domain, config } => ops::retry(&config, domain),
         Command::Reload { config } => ops::reload(&config),
-        Command::Purge {
-            domain,
-            sender,
-            tenant,
-            config,
-        } => ops::purge(
-            &config,
-            crate::admin::types::Purge {
-                domain,
-                sender,
-                tenant,
-            },
-        ),
+        Command::Purge { filter } => control::purge(&filter, json),
+        Command::Bounce { filter, reason } => control::bounce(&filter, reason, json),
+        Command::Rebind {
+            filter,
+            to_pool,
+            reason,
+            list,
+            cancel,
+        } => control::rebind(&filter, to_pool, reason, list, cancel, json),
+        Command::Actions { config } => match load_or_report(&config) {
+            Some(c) => shaping::actions(&c),
+            None => ExitCode::FAILURE,
+        },
         Command::Shaping {
             command:
                 ShapingCommand::Show {
@@ -215,6 +228,26 @@ pub fn main(cli: Cli) -> ExitCode {
             None => ExitCode::FAILURE,
         },
     }
+}
+
+/// Prints `value` as JSON, or as `human` writes it.
+pub(crate) fn emit<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("tern: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", human(value));
+    }
+    ExitCode::SUCCESS
 }
 
 pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
@@ -309,125 +342,9 @@ fn hash_password() -> ExitCode {
     }
 }
 
-fn queue_summary(path: &Path, top: usize) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
-        return ExitCode::FAILURE;
-    };
-    // The running daemon's own view first; the spool files otherwise.
-    let api = crate::admin::client::get::<crate::admin::types::QueueSummary>(
-        &config.admin,
-        &format!("/v1/queue/summary?top={top}"),
-    );
-    match api {
-        Ok(s) => {
-            print!("{}", format_live_summary(&s));
-            return ExitCode::SUCCESS;
-        }
-        Err(crate::admin::client::CallError::Down(_)) => {}
-        Err(e) => eprintln!("note: {e}; reading the spool instead"),
-    }
-    let spool = &config.queue.path;
-    if !spool.exists() {
-        println!("No spool at {}: nothing has been queued.", spool.display());
-        return ExitCode::SUCCESS;
-    }
-    let (snapshot, report) = match SpoolSnapshot::read(spool) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tern: cannot read the spool at {}: {e}", spool.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    if report.corrupt_records > 0 || report.torn_tail_bytes > 0 {
-        eprintln!(
-            "note: {} corrupt record(s), {} byte(s) of unfinished writes seen (normal while the daemon writes)",
-            report.corrupt_records, report.torn_tail_bytes
-        );
-    }
-    print!("{}", format_summary(spool, &snapshot, top));
-    ExitCode::SUCCESS
-}
-
-fn format_summary(spool: &Path, snap: &SpoolSnapshot, top: usize) -> String {
-    let s = snap.stats();
-    let mut out = format!(
-        "Queue at {}: {} message(s), {} recipient(s), {} of bodies ({} segment(s), {} on disk)\n",
-        spool.display(),
-        s.messages,
-        s.recipients,
-        human_bytes(s.body_bytes),
-        s.segments,
-        human_bytes(s.disk_bytes),
-    );
-    let domains = snap.domains();
-    if domains.is_empty() {
-        return out;
-    }
-    out.push_str(&format!(
-        "\n{:>11} {:>10}  domain\n",
-        "recipients", "messages"
-    ));
-    for d in domains.iter().take(top) {
-        out.push_str(&format!(
-            "{:>11} {:>10}  {}\n",
-            d.recipients, d.messages, d.domain
-        ));
-    }
-    if domains.len() > top {
-        out.push_str(&format!("... and {} more domain(s)\n", domains.len() - top));
-    }
-    out
-}
-
-fn format_live_summary(s: &crate::admin::types::QueueSummary) -> String {
-    let mut out = format!(
-        "Queue (from the running daemon): {} message(s), {} recipient(s), {} of bodies ({} on disk)\n",
-        s.messages,
-        s.recipients,
-        human_bytes(s.body_bytes),
-        human_bytes(s.disk_bytes),
-    );
-    if !s.domains.is_empty() {
-        out.push_str(&format!(
-            "\n{:>11} {:>10}  domain\n",
-            "recipients", "messages"
-        ));
-    }
-    for d in &s.domains {
-        out.push_str(&format!(
-            "{:>11} {:>10}  {}\n",
-            d.recipients, d.messages, d.domain
-        ));
-    }
-    out
-}
-
-/// `1234567` -> `"1.2 MB"`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_bytes_rounds() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_234_567), "1.2 MB");
-    }
 
     #[test]
     fn cli_definition_is_consistent() {

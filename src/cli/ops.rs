@@ -121,44 +121,6 @@ pub fn retry(config: &std::path::Path, domain: Option<String>) -> ExitCode {
     }
 }
 
-/// `tern purge --domain D | --sender S | --tenant T`: starts the purge
-/// and follows it to the end (bounded: an hour).
-pub fn purge(config: &std::path::Path, req: crate::admin::types::Purge) -> ExitCode {
-    use crate::admin::client::get;
-    use crate::admin::types::{JobProgress, JobStarted};
-    let Some(config) = super::load_or_report(config) else {
-        return ExitCode::FAILURE;
-    };
-    let started = match send::<JobStarted, _>(&config.admin, "POST", "/v1/purge", &req) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tern: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for _ in 0..36_000 {
-        match get::<JobProgress>(&config.admin, &format!("/v1/jobs/{}", started.job)) {
-            Ok(p) if p.finished => {
-                println!(
-                    "purged {} message(s) of {} looked at; {} being delivered were left",
-                    p.done_items, p.scanned, p.skipped
-                );
-                return ExitCode::SUCCESS;
-            }
-            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
-            Err(e) => {
-                eprintln!("tern: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    eprintln!(
-        "tern: the purge (job {}) is still running; follow it at /v1/jobs/{}",
-        started.job, started.job
-    );
-    ExitCode::FAILURE
-}
-
 /// `tern reload`: the running daemon reads its config file again.
 pub fn reload(config: &std::path::Path) -> ExitCode {
     use crate::admin::client::CallError;

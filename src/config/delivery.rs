@@ -100,6 +100,26 @@ impl Priority {
         self as u8
     }
 
+    /// The class of a queue priority number (past the last: bulk).
+    pub fn from_rank(rank: u8) -> Self {
+        match rank {
+            0 => Self::High,
+            1 => Self::Normal,
+            2 => Self::Low,
+            _ => Self::Bulk,
+        }
+    }
+
+    /// Its name in the config and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+            Self::Bulk => "bulk",
+        }
+    }
+
     /// The class named `s` (case-insensitive), for the priority header.
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {

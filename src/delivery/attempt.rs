@@ -95,12 +95,27 @@ pub(crate) struct Attempt {
 
 /// Starts the attempt of a message the scheduler handed out.
 pub(crate) async fn run(svc: Arc<Delivery>, info: MessageInfo) {
+    begin(svc, info, None).await
+}
+
+/// Fails every pending recipient of a claimed message with `reply` (an
+/// operator's bounce): recorded, logged and bounced to the sender as any
+/// failure is.
+pub(crate) async fn fail_all(svc: Arc<Delivery>, info: MessageInfo, reply: RemoteReply) {
+    begin(svc, info, Some(reply)).await
+}
+
+/// An attempt of the due recipients, or, with `fail`, the failure of all
+/// the pending ones.
+async fn begin(svc: Arc<Delivery>, info: MessageInfo, fail: Option<RemoteReply>) {
     let now = svc.clock.now();
     let due: Vec<u32> = info
         .statuses
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.state == RecipientState::Pending && s.next_attempt <= now)
+        .filter(|(_, s)| {
+            s.state == RecipientState::Pending && (fail.is_some() || s.next_attempt <= now)
+        })
         .map(|(i, _)| i as u32)
         .collect();
     let (q, id) = (svc.queue.clone(), info.id);
@@ -114,14 +129,22 @@ pub(crate) async fn run(svc: Arc<Delivery>, info: MessageInfo) {
         Ok(Err(e)) => Err(e),
     };
     let meta = MessageMeta::decode(&info.envelope.meta);
-    let pool = svc.egress.pool(meta.pool.as_deref());
-    let unreadable = body.as_ref().err().map(|e| {
+    let egress = svc.egress.get();
+    let default_pool = egress.pool(None);
+    let rebound = svc
+        .settings
+        .rebinds
+        .pool_for(&info, &meta, &default_pool.name);
+    let pool = egress.pool(rebound.as_deref().or(meta.pool.as_deref()));
+    let unreadable = fail.or_else(|| {
+        body.as_ref().err().map(|e| {
         tracing::error!(queue_id = %id, error = %e, "message unreadable in the spool; bouncing it");
         local_reply(
             554,
             [5, 3, 0],
             format!("message unreadable in the spool: {e}"),
         )
+    })
     });
     let expired = now.saturating_since(info.arrival) >= svc.settings.max_age;
     let groups = group_by_domain(&info, &due);
@@ -136,28 +159,11 @@ pub(crate) async fn run(svc: Arc<Delivery>, info: MessageInfo) {
         unrecorded: Mutex::new(Vec::new()),
     });
     if due.is_empty() || expired || unreadable.is_some() {
-        // Expired recipients go through job_done as deferred, which turns
-        // them into expiries (with their last error) since max_age is past.
         let outcomes = due
             .iter()
             .map(|i| match &unreadable {
                 Some(reply) => Outcome::new(*i, Verdict::Failed, reply.clone()),
-                None => {
-                    let last = attempt.info.statuses[*i as usize]
-                        .last_reply
-                        .as_deref()
-                        .unwrap_or("not tried")
-                        .to_owned();
-                    Outcome::new(
-                        *i,
-                        Verdict::Deferred,
-                        local_reply(
-                            451,
-                            [4, 4, 7],
-                            format!("delivery time expired; last error: {last}"),
-                        ),
-                    )
-                }
+                None => expired_outcome(&attempt.info, *i),
             })
             .collect();
         attempt.job_done(outcomes).await;
@@ -166,6 +172,17 @@ pub(crate) async fn run(svc: Arc<Delivery>, info: MessageInfo) {
     for (domain, rcpts) in groups {
         tokio::spawn(route_and_submit(attempt.clone(), domain, rcpts));
     }
+}
+
+/// An expired recipient's outcome: deferred, which job_done turns into an
+/// expiry (with the last error) since max_age is past.
+fn expired_outcome(info: &MessageInfo, i: u32) -> Outcome {
+    let last = info.statuses[i as usize]
+        .last_reply
+        .as_deref()
+        .unwrap_or("not tried");
+    let text = format!("delivery time expired; last error: {last}");
+    Outcome::new(i, Verdict::Deferred, local_reply(451, [4, 4, 7], text))
 }
 
 /// Due recipients by lower-cased domain (one job each).
@@ -185,7 +202,7 @@ async fn route_and_submit(attempt: Arc<Attempt>, domain: String, rcpts: Vec<u32>
     // A lookup has sent nothing: at shutdown it is simply dropped, and the
     // recipients stay due for after the restart.
     let routed = tokio::select! {
-        r = svc.router.route(&domain) => r,
+        r = async { svc.router.get().route(&domain).await } => r,
         () = svc.stopped() => {
             attempt.job_abandoned().await;
             return;
@@ -220,7 +237,9 @@ impl Delivery {
     /// Sends a job to its egress path, from a usable source of its pool
     /// that has room in its warm-up schedule.
     pub(crate) fn submit(self: &Arc<Self>, job: Job) {
-        let pool = &job.attempt.pool;
+        // The pool as the config in force has it now: a reload since the
+        // attempt began may have changed its sources.
+        let pool = self.egress.get().pool(Some(&job.attempt.pool.name));
         let now = tokio::time::Instant::now();
         let picked = match pool.warming() {
             false => pool.pick(now).map_or(Picked::NoneUsable, Picked::Source),

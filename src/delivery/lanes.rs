@@ -112,6 +112,13 @@ impl Lanes {
         out
     }
 
+    /// Every waiting job (for views), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Job> {
+        self.lanes
+            .iter()
+            .flat_map(|l| l.queues.values().flat_map(|q| q.iter()))
+    }
+
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
         self.lanes.iter().all(|l| l.turns.is_empty())

@@ -16,10 +16,13 @@
 
 mod attempt;
 pub mod dsn;
+pub mod filter;
 mod lanes;
 mod path;
+pub mod rebind;
 pub mod retry;
 mod shaped;
+mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,6 +40,7 @@ use crate::egress::Egress;
 use crate::intake::meta::Ret;
 use crate::log::DeliveryLog;
 use crate::shaping::Shaper;
+use crate::swap::Swap;
 
 use path::Path;
 
@@ -50,6 +54,8 @@ pub struct Settings {
     pub shaper: Arc<Shaper>,
     /// Where outcomes are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Queued mail moved to other pools by an operator.
+    pub rebinds: Arc<rebind::Rebinds>,
     /// Messages being delivered at once.
     pub max_in_flight: usize,
     /// First retry delay.
@@ -72,6 +78,10 @@ impl Settings {
             hostname: config.server.hostname.clone(),
             shaper: Arc::new(Shaper::new(config)),
             metrics,
+            rebinds: Arc::new(rebind::Rebinds::open(
+                Some(rebind::Rebinds::file_in(&config.queue.path)),
+                d.max_age.get(),
+            )),
             max_in_flight: d.max_in_flight as usize,
             retry_first: d.retry_first.get(),
             retry_max: d.retry_max.get(),
@@ -91,8 +101,8 @@ type PathKey = (Arc<str>, Arc<str>);
 /// The delivery service.
 pub struct Delivery {
     queue: Arc<Queue>,
-    router: Router,
-    egress: Egress,
+    router: Swap<Router>,
+    egress: Swap<Egress>,
     log: Arc<DeliveryLog>,
     clock: Clock,
     settings: Settings,
@@ -121,8 +131,8 @@ impl Delivery {
     ) -> Arc<Self> {
         Arc::new(Self {
             queue,
-            router,
-            egress,
+            router: Swap::new(router),
+            egress: Swap::new(egress),
             log,
             clock,
             settings,
@@ -240,12 +250,18 @@ impl Delivery {
         self.wake.notify_one();
     }
 
-    /// Puts the shaping of a new, validated config in force: new paths
-    /// get plans from it, and the jobs waiting in the old paths move to
-    /// them; the old paths finish the transactions under way and retire
-    /// when idle (no connection is dropped).
-    pub fn reload_shaping(self: &Arc<Self>, config: &Config) {
+    /// Puts the shaping, sources, pools and routes of a new, validated
+    /// config in force: new paths get plans from it, and the jobs waiting
+    /// in the old paths move to them (picking their source again, so a
+    /// source taken out of a pool gets no more of its mail); the old paths
+    /// finish the transactions under way and retire when idle (no
+    /// connection is dropped).
+    pub fn reload(self: &Arc<Self>, config: &Config) {
         self.settings.shaper.replace(config);
+        let egress = self.egress.get().reloaded(config);
+        self.egress.set(egress);
+        let router = self.router.get().reloaded(config);
+        self.router.set(router);
         let old: Vec<Arc<Path>> = {
             let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
             paths.drain().map(|(_, p)| p).collect()
@@ -260,6 +276,36 @@ impl Delivery {
         let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         retired.extend(old);
         retired.retain(|p| p.state().workers > 0);
+    }
+
+    /// Bounces message `id` now, on an operator's word: every pending
+    /// recipient fails with `reason` (5.0.0), is logged, and the sender
+    /// gets one DSN, as for any failure. False when the message is gone
+    /// or being delivered (it is then left alone).
+    pub async fn bounce(self: &Arc<Self>, id: queue::MessageId, reason: &str) -> bool {
+        let Some(info) = self.queue.claim(id) else {
+            return false;
+        };
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let text = format!("bounced by an operator: {reason}");
+        let reply = crate::smtp::client::local_reply(554, [5, 0, 0], text);
+        attempt::fail_all(self.clone(), info, reply).await;
+        true
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The name of the default pool of the config in force.
+    pub fn default_pool(&self) -> Arc<str> {
+        self.egress.get().pool(None).name.clone()
+    }
+
+    /// True if the config in force has a pool named `name`.
+    pub fn has_pool(&self, name: &str) -> bool {
+        self.egress.get().has_pool(name)
     }
 
     /// The path for (source, site), created on first use with its plan

@@ -58,6 +58,8 @@ pub(crate) struct Path {
     /// Its adaptive rate, once a slow-down rule has fired.
     pub(super) aimd: std::sync::OnceLock<crate::shaping::aimd::Aimd>,
     state: Mutex<State>,
+    /// Messages sent over the last minute.
+    pub(super) sent: super::view::Meter,
     ready: tokio::sync::Notify,
     stopped: AtomicBool,
 }
@@ -88,6 +90,7 @@ impl Path {
                 failures: 0,
                 paused_until: None,
             }),
+            sent: Default::default(),
             ready: tokio::sync::Notify::new(),
             stopped: AtomicBool::new(false),
         }
@@ -325,6 +328,9 @@ async fn send_job(svc: &Arc<Delivery>, path: &Path, c: &mut Connection, job: Job
     let provider = path.plan.provider.as_deref().unwrap_or("other");
     (svc.settings.metrics).transaction(provider, started.elapsed().as_secs_f64());
     path.bounce_by_rule(svc, &mut outcomes);
+    if outcomes.iter().any(|o| o.verdict == Verdict::Delivered) {
+        path.sent.add(1);
+    }
     match outcomes.iter().find(|o| o.verdict != Verdict::Delivered) {
         Some(o) => path.react(svc, &o.reply, &job),
         None => path.delivered(svc),

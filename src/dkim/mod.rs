@@ -78,7 +78,7 @@ struct KeySet {
 /// The DKIM signer of a running Tern: keys, domain policy and threads.
 pub struct Dkim {
     keys: Arc<KeySet>,
-    pool: SignPool,
+    pool: Arc<SignPool>,
     sources: Vec<DomainSource>,
     platform: Option<(Arc<str>, PlatformSignature)>,
     on_error: OnSignError,
@@ -104,6 +104,17 @@ impl Dkim {
     /// Loads every key and builds its signer; `None` when no key is
     /// configured (nothing is signed).
     pub fn from_config(cfg: &DkimConfig) -> Result<Option<Self>, DkimError> {
+        Self::build(cfg, None)
+    }
+
+    /// The signer of a reloaded config: its keys are loaded again, and
+    /// the signing threads are kept when their number did not change (a
+    /// reload never stops a signature under way).
+    pub fn reloaded(&self, cfg: &DkimConfig) -> Result<Option<Self>, DkimError> {
+        Self::build(cfg, Some(self.pool.clone()))
+    }
+
+    fn build(cfg: &DkimConfig, pool: Option<Arc<SignPool>>) -> Result<Option<Self>, DkimError> {
         if cfg.keys.is_empty() {
             return Ok(None);
         }
@@ -153,7 +164,10 @@ impl Dkim {
             .map(|p| (Arc::from(p.to_ascii_lowercase()), cfg.platform_signature));
         Ok(Some(Self {
             keys: Arc::new(KeySet { by_domain }),
-            pool: SignPool::new(threads)?,
+            pool: match pool.filter(|p| p.threads() == threads) {
+                Some(p) => p,
+                None => Arc::new(SignPool::new(threads)?),
+            },
             sources: cfg.signing_domain.clone(),
             platform,
             on_error: cfg.on_error,

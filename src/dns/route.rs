@@ -90,6 +90,12 @@ impl Router {
         }
     }
 
+    /// A router for a reloaded `config`, on the same resolver (and so the
+    /// same DNS cache).
+    pub fn reloaded(&self, config: &Config) -> Self {
+        Self::new(config, self.resolver.clone())
+    }
+
     /// Where mail for `domain` goes now.
     pub async fn route(&self, domain: &str) -> Result<Route, RouteError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::{OnSignError, Priority};
 use crate::dkim::Dkim;
 use crate::log::{DeliveryLog, Kind, Record};
+use crate::swap::Swap;
 
 use bytes::Bytes;
 use queue::{
@@ -78,20 +79,49 @@ pub struct IntakeSettings {
     pub users: Arc<HashMap<String, UserRouting>>,
     /// A header naming the pool (removed from the message), if configured.
     pub pool_header: Option<String>,
-    /// The pools that exist (a header naming another is ignored).
-    pub pools: Arc<HashSet<String>>,
-    /// Per tenant with a pool of its own: that pool.
-    pub tenant_pools: Arc<HashMap<String, String>>,
+    /// Pools, tenants and DKIM keys as the config in force has them.
+    pub routing: Arc<Swap<IntakeRouting>>,
     /// The listener's priority class, if it has one.
     pub priority: Option<Priority>,
     /// A header naming the priority class (removed from the message).
     pub priority_header: Option<String>,
-    /// Per tenant with a priority class of its own: that class.
-    pub tenant_priorities: Arc<HashMap<String, Priority>>,
-    /// The DKIM signer, when any key is configured.
-    pub dkim: Option<Arc<Dkim>>,
     /// Where receptions are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The parts of intake a config reload replaces, shared by every
+/// listener: a message reads them once, so it is handled by one config
+/// from start to end.
+#[derive(Debug, Default)]
+pub struct IntakeRouting {
+    /// The pools that exist (a header naming another is ignored).
+    pub pools: HashSet<String>,
+    /// Per tenant with a pool of its own: that pool.
+    pub tenant_pools: HashMap<String, String>,
+    /// Per tenant with a priority class of its own: that class.
+    pub tenant_priorities: HashMap<String, Priority>,
+    /// The DKIM signer, when any key is configured.
+    pub dkim: Option<Arc<Dkim>>,
+}
+
+impl IntakeRouting {
+    /// From a validated config, with its DKIM signer (built apart, as
+    /// loading keys can fail).
+    pub fn new(config: &crate::config::Config, dkim: Option<Arc<Dkim>>) -> Self {
+        let tenants = &config.tenants;
+        Self {
+            pools: config.pools.iter().map(|p| p.name.clone()).collect(),
+            tenant_pools: tenants
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), t.pool.clone()?)))
+                .collect(),
+            tenant_priorities: tenants
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), t.priority?)))
+                .collect(),
+            dkim,
+        }
+    }
 }
 
 /// Where an AUTH user's mail goes, from its `[[auth.user]]` entry.
@@ -222,7 +252,7 @@ impl Intake {
         };
         // Room for the DKIM signatures, so that inserting them does not
         // reallocate.
-        let room = if self.settings.dkim.is_some() {
+        let room = if self.settings.routing.get().dkim.is_some() {
             1024
         } else {
             0
@@ -250,19 +280,28 @@ impl Intake {
         }
         // The author's domain, read before any header is removed (which
         // moves the offsets).
-        let author = match (&self.settings.dkim, &facts.from) {
+        let routing = self.settings.routing.get();
+        let author = match (&routing.dkim, &facts.from) {
             (Some(_), Some(range)) => crate::dkim::author::domain(&data[start..][range.clone()]),
             _ => None,
         };
-        let (pool, tenant) = self.pool_and_tenant(id, &mut data, start, origin);
-        let priority = self.priority(id, &mut data, start, origin, tenant.as_deref());
+        let (pool, tenant) = self.pool_and_tenant(&routing, id, &mut data, start, origin);
+        let priority = self.priority(&routing, id, &mut data, start, origin, tenant.as_deref());
         let message_id = facts.message_id_value.clone().or_else(|| {
             self.settings
                 .add_message_id
                 .then(|| headers::message_id_value(id, &self.settings.hostname, now))
         });
         let data = self.add_missing_headers(data, start, id, &facts, now);
-        let (data, dkim) = self.sign(id, data, author.as_deref(), &sub.sender).await?;
+        let (data, dkim) = self
+            .sign(
+                routing.dkim.as_ref(),
+                id,
+                data,
+                author.as_deref(),
+                &sub.sender,
+            )
+            .await?;
         let meta = MessageMeta {
             client_ip: Some(origin.peer),
             helo: origin.helo.clone(),
@@ -312,12 +351,13 @@ impl Intake {
     /// is off).
     async fn sign(
         &self,
+        dkim: Option<&Arc<Dkim>>,
         id: MessageId,
         data: Vec<u8>,
         author: Option<&str>,
         sender: &str,
     ) -> Result<(Vec<u8>, Option<String>), IntakeError> {
-        let Some(dkim) = &self.settings.dkim else {
+        let Some(dkim) = dkim else {
             return Ok((data, None));
         };
         let choice = dkim.choose(author, sender);
@@ -346,6 +386,7 @@ impl Intake {
     /// else the tenant's; else the listener's; else normal.
     fn priority(
         &self,
+        routing: &IntakeRouting,
         id: MessageId,
         data: &mut Vec<u8>,
         start: usize,
@@ -369,7 +410,9 @@ impl Intake {
             .as_deref()
             .and_then(|u| s.users.get(u))
             .and_then(|u| u.priority);
-        let tenant = tenant.and_then(|t| s.tenant_priorities.get(t)).copied();
+        let tenant = tenant
+            .and_then(|t| routing.tenant_priorities.get(t))
+            .copied();
         header
             .or(user)
             .or(tenant)
@@ -383,6 +426,7 @@ impl Intake {
     /// listener's. `None` is the default pool.
     fn pool_and_tenant(
         &self,
+        routing: &IntakeRouting,
         id: MessageId,
         data: &mut Vec<u8>,
         start: usize,
@@ -394,7 +438,7 @@ impl Intake {
             .as_deref()
             .and_then(|h| headers::remove_field(data, start, h));
         let header = header.filter(|p| {
-            let known = s.pools.contains(p);
+            let known = routing.pools.contains(p);
             if !known {
                 tracing::warn!(queue_id = %id, pool = %p, "the pool header names no configured pool; ignored");
             }
@@ -411,7 +455,10 @@ impl Intake {
             .cloned()
             .unwrap_or_default();
         let tenant = user_tenant.or_else(|| s.tenant.clone());
-        let tenant_pool = tenant.as_ref().and_then(|t| s.tenant_pools.get(t)).cloned();
+        let tenant_pool = tenant
+            .as_ref()
+            .and_then(|t| routing.tenant_pools.get(t))
+            .cloned();
         (
             header
                 .or(user_pool)

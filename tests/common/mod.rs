@@ -127,9 +127,12 @@ pub async fn start_with(
         wake: Arc::new(tokio::sync::Notify::new()),
         credentials: Arc::new(Credentials::new(&cfg.auth)),
         memory,
-        dkim: tern::dkim::Dkim::from_config(&cfg.dkim)
-            .unwrap()
-            .map(Arc::new),
+        routing: Arc::new(tern::swap::Swap::new(tern::intake::IntakeRouting::new(
+            &cfg,
+            tern::dkim::Dkim::from_config(&cfg.dkim)
+                .unwrap()
+                .map(Arc::new),
+        ))),
         metrics: Arc::new(tern::metrics::Metrics::new()),
     };
     let ctx = Arc::new(tern::daemon::session_context(&cfg, &cfg.listeners[0], &services).unwrap());

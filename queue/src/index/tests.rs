@@ -265,3 +265,20 @@ fn due_messages_are_taken_in_priority_order() {
         .info(MessageId::from_u64(4));
     assert_eq!(info.priority, 0);
 }
+
+#[test]
+fn a_claimed_message_is_not_handed_out_until_released() {
+    let mut ix = index_with_segments(&[1]);
+    let id = put(&mut ix, 7, 2, 5_000, 1);
+    let claimed = ix.claim(id).expect("queued and not in flight");
+    assert_eq!(claimed.id, id);
+    assert!(ix.claim(id).is_none(), "already in flight");
+    let later = Timestamp::from_millis(10_000);
+    assert!(
+        ix.take_due(later, 10).is_empty(),
+        "a claimed message is not due"
+    );
+    assert!(ix.release(id));
+    assert_eq!(ix.take_due(later, 10).len(), 1, "due again once released");
+    assert!(ix.claim(MessageId::from_u64(99)).is_none());
+}

@@ -35,6 +35,20 @@ impl Index {
         out
     }
 
+    /// Marks one message in flight, due or not, and hands it out (an
+    /// operator's bounce); `None` if it is gone or already in flight.
+    pub fn claim(&mut self, id: MessageId) -> Option<MessageInfo> {
+        let e = self.messages.get_mut(&id)?;
+        if e.in_flight {
+            return None;
+        }
+        if let Some(t) = e.due.take() {
+            self.due.remove(&(e.priority, t, id));
+        }
+        e.in_flight = true;
+        Some(e.info(id))
+    }
+
     /// Ends a message's in-flight state without a status change.
     pub fn release(&mut self, id: MessageId) -> bool {
         let Some(e) = self.messages.get_mut(&id) else {

@@ -1,0 +1,48 @@
+//! `POST /v1/bounce` starts failing the queued mail a filter selects: every
+//! pending recipient fails at once with the operator's reason (5.0.0), is
+//! logged as a bounce, and each sender gets one DSN, as for any failure.
+//! Follow it at `GET /v1/jobs/{id}`. A message being delivered is left
+//! alone and counted as skipped.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AdminState;
+use super::jobs::{Acted, sweep};
+use super::types::{Bounce, JobStarted};
+
+pub(super) async fn start(State(s): State<Arc<AdminState>>, Json(req): Json<Bounce>) -> Response {
+    if req.filter.is_empty() {
+        let msg =
+            "name a domain, a sender, a tenant or a pool: a bounce never takes the whole queue";
+        return super::error(StatusCode::BAD_REQUEST, msg);
+    }
+    let id = s.jobs.start("bounce");
+    tracing::warn!(job = id, filter = ?req.filter, reason = %req.reason, "bounce started by an operator");
+    tokio::spawn(run(s.clone(), id, req));
+    (StatusCode::ACCEPTED, Json(JobStarted { job: id })).into_response()
+}
+
+async fn run(s: Arc<AdminState>, id: u64, req: Bounce) {
+    let reason: Arc<str> = req.reason.as_str().into();
+    sweep(&s, id, &req.filter, |m, _| {
+        let (delivery, reason) = (s.delivery.clone(), reason.clone());
+        async move {
+            match delivery.bounce(m.id, &reason).await {
+                true => Acted::Done,
+                false => Acted::Skipped,
+            }
+        }
+    })
+    .await;
+    let p = s.jobs.get(id);
+    tracing::warn!(
+        job = id,
+        bounced = p.as_ref().map_or(0, |p| p.done_items),
+        "bounce finished"
+    );
+}

@@ -1,0 +1,123 @@
+//! Background jobs of the API (purge, bounce, rebind's retry) and their
+//! progress at `GET /v1/jobs/{id}`, and the sweep they share: a walk over
+//! the queue a page at a time, so that memory stays bounded however many
+//! messages match; a message being delivered is skipped and counted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AdminState;
+use super::types::JobProgress;
+use crate::delivery::filter::Filter;
+use crate::intake::meta::MessageMeta;
+
+/// Messages looked at per page (one short hold of the queue's index).
+const PAGE: usize = 1000;
+
+/// How many finished jobs are remembered.
+const KEEP: usize = 100;
+
+/// What a sweep did with one matching message.
+pub(super) enum Acted {
+    /// Acted on it.
+    Done,
+    /// Left alone (being delivered).
+    Skipped,
+    /// Could not (logged by the action).
+    Failed,
+}
+
+/// Background jobs and their progress.
+#[derive(Default)]
+pub struct Jobs {
+    next: AtomicU64,
+    all: Mutex<HashMap<u64, JobProgress>>,
+}
+
+impl Jobs {
+    /// Registers a job of `kind`; returns its id.
+    pub(super) fn start(&self, kind: &str) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let p = JobProgress {
+            job: id,
+            kind: kind.into(),
+            scanned: 0,
+            done_items: 0,
+            skipped: 0,
+            failed: 0,
+            finished: false,
+        };
+        let mut all = self.lock();
+        if all.len() >= KEEP {
+            let oldest = all.values().filter(|p| p.finished).map(|p| p.job).min();
+            if let Some(o) = oldest {
+                all.remove(&o);
+            }
+        }
+        all.insert(id, p);
+        id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, JobProgress>> {
+        self.all.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut JobProgress)) {
+        if let Some(p) = self.lock().get_mut(&id) {
+            f(p);
+        }
+    }
+
+    /// A job's progress.
+    pub(super) fn get(&self, id: u64) -> Option<JobProgress> {
+        self.lock().get(&id).cloned()
+    }
+}
+
+/// `GET /v1/jobs/{id}`.
+pub(super) async fn progress(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
+    match s.jobs.get(id) {
+        Some(p) => Json(p).into_response(),
+        None => super::error(StatusCode::NOT_FOUND, "no such job"),
+    }
+}
+
+/// Runs `act` on every queued message `filter` matches that is not being
+/// delivered, recording progress in job `id`, and marks the job finished.
+pub(super) async fn sweep<F, Fut>(s: &AdminState, id: u64, filter: &Filter, mut act: F)
+where
+    F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
+    Fut: std::future::Future<Output = Acted>,
+{
+    let default_pool = s.delivery.default_pool();
+    let mut after = None;
+    loop {
+        let page = s.queue.page(after, PAGE);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        let scanned = page.len() as u64;
+        for m in page {
+            let meta = MessageMeta::decode(&m.envelope.meta);
+            if !filter.matches(&m, &meta, &default_pool) {
+                continue;
+            }
+            if m.in_flight {
+                s.jobs.update(id, |p| p.skipped += 1);
+                continue;
+            }
+            match act(m, meta).await {
+                Acted::Done => s.jobs.update(id, |p| p.done_items += 1),
+                Acted::Skipped => s.jobs.update(id, |p| p.skipped += 1),
+                Acted::Failed => s.jobs.update(id, |p| p.failed += 1),
+            }
+        }
+        s.jobs.update(id, |p| p.scanned += scanned);
+    }
+    s.jobs.update(id, |p| p.finished = true);
+}

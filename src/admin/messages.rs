@@ -1,0 +1,157 @@
+//! `GET /v1/queue/messages?domain=&sender=&tenant=&pool=&after=&limit=`:
+//! the queued messages a filter selects, a page at a time in queue id
+//! order (pass `next` back as `after`). `GET
+//! /v1/queue/messages/{id}[?body=true]`: one message's envelope, its
+//! recipients' states, attempts and last replies, and its stored text when
+//! asked for.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use queue::{MessageId, MessageInfo, RecipientState};
+use serde::Deserialize;
+
+use super::AdminState;
+use super::types::{MessageDetail, MessagePage, MessageRow, RecipientRow};
+use crate::clock::rfc3339;
+use crate::config::Priority;
+use crate::delivery::filter::Filter;
+use crate::intake::meta::MessageMeta;
+
+/// Messages looked at per request at most: a page of a selective filter
+/// over a large queue ends early, with `next` to go on from.
+const SCAN: usize = 100_000;
+
+#[derive(Deserialize)]
+pub(super) struct ListParams {
+    domain: Option<String>,
+    sender: Option<String>,
+    tenant: Option<String>,
+    pool: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list(
+    State(s): State<Arc<AdminState>>,
+    Query(p): Query<ListParams>,
+) -> Response {
+    let mut after = match p.after.as_deref().map(str::parse::<MessageId>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => return super::error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let filter = Filter {
+        domain: p.domain,
+        sender: p.sender,
+        tenant: p.tenant,
+        pool: p.pool,
+    };
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let default_pool = s.delivery.default_pool();
+    let (mut messages, mut scanned) = (Vec::new(), 0);
+    let next = loop {
+        let page = s.queue.page(after, 1000);
+        let Some(last) = page.last().map(|m| m.id) else {
+            break None;
+        };
+        for m in page {
+            scanned += 1;
+            after = Some(m.id);
+            let meta = MessageMeta::decode(&m.envelope.meta);
+            if filter.matches(&m, &meta, &default_pool) {
+                messages.push(row(&m, &meta));
+            }
+            if messages.len() == limit || scanned == SCAN {
+                break;
+            }
+        }
+        if messages.len() == limit || scanned == SCAN || after != Some(last) {
+            break after.map(|a| a.to_string());
+        }
+    };
+    Json(MessagePage { messages, next }).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct OneParams {
+    #[serde(default)]
+    body: bool,
+}
+
+pub(super) async fn one(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    Query(p): Query<OneParams>,
+) -> Response {
+    let id = match id.parse::<MessageId>() {
+        Ok(id) => id,
+        Err(e) => return super::error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let Some(m) = s.queue.get(id) else {
+        return super::error(StatusCode::NOT_FOUND, "no such message in the queue");
+    };
+    let body = if p.body {
+        let q = s.queue.clone();
+        match tokio::task::spawn_blocking(move || q.body(id)).await {
+            Ok(Ok(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+            Ok(Err(e)) => return super::error(StatusCode::NOT_FOUND, &e.to_string()),
+            Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    } else {
+        None
+    };
+    let meta = MessageMeta::decode(&m.envelope.meta);
+    let recipients = m
+        .envelope
+        .recipients
+        .iter()
+        .zip(&m.statuses)
+        .map(|(r, st)| RecipientRow {
+            address: r.address.to_string(),
+            state: match st.state {
+                RecipientState::Pending => "pending",
+                RecipientState::Delivered => "delivered",
+                RecipientState::Failed => "failed",
+            }
+            .into(),
+            attempts: st.attempts,
+            next_attempt: (st.state == RecipientState::Pending)
+                .then(|| rfc3339(st.next_attempt.to_system_time())),
+            last_reply: st.last_reply.as_deref().map(str::to_owned),
+        })
+        .collect();
+    Json(MessageDetail {
+        message: row(&m, &meta),
+        message_id: meta.message_id.clone(),
+        client: meta.client_ip.map(|ip| format!("{} ({})", meta.helo, ip)),
+        auth_user: meta.auth_user.clone(),
+        recipients,
+        body,
+    })
+    .into_response()
+}
+
+/// The summary line of a message.
+fn row(m: &MessageInfo, meta: &MessageMeta) -> MessageRow {
+    let pending: Vec<_> = m.pending().map(|(i, _)| &m.statuses[i]).collect();
+    let next = pending.iter().map(|st| st.next_attempt).min();
+    let last_reply = pending.iter().find_map(|st| st.last_reply.as_deref());
+    MessageRow {
+        id: m.id.to_string(),
+        sender: m.envelope.sender.to_string(),
+        arrival: rfc3339(m.arrival.to_system_time()),
+        recipients: m.envelope.recipients.len(),
+        pending: pending.len(),
+        next_attempt: next.map(|t| rfc3339(t.to_system_time())),
+        last_reply: last_reply.map(str::to_owned),
+        pool: meta.pool.clone(),
+        tenant: meta.tenant.clone(),
+        priority: Priority::from_rank(m.priority).name().into(),
+        size: m.body_len,
+        in_flight: m.in_flight,
+    }
+}

@@ -1,0 +1,81 @@
+//! `POST /v1/rebinds` moves the queued mail a filter selects to another
+//! pool (see [`crate::delivery::rebind`]): from then on each of its
+//! attempts leaves from that pool's sources, and (unless `retry` is false)
+//! it is made due now, in a background job followed at `/v1/jobs/{id}`.
+//! `GET /v1/rebinds` lists the rebinds in force; `DELETE
+//! /v1/rebinds/{id}` ends one (its mail goes back to its own pool).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AdminState;
+use super::jobs::{Acted, sweep};
+use super::types::{Cancelled, Rebind, RebindMade};
+
+pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Rebind>) -> Response {
+    if req.filter.is_empty() {
+        let msg = "name what moves: a domain, a sender, a tenant or a pool (--pool P moves all of P's mail)";
+        return super::error(StatusCode::BAD_REQUEST, msg);
+    }
+    if !s.delivery.has_pool(&req.to_pool) {
+        let msg = format!("no pool is named {:?} in the config in force", req.to_pool);
+        return super::error(StatusCode::UNPROCESSABLE_ENTITY, &msg);
+    }
+    let now = s.clock.system_time();
+    let rebinds = &s.delivery.settings().rebinds;
+    let rebind = rebinds.add(
+        req.filter.clone(),
+        req.to_pool.clone(),
+        req.reason.clone(),
+        now,
+    );
+    tracing::warn!(rebind = rebind.id, filter = ?req.filter, to_pool = %req.to_pool, reason = %req.reason,
+        "queued mail rebound to another pool by an operator");
+    let job = req.retry.then(|| {
+        let id = s.jobs.start("rebind");
+        tokio::spawn(retry(s.clone(), id, req));
+        id
+    });
+    let made = RebindMade { rebind, job };
+    (StatusCode::CREATED, Json(made)).into_response()
+}
+
+/// Makes the rebound mail due now, so that it leaves from its new pool
+/// without waiting for its retry time.
+async fn retry(s: Arc<AdminState>, id: u64, req: Rebind) {
+    let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
+    sweep(&s, id, &req.filter, |m, _| {
+        let q = s.queue.clone();
+        async move {
+            match q.reschedule(m.id, now).await {
+                Ok(_) => Acted::Done,
+                Err(e) => {
+                    tracing::warn!(queue_id = %m.id, error = %e, "rebind: cannot make the message due now");
+                    Acted::Failed
+                }
+            }
+        }
+    })
+    .await;
+    s.wake.notify_one();
+}
+
+pub(super) async fn list(State(s): State<Arc<AdminState>>) -> Response {
+    let now = s.clock.system_time();
+    Json(s.delivery.settings().rebinds.list(now)).into_response()
+}
+
+pub(super) async fn cancel(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
+    let cancelled = s.delivery.settings().rebinds.cancel(id);
+    if cancelled {
+        tracing::warn!(
+            rebind = id,
+            "rebind ended by an operator; its mail goes back to its own pool"
+        );
+    }
+    Json(Cancelled { cancelled }).into_response()
+}

@@ -1,0 +1,208 @@
+//! `tern purge`, `tern bounce` and `tern rebind`: act on the queued mail a
+//! filter selects, through the running daemon, following the background
+//! job to its end.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{emit, load_or_report};
+use crate::admin::client::{get, send};
+use crate::admin::types::{
+    Bounce, Cancelled, Filter, JobProgress, JobStarted, Rebind, RebindMade, RebindRule,
+};
+use crate::config::{AdminConfig, DEFAULT_PATH};
+
+/// Which queued messages: every criterion given must match.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Messages with a recipient waiting at this domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Messages from this envelope sender.
+    #[arg(long)]
+    sender: Option<String>,
+    /// Messages of this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Messages of this pool.
+    #[arg(long)]
+    pool: Option<String>,
+    /// The configuration file (for the admin address and token).
+    #[arg(long, short, default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+impl FilterArgs {
+    /// The filter for the API.
+    pub fn filter(&self) -> Filter {
+        Filter {
+            domain: self.domain.clone(),
+            sender: self.sender.clone(),
+            tenant: self.tenant.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The filter as a URL query (`domain=...&pool=...`).
+    pub fn query(&self) -> String {
+        let f = self.filter();
+        [
+            ("domain", f.domain),
+            ("sender", f.sender),
+            ("tenant", f.tenant),
+            ("pool", f.pool),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", encode(&v?))))
+        .collect::<Vec<_>>()
+        .join("&")
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `tern purge FILTER`.
+pub fn purge(f: &FilterArgs, json: bool) -> ExitCode {
+    start_and_follow(f, "/v1/purge", &f.filter(), json, "purged")
+}
+
+/// `tern bounce FILTER --reason R`.
+pub fn bounce(f: &FilterArgs, reason: String, json: bool) -> ExitCode {
+    let req = Bounce {
+        filter: f.filter(),
+        reason,
+    };
+    start_and_follow(f, "/v1/bounce", &req, json, "bounced")
+}
+
+fn start_and_follow<B: serde::Serialize>(
+    f: &FilterArgs,
+    path: &str,
+    req: &B,
+    json: bool,
+    done: &str,
+) -> ExitCode {
+    let Some(config) = load_or_report(&f.config) else {
+        return ExitCode::FAILURE;
+    };
+    match send::<JobStarted, _>(&config.admin, "POST", path, req) {
+        Ok(s) => follow(&config.admin, s.job, json, done),
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Follows job `id` to its end (bounded: an hour) and prints its result.
+fn follow(admin: &AdminConfig, id: u64, json: bool, done: &str) -> ExitCode {
+    for _ in 0..36_000 {
+        match get::<JobProgress>(admin, &format!("/v1/jobs/{id}")) {
+            Ok(p) if p.finished => {
+                return emit(json, &p, |p| {
+                    format!(
+                        "{done} {} message(s) of {} looked at; {} being delivered were left, {} failed\n",
+                        p.done_items, p.scanned, p.skipped, p.failed
+                    )
+                });
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Err(e) => {
+                eprintln!("tern: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!("tern: job {id} is still running; follow it at /v1/jobs/{id}");
+    ExitCode::FAILURE
+}
+
+/// `tern rebind`: move queued mail to another pool, list the rebinds in
+/// force, or end one.
+pub fn rebind(
+    f: &FilterArgs,
+    to_pool: Option<String>,
+    reason: String,
+    list: bool,
+    cancel: Option<u64>,
+    json: bool,
+) -> ExitCode {
+    let Some(config) = load_or_report(&f.config) else {
+        return ExitCode::FAILURE;
+    };
+    let admin = &config.admin;
+    let result = match (to_pool, list, cancel) {
+        (Some(to_pool), false, None) => {
+            let req = Rebind {
+                filter: f.filter(),
+                to_pool,
+                reason,
+                retry: true,
+            };
+            match send::<RebindMade, _>(admin, "POST", "/v1/rebinds", &req) {
+                Ok(made) => {
+                    println!(
+                        "rebind {} in force: mail moves to pool {}",
+                        made.rebind.id, made.rebind.to_pool
+                    );
+                    return match made.job {
+                        Some(job) => follow(admin, job, json, "made due now"),
+                        None => ExitCode::SUCCESS,
+                    };
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (None, true, None) => {
+            get::<Vec<RebindRule>>(admin, "/v1/rebinds").map(|l| emit(json, &l, rebind_table))
+        }
+        (None, false, Some(id)) => {
+            send::<Cancelled, _>(admin, "DELETE", &format!("/v1/rebinds/{id}"), &()).map(|c| {
+                emit(json, &c, |c| {
+                    format!(
+                        "rebind {id}: {}\n",
+                        if c.cancelled { "ended" } else { "not in force" }
+                    )
+                })
+            })
+        }
+        _ => {
+            eprintln!("tern: give --to-pool (with a filter), --list or --cancel ID");
+            return ExitCode::from(2);
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("tern: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn rebind_table(l: &Vec<RebindRule>) -> String {
+    let mut out = String::new();
+    for r in l {
+        let made = crate::clock::rfc3339(queue::Timestamp::from_millis(r.made_ms).to_system_time());
+        out.push_str(&format!(
+            "{:>4}  to {:<12} made {made}  {}  {}\n",
+            r.id,
+            r.to_pool,
+            serde_json::to_string(&r.filter).unwrap_or_default(),
+            r.reason
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no rebind in force\n");
+    }
+    out
+}

@@ -1,0 +1,334 @@
+//! `tern queue ...`: the queue seen through the running daemon (`summary`
+//! falls back to reading the spool when the daemon is down): a summary,
+//! breakdowns by domain, site, source, pool, tenant or priority, the
+//! messages a filter selects, and one message in full. Tables by default,
+//! `--json` for scripts.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use queue::SpoolSnapshot;
+
+use super::control::FilterArgs;
+use super::{emit, load_or_report};
+use crate::admin::client::{CallError, get};
+use crate::admin::types::{MessageDetail, MessagePage, QueueBreakdown, QueueSummary};
+use crate::config::DEFAULT_PATH;
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Count queued messages and recipients, in total and per recipient
+    /// domain: from the running daemon, else by reading the spool
+    /// directly (works with the daemon stopped).
+    Summary {
+        /// The configuration file (for the admin address and the spool).
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// Show at most this many domains (those with the most recipients).
+        #[arg(long, default_value_t = 50)]
+        top: usize,
+    },
+    /// The queue by domain, pool, tenant or priority (all queued mail), or
+    /// by site or source (the mail at the egress paths now, with open
+    /// connections and messages sent in the last minute).
+    By {
+        /// domain, site, source, pool, tenant or priority.
+        dimension: String,
+        /// At most this many rows (most recipients first).
+        #[arg(long, default_value_t = 50)]
+        top: usize,
+        /// The configuration file (for the admin address and token).
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// List the queued messages a filter selects, a page at a time.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Start after this queue id (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One message: envelope, each recipient's state, attempts and last
+    /// reply; with --body, its stored text too.
+    Inspect {
+        /// The queue id.
+        id: String,
+        /// Print the stored message as well.
+        #[arg(long)]
+        body: bool,
+        /// The configuration file (for the admin address and token).
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+/// Runs a `tern queue` command.
+pub fn main(cmd: QueueCommand, json: bool) -> ExitCode {
+    match cmd {
+        QueueCommand::Summary { config, top } => summary(&config, top, json),
+        QueueCommand::By {
+            dimension,
+            top,
+            config,
+        } => call(
+            &config,
+            &format!("/v1/queue/by/{dimension}?top={top}"),
+            json,
+            by_table,
+        ),
+        QueueCommand::List {
+            filter,
+            after,
+            limit,
+        } => {
+            let mut query = filter.query();
+            query.push_str(&format!("&limit={limit}"));
+            if let Some(a) = after {
+                query.push_str(&format!("&after={a}"));
+            }
+            call(
+                &filter.config,
+                &format!("/v1/queue/messages?{query}"),
+                json,
+                list_table,
+            )
+        }
+        QueueCommand::Inspect { id, body, config } => call(
+            &config,
+            &format!("/v1/queue/messages/{id}?body={body}"),
+            json,
+            detail_text,
+        ),
+    }
+}
+
+/// GETs `path` from the running daemon and prints it.
+fn call<T>(config: &Path, path: &str, json: bool, human: fn(&T) -> String) -> ExitCode
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let Some(config) = load_or_report(config) else {
+        return ExitCode::FAILURE;
+    };
+    match get::<T>(&config.admin, path) {
+        Ok(v) => emit(json, &v, human),
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn by_table(b: &QueueBreakdown) -> String {
+    let mut out = format!(
+        "{:>11} {:>9} {:>9} {:>6} {:>9}  {}\n",
+        "recipients", "messages", "oldest", "conns", "sent/min", b.by
+    );
+    for r in &b.rows {
+        out.push_str(&format!(
+            "{:>11} {:>9} {:>8}s {:>6} {:>9}  {}{}\n",
+            r.recipients,
+            r.messages,
+            r.oldest_secs,
+            r.connections,
+            r.sent_last_minute,
+            r.key,
+            r.last_error
+                .as_deref()
+                .map(|e| format!("  last: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn list_table(p: &MessagePage) -> String {
+    let mut out = format!(
+        "{:<18} {:<20} {:>5} {:<8} {:<22} last reply\n",
+        "queue id", "arrival", "wait", "priority", "sender"
+    );
+    for m in &p.messages {
+        out.push_str(&format!(
+            "{:<18} {:<20} {:>5} {:<8} {:<22} {}\n",
+            m.id,
+            m.arrival,
+            m.pending,
+            m.priority,
+            m.sender,
+            m.last_reply.as_deref().unwrap_or("-")
+        ));
+    }
+    match &p.next {
+        Some(n) => out.push_str(&format!("more: --after {n}\n")),
+        None => out.push_str("(end of the queue)\n"),
+    }
+    out
+}
+
+fn detail_text(d: &MessageDetail) -> String {
+    let m = &d.message;
+    let mut out = format!(
+        "{}: from <{}>, queued {}, {} bytes, priority {}, pool {}, tenant {}{}\n",
+        m.id,
+        m.sender,
+        m.arrival,
+        m.size,
+        m.priority,
+        m.pool.as_deref().unwrap_or("(default)"),
+        m.tenant.as_deref().unwrap_or("-"),
+        if m.in_flight {
+            ", being delivered now"
+        } else {
+            ""
+        }
+    );
+    if let Some(id) = &d.message_id {
+        out.push_str(&format!("Message-ID: {id}\n"));
+    }
+    if let Some(c) = &d.client {
+        out.push_str(&format!(
+            "from client {c}{}\n",
+            d.auth_user
+                .as_deref()
+                .map(|u| format!(", user {u}"))
+                .unwrap_or_default()
+        ));
+    }
+    for r in &d.recipients {
+        out.push_str(&format!(
+            "  {:<9} {:>3} attempt(s)  {}{}{}\n",
+            r.state,
+            r.attempts,
+            r.address,
+            r.next_attempt
+                .as_deref()
+                .map(|t| format!("  next {t}"))
+                .unwrap_or_default(),
+            r.last_reply
+                .as_deref()
+                .map(|t| format!("  last: {t}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(b) = &d.body {
+        out.push('\n');
+        out.push_str(b);
+    }
+    out
+}
+
+fn summary(path: &Path, top: usize, json: bool) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    // The running daemon's own view first; the spool files otherwise.
+    match get::<QueueSummary>(&config.admin, &format!("/v1/queue/summary?top={top}")) {
+        Ok(s) => return emit(json, &s, live_summary),
+        Err(CallError::Down(_)) => {}
+        Err(e) => eprintln!("note: {e}; reading the spool instead"),
+    }
+    let spool = &config.queue.path;
+    if !spool.exists() {
+        println!("No spool at {}: nothing has been queued.", spool.display());
+        return ExitCode::SUCCESS;
+    }
+    let (snapshot, report) = match SpoolSnapshot::read(spool) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tern: cannot read the spool at {}: {e}", spool.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if report.corrupt_records > 0 || report.torn_tail_bytes > 0 {
+        eprintln!(
+            "note: {} corrupt record(s), {} byte(s) of unfinished writes seen (normal while the daemon writes)",
+            report.corrupt_records, report.torn_tail_bytes
+        );
+    }
+    print!("{}", spool_summary(spool, &snapshot, top));
+    ExitCode::SUCCESS
+}
+
+fn spool_summary(spool: &Path, snap: &SpoolSnapshot, top: usize) -> String {
+    let s = snap.stats();
+    let mut out = format!(
+        "Queue at {}: {} message(s), {} recipient(s), {} of bodies ({} segment(s), {} on disk)\n",
+        spool.display(),
+        s.messages,
+        s.recipients,
+        human_bytes(s.body_bytes),
+        s.segments,
+        human_bytes(s.disk_bytes),
+    );
+    let domains = snap.domains();
+    let rows = domains
+        .iter()
+        .take(top)
+        .map(|d| (d.recipients, d.messages, d.domain.as_str()));
+    out.push_str(&domain_table(rows));
+    if domains.len() > top {
+        out.push_str(&format!("... and {} more domain(s)\n", domains.len() - top));
+    }
+    out
+}
+
+fn live_summary(s: &QueueSummary) -> String {
+    let mut out = format!(
+        "Queue (from the running daemon): {} message(s), {} recipient(s), {} of bodies ({} on disk)\n",
+        s.messages,
+        s.recipients,
+        human_bytes(s.body_bytes),
+        human_bytes(s.disk_bytes),
+    );
+    let rows = s
+        .domains
+        .iter()
+        .map(|d| (d.recipients, d.messages, d.domain.as_str()));
+    out.push_str(&domain_table(rows));
+    out
+}
+
+/// Recipients, messages and domain, one line each, under a heading.
+fn domain_table<'a>(rows: impl Iterator<Item = (u64, u64, &'a str)>) -> String {
+    let mut out = String::new();
+    for (recipients, messages, domain) in rows {
+        if out.is_empty() {
+            out = format!("\n{:>11} {:>10}  domain\n", "recipients", "messages");
+        }
+        out.push_str(&format!("{recipients:>11} {messages:>10}  {domain}\n"));
+    }
+    out
+}
+
+/// `1234567` -> `"1.2 MB"`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_rounds() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_234_567), "1.2 MB");
+    }
+}

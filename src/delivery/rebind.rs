@@ -1,0 +1,230 @@
+//! Rebinds: an operator moves queued mail to another pool ("the IPs of
+//! pool A are blocked at this provider: send what is waiting from pool B").
+//! A rebind is a rule, not a rewrite of each message: it applies to the
+//! messages that match its filter and were queued before it was made, at
+//! each of their attempts, so moving a million messages costs one line in
+//! a file and no pass over the spool. The rules live in `rebinds.json` in
+//! the spool directory, so they survive a restart with the mail they move,
+//! and are forgotten once no message old enough to match can be queued
+//! (`delivery.max_age` after they were made). Mail queued after a rebind
+//! keeps its own pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+use queue::{MessageInfo, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::filter::Filter;
+use crate::intake::meta::MessageMeta;
+
+/// One rebind in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebind {
+    /// Its id (for cancelling it).
+    pub id: u64,
+    /// The messages it moves (of those queued before it was made).
+    pub filter: Filter,
+    /// The pool they go out from instead.
+    pub to_pool: String,
+    /// When it was made, in milliseconds since the epoch.
+    pub made_ms: u64,
+    /// Why, as the operator said.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The rebinds in force.
+#[derive(Debug)]
+pub struct Rebinds {
+    file: Option<PathBuf>,
+    max_age: Duration,
+    rules: RwLock<Vec<Rebind>>,
+}
+
+impl Rebinds {
+    /// Loads the rebinds kept in `file` (none if it does not exist); rules
+    /// older than `max_age` are dropped.
+    pub fn open(file: Option<PathBuf>, max_age: Duration) -> Self {
+        let rules = file.as_deref().map(load).unwrap_or_default();
+        let r = Self {
+            file,
+            max_age,
+            rules: RwLock::new(rules),
+        };
+        r.prune(SystemTime::now());
+        r
+    }
+
+    /// Where `tern run` keeps them: in the spool directory.
+    pub fn file_in(spool: &Path) -> PathBuf {
+        spool.join("rebinds.json")
+    }
+
+    /// Moves the matching mail queued until `now` to `to_pool`.
+    pub fn add(&self, filter: Filter, to_pool: String, reason: String, now: SystemTime) -> Rebind {
+        let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
+        let id = rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        let made_ms = Timestamp::from_system_time(now).as_millis();
+        let rule = Rebind {
+            id,
+            filter,
+            to_pool,
+            made_ms,
+            reason,
+        };
+        rules.push(rule.clone());
+        self.save(&rules);
+        rule
+    }
+
+    /// Ends rebind `id`: the mail it moved goes back to its own pool.
+    pub fn cancel(&self, id: u64) -> bool {
+        let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
+        let before = rules.len();
+        rules.retain(|r| r.id != id);
+        let found = rules.len() != before;
+        if found {
+            self.save(&rules);
+        }
+        found
+    }
+
+    /// The rebinds in force, oldest first.
+    pub fn list(&self, now: SystemTime) -> Vec<Rebind> {
+        self.prune(now);
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The pool a message goes out from by the newest rebind that moves
+    /// it, if any.
+    pub fn pool_for(
+        &self,
+        m: &MessageInfo,
+        meta: &MessageMeta,
+        default_pool: &str,
+    ) -> Option<String> {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner());
+        if rules.is_empty() {
+            return None;
+        }
+        rules
+            .iter()
+            .rev()
+            .find(|r| m.arrival.as_millis() <= r.made_ms && r.filter.matches(m, meta, default_pool))
+            .map(|r| r.to_pool.clone())
+    }
+
+    /// Drops the rules no queued message can still match.
+    fn prune(&self, now: SystemTime) {
+        let oldest = Timestamp::from_system_time(now.checked_sub(self.max_age).unwrap_or(now));
+        let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
+        let before = rules.len();
+        rules.retain(|r| r.made_ms >= oldest.as_millis());
+        if rules.len() != before {
+            self.save(&rules);
+        }
+    }
+
+    /// Writes the file (a temporary file synced and renamed over it): a
+    /// rebind is acknowledged only once it would survive a crash.
+    fn save(&self, rules: &[Rebind]) {
+        let Some(path) = &self.file else { return };
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(rules).unwrap_or_default();
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &text)?;
+            f.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::error!(file = %path.display(), error = %e, "cannot write the rebinds file; rebinds made now are lost at a restart");
+        }
+    }
+}
+
+/// Reads the rules from `path`; an unreadable file is reported and
+/// treated as empty (the mail then goes out from its own pools).
+fn load(path: &Path) -> Vec<Rebind> {
+    match std::fs::read(path) {
+        Ok(text) => serde_json::from_slice(&text).unwrap_or_else(|e| {
+            tracing::error!(file = %path.display(), error = %e, "the rebinds file is unreadable; no rebind is in force");
+            Vec::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot read the rebinds file; no rebind is in force");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use queue::{Envelope, EnvelopeRecipient, RecipientStatus};
+    use std::sync::Arc;
+
+    fn message(arrival_ms: u64, tenant: &str) -> (MessageInfo, MessageMeta) {
+        let meta = MessageMeta {
+            tenant: Some(tenant.into()),
+            ..MessageMeta::default()
+        };
+        let envelope = Envelope {
+            sender: "a@b.example".into(),
+            recipients: vec![EnvelopeRecipient::new("x@gmail.example")].into(),
+            meta: Vec::new().into(),
+        };
+        let info = MessageInfo {
+            id: queue::MessageId::from_u64(1),
+            arrival: Timestamp::from_millis(arrival_ms),
+            envelope: Arc::new(envelope),
+            statuses: vec![RecipientStatus::pending(Timestamp::from_millis(arrival_ms))],
+            body_len: 1,
+            priority: 0,
+            in_flight: false,
+        };
+        (info, meta)
+    }
+
+    #[test]
+    fn a_rebind_moves_matching_mail_queued_before_it_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Rebinds::file_in(dir.path());
+        let day = Duration::from_secs(86_400);
+        let r = Rebinds::open(Some(file.clone()), day);
+        let now = SystemTime::now();
+        let made = Timestamp::from_system_time(now).as_millis();
+        let filter = Filter {
+            domain: Some("GMAIL.example".into()),
+            tenant: Some("shop".into()),
+            ..Filter::default()
+        };
+        r.add(filter, "spare".into(), "blocked".into(), now);
+        let (old, meta) = message(made - 1000, "shop");
+        let (new, _) = message(made + 1000, "shop");
+        let (other, other_meta) = message(made - 1000, "news");
+        assert_eq!(r.pool_for(&old, &meta, "default").as_deref(), Some("spare"));
+        assert_eq!(
+            r.pool_for(&new, &meta, "default"),
+            None,
+            "mail queued later keeps its pool"
+        );
+        assert_eq!(r.pool_for(&other, &other_meta, "default"), None);
+        let again = Rebinds::open(Some(file.clone()), day);
+        assert_eq!(
+            again.pool_for(&old, &meta, "default").as_deref(),
+            Some("spare")
+        );
+        assert!(again.cancel(1));
+        assert_eq!(Rebinds::open(Some(file), day).list(now), Vec::new());
+    }
+
+    #[test]
+    fn rules_older_than_the_longest_queue_life_are_forgotten() {
+        let r = Rebinds::open(None, Duration::from_secs(60));
+        let then = SystemTime::now() - Duration::from_secs(120);
+        r.add(Filter::default(), "spare".into(), String::new(), then);
+        assert!(r.list(SystemTime::now()).is_empty());
+    }
+}
