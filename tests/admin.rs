@@ -3,69 +3,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::net::{Net, Tern, WAIT, ZONE, submit, until};
-use common::sink::SinkOptions;
+use common::admin::{TOKEN, admin, call, cli_file, config, refusing, submit_ok, tern_cli};
+use common::net::{Net, Tern, WAIT, ZONE, until};
 use tern::admin::client::{CallError, get, send};
 use tern::admin::types::{Action, CancelAction, Cancelled, Health, QueueSummary, Target};
-use tern::config::{AdminConfig, Config};
-
-const TOKEN: &str = "a-test-token-of-some-length";
-
-/// The admin config of a test: its own address, a token.
-fn admin(net: &Net) -> AdminConfig {
-    let probe = std::net::TcpListener::bind((net.ip(80), 0)).unwrap();
-    let address: SocketAddr = probe.local_addr().unwrap();
-    drop(probe);
-    AdminConfig {
-        enabled: true,
-        address,
-        token: Some(TOKEN.into()),
-    }
-}
-
-/// Calls off the test's runtime (the daemon runs on it).
-async fn call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-/// Sink options: refuse every connection (mail stays deferred).
-fn refusing() -> SinkOptions {
-    SinkOptions {
-        refuse: true,
-        ..SinkOptions::default()
-    }
-}
-
-/// Submits one message to `to`, which must be accepted.
-async fn submit_ok(tern: &Tern, to: &[&str]) {
-    let r = submit(tern.addr, "app@shop.test", to, b"Subject: s\r\n\r\nb\r\n").await;
-    assert!(r.starts_with("250"), "{r}");
-}
-
-/// Runs `tern ARGS --config FILE`; (success, stdout and stderr).
-async fn tern_cli(args: Vec<&'static str>, file: std::path::PathBuf) -> (bool, String) {
-    call(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(args)
-            .arg("--config")
-            .arg(&file)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.success(), format!("{text}{err}"))
-    })
-    .await
-}
-
-fn config(net: &Net, a: &AdminConfig) -> Config {
-    let mut c = net.config();
-    c.admin = a.clone();
-    c
-}
 
 #[tokio::test]
 async fn health_and_queue_summary_need_the_token_and_show_the_queue() {
@@ -333,12 +276,7 @@ async fn an_operator_suspends_a_domain_from_the_cli_and_resumes_it() {
     let mx = net.sink(10).await;
     let a = admin(&net);
     let tern = Tern::start(config(&net, &a)).await;
-    let file = net.dir.path().join("cli.toml");
-    let text = format!(
-        "[admin]\naddress = \"{}\"\ntoken = \"{TOKEN}\"\n",
-        a.address
-    );
-    std::fs::write(&file, text).unwrap();
+    let file = cli_file(&net, &a);
     // The daemon starts in the background: wait for its API.
     let cfg = a.clone();
     let up = call(move || {
@@ -475,15 +413,7 @@ async fn a_purge_removes_only_the_matching_mail_and_reports_progress() {
         "{refused:?}"
     );
 
-    let file = net.dir.path().join("cli.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[admin]\naddress = \"{}\"\ntoken = \"{TOKEN}\"\n",
-            a.address
-        ),
-    )
-    .unwrap();
+    let file = cli_file(&net, &a);
     let (_, out) = tern_cli(vec!["purge", "--domain", "alpha.test"], file).await;
     assert!(out.contains("purged 2 message(s) of 3 looked at"), "{out}");
     let cfg = a.clone();

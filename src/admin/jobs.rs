@@ -90,10 +90,12 @@ pub(super) async fn progress(State(s): State<Arc<AdminState>>, Path(id): Path<u6
 
 /// Runs `act` on every queued message `filter` matches that is not being
 /// delivered, recording progress in job `id`, and marks the job finished.
+/// The actions of one page run together, so that their writes share the
+/// queue's group commits; the next page waits for them.
 pub(super) async fn sweep<F, Fut>(s: &AdminState, id: u64, filter: &Filter, mut act: F)
 where
     F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
-    Fut: std::future::Future<Output = Acted>,
+    Fut: std::future::Future<Output = Acted> + Send + 'static,
 {
     let default_pool = s.delivery.default_pool();
     let mut after = None;
@@ -102,6 +104,7 @@ where
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         let scanned = page.len() as u64;
+        let mut running = tokio::task::JoinSet::new();
         for m in page {
             let meta = MessageMeta::decode(&m.envelope.meta);
             if !filter.matches(&m, &meta, &default_pool) {
@@ -111,10 +114,13 @@ where
                 s.jobs.update(id, |p| p.skipped += 1);
                 continue;
             }
-            match act(m, meta).await {
-                Acted::Done => s.jobs.update(id, |p| p.done_items += 1),
-                Acted::Skipped => s.jobs.update(id, |p| p.skipped += 1),
-                Acted::Failed => s.jobs.update(id, |p| p.failed += 1),
+            running.spawn(act(m, meta));
+        }
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok(Acted::Done) => s.jobs.update(id, |p| p.done_items += 1),
+                Ok(Acted::Skipped) => s.jobs.update(id, |p| p.skipped += 1),
+                Ok(Acted::Failed) | Err(_) => s.jobs.update(id, |p| p.failed += 1),
             }
         }
         s.jobs.update(id, |p| p.scanned += scanned);

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod dkim;
 pub mod dns;
 pub mod net;

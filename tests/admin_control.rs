@@ -1,0 +1,298 @@
+//! Operators acting on queued mail over the admin API and the CLI, against
+//! a daemon started by the test: rebinding mail to another pool, bouncing
+//! by filter, the queue's views and one message's details, and a reload
+//! that takes a source out of its pool.
+
+mod common;
+
+use std::time::Duration;
+
+use common::admin::{admin, call, cli_file, config, refusing, submit_ok, tern_cli};
+use common::net::{Net, Tern, WAIT, ZONE, pool, until};
+use tern::admin::client::get;
+use tern::admin::types::{MessageDetail, MessagePage, QueueBreakdown, RebindRule};
+
+#[tokio::test]
+async fn a_rebind_moves_waiting_mail_to_another_pool_and_it_leaves_from_its_ip() {
+    let net = Net::new(ZONE).await;
+    let blocked = net.sink_with(10, refusing()).await;
+    let other = net.sink_with(13, refusing()).await;
+    let a = admin(&net);
+    let mut cfg = config(&net, &a);
+    cfg.pools.push(pool("spare", &[("b", 1)]));
+    let tern = Tern::start(cfg).await;
+    for to in ["x@alpha.test", "y@alpha.test", "z@sender.test"] {
+        submit_ok(&tern, &[to]).await;
+    }
+    assert!(
+        until(WAIT, || blocked.connections() >= 2
+            && other.connections() >= 1)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // deferred for 10 minutes
+    blocked.stop().await;
+    let mx = net.sink(10).await;
+
+    let file = cli_file(&net, &a);
+    let (ok, out) = tern_cli(
+        vec!["rebind", "--domain", "alpha.test", "--to-pool", "nope"],
+        file.clone(),
+    )
+    .await;
+    assert!(!ok && out.contains("no pool is named \"nope\""), "{out}");
+    let args = vec![
+        "rebind",
+        "--domain",
+        "alpha.test",
+        "--to-pool",
+        "spare",
+        "--reason",
+        "a blocked at alpha",
+    ];
+    let (ok, out) = tern_cli(args, file.clone()).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("rebind 1 in force") && out.contains("made due now 2 message(s)"),
+        "{out}"
+    );
+    let got = mx.wait_received(2, WAIT).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "the moved mail left without waiting for its retry time"
+    );
+    for r in &got {
+        assert_eq!(r.peer.ip(), net.ip(21), "from source b, the spare pool's");
+    }
+    let cfg = a.clone();
+    let list: Vec<RebindRule> = call(move || get(&cfg, "/v1/rebinds")).await.unwrap();
+    assert_eq!((list.len(), list[0].to_pool.as_str()), (1, "spare"));
+    let (_, out) = tern_cli(vec!["rebind", "--list"], file.clone()).await;
+    assert!(out.contains("a blocked at alpha"), "{out}");
+    assert_eq!(
+        other.received().len(),
+        0,
+        "mail the filter does not select stays put"
+    );
+    tern.stop().await;
+    let kept = std::fs::read_to_string(net.dir.path().join("spool/rebinds.json"));
+    assert!(
+        kept.is_ok_and(|t| t.contains("spare")),
+        "the rebind is kept with the spool"
+    );
+    let log = net.log();
+    let delivered: Vec<_> = log.iter().filter(|r| r["type"] == "delivery").collect();
+    assert_eq!(delivered.len(), 2);
+    assert!(
+        delivered
+            .iter()
+            .all(|r| r["pool"] == "spare" && r["source"] == "b"),
+        "{delivered:?}"
+    );
+    mx.stop().await;
+    other.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_bounces_by_filter_and_each_sender_gets_a_dsn() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink_with(10, refusing()).await;
+    let other = net.sink_with(13, refusing()).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    for to in ["x@alpha.test", "y@alpha.test", "z@sender.test"] {
+        submit_ok(&tern, &[to]).await;
+    }
+    assert!(until(WAIT, || mx.connections() >= 2 && other.connections() >= 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let file = cli_file(&net, &a);
+    let (ok, out) = tern_cli(
+        vec!["bounce", "--reason", "campaign cancelled"],
+        file.clone(),
+    )
+    .await;
+    assert!(!ok && out.contains("never takes the whole queue"), "{out}");
+    let args = vec![
+        "bounce",
+        "--domain",
+        "alpha.test",
+        "--reason",
+        "campaign cancelled",
+    ];
+    let (ok, out) = tern_cli(args, file).await;
+    assert!(ok && out.contains("bounced 2 message(s) of "), "{out}");
+    tern.stop().await;
+    let log = net.log();
+    let bounces: Vec<_> = log
+        .iter()
+        .filter(|r| r["type"] == "bounce" && r["sender"] == "app@shop.test")
+        .collect();
+    assert_eq!(bounces.len(), 2, "{log:?}");
+    for b in &bounces {
+        let reply = b["reply"].as_str().unwrap();
+        assert!(
+            reply.contains("5.0.0") && reply.contains("campaign cancelled"),
+            "{reply}"
+        );
+    }
+    let dsns = log
+        .iter()
+        .filter(|r| {
+            r["type"] == "reception"
+                && r["client"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("bounce of"))
+        })
+        .count();
+    assert_eq!(dsns, 2, "one DSN per bounced message");
+    let spool = net.spool();
+    assert!(
+        spool
+            .iter()
+            .any(|(r, s)| r == "z@sender.test" && *s == queue::RecipientState::Pending)
+    );
+    mx.stop().await;
+    other.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn the_queue_by_dimension_paged_lists_and_one_message_in_full() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink_with(10, refusing()).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    for to in [
+        &["a@alpha.test", "b@alpha.test"][..],
+        &["c@alpha.test"],
+        &["d@sender.test"],
+    ] {
+        submit_ok(&tern, to).await;
+    }
+    assert!(until(WAIT, || mx.connections() >= 2).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let get_as = |path: &'static str| {
+        let cfg = a.clone();
+        call(move || get::<QueueBreakdown>(&cfg, path))
+    };
+    let by_domain = get_as("/v1/queue/by/domain").await.unwrap();
+    assert_eq!(
+        (by_domain.rows[0].key.as_str(), by_domain.rows[0].recipients),
+        ("alpha.test", 3)
+    );
+    assert_eq!(by_domain.rows[0].messages, 2);
+    assert!(
+        by_domain.rows[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("421")),
+        "{by_domain:?}"
+    );
+    let by_pool = get_as("/v1/queue/by/pool").await.unwrap();
+    assert_eq!(
+        (by_pool.rows[0].key.as_str(), by_pool.rows[0].messages),
+        ("default", 3)
+    );
+    let by_priority = get_as("/v1/queue/by/priority").await.unwrap();
+    assert_eq!(by_priority.rows[0].key, "normal");
+    assert!(get_as("/v1/queue/by/site").await.is_ok());
+    assert!(get_as("/v1/queue/by/colour").await.is_err());
+
+    let cfg = a.clone();
+    let first: MessagePage =
+        call(move || get(&cfg, "/v1/queue/messages?domain=alpha.test&limit=1"))
+            .await
+            .unwrap();
+    assert_eq!(first.messages.len(), 1);
+    let next = first.next.clone().expect("a second page");
+    let cfg = a.clone();
+    let second: MessagePage = call(move || {
+        get(
+            &cfg,
+            &format!("/v1/queue/messages?domain=alpha.test&limit=1&after={next}"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.messages.len(), 1);
+    assert_ne!(first.messages[0].id, second.messages[0].id);
+    let id = first.messages[0].id.clone();
+
+    let file = cli_file(&net, &a);
+    let (ok, out) = tern_cli(
+        vec!["queue", "inspect", Box::leak(id.clone().into_boxed_str())],
+        file.clone(),
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("a@alpha.test") && out.contains("pending") && out.contains("421"),
+        "{out}"
+    );
+    let (_, out) = tern_cli(vec!["--json", "queue", "by", "domain"], file.clone()).await;
+    let parsed: QueueBreakdown =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(parsed.rows.len(), 2);
+    let (_, out) = tern_cli(vec!["queue", "list", "--domain", "sender.test"], file).await;
+    assert!(
+        out.contains("app@shop.test") && out.contains("(end of the queue)"),
+        "{out}"
+    );
+    let cfg = a.clone();
+    let detail: MessageDetail =
+        call(move || get(&cfg, &format!("/v1/queue/messages/{id}?body=true")))
+            .await
+            .unwrap();
+    assert_eq!(detail.recipients.len(), 2);
+    assert_eq!(detail.recipients[0].attempts, 1);
+    assert!(detail.body.is_some_and(|b| b.contains("Subject: s")));
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_takes_a_source_out_of_its_pool() {
+    use tern::admin::types::Reloaded;
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let a = admin(&net);
+    let file = net.dir.path().join("tern.toml");
+    let with_pool = |members: &[(&str, u32)]| {
+        let mut c = config(&net, &a);
+        c.pools = vec![pool("default", members)];
+        c
+    };
+    let both = with_pool(&[("a", 1), ("b", 1)]);
+    std::fs::write(&file, toml::to_string(&both).unwrap()).unwrap();
+    let mut cfg = both.clone();
+    cfg.file = Some(file.clone());
+    let tern = Tern::start(cfg).await;
+    for i in 0..4 {
+        submit_ok(&tern, &[&format!("r{i}@alpha.test")]).await;
+    }
+    let before = mx.wait_received(4, WAIT).await;
+    let ips: std::collections::HashSet<_> = before.iter().map(|r| r.peer.ip()).collect();
+    assert_eq!(ips.len(), 2, "both sources in use");
+
+    let only_b = with_pool(&[("b", 1)]);
+    std::fs::write(&file, toml::to_string(&only_b).unwrap()).unwrap();
+    let cfg = a.clone();
+    let done: Reloaded = call(move || tern::admin::client::send(&cfg, "POST", "/v1/reload", &()))
+        .await
+        .unwrap();
+    assert!(done.applied.iter().any(|x| x == "pools"), "{done:?}");
+    assert!(!done.needs_restart.iter().any(|x| x == "pool"), "{done:?}");
+    for i in 4..10 {
+        submit_ok(&tern, &[&format!("r{i}@alpha.test")]).await;
+    }
+    let after = mx.wait_received(10, WAIT).await;
+    assert_eq!(after.len(), 10);
+    for r in &after[4..] {
+        assert_eq!(r.peer.ip(), net.ip(21), "a is out of the pool");
+    }
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

@@ -1,0 +1,76 @@
+//! Helpers of the admin API tests: a daemon with its API on the test's
+//! network, calls off the runtime, the `tern` CLI against it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tern::config::{AdminConfig, Config};
+
+use super::net::{Net, Tern, submit};
+use super::sink::SinkOptions;
+
+pub const TOKEN: &str = "a-test-token-of-some-length";
+
+/// The admin config of a test: its own address, a token.
+pub fn admin(net: &Net) -> AdminConfig {
+    let probe = std::net::TcpListener::bind((net.ip(80), 0)).unwrap();
+    let address: SocketAddr = probe.local_addr().unwrap();
+    drop(probe);
+    AdminConfig {
+        enabled: true,
+        address,
+        token: Some(TOKEN.into()),
+    }
+}
+
+/// Calls off the test's runtime (the daemon runs on it).
+pub async fn call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Sink options: refuse every connection (mail stays deferred).
+pub fn refusing() -> SinkOptions {
+    SinkOptions {
+        refuse: true,
+        ..SinkOptions::default()
+    }
+}
+
+/// Submits one message to `to`, which must be accepted.
+pub async fn submit_ok(tern: &Tern, to: &[&str]) {
+    let r = submit(tern.addr, "app@shop.test", to, b"Subject: s\r\n\r\nb\r\n").await;
+    assert!(r.starts_with("250"), "{r}");
+}
+
+/// Runs `tern ARGS --config FILE`; (success, stdout and stderr).
+pub async fn tern_cli(args: Vec<&'static str>, file: PathBuf) -> (bool, String) {
+    call(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), format!("{text}{err}"))
+    })
+    .await
+}
+
+pub fn config(net: &Net, a: &AdminConfig) -> Config {
+    let mut c = net.config();
+    c.admin = a.clone();
+    c
+}
+
+/// A config file for the CLI: the admin address and token only.
+pub fn cli_file(net: &Net, a: &AdminConfig) -> PathBuf {
+    let file = net.dir.path().join("cli.toml");
+    let text = format!(
+        "[admin]\naddress = \"{}\"\ntoken = \"{TOKEN}\"\n",
+        a.address
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
