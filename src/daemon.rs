@@ -137,11 +137,11 @@ pub async fn run_with(
         config.clone(),
         delivery.clone(),
         services.routing.clone(),
+        services.metrics.clone(),
     ));
     let hangup = tokio::spawn(reload_on_sighup(reloader.clone()));
     let admin = start_admin(&config, &services, shaper, delivery.clone(), reloader).await?;
     let delivery_task = tokio::spawn(delivery.clone().run());
-    let flusher = tokio::spawn(flush_periodically(log.clone()));
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
     let accept_loops = start_listeners(&config, bound, &services, &phase_rx, &sessions)?;
@@ -172,8 +172,8 @@ pub async fn run_with(
         let _ = task.await;
     }
     hangup.abort();
-    flusher.abort();
-    log.flush();
+    let l = log.clone();
+    let _ = tokio::task::spawn_blocking(move || l.flush()).await;
     let q = queue.clone();
     tokio::task::spawn_blocking(move || q.close())
         .await
@@ -261,15 +261,6 @@ async fn start_admin(
         let _ = stopped.await;
     }));
     Ok(Some((stop, task)))
-}
-
-async fn flush_periodically(log: Arc<DeliveryLog>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        log.flush();
-    }
 }
 
 /// What the sessions of one listener share.

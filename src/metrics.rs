@@ -5,8 +5,10 @@
 //! tests can run several daemons side by side); components receive the
 //! [`Metrics`] at construction and count through it. Label values come
 //! from the configuration (provider, source, pool, tenant) or a fixed set
-//! (outcome), so their number is bounded: a recipient domain or a site is
-//! never a label.
+//! (outcome), so their number is bounded: a recipient domain is never a
+//! label, and a site is one only in the per-path gauges, which are written
+//! at each scrape for the [`TOP_PATHS`] busiest paths only (so no series
+//! lingers after its path went quiet).
 
 use metrics::{Counter, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
@@ -21,6 +23,11 @@ const QUEUED: &str = "tern_queue_messages";
 const QUEUED_RCPTS: &str = "tern_queue_recipients";
 const SPOOL: &str = "tern_spool_bytes";
 const RSS: &str = "tern_resident_memory_bytes";
+const RELOADS: &str = "tern_config_reloads_total";
+const LOG_DROPPED: &str = "tern_delivery_log_dropped_total";
+
+/// How many egress paths (the busiest) get gauges of their own.
+pub const TOP_PATHS: usize = 50;
 
 /// One delivery outcome of a recipient, for [`Metrics::outcome`].
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +132,21 @@ impl Metrics {
             Some(Unit::Bytes),
             "Resident memory of the Tern process.",
         );
+        describe(
+            RELOADS,
+            None,
+            "Config reloads by result: applied, or refused (the running config stayed).",
+        );
+        describe(
+            LOG_DROPPED,
+            None,
+            "Delivery log lines dropped because the log's disk could not keep up (delivery never waits for it).",
+        );
         let received = recorder.register_counter(&Key::from_static_name(RECEIVED), &META);
+        for result in ["applied", "refused"] {
+            let key = Key::from_parts(RELOADS, vec![Label::new("result", result)]);
+            recorder.register_counter(&key, &META).increment(0);
+        }
         Self { recorder, received }
     }
 
@@ -153,6 +174,20 @@ impl Metrics {
             .record(secs);
     }
 
+    /// A config reload was applied (`true`) or refused.
+    pub fn reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        let key = Key::from_parts(RELOADS, vec![Label::new("result", result)]);
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    /// The delivery log has dropped `total` lines since the start.
+    pub fn set_log_dropped(&self, total: u64) {
+        self.recorder
+            .register_counter(&Key::from_static_name(LOG_DROPPED), &META)
+            .absolute(total);
+    }
+
     /// An outbound transaction took `secs`.
     pub fn transaction(&self, provider: &str, secs: f64) {
         let key = Key::from_parts(
@@ -167,8 +202,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the queue's gauges set from
-    /// `queue` and the process's memory first.
-    pub fn render(&self, queue: &queue::Queue) -> String {
+    /// `queue` and the process's memory first, and gauges of the busiest
+    /// egress `paths`.
+    pub fn render(&self, queue: &queue::Queue, paths: &[crate::admin::types::PathRow]) -> String {
         let s = queue.stats();
         let gauge = |name: &'static str, v: f64| {
             self.recorder
@@ -179,8 +215,60 @@ impl Metrics {
         gauge(QUEUED_RCPTS, s.recipients as f64);
         gauge(SPOOL, s.disk_bytes as f64);
         gauge(RSS, resident_bytes() as f64);
-        self.recorder.handle().render()
+        let mut text = self.recorder.handle().render();
+        render_paths(&mut text, paths);
+        text
     }
+}
+
+/// Gauges of the [`TOP_PATHS`] busiest paths, written as text at each
+/// scrape.
+fn render_paths(out: &mut String, paths: &[crate::admin::types::PathRow]) {
+    use std::fmt::Write;
+    type Field = fn(&crate::admin::types::PathRow) -> u64;
+    let gauges: [(&str, &str, Field); 4] = [
+        (
+            "tern_path_connections",
+            "Open connections of an egress path (source to site).",
+            |p| p.connections,
+        ),
+        (
+            "tern_path_waiting_messages",
+            "Messages waiting at an egress path for a connection or a send slot.",
+            |p| p.waiting,
+        ),
+        (
+            "tern_path_oldest_waiting_seconds",
+            "Queue age of the oldest message waiting at an egress path.",
+            |p| p.oldest_secs,
+        ),
+        (
+            "tern_path_sent_last_minute",
+            "Messages an egress path sent over the last minute (its current rate).",
+            |p| p.sent_last_minute,
+        ),
+    ];
+    for (name, help, field) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for p in paths.iter().take(TOP_PATHS) {
+            let provider = p.provider.as_deref().unwrap_or("other");
+            let _ = writeln!(
+                out,
+                "{name}{{source=\"{}\",site=\"{}\",provider=\"{}\"}} {}",
+                escape(&p.source),
+                escape(&p.site),
+                escape(provider),
+                field(p)
+            );
+        }
+    }
+}
+
+/// A label value escaped for the text format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// This process's resident memory (VmRSS), 0 if unknown.

@@ -241,6 +241,11 @@ async fn metrics_parse_as_prometheus_text_and_match_the_delivery_log() {
     );
     assert_eq!(sum("tern_queue_messages", ""), 1.0, "the deferred one");
     assert!(sum("tern_queue_time_seconds_count", "") >= 2.0);
+    // The path the mail left by: its sending rate, by source and site.
+    let path = "source=\"a\",site=\"mx.alpha.test\"";
+    assert!(sum("tern_path_sent_last_minute", path) >= 1.0, "{text}");
+    assert_eq!(sum("tern_config_reloads_total", ""), 0.0);
+    assert_eq!(sum("tern_delivery_log_dropped_total", ""), 0.0);
 
     // The shipped Grafana dashboard asks only for metrics Tern serves.
     let dash = std::fs::read_to_string(concat!(
@@ -488,6 +493,14 @@ async fn reload_refuses_a_bad_file_and_applies_a_new_rate_to_waiting_mail() {
     .await
     .unwrap();
     assert_eq!(raw.failed_reloads, 1);
+    let cfg = a.clone();
+    let metrics = call(move || tern::admin::client::get_text(&cfg, "/metrics"))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tern_config_reloads_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(raw.history.len(), 1, "still the first config");
 
     // A faster rate applies to the mail already waiting.

@@ -92,7 +92,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
 
 /// `GET /metrics`: the Prometheus text exposition.
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
-    let text = s.metrics.render(&s.queue);
+    s.metrics.set_log_dropped(s.log.dropped());
+    let text = s.metrics.render(&s.queue, &s.delivery.paths());
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
 }

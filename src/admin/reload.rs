@@ -34,6 +34,7 @@ const HISTORY: usize = 10;
 /// Reloads the config file into a running Tern.
 pub struct Reloader {
     delivery: Arc<Delivery>,
+    metrics: Arc<crate::metrics::Metrics>,
     routing: Arc<Swap<IntakeRouting>>,
     running: Mutex<(Config, Vec<ConfigVersion>)>,
     failures: std::sync::atomic::AtomicU64,
@@ -87,13 +88,19 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
 
 impl Reloader {
     /// For a Tern running `config`.
-    pub fn new(config: Config, delivery: Arc<Delivery>, routing: Arc<Swap<IntakeRouting>>) -> Self {
+    pub fn new(
+        config: Config,
+        delivery: Arc<Delivery>,
+        routing: Arc<Swap<IntakeRouting>>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let first = ConfigVersion {
             id: id_of(&config),
             applied: crate::clock::rfc3339(SystemTime::now()),
         };
         Self {
             delivery,
+            metrics,
             routing,
             running: Mutex::new((config, vec![first])),
             failures: Default::default(),
@@ -103,6 +110,7 @@ impl Reloader {
     fn refuse(&self, errors: Vec<String>) -> ReloadRefused {
         self.failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.reload(false);
         tracing::error!(
             errors = errors.len(),
             "config reload refused; the running config stays: {}",
@@ -134,6 +142,7 @@ impl Reloader {
         let excess = running.1.len().saturating_sub(HISTORY);
         running.1.drain(..excess);
         running.0 = new;
+        self.metrics.reload(true);
         tracing::info!(id = %version.id, needs_restart = ?restart, "config reloaded and in force");
         let applied = [
             "shaping",

@@ -67,6 +67,12 @@ pub struct LogConfig {
     pub deliveries_max_size: ByteSize,
     /// Rotated delivery logs kept.
     pub deliveries_keep: u32,
+    /// The delivery log is also rotated when it has been open this long
+    /// (for example "1d"); "0s": by size only.
+    pub deliveries_rotate_after: Duration,
+    /// Most lines kept in memory while the disk is slow, in bytes; past
+    /// it lines are dropped and counted, and delivery never waits.
+    pub deliveries_buffer: ByteSize,
 }
 
 impl Default for LogConfig {
@@ -76,6 +82,8 @@ impl Default for LogConfig {
             deliveries: "./var/log/deliveries.jsonl".into(),
             deliveries_max_size: ByteSize(100_000_000),
             deliveries_keep: 10,
+            deliveries_rotate_after: Duration::from_secs(0),
+            deliveries_buffer: ByteSize(16 << 20),
         }
     }
 }

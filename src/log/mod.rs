@@ -2,16 +2,19 @@
 //! line per event (reception, delivery, transient failure, bounce,
 //! expiry), separate from the diagnostic log.
 //!
-//! Lines are buffered and written in blocks (a periodic flush bounds how
-//! long a line waits); the file is rotated by size (`.1` is the newest
-//! rotated file). A write error is reported in the diagnostic log and
-//! never stops mail.
+//! A line is encoded by the caller and added to a bounded buffer in
+//! memory; a thread of its own ([`file`]) writes the buffer out at least
+//! every second and rotates the file by size or age (`.1` is the newest
+//! rotated file). Delivery never waits for the disk: when the buffer is
+//! full (a slow or stuck disk), lines are dropped and counted
+//! (`tern_delivery_log_dropped_total`). A write error is reported in the
+//! diagnostic log and never stops mail.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::SystemTime;
+mod file;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -140,54 +143,86 @@ impl Record {
     }
 }
 
-struct LogFile {
-    path: PathBuf,
-    out: BufWriter<File>,
-    size: u64,
-    max_size: u64,
-    keep: u32,
-    failed: bool,
+/// Lines waiting for the writer, and the flush handshake.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// Flushes asked for, and written (a flush waits for its number).
+    asked: u64,
+    written: u64,
+    stop: bool,
+}
+
+/// What the callers and the writer thread share.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer.
+    wake: Condvar,
+    /// Tells flushers their lines are written.
+    done: Condvar,
+    /// Most bytes the buffer holds before lines are dropped.
+    budget: usize,
+    dropped: AtomicU64,
+    /// The open file; the writer holds it while writing.
+    file: Mutex<file::LogFile>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The delivery log (or nothing, when disabled).
 pub struct DeliveryLog {
-    file: Option<Mutex<LogFile>>,
+    shared: Option<Arc<Shared>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
+
+/// How long a flush waits for the disk at most.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+
+/// Block size from which the writer is woken at once.
+const BLOCK: usize = 64 << 10;
 
 impl DeliveryLog {
     /// A log that writes nothing.
     pub fn disabled() -> Self {
-        Self { file: None }
+        Self {
+            shared: None,
+            writer: None,
+        }
     }
 
-    /// Opens (appending to) the log the config names; disabled if it names
-    /// none.
+    /// Opens (appending to) the log the config names and starts its
+    /// writer thread; disabled if it names none.
     pub fn open(cfg: &LogConfig) -> std::io::Result<Self> {
         if cfg.deliveries.as_os_str().is_empty() {
             return Ok(Self::disabled());
         }
-        let path = cfg.deliveries.clone();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
-        let log = LogFile {
-            path,
-            out: BufWriter::with_capacity(64 << 10, file),
-            size,
-            max_size: cfg.deliveries_max_size.0.max(1),
-            keep: cfg.deliveries_keep,
-            failed: false,
-        };
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            budget: usize::try_from(cfg.deliveries_buffer.0)
+                .unwrap_or(usize::MAX)
+                .max(BLOCK),
+            dropped: AtomicU64::new(0),
+            file: Mutex::new(file::LogFile::open(cfg)?),
+        });
+        let s = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("tern-log".into())
+            .spawn(move || file::run(&s))?;
         Ok(Self {
-            file: Some(Mutex::new(log)),
+            shared: Some(shared),
+            writer: Some(writer),
         })
     }
 
-    /// Appends one record.
+    /// Appends one record; never waits for the disk.
     pub fn write(&self, record: &Record) {
-        let Some(file) = &self.file else { return };
+        let Some(shared) = &self.shared else { return };
         let mut line = match serde_json::to_vec(record) {
             Ok(l) => l,
             Err(e) => {
@@ -196,64 +231,64 @@ impl DeliveryLog {
             }
         };
         line.push(b'\n');
-        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-        if f.size + line.len() as u64 > f.max_size && f.size > 0 {
-            f.rotate();
+        let mut p = shared.lock();
+        if p.buf.len() + line.len() > shared.budget {
+            drop(p);
+            let n = shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                tracing::warn!(queue_id = %record.queue_id, dropped = n + 1,
+                    "the delivery log's disk is not keeping up; lines are dropped, delivery goes on");
+            }
+            return;
         }
-        let res = f.out.write_all(&line);
-        f.size += line.len() as u64;
-        f.note(res);
+        p.buf.extend_from_slice(&line);
+        if p.buf.len() >= BLOCK {
+            shared.wake.notify_one();
+        }
     }
 
-    /// Writes out buffered records (called periodically and at shutdown).
+    /// Waits (at most 10 s) until the lines written so far are on their
+    /// way to the disk (at shutdown, and for tests).
     pub fn flush(&self) {
-        if let Some(file) = &self.file {
-            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            let res = f.out.flush();
-            f.note(res);
+        let Some(shared) = &self.shared else { return };
+        let mut p = shared.lock();
+        p.asked += 1;
+        let target = p.asked;
+        shared.wake.notify_one();
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
+        while p.written < target {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!("the delivery log's disk did not take its lines in time");
+                return;
+            }
+            p = shared
+                .done
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+    }
+
+    /// Lines dropped since the start because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
 }
 
-impl LogFile {
-    fn note(&mut self, res: std::io::Result<()>) {
-        match res {
-            Err(e) if !self.failed => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot write the delivery log");
-                self.failed = true;
-            }
-            Ok(()) => self.failed = false,
-            Err(_) => {}
+impl Drop for DeliveryLog {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.lock().stop = true;
+            shared.wake.notify_one();
         }
-    }
-
-    /// Renames `path` to `path.1` (shifting older ones) and starts afresh.
-    fn rotate(&mut self) {
-        let _ = self.out.flush();
-        let name = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
-        if self.keep == 0 {
-            let _ = fs::remove_file(&self.path);
-        } else {
-            let _ = fs::remove_file(name(self.keep));
-            for n in (1..self.keep).rev() {
-                let _ = fs::rename(name(n), name(n + 1));
-            }
-            let _ = fs::rename(&self.path, name(1));
-        }
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            Ok(f) => {
-                self.out = BufWriter::with_capacity(64 << 10, f);
-                self.size = 0;
-            }
-            Err(e) => self.note(Err(e)),
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +329,68 @@ mod tests {
         assert!(dir.path().join("d.jsonl.1").exists() && dir.path().join("d.jsonl.2").exists());
         assert!(!dir.path().join("d.jsonl.3").exists(), "keeps 2");
         assert!(std::fs::metadata(dir.path().join("d.jsonl")).unwrap().len() <= 400);
+    }
+
+    #[test]
+    fn a_stuck_disk_never_stops_writers_it_drops_and_counts_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            deliveries: dir.path().join("d.jsonl"),
+            deliveries_buffer: ByteSize(1), // the floor: one block
+            ..LogConfig::default()
+        };
+        let log = DeliveryLog::open(&cfg).unwrap();
+        let shared = log.shared.clone().unwrap();
+        let stuck = shared.file.lock().unwrap(); // the writer cannot write
+        let total = 2000;
+        for i in 0..total {
+            let r = Record::new(
+                Kind::Delivery,
+                SystemTime::UNIX_EPOCH,
+                format!("{i:016X}"),
+                "a@b.example".into(),
+            );
+            log.write(&r);
+        }
+        let dropped = log.dropped();
+        assert!(dropped > 0, "the buffer is bounded");
+        drop(stuck);
+        log.flush();
+        let text = std::fs::read_to_string(dir.path().join("d.jsonl")).unwrap();
+        let written = text.lines().count() as u64;
+        assert!(written > 0);
+        assert_eq!(written + dropped, total, "every line is written or counted");
+        assert!(
+            text.lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+            "whole lines only"
+        );
+    }
+
+    #[test]
+    fn the_log_rotates_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            deliveries: dir.path().join("d.jsonl"),
+            deliveries_rotate_after: crate::config::values::Duration::from_secs(1),
+            ..LogConfig::default()
+        };
+        let log = DeliveryLog::open(&cfg).unwrap();
+        let r = Record::new(
+            Kind::Delivery,
+            SystemTime::UNIX_EPOCH,
+            "1".into(),
+            String::new(),
+        );
+        log.write(&r);
+        log.flush();
+        // As if the file had been open for two seconds.
+        log.shared.as_ref().unwrap().file.lock().unwrap().opened -= Duration::from_secs(2);
+        log.write(&r);
+        log.flush();
+        assert!(
+            dir.path().join("d.jsonl.1").exists(),
+            "the first file was old enough"
+        );
     }
 }
