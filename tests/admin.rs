@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::admin::{TOKEN, admin, call, cli_file, config, refusing, submit_ok, tern_cli};
+use common::admin::{TOKEN, admin, call, cli_file, config, refusing, submit_ok, tern_cli, wait_up};
 use common::net::{Net, Tern, WAIT, ZONE, until};
 use tern::admin::client::{CallError, get, send};
 use tern::admin::types::{Action, CancelAction, Cancelled, Health, QueueSummary, Target};
@@ -40,6 +40,7 @@ async fn health_and_queue_summary_need_the_token_and_show_the_queue() {
         "{page}"
     );
     assert!(!page.contains("src=\"http"), "no external assets");
+    assert!(page.contains("<h2>Sending by provider</h2>") && page.contains("<h2>Busiest paths"));
 
     let mut no_token = a.clone();
     no_token.token = None;
@@ -282,18 +283,7 @@ async fn an_operator_suspends_a_domain_from_the_cli_and_resumes_it() {
     let a = admin(&net);
     let tern = Tern::start(config(&net, &a)).await;
     let file = cli_file(&net, &a);
-    // The daemon starts in the background: wait for its API.
-    let cfg = a.clone();
-    let up = call(move || {
-        (0..200).any(|_| {
-            let ok = get::<Health>(&cfg, "/v1/health").is_ok();
-            if !ok {
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            ok
-        })
-    });
-    assert!(up.await, "the admin API came up");
+    wait_up(&a).await;
     let args = vec![
         "suspend",
         "--domain",

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::admin::{admin, call, cli_file, config, refusing, submit_ok, tern_cli};
+use common::admin::{admin, call, cli_file, config, refusing, submit_ok, tern_cli, wait_up};
 use common::net::{Net, Tern, WAIT, ZONE, pool, until};
 use tern::admin::client::get;
 use tern::admin::types::{MessageDetail, MessagePage, QueueBreakdown, RebindRule};
@@ -294,5 +294,69 @@ async fn a_reload_takes_a_source_out_of_its_pool() {
     }
     tern.stop().await;
     mx.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_describes_every_endpoint_in_openapi() {
+    let net = Net::new(ZONE).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    wait_up(&a).await;
+    let cfg = a.clone();
+    let text = call(move || tern::admin::client::get_text(&cfg, "/v1/openapi.json"))
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let endpoints = [
+        ("get", "/v1/health"),
+        ("get", "/status"),
+        ("get", "/v1/queue/summary"),
+        ("get", "/v1/queue/by/{dimension}"),
+        ("get", "/v1/queue/messages"),
+        ("get", "/v1/queue/messages/{id}"),
+        ("get", "/v1/paths"),
+        ("get", "/v1/shaping/actions"),
+        ("delete", "/v1/shaping/actions"),
+        ("post", "/v1/suspensions"),
+        ("delete", "/v1/suspensions"),
+        ("post", "/v1/retry"),
+        ("post", "/v1/purge"),
+        ("post", "/v1/bounce"),
+        ("get", "/v1/jobs/{id}"),
+        ("get", "/v1/rebinds"),
+        ("post", "/v1/rebinds"),
+        ("delete", "/v1/rebinds/{id}"),
+        ("post", "/v1/reload"),
+        ("get", "/v1/config"),
+    ];
+    for (method, path) in endpoints {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not described"
+        );
+    }
+    // Every schema an operation names is described.
+    let schemas = &doc["components"]["schemas"];
+    for r in text.match_indices("#/components/schemas/") {
+        let name: String = text[r.0 + r.1.len()..]
+            .chars()
+            .take_while(|c| *c != '"')
+            .collect();
+        assert!(
+            schemas[&name].is_object(),
+            "{name} is referred to but not described"
+        );
+    }
+    // The described GET endpoints without parameters answer.
+    for (method, path) in endpoints {
+        if method == "get" && !path.contains('{') {
+            let cfg = a.clone();
+            let r = call(move || tern::admin::client::get_text(&cfg, path)).await;
+            assert!(r.is_ok(), "{path}: {r:?}");
+        }
+    }
+    tern.stop().await;
     net.stop().await;
 }

@@ -15,6 +15,7 @@ use super::AdminState;
 use super::jobs::{Acted, sweep};
 use super::types::{Bounce, JobStarted};
 
+#[utoipa::path(post, path = "/v1/bounce", tag = "control", request_body = super::types::Bounce, responses((status = 202, description = "Started: follow /v1/jobs/{job}", body = super::types::JobStarted), (status = 400, description = "No criterion given", body = super::types::ApiError)))]
 pub(super) async fn start(State(s): State<Arc<AdminState>>, Json(req): Json<Bounce>) -> Response {
     if req.filter.is_empty() {
         let msg =

@@ -8,6 +8,7 @@ use axum::extract::State;
 use super::AdminState;
 use super::types::Health;
 
+#[utoipa::path(get, path = "/v1/health", tag = "daemon", responses((status = 200, description = "The daemon and its queue", body = super::types::Health)))]
 pub(super) async fn get(State(s): State<Arc<AdminState>>) -> Json<Health> {
     let (queue, reason) = match s.queue.health() {
         ::queue::Health::Healthy => ("healthy", None),

@@ -35,6 +35,7 @@ pub(super) struct ListParams {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/queue/messages", tag = "queue", params(("domain" = Option<String>, Query, description = "With a recipient waiting at this domain"), ("sender" = Option<String>, Query, description = "From this envelope sender"), ("tenant" = Option<String>, Query, description = "Of this tenant"), ("pool" = Option<String>, Query, description = "Of this pool"), ("after" = Option<String>, Query, description = "Queue id to start after (the previous page's next)"), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)")), responses((status = 200, description = "One page", body = super::types::MessagePage), (status = 400, description = "A bad queue id", body = super::types::ApiError)))]
 pub(super) async fn list(
     State(s): State<Arc<AdminState>>,
     Query(p): Query<ListParams>,
@@ -82,6 +83,7 @@ pub(super) struct OneParams {
     body: bool,
 }
 
+#[utoipa::path(get, path = "/v1/queue/messages/{id}", tag = "queue", params(("id" = String, Path, description = "The queue id"), ("body" = Option<bool>, Query, description = "Include the stored message")), responses((status = 200, description = "The message", body = super::types::MessageDetail), (status = 404, description = "Not queued", body = super::types::ApiError)))]
 pub(super) async fn one(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,

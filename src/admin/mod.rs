@@ -59,9 +59,43 @@ pub struct AdminState {
     pub token: Option<String>,
 }
 
+/// The API's description, generated from the handlers' annotations and
+/// the request and response types, served at `/v1/openapi.json`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Tern admin API",
+        description = "Queue views, control (suspend, retry, purge, bounce, rebind), reload and status of a running Tern. Send `Authorization: Bearer <token>` when a token is configured."
+    ),
+    paths(
+        health::get,
+        status::page,
+        queue::summary,
+        queue::breakdown,
+        queue::paths,
+        messages::list,
+        messages::one,
+        actions::list,
+        actions::cancel,
+        suspend::create,
+        suspend::resume,
+        retry::post,
+        purge::start,
+        bounce::start,
+        jobs::progress,
+        rebind::create,
+        rebind::list,
+        rebind::cancel,
+        reload::post,
+        reload::get,
+    )
+)]
+pub struct ApiDoc;
+
 /// The API's routes.
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/health", get(health::get))
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
@@ -88,6 +122,19 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
+}
+
+/// `GET /v1/openapi.json`.
+async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    match ApiDoc::openapi().to_json() {
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -15,6 +15,7 @@ use super::jobs::{Acted, sweep};
 use super::types::{JobStarted, Purge};
 use crate::log::{Kind, Record};
 
+#[utoipa::path(post, path = "/v1/purge", tag = "control", request_body = super::types::Purge, responses((status = 202, description = "Started: follow /v1/jobs/{job}", body = super::types::JobStarted), (status = 400, description = "No criterion given", body = super::types::ApiError)))]
 pub(super) async fn start(State(s): State<Arc<AdminState>>, Json(req): Json<Purge>) -> Response {
     if req.is_empty() {
         let msg =

@@ -27,6 +27,7 @@ pub(super) struct Params {
     top: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/queue/summary", tag = "queue", params(("top" = Option<usize>, Query, description = "At most this many domains (default 50)")), responses((status = 200, description = "The queue in all and its busiest domains", body = super::types::QueueSummary)))]
 pub(super) async fn summary(
     State(s): State<Arc<AdminState>>,
     Query(p): Query<Params>,
@@ -55,10 +56,12 @@ pub(super) async fn summary(
     })
 }
 
+#[utoipa::path(get, path = "/v1/paths", tag = "queue", responses((status = 200, description = "Every egress path now, busiest first", body = Vec<super::types::PathRow>)))]
 pub(super) async fn paths(State(s): State<Arc<AdminState>>) -> Json<Vec<PathRow>> {
     Json(s.delivery.paths())
 }
 
+#[utoipa::path(get, path = "/v1/queue/by/{dimension}", tag = "queue", params(("dimension" = String, Path, description = "domain, pool, tenant or priority (the whole queue); site or source (the mail at the paths now)"), ("top" = Option<usize>, Query, description = "At most this many rows (default 50)")), responses((status = 200, description = "Rows, most recipients first", body = super::types::QueueBreakdown), (status = 404, description = "No such dimension", body = super::types::ApiError)))]
 pub(super) async fn breakdown(
     State(s): State<Arc<AdminState>>,
     Path(by): Path<String>,

@@ -16,6 +16,7 @@ use super::AdminState;
 use super::jobs::{Acted, sweep};
 use super::types::{Cancelled, Rebind, RebindMade};
 
+#[utoipa::path(post, path = "/v1/rebinds", tag = "control", request_body = super::types::Rebind, responses((status = 201, description = "In force", body = super::types::RebindMade), (status = 400, description = "No criterion given", body = super::types::ApiError), (status = 422, description = "No such pool", body = super::types::ApiError)))]
 pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Rebind>) -> Response {
     if req.filter.is_empty() {
         let msg = "name what moves: a domain, a sender, a tenant or a pool (--pool P moves all of P's mail)";
@@ -64,11 +65,13 @@ async fn retry(s: Arc<AdminState>, id: u64, req: Rebind) {
     s.wake.notify_one();
 }
 
+#[utoipa::path(get, path = "/v1/rebinds", tag = "control", responses((status = 200, description = "The rebinds in force", body = Vec<super::types::RebindRule>)))]
 pub(super) async fn list(State(s): State<Arc<AdminState>>) -> Response {
     let now = s.clock.system_time();
     Json(s.delivery.settings().rebinds.list(now)).into_response()
 }
 
+#[utoipa::path(delete, path = "/v1/rebinds/{id}", tag = "control", params(("id" = u64, Path, description = "The rebind")), responses((status = 200, description = "Whether it was in force", body = super::types::Cancelled)))]
 pub(super) async fn cancel(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
     let cancelled = s.delivery.settings().rebinds.cancel(id);
     if cancelled {

@@ -15,6 +15,7 @@ use super::types::{Retried, Retry};
 
 const PAGE: usize = 1000;
 
+#[utoipa::path(post, path = "/v1/retry", tag = "control", request_body = super::types::Retry, responses((status = 200, description = "Made due now", body = super::types::Retried), (status = 503, description = "The queue refused a write", body = super::types::ApiError)))]
 pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry>) -> Response {
     let domain = req.domain.map(|d| d.to_ascii_lowercase());
     let now = ::queue::Timestamp::from_system_time(s.clock.system_time());

@@ -1,6 +1,7 @@
 //! `GET /status`: a small HTML page for people watching a peak: the queue
-//! in total and per domain, the automatic actions and suspensions in
-//! force, and the delivery outcomes so far. Server-rendered, no external
+//! in total and per domain, the mail at the egress paths and their
+//! sending rates by provider, by source and by path (site), the automatic
+//! actions and suspensions in force, and the rebinds. Server-rendered, no external
 //! assets, refreshing itself every five seconds. Every value shown is
 //! HTML-escaped.
 
@@ -11,6 +12,7 @@ use axum::extract::State;
 use axum::response::Html;
 
 use super::AdminState;
+use super::types::PathRow;
 
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -34,6 +36,7 @@ h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.2em 0 .4em}\
 td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left}th{background:#f0f0f0}td.n{text-align:right}\
 .muted{color:#777}.warn{color:#a40}";
 
+#[utoipa::path(get, path = "/status", tag = "daemon", responses((status = 200, description = "The status page (HTML, refreshing itself)", content_type = "text/html")))]
 pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     let stats = s.queue.stats();
     let mut domains = s.queue.domains();
@@ -74,7 +77,11 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     if domains.is_empty() {
         h.push_str("<tr><td colspan=\"3\" class=\"muted\">nothing queued</td></tr>");
     }
-    h.push_str("</table><h2>Suspensions and automatic actions</h2><table><tr><th>target</th><th>by</th><th>until</th><th>after</th></tr>");
+    h.push_str("</table>");
+    let paths = s.delivery.paths();
+    paths_tables(&mut h, &paths);
+    rebinds_table(&mut h, &s);
+    h.push_str("<h2>Suspensions and automatic actions</h2><table><tr><th>target</th><th>by</th><th>until</th><th>after</th></tr>");
     let actions = s.shaper.actions.list();
     for a in &actions {
         let until = a
@@ -95,6 +102,99 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     }
     h.push_str("</table><p class=\"muted\">Metrics: <a href=\"/metrics\">/metrics</a> &middot; API: /v1/...</p></body></html>");
     Html(h)
+}
+
+/// Sums of the paths' rows by a key.
+fn sum_by(paths: &[PathRow], key: impl Fn(&PathRow) -> String) -> Vec<(String, [u64; 3])> {
+    let mut sums: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
+    for p in paths {
+        let e = sums.entry(key(p)).or_default();
+        e[0] += p.sent_last_minute;
+        e[1] += p.connections;
+        e[2] += p.waiting;
+    }
+    let mut rows: Vec<_> = sums.into_iter().collect();
+    rows.sort_by_key(|(_, v)| std::cmp::Reverse((v[0], v[2])));
+    rows
+}
+
+/// Rates by provider and by source, and the busiest paths.
+fn paths_tables(h: &mut String, paths: &[PathRow]) {
+    let head = "<tr><th>{}</th><th>sent / min</th><th>connections</th><th>waiting</th></tr>";
+    for (title, col, rows) in [
+        (
+            "Sending by provider",
+            "provider",
+            sum_by(paths, |p| {
+                p.provider.clone().unwrap_or_else(|| "other".into())
+            }),
+        ),
+        (
+            "Sending by source",
+            "source",
+            sum_by(paths, |p| p.source.clone()),
+        ),
+    ] {
+        let _ = write!(h, "<h2>{title}</h2><table>{}", head.replace("{}", col));
+        for (k, v) in &rows {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(k),
+                v[0],
+                v[1],
+                v[2]
+            );
+        }
+        if rows.is_empty() {
+            h.push_str("<tr><td colspan=\"4\" class=\"muted\">no mail on the way</td></tr>");
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Busiest paths (source to site)</h2><table><tr><th>source</th><th>site</th><th>sent / min</th><th>connections</th><th>waiting</th><th>oldest</th><th></th></tr>");
+    for p in paths.iter().take(25) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} s</td><td class=\"warn\">{}</td></tr>",
+            esc(&p.source),
+            esc(&p.site),
+            p.sent_last_minute,
+            p.connections,
+            p.waiting,
+            p.oldest_secs,
+            if p.paused {
+                "paused: site not answering"
+            } else {
+                ""
+            }
+        );
+    }
+    if paths.is_empty() {
+        h.push_str("<tr><td colspan=\"7\" class=\"muted\">no path open</td></tr>");
+    }
+    h.push_str("</table>");
+}
+
+/// The rebinds in force.
+fn rebinds_table(h: &mut String, s: &AdminState) {
+    let rebinds = s.delivery.settings().rebinds.list(s.clock.system_time());
+    if rebinds.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Rebinds</h2><table><tr><th>id</th><th>mail</th><th>to pool</th><th>why</th></tr>",
+    );
+    for r in &rebinds {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.id,
+            esc(&serde_json::to_string(&r.filter).unwrap_or_default()),
+            esc(&r.to_pool),
+            esc(&r.reason)
+        );
+    }
+    h.push_str("</table>");
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub use crate::delivery::rebind::Rebind as RebindRule;
 pub use crate::shaping::rules::{Action, Target};
 
 /// `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// `healthy`, `full` or `unhealthy` (the queue's health).
     pub queue: String,
@@ -22,7 +22,7 @@ pub struct Health {
 }
 
 /// `GET /v1/queue/summary`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueSummary {
     /// Messages with a pending recipient.
     pub messages: u64,
@@ -37,7 +37,7 @@ pub struct QueueSummary {
 }
 
 /// One domain of a [`QueueSummary`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainRow {
     /// The recipient domain.
     pub domain: String,
@@ -48,14 +48,14 @@ pub struct DomainRow {
 }
 
 /// `DELETE /v1/shaping/actions`: which action to end now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CancelAction {
     /// The suspended target.
     pub target: Target,
 }
 
 /// `POST /v1/suspensions`: stop mail for a target for a while.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Suspend {
     /// What to suspend.
     pub target: Target,
@@ -66,7 +66,7 @@ pub struct Suspend {
 }
 
 /// `POST /v1/retry`: make deferred mail due now.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Retry {
     /// Only messages with a pending recipient at this domain (all when
     /// unset).
@@ -75,7 +75,7 @@ pub struct Retry {
 }
 
 /// The answer to a [`Retry`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Retried {
     /// Messages made due now.
     pub messages: u64,
@@ -87,7 +87,7 @@ pub struct Retried {
 pub type Purge = Filter;
 
 /// `POST /v1/bounce`: fail the queued mail a filter selects, with DSNs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Bounce {
     /// The messages (at least one criterion).
     #[serde(flatten)]
@@ -97,7 +97,7 @@ pub struct Bounce {
 }
 
 /// `POST /v1/rebinds`: move the queued mail a filter selects to a pool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rebind {
     /// The messages (at least one criterion).
     #[serde(flatten)]
@@ -117,7 +117,7 @@ fn yes() -> bool {
 }
 
 /// The answer to a [`Rebind`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RebindMade {
     /// The rebind in force.
     pub rebind: RebindRule,
@@ -126,14 +126,14 @@ pub struct RebindMade {
 }
 
 /// A background job was started: follow it at `/v1/jobs/{job}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStarted {
     /// Its id.
     pub job: u64,
 }
 
 /// `GET /v1/jobs/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobProgress {
     /// Its id.
     pub job: u64,
@@ -153,7 +153,7 @@ pub struct JobProgress {
 }
 
 /// One applied config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigVersion {
     /// Its id: the start of the SHA-256 of its files.
     pub id: String,
@@ -162,7 +162,7 @@ pub struct ConfigVersion {
 }
 
 /// `POST /v1/reload` succeeded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reloaded {
     /// The new config's id.
     pub id: String,
@@ -174,14 +174,14 @@ pub struct Reloaded {
 
 /// `POST /v1/reload` refused the file (status 422): the running config
 /// stays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReloadRefused {
     /// Every error, as `tern check-config` prints them.
     pub errors: Vec<String>,
 }
 
 /// `GET /v1/config`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigState {
     /// The config in force.
     pub running: Option<ConfigVersion>,
@@ -192,21 +192,21 @@ pub struct ConfigState {
 }
 
 /// The answer to a [`CancelAction`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cancelled {
     /// False when no action was in force for the target.
     pub cancelled: bool,
 }
 
 /// Any error: an HTTP status with this body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// What went wrong.
     pub error: String,
 }
 
 /// `GET /v1/queue/messages`: one page of queued messages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessagePage {
     /// The matching messages of this page, in queue id order.
     pub messages: Vec<MessageRow>,
@@ -215,7 +215,7 @@ pub struct MessagePage {
 }
 
 /// One queued message in a [`MessagePage`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageRow {
     /// Its queue id.
     pub id: String,
@@ -244,7 +244,7 @@ pub struct MessageRow {
 }
 
 /// `GET /v1/queue/messages/{id}`: one message in full.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageDetail {
     /// The summary line.
     pub message: MessageRow,
@@ -263,7 +263,7 @@ pub struct MessageDetail {
 }
 
 /// One recipient of a [`MessageDetail`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecipientRow {
     /// Its address.
     pub address: String,
@@ -280,7 +280,7 @@ pub struct RecipientRow {
 /// `GET /v1/queue/by/{dimension}`: the queue broken down by domain, pool,
 /// tenant or priority (the whole queue), or by site or source (the mail
 /// at the egress paths now, with their connections and rates).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueBreakdown {
     /// The dimension.
     pub by: String,
@@ -289,7 +289,7 @@ pub struct QueueBreakdown {
 }
 
 /// One row of a [`QueueBreakdown`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueRow {
     /// The domain, pool, tenant, priority, site or source.
     pub key: String,
@@ -311,7 +311,7 @@ pub struct QueueRow {
 }
 
 /// `GET /v1/paths`: one egress path (a source to a site) now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PathRow {
     /// The source.
     pub source: String,

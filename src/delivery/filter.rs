@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::intake::meta::MessageMeta;
 
 /// A selection of queued messages; an empty one selects them all.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// Messages with a recipient still waiting at this domain.

@@ -20,7 +20,7 @@ use super::filter::Filter;
 use crate::intake::meta::MessageMeta;
 
 /// One rebind in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rebind {
     /// Its id (for cancelling it).
     pub id: u64,

@@ -103,7 +103,7 @@ impl Rules {
 }
 
 /// What an action applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// One egress path: (source, site).
@@ -161,7 +161,7 @@ impl std::fmt::Display for Target {
 }
 
 /// An automatic action in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Action {
     /// What is suspended.
     pub target: Target,

@@ -74,3 +74,20 @@ pub fn cli_file(net: &Net, a: &AdminConfig) -> PathBuf {
     std::fs::write(&file, text).unwrap();
     file
 }
+
+/// Waits (at most 10 s) until the daemon's API answers.
+pub async fn wait_up(a: &AdminConfig) {
+    let cfg = a.clone();
+    let up = call(move || {
+        (0..200).any(|_| {
+            let ok =
+                tern::admin::client::get::<tern::admin::types::Health>(&cfg, "/v1/health").is_ok();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            ok
+        })
+    })
+    .await;
+    assert!(up, "the admin API did not come up");
+}
