@@ -100,7 +100,7 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     if actions.is_empty() {
         h.push_str("<tr><td colspan=\"4\" class=\"muted\">none in force</td></tr>");
     }
-    h.push_str("</table><p class=\"muted\">Metrics: <a href=\"/metrics\">/metrics</a> &middot; API: /v1/...</p></body></html>");
+    h.push_str("</table><p class=\"muted\">Metrics: <a href=\"/metrics\">/metrics</a> &middot; API: <a href=\"/v1/openapi.json\">/v1/openapi.json</a></p></body></html>");
     Html(h)
 }
 
