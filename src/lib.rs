@@ -4,7 +4,7 @@
 //!
 //! | component | owns | never does |
 //! |---|---|---|
-//! | [`cli`] | the `tern` command: `run`, `check-config`, `queue summary`, `dkim keygen` | business logic |
+//! | [`cli`] | the `tern` command: `run`, `check-config`, `queue ...`, the admin verbs, `dkim keygen` | business logic |
 //! | [`daemon`] | wiring: builds the components from the config, runs until shutdown | protocol work |
 //! | [`config`] | the typed configuration model, loading and validation (every error at once) | I/O beyond reading the file |
 //! | [`logging`] | the diagnostic log (tracing to stderr) | the delivery log (product output) |
@@ -17,15 +17,12 @@
 //! | [`dns`] | resolving MX and addresses (behind the `Resolver` trait), routing a domain to a site | connect to anything |
 //! | [`egress`] | sources and weighted pools | DNS, SMTP |
 //! | [`smtp::client`] | outbound SMTP: connect, greet, STARTTLS, pipelined transactions | decide retries or bounces |
-//! | [`log`] | the delivery log (JSON lines, rotation) | diagnostics |
-//! | [`admin`] | the operations HTTP API (health, queue summary, suspensions and actions, retry, purge, status page, `/metrics`) and the CLI's client for it | send mail, change the spool format |
+//! | [`log`] | the delivery log (JSON lines from a bounded buffer, a writer thread, rotation) | diagnostics; never makes delivery wait |
+//! | [`admin`] | the operations HTTP API (health, queue views, suspensions and actions, retry, purge, bounce, rebind, reload, status page, `/metrics`, OpenAPI) and the CLI's client for it | send mail, change the spool format |
 //! | [`metrics`] | metric definitions with help text, one recorder per daemon, Prometheus rendering | I/O |
 //! | [`clock`] | wall-clock time through tokio's clock; date formats | |
 //! | [`swap`] | the current value of a part a reload replaces (egress, routes, intake routing, DKIM keys) | decide what a reload changes |
 //! | `queue` (crate) | durability: the spool, group commit, recovery, compaction | SMTP, DNS, config files |
-//!
-//! Coming with the next pieces of work, in the places DESIGN.md gives them:
-//! the rest of `admin` (reload, queue control, status page) and `metrics`.
 //!
 //! # The message flow
 //!

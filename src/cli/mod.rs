@@ -1,5 +1,8 @@
-//! The `tern` command line: `run`, `check-config`, `queue summary`,
-//! `auth hash-password` and `dkim keygen|record`.
+//! The `tern` command line: `run`, `check-config`, `auth hash-password`,
+//! `dkim keygen|record`, `shaping show|actions`, and the operator's verbs
+//! over the running daemon's API (`queue ...`, `suspend`, `resume`,
+//! `retry`, `purge`, `bounce`, `rebind`, `actions`, `reload`), tables by
+//! default and JSON with `--json`.
 //! Parses arguments (clap), calls the library, prints results. Exit codes:
 //! 0 success, 1 failure (invalid config, runtime error), 2 usage error.
 
