@@ -360,3 +360,31 @@ async fn the_api_describes_every_endpoint_in_openapi() {
     tern.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_purge_waits_for_a_message_being_delivered_and_then_takes_it() {
+    let net = Net::new(ZONE).await;
+    let opts = common::sink::SinkOptions {
+        hold: true,
+        ..Default::default()
+    };
+    let mx = net.sink_with(10, opts).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    submit_ok(&tern, &["tempfail@alpha.test"]).await;
+    assert!(until(WAIT, || mx.connections() >= 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await; // its RCPT is held: in flight
+    let file = cli_file(&net, &a);
+    let purge = tokio::spawn(tern_cli(vec!["purge", "--domain", "alpha.test"], file));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    mx.release(); // the attempt ends (deferred); the purge takes the message
+    let (ok, out) = purge.await.unwrap();
+    assert!(
+        ok && out.contains("purged 1 message(s)") && out.contains("0 being delivered"),
+        "{out}"
+    );
+    tern.stop().await;
+    assert!(net.spool().is_empty(), "purged");
+    mx.stop().await;
+    net.stop().await;
+}

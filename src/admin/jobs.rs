@@ -89,42 +89,81 @@ pub(super) async fn progress(State(s): State<Arc<AdminState>>, Path(id): Path<u6
     }
 }
 
-/// Runs `act` on every queued message `filter` matches that is not being
-/// delivered, recording progress in job `id`, and marks the job finished.
-/// The actions of one page run together, so that their writes share the
-/// queue's group commits; the next page waits for them.
+/// How long a sweep waits for matching messages that were being delivered
+/// when it came to them, trying them again every half second.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Most such messages a sweep remembers (in-flight mail is bounded by
+/// `delivery.max_in_flight`, far below this).
+const IN_FLIGHT_KEEP: usize = 100_000;
+
+/// Runs `act` on every queued message `filter` matches, recording progress
+/// in job `id`, and marks the job finished. The actions of one page run
+/// together, so that their writes share the queue's group commits; the
+/// next page waits for them. A message being delivered when the sweep
+/// comes to it is tried again once its attempt is over (for up to two
+/// minutes); those still being delivered then are counted as skipped.
 pub(super) async fn sweep<F, Fut>(s: &AdminState, id: u64, filter: &Filter, mut act: F)
 where
     F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
     Fut: std::future::Future<Output = Acted> + Send + 'static,
 {
     let default_pool = s.delivery.default_pool();
+    let mut later = Vec::new();
     let mut after = None;
     loop {
         let page = s.queue.page(after, PAGE);
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         let scanned = page.len() as u64;
-        let mut running = tokio::task::JoinSet::new();
-        for m in page {
-            let meta = MessageMeta::decode(&m.envelope.meta);
-            if !filter.matches(&m, &meta, &default_pool) {
-                continue;
-            }
-            if m.in_flight {
-                s.jobs.update(id, |p| p.skipped += 1);
-                continue;
-            }
-            running.spawn(act(m, meta));
-        }
-        while let Some(done) = running.join_next().await {
-            match done {
-                Ok(Acted::Done) => s.jobs.update(id, |p| p.done_items += 1),
-                Ok(Acted::Skipped) => s.jobs.update(id, |p| p.skipped += 1),
-                Ok(Acted::Failed) | Err(_) => s.jobs.update(id, |p| p.failed += 1),
-            }
-        }
+        run_page(s, id, page, filter, &default_pool, &mut act, &mut later).await;
         s.jobs.update(id, |p| p.scanned += scanned);
     }
+    let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    while !later.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let ids = std::mem::take(&mut later);
+        s.jobs.update(id, |p| p.skipped -= ids.len() as u64);
+        let page: Vec<_> = ids.into_iter().filter_map(|m| s.queue.get(m)).collect();
+        run_page(s, id, page, filter, &default_pool, &mut act, &mut later).await;
+    }
     s.jobs.update(id, |p| p.finished = true);
+}
+
+/// Acts on the matching messages of one page at once; remembers those
+/// being delivered in `later`.
+async fn run_page<F, Fut>(
+    s: &AdminState,
+    id: u64,
+    page: Vec<::queue::MessageInfo>,
+    filter: &Filter,
+    default_pool: &str,
+    act: &mut F,
+    later: &mut Vec<::queue::MessageId>,
+) where
+    F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
+    Fut: std::future::Future<Output = Acted> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    for m in page {
+        let meta = MessageMeta::decode(&m.envelope.meta);
+        if !filter.matches(&m, &meta, default_pool) {
+            continue;
+        }
+        if m.in_flight {
+            s.jobs.update(id, |p| p.skipped += 1);
+            if later.len() < IN_FLIGHT_KEEP {
+                later.push(m.id);
+            }
+            continue;
+        }
+        running.spawn(act(m, meta));
+    }
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(Acted::Done) => s.jobs.update(id, |p| p.done_items += 1),
+            Ok(Acted::Skipped) => s.jobs.update(id, |p| p.skipped += 1),
+            Ok(Acted::Failed) | Err(_) => s.jobs.update(id, |p| p.failed += 1),
+        }
+    }
 }

@@ -143,7 +143,8 @@ pub struct JobProgress {
     pub scanned: u64,
     /// Messages it acted on so far.
     pub done_items: u64,
-    /// Matching messages left alone because they were being delivered.
+    /// Matching messages left alone because they were still being
+    /// delivered two minutes after the job came to them.
     pub skipped: u64,
     /// Matching messages it could not act on (see the log).
     #[serde(default)]
