@@ -388,3 +388,54 @@ async fn a_purge_waits_for_a_message_being_delivered_and_then_takes_it() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_puts_new_dkim_keys_in_force() {
+    use tern::admin::types::Reloaded;
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let a = admin(&net);
+    let file = net.dir.path().join("tern.toml");
+    let with_key = |selector: &str, pem: &str| {
+        let mut c = config(&net, &a);
+        c.dkim.keys = vec![common::dkim::key("shop.test", selector, pem)];
+        c
+    };
+    let rsa = with_key("s1", "rsa2048.pkcs8.pem");
+    std::fs::write(&file, toml::to_string(&rsa).unwrap()).unwrap();
+    let mut cfg = rsa.clone();
+    cfg.file = Some(file.clone());
+    let tern = Tern::start(cfg).await;
+    let tern_addr = tern.addr;
+    let signed_mail = |to: &'static str| async move {
+        let body = b"From: <news@shop.test>\r\nSubject: s\r\n\r\nb\r\n";
+        let r = common::net::submit(tern_addr, "news@shop.test", &[to], body).await;
+        assert!(r.starts_with("250"), "{r}");
+    };
+    signed_mail("one@alpha.test").await;
+    let ed = with_key("s2", "ed25519.pem");
+    std::fs::write(&file, toml::to_string(&ed).unwrap()).unwrap();
+    let cfg = a.clone();
+    let done: Reloaded = call(move || tern::admin::client::send(&cfg, "POST", "/v1/reload", &()))
+        .await
+        .unwrap();
+    assert!(done.applied.iter().any(|x| x == "dkim keys"), "{done:?}");
+    signed_mail("two@alpha.test").await;
+    let got = mx.wait_received(2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    let signed_by = |to: &str| {
+        let r = got.iter().find(|r| r.rcpts == [to]).unwrap();
+        common::dkim::signatures(&r.data)
+    };
+    assert_eq!(
+        signed_by("one@alpha.test"),
+        [("shop.test".to_owned(), "rsa-sha256".to_owned())]
+    );
+    assert_eq!(
+        signed_by("two@alpha.test"),
+        [("shop.test".to_owned(), "ed25519-sha256".to_owned())]
+    );
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}
