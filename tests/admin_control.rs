@@ -69,17 +69,23 @@ async fn a_rebind_moves_waiting_mail_to_another_pool_and_it_leaves_from_its_ip()
     assert_eq!((list.len(), list[0].to_pool.as_str()), (1, "spare"));
     let (_, out) = tern_cli(vec!["rebind", "--list"], file.clone()).await;
     assert!(out.contains("a blocked at alpha"), "{out}");
+    let (_, out) = tern_cli(vec!["actions"], file.clone()).await;
+    assert!(out.contains("no automatic actions in force"), "{out}");
     assert_eq!(
         other.received().len(),
         0,
         "mail the filter does not select stays put"
     );
-    tern.stop().await;
     let kept = std::fs::read_to_string(net.dir.path().join("spool/rebinds.json"));
     assert!(
         kept.is_ok_and(|t| t.contains("spare")),
         "the rebind is kept with the spool"
     );
+    let (_, out) = tern_cli(vec!["rebind", "--cancel", "1"], file.clone()).await;
+    assert!(out.contains("rebind 1: ended"), "{out}");
+    let (_, out) = tern_cli(vec!["rebind", "--list"], file.clone()).await;
+    assert!(out.contains("no rebind in force"), "{out}");
+    tern.stop().await;
     let log = net.log();
     let delivered: Vec<_> = log.iter().filter(|r| r["type"] == "delivery").collect();
     assert_eq!(delivered.len(), 2);
