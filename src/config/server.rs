@@ -83,7 +83,7 @@ impl Default for LogConfig {
             deliveries_max_size: ByteSize(100_000_000),
             deliveries_keep: 10,
             deliveries_rotate_after: Duration::from_secs(0),
-            deliveries_buffer: ByteSize(16 << 20),
+            deliveries_buffer: ByteSize(16_000_000),
         }
     }
 }
