@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::admin::{TOKEN, admin, call, cli_file, config, refusing, submit_ok, tern_cli, wait_up};
+use common::admin::{
+    TOKEN, admin, call, cli_file, config, refusing, reload_with, start_from_file, submit_ok,
+    tern_cli, wait_up,
+};
 use common::net::{Net, Tern, WAIT, ZONE, until};
 use tern::admin::client::{CallError, get, send};
 use tern::admin::types::{Action, CancelAction, Cancelled, Health, QueueSummary, Target};
@@ -446,10 +449,7 @@ async fn reload_refuses_a_bad_file_and_applies_a_new_rate_to_waiting_mail() {
         c
     };
     let slow = with_rate("1/h,burst=1");
-    std::fs::write(&file, toml::to_string(&slow).unwrap()).unwrap();
-    let mut cfg = slow.clone();
-    cfg.file = Some(file.clone());
-    let tern = Tern::start(cfg).await;
+    let tern = start_from_file(slow.clone(), &file).await;
     for to in ["a@alpha.test", "b@alpha.test", "c@alpha.test"] {
         submit_ok(&tern, &[to]).await;
     }
@@ -495,11 +495,7 @@ async fn reload_refuses_a_bad_file_and_applies_a_new_rate_to_waiting_mail() {
 
     // A faster rate applies to the mail already waiting.
     let fast = with_rate("60/m,burst=10");
-    std::fs::write(&file, toml::to_string(&fast).unwrap()).unwrap();
-    let cfg = a.clone();
-    let done: Reloaded = call(move || send(&cfg, "POST", "/v1/reload", &()))
-        .await
-        .unwrap();
+    let done = reload_with(&a, &file, &fast).await.unwrap();
     // The test harness moved the listener to a free port, so the file's
     // listener differs from the running one: reported, not applied.
     assert_eq!(done.needs_restart, ["listener"], "{done:?}");

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::admin::{admin, call, cli_file, config, refusing, submit_ok, tern_cli, wait_up};
+use common::admin::{
+    admin, call, cli_file, config, refusing, reload_with, start_from_file, submit_ok, tern_cli,
+    wait_up,
+};
 use common::net::{Net, Tern, WAIT, ZONE, pool, until};
 use tern::admin::client::get;
 use tern::admin::types::{MessageDetail, MessagePage, QueueBreakdown, RebindRule};
@@ -260,7 +263,6 @@ async fn the_queue_by_dimension_paged_lists_and_one_message_in_full() {
 
 #[tokio::test]
 async fn a_reload_takes_a_source_out_of_its_pool() {
-    use tern::admin::types::Reloaded;
     let net = Net::new(ZONE).await;
     let mx = net.sink(10).await;
     let a = admin(&net);
@@ -271,10 +273,7 @@ async fn a_reload_takes_a_source_out_of_its_pool() {
         c
     };
     let both = with_pool(&[("a", 1), ("b", 1)]);
-    std::fs::write(&file, toml::to_string(&both).unwrap()).unwrap();
-    let mut cfg = both.clone();
-    cfg.file = Some(file.clone());
-    let tern = Tern::start(cfg).await;
+    let tern = start_from_file(both.clone(), &file).await;
     for i in 0..4 {
         submit_ok(&tern, &[&format!("r{i}@alpha.test")]).await;
     }
@@ -283,11 +282,7 @@ async fn a_reload_takes_a_source_out_of_its_pool() {
     assert_eq!(ips.len(), 2, "both sources in use");
 
     let only_b = with_pool(&[("b", 1)]);
-    std::fs::write(&file, toml::to_string(&only_b).unwrap()).unwrap();
-    let cfg = a.clone();
-    let done: Reloaded = call(move || tern::admin::client::send(&cfg, "POST", "/v1/reload", &()))
-        .await
-        .unwrap();
+    let done = reload_with(&a, &file, &only_b).await.unwrap();
     assert!(done.applied.iter().any(|x| x == "pools"), "{done:?}");
     assert!(!done.needs_restart.iter().any(|x| x == "pool"), "{done:?}");
     for i in 4..10 {
@@ -397,7 +392,6 @@ async fn a_purge_waits_for_a_message_being_delivered_and_then_takes_it() {
 
 #[tokio::test]
 async fn a_reload_puts_new_dkim_keys_in_force() {
-    use tern::admin::types::Reloaded;
     let net = Net::new(ZONE).await;
     let mx = net.sink(10).await;
     let a = admin(&net);
@@ -408,10 +402,7 @@ async fn a_reload_puts_new_dkim_keys_in_force() {
         c
     };
     let rsa = with_key("s1", "rsa2048.pkcs8.pem");
-    std::fs::write(&file, toml::to_string(&rsa).unwrap()).unwrap();
-    let mut cfg = rsa.clone();
-    cfg.file = Some(file.clone());
-    let tern = Tern::start(cfg).await;
+    let tern = start_from_file(rsa.clone(), &file).await;
     let tern_addr = tern.addr;
     let signed_mail = |to: &'static str| async move {
         let body = b"From: <news@shop.test>\r\nSubject: s\r\n\r\nb\r\n";
@@ -420,11 +411,7 @@ async fn a_reload_puts_new_dkim_keys_in_force() {
     };
     signed_mail("one@alpha.test").await;
     let ed = with_key("s2", "ed25519.pem");
-    std::fs::write(&file, toml::to_string(&ed).unwrap()).unwrap();
-    let cfg = a.clone();
-    let done: Reloaded = call(move || tern::admin::client::send(&cfg, "POST", "/v1/reload", &()))
-        .await
-        .unwrap();
+    let done = reload_with(&a, &file, &ed).await.unwrap();
     assert!(done.applied.iter().any(|x| x == "dkim keys"), "{done:?}");
     signed_mail("two@alpha.test").await;
     let got = mx.wait_received(2, WAIT).await;

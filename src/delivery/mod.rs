@@ -187,13 +187,7 @@ impl Delivery {
         self.stopping.store(true, Ordering::Release);
         self.stop.send_replace(true);
         self.wake.notify_one();
-        let mut paths: Vec<Arc<Path>> = self
-            .paths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut paths = self.live_paths();
         paths.extend(
             self.retired
                 .lock()
@@ -219,6 +213,12 @@ impl Delivery {
             );
             self.abort.send_replace(true);
         }
+    }
+
+    /// The paths of the config in force.
+    fn live_paths(&self) -> Vec<Arc<Path>> {
+        let paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        paths.values().cloned().collect()
     }
 
     /// Messages being delivered now.

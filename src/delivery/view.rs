@@ -53,13 +53,7 @@ impl Meter {
 impl Delivery {
     /// Every egress path now, busiest first.
     pub fn paths(&self) -> Vec<PathRow> {
-        let paths: Vec<_> = self
-            .paths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let paths = self.live_paths();
         let now = self.clock.now();
         let mut rows: Vec<PathRow> = paths
             .iter()

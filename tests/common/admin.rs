@@ -91,3 +91,21 @@ pub async fn wait_up(a: &AdminConfig) {
     .await;
     assert!(up, "the admin API did not come up");
 }
+
+/// Writes `cfg` to `file` and starts Tern from it (so it can reload).
+pub async fn start_from_file(mut cfg: Config, file: &std::path::Path) -> Tern {
+    std::fs::write(file, toml::to_string(&cfg).unwrap()).unwrap();
+    cfg.file = Some(file.to_owned());
+    Tern::start(cfg).await
+}
+
+/// Writes `cfg` to `file` and has the daemon reload it.
+pub async fn reload_with(
+    a: &AdminConfig,
+    file: &std::path::Path,
+    cfg: &Config,
+) -> Result<tern::admin::types::Reloaded, tern::admin::client::CallError> {
+    std::fs::write(file, toml::to_string(cfg).unwrap()).unwrap();
+    let a = a.clone();
+    call(move || tern::admin::client::send(&a, "POST", "/v1/reload", &())).await
+}
