@@ -293,6 +293,12 @@ async fn a_reload_takes_a_source_out_of_its_pool() {
     for r in &after[4..] {
         assert_eq!(r.peer.ip(), net.ip(21), "a is out of the pool");
     }
+    // The same from the CLI: the file again, and nothing left to retry.
+    let cli = cli_file(&net, &a);
+    let (ok, out) = tern_cli(vec!["reload"], cli.clone()).await;
+    assert!(ok && out.contains("in force (shaping,"), "{out}");
+    let (ok, out) = tern_cli(vec!["retry", "--domain", "alpha.test"], cli).await;
+    assert!(ok && out.contains("0 message(s), 0 recipient(s) due now"), "{out}");
     tern.stop().await;
     mx.stop().await;
     net.stop().await;
