@@ -289,6 +289,11 @@ impl Egress {
             .unwrap_or_else(|| self.default_pool.clone())
     }
 
+    /// True if a source is named `name`.
+    pub fn has_source(&self, name: &str) -> bool {
+        self.sources.contains_key(name)
+    }
+
     /// True if a pool is named `name`.
     pub fn has_pool(&self, name: &str) -> bool {
         self.pools.contains_key(name)

@@ -298,7 +298,10 @@ async fn a_reload_takes_a_source_out_of_its_pool() {
     let (ok, out) = tern_cli(vec!["reload"], cli.clone()).await;
     assert!(ok && out.contains("in force (shaping,"), "{out}");
     let (ok, out) = tern_cli(vec!["retry", "--domain", "alpha.test"], cli).await;
-    assert!(ok && out.contains("0 message(s), 0 recipient(s) due now"), "{out}");
+    assert!(
+        ok && out.contains("0 message(s), 0 recipient(s) due now"),
+        "{out}"
+    );
     tern.stop().await;
     mx.stop().await;
     net.stop().await;
@@ -325,6 +328,7 @@ async fn the_api_describes_every_endpoint_in_openapi() {
         ("get", "/v1/queue/messages/{id}"),
         ("get", "/v1/paths"),
         ("get", "/v1/shaping/actions"),
+        ("get", "/v1/shaping/effective"),
         ("delete", "/v1/shaping/actions"),
         ("post", "/v1/suspensions"),
         ("delete", "/v1/suspensions"),
@@ -356,9 +360,37 @@ async fn the_api_describes_every_endpoint_in_openapi() {
             "{name} is referred to but not described"
         );
     }
-    // The described GET endpoints without parameters answer.
+    // The limits of the config in force for a domain, routed as delivery
+    // routes it, from the API and from the CLI.
+    let cfg = a.clone();
+    let e: tern::admin::types::EffectiveShaping =
+        call(move || get(&cfg, "/v1/shaping/effective?domain=Alpha.test"))
+            .await
+            .unwrap();
+    assert_eq!((e.site.as_str(), e.source.as_str()), ("mx.alpha.test", "a"));
+    assert!(
+        e.per_path
+            .iter()
+            .any(|r| r.key == "connection_limit" && r.from == "defaults ([delivery])"),
+        "{e:?}"
+    );
+    let (ok, out) = tern_cli(
+        vec!["shaping", "show", "--domain", "alpha.test"],
+        cli_file(&net, &a),
+    )
+    .await;
+    assert!(
+        ok && out.contains("(from the running daemon") && out.contains("mx.alpha.test"),
+        "{out}"
+    );
+    // The described GET endpoints without required parameters answer.
     for (method, path) in endpoints {
-        if method == "get" && !path.contains('{') {
+        let params = doc["paths"][path][method]["parameters"].as_array().cloned();
+        let required = params
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p["required"] == true);
+        if method == "get" && !required {
             let cfg = a.clone();
             let r = call(move || tern::admin::client::get_text(&cfg, path)).await;
             assert!(r.is_ok(), "{path}: {r:?}");

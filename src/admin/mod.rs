@@ -17,6 +17,7 @@ mod queue;
 mod rebind;
 pub mod reload;
 mod retry;
+mod shaping;
 mod status;
 mod suspend;
 
@@ -77,6 +78,7 @@ pub struct AdminState {
         messages::one,
         actions::list,
         actions::cancel,
+        shaping::effective,
         suspend::create,
         suspend::resume,
         retry::post,
@@ -108,6 +110,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/v1/shaping/actions",
             get(actions::list).delete(actions::cancel),
         )
+        .route("/v1/shaping/effective", get(shaping::effective))
         .route("/v1/retry", axum::routing::post(retry::post))
         .route("/v1/reload", axum::routing::post(reload::post))
         .route("/v1/config", get(reload::get))

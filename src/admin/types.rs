@@ -335,3 +335,62 @@ pub struct PathRow {
     /// Paused (dead site) now.
     pub paused: bool,
 }
+
+/// `GET /v1/shaping/effective`: the limits mail to a domain gets from a
+/// source under the config in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EffectiveShaping {
+    /// The recipient domain.
+    pub domain: String,
+    /// Its site (its MX hosts).
+    pub site: String,
+    /// The provider matched, if any.
+    pub provider: Option<String>,
+    /// The source.
+    pub source: String,
+    /// The domain has paths of its own (`[[shaping.domain]]`).
+    pub own_paths: bool,
+    /// Each per-path limit and the layer it came from.
+    pub per_path: Vec<LimitRow>,
+    /// Limits shared with other paths, per scope.
+    pub shared: Vec<LimitRow>,
+}
+
+impl EffectiveShaping {
+    /// From a path's plan.
+    pub fn new(domain: String, site: String, source: String, plan: &crate::shaping::Plan) -> Self {
+        let row = |(key, value, from): (&str, String, std::sync::Arc<str>)| LimitRow {
+            key: key.into(),
+            value,
+            from: from.to_string(),
+        };
+        Self {
+            domain,
+            site,
+            provider: plan.provider.as_deref().map(str::to_owned),
+            source,
+            own_paths: plan.own_domain.is_some(),
+            per_path: plan.rows().into_iter().map(row).collect(),
+            shared: plan
+                .shared()
+                .into_iter()
+                .map(|(key, value)| LimitRow {
+                    key,
+                    value,
+                    from: String::new(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One limit of an [`EffectiveShaping`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LimitRow {
+    /// The setting (or the shared scope).
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// The layer it came from (empty for shared scopes).
+    pub from: String,
+}

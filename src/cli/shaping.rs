@@ -1,11 +1,13 @@
 //! `tern shaping show`: the limits a domain's mail gets from a source, and
-//! the layer each comes from. Resolves the domain's MX hosts with the
-//! configured resolver (or takes them from `--mx`) to find its site and
-//! provider, as delivery would.
+//! the layer each comes from: from the running daemon (the config in
+//! force), else from the config file, resolving the domain's MX hosts
+//! with the configured resolver (or taking them from `--mx`) to find its
+//! site and provider, as delivery would.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::admin::types::EffectiveShaping;
 use crate::config::Config;
 use crate::dns::resolver::HickoryResolver;
 use crate::dns::route::Router;
@@ -15,6 +17,11 @@ use crate::shaping::Shaper;
 /// first source of the default pool).
 pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str>) -> ExitCode {
     let domain = domain.to_ascii_lowercase();
+    if let Some(e) = from_daemon(config, &domain, source, mx) {
+        println!("(from the running daemon: the config in force)");
+        print!("{}", effective_text(&e));
+        return ExitCode::SUCCESS;
+    }
     let source = source.map(str::to_owned).or_else(|| {
         let pool = config
             .pools
@@ -49,18 +56,67 @@ pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str
         },
     };
     let plan = Shaper::new(config).plan(&source, &site, &domain);
-    println!("domain    {domain}");
-    println!("site      {site}");
-    println!(
-        "provider  {}",
-        plan.provider.as_deref().unwrap_or("(none matched)")
+    print!(
+        "{}",
+        effective_text(&EffectiveShaping::new(domain, site, source, &plan))
     );
-    println!("source    {source}");
-    if plan.own_domain.is_some() {
-        println!("paths     of its own ([[shaping.domain]]), apart from the site's other domains");
-    }
-    print!("{}", plan.describe());
     ExitCode::SUCCESS
+}
+
+/// Asks the running daemon (the config in force); `None` when it is down.
+fn from_daemon(
+    config: &Config,
+    domain: &str,
+    source: Option<&str>,
+    mx: Option<&str>,
+) -> Option<EffectiveShaping> {
+    use crate::admin::client::{CallError, get};
+    let mut path = format!("/v1/shaping/effective?domain={domain}");
+    if let Some(s) = source {
+        path.push_str(&format!("&source={s}"));
+    }
+    if let Some(m) = mx {
+        path.push_str(&format!("&mx={m}"));
+    }
+    match get::<EffectiveShaping>(&config.admin, &path) {
+        Ok(e) => Some(e),
+        Err(CallError::Down(_)) => None,
+        Err(e) => {
+            eprintln!("note: {e}; reading the config file instead");
+            None
+        }
+    }
+}
+
+/// The table `tern shaping show` prints.
+fn effective_text(e: &EffectiveShaping) -> String {
+    let mut out = format!(
+        "domain    {}\nsite      {}\nprovider  {}\nsource    {}\n",
+        e.domain,
+        e.site,
+        e.provider.as_deref().unwrap_or("(none matched)"),
+        e.source
+    );
+    if e.own_paths {
+        out.push_str(
+            "paths     of its own ([[shaping.domain]]), apart from the site's other domains\n",
+        );
+    }
+    out.push_str("per path:\n");
+    for r in &e.per_path {
+        out.push_str(&format!(
+            "  {:<32} {:<18} from {}\n",
+            r.key, r.value, r.from
+        ));
+    }
+    out.push_str("shared with other paths:\n");
+    if e.shared.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for r in &e.shared {
+        out.push_str(&format!("  {:<32} {}\n", r.key, r.value));
+    }
+    out
 }
 
 fn resolve_site(config: &Config, domain: &str) -> Result<String, String> {

@@ -303,6 +303,29 @@ impl Delivery {
         self.egress.get().pool(None).name.clone()
     }
 
+    /// The first source of the default pool of the config in force.
+    pub fn first_source(&self) -> Option<Arc<str>> {
+        let pool = self.egress.get().pool(None);
+        pool.sources().next().map(|s| s.name.clone())
+    }
+
+    /// True if a source of the config in force is named `name`.
+    pub fn has_source(&self, name: &str) -> bool {
+        self.egress.get().has_source(name)
+    }
+
+    /// The site mail to `domain` goes to now, or why it cannot be routed.
+    pub async fn site_of(&self, domain: &str) -> Result<String, String> {
+        use crate::dns::route::RouteError;
+        let router = self.router.get();
+        match router.route(domain).await {
+            Ok(r) => Ok(r.site.to_string()),
+            Err(RouteError::Permanent { text, .. } | RouteError::Transient { text, .. }) => {
+                Err(text)
+            }
+        }
+    }
+
     /// True if the config in force has a pool named `name`.
     pub fn has_pool(&self, name: &str) -> bool {
         self.egress.get().has_pool(name)

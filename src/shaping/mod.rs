@@ -452,72 +452,70 @@ fn apply(layer: &PathLimitsConfig, name: &str, l: &mut PathLimits, o: &mut Origi
 }
 
 impl Plan {
-    /// A table of the effective settings and where each came from, for
-    /// `tern shaping show`.
-    pub fn describe(&self) -> String {
+    /// Each per-path limit: its key, its value and the layer it came from.
+    pub fn rows(&self) -> Vec<(&'static str, String, Arc<str>)> {
         let l = &self.limits;
         let o = &self.origins;
         let rate = |r: &Option<Rate>| r.map_or("unlimited".into(), |r| r.to_string());
-        let rows = [
+        let span = |d: Duration| crate::config::values::Duration(d).to_string();
+        vec![
             (
                 "connection_limit",
                 l.connection_limit.to_string(),
-                &o.connection_limit,
+                o.connection_limit.clone(),
             ),
             (
                 "connection_rate",
                 rate(&l.connection_rate),
-                &o.connection_rate,
+                o.connection_rate.clone(),
             ),
-            ("message_rate", rate(&l.message_rate), &o.message_rate),
+            (
+                "message_rate",
+                rate(&l.message_rate),
+                o.message_rate.clone(),
+            ),
             (
                 "max_messages_per_connection",
                 l.max_messages_per_connection.to_string(),
-                &o.max_messages_per_connection,
+                o.max_messages_per_connection.clone(),
             ),
             (
                 "max_recipients_per_transaction",
                 l.max_recipients_per_transaction.to_string(),
-                &o.max_recipients_per_transaction,
+                o.max_recipients_per_transaction.clone(),
             ),
-            (
-                "idle_timeout",
-                crate::config::values::Duration(l.idle_timeout).to_string(),
-                &o.idle_timeout,
-            ),
+            ("idle_timeout", span(l.idle_timeout), o.idle_timeout.clone()),
             (
                 "dead_site_failures",
                 l.dead_site_failures.to_string(),
-                &o.dead_site_failures,
+                o.dead_site_failures.clone(),
             ),
             (
                 "dead_site_pause",
-                crate::config::values::Duration(l.dead_site_pause).to_string(),
-                &o.dead_site_pause,
+                span(l.dead_site_pause),
+                o.dead_site_pause.clone(),
             ),
-        ];
-        let mut out = String::from("per path:\n");
-        for (k, v, from) in rows {
-            out.push_str(&format!("  {k:<32} {v:<18} from {from}\n"));
-        }
-        out.push_str("shared with other paths:\n");
-        if self.scopes.is_empty() {
-            out.push_str("  (none)\n");
-        }
-        for s in &self.scopes {
-            let mut parts = Vec::new();
-            if let Some(m) = &s.messages {
-                parts.push(format!("message_rate {}", m.rate()));
-            }
-            if let Some(c) = &s.connection_rate {
-                parts.push(format!("connection_rate {}", c.rate()));
-            }
-            if let Some(n) = s.connection_limit {
-                parts.push(format!("connection_limit {n}"));
-            }
-            out.push_str(&format!("  {:<32} {}\n", s.name, parts.join(", ")));
-        }
-        out
+        ]
+    }
+
+    /// The limits shared with other paths: each scope's name and limits.
+    pub fn shared(&self) -> Vec<(String, String)> {
+        self.scopes
+            .iter()
+            .map(|s| {
+                let mut parts = Vec::new();
+                if let Some(m) = &s.messages {
+                    parts.push(format!("message_rate {}", m.rate()));
+                }
+                if let Some(c) = &s.connection_rate {
+                    parts.push(format!("connection_rate {}", c.rate()));
+                }
+                if let Some(n) = s.connection_limit {
+                    parts.push(format!("connection_limit {n}"));
+                }
+                (s.name.to_string(), parts.join(", "))
+            })
+            .collect()
     }
 }
 
@@ -588,7 +586,7 @@ per_path = { connection_limit = 3, idle_timeout = "1s" }
         assert_eq!(p.own_domain.as_deref(), Some("partner.example"));
         let names: Vec<&str> = p.scopes.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["provider big", "source ip2"]);
-        assert!(p.describe().contains("from source ip2"));
+        assert!(p.rows().iter().any(|(_, _, from)| &**from == "source ip2"));
     }
 
     #[test]
