@@ -69,7 +69,7 @@ async fn a_rebind_moves_waiting_mail_to_another_pool_and_it_leaves_from_its_ip()
     }
     let cfg = a.clone();
     let list: Vec<RebindRule> = call(move || get(&cfg, "/v1/rebinds")).await.unwrap();
-    assert_eq!((list.len(), list[0].to_pool.as_str()), (1, "spare"));
+    assert_eq!((list.len(), list[0].to_pool.as_deref()), (1, Some("spare")));
     let (_, out) = tern_cli(vec!["rebind", "--list"], file.clone()).await;
     assert!(out.contains("a blocked at alpha"), "{out}");
     let (_, out) = tern_cli(vec!["actions"], file.clone()).await;
@@ -79,6 +79,19 @@ async fn a_rebind_moves_waiting_mail_to_another_pool_and_it_leaves_from_its_ip()
         0,
         "mail the filter does not select stays put"
     );
+    // sender.test's own MX refuses: relay its mail through alpha's host.
+    let via: &'static str = Box::leak(format!("{}:{}", net.ip(10), net.port).into_boxed_str());
+    let args = vec!["rebind", "--domain", "sender.test", "--via", via];
+    let (ok, out) = tern_cli(args, file.clone()).await;
+    assert!(
+        ok && out.contains(&format!("mail moves to via {via}")),
+        "{out}"
+    );
+    let got = mx.wait_received(3, WAIT).await;
+    assert!(
+        got.iter().any(|r| r.rcpts == ["z@sender.test"]),
+        "relayed via the new route"
+    );
     let kept = std::fs::read_to_string(net.dir.path().join("spool/rebinds.json"));
     assert!(
         kept.is_ok_and(|t| t.contains("spare")),
@@ -87,17 +100,23 @@ async fn a_rebind_moves_waiting_mail_to_another_pool_and_it_leaves_from_its_ip()
     let (_, out) = tern_cli(vec!["rebind", "--cancel", "1"], file.clone()).await;
     assert!(out.contains("rebind 1: ended"), "{out}");
     let (_, out) = tern_cli(vec!["rebind", "--list"], file.clone()).await;
-    assert!(out.contains("no rebind in force"), "{out}");
+    assert!(
+        out.contains("   2  to via ") && !out.contains("   1  "),
+        "{out}"
+    );
     tern.stop().await;
     let log = net.log();
     let delivered: Vec<_> = log.iter().filter(|r| r["type"] == "delivery").collect();
-    assert_eq!(delivered.len(), 2);
-    assert!(
-        delivered
-            .iter()
-            .all(|r| r["pool"] == "spare" && r["source"] == "b"),
-        "{delivered:?}"
-    );
+    assert_eq!(delivered.len(), 3);
+    for r in delivered {
+        let moved_pool = r["recipient"] != "z@sender.test";
+        let (pool, source) = if moved_pool {
+            ("spare", "b")
+        } else {
+            ("default", "a")
+        };
+        assert!(r["pool"] == pool && r["source"] == source, "{r}");
+    }
     mx.stop().await;
     other.stop().await;
     net.stop().await;

@@ -22,20 +22,24 @@ pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Reb
         let msg = "name what moves: a domain, a sender, a tenant or a pool (--pool P moves all of P's mail)";
         return super::error(StatusCode::BAD_REQUEST, msg);
     }
-    if !s.delivery.has_pool(&req.to_pool) {
-        let msg = format!("no pool is named {:?} in the config in force", req.to_pool);
-        return super::error(StatusCode::UNPROCESSABLE_ENTITY, &msg);
+    if let Err(why) = check_destination(&s, &req) {
+        return super::error(StatusCode::UNPROCESSABLE_ENTITY, &why);
     }
-    let now = s.clock.system_time();
-    let rebinds = &s.delivery.settings().rebinds;
-    let rebind = rebinds.add(
-        req.filter.clone(),
-        req.to_pool.clone(),
-        req.reason.clone(),
-        now,
-    );
-    tracing::warn!(rebind = rebind.id, filter = ?req.filter, to_pool = %req.to_pool, reason = %req.reason,
-        "queued mail rebound to another pool by an operator");
+    let rule = crate::delivery::rebind::Rebind {
+        id: 0,
+        filter: req.filter.clone(),
+        to_pool: req.to_pool.clone(),
+        via: req.via.clone(),
+        made_ms: 0,
+        reason: req.reason.clone(),
+    };
+    let rebind = s
+        .delivery
+        .settings()
+        .rebinds
+        .add(rule, s.clock.system_time());
+    tracing::warn!(rebind = rebind.id, filter = ?req.filter, to = %rebind.destination(), reason = %req.reason,
+        "queued mail rebound by an operator");
     let job = req.retry.then(|| {
         let id = s.jobs.start("rebind");
         tokio::spawn(retry(s.clone(), id, req));
@@ -43,6 +47,24 @@ pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Reb
     });
     let made = RebindMade { rebind, job };
     (StatusCode::CREATED, Json(made)).into_response()
+}
+
+/// A pool of the config in force, relay hosts that parse, at least one.
+fn check_destination(s: &AdminState, req: &Rebind) -> Result<(), String> {
+    if req.to_pool.is_none() && req.via.is_empty() {
+        return Err("name where the mail goes: to_pool, via, or both".into());
+    }
+    if let Some(p) = req.to_pool.as_deref().filter(|p| !s.delivery.has_pool(p)) {
+        return Err(format!("no pool is named {p:?} in the config in force"));
+    }
+    match req
+        .via
+        .iter()
+        .find(|h| crate::dns::route::parse_host_port(h).is_none())
+    {
+        Some(h) => Err(format!("{h:?} is not a host or host:port")),
+        None => Ok(()),
+    }
 }
 
 /// Makes the rebound mail due now, so that it leaves from its new pool

@@ -181,16 +181,14 @@ fn rebinds_table(h: &mut String, s: &AdminState) {
     if rebinds.is_empty() {
         return;
     }
-    h.push_str(
-        "<h2>Rebinds</h2><table><tr><th>id</th><th>mail</th><th>to pool</th><th>why</th></tr>",
-    );
+    h.push_str("<h2>Rebinds</h2><table><tr><th>id</th><th>mail</th><th>to</th><th>why</th></tr>");
     for r in &rebinds {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             r.id,
             esc(&serde_json::to_string(&r.filter).unwrap_or_default()),
-            esc(&r.to_pool),
+            esc(&r.destination()),
             esc(&r.reason)
         );
     }

@@ -96,14 +96,20 @@ pub struct Bounce {
     pub reason: String,
 }
 
-/// `POST /v1/rebinds`: move the queued mail a filter selects to a pool.
+/// `POST /v1/rebinds`: move the queued mail a filter selects to another
+/// pool, another route, or both (at least one).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rebind {
     /// The messages (at least one criterion).
     #[serde(flatten)]
     pub filter: Filter,
     /// The pool they leave from from now on.
-    pub to_pool: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_pool: Option<String>,
+    /// The hosts ("host:port" or "host") they are relayed through from
+    /// now on, instead of their domains' MX hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
     /// Why (kept with the rebind).
     #[serde(default)]
     pub reason: String,

@@ -129,34 +129,48 @@ fn follow(admin: &AdminConfig, id: u64, json: bool, done: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `tern rebind`: move queued mail to another pool, list the rebinds in
-/// force, or end one.
-pub fn rebind(
-    f: &FilterArgs,
+/// What `tern rebind` does: move mail (to a pool, via relay hosts, or
+/// both), list the rebinds in force, or end one.
+#[derive(Debug, Args)]
+pub struct RebindArgs {
+    /// The pool the mail leaves from from now on.
+    #[arg(long)]
     to_pool: Option<String>,
+    /// Relay the mail through this host ("host:port" or "host") instead of
+    /// its domains' MX hosts; repeat for fallbacks.
+    #[arg(long)]
+    via: Vec<String>,
+    /// Why (kept with the rebind).
+    #[arg(long, default_value = "rebound by an operator")]
     reason: String,
+    /// List the rebinds in force.
+    #[arg(long)]
     list: bool,
+    /// End rebind ID (its mail goes back to its own pool and route).
+    #[arg(long)]
     cancel: Option<u64>,
-    json: bool,
-) -> ExitCode {
+}
+
+/// `tern rebind`.
+pub fn rebind(f: &FilterArgs, a: RebindArgs, json: bool) -> ExitCode {
     let Some(config) = load_or_report(&f.config) else {
         return ExitCode::FAILURE;
     };
     let admin = &config.admin;
-    let result = match (to_pool, list, cancel) {
-        (Some(to_pool), false, None) => {
+    let moves = a.to_pool.is_some() || !a.via.is_empty();
+    let result = match (moves, a.list, a.cancel) {
+        (true, false, None) => {
             let req = Rebind {
                 filter: f.filter(),
-                to_pool,
-                reason,
+                to_pool: a.to_pool,
+                via: a.via,
+                reason: a.reason,
                 retry: true,
             };
             match send::<RebindMade, _>(admin, "POST", "/v1/rebinds", &req) {
                 Ok(made) => {
-                    println!(
-                        "rebind {} in force: mail moves to pool {}",
-                        made.rebind.id, made.rebind.to_pool
-                    );
+                    let to = made.rebind.destination();
+                    println!("rebind {} in force: mail moves to {to}", made.rebind.id);
                     return match made.job {
                         Some(job) => follow(admin, job, json, "made due now"),
                         None => ExitCode::SUCCESS,
@@ -165,21 +179,19 @@ pub fn rebind(
                 Err(e) => Err(e),
             }
         }
-        (None, true, None) => {
+        (false, true, None) => {
             get::<Vec<RebindRule>>(admin, "/v1/rebinds").map(|l| emit(json, &l, rebind_table))
         }
-        (None, false, Some(id)) => {
+        (false, false, Some(id)) => {
             send::<Cancelled, _>(admin, "DELETE", &format!("/v1/rebinds/{id}"), &()).map(|c| {
                 emit(json, &c, |c| {
-                    format!(
-                        "rebind {id}: {}\n",
-                        if c.cancelled { "ended" } else { "not in force" }
-                    )
+                    let state = if c.cancelled { "ended" } else { "not in force" };
+                    format!("rebind {id}: {state}\n")
                 })
             })
         }
         _ => {
-            eprintln!("tern: give --to-pool (with a filter), --list or --cancel ID");
+            eprintln!("tern: give --to-pool and/or --via (with a filter), --list or --cancel ID");
             return ExitCode::from(2);
         }
     };
@@ -194,9 +206,9 @@ fn rebind_table(l: &Vec<RebindRule>) -> String {
     for r in l {
         let made = crate::clock::rfc3339(queue::Timestamp::from_millis(r.made_ms).to_system_time());
         out.push_str(&format!(
-            "{:>4}  to {:<12} made {made}  {}  {}\n",
+            "{:>4}  to {:<20} made {made}  {}  {}\n",
             r.id,
-            r.to_pool,
+            r.destination(),
             serde_json::to_string(&r.filter).unwrap_or_default(),
             r.reason
         ));

@@ -98,24 +98,14 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Move queued mail matching every filter given to another pool (it is
-    /// made due now and leaves from that pool's sources); or list the
-    /// rebinds in force, or end one.
+    /// Move queued mail matching every filter given to another pool or
+    /// through other relay hosts (it is made due now and leaves that way);
+    /// or list the rebinds in force, or end one.
     Rebind {
         #[command(flatten)]
         filter: control::FilterArgs,
-        /// The pool the mail leaves from from now on.
-        #[arg(long)]
-        to_pool: Option<String>,
-        /// Why (kept with the rebind).
-        #[arg(long, default_value = "rebound by an operator")]
-        reason: String,
-        /// List the rebinds in force.
-        #[arg(long)]
-        list: bool,
-        /// End rebind ID (its mail goes back to its own pool).
-        #[arg(long)]
-        cancel: Option<u64>,
+        #[command(flatten)]
+        args: control::RebindArgs,
     },
     /// List the automatic actions in force (as `tern shaping actions`).
     Actions {
@@ -201,13 +191,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Reload { config } => ops::reload(&config),
         Command::Purge { filter } => control::purge(&filter, json),
         Command::Bounce { filter, reason } => control::bounce(&filter, reason, json),
-        Command::Rebind {
-            filter,
-            to_pool,
-            reason,
-            list,
-            cancel,
-        } => control::rebind(&filter, to_pool, reason, list, cancel, json),
+        Command::Rebind { filter, args } => control::rebind(&filter, args, json),
         Command::Actions { config } => match load_or_report(&config) {
             Some(c) => shaping::actions(&c),
             None => ExitCode::FAILURE,

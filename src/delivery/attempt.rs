@@ -86,6 +86,8 @@ pub(crate) struct Attempt {
     pub meta: MessageMeta,
     pub body: Bytes,
     pub pool: Arc<Pool>,
+    /// Relay through these hosts instead of the MX hosts (a rebind).
+    via: Vec<String>,
     remaining: AtomicUsize,
     /// Failed and expired recipients, recorded only after the bounce is queued.
     failures: Mutex<Vec<(Outcome, bool)>>,
@@ -131,11 +133,12 @@ async fn begin(svc: Arc<Delivery>, info: MessageInfo, fail: Option<RemoteReply>)
     let meta = MessageMeta::decode(&info.envelope.meta);
     let egress = svc.egress.get();
     let default_pool = egress.pool(None);
-    let rebound = svc
+    let rebind = svc
         .settings
         .rebinds
-        .pool_for(&info, &meta, &default_pool.name);
-    let pool = egress.pool(rebound.as_deref().or(meta.pool.as_deref()));
+        .rule_for(&info, &meta, &default_pool.name);
+    let (to_pool, via) = rebind.map_or((None, Vec::new()), |r| (r.to_pool, r.via));
+    let pool = egress.pool(to_pool.as_deref().or(meta.pool.as_deref()));
     let unreadable = fail.or_else(|| {
         body.as_ref().err().map(|e| {
         tracing::error!(queue_id = %id, error = %e, "message unreadable in the spool; bouncing it");
@@ -154,6 +157,7 @@ async fn begin(svc: Arc<Delivery>, info: MessageInfo, fail: Option<RemoteReply>)
         meta,
         body: body.unwrap_or_default(),
         pool,
+        via,
         remaining: AtomicUsize::new(groups.len().max(1)),
         failures: Mutex::new(Vec::new()),
         unrecorded: Mutex::new(Vec::new()),
@@ -202,7 +206,13 @@ async fn route_and_submit(attempt: Arc<Attempt>, domain: String, rcpts: Vec<u32>
     // A lookup has sent nothing: at shutdown it is simply dropped, and the
     // recipients stay due for after the restart.
     let routed = tokio::select! {
-        r = async { svc.router.get().route(&domain).await } => r,
+        r = async {
+            let router = svc.router.get();
+            match attempt.via.is_empty() {
+                true => router.route(&domain).await,
+                false => router.via(&attempt.via).await,
+            }
+        } => r,
         () = svc.stopped() => {
             attempt.job_abandoned().await;
             return;

@@ -1,5 +1,7 @@
 //! Rebinds: an operator moves queued mail to another pool ("the IPs of
-//! pool A are blocked at this provider: send what is waiting from pool B").
+//! pool A are blocked at this provider: send what is waiting from pool B")
+//! or another route (relay it through these hosts instead of the
+//! domain's MX hosts).
 //! A rebind is a rule, not a rewrite of each message: it applies to the
 //! messages that match its filter and were queued before it was made, at
 //! each of their attempts, so moving a million messages costs one line in
@@ -26,13 +28,31 @@ pub struct Rebind {
     pub id: u64,
     /// The messages it moves (of those queued before it was made).
     pub filter: Filter,
-    /// The pool they go out from instead.
-    pub to_pool: String,
+    /// The pool they go out from instead, if it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_pool: Option<String>,
+    /// The hosts ("host:port" or "host") they are relayed through instead
+    /// of their domains' MX hosts, if the route changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
     /// When it was made, in milliseconds since the epoch.
     pub made_ms: u64,
     /// Why, as the operator said.
     #[serde(default)]
     pub reason: String,
+}
+
+impl Rebind {
+    /// Where it sends the mail, for people: "pool P", "via H", or both.
+    pub fn destination(&self) -> String {
+        let pool = self.to_pool.as_ref().map(|p| format!("pool {p}"));
+        let via = (!self.via.is_empty()).then(|| format!("via {}", self.via.join(",")));
+        [pool, via]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// The rebinds in force.
@@ -62,18 +82,12 @@ impl Rebinds {
         spool.join("rebinds.json")
     }
 
-    /// Moves the matching mail queued until `now` to `to_pool`.
-    pub fn add(&self, filter: Filter, to_pool: String, reason: String, now: SystemTime) -> Rebind {
+    /// Moves the matching mail queued until `now` as `rule` says (its id
+    /// and time are set here).
+    pub fn add(&self, mut rule: Rebind, now: SystemTime) -> Rebind {
         let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
-        let id = rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-        let made_ms = Timestamp::from_system_time(now).as_millis();
-        let rule = Rebind {
-            id,
-            filter,
-            to_pool,
-            made_ms,
-            reason,
-        };
+        rule.id = rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        rule.made_ms = Timestamp::from_system_time(now).as_millis();
         rules.push(rule.clone());
         self.save(&rules);
         rule
@@ -97,14 +111,13 @@ impl Rebinds {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The pool a message goes out from by the newest rebind that moves
-    /// it, if any.
-    pub fn pool_for(
+    /// The newest rebind that moves a message, if any.
+    pub fn rule_for(
         &self,
         m: &MessageInfo,
         meta: &MessageMeta,
         default_pool: &str,
-    ) -> Option<String> {
+    ) -> Option<Rebind> {
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner());
         if rules.is_empty() {
             return None;
@@ -113,7 +126,7 @@ impl Rebinds {
             .iter()
             .rev()
             .find(|r| m.arrival.as_millis() <= r.made_ms && r.filter.matches(m, meta, default_pool))
-            .map(|r| r.to_pool.clone())
+            .cloned()
     }
 
     /// Drops the rules no queued message can still match.
@@ -187,6 +200,21 @@ mod tests {
         (info, meta)
     }
 
+    fn to_spare(filter: Filter) -> Rebind {
+        Rebind {
+            id: 0,
+            filter,
+            to_pool: Some("spare".into()),
+            via: Vec::new(),
+            made_ms: 0,
+            reason: "blocked".into(),
+        }
+    }
+
+    fn pool(r: &Rebinds, m: &MessageInfo, meta: &MessageMeta) -> Option<String> {
+        r.rule_for(m, meta, "default").and_then(|r| r.to_pool)
+    }
+
     #[test]
     fn a_rebind_moves_matching_mail_queued_before_it_and_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -200,22 +228,19 @@ mod tests {
             tenant: Some("shop".into()),
             ..Filter::default()
         };
-        r.add(filter, "spare".into(), "blocked".into(), now);
+        r.add(to_spare(filter), now);
         let (old, meta) = message(made - 1000, "shop");
         let (new, _) = message(made + 1000, "shop");
         let (other, other_meta) = message(made - 1000, "news");
-        assert_eq!(r.pool_for(&old, &meta, "default").as_deref(), Some("spare"));
+        assert_eq!(pool(&r, &old, &meta).as_deref(), Some("spare"));
         assert_eq!(
-            r.pool_for(&new, &meta, "default"),
+            pool(&r, &new, &meta),
             None,
             "mail queued later keeps its pool"
         );
-        assert_eq!(r.pool_for(&other, &other_meta, "default"), None);
+        assert_eq!(pool(&r, &other, &other_meta), None);
         let again = Rebinds::open(Some(file.clone()), day);
-        assert_eq!(
-            again.pool_for(&old, &meta, "default").as_deref(),
-            Some("spare")
-        );
+        assert_eq!(pool(&again, &old, &meta).as_deref(), Some("spare"));
         assert!(again.cancel(1));
         assert_eq!(Rebinds::open(Some(file), day).list(now), Vec::new());
     }
@@ -224,7 +249,7 @@ mod tests {
     fn rules_older_than_the_longest_queue_life_are_forgotten() {
         let r = Rebinds::open(None, Duration::from_secs(60));
         let then = SystemTime::now() - Duration::from_secs(120);
-        r.add(Filter::default(), "spare".into(), String::new(), then);
+        r.add(to_spare(Filter::default()), then);
         assert!(r.list(SystemTime::now()).is_empty());
     }
 }

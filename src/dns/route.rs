@@ -96,6 +96,12 @@ impl Router {
         Self::new(config, self.resolver.clone())
     }
 
+    /// A route through these relay hosts ("host:port" or "host"), for mail
+    /// an operator rebound there.
+    pub async fn via(&self, hosts: &[String]) -> Result<Route, RouteError> {
+        self.smarthost(hosts, self.tls).await
+    }
+
     /// Where mail for `domain` goes now.
     pub async fn route(&self, domain: &str) -> Result<Route, RouteError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
