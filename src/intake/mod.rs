@@ -271,13 +271,7 @@ impl Intake {
         let (id, start) = (sub.id, sub.data_start);
         let mut data = sub.data;
         let facts = headers::scan(&data[start..]);
-        let hops = facts.received + 1;
-        if hops > self.settings.max_received_headers {
-            return Err(IntakeError::Loop {
-                received: hops,
-                limit: self.settings.max_received_headers,
-            });
-        }
+        self.check_hops(&facts)?;
         // The author's domain, read before any header is removed (which
         // moves the offsets).
         let routing = self.settings.routing.get();
@@ -344,6 +338,19 @@ impl Intake {
         self.log.write(&record);
         self.wake.notify_one();
         Ok(id)
+    }
+
+    /// Refuses a message that has passed more hops than a loop allows
+    /// (its Received headers, plus ours).
+    fn check_hops(&self, facts: &headers::HeaderFacts) -> Result<(), IntakeError> {
+        let hops = facts.received + 1;
+        match hops > self.settings.max_received_headers {
+            true => Err(IntakeError::Loop {
+                received: hops,
+                limit: self.settings.max_received_headers,
+            }),
+            false => Ok(()),
+        }
     }
 
     /// Has the message DKIM-signed when signing is configured; returns it
