@@ -10,6 +10,10 @@
 //! at each scrape for the [`TOP_PATHS`] busiest paths only (so no series
 //! lingers after its path went quiet).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::RwLock;
+
 use metrics::{Counter, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
@@ -65,10 +69,41 @@ pub struct Labels<'a> {
     pub tenant: &'a str,
 }
 
+/// Counters by label values, found again without allocating (per message
+/// and per recipient): keyed by a hash of the values, checked against them.
+#[derive(Default)]
+struct Cached(RwLock<HashMap<u64, Vec<Entry>>>);
+
+/// A counter and the label values it was registered with.
+type Entry = (Box<[Box<str>]>, Counter);
+
+impl Cached {
+    /// The counter of `values`, registered by `make` the first time.
+    fn get(&self, values: &[&str], make: impl FnOnce() -> Counter) -> Counter {
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(values);
+        let same = |k: &[Box<str>]| k.iter().map(|s| &**s).eq(values.iter().copied());
+        {
+            let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, c)) = map.get(&h).and_then(|v| v.iter().find(|(k, _)| same(k))) {
+                return c.clone();
+            }
+        }
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let bucket = map.entry(h).or_default();
+        if let Some((_, c)) = bucket.iter().find(|(k, _)| same(k)) {
+            return c.clone();
+        }
+        let c = make();
+        bucket.push((values.iter().map(|s| Box::from(*s)).collect(), c.clone()));
+        c
+    }
+}
+
 /// The metrics of one running Tern.
 pub struct Metrics {
     recorder: PrometheusRecorder,
-    received: Counter,
+    received: Cached,
+    outcomes: Cached,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,7 +138,7 @@ impl Metrics {
         describe(
             RECEIVED,
             None,
-            "Messages accepted (answered 250) at the SMTP door.",
+            "Messages accepted (answered 250) at the SMTP door, by pool and tenant.",
         );
         describe(
             OUTCOMES,
@@ -142,30 +177,47 @@ impl Metrics {
             None,
             "Delivery log lines dropped because the log's disk could not keep up (delivery never waits for it).",
         );
-        let received = recorder.register_counter(&Key::from_static_name(RECEIVED), &META);
         for result in ["applied", "refused"] {
             let key = Key::from_parts(RELOADS, vec![Label::new("result", result)]);
             recorder.register_counter(&key, &META).increment(0);
         }
-        Self { recorder, received }
+        Self {
+            recorder,
+            received: Cached::default(),
+            outcomes: Cached::default(),
+        }
     }
 
-    /// A message was accepted.
-    pub fn received(&self) {
-        self.received.increment(1);
+    /// A message of `pool` and `tenant` ("" for none) was accepted.
+    pub fn received(&self, pool: &str, tenant: &str) {
+        self.received
+            .get(&[pool, tenant], || {
+                let labels = vec![
+                    Label::new("pool", pool.to_owned()),
+                    Label::new("tenant", tenant.to_owned()),
+                ];
+                self.recorder
+                    .register_counter(&Key::from_parts(RECEIVED, labels), &META)
+            })
+            .increment(1);
     }
 
     /// A recipient's delivery outcome.
     pub fn outcome(&self, outcome: Outcome, l: &Labels<'_>) {
-        let labels = vec![
-            Label::new("outcome", outcome.name()),
-            Label::new("provider", l.provider.to_owned()),
-            Label::new("source", l.source.to_owned()),
-            Label::new("pool", l.pool.to_owned()),
-            Label::new("tenant", l.tenant.to_owned()),
-        ];
-        let key = Key::from_parts(OUTCOMES, labels);
-        self.recorder.register_counter(&key, &META).increment(1);
+        let values = [outcome.name(), l.provider, l.source, l.pool, l.tenant];
+        self.outcomes
+            .get(&values, || {
+                let labels = vec![
+                    Label::new("outcome", outcome.name()),
+                    Label::new("provider", l.provider.to_owned()),
+                    Label::new("source", l.source.to_owned()),
+                    Label::new("pool", l.pool.to_owned()),
+                    Label::new("tenant", l.tenant.to_owned()),
+                ];
+                self.recorder
+                    .register_counter(&Key::from_parts(OUTCOMES, labels), &META)
+            })
+            .increment(1);
     }
 
     /// A delivered recipient spent `secs` in the queue.
@@ -279,4 +331,53 @@ fn resident_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_found_again_by_their_label_values() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.received("bulk", "shop");
+        }
+        m.received("bulk", "");
+        let l = Labels {
+            provider: "gmail",
+            source: "ip-1",
+            pool: "bulk",
+            tenant: "shop",
+        };
+        m.outcome(Outcome::Delivered, &l);
+        m.outcome(Outcome::Delivered, &l);
+        m.outcome(Outcome::Deferred, &l);
+        let text = m.recorder.handle().render();
+        let line = |prefix: &str, part: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix) && l.contains(part))
+                .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        assert_eq!(
+            line(RECEIVED, "tenant=\"shop\"").as_deref(),
+            Some("3"),
+            "{text}"
+        );
+        assert_eq!(
+            line(RECEIVED, "tenant=\"\"").as_deref(),
+            Some("1"),
+            "{text}"
+        );
+        assert_eq!(
+            line(OUTCOMES, "outcome=\"delivered\"").as_deref(),
+            Some("2"),
+            "{text}"
+        );
+        assert_eq!(
+            line(OUTCOMES, "outcome=\"deferred\"").as_deref(),
+            Some("1"),
+            "{text}"
+        );
+    }
 }

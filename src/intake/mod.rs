@@ -102,6 +102,8 @@ pub struct IntakeRouting {
     pub tenant_priorities: HashMap<String, Priority>,
     /// The DKIM signer, when any key is configured.
     pub dkim: Option<Arc<Dkim>>,
+    /// The pool of mail that names none (for metrics).
+    pub default_pool: String,
 }
 
 impl IntakeRouting {
@@ -120,6 +122,7 @@ impl IntakeRouting {
                 .filter_map(|t| Some((t.name.clone(), t.priority?)))
                 .collect(),
             dkim,
+            default_pool: config.delivery.default_pool.clone(),
         }
     }
 }
@@ -334,7 +337,9 @@ impl Intake {
             body: Bytes::from(data),
         };
         self.queue.enqueue(msg).await?;
-        self.settings.metrics.received();
+        let pool = meta.pool.as_deref().unwrap_or(&routing.default_pool);
+        let tenant = meta.tenant.as_deref().unwrap_or("");
+        self.settings.metrics.received(pool, tenant);
         self.log.write(&record);
         self.wake.notify_one();
         Ok(id)
