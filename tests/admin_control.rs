@@ -224,7 +224,13 @@ async fn the_queue_by_dimension_paged_lists_and_one_message_in_full() {
     );
     let by_priority = get_as("/v1/queue/by/priority").await.unwrap();
     assert_eq!(by_priority.rows[0].key, "normal");
-    assert!(get_as("/v1/queue/by/site").await.is_ok());
+    let by_site = get_as("/v1/queue/by/site").await.unwrap();
+    let site = by_site.rows.iter().find(|r| r.key == "mx.alpha.test");
+    assert_eq!(
+        site.map(|r| r.recipients),
+        Some(3),
+        "deferred mail, by the site it was routed to: {by_site:?}"
+    );
     assert!(get_as("/v1/queue/by/colour").await.is_err());
 
     let cfg = a.clone();

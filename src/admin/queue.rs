@@ -2,9 +2,10 @@
 //! recipients, in all and for the N domains with the most recipients
 //! (default 50), from the queue's counters. `GET
 //! /v1/queue/by/{dimension}?top=N`: the whole queue by domain, pool,
-//! tenant or priority (a walk over the queue a page at a time), or the
-//! mail at the egress paths now by site or source, with their connections
-//! and rates. `GET /v1/paths`: each egress path.
+//! site, tenant or priority (a walk over the queue a page at a time; a
+//! domain's site is the one its mail was last routed to), or the mail at
+//! the egress paths now by source; site and source rows carry the paths'
+//! connections and rates. `GET /v1/paths`: each egress path.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,22 +62,25 @@ pub(super) async fn paths(State(s): State<Arc<AdminState>>) -> Json<Vec<PathRow>
     Json(s.delivery.paths())
 }
 
-#[utoipa::path(get, path = "/v1/queue/by/{dimension}", tag = "queue", params(("dimension" = String, Path, description = "domain, pool, tenant or priority (the whole queue); site or source (the mail at the paths now)"), ("top" = Option<usize>, Query, description = "At most this many rows (default 50)")), responses((status = 200, description = "Rows, most recipients first", body = super::types::QueueBreakdown), (status = 404, description = "No such dimension", body = super::types::ApiError)))]
+#[utoipa::path(get, path = "/v1/queue/by/{dimension}", tag = "queue", params(("dimension" = String, Path, description = "domain, site, pool, tenant or priority (the whole queue); source (the mail at the paths now)"), ("top" = Option<usize>, Query, description = "At most this many rows (default 50)")), responses((status = 200, description = "Rows, most recipients first", body = super::types::QueueBreakdown), (status = 404, description = "No such dimension", body = super::types::ApiError)))]
 pub(super) async fn breakdown(
     State(s): State<Arc<AdminState>>,
     Path(by): Path<String>,
     Query(p): Query<Params>,
 ) -> Response {
     let mut rows = match by.as_str() {
-        "site" => by_path(&s, |p| p.site.clone()),
         "source" => by_path(&s, |p| p.source.clone()),
-        "domain" | "pool" | "tenant" | "priority" => {
-            let s = s.clone();
-            let by = by.clone();
-            match tokio::task::spawn_blocking(move || walk(&s, &by)).await {
+        "domain" | "site" | "pool" | "tenant" | "priority" => {
+            let s2 = s.clone();
+            let by2 = by.clone();
+            let mut rows = match tokio::task::spawn_blocking(move || walk(&s2, &by2)).await {
                 Ok(rows) => rows,
                 Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            };
+            if by == "site" {
+                add_path_rates(&mut rows, by_path(&s, |p| p.site.clone()));
             }
+            rows
         }
         _ => {
             let msg = "break the queue down by domain, site, source, pool, tenant or priority";
@@ -86,6 +90,24 @@ pub(super) async fn breakdown(
     rows.sort_by(|a, b| b.recipients.cmp(&a.recipients).then(a.key.cmp(&b.key)));
     rows.truncate(p.top.unwrap_or(50));
     Json(QueueBreakdown { by, rows }).into_response()
+}
+
+/// Adds the paths' connections and rates to the sites' rows of the
+/// whole queue.
+fn add_path_rates(rows: &mut Vec<QueueRow>, paths: Vec<QueueRow>) {
+    for p in paths {
+        match rows.iter_mut().find(|r| r.key == p.key) {
+            Some(r) => {
+                r.connections = p.connections;
+                r.sent_last_minute = p.sent_last_minute;
+            }
+            None => rows.push(QueueRow {
+                messages: 0,
+                recipients: 0,
+                ..p
+            }),
+        }
+    }
 }
 
 /// The paths' mail and rates, summed by `key`.
@@ -136,10 +158,18 @@ fn walk(s: &AdminState, by: &str) -> Vec<QueueRow> {
                 .pending()
                 .find_map(|(i, _)| m.statuses[i].last_reply.as_ref());
             match by {
-                "domain" => {
+                "domain" | "site" => {
                     let mut domains: HashMap<String, (u64, Option<&Arc<str>>)> = HashMap::new();
                     for (i, r) in &pending {
-                        let d = domains.entry(r.domain().to_ascii_lowercase()).or_default();
+                        let domain = r.domain().to_ascii_lowercase();
+                        let key = match by {
+                            "site" => s.delivery.known_site(&domain).map_or_else(
+                                || "(not routed yet)".to_owned(),
+                                |site| site.to_string(),
+                            ),
+                            _ => domain,
+                        };
+                        let d = domains.entry(key).or_default();
                         d.0 += 1;
                         d.1 = d.1.or(m.statuses[*i].last_reply.as_ref());
                     }

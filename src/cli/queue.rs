@@ -29,9 +29,9 @@ pub enum QueueCommand {
         #[arg(long, default_value_t = 50)]
         top: usize,
     },
-    /// The queue by domain, pool, tenant or priority (all queued mail), or
-    /// by site or source (the mail at the egress paths now, with open
-    /// connections and messages sent in the last minute).
+    /// The queue by domain, site, pool, tenant or priority (all queued
+    /// mail), or by source (the mail at the egress paths now); sites and
+    /// sources show open connections and messages sent in the last minute.
     By {
         /// domain, site, source, pool, tenant or priority.
         dimension: String,

@@ -219,12 +219,15 @@ async fn route_and_submit(attempt: Arc<Attempt>, domain: String, rcpts: Vec<u32>
         }
     };
     match routed {
-        Ok(route) => svc.submit(Job {
-            attempt,
-            rcpts,
-            route,
-            domain,
-        }),
+        Ok(route) => {
+            svc.remember_site(&domain, &route.site);
+            svc.submit(Job {
+                attempt,
+                rcpts,
+                route,
+                domain,
+            })
+        }
         Err(e) => {
             let (verdict, reply) = match e {
                 RouteError::Permanent { code, esc, text } => {

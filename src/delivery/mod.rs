@@ -95,6 +95,9 @@ impl Settings {
     }
 }
 
+/// How many domains' sites the views remember.
+const KNOWN_SITES: usize = 100_000;
+
 /// An egress path's name: (source name, site).
 type PathKey = (Arc<str>, Arc<str>);
 
@@ -108,6 +111,8 @@ pub struct Delivery {
     settings: Settings,
     wake: Arc<Notify>,
     paths: Mutex<HashMap<PathKey, Arc<Path>>>,
+    /// The site each domain's mail was last routed to (for the views).
+    sites: Mutex<HashMap<Box<str>, Arc<str>>>,
     /// Paths of configs replaced by a reload.
     retired: Mutex<Vec<Arc<Path>>>,
     in_flight: AtomicUsize,
@@ -138,6 +143,7 @@ impl Delivery {
             settings,
             wake,
             paths: Mutex::new(HashMap::new()),
+            sites: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -301,6 +307,31 @@ impl Delivery {
     /// The name of the default pool of the config in force.
     pub fn default_pool(&self) -> Arc<str> {
         self.egress.get().pool(None).name.clone()
+    }
+
+    /// The site mail to `domain` was last routed to, if it was.
+    pub fn known_site(&self, domain: &str) -> Option<Arc<str>> {
+        self.sites
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .cloned()
+    }
+
+    /// Remembers where mail to `domain` was routed (for the views), in a
+    /// map of bounded size: when full it starts afresh.
+    pub(crate) fn remember_site(&self, domain: &str, site: &Arc<str>) {
+        let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+        if sites
+            .get(domain)
+            .is_some_and(|s| Arc::ptr_eq(s, site) || s == site)
+        {
+            return;
+        }
+        if sites.len() >= KNOWN_SITES {
+            sites.clear();
+        }
+        sites.insert(domain.into(), site.clone());
     }
 
     /// The first source of the default pool of the config in force.
