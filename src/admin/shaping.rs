@@ -46,15 +46,7 @@ pub(super) async fn effective(
         return super::error(StatusCode::NOT_FOUND, &msg);
     }
     let site = match p.mx {
-        Some(list) => {
-            let mut hosts: Vec<String> = list
-                .split(',')
-                .map(|h| h.trim().to_ascii_lowercase())
-                .collect();
-            hosts.sort_unstable();
-            hosts.dedup();
-            hosts.join(",")
-        }
+        Some(list) => crate::dns::route::site_name(list.split(',')),
         None => match s.delivery.site_of(&domain).await {
             Ok(site) => site,
             Err(why) => {

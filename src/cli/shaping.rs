@@ -38,15 +38,7 @@ pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str
         return ExitCode::FAILURE;
     }
     let site = match mx {
-        Some(list) => {
-            let mut hosts: Vec<String> = list
-                .split(',')
-                .map(|h| h.trim().to_ascii_lowercase())
-                .collect();
-            hosts.sort_unstable();
-            hosts.dedup();
-            hosts.join(",")
-        }
+        Some(list) => crate::dns::route::site_name(list.split(',')),
         None => match resolve_site(config, &domain) {
             Ok(site) => site,
             Err(e) => {

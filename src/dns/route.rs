@@ -63,6 +63,17 @@ pub enum RouteError {
     },
 }
 
+/// A site's name: its MX host names, lower-cased, sorted, without
+/// repeats, comma-separated (as delivery, the views and `--mx` name it).
+pub fn site_name<'a>(hosts: impl Iterator<Item = &'a str>) -> String {
+    let mut names: Vec<String> = hosts
+        .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
 /// Routes domains, applying the `[[route]]` overrides.
 pub struct Router {
     resolver: Arc<dyn Resolver>,
@@ -162,10 +173,7 @@ impl Router {
         names: Vec<String>,
         tls: TlsPolicy,
     ) -> Result<Route, RouteError> {
-        let mut site_names: Vec<&str> = names.iter().map(String::as_str).collect();
-        site_names.sort_unstable();
-        site_names.dedup();
-        let site: Arc<str> = site_names.join(",").into();
+        let site: Arc<str> = site_name(names.iter().map(String::as_str)).into();
         let (mut hosts, mut temporary, mut prohibited) = (Vec::new(), None, false);
         for name in names.iter().take(MAX_HOSTS) {
             let ips = match self.resolver.addresses(name).await {
