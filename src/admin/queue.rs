@@ -69,7 +69,7 @@ pub(super) async fn breakdown(
     Query(p): Query<Params>,
 ) -> Response {
     let mut rows = match by.as_str() {
-        "source" => by_path(&s, |p| p.source.clone()),
+        "source" => by_path(&s.delivery.paths(), |p| p.source.clone()),
         "domain" | "site" | "pool" | "tenant" | "priority" => {
             let s2 = s.clone();
             let by2 = by.clone();
@@ -78,7 +78,7 @@ pub(super) async fn breakdown(
                 Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             };
             if by == "site" {
-                add_path_rates(&mut rows, by_path(&s, |p| p.site.clone()));
+                add_path_rates(&mut rows, by_path(&s.delivery.paths(), |p| p.site.clone()));
             }
             rows
         }
@@ -111,11 +111,11 @@ fn add_path_rates(rows: &mut Vec<QueueRow>, paths: Vec<QueueRow>) {
 }
 
 /// The paths' mail and rates, summed by `key`.
-fn by_path(s: &AdminState, key: impl Fn(&PathRow) -> String) -> Vec<QueueRow> {
+pub(super) fn by_path(paths: &[PathRow], key: impl Fn(&PathRow) -> String) -> Vec<QueueRow> {
     let mut rows: HashMap<String, QueueRow> = HashMap::new();
-    for p in s.delivery.paths() {
-        let r = rows.entry(key(&p)).or_insert_with(|| QueueRow {
-            key: key(&p),
+    for p in paths {
+        let r = rows.entry(key(p)).or_insert_with(|| QueueRow {
+            key: key(p),
             ..QueueRow::default()
         });
         r.messages += p.waiting;

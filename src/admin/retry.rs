@@ -17,7 +17,11 @@ const PAGE: usize = 1000;
 
 #[utoipa::path(post, path = "/v1/retry", tag = "control", request_body = super::types::Retry, responses((status = 200, description = "Made due now", body = super::types::Retried), (status = 503, description = "The queue refused a write", body = super::types::ApiError)))]
 pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry>) -> Response {
-    let domain = req.domain.map(|d| d.to_ascii_lowercase());
+    let filter = crate::delivery::filter::Filter {
+        domain: req.domain.map(|d| d.to_ascii_lowercase()),
+        ..Default::default()
+    };
+    let default_pool = s.delivery.default_pool();
     let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
     let (mut messages, mut recipients, mut after) = (0u64, 0u64, None);
     loop {
@@ -25,17 +29,8 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         for m in page.iter().filter(|m| !m.in_flight) {
-            let wanted = domain.as_deref().is_none_or(|d| {
-                m.envelope
-                    .recipients
-                    .iter()
-                    .zip(&m.statuses)
-                    .any(|(r, st)| {
-                        st.state == ::queue::RecipientState::Pending
-                            && r.domain().eq_ignore_ascii_case(d)
-                    })
-            });
-            if !wanted {
+            let meta = crate::intake::meta::MessageMeta::decode(&m.envelope.meta);
+            if !filter.matches(m, &meta, &default_pool) {
                 continue;
             }
             match s.queue.reschedule(m.id, now).await {
@@ -55,7 +50,7 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         s.wake.notify_one();
     }
     tracing::info!(
-        domain = domain.as_deref().unwrap_or("(all)"),
+        domain = filter.domain.as_deref().unwrap_or("(all)"),
         messages,
         recipients,
         "retry now, by an operator"

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::response::Html;
 
 use super::AdminState;
-use super::types::PathRow;
+use super::types::{PathRow, QueueRow};
 
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -104,17 +104,14 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     Html(h)
 }
 
-/// Sums of the paths' rows by a key.
-fn sum_by(paths: &[PathRow], key: impl Fn(&PathRow) -> String) -> Vec<(String, [u64; 3])> {
-    let mut sums: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
-    for p in paths {
-        let e = sums.entry(key(p)).or_default();
-        e[0] += p.sent_last_minute;
-        e[1] += p.connections;
-        e[2] += p.waiting;
-    }
-    let mut rows: Vec<_> = sums.into_iter().collect();
-    rows.sort_by_key(|(_, v)| std::cmp::Reverse((v[0], v[2])));
+/// The paths' rows summed by a key, busiest first.
+fn sum_by(paths: &[PathRow], key: impl Fn(&PathRow) -> String) -> Vec<QueueRow> {
+    let mut rows = super::queue::by_path(paths, key);
+    rows.sort_by(|a, b| {
+        (b.sent_last_minute, b.messages)
+            .cmp(&(a.sent_last_minute, a.messages))
+            .then_with(|| a.key.cmp(&b.key))
+    });
     rows
 }
 
@@ -136,14 +133,14 @@ fn paths_tables(h: &mut String, paths: &[PathRow]) {
         ),
     ] {
         let _ = write!(h, "<h2>{title}</h2><table>{}", head.replace("{}", col));
-        for (k, v) in &rows {
+        for r in &rows {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                esc(k),
-                v[0],
-                v[1],
-                v[2]
+                esc(&r.key),
+                r.sent_last_minute,
+                r.connections,
+                r.messages
             );
         }
         if rows.is_empty() {

@@ -62,13 +62,14 @@ fn from_daemon(
     source: Option<&str>,
     mx: Option<&str>,
 ) -> Option<EffectiveShaping> {
+    use super::control::encode;
     use crate::admin::client::{CallError, get};
-    let mut path = format!("/v1/shaping/effective?domain={domain}");
+    let mut path = format!("/v1/shaping/effective?domain={}", encode(domain));
     if let Some(s) = source {
-        path.push_str(&format!("&source={s}"));
+        path.push_str(&format!("&source={}", encode(s)));
     }
     if let Some(m) = mx {
-        path.push_str(&format!("&mx={m}"));
+        path.push_str(&format!("&mx={}", encode(m)));
     }
     match get::<EffectiveShaping>(&config.admin, &path) {
         Ok(e) => Some(e),
@@ -120,10 +121,7 @@ fn resolve_site(config: &Config, domain: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(router.route(domain))
         .map(|r| r.site.to_string())
-        .map_err(|e| match e {
-            crate::dns::route::RouteError::Permanent { text, .. }
-            | crate::dns::route::RouteError::Transient { text, .. } => text,
-        })
+        .map_err(|e| e.text().to_owned())
 }
 
 /// Prints the automatic actions in force: from the running daemon's API,

@@ -112,7 +112,7 @@ pub struct Delivery {
     wake: Arc<Notify>,
     paths: Mutex<HashMap<PathKey, Arc<Path>>>,
     /// The site each domain's mail was last routed to (for the views).
-    sites: Mutex<HashMap<Box<str>, Arc<str>>>,
+    sites: std::sync::RwLock<HashMap<Box<str>, Arc<str>>>,
     /// Paths of configs replaced by a reload.
     retired: Mutex<Vec<Arc<Path>>>,
     in_flight: AtomicUsize,
@@ -143,7 +143,7 @@ impl Delivery {
             settings,
             wake,
             paths: Mutex::new(HashMap::new()),
-            sites: Mutex::new(HashMap::new()),
+            sites: std::sync::RwLock::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -311,23 +311,22 @@ impl Delivery {
 
     /// The site mail to `domain` was last routed to, if it was.
     pub fn known_site(&self, domain: &str) -> Option<Arc<str>> {
-        self.sites
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(domain)
-            .cloned()
+        let sites = self.sites.read().unwrap_or_else(|p| p.into_inner());
+        sites.get(domain).cloned()
     }
 
     /// Remembers where mail to `domain` was routed (for the views), in a
-    /// map of bounded size: when full it starts afresh.
+    /// map of bounded size: when full it starts afresh. It runs per job,
+    /// so the usual case (already known) takes a shared lock only.
     pub(crate) fn remember_site(&self, domain: &str, site: &Arc<str>) {
-        let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
-        if sites
-            .get(domain)
-            .is_some_and(|s| Arc::ptr_eq(s, site) || s == site)
+        let known = |s: &Arc<str>| Arc::ptr_eq(s, site) || s == site;
         {
-            return;
+            let sites = self.sites.read().unwrap_or_else(|p| p.into_inner());
+            if sites.get(domain).is_some_and(known) {
+                return;
+            }
         }
+        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
         if sites.len() >= KNOWN_SITES {
             sites.clear();
         }
@@ -347,13 +346,10 @@ impl Delivery {
 
     /// The site mail to `domain` goes to now, or why it cannot be routed.
     pub async fn site_of(&self, domain: &str) -> Result<String, String> {
-        use crate::dns::route::RouteError;
         let router = self.router.get();
         match router.route(domain).await {
             Ok(r) => Ok(r.site.to_string()),
-            Err(RouteError::Permanent { text, .. } | RouteError::Transient { text, .. }) => {
-                Err(text)
-            }
+            Err(e) => Err(e.text().to_owned()),
         }
     }
 

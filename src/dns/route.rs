@@ -74,6 +74,15 @@ pub fn site_name<'a>(hosts: impl Iterator<Item = &'a str>) -> String {
     names.join(",")
 }
 
+impl RouteError {
+    /// What happened, for people.
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Permanent { text, .. } | Self::Transient { text, .. } => text,
+        }
+    }
+}
+
 /// Routes domains, applying the `[[route]]` overrides.
 pub struct Router {
     resolver: Arc<dyn Resolver>,
