@@ -59,6 +59,7 @@ pub mod egress;
 pub mod intake;
 pub mod log;
 pub mod logging;
+pub mod message;
 pub mod metrics;
 pub mod shaping;
 pub mod smtp;

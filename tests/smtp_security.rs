@@ -204,7 +204,7 @@ async fn auth_only_over_tls_and_it_grants_relay() {
     s.send(b"Subject: authenticated\r\n\r\nhi\r\n.\r\n").await;
     assert!(s.reply().await.starts_with("250 2.0.0 Ok queued"));
     let q = s.queue.page(None, 10);
-    let meta = tern::intake::meta::MessageMeta::decode(&q[0].envelope.meta);
+    let meta = tern::message::MessageMeta::decode(&q[0].envelope.meta);
     assert_eq!(meta.auth_user.as_deref(), Some("app"));
     assert!(String::from_utf8_lossy(&s.queue.body(q[0].id).unwrap()).contains("with ESMTPSA id"));
 }

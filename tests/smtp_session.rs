@@ -5,7 +5,7 @@
 mod common;
 
 use common::{after_received, start};
-use tern::intake::meta::{MessageMeta, RecipientParams, Ret};
+use tern::message::{MessageMeta, RecipientParams, Ret};
 
 const LOCAL: &str = "127.0.0.1";
 

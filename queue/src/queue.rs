@@ -158,8 +158,8 @@ impl Queue {
     }
 
     /// Makes the pending recipients of `id` due at `at` if they were due
-    /// later (an operator's "retry now"), durably; a message being
-    /// delivered is left alone. Returns how many recipients moved.
+    /// later (an operator's "retry now"), durably; a message handed out is
+    /// left alone (its holder decides). Returns how many recipients moved.
     pub async fn reschedule(&self, id: MessageId, at: Timestamp) -> Result<usize, QueueError> {
         let op = Op::Reschedule {
             id,
@@ -174,7 +174,7 @@ impl Queue {
         }
     }
 
-    /// Like [`Queue::update`] but the message stays in flight: for a
+    /// Like [`Queue::update`] but the message stays handed out: for a
     /// delivery that records some recipients while others of the same
     /// message are still being tried.
     pub async fn record(
@@ -231,29 +231,59 @@ impl Queue {
     }
 
     /// Hands out up to `limit` messages with a recipient due at or before
-    /// `now`, oldest due first, and marks them in flight: they are not
-    /// handed out again until [`Queue::update`] or [`Queue::release`].
-    /// In-flight marks are not persisted: after a restart everything is due.
+    /// `now`, most urgent first, then oldest due first, and marks them
+    /// taken: they are not handed out again until [`Queue::update`] or
+    /// [`Queue::release`]. A holder may keep a message for as long as it
+    /// waits for its turn; each send of it goes between [`Queue::begin`]
+    /// and [`Queue::end`]. Hand-outs are not persisted: after a restart
+    /// everything is due.
     pub fn take_due(&self, now: Timestamp, limit: usize) -> Vec<MessageInfo> {
         self.shared.index().take_due(now, limit)
     }
 
-    /// Ends a message's in-flight state without changing it. False if the
+    /// A send of message `id`, handed out as generation `handout`, starts: the
+    /// message's current metadata, counted as being sent (operators'
+    /// actions wait for it) until [`Queue::end`]. `None` if the hand-out
+    /// is stale: the message was removed, claimed by an operator, or
+    /// released and handed out again since.
+    pub fn begin(&self, id: MessageId, handout: u32) -> Option<MessageInfo> {
+        self.shared.index().begin(id, handout)
+    }
+
+    /// A send that [`Queue::begin`] started is over (call it after the
+    /// send's statuses are written).
+    pub fn end(&self, id: MessageId) {
+        self.shared.index().end(id)
+    }
+
+    /// True while hand-out `handout` of message `id` still holds it.
+    pub fn is_current(&self, id: MessageId, handout: u32) -> bool {
+        self.shared.index().is_current(id, handout)
+    }
+
+    /// How many times a handed-out message has been taken from its holder
+    /// (claimed or removed by an operator) since open: a holder that sees
+    /// it change checks its hand-outs with [`Queue::is_current`].
+    pub fn disturbed(&self) -> u64 {
+        self.shared.index().disturbed
+    }
+
+    /// Ends a message's hand-out without changing it. False if the
     /// message is not queued.
     pub fn release(&self, id: MessageId) -> bool {
         self.shared.index().release(id)
     }
 
-    /// Marks message `id` in flight, due or not, and hands it out, as
-    /// [`Queue::take_due`] would: for an operator acting on one message
-    /// (a bounce) while the scheduler cannot take it. `None` if it is gone
-    /// or already being delivered. End it with [`Queue::update`] or
-    /// [`Queue::release`].
+    /// Takes message `id`, due or not, and hands it out as
+    /// [`Queue::take_due`] would: for an operator acting on one message (a
+    /// bounce). A message waiting with another holder changes hands (that
+    /// hand-out becomes stale). `None` if it is gone or being sent. End it
+    /// with [`Queue::update`] or [`Queue::release`].
     pub fn claim(&self, id: MessageId) -> Option<MessageInfo> {
         self.shared.index().claim(id)
     }
 
-    /// When the next message not in flight is due.
+    /// When the next message not handed out is due.
     pub fn next_due(&self) -> Option<Timestamp> {
         self.shared.index().next_due()
     }

@@ -242,9 +242,14 @@ pub struct MessageInfo {
     pub body_len: u64,
     /// Delivery priority (0 first).
     pub priority: u8,
-    /// True while the message is handed out by [`crate::Queue::take_due`]
-    /// and not yet updated or released.
+    /// True while a send of it is under way ([`crate::Queue::begin`] ..
+    /// [`crate::Queue::end`]): operators' actions wait for it.
     pub in_flight: bool,
+    /// True while it is handed out (by [`crate::Queue::take_due`]) and
+    /// waiting with its holder, no send under way.
+    pub scheduled: bool,
+    /// Which hand-out this is (see [`crate::Queue::begin`]).
+    pub handout: u32,
 }
 
 impl MessageInfo {

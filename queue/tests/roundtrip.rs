@@ -300,7 +300,7 @@ fn buffered_durability_acks_before_sync_and_syncs_when_idle() {
 }
 
 #[test]
-fn record_keeps_the_message_in_flight_until_update() {
+fn record_keeps_the_message_handed_out_until_update() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let (q, _) = open(dir.path());
@@ -311,16 +311,16 @@ fn record_keeps_the_message_in_flight_until_update() {
     rt.block_on(q.record(id, vec![(0, delivered())])).unwrap();
     assert!(
         q.take_due(now, 10).is_empty(),
-        "not handed out twice while in flight"
+        "not handed out twice"
     );
-    assert!(q.get(id).unwrap().in_flight);
+    assert!(q.get(id).unwrap().scheduled);
     let later = now.as_millis() + 1000;
     rt.block_on(q.update(
         id,
         vec![(1, delivered()), (2, deferred(later, "451 later"))],
     ))
     .unwrap();
-    assert!(!q.get(id).unwrap().in_flight);
+    assert!(!q.get(id).unwrap().scheduled);
     assert!(
         q.take_due(now, 10).is_empty(),
         "the deferred one is due later"
@@ -353,7 +353,7 @@ fn priorities_order_due_messages_and_survive_a_restart() {
 }
 
 #[test]
-fn reschedule_makes_deferred_recipients_due_now_durably_but_never_in_flight_ones() {
+fn reschedule_makes_deferred_recipients_due_now_durably_but_never_handed_out_ones() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let (q, _) = open(dir.path());
@@ -364,7 +364,7 @@ fn reschedule_makes_deferred_recipients_due_now_durably_but_never_in_flight_ones
     assert_eq!(
         rt.block_on(q.reschedule(id, now)).unwrap(),
         0,
-        "in flight: left alone"
+        "handed out: left alone"
     );
     rt.block_on(q.update(
         id,

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::AdminState;
 use super::types::JobProgress;
 use crate::delivery::filter::Filter;
-use crate::intake::meta::MessageMeta;
+use crate::message::MessageMeta;
 
 /// Messages looked at per page (one short hold of the queue's index).
 const PAGE: usize = 1000;

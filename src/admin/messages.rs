@@ -19,7 +19,7 @@ use super::types::{MessageDetail, MessagePage, MessageRow, RecipientRow};
 use crate::clock::rfc3339;
 use crate::config::Priority;
 use crate::delivery::filter::Filter;
-use crate::intake::meta::MessageMeta;
+use crate::message::MessageMeta;
 
 /// Messages looked at per request at most: a page of a selective filter
 /// over a large queue ends early, with `next` to go on from.

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::AdminState;
 use super::types::{DomainRow, PathRow, QueueBreakdown, QueueRow, QueueSummary};
 use crate::config::Priority;
-use crate::intake::meta::MessageMeta;
+use crate::message::MessageMeta;
 
 const PAGE: usize = 1000;
 

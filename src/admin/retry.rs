@@ -29,7 +29,7 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         for m in page.iter().filter(|m| !m.in_flight) {
-            let meta = crate::intake::meta::MessageMeta::decode(&m.envelope.meta);
+            let meta = crate::message::MessageMeta::decode(&m.envelope.meta);
             if !filter.matches(m, &meta, &default_pool) {
                 continue;
             }

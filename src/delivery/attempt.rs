@@ -19,7 +19,7 @@ use super::{Delivery, dsn, retry};
 use crate::dns::route::RouteError;
 use crate::egress::Picked;
 use crate::egress::Pool;
-use crate::intake::meta::MessageMeta;
+use crate::message::MessageMeta;
 use crate::log::{Kind, Record};
 use crate::smtp::client::{RemoteReply, local_reply};
 

@@ -14,7 +14,7 @@ use queue::{EnvelopeRecipient, MessageId};
 use smtp_proto::{RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER};
 
 use crate::clock::rfc5322;
-use crate::intake::meta::{MessageMeta, RecipientParams, Ret};
+use crate::message::{MessageMeta, RecipientParams, Ret};
 use crate::smtp::client::RemoteReply;
 
 /// Longest Diagnostic-Code text kept.

@@ -5,7 +5,7 @@
 use queue::{MessageInfo, RecipientState};
 use serde::{Deserialize, Serialize};
 
-use crate::intake::meta::MessageMeta;
+use crate::message::MessageMeta;
 
 /// A selection of queued messages; an empty one selects them all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -37,7 +37,7 @@ use crate::clock::Clock;
 use crate::config::{BounceReturn, ClientTimeouts, Config};
 use crate::dns::route::Router;
 use crate::egress::Egress;
-use crate::intake::meta::Ret;
+use crate::message::Ret;
 use crate::log::DeliveryLog;
 use crate::shaping::Shaper;
 use crate::swap::Swap;

@@ -15,7 +15,7 @@ use super::lanes::Lanes;
 use crate::config::TlsPolicy;
 use crate::dns::route::Route;
 use crate::egress::Source;
-use crate::intake::meta::RecipientParams;
+use crate::message::RecipientParams;
 use crate::shaping::{Limiter, Plan};
 use crate::smtp::client::{
     ClientError, Connection, Greeting, RcptRequest, RcptResult, RemoteReply, TxnRequest,

@@ -19,7 +19,7 @@ use queue::{MessageInfo, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::filter::Filter;
-use crate::intake::meta::MessageMeta;
+use crate::message::MessageMeta;
 
 /// One rebind in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

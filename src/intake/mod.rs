@@ -10,7 +10,7 @@
 //! SMTP: the server maps its errors to replies (`smtp::reply::intake_refusal`).
 
 pub mod headers;
-pub mod meta;
+
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -30,7 +30,7 @@ use queue::{
     Envelope, EnvelopeRecipient, Health, MessageId, NewMessage, Queue, QueueError, Timestamp,
 };
 
-use meta::{MessageMeta, RecipientParams, Ret};
+use crate::message::{MessageMeta, RecipientParams, Ret};
 
 /// Why a complete message was not queued.
 #[derive(Debug, thiserror::Error)]

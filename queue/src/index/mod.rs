@@ -64,7 +64,14 @@ pub(crate) struct Entry {
     pub others: Vec<SegId>,
     /// The key under which the message sits in the due set, if it does.
     pub due: Option<Timestamp>,
-    pub in_flight: bool,
+    /// Handed out (by `take_due` or `claim`) and not yet released: out of
+    /// the due set.
+    pub taken: bool,
+    /// Sends of it under way (`begin` .. `end`).
+    pub busy: u16,
+    /// Bumped at each hand-out, so that a holder of an older hand-out can
+    /// tell it no longer owns the message.
+    pub handout: u32,
 }
 
 impl Entry {
@@ -86,7 +93,9 @@ impl Entry {
             statuses: self.statuses.to_vec(),
             body_len: self.home.body_len(),
             priority: self.priority,
-            in_flight: self.in_flight,
+            in_flight: self.busy > 0,
+            scheduled: self.taken && self.busy == 0,
+            handout: self.handout,
         }
     }
 }
@@ -156,6 +165,9 @@ pub(crate) struct Index {
     live_bytes: u64,
     cache_used: u64,
     pub cache_budget: u64,
+    /// Messages taken from their holder (claimed or removed while handed
+    /// out): holders check their hand-outs again when it changes.
+    pub disturbed: u64,
 }
 
 impl Index {
@@ -219,7 +231,9 @@ impl Index {
             home: loc,
             others: Vec::new(),
             due: None,
-            in_flight: false,
+            taken: false,
+            busy: 0,
+            handout: 0,
         };
         let mut body = body;
         if let Some(cached) = self.uncache(id) {
@@ -230,9 +244,9 @@ impl Index {
             if old.home.seg != loc.seg {
                 self.seg(loc.seg).deps.insert(old.home.seg);
             }
-            // A relocated copy is the same message: whoever holds it in
-            // flight still does.
-            entry.in_flight = old.in_flight;
+            // A relocated copy is the same message: whoever holds it
+            // still does.
+            (entry.taken, entry.busy, entry.handout) = (old.taken, old.busy, old.handout);
         }
         if entry.pending().next().is_none() {
             return; // nothing left to deliver: not queued
@@ -255,7 +269,7 @@ impl Index {
         self.live_bytes += u64::from(e.home.len);
         self.pending += e.pending().count() as u64;
         self.body_bytes += e.home.body_len();
-        if !e.in_flight {
+        if !e.taken {
             e.due = e.due_key();
             if let Some(t) = e.due {
                 self.due.insert((e.priority, t, id));
@@ -305,7 +319,7 @@ impl Index {
 
     /// Applies a committed status record from `seg`. `None` if the message
     /// is unknown (already removed, or its full record was lost). With
-    /// `release`, the message stops being in flight; without, whoever holds
+    /// `release`, the message stops being handed out; without, whoever holds
     /// it keeps it (its other recipients are still being delivered).
     pub fn apply_status(
         &mut self,
@@ -334,10 +348,10 @@ impl Index {
         let old_due = e.due.take();
         let priority = e.priority;
         if release {
-            e.in_flight = false;
+            e.taken = false;
         }
         let remaining = e.due_key();
-        let new_due = remaining.filter(|_| !e.in_flight);
+        let new_due = remaining.filter(|_| !e.taken);
         e.due = new_due;
         self.pending = self.pending.saturating_add_signed(pending_delta);
         self.uncache(id); // the first attempt is over
@@ -361,6 +375,9 @@ impl Index {
     /// Applies a committed remove record from `seg`; false if unknown.
     pub fn apply_remove(&mut self, id: MessageId, seg: SegId) -> bool {
         let known = self.messages.contains_key(&id);
+        if self.messages.get(&id).is_some_and(|e| e.taken) {
+            self.disturbed += 1;
+        }
         self.kill(id, seg);
         known
     }

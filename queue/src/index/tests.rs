@@ -270,9 +270,8 @@ fn due_messages_are_taken_in_priority_order() {
 fn a_claimed_message_is_not_handed_out_until_released() {
     let mut ix = index_with_segments(&[1]);
     let id = put(&mut ix, 7, 2, 5_000, 1);
-    let claimed = ix.claim(id).expect("queued and not in flight");
+    let claimed = ix.claim(id).expect("queued and not being sent");
     assert_eq!(claimed.id, id);
-    assert!(ix.claim(id).is_none(), "already in flight");
     let later = Timestamp::from_millis(10_000);
     assert!(
         ix.take_due(later, 10).is_empty(),
@@ -281,4 +280,27 @@ fn a_claimed_message_is_not_handed_out_until_released() {
     assert!(ix.release(id));
     assert_eq!(ix.take_due(later, 10).len(), 1, "due again once released");
     assert!(ix.claim(MessageId::from_u64(99)).is_none());
+}
+
+#[test]
+fn a_hand_out_is_stale_once_claimed_and_a_send_blocks_claims() {
+    let mut ix = index_with_segments(&[1]);
+    let id = put(&mut ix, 7, 1, 5_000, 1);
+    let now = Timestamp::from_millis(10_000);
+    let handout = ix.take_due(now, 10)[0].handout;
+    assert!(ix.is_current(id, handout));
+    let info = ix.begin(id, handout).expect("current");
+    assert!(info.in_flight && !info.scheduled);
+    assert!(ix.claim(id).is_none(), "being sent");
+    ix.end(id);
+    let waiting = ix.entry(id).unwrap().info(id);
+    assert!(!waiting.in_flight && waiting.scheduled);
+    let before = ix.disturbed;
+    let claimed = ix.claim(id).expect("waiting: changes hands");
+    assert_ne!(claimed.handout, handout);
+    assert_eq!(ix.disturbed, before + 1);
+    assert!(!ix.is_current(id, handout), "the scheduler's hand-out is stale");
+    assert!(ix.begin(id, handout).is_none());
+    assert!(ix.release(id));
+    assert!(ix.begin(id, claimed.handout).is_none(), "released: not taken");
 }

@@ -8,7 +8,7 @@ use crate::types::{
 };
 
 impl Index {
-    /// Hands out up to `limit` messages due at `now`, marking them in flight.
+    /// Hands out up to `limit` messages due at `now`, marking them taken.
     pub fn take_due(&mut self, now: Timestamp, limit: usize) -> Vec<MessageInfo> {
         let mut out = Vec::new();
         // Priority first: every due message of priority 0, then of 1, ...
@@ -28,34 +28,68 @@ impl Index {
                     .get_mut(&id)
                     .expect("due set only holds live messages");
                 e.due = None;
-                e.in_flight = true;
+                e.taken = true;
+                e.handout = e.handout.wrapping_add(1);
                 out.push(e.info(id));
             }
         }
         out
     }
 
-    /// Marks one message in flight, due or not, and hands it out (an
-    /// operator's bounce); `None` if it is gone or already in flight.
+    /// Takes one message, due or not, and hands it out (an operator's
+    /// action); `None` if it is gone or being sent. A message taken by
+    /// someone else and not being sent changes hands: its former holder's
+    /// hand-out is stale.
     pub fn claim(&mut self, id: MessageId) -> Option<MessageInfo> {
         let e = self.messages.get_mut(&id)?;
-        if e.in_flight {
+        if e.busy > 0 {
             return None;
         }
         if let Some(t) = e.due.take() {
             self.due.remove(&(e.priority, t, id));
         }
-        e.in_flight = true;
+        if e.taken {
+            self.disturbed += 1;
+        }
+        e.taken = true;
+        e.handout = e.handout.wrapping_add(1);
         Some(e.info(id))
     }
 
-    /// Ends a message's in-flight state without a status change.
+    /// A send of message `id` of hand-out `handout` starts: its current
+    /// metadata, or `None` if that hand-out is stale (the message is gone,
+    /// released, or taken again since).
+    pub fn begin(&mut self, id: MessageId, handout: u32) -> Option<MessageInfo> {
+        let e = self.messages.get_mut(&id)?;
+        if !e.taken || e.handout != handout {
+            return None;
+        }
+        e.busy = e.busy.saturating_add(1);
+        Some(e.info(id))
+    }
+
+    /// A send started by `begin` is over.
+    pub fn end(&mut self, id: MessageId) {
+        if let Some(e) = self.messages.get_mut(&id) {
+            e.busy = e.busy.saturating_sub(1);
+        }
+    }
+
+    /// True while hand-out `handout` of message `id` still holds it.
+    pub fn is_current(&self, id: MessageId, handout: u32) -> bool {
+        self.messages
+            .get(&id)
+            .is_some_and(|e| e.taken && e.handout == handout)
+    }
+
+    /// Ends a message's hand-out without a status change: it is due again
+    /// when its recipients are.
     pub fn release(&mut self, id: MessageId) -> bool {
         let Some(e) = self.messages.get_mut(&id) else {
             return false;
         };
-        if e.in_flight {
-            e.in_flight = false;
+        if e.taken {
+            e.taken = false;
             e.due = e.due_key();
             if let Some(t) = e.due {
                 self.due.insert((e.priority, t, id));
@@ -64,7 +98,7 @@ impl Index {
         true
     }
 
-    /// The earliest time any message not in flight is due.
+    /// The earliest time any message not handed out is due.
     pub fn next_due(&self) -> Option<Timestamp> {
         (0..=LOWEST_PRIORITY)
             .filter_map(|p| {

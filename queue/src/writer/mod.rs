@@ -63,7 +63,7 @@ pub(crate) enum Op {
         id: MessageId,
     },
     /// Make a message's pending recipients due at `at` (sooner only),
-    /// unless it is in flight. `changes` is filled when admitted.
+    /// unless it is handed out. `changes` is filled when admitted.
     Reschedule {
         id: MessageId,
         at: Timestamp,
@@ -84,7 +84,7 @@ pub(crate) enum Done {
     Removed,
     /// Relocated, or skipped because the message changed or went away.
     Relocated,
-    /// This many recipients were made due sooner (0: none, or in flight).
+    /// This many recipients were made due sooner (0: none, or handed out).
     Rescheduled(usize),
 }
 
@@ -314,7 +314,7 @@ impl Writer {
                     Some(_) => Ok(()),
                 },
                 Op::Reschedule { id, at, .. } => {
-                    let changes = ix.entry(*id).filter(|e| !e.in_flight).map(|e| {
+                    let changes = ix.entry(*id).filter(|e| !e.taken).map(|e| {
                         e.statuses
                             .iter()
                             .enumerate()

@@ -13,7 +13,7 @@ use std::time::Duration;
 use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS};
 
 use super::{ClientError, Connection, RemoteReply};
-use crate::intake::meta::Ret;
+use crate::message::Ret;
 
 /// Bytes of message data written per timed write.
 const DATA_CHUNK: usize = 1 << 20;

@@ -11,7 +11,7 @@ use smtp_proto::{
 
 use super::address::{self, AddressProblem};
 use super::protocol::{Protocol, Step, Txn};
-use crate::intake::meta::Ret;
+use crate::message::Ret;
 use crate::smtp::reply;
 
 /// MAIL flags of extensions Tern does not offer.

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use super::credentials::Credentials;
 use super::scan::DataScan;
 use crate::config::ListenerConfig;
-use crate::intake::meta::Ret;
+use crate::message::Ret;
 use crate::intake::{Intake, Origin, Submission, SubmittedRecipient};
 use crate::smtp::reply::{self, Reply};
 

@@ -13,7 +13,7 @@ use smtp_proto::{
 use super::address::{self, AddressProblem};
 use super::protocol::{Protocol, Step};
 use crate::intake::SubmittedRecipient;
-use crate::intake::meta::RecipientParams;
+use crate::message::RecipientParams;
 use crate::smtp::reply;
 
 const NOTIFY: u64 =

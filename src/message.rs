@@ -1,5 +1,9 @@
 //! What Tern keeps about a message and its recipients beyond the envelope
 //! addresses, encoded into the queue's opaque `meta` and `params` bytes.
+//! Its own home because every part reads it: the intake writes it, the
+//! SMTP server parses its parameters, delivery, the SMTP client, bounces
+//! and the admin API read it. It owns the types and their encoding; it
+//! never does I/O.
 //!
 //! The encoding is a version byte followed by tag-length-value fields
 //! (tag u8, length u16, value), so later versions can add fields and older
