@@ -93,6 +93,16 @@ impl Source {
         lock(&self.unusable_until).is_none_or(|t| t <= now)
     }
 
+    /// When a rest after a bind failure ends, if the source had one.
+    pub fn unusable_until(&self) -> Option<Instant> {
+        *lock(&self.unusable_until)
+    }
+
+    /// True when it has a warm-up schedule.
+    pub fn warming(&self) -> bool {
+        self.warmup.is_some()
+    }
+
     /// Leaves the source out until `now + UNUSABLE_FOR`.
     /// Takes one message of the day's warm-up share for `provider`; false
     /// when it is used up (a source without a schedule always has room).
@@ -169,22 +179,42 @@ impl Pool {
 
     /// The next usable source not named in `skip`.
     fn pick_among(&self, now: Instant, skip: &[&str]) -> Option<Arc<Source>> {
+        self.pick_where(|s| s.usable(now) && !skip.contains(&&*s.name), |_| true)
+            .ok()
+    }
+
+    /// The next source by weight (smooth weighted round robin) among
+    /// those `ok` accepts, if `take` takes it: otherwise nothing changes
+    /// (its turn stays its turn) and `Err` names it. This is how the
+    /// scheduler keeps the weights when a source's path is full: the mail
+    /// waits for that path rather than going to another.
+    pub fn pick_where(
+        &self,
+        ok: impl Fn(&Source) -> bool,
+        take: impl FnOnce(&Arc<Source>) -> bool,
+    ) -> Result<Arc<Source>, Option<Arc<Source>>> {
         let mut current = lock(&self.current);
-        let usable: Vec<usize> = (0..self.members.len())
-            .filter(|i| self.members[*i].0.usable(now))
-            .filter(|i| !skip.contains(&&*self.members[*i].0.name))
-            .collect();
-        let total: i64 = usable.iter().map(|i| self.members[*i].1).sum();
+        let mut next = current.clone();
+        let mut total = 0;
         let mut best: Option<usize> = None;
-        for &i in &usable {
-            current[i] += self.members[i].1;
-            if best.is_none_or(|b| current[i] > current[b]) {
+        for (i, (s, weight)) in self.members.iter().enumerate() {
+            if !ok(s) {
+                continue;
+            }
+            total += weight;
+            next[i] += weight;
+            if best.is_none_or(|b| next[i] > next[b]) {
                 best = Some(i);
             }
         }
-        let b = best?;
-        current[b] -= total;
-        Some(self.members[b].0.clone())
+        let b = best.ok_or(None)?;
+        let source = self.members[b].0.clone();
+        if !take(&source) {
+            return Err(Some(source));
+        }
+        next[b] -= total;
+        *current = next;
+        Ok(source)
     }
 
     /// The pool's sources.
@@ -287,6 +317,11 @@ impl Egress {
         name.and_then(|n| self.pools.get(n))
             .cloned()
             .unwrap_or_else(|| self.default_pool.clone())
+    }
+
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Option<Arc<Source>> {
+        self.sources.get(name).map(|(_, s)| s.clone())
     }
 
     /// True if a source is named `name`.

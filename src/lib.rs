@@ -64,3 +64,4 @@ pub mod metrics;
 pub mod shaping;
 pub mod smtp;
 pub mod swap;
+pub mod views;

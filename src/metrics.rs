@@ -256,7 +256,7 @@ impl Metrics {
     /// The Prometheus text exposition, with the queue's gauges set from
     /// `queue` and the process's memory first, and gauges of the busiest
     /// egress `paths`.
-    pub fn render(&self, queue: &queue::Queue, paths: &[crate::admin::types::PathRow]) -> String {
+    pub fn render(&self, queue: &queue::Queue, paths: &[crate::views::PathRow]) -> String {
         let s = queue.stats();
         let gauge = |name: &'static str, v: f64| {
             self.recorder
@@ -275,9 +275,9 @@ impl Metrics {
 
 /// Gauges of the [`TOP_PATHS`] busiest paths, written as text at each
 /// scrape.
-fn render_paths(out: &mut String, paths: &[crate::admin::types::PathRow]) {
+fn render_paths(out: &mut String, paths: &[crate::views::PathRow]) {
     use std::fmt::Write;
-    type Field = fn(&crate::admin::types::PathRow) -> u64;
+    type Field = fn(&crate::views::PathRow) -> u64;
     let gauges: [(&str, &str, Field); 4] = [
         (
             "tern_path_connections",

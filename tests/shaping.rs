@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::net::{Net, Tern, WAIT, ZONE, skip, submit, until};
+use common::net::{Net, Tern, WAIT, ZONE, records, skip, submit, until};
 use common::sink::{Sink, SinkOptions};
 use tern::config::{
     Config, PathLimitsConfig, ProviderConfig, SourceShapingConfig, TotalLimitsConfig,
@@ -178,7 +178,7 @@ async fn a_provider_connection_limit_holds_across_its_sites() {
 }
 
 #[tokio::test]
-async fn a_dead_site_pauses_its_path_and_defers_without_connecting() {
+async fn a_dead_site_pauses_its_path_and_its_mail_waits_without_connecting() {
     let net = Net::new(ZONE).await;
     let refusing = SinkOptions {
         refuse: true,
@@ -189,43 +189,57 @@ async fn a_dead_site_pauses_its_path_and_defers_without_connecting() {
     cfg.delivery.dead_site_failures = 2;
     cfg.delivery.dead_site_pause = tern::config::values::Duration::from_secs(120);
     let tern = Tern::start(cfg).await;
-    let deferrals = |n: usize| {
+    let deferrals = || {
         let path = net.dir.path().join("deliveries.jsonl");
         let text = std::fs::read_to_string(path).unwrap_or_default();
         text.lines()
             .filter(|l| l.contains("\"transient_failure\""))
             .count()
-            >= n
     };
-    // Two refused connections (one per message) pause the path.
+    // Two refused connections (one per message, each a real attempt)
+    // pause the path.
     for (i, rcpt) in ["a@alpha.test", "b@alpha.test"].iter().enumerate() {
         send_each(&tern, &[rcpt]).await;
         assert!(until(WAIT, || mx.connections() == i + 1).await);
     }
-    assert!(until(WAIT, || deferrals(2)).await, "both deferred");
-    // Paused: the next message is deferred without a connection.
+    assert!(until(WAIT, || deferrals() == 2).await, "both deferred");
+    let actions = net.dir.path().join("shaping-actions.json");
+    let listed = || {
+        tern::shaping::rules::read_state(&actions)
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.rule == "dead_site")
+    };
+    assert!(
+        until(WAIT, listed).await,
+        "the pause is listed with the actions"
+    );
+    // Paused: the next message waits, untried and unrecorded.
     send_each(&tern, &["c@alpha.test"]).await;
-    assert!(until(WAIT, || deferrals(3)).await, "deferred while paused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deferrals(), 2, "waiting is not an attempt");
     assert_eq!(mx.connections(), 2, "no connection during the pause");
 
-    // The retries come due after the pause: one connection tries again,
-    // fails, and pauses the path anew for the others.
-    skip(Duration::from_secs(700)).await;
-    assert!(
-        until(WAIT, || deferrals(6)).await,
-        "all retried and deferred"
-    );
+    // When the pause ends, one connection probes the site with the mail
+    // that waited; it fails, and the path pauses anew.
+    skip(Duration::from_secs(121)).await;
+    assert!(until(WAIT, || deferrals() == 3).await, "the probe");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(mx.connections(), 3, "one probe after the pause");
     tern.stop().await;
     mx.stop().await;
     let log = net.log();
-    let paused: Vec<&str> = log
+    let replies: Vec<&str> = log
         .iter()
         .filter(|r| r["type"] == "transient_failure")
         .filter_map(|r| r["reply"].as_str())
-        .filter(|r| r.contains("paused after"))
         .collect();
-    assert!(!paused.is_empty(), "{log:#?}");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.contains("no answer from any host")),
+        "only real attempts are recorded: {replies:?}"
+    );
     assert_no_bounce(&log);
     net.stop().await;
 }
@@ -259,14 +273,14 @@ async fn a_matching_reply_suspends_the_path_for_its_duration_then_mail_resumes()
     assert_eq!(list[0].rule, "busy");
     assert!(list[0].reply.contains("450 4.2.0"), "{:?}", list[0]);
 
-    // While suspended, other mail on the path is deferred unsent.
+    // While suspended, other mail on the path waits, unsent.
     send_each(&tern, &["ok@alpha.test"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(mx.tries("ok@alpha.test"), 0, "nothing sent while suspended");
     assert!(mx.received().is_empty());
 
-    // Past the suspension and the retry delay, mail flows again.
-    skip(Duration::from_secs(700)).await;
+    // When the suspension ends, the mail that waited goes at once.
+    skip(Duration::from_secs(121)).await;
     exactly(&[&mx], 1).await;
     tern.stop().await;
     mx.stop().await;
@@ -287,15 +301,11 @@ async fn a_matching_reply_suspends_the_path_for_its_duration_then_mail_resumes()
             .as_str()
             .is_some_and(|q| !q.is_empty())
     );
-    let deferred_unsent = log.iter().any(|r| {
-        r["type"] == "transient_failure"
-            && r["recipient"] == "ok@alpha.test"
-            && r["reply"]
-                .as_str()
-                .unwrap_or("")
-                .contains("suspended by rule busy")
-    });
-    assert!(deferred_unsent, "{log:#?}");
+    assert!(
+        records(&log, "transient_failure", "ok@alpha.test").is_empty(),
+        "waiting for a suspension is not an attempt: {log:#?}"
+    );
+    assert_eq!(records(&log, "delivery", "ok@alpha.test")[0]["attempts"], 1);
     assert_no_bounce(&log);
     net.stop().await;
 }
@@ -383,18 +393,15 @@ async fn a_warming_source_sends_its_share_and_its_pool_takes_the_overflow() {
     let tern = Tern::start(cfg).await;
     send_each(&tern, &["n1@alpha.test", "n2@alpha.test", "n3@alpha.test"]).await;
     exactly(&[&mx], 7).await;
-    let text =
-        || std::fs::read_to_string(net.dir.path().join("deliveries.jsonl")).unwrap_or_default();
-    assert!(
-        until(WAIT, || text()
-            .contains("has sent its warm-up share for today"))
-        .await
-    );
     skip(Duration::from_secs(86_400)).await; // the next day (share: 1000)
     exactly(&[&mx], 8).await;
     tern.stop().await;
     let log = net.log();
     assert_no_bounce(&log);
+    assert!(
+        records(&log, "transient_failure", "n3@alpha.test").is_empty(),
+        "waiting for the next day's share is not an attempt"
+    );
     mx.stop().await;
     net.stop().await;
 }
@@ -608,7 +615,7 @@ async fn a_tenant_total_holds_across_sites() {
     cfg.tenants.push(tern::config::TenantConfig {
         name: "shop".into(),
         pool: None,
-        priority: None,
+        ..Default::default()
     });
     cfg.listeners[0].tenant = Some("shop".into());
     cfg.shaping.tenants.push(tern::config::TenantShapingConfig {

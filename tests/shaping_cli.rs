@@ -65,7 +65,11 @@ fn show_prints_each_effective_value_and_its_layer() {
         row("connection_limit"),
         "connection_limit 4 from provider big"
     );
-    assert_eq!(row("message_rate"), "message_rate 600/m from provider big");
+    assert_eq!(
+        row("message_rate"),
+        "message_rate 600/m,burst=10 from provider big",
+        "the burst in force is shown: one second's worth by default"
+    );
     assert_eq!(
         row("max_messages_per_connection"),
         "max_messages_per_connection 7 from domain shop.example"

@@ -309,10 +309,7 @@ fn record_keeps_the_message_handed_out_until_update() {
     assert_eq!(q.take_due(now, 10).len(), 1);
     // One domain's recipients are done; the others are still being tried.
     rt.block_on(q.record(id, vec![(0, delivered())])).unwrap();
-    assert!(
-        q.take_due(now, 10).is_empty(),
-        "not handed out twice"
-    );
+    assert!(q.take_due(now, 10).is_empty(), "not handed out twice");
     assert!(q.get(id).unwrap().scheduled);
     let later = now.as_millis() + 1000;
     rt.block_on(q.update(

@@ -1,6 +1,7 @@
 //! `/v1/shaping/actions`: `GET` lists the automatic actions in force
-//! (suspensions and slow-downs started by reply rules); `DELETE` with a
-//! [`CancelAction`] body ends a suspension now.
+//! (suspensions and slow-downs started by reply rules, dead-site pauses);
+//! `DELETE` with a [`CancelAction`] body ends one now, and the mail it
+//! held flows at once.
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub(super) async fn cancel(
     let cancelled = s.shaper.actions.cancel(&req.target);
     if cancelled {
         tracing::warn!(target = %req.target, "automatic action cancelled by an operator");
+        s.delivery.holds_changed();
     }
     Json(Cancelled { cancelled })
 }

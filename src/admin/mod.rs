@@ -74,6 +74,7 @@ pub struct AdminState {
         queue::summary,
         queue::breakdown,
         queue::paths,
+        queue::destinations,
         messages::list,
         messages::one,
         actions::list,
@@ -106,6 +107,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/queue/messages", get(messages::list))
         .route("/v1/queue/messages/{id}", get(messages::one))
         .route("/v1/paths", get(queue::paths))
+        .route("/v1/destinations", get(queue::destinations))
         .route(
             "/v1/shaping/actions",
             get(actions::list).delete(actions::cancel),

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AdminState;
-use super::types::{DomainRow, PathRow, QueueBreakdown, QueueRow, QueueSummary};
+use super::types::{DestRow, DomainRow, PathRow, QueueBreakdown, QueueRow, QueueSummary};
 use crate::config::Priority;
 use crate::message::MessageMeta;
 
@@ -62,6 +62,11 @@ pub(super) async fn paths(State(s): State<Arc<AdminState>>) -> Json<Vec<PathRow>
     Json(s.delivery.paths())
 }
 
+#[utoipa::path(get, path = "/v1/destinations", tag = "queue", responses((status = 200, description = "Every destination with mail, most waiting first", body = Vec<super::types::DestRow>)))]
+pub(super) async fn destinations(State(s): State<Arc<AdminState>>) -> Json<Vec<DestRow>> {
+    Json(s.delivery.destinations())
+}
+
 #[utoipa::path(get, path = "/v1/queue/by/{dimension}", tag = "queue", params(("dimension" = String, Path, description = "domain, site, pool, tenant or priority (the whole queue); source (the mail at the paths now)"), ("top" = Option<usize>, Query, description = "At most this many rows (default 50)")), responses((status = 200, description = "Rows, most recipients first", body = super::types::QueueBreakdown), (status = 404, description = "No such dimension", body = super::types::ApiError)))]
 pub(super) async fn breakdown(
     State(s): State<Arc<AdminState>>,
@@ -79,6 +84,7 @@ pub(super) async fn breakdown(
             };
             if by == "site" {
                 add_path_rates(&mut rows, by_path(&s.delivery.paths(), |p| p.site.clone()));
+                add_destinations(&mut rows, &s.delivery.destinations());
             }
             rows
         }
@@ -106,6 +112,22 @@ fn add_path_rates(rows: &mut Vec<QueueRow>, paths: Vec<QueueRow>) {
                 recipients: 0,
                 ..p
             }),
+        }
+    }
+}
+
+/// Adds what waits in the sites' scheduled queues, is ready at their
+/// paths and is being sent, and why it waits.
+fn add_destinations(rows: &mut [QueueRow], dests: &[DestRow]) {
+    for d in dests {
+        let site = d.site.split('|').next().unwrap_or(&d.site);
+        if let Some(r) = rows.iter_mut().find(|r| r.key == site) {
+            r.scheduled += d.scheduled;
+            r.ready += d.ready;
+            r.sending += d.sending;
+            if r.held.is_none() {
+                r.held = d.held.clone();
+            }
         }
     }
 }

@@ -68,12 +68,20 @@ fn check_destination(s: &AdminState, req: &Rebind) -> Result<(), String> {
 }
 
 /// Makes the rebound mail due now, so that it leaves from its new pool
-/// without waiting for its retry time.
+/// without waiting for its retry time; mail waiting in its old pool's
+/// scheduled queues moves to the new pool's.
 async fn retry(s: Arc<AdminState>, id: u64, req: Rebind) {
     let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
     sweep(&s, id, &req.filter, |m, _| {
         let q = s.queue.clone();
+        let delivery = s.delivery.clone();
         async move {
+            if m.scheduled {
+                // Waiting in its old pool's queue: admitted again, from
+                // the new pool.
+                delivery.readmit(m.id);
+                return Acted::Done;
+            }
             match q.reschedule(m.id, now).await {
                 Ok(_) => Acted::Done,
                 Err(e) => {

@@ -1,6 +1,8 @@
 //! `POST /v1/retry`: make deferred mail due now ("retry now"), for every
-//! message or those with a pending recipient at one domain. Walks the
-//! queue a page at a time (bounded memory); a message being delivered is
+//! message or those with a pending recipient at one domain, and lift the
+//! dead-site pauses of that domain's site (or all of them), so that mail
+//! waiting for them goes at once. Walks the queue a page at a time
+//! (bounded memory); a message being delivered or waiting for its turn is
 //! left alone; attempts are not counted.
 
 use std::sync::Arc;
@@ -22,13 +24,14 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         ..Default::default()
     };
     let default_pool = s.delivery.default_pool();
+    let pauses = s.delivery.retry_now(filter.domain.as_deref()).await as u64;
     let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
     let (mut messages, mut recipients, mut after) = (0u64, 0u64, None);
     loop {
         let page = s.queue.page(after, PAGE);
         let Some(last) = page.last() else { break };
         after = Some(last.id);
-        for m in page.iter().filter(|m| !m.in_flight) {
+        for m in page.iter().filter(|m| !m.in_flight && !m.scheduled) {
             let meta = crate::message::MessageMeta::decode(&m.envelope.meta);
             if !filter.matches(m, &meta, &default_pool) {
                 continue;
@@ -53,11 +56,13 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         domain = filter.domain.as_deref().unwrap_or("(all)"),
         messages,
         recipients,
+        pauses,
         "retry now, by an operator"
     );
     Json(Retried {
         messages,
         recipients,
+        pauses,
     })
     .into_response()
 }

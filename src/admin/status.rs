@@ -79,6 +79,7 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     }
     h.push_str("</table>");
     let paths = s.delivery.paths();
+    destinations_table(&mut h, &s.delivery.destinations());
     paths_tables(&mut h, &paths);
     rebinds_table(&mut h, &s);
     h.push_str("<h2>Suspensions and automatic actions</h2><table><tr><th>target</th><th>by</th><th>until</th><th>after</th></tr>");
@@ -159,15 +160,34 @@ fn paths_tables(h: &mut String, paths: &[PathRow]) {
             p.connections,
             p.waiting,
             p.oldest_secs,
-            if p.paused {
-                "paused: site not answering"
-            } else {
-                ""
-            }
+            p.held.as_deref().map(esc).unwrap_or_default()
         );
     }
     if paths.is_empty() {
         h.push_str("<tr><td colspan=\"7\" class=\"muted\">no path open</td></tr>");
+    }
+    h.push_str("</table>");
+}
+
+/// Each destination's mail: scheduled (waiting for room, metadata only),
+/// ready at its paths, being sent, and why it waits.
+fn destinations_table(h: &mut String, dests: &[crate::views::DestRow]) {
+    h.push_str("<h2>Destinations (scheduled, ready, sending)</h2><table><tr><th>site</th><th>pool</th><th>scheduled</th><th>ready</th><th>sending</th><th>oldest</th><th>waiting for</th></tr>");
+    for d in dests.iter().take(25) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} s</td><td class=\"warn\">{}</td></tr>",
+            esc(&d.site),
+            esc(&d.pool),
+            d.scheduled,
+            d.ready,
+            d.sending,
+            d.oldest_secs,
+            esc(d.held.as_deref().unwrap_or(""))
+        );
+    }
+    if dests.is_empty() {
+        h.push_str("<tr><td colspan=\"7\" class=\"muted\">nothing waiting</td></tr>");
     }
     h.push_str("</table>");
 }

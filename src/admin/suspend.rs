@@ -1,8 +1,10 @@
 //! `/v1/suspensions`: `POST` with a [`Suspend`] body stops mail for a
 //! target (path, source, site, provider, domain, pool or tenant) for a
-//! duration, with a reason; `DELETE` with a [`CancelAction`] resumes it.
-//! Suspended mail is deferred, never bounced, and flows again by itself
-//! at the end.
+//! duration, with a reason; `DELETE` with a [`CancelAction`] resumes it
+//! (and, for a site or source, lifts the dead-site pauses of its paths).
+//! Suspended mail waits in its scheduled queue (no attempt is counted,
+//! nothing is written), never bounces, and flows again by itself at the
+//! end.
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Sus
             .actions
             .suspend_by_operator(req.target, duration.get(), &req.reason, now);
     tracing::warn!(target = %action.target, until = %action.end, reason = %action.reply, "suspended by an operator");
+    s.delivery.holds_changed();
     Json(action).into_response()
 }
 
@@ -37,6 +40,7 @@ pub(super) async fn resume(
     let cancelled = s.shaper.actions.cancel(&req.target);
     if cancelled {
         tracing::warn!(target = %req.target, "resumed by an operator");
+        s.delivery.holds_changed();
     }
     Json(Cancelled { cancelled })
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::delivery::filter::Filter;
 pub use crate::delivery::rebind::Rebind as RebindRule;
 pub use crate::shaping::rules::{Action, Target};
+pub use crate::views::{DestRow, PathRow};
 
 /// `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -81,6 +82,9 @@ pub struct Retried {
     pub messages: u64,
     /// Their recipients that were waiting.
     pub recipients: u64,
+    /// Dead-site pauses lifted (their mail goes at once).
+    #[serde(default)]
+    pub pauses: u64,
 }
 
 /// `POST /v1/purge`: remove queued mail matching every filter given.
@@ -315,31 +319,18 @@ pub struct QueueRow {
     /// Messages sent in the last minute (sites and sources).
     #[serde(default)]
     pub sent_last_minute: u64,
-}
-
-/// `GET /v1/paths`: one egress path (a source to a site) now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PathRow {
-    /// The source.
-    pub source: String,
-    /// The destination site.
-    pub site: String,
-    /// Its provider, if one matches.
-    pub provider: Option<String>,
-    /// Jobs waiting for a connection.
-    pub waiting: u64,
-    /// Their recipients.
-    pub waiting_recipients: u64,
-    /// Seconds the oldest waiting job's message has been queued.
-    pub oldest_secs: u64,
-    /// Open connections.
-    pub connections: u64,
-    /// Connection workers.
-    pub workers: u64,
-    /// Messages sent in the last minute.
-    pub sent_last_minute: u64,
-    /// Paused (dead site) now.
-    pub paused: bool,
+    /// Jobs waiting in the site's scheduled queues (sites).
+    #[serde(default)]
+    pub scheduled: u64,
+    /// Jobs in the ready queues of its paths (sites).
+    #[serde(default)]
+    pub ready: u64,
+    /// Jobs being sent to it now (sites).
+    #[serde(default)]
+    pub sending: u64,
+    /// Why its mail waits, when it does (sites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// `GET /v1/shaping/effective`: the limits mail to a domain gets from a

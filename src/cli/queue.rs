@@ -125,6 +125,9 @@ where
 }
 
 fn by_table(b: &QueueBreakdown) -> String {
+    if b.by == "site" {
+        return site_table(b);
+    }
     let mut out = format!(
         "{:>11} {:>9} {:>9} {:>6} {:>9}  {}\n",
         "recipients", "messages", "oldest", "conns", "sent/min", b.by
@@ -142,6 +145,36 @@ fn by_table(b: &QueueBreakdown) -> String {
                 .as_deref()
                 .map(|e| format!("  last: {e}"))
                 .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// Sites, with their mail scheduled, ready and being sent, and why it
+/// waits.
+fn site_table(b: &QueueBreakdown) -> String {
+    let mut out = format!(
+        "{:>11} {:>9} {:>9} {:>9} {:>6} {:>7} {:>6} {:>9}  site\n",
+        "recipients", "messages", "oldest", "scheduled", "ready", "sending", "conns", "sent/min"
+    );
+    for r in &b.rows {
+        let note = match (&r.held, &r.last_error) {
+            (Some(h), _) => format!("  waiting: {h}"),
+            (None, Some(e)) => format!("  last: {e}"),
+            (None, None) => String::new(),
+        };
+        out.push_str(&format!(
+            "{:>11} {:>9} {:>8}s {:>9} {:>6} {:>7} {:>6} {:>9}  {}{}\n",
+            r.recipients,
+            r.messages,
+            r.oldest_secs,
+            r.scheduled,
+            r.ready,
+            r.sending,
+            r.connections,
+            r.sent_last_minute,
+            r.key,
+            note
         ));
     }
     out

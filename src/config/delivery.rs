@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::load::{Issue, KeyPath, at};
-use super::values::Duration;
+use super::values::{ByteSize, Duration};
 
 /// Whether outbound sessions use STARTTLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,8 +163,22 @@ pub struct DeliveryConfig {
     /// How long a path paused by `dead_site_failures` waits before it
     /// tries again (one connection; success ends the pause).
     pub dead_site_pause: Duration,
-    /// Messages being delivered at once (a bound on memory and sockets).
+    /// Messages being sent at once, over all paths: a bound on what
+    /// delivery holds in RAM. Mail waiting for a rate, a connection, a
+    /// suspension or a pause never counts; it waits in its destination's
+    /// scheduled queue as metadata only.
     pub max_in_flight: u32,
+    /// Bytes of message bodies being sent at once (read from the spool for
+    /// the send); a send waits for room. A message larger than this is
+    /// sent alone.
+    pub max_in_flight_size: ByteSize,
+    /// Jobs an egress path (source and site) keeps ready to send; the rest
+    /// of a destination's mail waits in its scheduled queue, so that a
+    /// path that cannot send holds no more than this, and a new message
+    /// (of another tenant, or more urgent) waits behind at most this many.
+    pub max_ready: u32,
+    /// Body bytes of the jobs an egress path keeps ready to send.
+    pub max_ready_size: ByteSize,
     /// Delay before the first retry of a deferred recipient; later delays
     /// double (with jitter) up to `retry_max`.
     pub retry_first: Duration,
@@ -194,6 +208,9 @@ impl Default for DeliveryConfig {
             dead_site_failures: 3,
             dead_site_pause: Duration::from_secs(300),
             max_in_flight: 10_000,
+            max_in_flight_size: ByteSize(512 * 1024 * 1024),
+            max_ready: 256,
+            max_ready_size: ByteSize(64 * 1024 * 1024),
             retry_first: Duration::from_secs(300),
             retry_max: Duration::from_secs(3600),
             max_age: Duration::from_secs(5 * 86_400),
@@ -250,10 +267,19 @@ impl DeliveryConfig {
                 self.max_recipients_per_transaction,
             ),
             ("max_in_flight", self.max_in_flight),
+            ("max_ready", self.max_ready),
             ("dead_site_failures", self.dead_site_failures),
         ] {
             if v == 0 {
                 issues.push(Issue::new(key(name), "must be at least 1"));
+            }
+        }
+        for (name, v) in [
+            ("max_in_flight_size", self.max_in_flight_size),
+            ("max_ready_size", self.max_ready_size),
+        ] {
+            if v.0 < 1024 {
+                issues.push(Issue::new(key(name), "must be at least 1KiB"));
             }
         }
         if self.retry_first.get().is_zero() || self.retry_first > self.retry_max {

@@ -51,7 +51,7 @@ impl Default for WarmupConfig {
 }
 
 /// `[[tenant]]`: a customer whose mail Tern relays.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantConfig {
     /// The name listeners and users refer to.
@@ -62,6 +62,22 @@ pub struct TenantConfig {
     /// The priority class of this tenant's mail, unless its user or the
     /// priority header says otherwise (default: the listener's).
     pub priority: Option<super::Priority>,
+    /// Its share of each destination, relative to the other tenants with
+    /// mail of the same priority waiting there (a tenant without an entry
+    /// weighs 1): with weights 3 and 1, three of its messages leave for
+    /// each one of the other's.
+    pub weight: u32,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            pool: None,
+            priority: None,
+            weight: 1,
+        }
+    }
 }
 
 /// One member of a pool.
@@ -197,6 +213,9 @@ pub(super) fn validate_tenants(
                 key("name"),
                 format!("tenant {:?} is defined twice", t.name),
             ));
+        }
+        if t.weight == 0 || t.weight > 1000 {
+            issues.push(Issue::new(key("weight"), "must be between 1 and 1000"));
         }
         if let Some(p) = &t.pool
             && !pools.iter().any(|q| &q.name == p)

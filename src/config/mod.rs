@@ -457,9 +457,9 @@ mod tests {
             tls: Some(TlsPolicy::Required),
         });
         c.tenants.push(TenantConfig {
-            priority: None,
             name: "t".into(),
             pool: some(),
+            ..TenantConfig::default()
         });
         c.sources[0].address = Some([192, 0, 2, 1].into());
         c.sources[0].ehlo = some();

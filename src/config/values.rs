@@ -172,8 +172,9 @@ impl fmt::Display for ByteSize {
 }
 
 /// A rate limit: `"100/s"`, `"1000/h"`, `"5000/h,burst=50"`. The burst is
-/// how many may go at once after an idle period (default: one interval's
-/// worth, i.e. `count`).
+/// how many may go at once after an idle period: by default one second's
+/// worth of the rate, at least 1 (`"60/m"` sends one at a time, one a
+/// second; `"50000/h"` lets 14 go at once, never 50,000).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Rate {
@@ -188,9 +189,21 @@ pub struct Rate {
 const RATE_UNITS: [(&str, u64); 4] = [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)];
 
 impl Rate {
-    /// The burst in effect (explicit, or `count`).
+    /// The burst in effect: explicit, or one second's worth (at least 1).
     pub fn burst(&self) -> u64 {
-        self.burst.unwrap_or(self.count)
+        self.burst.unwrap_or_else(|| {
+            let secs = self.per.as_secs().max(1);
+            self.count.div_ceil(secs).max(1)
+        })
+    }
+
+    /// The same rate with its burst written out, for people reading what
+    /// is in force (`"60/m,burst=1"`).
+    pub fn explicit(&self) -> Self {
+        Self {
+            burst: Some(self.burst()),
+            ..*self
+        }
     }
 }
 
@@ -382,7 +395,13 @@ mod tests {
         assert_eq!((r.count, r.per.as_secs(), r.burst()), (5000, 3600, 50));
         assert_eq!(r.to_string(), "5000/h,burst=50");
         assert_eq!(round_trip::<Rate>("100/s").to_string(), "100/s");
-        assert_eq!(round_trip::<Rate>("1_000/h").burst(), 1000);
+        assert_eq!(round_trip::<Rate>("1_000/h").burst(), 1, "a second's worth");
+        assert_eq!(round_trip::<Rate>("50000/h").burst(), 14);
+        assert_eq!(round_trip::<Rate>("300/s").burst(), 300);
+        assert_eq!(
+            round_trip::<Rate>("60/m").explicit().to_string(),
+            "60/m,burst=1"
+        );
         for bad in [
             "",
             "100",

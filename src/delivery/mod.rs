@@ -1,27 +1,41 @@
 //! Delivery: takes due messages from the queue and sends each recipient to
 //! its domain's MX hosts from a source of the message's pool.
 //!
-//! - The scheduler loop hands due messages (at most `max_in_flight` at
-//!   once) to an `attempt` each; it sleeps until the next due time, a new
-//!   message, or room.
-//! - An attempt groups the due recipients by domain into jobs, routes each
-//!   domain to a site (MX rollup), picks a source from the pool, and hands
-//!   the job to the egress path (source, site) in `path`, whose connection
-//!   workers reuse connections and pipeline transactions.
-//! - Each job's outcomes are recorded durably as it ends (so a restart
-//!   resends only unrecorded recipients); deferrals get the next retry time
-//!   from [`retry`]; permanent failures and expiries produce one bounce per
-//!   message ([`dsn`]), queued before the failures are recorded. Every
-//!   outcome is a line in the delivery log.
+//! ```text
+//! queue --take_due--> scheduler: jobs (one per domain), routed to sites
+//!                         |
+//!        scheduled queues per destination (pool, site): by priority,
+//!        tenants by weight; metadata only, no slot, no timer per job
+//!                         |  pump: only as fast as a path has room
+//!                         v
+//!        ready queues per egress path (source, site), at most max_ready
+//!                         |  connection workers: rate slot, then the
+//!                         |  in-flight budget, then the body is read
+//!                         v
+//!        send over SMTP --> outcome: record, log, bounce, release
+//! ```
+//!
+//! - [`scheduler`]: admission (routing, splitting), the scheduled queues,
+//!   pumping them into ready queues, timers, expiry while waiting.
+//! - [`dispatch`]: egress paths, their ready queues, connection workers,
+//!   rates, holds, reactions to refusals.
+//! - [`outcome`]: the one place outcomes go: statuses, log lines, metrics,
+//!   bounces ([`dsn`]), retries ([`retry`]).
+//!
+//! Waiting for permission (a rate, a connection slot, a suspension, a
+//! dead-site pause, a warm-up share) is never an attempt: only a receiver
+//! (or DNS) being asked counts, and only that writes to the spool.
 
-mod attempt;
+mod budget;
+pub(crate) mod dispatch;
 pub mod dsn;
 pub mod filter;
-mod lanes;
-mod path;
+mod job;
+mod outcome;
 pub mod rebind;
+mod reload;
 pub mod retry;
-mod shaped;
+mod scheduler;
 mod view;
 
 use std::collections::HashMap;
@@ -29,20 +43,21 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use queue::Queue;
+use queue::{MessageId, MessageInfo, Queue};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::{BounceReturn, ClientTimeouts, Config};
 use crate::dns::route::Router;
 use crate::egress::Egress;
-use crate::message::Ret;
 use crate::log::DeliveryLog;
+use crate::message::Ret;
 use crate::shaping::Shaper;
 use crate::swap::Swap;
 
-use path::Path;
+use dispatch::Path;
+use job::Job;
+pub(crate) use scheduler::Dest;
 
 /// Delivery settings from `[delivery]` and `[server]`.
 #[derive(Debug, Clone)]
@@ -56,8 +71,12 @@ pub struct Settings {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Queued mail moved to other pools by an operator.
     pub rebinds: Arc<rebind::Rebinds>,
-    /// Messages being delivered at once.
+    /// Messages being sent at once.
     pub max_in_flight: usize,
+    /// Body bytes being sent at once.
+    pub max_in_flight_size: u64,
+    /// Jobs (and their body bytes) an egress path keeps ready.
+    pub max_ready: (usize, u64),
     /// First retry delay.
     pub retry_first: Duration,
     /// Longest retry delay.
@@ -68,6 +87,8 @@ pub struct Settings {
     pub bounce_return: Ret,
     /// SMTP client timeouts.
     pub timeouts: ClientTimeouts,
+    /// The tenants' weights at start (a reload replaces them).
+    pub weights: Weights,
 }
 
 impl Settings {
@@ -83,6 +104,8 @@ impl Settings {
                 d.max_age.get(),
             )),
             max_in_flight: d.max_in_flight as usize,
+            max_in_flight_size: d.max_in_flight_size.0,
+            max_ready: (d.max_ready as usize, d.max_ready_size.0),
             retry_first: d.retry_first.get(),
             retry_max: d.retry_max.get(),
             max_age: d.max_age.get(),
@@ -91,14 +114,36 @@ impl Settings {
                 BounceReturn::Full => Ret::Full,
             },
             timeouts: d.timeouts,
+            weights: Weights::new(config),
         }
+    }
+}
+
+/// The tenants' weights (`[[tenant]] weight`).
+#[derive(Debug, Clone, Default)]
+pub struct Weights(HashMap<String, u32>);
+
+impl Weights {
+    fn new(config: &Config) -> Self {
+        Self(
+            config
+                .tenants
+                .iter()
+                .map(|t| (t.name.clone(), t.weight))
+                .collect(),
+        )
+    }
+
+    /// A tenant's weight (1 for one without an entry).
+    pub fn of(&self, tenant: Option<&str>) -> u32 {
+        tenant.and_then(|t| self.0.get(t)).copied().unwrap_or(1)
     }
 }
 
 /// How many domains' sites the views remember.
 const KNOWN_SITES: usize = 100_000;
 
-/// An egress path's name: (source name, site).
+/// An egress path's name: (source name, path key).
 type PathKey = (Arc<str>, Arc<str>);
 
 /// The delivery service.
@@ -106,16 +151,21 @@ pub struct Delivery {
     queue: Arc<Queue>,
     router: Swap<Router>,
     egress: Swap<Egress>,
+    weights: Swap<Weights>,
     log: Arc<DeliveryLog>,
     clock: Clock,
     settings: Settings,
     wake: Arc<Notify>,
+    scheduler: scheduler::Scheduler,
+    trackers: outcome::trackers::Trackers,
+    in_flight: budget::Budget,
     paths: Mutex<HashMap<PathKey, Arc<Path>>>,
     /// The site each domain's mail was last routed to (for the views).
     sites: std::sync::RwLock<HashMap<Box<str>, Arc<str>>>,
     /// Paths of configs replaced by a reload.
     retired: Mutex<Vec<Arc<Path>>>,
-    in_flight: AtomicUsize,
+    /// Jobs between `begin` and `end` (sends, and settles of unsent jobs).
+    busy: AtomicUsize,
     stopping: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
     /// Set when the grace period is over: connections are dropped mid-way.
@@ -138,14 +188,18 @@ impl Delivery {
             queue,
             router: Swap::new(router),
             egress: Swap::new(egress),
+            weights: Swap::new(settings.weights.clone()),
             log,
             clock,
+            in_flight: budget::Budget::new(settings.max_in_flight, settings.max_in_flight_size),
             settings,
             wake,
+            scheduler: Default::default(),
+            trackers: Default::default(),
             paths: Mutex::new(HashMap::new()),
             sites: std::sync::RwLock::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
-            in_flight: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             stop: tokio::sync::watch::Sender::new(false),
             abort: tokio::sync::watch::Sender::new(false),
@@ -153,42 +207,12 @@ impl Delivery {
         })
     }
 
-    /// The scheduler loop: runs until [`Delivery::shutdown`].
-    pub async fn run(self: Arc<Self>) {
-        while !self.stopping() {
-            let room = self
-                .settings
-                .max_in_flight
-                .saturating_sub(self.in_flight.load(Ordering::Acquire));
-            if room > 0 {
-                let due = self.queue.take_due(self.clock.now(), room.min(256));
-                if !due.is_empty() {
-                    for m in due {
-                        self.in_flight.fetch_add(1, Ordering::AcqRel);
-                        tokio::spawn(attempt::run(self.clone(), m));
-                    }
-                    continue;
-                }
-            }
-            let next = if room > 0 {
-                self.queue.next_due().map(|t| self.clock.instant_at(t))
-            } else {
-                None
-            };
-            let until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
-        }
-        tracing::info!("delivery stopped taking new messages");
-    }
-
-    /// Stops taking messages and waits (at most `grace`) for the attempts
-    /// under way; jobs not yet started are left for after the restart.
-    /// When the grace is over, the connections still open are dropped as a
-    /// crash would drop them: their recipients are not recorded, so they
-    /// are sent again after the restart.
+    /// Stops taking messages and waits (at most `grace`) for the sends
+    /// under way; jobs not yet sent are left for after the restart (their
+    /// messages are due again then). When the grace is over, the
+    /// connections still open are dropped as a crash would drop them:
+    /// their recipients are not recorded, so they are sent again after
+    /// the restart.
     pub async fn shutdown(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
         self.stop.send_replace(true);
@@ -204,9 +228,9 @@ impl Delivery {
             p.stop();
         }
         let wait = async {
-            while self.in_flight.load(Ordering::Acquire) > 0 {
+            while self.busy.load(Ordering::Acquire) > 0 {
                 let notified = self.drained.notified();
-                if self.in_flight.load(Ordering::Acquire) == 0 {
+                if self.busy.load(Ordering::Acquire) == 0 {
                     break;
                 }
                 notified.await;
@@ -214,10 +238,38 @@ impl Delivery {
         };
         if tokio::time::timeout(grace, wait).await.is_err() {
             tracing::warn!(
-                in_flight = self.in_flight.load(Ordering::Acquire),
+                sending = self.busy.load(Ordering::Acquire),
                 "deliveries still under way at shutdown; they will be retried"
             );
             self.abort.send_replace(true);
+        }
+    }
+
+    /// A job's send (or settle) starts: its message's current metadata,
+    /// or `None` if its message is no longer held for it (then the job is
+    /// forgotten).
+    fn begin(&self, job: &Job) -> Option<MessageInfo> {
+        self.begin_id(job.id, job.handout)
+    }
+
+    fn begin_id(&self, id: MessageId, handout: u32) -> Option<MessageInfo> {
+        match self.queue.begin(id, handout) {
+            Some(info) => {
+                self.busy.fetch_add(1, Ordering::AcqRel);
+                Some(info)
+            }
+            None => {
+                self.trackers.forget((id, handout));
+                None
+            }
+        }
+    }
+
+    /// A job that began is settled.
+    fn end(&self, id: MessageId) {
+        self.queue.end(id);
+        if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
         }
     }
 
@@ -227,9 +279,9 @@ impl Delivery {
         paths.values().cloned().collect()
     }
 
-    /// Messages being delivered now.
+    /// Messages being sent now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.in_flight.in_use()
     }
 
     fn stopping(&self) -> bool {
@@ -248,54 +300,30 @@ impl Delivery {
         let _ = rx.wait_for(|a| *a).await;
     }
 
-    /// An attempt has ended: room for another.
-    fn attempt_finished(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.drained.notify_waiters();
-        }
-        self.wake.notify_one();
-    }
-
-    /// Puts the shaping, sources, pools and routes of a new, validated
-    /// config in force: new paths get plans from it, and the jobs waiting
-    /// in the old paths move to them (picking their source again, so a
-    /// source taken out of a pool gets no more of its mail); the old paths
-    /// finish the transactions under way and retire when idle (no
-    /// connection is dropped).
-    pub fn reload(self: &Arc<Self>, config: &Config) {
-        self.settings.shaper.replace(config);
-        let egress = self.egress.get().reloaded(config);
-        self.egress.set(egress);
-        let router = self.router.get().reloaded(config);
-        self.router.set(router);
-        let old: Vec<Arc<Path>> = {
-            let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-            paths.drain().map(|(_, p)| p).collect()
-        };
-        for p in &old {
-            for job in p.take_all() {
-                self.submit(job);
-            }
-        }
-        // Kept to be stopped at shutdown like the others, while they have
-        // workers.
-        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-        retired.extend(old);
-        retired.retain(|p| p.state().workers > 0);
-    }
-
     /// Bounces message `id` now, on an operator's word: every pending
     /// recipient fails with `reason` (5.0.0), is logged, and the sender
-    /// gets one DSN, as for any failure. False when the message is gone
-    /// or being delivered (it is then left alone).
-    pub async fn bounce(self: &Arc<Self>, id: queue::MessageId, reason: &str) -> bool {
+    /// gets one DSN, as for any failure. A message waiting for its turn
+    /// is taken from its queue. False when the message is gone or being
+    /// sent (it is then left alone).
+    pub async fn bounce(self: &Arc<Self>, id: MessageId, reason: &str) -> bool {
         let Some(info) = self.queue.claim(id) else {
             return false;
         };
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
         let text = format!("bounced by an operator: {reason}");
         let reply = crate::smtp::client::local_reply(554, [5, 0, 0], text);
-        attempt::fail_all(self.clone(), info, reply).await;
+        self.fail_claimed(info, reply).await;
+        true
+    }
+
+    /// Takes a message waiting for its turn out of its scheduled queues
+    /// and admits it again (under the rebinds in force now). False if it
+    /// is gone or being sent.
+    pub fn readmit(&self, id: MessageId) -> bool {
+        if self.queue.claim(id).is_none() {
+            return false;
+        }
+        self.queue.release(id);
+        self.wake.notify_one();
         true
     }
 
@@ -316,8 +344,8 @@ impl Delivery {
     }
 
     /// Remembers where mail to `domain` was routed (for the views), in a
-    /// map of bounded size: when full it starts afresh. It runs per job,
-    /// so the usual case (already known) takes a shared lock only.
+    /// map of bounded size: when full it starts afresh. It runs per
+    /// route, so the usual case (already known) takes a shared lock only.
     pub(crate) fn remember_site(&self, domain: &str, site: &Arc<str>) {
         let known = |s: &Arc<str>| Arc::ptr_eq(s, site) || s == site;
         {
@@ -358,21 +386,27 @@ impl Delivery {
         self.egress.get().has_pool(name)
     }
 
-    /// The path for (source, site), created on first use with its plan
-    /// from the shaper; a domain shaped apart gets paths of its own.
-    fn path(&self, source: Arc<crate::egress::Source>, site: &Arc<str>, domain: &str) -> Arc<Path> {
-        let shaper = &self.settings.shaper;
-        let key: Arc<str> = match shaper.shapes_domain(domain) {
-            true => format!("{site}|{domain}").into(),
-            false => site.clone(),
-        };
+    /// The path from `source` for `dest`'s mail, created on first use
+    /// with its plan from the shaper.
+    fn path(&self, source: Arc<crate::egress::Source>, dest: &Dest) -> Arc<Path> {
         let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-        paths
-            .entry((source.name.clone(), key))
-            .or_insert_with(|| {
-                let plan = shaper.plan(&source.name, site, domain);
-                Arc::new(Path::new(source, site.clone(), plan))
-            })
-            .clone()
+        if let Some(p) = paths.get(&(source.name.clone(), dest.key.clone())) {
+            return p.clone();
+        }
+        let plan = self
+            .settings
+            .shaper
+            .plan(&source.name, &dest.site, &dest.domain);
+        let key = (source.name.clone(), dest.key.clone());
+        let names = (dest.site.clone(), dest.key.clone(), dest.domain.clone());
+        let path = Arc::new(Path::new(
+            source,
+            names,
+            plan,
+            None,
+            self.settings.max_ready,
+        ));
+        paths.insert(key, path.clone());
+        path
     }
 }

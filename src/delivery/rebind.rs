@@ -196,6 +196,8 @@ mod tests {
             body_len: 1,
             priority: 0,
             in_flight: false,
+            scheduled: false,
+            handout: 0,
         };
         (info, meta)
     }

@@ -1,4 +1,5 @@
-//! What operators see of delivery now: each egress path's waiting jobs,
+//! What operators see of delivery now: each destination's scheduled
+//! jobs and why they wait, each egress path's ready jobs, sends,
 //! connections and recent sending rate, for the admin API, the status
 //! page and `/metrics`. Reads state; never changes it.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Delivery;
-use crate::admin::types::PathRow;
+use crate::views::{DestRow, PathRow};
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -58,25 +59,22 @@ impl Delivery {
         let mut rows: Vec<PathRow> = paths
             .iter()
             .map(|p| {
+                let (ready, rcpts, oldest) = p.ready_totals();
+                let held = p.hold(self).map(|(_, why)| why);
                 let st = p.state();
-                let (mut waiting, mut rcpts, mut oldest) = (0u64, 0u64, 0u64);
-                for job in st.jobs.iter() {
-                    waiting += 1;
-                    rcpts += job.rcpts.len() as u64;
-                    let age = now.saturating_since(job.attempt.info.arrival).as_secs();
-                    oldest = oldest.max(age);
-                }
                 PathRow {
                     source: p.source.name.to_string(),
-                    site: p.site.to_string(),
+                    site: p.key.to_string(),
                     provider: p.plan.provider.as_deref().map(str::to_owned),
-                    waiting,
+                    waiting: ready,
                     waiting_recipients: rcpts,
-                    oldest_secs: oldest,
+                    oldest_secs: oldest.map_or(0, |t| now.saturating_since(t).as_secs()),
+                    sending: u64::from(st.sending),
                     connections: u64::from(st.connected),
                     workers: u64::from(st.workers),
                     sent_last_minute: p.sent.last_minute(),
-                    paused: st.paused_until.is_some_and(|u| u > Instant::now()),
+                    paused: held.is_some(),
+                    held,
                 }
             })
             .collect();
@@ -84,6 +82,50 @@ impl Delivery {
             (b.waiting + b.sent_last_minute)
                 .cmp(&(a.waiting + a.sent_last_minute))
                 .then_with(|| (&a.source, &a.site).cmp(&(&b.source, &b.site)))
+        });
+        rows
+    }
+
+    /// Every destination with mail scheduled or on its paths, most jobs
+    /// first.
+    pub fn destinations(&self) -> Vec<DestRow> {
+        let now = self.clock.now();
+        let paths = self.paths();
+        let shaper = &self.settings.shaper;
+        let mut rows: Vec<DestRow> = self
+            .scheduler
+            .dests()
+            .iter()
+            .map(|d| {
+                let q = d.lock();
+                let (scheduled, rcpts) = q.totals();
+                let oldest = q.iter().map(|j| j.arrival).min();
+                let pool = self.egress.get().pool(Some(&d.pool));
+                let mine = |p: &&PathRow| {
+                    *p.site == *d.key && pool.sources().any(|s| *s.name == *p.source)
+                };
+                let (ready, sending) = paths
+                    .iter()
+                    .filter(mine)
+                    .fold((0, 0), |(r, s), p| (r + p.waiting, s + p.sending));
+                DestRow {
+                    pool: d.pool.to_string(),
+                    site: d.key.to_string(),
+                    provider: shaper.provider_name(&d.site).map(|p| p.to_string()),
+                    scheduled,
+                    scheduled_recipients: rcpts,
+                    oldest_secs: oldest.map_or(0, |t| now.saturating_since(t).as_secs()),
+                    ready,
+                    sending,
+                    held: q.held.clone().filter(|_| scheduled > 0),
+                }
+            })
+            .filter(|r| r.scheduled + r.ready + r.sending > 0)
+            .collect();
+        rows.sort_by(|a, b| {
+            (b.scheduled + b.ready)
+                .cmp(&(a.scheduled + a.ready))
+                .then_with(|| (&a.site, &a.pool).cmp(&(&b.site, &b.pool)))
         });
         rows
     }

@@ -11,7 +11,6 @@
 
 pub mod headers;
 
-
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -1,9 +1,11 @@
 //! Gradual slow-down of one egress path (AIMD): a push-back reply halves
 //! its message rate, never below a floor; each delivered message gives
 //! back a twentieth of the full rate, until the path is whole again. The
-//! rate is the GCRA limiter's, scaled; no timer, no per-message state.
+//! rate is the path's own GCRA limiter, scaled, so what it counted before
+//! the push-back still counts (a slow-down never lets a burst through);
+//! no timer, no per-message state.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::limiter::Limiter;
 use crate::config::values::Rate;
@@ -16,7 +18,7 @@ pub const DECREASE: f64 = 0.5;
 /// The adaptive rate of one path.
 #[derive(Debug)]
 pub struct Aimd {
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
     /// The lowest scale (floor / full rate).
     floor: f64,
     /// The scale in force, 1.0 when whole.
@@ -28,10 +30,12 @@ fn per_second(r: Rate) -> f64 {
 }
 
 impl Aimd {
-    /// A whole path of rate `full`, that never slows below `floor`.
-    pub fn new(full: Rate, floor: Rate) -> Self {
+    /// Slows down the path whose message rate `limiter` keeps (its full
+    /// rate), never below `floor`.
+    pub fn new(limiter: Arc<Limiter>, floor: Rate) -> Self {
+        let full = limiter.rate();
         Self {
-            limiter: Limiter::new(full),
+            limiter,
             floor: (per_second(floor) / per_second(full)).clamp(1e-6, 1.0),
             scale: Mutex::new(1.0),
         }
@@ -39,6 +43,11 @@ impl Aimd {
 
     /// The limiter to pace messages with.
     pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The same, shared (a reload keeps a slow-down whose limiter stays).
+    pub fn limiter_arc(&self) -> &Arc<Limiter> {
         &self.limiter
     }
 
@@ -84,7 +93,8 @@ mod tests {
 
     #[test]
     fn halves_on_push_back_to_a_floor_and_climbs_back_in_steps() {
-        let a = Aimd::new("60/m".parse().unwrap(), "10/m".parse().unwrap());
+        let full = Arc::new(Limiter::new("60/m".parse().unwrap()));
+        let a = Aimd::new(full, "10/m".parse().unwrap());
         assert!(!a.slowed());
         assert!((a.decrease() - 0.5).abs() < 1e-9, "60/m -> 30/m");
         assert!((a.decrease() - 0.25).abs() < 1e-9);
@@ -98,5 +108,31 @@ mod tests {
         }
         assert_eq!(steps + 1, 17, "(1 - 1/6) / 0.05 steps back to whole");
         assert!(!a.slowed() && !a.increase());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_down_keeps_what_the_rate_counted() {
+        use tokio::time::{Duration, Instant};
+        let rate = Arc::new(Limiter::new("60/m,burst=3".parse().unwrap()));
+        let now = Instant::now();
+        assert!((0..3).all(|_| rate.try_take(now)), "the burst is spent");
+        let a = Aimd::new(rate.clone(), "6/m".parse().unwrap());
+        a.decrease();
+        assert!(
+            !a.limiter().try_take(now),
+            "no fresh burst after a push-back"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            a.limiter().try_take(Instant::now()),
+            "when the old rate allowed one"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            !a.limiter().try_take(Instant::now()),
+            "then at half the rate"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(a.limiter().try_take(Instant::now()), "2 s apart");
     }
 }

@@ -1,10 +1,13 @@
 //! Run-time limiters: a rate ([`Limiter`], GCRA: one timestamp, no timer
-//! per event) and a connection limit (a semaphore whose permits are RAII
-//! leases), grouped in a [`Scope`] that several egress paths share.
+//! per event) and a connection limit ([`Slots`], a counter whose leases
+//! are RAII and whose limit a reload may change in place), grouped in a
+//! [`Scope`] that several egress paths share. A reload keeps every part
+//! whose setting did not change, with its state.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::rate::Gcra;
@@ -27,6 +30,19 @@ impl Limiter {
         }
     }
 
+    /// A limiter for `rate` that counts as if it had just sent a full
+    /// burst at `now`: the next event waits one interval. For a limit
+    /// that takes over from traffic already flowing (a slow-down), so
+    /// that it never lets a burst through.
+    pub fn new_busy(rate: Rate, now: Instant) -> Self {
+        let gcra = Gcra::new(rate);
+        let tat = gcra.full_at(now);
+        Self {
+            rate,
+            state: Mutex::new((gcra, Some(tat))),
+        }
+    }
+
     /// The configured rate.
     pub fn rate(&self) -> Rate {
         self.rate
@@ -36,9 +52,22 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs at `scale` times the configured rate from now on.
+    /// Runs at `scale` times the configured rate from now on. What was
+    /// counted stays counted: the next event is allowed no sooner than it
+    /// was before the change (a wider burst window at a lower rate gives
+    /// no credit back).
     pub fn set_scale(&self, scale: f64) {
-        self.state().0 = Gcra::scaled(self.rate, scale);
+        let mut st = self.state();
+        let (gcra, tat) = &mut *st;
+        let next = Gcra::scaled(self.rate, scale);
+        if let Some(t) = tat {
+            let (old, new) = (gcra.tolerance(), next.tolerance());
+            *t = match new >= old {
+                true => *t + (new - old),
+                false => t.checked_sub(old - new).unwrap_or(*t),
+            };
+        }
+        *gcra = next;
     }
 
     /// The earliest time an event would be allowed.
@@ -86,42 +115,163 @@ pub async fn pace(limiters: &[&Limiter]) {
     }
 }
 
-/// Limits shared by every egress path of a provider, a domain or a source.
+/// A connection limit: at most `limit` leases at once. The limit can be
+/// changed while leases are out (a reload): a lower one lets no new lease
+/// go until enough are returned.
+#[derive(Debug)]
+pub struct Slots {
+    limit: AtomicU32,
+    used: AtomicU32,
+    freed: Notify,
+}
+
+/// One connection's slot, returned when dropped.
+#[derive(Debug)]
+pub struct Lease(Arc<Slots>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_one();
+    }
+}
+
+impl Slots {
+    /// A limit of `limit` connections, none in use.
+    pub fn new(limit: u32) -> Arc<Self> {
+        Arc::new(Self {
+            limit: AtomicU32::new(limit),
+            used: AtomicU32::new(0),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Changes the limit; leases out stay valid.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Release);
+        self.freed.notify_waiters();
+    }
+
+    /// The limit in force.
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Leases out now.
+    pub fn used(&self) -> u32 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// A lease if one is free now.
+    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        let limit = self.limit();
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < limit).then_some(u + 1)
+            })
+            .ok()
+            .map(|_| Lease(self.clone()))
+    }
+
+    /// Waits for a free slot.
+    pub async fn lease(self: &Arc<Self>) -> Lease {
+        loop {
+            let freed = self.freed.notified();
+            if let Some(l) = self.try_lease() {
+                return l;
+            }
+            freed.await;
+        }
+    }
+}
+
+/// Limits shared by every egress path of a provider, a domain, a source
+/// or a tenant.
 #[derive(Debug)]
 pub struct Scope {
     /// What it is: `provider gmail`, `domain example.com`, `source ip1`.
     pub name: String,
     /// Messages over all its paths.
-    pub messages: Option<Limiter>,
+    pub messages: Option<Arc<Limiter>>,
     /// New connections over all its paths.
-    pub connection_rate: Option<Limiter>,
+    pub connection_rate: Option<Arc<Limiter>>,
     /// Connections open at once over all its paths.
-    pub connections: Option<Arc<Semaphore>>,
-    /// The configured connection limit.
-    pub connection_limit: Option<u32>,
+    pub connections: Option<Arc<Slots>>,
 }
 
 impl Scope {
-    /// A scope with these totals.
+    /// A scope with these totals and nothing counted yet.
     pub fn new(
         name: String,
         messages: Option<Rate>,
         connection_rate: Option<Rate>,
         connection_limit: Option<u32>,
     ) -> Self {
+        Self::carried(name, messages, connection_rate, connection_limit, None)
+    }
+
+    /// A scope with these totals that keeps the state of `previous` (the
+    /// same scope under the config a reload replaces) for each limit whose
+    /// setting did not change; a connection limit keeps its leases
+    /// whatever its new value.
+    pub fn carried(
+        name: String,
+        messages: Option<Rate>,
+        connection_rate: Option<Rate>,
+        connection_limit: Option<u32>,
+        previous: Option<&Scope>,
+    ) -> Self {
+        let keep = |rate: Option<Rate>, old: Option<&Arc<Limiter>>| {
+            let rate = rate?;
+            Some(match old.filter(|l| l.rate() == rate) {
+                Some(l) => l.clone(),
+                None => Arc::new(Limiter::new(rate)),
+            })
+        };
+        let connections =
+            connection_limit.map(|n| match previous.and_then(|p| p.connections.as_ref()) {
+                Some(s) => {
+                    s.set_limit(n);
+                    s.clone()
+                }
+                None => Slots::new(n),
+            });
         Self {
             name,
-            messages: messages.map(Limiter::new),
-            connection_rate: connection_rate.map(Limiter::new),
-            connections: connection_limit.map(|n| Arc::new(Semaphore::new(n as usize))),
-            connection_limit,
+            messages: keep(messages, previous.and_then(|p| p.messages.as_ref())),
+            connection_rate: keep(
+                connection_rate,
+                previous.and_then(|p| p.connection_rate.as_ref()),
+            ),
+            connections,
         }
     }
 
+    /// True when `other` is this scope carried over a reload unchanged
+    /// (the same limiters, the same connection slots and limit).
+    pub fn same_as(&self, other: &Scope) -> bool {
+        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        self.name == other.name
+            && same(&self.messages, &other.messages)
+            && same(&self.connection_rate, &other.connection_rate)
+            && same(&self.connections, &other.connections)
+    }
+
+    /// The configured connection limit, if any.
+    pub fn connection_limit(&self) -> Option<u32> {
+        self.connections.as_ref().map(|s| s.limit())
+    }
+
     /// Waits for a connection slot; the lease frees it when dropped.
-    pub async fn lease(&self) -> Option<OwnedSemaphorePermit> {
+    pub async fn lease(&self) -> Option<Lease> {
         match &self.connections {
-            Some(s) => s.clone().acquire_owned().await.ok(),
+            Some(s) => Some(s.lease().await),
             None => None,
         }
     }
@@ -163,6 +313,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_busy_limiter_lets_no_burst_through() {
+        let l = Limiter::new_busy("60/m,burst=5".parse().unwrap(), Instant::now());
+        assert!(!l.try_take(Instant::now()), "no burst at the start");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(l.try_take(Instant::now()), "one interval later, one");
+        assert!(!l.try_take(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn leases_hold_connection_slots_until_dropped() {
         let s = Scope::new("provider p".into(), None, None, Some(2));
         let a = s.lease().await.unwrap();
@@ -173,5 +332,42 @@ mod tests {
         assert!(s.lease().await.is_some(), "a freed slot is taken");
         let open = Scope::new("domain d".into(), None, None, None);
         assert!(open.lease().await.is_none(), "no limit, no lease");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_unchanged_limits_and_the_leases_out() {
+        let rate: Rate = "60/m,burst=1".parse().unwrap();
+        let old = Scope::new("provider p".into(), Some(rate), None, Some(2));
+        let _a = old.lease().await.unwrap();
+        let _b = old.lease().await.unwrap();
+        assert!(old.messages.as_ref().unwrap().try_take(Instant::now()));
+        let new = Scope::carried("provider p".into(), Some(rate), None, Some(3), Some(&old));
+        let limiter = new.messages.as_ref().unwrap();
+        assert!(
+            !limiter.try_take(Instant::now()),
+            "the rate's state goes on: no fresh burst"
+        );
+        assert_eq!(new.connection_limit(), Some(3));
+        let c = new.connections.as_ref().unwrap();
+        assert_eq!(c.used(), 2, "the connections open still count");
+        let third = c.try_lease();
+        assert!(third.is_some());
+        assert!(c.try_lease().is_none(), "3 in all");
+        let faster = Scope::carried(
+            "provider p".into(),
+            Some("2/s".parse().unwrap()),
+            None,
+            Some(1),
+            Some(&new),
+        );
+        assert!(
+            faster.messages.as_ref().unwrap().try_take(Instant::now()),
+            "a changed rate starts afresh"
+        );
+        drop(third);
+        assert!(
+            faster.connections.as_ref().unwrap().try_lease().is_none(),
+            "lowered below what is open"
+        );
     }
 }

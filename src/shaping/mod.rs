@@ -133,9 +133,12 @@ impl Shaper {
     }
 
     /// Puts the limits and rules of a new, validated config in force
-    /// (paths made from now on use them).
+    /// (paths made from now on use them). Every shared limit whose
+    /// setting did not change keeps its state (what its rate counted, the
+    /// connections it has open).
     pub fn replace(&self, config: &Config) {
-        let next = Arc::new(Shaping::new(config));
+        let previous = self.current();
+        let next = Arc::new(Shaping::carried(config, Some(&previous)));
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 
@@ -191,18 +194,27 @@ impl fmt::Debug for Shaping {
     }
 }
 
-fn scope(name: String, t: &crate::config::TotalLimitsConfig) -> Option<Arc<Scope>> {
+/// The shared scopes of a previous config, by name.
+type Previous = HashMap<String, Arc<Scope>>;
+
+fn scope(
+    name: String,
+    t: &crate::config::TotalLimitsConfig,
+    previous: &Previous,
+) -> Option<Arc<Scope>> {
     (!t.is_empty()).then(|| {
-        Arc::new(Scope::new(
+        let old = previous.get(&name).map(|s| &**s);
+        Arc::new(Scope::carried(
             name,
             t.message_rate,
             t.connection_rate,
             t.connection_limit,
+            old,
         ))
     })
 }
 
-fn provider(p: &ProviderConfig) -> Provider {
+fn provider(p: &ProviderConfig, previous: &Previous) -> Provider {
     let suffixes = p
         .mx_suffixes
         .iter()
@@ -224,15 +236,37 @@ fn provider(p: &ProviderConfig) -> Provider {
             .iter()
             .map(|s| (s.source.clone(), s.per_path.clone()))
             .collect(),
-        total: scope(format!("provider {}", p.name), &p.total),
+        total: scope(format!("provider {}", p.name), &p.total, previous),
     }
 }
 
 impl Shaping {
     /// From a validated config.
     pub fn new(config: &Config) -> Self {
+        Self::carried(config, None)
+    }
+
+    /// Every shared scope, by name.
+    fn scopes(&self) -> Previous {
+        let layered = |l: &Layered| l.total.clone();
+        self.providers
+            .iter()
+            .filter_map(|p| p.total.clone())
+            .chain(self.domains.values().filter_map(layered))
+            .chain(self.sources.values().filter_map(layered))
+            .chain(self.sites.iter().filter_map(|(_, l)| layered(l)))
+            .chain(self.tenants.values().cloned())
+            .map(|s| (s.name.clone(), s))
+            .collect()
+    }
+
+    /// From a validated config, keeping the state of `previous`'s shared
+    /// limits whose settings did not change.
+    pub fn carried(config: &Config, previous: Option<&Shaping>) -> Self {
         let d = &config.delivery;
         let s = &config.shaping;
+        let previous = previous.map(Shaping::scopes).unwrap_or_default();
+        let previous = &previous;
         Self {
             rules: Rules::new(&s.rules),
             defaults: PathLimits {
@@ -245,14 +279,14 @@ impl Shaping {
                 dead_site_failures: d.dead_site_failures,
                 dead_site_pause: d.dead_site_pause.get(),
             },
-            providers: s.providers.iter().map(provider).collect(),
+            providers: s.providers.iter().map(|p| provider(p, previous)).collect(),
             domains: s
                 .domains
                 .iter()
                 .map(|x| {
                     let layered = Layered {
                         per_path: x.per_path.clone(),
-                        total: scope(format!("domain {}", x.domain), &x.total),
+                        total: scope(format!("domain {}", x.domain), &x.total, previous),
                     };
                     (x.domain.to_ascii_lowercase(), layered)
                 })
@@ -263,7 +297,7 @@ impl Shaping {
                 .map(|x| {
                     let layered = Layered {
                         per_path: x.per_path.clone(),
-                        total: scope(format!("source {}", x.source), &x.total),
+                        total: scope(format!("source {}", x.source), &x.total, previous),
                     };
                     (x.source.clone(), layered)
                 })
@@ -274,7 +308,7 @@ impl Shaping {
                 .map(|x| {
                     let layered = Layered {
                         per_path: x.per_path.clone(),
-                        total: scope(format!("site of {}", x.mx), &x.total),
+                        total: scope(format!("site of {}", x.mx), &x.total, previous),
                     };
                     (x.mx.trim_end_matches('.').to_ascii_lowercase(), layered)
                 })
@@ -284,10 +318,9 @@ impl Shaping {
                 .iter()
                 .map(|t| {
                     let name = format!("tenant {}", t.tenant);
-                    (
-                        t.tenant.clone(),
-                        Arc::new(Scope::new(name, t.message_rate, None, None)),
-                    )
+                    let old = previous.get(&name).map(|s| &**s);
+                    let scope = Scope::carried(name, t.message_rate, None, None, old);
+                    (t.tenant.clone(), Arc::new(scope))
                 })
                 .collect(),
         }
@@ -452,11 +485,24 @@ fn apply(layer: &PathLimitsConfig, name: &str, l: &mut PathLimits, o: &mut Origi
 }
 
 impl Plan {
+    /// True when `other` limits a path exactly as this one does (the same
+    /// values and the same shared scopes).
+    pub fn same_as(&self, other: &Plan) -> bool {
+        self.provider == other.provider
+            && self.limits == other.limits
+            && self.scopes.len() == other.scopes.len()
+            && self
+                .scopes
+                .iter()
+                .zip(&other.scopes)
+                .all(|(a, b)| a.same_as(b))
+    }
+
     /// Each per-path limit: its key, its value and the layer it came from.
     pub fn rows(&self) -> Vec<(&'static str, String, Arc<str>)> {
         let l = &self.limits;
         let o = &self.origins;
-        let rate = |r: &Option<Rate>| r.map_or("unlimited".into(), |r| r.to_string());
+        let rate = |r: &Option<Rate>| r.map_or("unlimited".into(), |r| r.explicit().to_string());
         let span = |d: Duration| crate::config::values::Duration(d).to_string();
         vec![
             (
@@ -505,12 +551,12 @@ impl Plan {
             .map(|s| {
                 let mut parts = Vec::new();
                 if let Some(m) = &s.messages {
-                    parts.push(format!("message_rate {}", m.rate()));
+                    parts.push(format!("message_rate {}", m.rate().explicit()));
                 }
                 if let Some(c) = &s.connection_rate {
-                    parts.push(format!("connection_rate {}", c.rate()));
+                    parts.push(format!("connection_rate {}", c.rate().explicit()));
                 }
-                if let Some(n) = s.connection_limit {
+                if let Some(n) = s.connection_limit() {
                     parts.push(format!("connection_limit {n}"));
                 }
                 (s.name.to_string(), parts.join(", "))

@@ -42,6 +42,17 @@ impl Gcra {
         }
     }
 
+    /// How far ahead of now the state may be while events are allowed.
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance
+    }
+
+    /// The state of a limiter that has just used its whole burst at
+    /// `now`: the next event is allowed one interval later.
+    pub fn full_at(&self, now: Instant) -> Instant {
+        now + self.interval + self.tolerance
+    }
+
     /// Would an event at `now` be allowed? Does not count it.
     pub fn allows(&self, tat: Option<Instant>, now: Instant) -> bool {
         tat.is_none_or(|t| t.saturating_duration_since(now) <= self.tolerance)

@@ -186,6 +186,8 @@ pub struct Action {
 pub struct Actions {
     active: Mutex<HashMap<Target, Action>>,
     state_file: Option<PathBuf>,
+    /// Bumped at every change, so that readers can cache what they found.
+    version: std::sync::atomic::AtomicU64,
 }
 
 /// Where a path stands: the suspension that stops it, if any.
@@ -202,7 +204,60 @@ impl Actions {
         Self {
             active: Mutex::new(HashMap::new()),
             state_file,
+            version: Default::default(),
         }
+    }
+
+    /// Changes with every change of the actions in force.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Every suspension in force (slow-downs aside): its target, its end
+    /// and why.
+    pub fn holds(&self) -> Vec<(Target, Instant, String)> {
+        let now = Instant::now();
+        self.active()
+            .values()
+            .filter(|a| a.rate.is_none())
+            .filter_map(|a| {
+                let until = a.until.filter(|u| *u > now)?;
+                Some((a.target.clone(), until, why(a)))
+            })
+            .collect()
+    }
+
+    /// Pauses `target` for `duration` (Tern's own decision, such as a
+    /// dead site), named `rule`, unless it is already held.
+    pub fn pause(
+        &self,
+        target: Target,
+        rule: &str,
+        reason: &str,
+        duration: Duration,
+        now: SystemTime,
+    ) -> Option<Action> {
+        let action = Action {
+            target: target.clone(),
+            rule: rule.into(),
+            reply: reason.chars().take(300).collect(),
+            start: crate::clock::rfc3339(now),
+            end: crate::clock::rfc3339(now + duration),
+            rate: None,
+            until: Some(Instant::now() + duration),
+        };
+        let mut active = self.active();
+        if active
+            .get(&target)
+            .is_some_and(|a| a.until.is_some_and(|u| u > Instant::now()))
+        {
+            return None;
+        }
+        active.insert(target, action.clone());
+        let snapshot: Vec<Action> = active.values().cloned().collect();
+        drop(active);
+        self.write(&snapshot);
+        Some(action)
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Target, Action>> {
@@ -313,10 +368,7 @@ impl Actions {
             .find_map(|t| active.get(t))
             .map(|a| Suspended {
                 until: a.until.unwrap_or(now),
-                why: format!(
-                    "{} suspended by rule {} until {} after: {}",
-                    a.target, a.rule, a.end, a.reply
-                ),
+                why: why(a),
             });
         if changed {
             let snapshot: Vec<Action> = active.values().cloned().collect();
@@ -352,11 +404,15 @@ impl Actions {
         action
     }
 
-    /// Ends the action on `target` now (an operator's decision); false if
+    /// Ends the action on `target` now (an operator's decision), and the
+    /// pauses of the paths it covers (a site's, or a source's); false if
     /// none was in force. A slow-down ends when its path is whole.
     pub fn cancel(&self, target: &Target) -> bool {
         let mut active = self.active();
-        if active.remove(target).is_none() {
+        let before = active.len();
+        active.remove(target);
+        active.retain(|t, a| a.rule == "operator" || !covers(target, t));
+        if active.len() == before {
             return false;
         }
         let snapshot: Vec<Action> = active.values().cloned().collect();
@@ -375,8 +431,32 @@ impl Actions {
             .collect()
     }
 
-    /// Writes the state file (a temporary file renamed over it).
+    /// Ends every pause Tern made itself (`rule`) on paths to `site`, or
+    /// on all paths with `None` (an operator's "retry now"); how many.
+    pub fn lift_pauses(&self, rule: &str, site: Option<&str>) -> usize {
+        let mut active = self.active();
+        let before = active.len();
+        active.retain(|t, a| {
+            let to_site = match t {
+                Target::Path(_, s) => site.is_none_or(|x| x == s),
+                _ => false,
+            };
+            !(a.rule == rule && to_site)
+        });
+        let lifted = before - active.len();
+        if lifted > 0 {
+            let snapshot: Vec<Action> = active.values().cloned().collect();
+            drop(active);
+            self.write(&snapshot);
+        }
+        lifted
+    }
+
+    /// Writes the state file (a temporary file renamed over it), after
+    /// counting the change.
     fn write(&self, actions: &[Action]) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let Some(path) = &self.state_file else {
             return;
         };
@@ -385,6 +465,24 @@ impl Actions {
         if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the shaping actions file");
         }
+    }
+}
+
+/// What a suspension says in the replies of the mail it holds.
+fn why(a: &Action) -> String {
+    format!(
+        "{} suspended by rule {} until {} after: {}",
+        a.target, a.rule, a.end, a.reply
+    )
+}
+
+/// True when cancelling `outer` also ends Tern's own action on `inner`:
+/// the paths to a site, or from a source.
+fn covers(outer: &Target, inner: &Target) -> bool {
+    match (outer, inner) {
+        (Target::Site(s), Target::Path(_, site)) => s == site,
+        (Target::Source(s), Target::Path(source, _)) => s == source,
+        _ => outer == inner,
     }
 }
 

@@ -299,8 +299,14 @@ fn a_hand_out_is_stale_once_claimed_and_a_send_blocks_claims() {
     let claimed = ix.claim(id).expect("waiting: changes hands");
     assert_ne!(claimed.handout, handout);
     assert_eq!(ix.disturbed, before + 1);
-    assert!(!ix.is_current(id, handout), "the scheduler's hand-out is stale");
+    assert!(
+        !ix.is_current(id, handout),
+        "the scheduler's hand-out is stale"
+    );
     assert!(ix.begin(id, handout).is_none());
     assert!(ix.release(id));
-    assert!(ix.begin(id, claimed.handout).is_none(), "released: not taken");
+    assert!(
+        ix.begin(id, claimed.handout).is_none(),
+        "released: not taken"
+    );
 }

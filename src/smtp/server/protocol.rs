@@ -18,8 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use super::credentials::Credentials;
 use super::scan::DataScan;
 use crate::config::ListenerConfig;
-use crate::message::Ret;
 use crate::intake::{Intake, Origin, Submission, SubmittedRecipient};
+use crate::message::Ret;
 use crate::smtp::reply::{self, Reply};
 
 /// What every session of one listener shares.

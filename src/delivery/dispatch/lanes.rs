@@ -1,16 +1,18 @@
-//! The jobs waiting for an egress path: one lane per priority class, and
-//! within a lane one FIFO per tenant served in turn (round robin, one
-//! message each), so a worker always takes the most urgent class and, in
-//! it, the next tenant's oldest job. A password reset queued behind a
-//! campaign leaves on the next free slot, and one tenant's campaign cannot
-//! starve another's. Never sends or decides anything else.
+//! An egress path's ready queue: the jobs moved to it from their
+//! destinations' scheduled queues, one lane per priority class, and within
+//! a lane one FIFO per tenant served in turn (round robin, one message
+//! each), so a worker always takes the most urgent class and, in it, the
+//! next tenant's oldest job. A password reset moved in behind a campaign
+//! leaves on the next free slot. It is kept short (`max_ready`): the
+//! scheduled queues decide the shares. Never sends or decides anything
+//! else.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use queue::LOWEST_PRIORITY;
 
-use super::path::Job;
+use super::super::job::Job;
 
 const LANES: usize = LOWEST_PRIORITY as usize + 1;
 
@@ -18,11 +20,11 @@ const LANES: usize = LOWEST_PRIORITY as usize + 1;
 type TenantKey = u64;
 
 fn tenant_of(job: &Job) -> TenantKey {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(job.attempt.meta.tenant.as_deref())
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(job.tenant())
 }
 
 fn lane_of(job: &Job) -> usize {
-    usize::from(job.attempt.info.priority).min(LANES - 1)
+    usize::from(job.priority).min(LANES - 1)
 }
 
 /// One priority class: a queue per tenant and the order of their turns.
@@ -72,15 +74,28 @@ impl Lane {
     }
 }
 
-/// Waiting jobs by priority, then tenant.
+/// Waiting jobs by priority, then tenant, with their count and size.
 #[derive(Default)]
 pub(crate) struct Lanes {
     lanes: [Lane; LANES],
+    len: usize,
+    bytes: u64,
 }
 
 impl Lanes {
+    fn count(&mut self, job: &Job, add: bool) {
+        match add {
+            true => (self.len, self.bytes) = (self.len + 1, self.bytes + u64::from(job.size)),
+            false => {
+                self.len = self.len.saturating_sub(1);
+                self.bytes = self.bytes.saturating_sub(u64::from(job.size));
+            }
+        }
+    }
+
     /// Queues a job at the back of its tenant's queue in its class.
     pub fn push(&mut self, job: Job) {
+        self.count(&job, true);
         let lane = lane_of(&job);
         self.lanes[lane].push(job, false);
     }
@@ -88,6 +103,7 @@ impl Lanes {
     /// Puts a job back first in line (it was taken, and is given back
     /// while its worker waits for a send slot).
     pub fn push_front(&mut self, job: Job) {
+        self.count(&job, true);
         let lane = lane_of(&job);
         self.lanes[lane].push(job, true);
     }
@@ -99,7 +115,9 @@ impl Lanes {
 
     /// Like [`Lanes::pop`], among the jobs `fits` accepts.
     pub fn pop_fitting(&mut self, fits: impl Fn(&Job) -> bool) -> Option<Job> {
-        self.lanes.iter_mut().find_map(|l| l.pop_fitting(&fits))
+        let job = self.lanes.iter_mut().find_map(|l| l.pop_fitting(&fits))?;
+        self.count(&job, false);
+        Some(job)
     }
 
     /// Every waiting job, most urgent first.
@@ -109,7 +127,27 @@ impl Lanes {
             lane.turns.clear();
             out.extend(lane.queues.drain().flat_map(|(_, q)| q));
         }
+        (self.len, self.bytes) = (0, 0);
         out
+    }
+
+    /// Takes out the jobs `drop` selects.
+    pub fn remove(&mut self, mut drop: impl FnMut(&Job) -> bool) -> Vec<Job> {
+        let (gone, kept): (Vec<Job>, Vec<Job>) = self.drain().into_iter().partition(|j| drop(j));
+        for j in kept {
+            self.push(j);
+        }
+        gone
+    }
+
+    /// Jobs waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Their body bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Every waiting job (for views), in no particular order.
@@ -117,10 +155,5 @@ impl Lanes {
         self.lanes
             .iter()
             .flat_map(|l| l.queues.values().flat_map(|q| q.iter()))
-    }
-
-    /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.lanes.iter().all(|l| l.turns.is_empty())
     }
 }

@@ -1,0 +1,206 @@
+//! A connection worker of an egress path: takes ready jobs, connects from
+//! the path's source to the site's hosts in order, then sends job after
+//! job over that connection (up to `max_messages_per_connection`), and
+//! closes it when idle. Each send first waits for the path's message
+//! slot, then for room in the in-flight budget (messages and bytes), and
+//! only then reads the message; its outcomes go to `outcome` as values.
+
+use std::sync::Arc;
+
+use super::super::Delivery;
+use super::super::job::Job;
+use super::super::outcome::{Message, Outcome, Verdict};
+use super::path::Path;
+use super::send::{ConnectFailure, connect, deliver, with_path};
+use crate::config::TlsPolicy;
+use crate::smtp::client::{Connection, local_reply};
+
+/// Runs until the worker retires or shutdown aborts it.
+pub(super) async fn run(svc: Arc<Delivery>, path: Arc<Path>) {
+    tokio::select! {
+        () = work(&svc, &path) => {}
+        () = svc.aborted() => tracing::warn!(source = %path.source.name, site = %path.site, "connection dropped at shutdown"),
+    }
+}
+
+/// What to do after a job.
+enum Then {
+    /// Take the next job.
+    Next,
+    /// Stop: the path cannot send (its ready jobs went back).
+    Retire,
+}
+
+async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
+    let mut conn: Option<Connection> = None;
+    let mut sent = 0;
+    let mut leases = Vec::new();
+    while let Some(job) = path.next(svc).await {
+        if path.hold(svc).is_some() {
+            path.give_back(svc, vec![job]);
+            path.retire();
+            break;
+        }
+        if conn
+            .as_ref()
+            .is_some_and(|c| job.route.tls == TlsPolicy::Required && !c.tls)
+        {
+            // This domain requires TLS; the open connection fell back to plaintext.
+            path.close(conn.take(), true).await;
+            leases.clear();
+            sent = 0;
+        }
+        let job = match conn.is_none() {
+            false => job,
+            true => {
+                leases = path.connection_slot().await;
+                match open(svc, path, job).await {
+                    Ok((c, job)) => {
+                        conn = Some(c);
+                        sent = 0;
+                        job
+                    }
+                    Err(Then::Next) => {
+                        leases.clear();
+                        continue;
+                    }
+                    Err(Then::Retire) => {
+                        path.retire();
+                        break;
+                    }
+                }
+            }
+        };
+        let c = conn.as_mut().expect("connected above");
+        let reusable = send(svc, path, c, job).await;
+        sent += 1;
+        if !reusable || sent >= path.plan.limits.max_messages_per_connection {
+            path.close(conn.take(), reusable).await;
+            leases.clear();
+            sent = 0;
+        }
+    }
+    path.close(conn.take(), true).await;
+}
+
+/// Opens a connection for `job`. A source that cannot be bound rests and
+/// the path's jobs go back to their destinations (the pool's other
+/// sources take them); a site that does not answer defers this job (a
+/// real attempt) and, once it has failed `dead_site_failures` times in a
+/// row, pauses the path (its ready jobs go back and wait).
+async fn open(svc: &Arc<Delivery>, path: &Arc<Path>, job: Job) -> Result<(Connection, Job), Then> {
+    match connect(svc, path, &job.route).await {
+        Ok(c) => {
+            path.connected();
+            Ok((c, job))
+        }
+        Err(ConnectFailure::Bind) => {
+            path.source.mark_unusable(tokio::time::Instant::now());
+            path.give_back(svc, vec![job]);
+            svc.holds_changed();
+            Err(Then::Retire)
+        }
+        Err(ConnectFailure::Unreachable(reply, remote)) => {
+            let paused = path.connection_failed(svc, &reply);
+            if let Some(r) = &remote {
+                path.react(svc, r, &job);
+            }
+            let outcomes = Outcome::all(&job.rcpts, Verdict::Deferred, &reply);
+            settle_unsent(svc, path, job, outcomes).await;
+            if paused {
+                path.give_back(svc, Vec::new());
+                svc.holds_changed();
+                return Err(Then::Retire);
+            }
+            Err(Then::Next)
+        }
+    }
+}
+
+/// Settles a job that was not sent (its connection failed), if it still
+/// holds its message.
+async fn settle_unsent(svc: &Arc<Delivery>, path: &Path, job: Job, outcomes: Vec<Outcome>) {
+    let Some(info) = svc.begin(&job) else {
+        return;
+    };
+    let msg = Message::new(info, job.dest.pool.clone());
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| with_path(o, path, None))
+        .collect();
+    svc.settle(job.handout, msg, outcomes).await;
+}
+
+/// Sends one job over an open connection, within the path's message
+/// rates and the in-flight budget; reacts to a refusal; settles the
+/// outcomes. Returns whether the connection can be reused.
+///
+/// Under a message rate, the job goes back to the ready queue while the
+/// worker waits for a send slot, and the slot goes to the most urgent job
+/// ready then (one this connection may carry: a plaintext connection
+/// never takes TLS-only mail). So a password reset that arrives while a
+/// campaign waits for the rate leaves with the next slot.
+async fn send(svc: &Arc<Delivery>, path: &Arc<Path>, c: &mut Connection, job: Job) -> bool {
+    let job = if path.paced() {
+        path.push_front(job);
+        path.message_slot().await;
+        let tls = c.tls;
+        match path.pop_fitting(svc, |j| tls || j.route.tls != TlsPolicy::Required) {
+            Some(job) => job,
+            None => return true, // another worker took it; the slot is lost
+        }
+    } else {
+        job
+    };
+    let _budget = svc.in_flight.acquire(job.kib()).await;
+    let Some(info) = svc.begin(&job) else {
+        return true; // purged, bounced or moved meanwhile
+    };
+    let mut msg = Message::new(info, job.dest.pool.clone());
+    path.state().sending += 1;
+    let (outcomes, reusable) = match svc.read_body(job.id).await {
+        Some(body) => {
+            msg.body = Some(body);
+            transact(svc, path, c, &job, &msg).await
+        }
+        None => {
+            let reply = local_reply(554, [5, 3, 0], "message unreadable in the spool".into());
+            (Outcome::all(&job.rcpts, Verdict::Failed, &reply), true)
+        }
+    };
+    path.state().sending -= 1;
+    let handout = job.handout;
+    drop(job);
+    svc.settle(handout, msg, outcomes).await;
+    reusable
+}
+
+/// One job's transactions over the connection, with what they teach the
+/// path (rules, slow-downs, the sending meter).
+async fn transact(
+    svc: &Arc<Delivery>,
+    path: &Path,
+    c: &mut Connection,
+    job: &Job,
+    msg: &Message,
+) -> (Vec<Outcome>, bool) {
+    let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
+    let started = tokio::time::Instant::now();
+    let (mut outcomes, reusable) = deliver(c, job, msg, max_rcpts).await;
+    let provider = path.plan.provider.as_deref().unwrap_or("other");
+    (svc.settings.metrics).transaction(provider, started.elapsed().as_secs_f64());
+    path.bounce_by_rule(svc, &mut outcomes);
+    if outcomes.iter().any(|o| o.verdict == Verdict::Delivered) {
+        path.sent.add(1);
+    }
+    match outcomes.iter().find(|o| o.verdict != Verdict::Delivered) {
+        Some(o) => path.react(svc, &o.reply, job),
+        None => path.delivered(svc),
+    }
+    let host = Some((c.host.clone(), c.peer));
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| with_path(o, path, host.clone()))
+        .collect();
+    (outcomes, reusable)
+}

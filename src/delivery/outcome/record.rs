@@ -1,0 +1,64 @@
+//! Each outcome as a delivery-log line and a metric.
+
+use super::super::Delivery;
+use super::{Message, Outcome};
+use crate::log::{Kind, Record};
+
+impl Delivery {
+    /// Logs an outcome of `msg` (the `attempts`-th try) and counts it.
+    pub(super) fn log_outcome(&self, msg: &Message, kind: Kind, o: &Outcome, attempts: u16) {
+        let now = self.clock.system_time();
+        let info = &msg.info;
+        let mut r = Record::new(
+            kind,
+            now,
+            info.id.to_string(),
+            info.envelope.sender.to_string(),
+        );
+        r.message_id = msg.meta.message_id.clone();
+        r.recipient = info
+            .envelope
+            .recipients
+            .get(o.index as usize)
+            .map(|rc| rc.address.to_string());
+        r.pool = Some(msg.pool.to_string());
+        r.site = o.site.as_deref().map(str::to_owned);
+        r.source = o.source.as_deref().map(str::to_owned);
+        r.remote_host = o.host.as_ref().map(|(h, _)| h.clone());
+        r.remote_ip = o.host.as_ref().map(|(_, a)| a.ip().to_string());
+        r.reply = Some(o.reply.to_string());
+        r.attempts = Some(attempts);
+        let queued = self.clock.now().saturating_since(info.arrival).as_millis() as u64;
+        r.queue_time_ms = Some(queued);
+        self.log.write(&r);
+        self.count(msg, kind, o, queued);
+        if kind != Kind::Delivery {
+            tracing::info!(queue_id = %info.id, rcpt = %r.recipient.as_deref().unwrap_or(""), reply = %o.reply, ?kind, "delivery outcome");
+        }
+    }
+
+    /// Counts an outcome in the metrics.
+    fn count(&self, msg: &Message, kind: Kind, o: &Outcome, queue_ms: u64) {
+        use crate::metrics::{Labels, Outcome as M};
+        let m = &self.settings.metrics;
+        let outcome = match kind {
+            Kind::Delivery => M::Delivered,
+            Kind::TransientFailure => M::Deferred,
+            Kind::Bounce => M::Bounced,
+            Kind::Expiration => M::Expired,
+            _ => return,
+        };
+        m.outcome(
+            outcome,
+            &Labels {
+                provider: o.provider.as_deref().unwrap_or("other"),
+                source: o.source.as_deref().unwrap_or(""),
+                pool: &msg.pool,
+                tenant: msg.meta.tenant.as_deref().unwrap_or(""),
+            },
+        );
+        if kind == Kind::Delivery {
+            m.queue_time(queue_ms as f64 / 1000.0);
+        }
+    }
+}

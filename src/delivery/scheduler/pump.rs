@@ -1,0 +1,195 @@
+//! Pumping a destination: moving its scheduled jobs to the ready queues
+//! of its pool's egress paths while they have room, each job to a source
+//! chosen by weight among those that can take it now.
+//!
+//! A path that cannot send now (suspended, paused, its source unusable or
+//! over its warm-up share) is passed over: the pool's other sources take
+//! the mail. When no path can take more, the destination keeps its jobs,
+//! asks the full paths to pump it again when they have room, and asks the
+//! scheduler to wake it when the first hold ends. A tenant that may not
+//! send now (suspended, over its total rate) is passed over in its turn;
+//! a job whose domain is suspended is parked; a job past `max_age`
+//! expires here.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::super::Delivery;
+use super::super::dispatch::{Path, Room};
+use super::dest::{Dest, Queued, Turn};
+use super::holds::Holds;
+use crate::shaping::Shaping;
+
+/// A path of the destination's pool, and its room as last seen.
+struct Candidate {
+    path: Arc<Path>,
+    room: Room,
+}
+
+impl Candidate {
+    fn open(&self) -> bool {
+        matches!(self.room, Room::Open(n) if n > 0)
+    }
+
+    fn held(&self) -> bool {
+        matches!(self.room, Room::Held(..))
+    }
+}
+
+/// May a tenant's next job go now?
+fn turn(tenant: Option<&str>, holds: &Holds, shaping: &Shaping) -> Turn {
+    let Some(t) = tenant else {
+        return Turn::Go;
+    };
+    if let Some((until, _)) = holds.tenant(t) {
+        return Turn::Wait(Some(*until));
+    }
+    match shaping.tenant(Some(t)).and_then(|s| s.messages.as_ref()) {
+        Some(rate) => {
+            let now = Instant::now();
+            match rate.try_take(now) {
+                true => Turn::Go,
+                false => Turn::Wait(Some(rate.earliest(now))),
+            }
+        }
+        None => Turn::Go,
+    }
+}
+
+impl Delivery {
+    /// Moves as many of `dest`'s jobs as its paths can take now (see the
+    /// module docs).
+    pub(crate) fn pump(self: &Arc<Self>, dest: &Arc<Dest>) {
+        if self.stopping() {
+            return;
+        }
+        let mut expired = Vec::new();
+        {
+            let mut q = dest.lock();
+            q.held = None;
+            if !q.is_empty() {
+                self.move_jobs(dest, &mut q, &mut expired);
+            }
+        }
+        self.expire(expired);
+    }
+
+    fn move_jobs(
+        self: &Arc<Self>,
+        dest: &Arc<Dest>,
+        q: &mut Queued,
+        expired: &mut Vec<super::Job>,
+    ) {
+        let holds = self.scheduler.holds.get(&self.settings.shaper.actions);
+        if let Some((until, why)) = holds.pool(&dest.pool) {
+            q.held = Some(why.clone());
+            self.scheduler.wake_at(dest, q, *until);
+            return;
+        }
+        if q.has_parked() {
+            q.unpark(|j| holds.domain(&j.domain).is_none());
+        }
+        let egress = self.egress.get();
+        let pool = egress.pool(Some(&dest.pool));
+        let mut paths: Vec<Candidate> = pool
+            .sources()
+            .map(|s| {
+                let path = self.path(s.clone(), dest);
+                let room = path.room(self);
+                Candidate { path, room }
+            })
+            .collect();
+        let shaping = self.settings.shaper.current();
+        let weights = self.weights.get();
+        let (now, max_age) = (self.clock.now(), self.settings.max_age);
+        loop {
+            if paths.iter().all(Candidate::held) {
+                self.blocked(dest, q, &paths);
+                return;
+            }
+            let job = match q.pop(|t| turn(t, &holds, &shaping), |t| weights.of(t)) {
+                Ok(job) => job,
+                Err(at) => {
+                    let parked = q.a_parked().and_then(|j| holds.domain(&j.domain));
+                    q.held = Some(match parked {
+                        Some((_, why)) if q.totals().0 == q.parked_len() => why.clone(),
+                        _ => "its tenants are suspended or over their total rates".into(),
+                    });
+                    if let Some(at) = at {
+                        self.scheduler.wake_at(dest, q, at);
+                    }
+                    return;
+                }
+            };
+            if now.saturating_since(job.arrival) >= max_age {
+                expired.push(job);
+                continue;
+            }
+            if let Some((until, _)) = holds.domain(&job.domain) {
+                let until = *until;
+                q.park(job);
+                self.scheduler.wake_at(dest, q, until);
+                continue;
+            }
+            let find =
+                |s: &crate::egress::Source| paths.iter().find(|c| c.path.source.name == s.name);
+            let picked = pool.pick_where(
+                |s| find(s).is_some_and(|c| !c.held()),
+                |s| find(s).is_some_and(Candidate::open),
+            );
+            let source = match picked {
+                Ok(source) => source,
+                Err(full) => {
+                    // Its turn goes to a path that is full: the weights
+                    // hold, the mail waits for that path's room.
+                    q.push_front(job);
+                    match full.and_then(|s| find(&s).map(|c| c.path.clone())) {
+                        Some(path) => {
+                            path.wait_for_room(dest);
+                            let why = format!(
+                                "waiting for room at path {} -> {}",
+                                path.source.name, path.site
+                            );
+                            q.held = Some(why);
+                        }
+                        None => self.blocked(dest, q, &paths),
+                    }
+                    return;
+                }
+            };
+            let Some(c) = paths.iter_mut().find(|c| c.path.source.name == source.name) else {
+                q.push_front(job);
+                return;
+            };
+            if c.path.source.warming() && !c.path.warmup_take(self) {
+                c.room = c.path.room(self);
+                q.push_front(job);
+                continue;
+            }
+            c.path.push(self, job);
+            c.room = match c.room {
+                Room::Open(n) if n > 1 => Room::Open(n - 1),
+                _ => c.path.room(self),
+            };
+        }
+    }
+
+    /// No path can send now: wait for the end of the first hold.
+    fn blocked(&self, dest: &Arc<Dest>, q: &mut Queued, paths: &[Candidate]) {
+        let mut wake: Option<Instant> = None;
+        let mut why: Option<String> = None;
+        for c in paths {
+            if let Room::Held(until, w) = &c.room {
+                if let Some(u) = until {
+                    wake = Some(wake.map_or(*u, |x| x.min(*u)));
+                }
+                why.get_or_insert_with(|| w.clone());
+            }
+        }
+        q.held = Some(why.unwrap_or_else(|| format!("pool {} has no source", dest.pool)));
+        if let Some(at) = wake {
+            self.scheduler.wake_at(dest, q, at);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! What operators see of delivery now, as rows: shared by the delivery
+//! service (which fills them), the admin API and status page (which
+//! serve them) and the metrics (which export the busiest). A leaf: it
+//! holds the types and nothing else.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/paths`: one egress path (a source to a site) now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PathRow {
+    /// The source.
+    pub source: String,
+    /// The destination site.
+    pub site: String,
+    /// Its provider, if one matches.
+    pub provider: Option<String>,
+    /// Jobs in its ready queue (moved from their destinations, waiting
+    /// for a connection or a send slot).
+    pub waiting: u64,
+    /// Their recipients.
+    pub waiting_recipients: u64,
+    /// Seconds the oldest ready job's message has been queued.
+    pub oldest_secs: u64,
+    /// Jobs being sent now.
+    #[serde(default)]
+    pub sending: u64,
+    /// Open connections.
+    pub connections: u64,
+    /// Connection workers.
+    pub workers: u64,
+    /// Messages sent in the last minute.
+    pub sent_last_minute: u64,
+    /// It cannot send now (suspended, paused after failed connections, its
+    /// source unusable or over its warm-up share).
+    pub paused: bool,
+    /// Why, when it cannot send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
+
+/// `GET /v1/destinations`: a destination's scheduled queue (one pool's
+/// mail to one site) now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DestRow {
+    /// The pool its mail is sent from.
+    pub pool: String,
+    /// The site (its MX hosts; `site|domain` for a domain shaped apart).
+    pub site: String,
+    /// Its provider, if one matches.
+    pub provider: Option<String>,
+    /// Jobs (a message's recipients at one domain) waiting for room at
+    /// its paths: metadata only, no connection, no slot.
+    pub scheduled: u64,
+    /// Their recipients.
+    pub scheduled_recipients: u64,
+    /// Seconds the oldest waiting job's message has been queued.
+    pub oldest_secs: u64,
+    /// Jobs in the ready queues of its paths.
+    pub ready: u64,
+    /// Jobs being sent on its paths.
+    pub sending: u64,
+    /// Why it waits, when it does (a suspension, a pause, a warm-up share,
+    /// or room at its paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
