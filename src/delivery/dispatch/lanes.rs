@@ -1,14 +1,11 @@
-//! An egress path's ready queue: the jobs moved to it from their
-//! destinations' scheduled queues, one lane per priority class, and within
-//! a lane one FIFO per tenant served in turn (round robin, one message
-//! each), so a worker always takes the most urgent class and, in it, the
-//! next tenant's oldest job. A password reset moved in behind a campaign
-//! leaves on the next free slot. It is kept short (`max_ready`): the
-//! scheduled queues decide the shares. Never sends or decides anything
-//! else.
+//! An egress path's ready queue: the jobs its destinations moved to it,
+//! one FIFO per priority class, so a worker always takes the most urgent
+//! class's oldest job (a password reset moved in behind a campaign leaves
+//! on the next free connection). The order within a class is the order
+//! the scheduled queues chose (tenants by weight), kept as it is. Never
+//! sends or decides anything else.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::collections::VecDeque;
 
 use queue::LOWEST_PRIORITY;
 
@@ -16,68 +13,14 @@ use super::super::job::Job;
 
 const LANES: usize = LOWEST_PRIORITY as usize + 1;
 
-/// A tenant, as a hash of its name (a collision only merges two turns).
-type TenantKey = u64;
-
-fn tenant_of(job: &Job) -> TenantKey {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(job.tenant())
-}
-
 fn lane_of(job: &Job) -> usize {
     usize::from(job.priority).min(LANES - 1)
 }
 
-/// One priority class: a queue per tenant and the order of their turns.
-#[derive(Default)]
-struct Lane {
-    turns: VecDeque<TenantKey>,
-    queues: HashMap<TenantKey, VecDeque<Job>>,
-}
-
-impl Lane {
-    fn push(&mut self, job: Job, front: bool) {
-        let t = tenant_of(&job);
-        let q = self.queues.entry(t).or_default();
-        if front {
-            // A job given back: its tenant had the turn, and has it again.
-            q.push_front(job);
-            if let Some(i) = self.turns.iter().position(|x| *x == t) {
-                self.turns.remove(i);
-            }
-            self.turns.push_front(t);
-        } else {
-            if q.is_empty() {
-                self.turns.push_back(t);
-            }
-            q.push_back(job);
-        }
-    }
-
-    /// The front job of the first tenant in turn whose front job `fits`;
-    /// that tenant's turn moves to the back.
-    fn pop_fitting(&mut self, fits: &impl Fn(&Job) -> bool) -> Option<Job> {
-        let i = self.turns.iter().position(|t| {
-            self.queues
-                .get(t)
-                .and_then(VecDeque::front)
-                .is_some_and(fits)
-        })?;
-        let t = self.turns.remove(i)?;
-        let q = self.queues.get_mut(&t)?;
-        let job = q.pop_front();
-        if q.is_empty() {
-            self.queues.remove(&t);
-        } else {
-            self.turns.push_back(t);
-        }
-        job
-    }
-}
-
-/// Waiting jobs by priority, then tenant, with their count and size.
+/// Ready jobs by priority, with their count and size.
 #[derive(Default)]
 pub(crate) struct Lanes {
-    lanes: [Lane; LANES],
+    lanes: [VecDeque<Job>; LANES],
     len: usize,
     bytes: u64,
 }
@@ -93,49 +36,44 @@ impl Lanes {
         }
     }
 
-    /// Queues a job at the back of its tenant's queue in its class.
+    /// Queues a job at the back of its class.
     pub fn push(&mut self, job: Job) {
         self.count(&job, true);
-        let lane = lane_of(&job);
-        self.lanes[lane].push(job, false);
+        self.lanes[lane_of(&job)].push_back(job);
     }
 
-    /// Puts a job back first in line (it was taken, and is given back
-    /// while its worker waits for a send slot).
-    pub fn push_front(&mut self, job: Job) {
-        self.count(&job, true);
-        let lane = lane_of(&job);
-        self.lanes[lane].push(job, true);
-    }
-
-    /// The next job: the most urgent class, the next tenant in turn.
+    /// The next job: the most urgent class's oldest.
     pub fn pop(&mut self) -> Option<Job> {
-        self.pop_fitting(|_| true)
-    }
-
-    /// Like [`Lanes::pop`], among the jobs `fits` accepts.
-    pub fn pop_fitting(&mut self, fits: impl Fn(&Job) -> bool) -> Option<Job> {
-        let job = self.lanes.iter_mut().find_map(|l| l.pop_fitting(&fits))?;
+        let job = self.lanes.iter_mut().find_map(VecDeque::pop_front)?;
         self.count(&job, false);
         Some(job)
     }
 
     /// Every waiting job, most urgent first.
     pub fn drain(&mut self) -> Vec<Job> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.len);
         for lane in &mut self.lanes {
-            lane.turns.clear();
-            out.extend(lane.queues.drain().flat_map(|(_, q)| q));
+            out.extend(lane.drain(..));
         }
         (self.len, self.bytes) = (0, 0);
         out
     }
 
-    /// Takes out the jobs `drop` selects.
+    /// Takes out the jobs `drop` selects, keeping the others in order.
     pub fn remove(&mut self, mut drop: impl FnMut(&Job) -> bool) -> Vec<Job> {
-        let (gone, kept): (Vec<Job>, Vec<Job>) = self.drain().into_iter().partition(|j| drop(j));
-        for j in kept {
-            self.push(j);
+        let mut gone = Vec::new();
+        for lane in &mut self.lanes {
+            let mut kept = VecDeque::with_capacity(lane.len());
+            for j in lane.drain(..) {
+                match drop(&j) {
+                    true => gone.push(j),
+                    false => kept.push_back(j),
+                }
+            }
+            *lane = kept;
+        }
+        for j in &gone {
+            self.count(j, false);
         }
         gone
     }
@@ -152,8 +90,6 @@ impl Lanes {
 
     /// Every waiting job (for views), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Job> {
-        self.lanes
-            .iter()
-            .flat_map(|l| l.queues.values().flat_map(|q| q.iter()))
+        self.lanes.iter().flat_map(|l| l.iter())
     }
 }

@@ -263,22 +263,6 @@ impl Path {
         }
     }
 
-    /// Puts a job back first in line (its worker waits for a send slot).
-    pub fn push_front(&self, job: Job) {
-        self.state().ready.push_front(job);
-    }
-
-    /// After a send slot: the most urgent ready job `fits` accepts.
-    pub fn pop_fitting(&self, svc: &Arc<Delivery>, fits: impl Fn(&Job) -> bool) -> Option<Job> {
-        let (job, waiters) = {
-            let mut st = self.state();
-            let job = st.ready.pop_fitting(fits)?;
-            (job, self.room_made(&mut st))
-        };
-        pump(svc, waiters);
-        Some(job)
-    }
-
     /// Takes every ready job.
     pub fn take_ready(&self) -> Vec<Job> {
         self.state().ready.drain()

@@ -15,6 +15,7 @@ use super::super::outcome::{Outcome, Verdict};
 use super::path::{Hold, Path};
 use crate::shaping::limiter::Lease;
 use crate::shaping::{Limiter, pace};
+
 use crate::smtp::client::RemoteReply;
 
 /// The rule name of a dead-site pause in the actions list.
@@ -44,30 +45,42 @@ impl Path {
         leases
     }
 
-    /// True when a message rate applies to this path.
-    pub(crate) fn paced(&self) -> bool {
-        self.messages.is_some()
-            || self.aimd.get().is_some()
-            || self.plan.scopes.iter().any(|s| s.messages.is_some())
-    }
-
-    /// Waits until the message rates of the path (slowed down, if it is)
-    /// and its scopes allow one more message.
-    pub(crate) async fn message_slot(&self) {
+    /// The limiters of one message on this path: its own rate (slowed
+    /// down, if it is) and its scopes' (provider, site, domain, source
+    /// totals).
+    fn send_limiters(&self) -> impl Iterator<Item = &Limiter> {
         let own = match self.aimd.get() {
             Some(a) => Some(a.limiter()),
             None => self.messages.as_deref(),
         };
-        let rates: Vec<&Limiter> = own
-            .into_iter()
-            .chain(
-                self.plan
-                    .scopes
-                    .iter()
-                    .filter_map(|s| s.messages.as_deref()),
-            )
-            .collect();
-        pace(&rates).await;
+        own.into_iter().chain(
+            self.plan
+                .scopes
+                .iter()
+                .filter_map(|s| s.messages.as_deref()),
+        )
+    }
+
+    /// When the path's rates allow its next message (`now` if they do).
+    pub(crate) fn next_slot(&self, now: Instant) -> Instant {
+        self.send_limiters()
+            .map(|l| l.earliest(now))
+            .max()
+            .unwrap_or(now)
+            .max(now)
+    }
+
+    /// Counts one message in every rate of the path if they all allow it
+    /// now: the scheduler moves a job to the ready queue only with a slot,
+    /// so the ready queue of a rate-limited path holds what may go now.
+    /// False (nothing counted, bar a lost race) otherwise.
+    pub(crate) fn take_slot(&self, now: Instant) -> bool {
+        if self.next_slot(now) > now {
+            return false;
+        }
+        // A race lost on one leaves the others counted: that errs on the
+        // slow side.
+        self.send_limiters().all(|l| l.try_take(now))
     }
 
     /// Why the path cannot send now, and until when (if known): a

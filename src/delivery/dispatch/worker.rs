@@ -1,9 +1,9 @@
 //! A connection worker of an egress path: takes ready jobs, connects from
 //! the path's source to the site's hosts in order, then sends job after
 //! job over that connection (up to `max_messages_per_connection`), and
-//! closes it when idle. Each send first waits for the path's message
-//! slot, then for room in the in-flight budget (messages and bytes), and
-//! only then reads the message; its outcomes go to `outcome` as values.
+//! closes it when idle. Each send waits for room in the in-flight budget
+//! (messages and bytes), and only then reads the message; its outcomes go
+//! to `outcome` as values.
 
 use std::sync::Arc;
 
@@ -131,27 +131,11 @@ async fn settle_unsent(svc: &Arc<Delivery>, path: &Path, job: Job, outcomes: Vec
     svc.settle(job.handout, msg, outcomes).await;
 }
 
-/// Sends one job over an open connection, within the path's message
-/// rates and the in-flight budget; reacts to a refusal; settles the
-/// outcomes. Returns whether the connection can be reused.
-///
-/// Under a message rate, the job goes back to the ready queue while the
-/// worker waits for a send slot, and the slot goes to the most urgent job
-/// ready then (one this connection may carry: a plaintext connection
-/// never takes TLS-only mail). So a password reset that arrives while a
-/// campaign waits for the rate leaves with the next slot.
+/// Sends one job over an open connection (its send slot under the path's
+/// rates was taken when it was moved to the ready queue), within the
+/// in-flight budget; reacts to a refusal; settles the outcomes. Returns
+/// whether the connection can be reused.
 async fn send(svc: &Arc<Delivery>, path: &Arc<Path>, c: &mut Connection, job: Job) -> bool {
-    let job = if path.paced() {
-        path.push_front(job);
-        path.message_slot().await;
-        let tls = c.tls;
-        match path.pop_fitting(svc, |j| tls || j.route.tls != TlsPolicy::Required) {
-            Some(job) => job,
-            None => return true, // another worker took it; the slot is lost
-        }
-    } else {
-        job
-    };
     let _budget = svc.in_flight.acquire(job.kib()).await;
     let Some(info) = svc.begin(&job) else {
         return true; // purged, bounced or moved meanwhile

@@ -21,19 +21,29 @@ use super::dest::{Dest, Queued, Turn};
 use super::holds::Holds;
 use crate::shaping::Shaping;
 
-/// A path of the destination's pool, and its room as last seen.
+/// A path of the destination's pool, its room as last seen, and when its
+/// rates allow its next message if that is later than now.
 struct Candidate {
     path: Arc<Path>,
     room: Room,
+    slot: Option<Instant>,
 }
 
 impl Candidate {
+    fn new(path: Arc<Path>, svc: &Delivery, now: Instant) -> Self {
+        let room = path.room(svc);
+        let slot = Some(path.next_slot(now)).filter(|at| *at > now);
+        Self { path, room, slot }
+    }
+
     fn open(&self) -> bool {
         matches!(self.room, Room::Open(n) if n > 0)
     }
 
+    /// It cannot take mail now whatever its room: held, or over its rate
+    /// (then the pool's other sources take the mail).
     fn held(&self) -> bool {
-        matches!(self.room, Room::Held(..))
+        matches!(self.room, Room::Held(..)) || self.slot.is_some()
     }
 }
 
@@ -92,13 +102,10 @@ impl Delivery {
         }
         let egress = self.egress.get();
         let pool = egress.pool(Some(&dest.pool));
+        let instant = Instant::now();
         let mut paths: Vec<Candidate> = pool
             .sources()
-            .map(|s| {
-                let path = self.path(s.clone(), dest);
-                let room = path.room(self);
-                Candidate { path, room }
-            })
+            .map(|s| Candidate::new(self.path(s.clone(), dest), self, instant))
             .collect();
         let shaping = self.settings.shaper.current();
         let weights = self.weights.get();
@@ -162,6 +169,11 @@ impl Delivery {
                 q.push_front(job);
                 return;
             };
+            if !c.path.take_slot(instant) {
+                *c = Candidate::new(c.path.clone(), self, instant);
+                q.push_front(job);
+                continue;
+            }
             if c.path.source.warming() && !c.path.warmup_take(self) {
                 c.room = c.path.room(self);
                 q.push_front(job);
@@ -172,6 +184,7 @@ impl Delivery {
                 Room::Open(n) if n > 1 => Room::Open(n - 1),
                 _ => c.path.room(self),
             };
+            c.slot = Some(c.path.next_slot(instant)).filter(|at| *at > instant);
         }
     }
 
@@ -179,12 +192,19 @@ impl Delivery {
     fn blocked(&self, dest: &Arc<Dest>, q: &mut Queued, paths: &[Candidate]) {
         let mut wake: Option<Instant> = None;
         let mut why: Option<String> = None;
+        let mut earliest = |u: Instant| wake = Some(wake.map_or(u, |x: Instant| x.min(u)));
         for c in paths {
-            if let Room::Held(until, w) = &c.room {
-                if let Some(u) = until {
-                    wake = Some(wake.map_or(*u, |x| x.min(*u)));
+            match &c.room {
+                Room::Held(until, w) => {
+                    until.map(&mut earliest);
+                    why.get_or_insert_with(|| w.clone());
                 }
-                why.get_or_insert_with(|| w.clone());
+                _ => {
+                    if let Some(at) = c.slot {
+                        earliest(at);
+                        why.get_or_insert_with(|| "waiting for its paths' rates".into());
+                    }
+                }
             }
         }
         q.held = Some(why.unwrap_or_else(|| format!("pool {} has no source", dest.pool)));
