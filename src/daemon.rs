@@ -122,7 +122,13 @@ pub async fn run_with(
         )
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
-    let settings = Settings::new(&config, services.metrics.clone());
+    let mut settings = Settings::new(&config, services.metrics.clone());
+    if queue.message_count() > 0 {
+        // A restart with queued mail: what the rates counted before it is
+        // unknown, so they start as if they had just sent their burst.
+        let now = tokio::time::Instant::now();
+        settings.shaper = Arc::new(crate::shaping::Shaper::starting(&config, Some(now)));
+    }
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
         queue.clone(),

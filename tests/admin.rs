@@ -536,3 +536,48 @@ async fn reload_refuses_a_bad_file_and_applies_a_new_rate_to_waiting_mail() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_dead_site_pause_is_listed_and_resume_or_retry_lift_it_at_once() {
+    // dead.test's only MX is .12, where nothing listens.
+    let net = Net::new(&format!("{ZONE}\ndead IN MX 10 dead.backup\n")).await;
+    let a = admin(&net);
+    let mut cfg = config(&net, &a);
+    cfg.delivery.connection_limit = 1;
+    cfg.delivery.dead_site_failures = 1;
+    cfg.delivery.dead_site_pause = tern::config::values::Duration::from_secs(3600);
+    let tern = Tern::start(cfg).await;
+    let file = cli_file(&net, &a);
+    wait_up(&a).await;
+    let tried = || {
+        let log = net.log();
+        ["r0", "r1", "r2"]
+            .iter()
+            .map(|r| {
+                common::net::records(&log, "transient_failure", &format!("{r}@dead.test")).len()
+            })
+            .sum::<usize>()
+    };
+    for r in ["r0", "r1", "r2"] {
+        submit_ok(&tern, &[&format!("{r}@dead.test")]).await;
+    }
+    assert!(
+        until(WAIT, || tried() == 1).await,
+        "one refused connection pauses the path"
+    );
+    let (ok, out) = tern_cli(vec!["actions"], file.clone()).await;
+    assert!(ok && out.contains("dead_site"), "{out}");
+
+    // Resuming the site lifts the pause: the mail that waited is tried
+    // at once (and pauses the path again, the site being still dead).
+    let (ok, out) = tern_cli(vec!["resume", "--site", "dead.backup.test"], file.clone()).await;
+    assert!(ok && out.contains("resumed"), "{out}");
+    assert!(until(WAIT, || tried() == 2).await, "tried again at once");
+
+    // So does "retry now" for the domain.
+    let (ok, out) = tern_cli(vec!["retry", "--domain", "dead.test"], file).await;
+    assert!(ok && out.contains("1 dead-site pause(s) lifted"), "{out}");
+    assert!(until(WAIT, || tried() == 3).await, "tried again at once");
+    tern.stop().await;
+    net.stop().await;
+}

@@ -109,8 +109,8 @@ pub fn retry(config: &std::path::Path, domain: Option<String>) -> ExitCode {
     match send::<Retried, _>(&config.admin, "POST", "/v1/retry", &req) {
         Ok(r) => {
             println!(
-                "{} message(s), {} recipient(s) due now",
-                r.messages, r.recipients
+                "{} message(s), {} recipient(s) due now; {} dead-site pause(s) lifted",
+                r.messages, r.recipients, r.pauses
             );
             ExitCode::SUCCESS
         }

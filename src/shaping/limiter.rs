@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::rate::Gcra;
+use crate::config::TotalLimitsConfig;
 use crate::config::values::Rate;
 
 /// One rate limit and its state.
@@ -31,15 +32,23 @@ impl Limiter {
     }
 
     /// A limiter for `rate` that counts as if it had just sent a full
-    /// burst at `now`: the next event waits one interval. For a limit
-    /// that takes over from traffic already flowing (a slow-down), so
-    /// that it never lets a burst through.
-    pub fn new_busy(rate: Rate, now: Instant) -> Self {
+    /// burst at `at`: the next event waits one interval after it. For a
+    /// limit that takes over from traffic already flowing (a slow-down, a
+    /// restart with queued mail), so that it never lets a burst through.
+    pub fn new_busy(rate: Rate, at: Instant) -> Self {
         let gcra = Gcra::new(rate);
-        let tat = gcra.full_at(now);
+        let tat = gcra.full_at(at);
         Self {
             rate,
             state: Mutex::new((gcra, Some(tat))),
+        }
+    }
+
+    /// [`Limiter::new`], or [`Limiter::new_busy`] from `busy_since`.
+    pub fn starting(rate: Rate, busy_since: Option<Instant>) -> Self {
+        match busy_since {
+            Some(at) => Self::new_busy(rate, at),
+            None => Self::new(rate),
         }
     }
 
@@ -201,46 +210,44 @@ pub struct Scope {
 
 impl Scope {
     /// A scope with these totals and nothing counted yet.
-    pub fn new(
-        name: String,
-        messages: Option<Rate>,
-        connection_rate: Option<Rate>,
-        connection_limit: Option<u32>,
-    ) -> Self {
-        Self::carried(name, messages, connection_rate, connection_limit, None)
+    pub fn new(name: String, totals: &TotalLimitsConfig) -> Self {
+        Self::carried(name, totals, None, None)
     }
 
     /// A scope with these totals that keeps the state of `previous` (the
     /// same scope under the config a reload replaces) for each limit whose
     /// setting did not change; a connection limit keeps its leases
-    /// whatever its new value.
+    /// whatever its new value. New rates start busy from `busy_since`, if
+    /// given (see [`Limiter::new_busy`]).
     pub fn carried(
         name: String,
-        messages: Option<Rate>,
-        connection_rate: Option<Rate>,
-        connection_limit: Option<u32>,
+        totals: &TotalLimitsConfig,
         previous: Option<&Scope>,
+        busy_since: Option<Instant>,
     ) -> Self {
         let keep = |rate: Option<Rate>, old: Option<&Arc<Limiter>>| {
             let rate = rate?;
             Some(match old.filter(|l| l.rate() == rate) {
                 Some(l) => l.clone(),
-                None => Arc::new(Limiter::new(rate)),
+                None => Arc::new(Limiter::starting(rate, busy_since)),
             })
         };
-        let connections =
-            connection_limit.map(|n| match previous.and_then(|p| p.connections.as_ref()) {
-                Some(s) => {
-                    s.set_limit(n);
-                    s.clone()
-                }
-                None => Slots::new(n),
-            });
+        let slots = previous.and_then(|p| p.connections.as_ref());
+        let connections = totals.connection_limit.map(|n| match slots {
+            Some(s) => {
+                s.set_limit(n);
+                s.clone()
+            }
+            None => Slots::new(n),
+        });
         Self {
             name,
-            messages: keep(messages, previous.and_then(|p| p.messages.as_ref())),
+            messages: keep(
+                totals.message_rate,
+                previous.and_then(|p| p.messages.as_ref()),
+            ),
             connection_rate: keep(
-                connection_rate,
+                totals.connection_rate,
                 previous.and_then(|p| p.connection_rate.as_ref()),
             ),
             connections,
@@ -281,6 +288,14 @@ impl Scope {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn totals(message_rate: Option<Rate>, connection_limit: Option<u32>) -> TotalLimitsConfig {
+        TotalLimitsConfig {
+            message_rate,
+            connection_limit,
+            ..Default::default()
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn pace_spaces_events_by_the_slowest_limiter() {
@@ -323,25 +338,30 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn leases_hold_connection_slots_until_dropped() {
-        let s = Scope::new("provider p".into(), None, None, Some(2));
+        let s = Scope::new("provider p".into(), &totals(None, Some(2)));
         let a = s.lease().await.unwrap();
         let _b = s.lease().await.unwrap();
         let third = tokio::time::timeout(Duration::from_secs(1), s.lease()).await;
         assert!(third.is_err(), "a third connection waits");
         drop(a);
         assert!(s.lease().await.is_some(), "a freed slot is taken");
-        let open = Scope::new("domain d".into(), None, None, None);
+        let open = Scope::new("domain d".into(), &totals(None, None));
         assert!(open.lease().await.is_none(), "no limit, no lease");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_reload_keeps_unchanged_limits_and_the_leases_out() {
         let rate: Rate = "60/m,burst=1".parse().unwrap();
-        let old = Scope::new("provider p".into(), Some(rate), None, Some(2));
+        let old = Scope::new("provider p".into(), &totals(Some(rate), Some(2)));
         let _a = old.lease().await.unwrap();
         let _b = old.lease().await.unwrap();
         assert!(old.messages.as_ref().unwrap().try_take(Instant::now()));
-        let new = Scope::carried("provider p".into(), Some(rate), None, Some(3), Some(&old));
+        let new = Scope::carried(
+            "provider p".into(),
+            &totals(Some(rate), Some(3)),
+            Some(&old),
+            None,
+        );
         let limiter = new.messages.as_ref().unwrap();
         assert!(
             !limiter.try_take(Instant::now()),
@@ -355,10 +375,9 @@ mod tests {
         assert!(c.try_lease().is_none(), "3 in all");
         let faster = Scope::carried(
             "provider p".into(),
-            Some("2/s".parse().unwrap()),
-            None,
-            Some(1),
+            &totals(Some("2/s".parse().unwrap()), Some(1)),
             Some(&new),
+            None,
         );
         assert!(
             faster.messages.as_ref().unwrap().try_take(Instant::now()),

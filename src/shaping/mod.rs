@@ -18,6 +18,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::config::values::Rate;
 use crate::config::{Config, PathLimitsConfig, ProviderConfig};
 pub use limiter::{Limiter, Scope, pace};
@@ -81,6 +83,9 @@ pub struct Plan {
     pub origins: Origins,
     /// Shared limits that also apply: provider, domain, source totals.
     pub scopes: Vec<Arc<Scope>>,
+    /// Rates start as if they had just sent their burst at this time (a
+    /// restart with queued mail), if set.
+    pub busy_since: Option<Instant>,
 }
 
 struct Provider {
@@ -118,9 +123,18 @@ pub struct Shaper {
 impl Shaper {
     /// From a validated config.
     pub fn new(config: &Config) -> Self {
+        Self::starting(config, None)
+    }
+
+    /// From a validated config, with every rate starting as if it had
+    /// just sent its burst at `busy_since`, if given: after a restart with
+    /// queued mail, the limiters' state is unknown, and this way nothing
+    /// is ever sent faster than the limits across the restart (the first
+    /// message of a path waits one interval: a second at `"60/m"`).
+    pub fn starting(config: &Config, busy_since: Option<Instant>) -> Self {
         Self {
             actions: Actions::new(actions_file(config)),
-            current: std::sync::RwLock::new(Arc::new(Shaping::new(config))),
+            current: std::sync::RwLock::new(Arc::new(Shaping::carried(config, None, busy_since))),
         }
     }
 
@@ -138,7 +152,8 @@ impl Shaper {
     /// connections it has open).
     pub fn replace(&self, config: &Config) {
         let previous = self.current();
-        let next = Arc::new(Shaping::carried(config, Some(&previous)));
+        let busy = previous.busy_since;
+        let next = Arc::new(Shaping::carried(config, Some(&previous), busy));
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 
@@ -175,6 +190,8 @@ pub struct Shaping {
     sites: Vec<(String, Layered)>,
     /// Tenants' total rates.
     tenants: HashMap<String, Arc<Scope>>,
+    /// See [`Plan::busy_since`].
+    busy_since: Option<Instant>,
 }
 
 impl fmt::Debug for Shaper {
@@ -200,21 +217,15 @@ type Previous = HashMap<String, Arc<Scope>>;
 fn scope(
     name: String,
     t: &crate::config::TotalLimitsConfig,
-    previous: &Previous,
+    (previous, busy): (&Previous, Option<Instant>),
 ) -> Option<Arc<Scope>> {
     (!t.is_empty()).then(|| {
         let old = previous.get(&name).map(|s| &**s);
-        Arc::new(Scope::carried(
-            name,
-            t.message_rate,
-            t.connection_rate,
-            t.connection_limit,
-            old,
-        ))
+        Arc::new(Scope::carried(name, t, old, busy))
     })
 }
 
-fn provider(p: &ProviderConfig, previous: &Previous) -> Provider {
+fn provider(p: &ProviderConfig, previous: (&Previous, Option<Instant>)) -> Provider {
     let suffixes = p
         .mx_suffixes
         .iter()
@@ -243,7 +254,7 @@ fn provider(p: &ProviderConfig, previous: &Previous) -> Provider {
 impl Shaping {
     /// From a validated config.
     pub fn new(config: &Config) -> Self {
-        Self::carried(config, None)
+        Self::carried(config, None, None)
     }
 
     /// Every shared scope, by name.
@@ -262,11 +273,15 @@ impl Shaping {
 
     /// From a validated config, keeping the state of `previous`'s shared
     /// limits whose settings did not change.
-    pub fn carried(config: &Config, previous: Option<&Shaping>) -> Self {
+    pub fn carried(
+        config: &Config,
+        previous: Option<&Shaping>,
+        busy_since: Option<Instant>,
+    ) -> Self {
         let d = &config.delivery;
         let s = &config.shaping;
         let previous = previous.map(Shaping::scopes).unwrap_or_default();
-        let previous = &previous;
+        let previous = (&previous, busy_since);
         Self {
             rules: Rules::new(&s.rules),
             defaults: PathLimits {
@@ -318,11 +333,16 @@ impl Shaping {
                 .iter()
                 .map(|t| {
                     let name = format!("tenant {}", t.tenant);
-                    let old = previous.get(&name).map(|s| &**s);
-                    let scope = Scope::carried(name, t.message_rate, None, None, old);
+                    let old = previous.0.get(&name).map(|s| &**s);
+                    let totals = crate::config::TotalLimitsConfig {
+                        message_rate: t.message_rate,
+                        ..Default::default()
+                    };
+                    let scope = Scope::carried(name, &totals, old, busy_since);
                     (t.tenant.clone(), Arc::new(scope))
                 })
                 .collect(),
+            busy_since,
         }
     }
 
@@ -442,6 +462,7 @@ impl Shaping {
             limits,
             origins,
             scopes,
+            busy_since: self.busy_since,
         }
     }
 }

@@ -259,6 +259,47 @@ pub async fn submit_with(addr: SocketAddr, mail: &str, to: &[&str], body: &[u8])
     done
 }
 
+/// Submits `n` messages over one connection, message `i` to `to(i)`
+/// with `headers` (CRLF-terminated lines) before a Subject naming `i`;
+/// each must be accepted.
+pub async fn submit_batch(addr: SocketAddr, n: usize, to: impl Fn(usize) -> String, headers: &str) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut s = BufReader::new(stream);
+    let read = async |s: &mut BufReader<TcpStream>| -> String {
+        let mut all = String::new();
+        for _ in 0..100 {
+            let mut line = String::new();
+            if s.read_line(&mut line).await.unwrap() == 0 {
+                break;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        all
+    };
+    assert!(read(&mut s).await.starts_with("220"));
+    s.get_mut().write_all(b"EHLO batch.test\r\n").await.unwrap();
+    assert!(read(&mut s).await.starts_with("250"));
+    for i in 0..n {
+        let cmds = format!(
+            "MAIL FROM:<app@shop.test>\r\nRCPT TO:<{}>\r\nDATA\r\n",
+            to(i)
+        );
+        s.get_mut().write_all(cmds.as_bytes()).await.unwrap();
+        for _ in 0..3 {
+            let r = read(&mut s).await;
+            assert!(r.starts_with('2') || r.starts_with("354"), "{r}");
+        }
+        let body = format!("{headers}Subject: {i}\r\n\r\nmessage {i}\r\n.\r\n");
+        s.get_mut().write_all(body.as_bytes()).await.unwrap();
+        let r = read(&mut s).await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    let _ = s.get_mut().write_all(b"QUIT\r\n").await;
+}
+
 /// Dot-stuffs `body` (which ends with CRLF) and appends the terminator.
 pub fn stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 8);

@@ -38,6 +38,8 @@ pub struct Received {
     pub tls: bool,
     /// The commands of the session up to this message.
     pub commands: Vec<String>,
+    /// When it arrived (tokio's clock).
+    pub at: tokio::time::Instant,
 }
 
 /// STARTTLS behaviour.
@@ -67,6 +69,9 @@ pub struct SinkOptions {
     pub always_354: bool,
     /// 8BITMIME is not offered.
     pub no_8bitmime: bool,
+    /// Wait this long after the data before answering it (a slow
+    /// receiver).
+    pub data_delay: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -338,6 +343,9 @@ async fn command(
                 shared.empty_data.lock().unwrap().push(raw);
                 "554 5.5.1 no valid recipients".into()
             } else {
+                if let Some(d) = opts.data_delay {
+                    tokio::time::sleep(d).await;
+                }
                 let data = unstuff(&raw);
                 let m = Received {
                     peer,
@@ -347,6 +355,7 @@ async fn command(
                     data,
                     tls,
                     commands: commands.to_vec(),
+                    at: tokio::time::Instant::now(),
                 };
                 shared.received.lock().unwrap().push(m);
                 shared.changed.notify_waiters();

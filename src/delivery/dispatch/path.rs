@@ -94,7 +94,7 @@ impl Path {
             let rate = rate?;
             Some(match old.filter(|l| l.rate() == rate) {
                 Some(l) => l.clone(),
-                None => Arc::new(Limiter::new(rate)),
+                None => Arc::new(Limiter::starting(rate, plan.busy_since)),
             })
         };
         let messages = keep(
