@@ -13,7 +13,9 @@
 //! | [`intake`] | completed transaction -> Received header, loop check, metadata, DKIM -> `queue.enqueue()` | speak SMTP |
 //! | [`dkim`] | signing keys (loaded and checked at config load), the signing domain of a message, signing on its own threads | decide what a failure means (intake does) |
 //! | [`shaping`] | per-path limits layered from `[shaping]` over `[delivery]`, provider matching by MX suffix, shared scopes (provider, domain, source totals), GCRA rates and connection leases | connect or send (delivery waits on its limiters) |
-//! | [`delivery`] | scheduling due messages, attempts, egress paths and their connections, retries, bounces | parse SMTP replies (the client does) |
+//! | [`delivery`] | the scheduler (due messages -> jobs -> scheduled queues per destination, moved to paths only as fast as they can send), the dispatcher (egress paths, ready queues, connection workers), outcomes (statuses, retries, bounces) | parse SMTP replies (the client does) |
+//! | [`message`] | what Tern keeps about a message beyond its envelope, and its encoding | I/O |
+//! | [`views`] | the rows operators see of destinations and paths (shared by delivery, the API, the metrics) | anything but hold the types |
 //! | [`dns`] | resolving MX and addresses (behind the `Resolver` trait), routing a domain to a site | connect to anything |
 //! | [`egress`] | sources and weighted pools | DNS, SMTP |
 //! | [`smtp::client`] | outbound SMTP: connect, greet, STARTTLS, pipelined transactions | decide retries or bounces |
@@ -31,21 +33,25 @@
 //!                                          |  ^
 //!                          dkim signing threads (signed once, never again)
 //!                                                        |
-//!                                             delivery scheduler (due messages)
+//!                 delivery::scheduler: take_due -> jobs (one per recipient domain)
+//!                 routed by dns::route (MX -> site); scheduled queue per
+//!                 destination (pool, site): metadata only, tenants by weight
 //!                                                        |
-//!                                 attempt: recipients grouped by domain into jobs
+//!                 pump: a job moves only when a path has room, a rate slot and
+//!                 no hold; egress picks the source (pool, by weight)
 //!                                                        |
-//!                     dns::route (MX -> site)  +  egress (pool -> source)
+//!                 delivery::dispatch: ready queue per path (source, site),
+//!                 connection workers, in-flight budget, smtp::client
 //!                                                        |
-//!                      path (source, site): connection workers, smtp::client
-//!                                                        |
-//!    delivery log <-- queue.record() per job ==fsync==> (bounce queued first)
+//!    delivery log <-- delivery::outcome: queue.record() ==fsync==> (bounce queued first)
 //! ```
 //!
 //! A message is answered 250 only after [`queue::Queue::enqueue`] returns,
 //! that is, once its record is on stable storage. Each job's outcomes are
 //! recorded durably as it ends, so a restart resends only recipients not
-//! yet recorded as done.
+//! yet recorded as done. Waiting (for a rate, a suspension, a pause) is
+//! never written anywhere: after a restart every queued message is due and
+//! the scheduled queues are built again.
 
 pub mod admin;
 pub mod cli;

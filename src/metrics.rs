@@ -256,7 +256,12 @@ impl Metrics {
     /// The Prometheus text exposition, with the queue's gauges set from
     /// `queue` and the process's memory first, and gauges of the busiest
     /// egress `paths`.
-    pub fn render(&self, queue: &queue::Queue, paths: &[crate::views::PathRow]) -> String {
+    pub fn render(
+        &self,
+        queue: &queue::Queue,
+        paths: &[crate::views::PathRow],
+        dests: &[crate::views::DestRow],
+    ) -> String {
         let s = queue.stats();
         let gauge = |name: &'static str, v: f64| {
             self.recorder
@@ -269,6 +274,7 @@ impl Metrics {
         gauge(RSS, resident_bytes() as f64);
         let mut text = self.recorder.handle().render();
         render_paths(&mut text, paths);
+        render_destinations(&mut text, dests);
         text
     }
 }
@@ -278,7 +284,7 @@ impl Metrics {
 fn render_paths(out: &mut String, paths: &[crate::views::PathRow]) {
     use std::fmt::Write;
     type Field = fn(&crate::views::PathRow) -> u64;
-    let gauges: [(&str, &str, Field); 4] = [
+    let gauges: [(&str, &str, Field); 5] = [
         (
             "tern_path_connections",
             "Open connections of an egress path (source to site).",
@@ -286,8 +292,13 @@ fn render_paths(out: &mut String, paths: &[crate::views::PathRow]) {
         ),
         (
             "tern_path_waiting_messages",
-            "Messages waiting at an egress path for a connection or a send slot.",
+            "Messages in an egress path's ready queue (moved there from their destination, waiting for a connection).",
             |p| p.waiting,
+        ),
+        (
+            "tern_path_sending_messages",
+            "Messages an egress path is sending now.",
+            |p| p.sending,
         ),
         (
             "tern_path_oldest_waiting_seconds",
@@ -311,6 +322,44 @@ fn render_paths(out: &mut String, paths: &[crate::views::PathRow]) {
                 escape(&p.site),
                 escape(provider),
                 field(p)
+            );
+        }
+    }
+}
+
+/// Gauges of the [`TOP_PATHS`] destinations with the most mail waiting,
+/// written as text at each scrape.
+fn render_destinations(out: &mut String, dests: &[crate::views::DestRow]) {
+    use std::fmt::Write;
+    type Field = fn(&crate::views::DestRow) -> u64;
+    let gauges: [(&str, &str, Field); 3] = [
+        (
+            "tern_destination_scheduled_messages",
+            "Messages waiting in a destination's scheduled queue (a pool's mail to a site) for room at its paths: metadata only.",
+            |d| d.scheduled,
+        ),
+        (
+            "tern_destination_oldest_scheduled_seconds",
+            "Queue age of the oldest message waiting in a destination's scheduled queue.",
+            |d| d.oldest_secs,
+        ),
+        (
+            "tern_destination_held",
+            "1 while a destination's mail waits for a hold (a suspension, a pause, a warm-up share, its paths' rates or room), else 0.",
+            |d| u64::from(d.held.is_some()),
+        ),
+    ];
+    for (name, help, field) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for d in dests.iter().take(TOP_PATHS) {
+            let provider = d.provider.as_deref().unwrap_or("other");
+            let _ = writeln!(
+                out,
+                "{name}{{pool=\"{}\",site=\"{}\",provider=\"{}\"}} {}",
+                escape(&d.pool),
+                escape(&d.site),
+                escape(provider),
+                field(d)
             );
         }
     }

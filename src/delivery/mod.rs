@@ -15,11 +15,11 @@
 //!        send over SMTP --> outcome: record, log, bounce, release
 //! ```
 //!
-//! - [`scheduler`]: admission (routing, splitting), the scheduled queues,
+//! - `scheduler`: admission (routing, splitting), the scheduled queues,
 //!   pumping them into ready queues, timers, expiry while waiting.
-//! - [`dispatch`]: egress paths, their ready queues, connection workers,
+//! - `dispatch`: egress paths, their ready queues, connection workers,
 //!   rates, holds, reactions to refusals.
-//! - [`outcome`]: the one place outcomes go: statuses, log lines, metrics,
+//! - `outcome`: the one place outcomes go: statuses, log lines, metrics,
 //!   bounces ([`dsn`]), retries ([`retry`]).
 //!
 //! Waiting for permission (a rate, a connection slot, a suspension, a
