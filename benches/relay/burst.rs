@@ -17,7 +17,7 @@ use crate::tern::{Daemon, Setup, Signing};
 use crate::{Args, internet, procstat};
 
 /// The phases: (seconds, messages per second).
-fn phases(base: u64, factor: u64, secs: u64) -> [(u64, u64); 3] {
+pub fn phases(base: u64, factor: u64, secs: u64) -> [(u64, u64); 3] {
     [(secs, base), (secs * 2, base * factor), (secs, base)]
 }
 
@@ -37,11 +37,33 @@ fn due(n: u64, phases: &[(u64, u64)]) -> Option<Duration> {
     None
 }
 
-/// Counters shared by the clients.
+/// Counters shared by the clients, and when each message was accepted.
 #[derive(Default)]
-struct Door {
-    accepted: AtomicU64,
-    deferred: AtomicU64,
+pub struct Door {
+    pub accepted: AtomicU64,
+    pub deferred: AtomicU64,
+    /// Per message: milliseconds from `t0` to its 250 (0: not yet).
+    pub accepted_ms: Vec<AtomicU64>,
+    /// What `accepted_ms` counts from.
+    pub t0: Option<Instant>,
+}
+
+impl Door {
+    /// A door that also times each of `ids` messages from `t0`.
+    pub fn timed(ids: usize, t0: Instant) -> Self {
+        Self {
+            accepted_ms: (0..ids).map(|_| AtomicU64::new(0)).collect(),
+            t0: Some(t0),
+            ..Self::default()
+        }
+    }
+
+    fn accept(&self, n: u64) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        if let (Some(t0), Some(slot)) = (self.t0, self.accepted_ms.get(n as usize)) {
+            slot.store(t0.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One client: sends the messages it draws, each at its due time; a 4xx
@@ -99,7 +121,7 @@ async fn client(
                 .await
                 .unwrap();
             if crate::inject::reply(&mut r, &mut line).await == 250 {
-                door.accepted.fetch_add(1, Ordering::Relaxed);
+                door.accept(n);
                 break;
             }
             door.deferred.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +198,7 @@ fn start_tern(a: &Args, setup: &Setup<'_>) -> Daemon {
 }
 
 /// 50 clients sending every message of the phases at its due time.
-async fn inject(
+pub async fn inject(
     addr: std::net::SocketAddr,
     phases: Vec<(u64, u64)>,
     door: Arc<Door>,
@@ -225,7 +247,7 @@ fn watch(
 
 /// Waits until every accepted message arrived (bounded: nothing for 120 s
 /// fails the run); returns when, from the start.
-fn drain(tally: &internet::Tally, door: &Door, start: Instant) -> Duration {
+pub fn drain(tally: &internet::Tally, door: &Door, start: Instant) -> Duration {
     let accepted = door.accepted.load(Ordering::Relaxed);
     let (mut last, mut since) = (0, Instant::now());
     loop {

@@ -63,6 +63,8 @@ pub struct Tally {
     pub connections: AtomicU64,
     /// Per `X-Bench-Id`: how many times it arrived.
     pub seen: Vec<std::sync::atomic::AtomicU8>,
+    /// Per `X-Bench-Id`: milliseconds from `started` to its first arrival.
+    pub arrived_ms: Vec<AtomicU64>,
     /// Messages without a readable `X-Bench-Id` (should stay 0).
     pub unidentified: AtomicU64,
     /// Copies of the first `capture` messages (data as received).
@@ -87,6 +89,9 @@ impl Tally {
         for s in &self.seen {
             s.store(0, Ordering::Relaxed);
         }
+        for a in &self.arrived_ms {
+            a.store(0, Ordering::Relaxed);
+        }
         self.captured.lock().unwrap().clear();
     }
 
@@ -97,6 +102,7 @@ impl Tally {
             seen: (0..ids)
                 .map(|_| std::sync::atomic::AtomicU8::new(0))
                 .collect(),
+            arrived_ms: (0..ids).map(|_| AtomicU64::new(0)).collect(),
             unidentified: AtomicU64::new(0),
             captured: Mutex::new(Vec::new()),
             capture,
@@ -125,11 +131,16 @@ impl Tally {
             .unwrap()
             .entry((sink, second))
             .or_insert(0) += 1;
-        match bench_id(data).and_then(|id| self.seen.get(id)) {
+        let id = bench_id(data);
+        match id.and_then(|id| self.seen.get(id)) {
             Some(slot) => {
                 let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                     Some(n.saturating_add(1))
                 });
+                if let Some(at) = id.and_then(|id| self.arrived_ms.get(id)) {
+                    let ms = self.started.elapsed().as_millis().max(1) as u64;
+                    let _ = at.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+                }
             }
             None => {
                 self.unidentified.fetch_add(1, Ordering::Relaxed);

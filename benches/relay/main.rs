@@ -7,6 +7,7 @@
 //! cargo bench --bench relay -- --target 127.0.0.1:25 --dns-port 53 --sink-port 25
 //! cargo bench --bench relay -- --deferred 1000000 # the queue-memory / recovery run
 //! cargo bench --bench relay -- --burst 200         # B/s, then 12 B/s, then B/s
+//! cargo bench --bench relay -- --burst 100 --throttle  # the same, with and without a throttled provider
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -30,6 +31,7 @@ mod internet;
 mod procstat;
 mod report;
 mod tern;
+mod throttled;
 
 #[allow(dead_code)]
 #[path = "../../tests/common/dns.rs"]
@@ -57,6 +59,7 @@ pub struct Args {
     recipients: usize,
     burst: Option<u64>,
     burst_secs: u64,
+    throttle: bool,
     path_rate: u64,
     sink_rate: u32,
     queue_budget: u64,
@@ -78,6 +81,7 @@ fn parse_args() -> Args {
         recipients: 10,
         burst: None,
         burst_secs: 10,
+        throttle: false,
         path_rate: 250,
         sink_rate: 1000,
         queue_budget: 20_000,
@@ -102,6 +106,7 @@ fn parse_args() -> Args {
             "--recipients" => a.recipients = num(value()).max(1) as usize,
             "--burst" => a.burst = Some(num(value()).max(1)),
             "--burst-secs" => a.burst_secs = num(value()).max(1),
+            "--throttle" => a.throttle = true,
             "--path-rate" => a.path_rate = num(value()).max(1),
             "--sink-rate" => a.sink_rate = num(value()).max(1) as u32,
             "--queue-budget" => a.queue_budget = num(value()),
@@ -131,7 +136,10 @@ fn main() {
         return;
     }
     if let Some(base) = a.burst {
-        burst::run(&a, base);
+        match a.throttle {
+            true => throttled::run(&a, base),
+            false => burst::run(&a, base),
+        }
         return;
     }
     let variants = if a.target.is_some() {

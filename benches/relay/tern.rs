@@ -101,6 +101,8 @@ fn greeted(addr: SocketAddr) -> bool {
 /// A running `tern run`.
 pub struct Daemon {
     child: Child,
+    /// Its config, and the file it was written to.
+    config: (Config, PathBuf),
     /// Its SMTP listener.
     pub addr: SocketAddr,
     /// Its stderr, for when something goes wrong.
@@ -136,6 +138,7 @@ impl Daemon {
             .expect("start tern");
         let mut d = Self {
             child,
+            config: (cfg, path),
             addr,
             stderr,
             startup: Duration::ZERO,
@@ -151,6 +154,22 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("tern did not listen within 60 s: {}", d.log());
+    }
+
+    /// Writes its config file again, changed by `tweak` (see
+    /// [`Daemon::reload`]).
+    pub fn rewrite(&self, tweak: impl FnOnce(&mut Config)) {
+        let (cfg, path) = &self.config;
+        let mut cfg = cfg.clone();
+        tweak(&mut cfg);
+        std::fs::write(path, toml::to_string(&cfg).expect("config as TOML")).unwrap();
+    }
+
+    /// SIGHUP: it reloads its config file.
+    pub fn reload(&self) {
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status();
     }
 
     /// Its process id.
