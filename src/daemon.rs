@@ -103,6 +103,18 @@ pub async fn run_with_listeners(
     run_with(config, bound, resolver, shutdown).await
 }
 
+/// Delivery's settings. After a restart with queued mail, what the rates
+/// counted before it is unknown: they start as if they had just sent
+/// their burst, so nothing goes faster than the limits across a restart.
+fn delivery_settings(config: &Config, services: &Services, queue: &::queue::Queue) -> Settings {
+    let mut settings = Settings::new(config, services.metrics.clone());
+    if queue.message_count() > 0 {
+        let now = tokio::time::Instant::now();
+        settings.shaper = Arc::new(crate::shaping::Shaper::starting(config, Some(now)));
+    }
+    settings
+}
+
 /// Runs Tern with a given resolver (tests point it at their own DNS).
 pub async fn run_with(
     config: Config,
@@ -122,13 +134,7 @@ pub async fn run_with(
         )
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
-    let mut settings = Settings::new(&config, services.metrics.clone());
-    if queue.message_count() > 0 {
-        // A restart with queued mail: what the rates counted before it is
-        // unknown, so they start as if they had just sent their burst.
-        let now = tokio::time::Instant::now();
-        settings.shaper = Arc::new(crate::shaping::Shaper::starting(&config, Some(now)));
-    }
+    let settings = delivery_settings(&config, &services, &queue);
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
         queue.clone(),

@@ -17,9 +17,21 @@ use tokio::time::Instant;
 
 use super::super::Delivery;
 use super::super::dispatch::{Path, Room};
+use super::super::job::Job;
 use super::dest::{Dest, Queued, Turn};
 use super::holds::Holds;
+use crate::egress::{Pool, Source};
 use crate::shaping::Shaping;
+
+/// What one pump reads once: the time, the holds, the limits, the
+/// tenants' weights.
+struct Round {
+    instant: Instant,
+    now: queue::Timestamp,
+    holds: Arc<Holds>,
+    shaping: Arc<Shaping>,
+    weights: Arc<super::super::Weights>,
+}
 
 /// A path of the destination's pool, its room as last seen, and when its
 /// rates allow its next message if that is later than now.
@@ -85,12 +97,7 @@ impl Delivery {
         self.expire(expired);
     }
 
-    fn move_jobs(
-        self: &Arc<Self>,
-        dest: &Arc<Dest>,
-        q: &mut Queued,
-        expired: &mut Vec<super::Job>,
-    ) {
+    fn move_jobs(self: &Arc<Self>, dest: &Arc<Dest>, q: &mut Queued, expired: &mut Vec<Job>) {
         let holds = self.scheduler.holds.get(&self.settings.shaper.actions);
         if let Some((until, why)) = holds.pool(&dest.pool) {
             q.held = Some(why.clone());
@@ -102,23 +109,48 @@ impl Delivery {
         }
         let egress = self.egress.get();
         let pool = egress.pool(Some(&dest.pool));
-        let instant = Instant::now();
+        let round = Round {
+            instant: Instant::now(),
+            now: self.clock.now(),
+            shaping: self.settings.shaper.current(),
+            weights: self.weights.get(),
+            holds,
+        };
         let mut paths: Vec<Candidate> = pool
             .sources()
-            .map(|s| Candidate::new(self.path(s.clone(), dest), self, instant))
+            .map(|s| Candidate::new(self.path(s.clone(), dest), self, round.instant))
             .collect();
-        let shaping = self.settings.shaper.current();
-        let weights = self.weights.get();
-        let (now, max_age) = (self.clock.now(), self.settings.max_age);
         loop {
             if paths.iter().all(Candidate::held) {
                 self.blocked(dest, q, &paths);
                 return;
             }
-            let job = match q.pop(|t| turn(t, &holds, &shaping), |t| weights.of(t)) {
+            let Some(job) = self.next_job(dest, q, &round, expired) else {
+                return;
+            };
+            if !self.move_one(dest, q, (&pool, &mut paths), job, round.instant) {
+                return;
+            }
+        }
+    }
+
+    /// The next job that may go, by priority and tenants' turns: a job
+    /// past `max_age` goes to `expired`, one whose domain is suspended is
+    /// parked. `None` when no tenant's job may go now (the destination
+    /// says why, and is woken when the first may).
+    fn next_job(
+        &self,
+        dest: &Arc<Dest>,
+        q: &mut Queued,
+        r: &Round,
+        expired: &mut Vec<Job>,
+    ) -> Option<Job> {
+        let max_age = self.settings.max_age;
+        loop {
+            let job = match q.pop(|t| turn(t, &r.holds, &r.shaping), |t| r.weights.of(t)) {
                 Ok(job) => job,
                 Err(at) => {
-                    let parked = q.a_parked().and_then(|j| holds.domain(&j.domain));
+                    let parked = q.a_parked().and_then(|j| r.holds.domain(&j.domain));
                     q.held = Some(match parked {
                         Some((_, why)) if q.totals().0 == q.parked_len() => why.clone(),
                         _ => "its tenants are suspended or over their total rates".into(),
@@ -126,66 +158,82 @@ impl Delivery {
                     if let Some(at) = at {
                         self.scheduler.wake_at(dest, q, at);
                     }
-                    return;
+                    return None;
                 }
             };
-            if now.saturating_since(job.arrival) >= max_age {
+            if r.now.saturating_since(job.arrival) >= max_age {
                 expired.push(job);
                 continue;
             }
-            if let Some((until, _)) = holds.domain(&job.domain) {
+            if let Some((until, _)) = r.holds.domain(&job.domain) {
                 let until = *until;
                 q.park(job);
                 self.scheduler.wake_at(dest, q, until);
                 continue;
             }
-            let find =
-                |s: &crate::egress::Source| paths.iter().find(|c| c.path.source.name == s.name);
-            let picked = pool.pick_where(
-                |s| find(s).is_some_and(|c| !c.held()),
-                |s| find(s).is_some_and(Candidate::open),
-            );
-            let source = match picked {
-                Ok(source) => source,
-                Err(full) => {
-                    // Its turn goes to a path that is full: the weights
-                    // hold, the mail waits for that path's room.
-                    q.push_front(job);
-                    match full.and_then(|s| find(&s).map(|c| c.path.clone())) {
-                        Some(path) => {
-                            path.wait_for_room(dest);
-                            let why = format!(
-                                "waiting for room at path {} -> {}",
-                                path.source.name, path.site
-                            );
-                            q.held = Some(why);
-                        }
-                        None => self.blocked(dest, q, &paths),
-                    }
-                    return;
-                }
-            };
-            let Some(c) = paths.iter_mut().find(|c| c.path.source.name == source.name) else {
-                q.push_front(job);
-                return;
-            };
-            if !c.path.take_slot(instant) {
-                *c = Candidate::new(c.path.clone(), self, instant);
-                q.push_front(job);
-                continue;
-            }
-            if c.path.source.warming() && !c.path.warmup_take(self) {
-                c.room = c.path.room(self);
-                q.push_front(job);
-                continue;
-            }
-            c.path.push(self, job);
-            c.room = match c.room {
-                Room::Open(n) if n > 1 => Room::Open(n - 1),
-                _ => c.path.room(self),
-            };
-            c.slot = Some(c.path.next_slot(instant)).filter(|at| *at > instant);
+            return Some(job);
         }
+    }
+
+    /// Moves `job` to the path of the source whose turn it is, with a send
+    /// slot; false (the job back in its queue) when that path is full: the
+    /// destination waits for its room.
+    fn move_one(
+        self: &Arc<Self>,
+        dest: &Arc<Dest>,
+        q: &mut Queued,
+        (pool, paths): (&Pool, &mut [Candidate]),
+        job: Job,
+        now: Instant,
+    ) -> bool {
+        let find = |s: &Source| paths.iter().position(|c| c.path.source.name == s.name);
+        let picked = pool.pick_where(
+            |s| find(s).is_some_and(|i| !paths[i].held()),
+            |s| find(s).is_some_and(|i| paths[i].open()),
+        );
+        let source = match picked {
+            Ok(source) => source,
+            Err(full) => {
+                // Its turn goes to a path that is full: the weights hold,
+                // the mail waits for that path's room.
+                q.push_front(job);
+                match full.and_then(|s| find(&s)) {
+                    Some(i) => {
+                        let path = &paths[i].path;
+                        path.wait_for_room(dest);
+                        let why = format!(
+                            "waiting for room at path {} -> {}",
+                            path.source.name, path.site
+                        );
+                        q.held = Some(why);
+                    }
+                    None => self.blocked(dest, q, paths),
+                }
+                return false;
+            }
+        };
+        let Some(i) = find(&source) else {
+            q.push_front(job);
+            return false;
+        };
+        let c = &mut paths[i];
+        if !c.path.take_slot(now) {
+            *c = Candidate::new(c.path.clone(), self, now);
+            q.push_front(job);
+            return true;
+        }
+        if c.path.source.warming() && !c.path.warmup_take(self) {
+            c.room = c.path.room(self);
+            q.push_front(job);
+            return true;
+        }
+        c.path.push(self, job);
+        c.room = match c.room {
+            Room::Open(n) if n > 1 => Room::Open(n - 1),
+            _ => c.path.room(self),
+        };
+        c.slot = Some(c.path.next_slot(now)).filter(|at| *at > now);
+        true
     }
 
     /// No path can send now: wait for the end of the first hold.
