@@ -282,9 +282,7 @@ impl Metrics {
 /// Gauges of the [`TOP_PATHS`] busiest paths, written as text at each
 /// scrape.
 fn render_paths(out: &mut String, paths: &[crate::views::PathRow]) {
-    use std::fmt::Write;
-    type Field = fn(&crate::views::PathRow) -> u64;
-    let gauges: [(&str, &str, Field); 5] = [
+    let gauges: [Gauge<crate::views::PathRow>; 5] = [
         (
             "tern_path_connections",
             "Open connections of an egress path (source to site).",
@@ -311,18 +309,35 @@ fn render_paths(out: &mut String, paths: &[crate::views::PathRow]) {
             |p| p.sent_last_minute,
         ),
     ];
+    let labels = |p: &crate::views::PathRow| {
+        let provider = p.provider.as_deref().unwrap_or("other");
+        [
+            ("source", &*p.source),
+            ("site", &*p.site),
+            ("provider", provider),
+        ]
+        .map(|(k, v)| (k, escape(v)))
+    };
+    render_gauges(out, paths, &gauges, labels);
+}
+
+/// A gauge written per row: its name, its help, its value for a row.
+type Gauge<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// Writes each gauge (name, help, value of a row) for the first
+/// [`TOP_PATHS`] rows, labelled by `labels`.
+fn render_gauges<T>(
+    out: &mut String,
+    rows: &[T],
+    gauges: &[Gauge<T>],
+    labels: impl Fn(&T) -> [(&'static str, String); 3],
+) {
+    use std::fmt::Write;
     for (name, help, field) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for p in paths.iter().take(TOP_PATHS) {
-            let provider = p.provider.as_deref().unwrap_or("other");
-            let _ = writeln!(
-                out,
-                "{name}{{source=\"{}\",site=\"{}\",provider=\"{}\"}} {}",
-                escape(&p.source),
-                escape(&p.site),
-                escape(provider),
-                field(p)
-            );
+        for r in rows.iter().take(TOP_PATHS) {
+            let l = labels(r).map(|(k, v)| format!("{k}=\"{v}\""));
+            let _ = writeln!(out, "{name}{{{}}} {}", l.join(","), field(r));
         }
     }
 }
@@ -330,9 +345,7 @@ fn render_paths(out: &mut String, paths: &[crate::views::PathRow]) {
 /// Gauges of the [`TOP_PATHS`] destinations with the most mail waiting,
 /// written as text at each scrape.
 fn render_destinations(out: &mut String, dests: &[crate::views::DestRow]) {
-    use std::fmt::Write;
-    type Field = fn(&crate::views::DestRow) -> u64;
-    let gauges: [(&str, &str, Field); 3] = [
+    let gauges: [Gauge<crate::views::DestRow>; 3] = [
         (
             "tern_destination_scheduled_messages",
             "Messages waiting in a destination's scheduled queue (a pool's mail to a site) for room at its paths: metadata only.",
@@ -349,20 +362,16 @@ fn render_destinations(out: &mut String, dests: &[crate::views::DestRow]) {
             |d| u64::from(d.held.is_some()),
         ),
     ];
-    for (name, help, field) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for d in dests.iter().take(TOP_PATHS) {
-            let provider = d.provider.as_deref().unwrap_or("other");
-            let _ = writeln!(
-                out,
-                "{name}{{pool=\"{}\",site=\"{}\",provider=\"{}\"}} {}",
-                escape(&d.pool),
-                escape(&d.site),
-                escape(provider),
-                field(d)
-            );
-        }
-    }
+    let labels = |d: &crate::views::DestRow| {
+        let provider = d.provider.as_deref().unwrap_or("other");
+        [
+            ("pool", &*d.pool),
+            ("site", &*d.site),
+            ("provider", provider),
+        ]
+        .map(|(k, v)| (k, escape(v)))
+    };
+    render_gauges(out, dests, &gauges, labels);
 }
 
 /// A label value escaped for the text format.

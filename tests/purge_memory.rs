@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::admin::{admin, call, config};
 use common::net::{Net, Tern, ZONE};
-use queue::{Envelope, EnvelopeRecipient, NewMessage, Queue, Timestamp};
+use queue::Timestamp;
 use tern::admin::client::{get, send};
 use tern::admin::types::{JobProgress, JobStarted, Purge, QueueSummary};
 
@@ -25,49 +25,18 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-/// Queues the messages straight into the spool, due in a day (so that
-/// nothing tries them while the test runs).
-async fn fill(cfg: &tern::config::Config) {
-    let (q, _) = Queue::open(cfg.queue.options()).unwrap();
-    let q = Arc::new(q);
-    let later = Timestamp::now().saturating_add(Duration::from_secs(86_400));
-    for batch in 0..MESSAGES / 1000 {
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in batch * 1000..(batch + 1) * 1000 {
-            let to = if i % 10 == 0 {
-                "x@sender.test"
-            } else {
-                "x@alpha.test"
-            };
-            let m = NewMessage {
-                id: None,
-                envelope: Envelope {
-                    sender: "news@shop.test".into(),
-                    meta: Box::default(),
-                    recipients: vec![EnvelopeRecipient::new(to)].into(),
-                },
-                arrival: Timestamp::now(),
-                first_attempt: later,
-                priority: queue::DEFAULT_PRIORITY,
-                body: bytes::Bytes::from_static(b"Subject: campaign\r\n\r\nbuy\r\n"),
-            };
-            let q = q.clone();
-            tasks.spawn(async move { q.enqueue(m).await.unwrap() });
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-    let q2 = q.clone();
-    tokio::task::spawn_blocking(move || q2.close())
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_of_100k_messages_stays_within_a_memory_bound() {
     let net = Net::new(ZONE).await;
     let a = admin(&net);
     let cfg = config(&net, &a);
-    fill(&cfg).await;
+    // Due in a day, so that nothing tries them while the test runs.
+    let later = Timestamp::now().saturating_add(Duration::from_secs(86_400));
+    let to = |i| match i % 10 {
+        0 => "x@sender.test".to_owned(),
+        _ => "x@alpha.test".to_owned(),
+    };
+    common::fill_spool(&cfg, MESSAGES, to, &[], later).await;
     let tern = Tern::start(cfg).await;
     let c = a.clone();
     let s: QueueSummary = call(move || {

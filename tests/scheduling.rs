@@ -8,12 +8,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::net::{Net, Tern, ZONE, records, skip, submit_batch, until};
 use common::sink::{Sink, SinkOptions};
-use queue::{Envelope, EnvelopeRecipient, NewMessage, Queue, Timestamp};
 use tern::config::{Config, ProviderConfig};
 
 /// The zone, plus dead.test (its MX answers nothing).
@@ -242,41 +240,6 @@ async fn tenants_share_a_rate_limited_path_by_weight() {
     stop(tern, vec![alpha], net).await;
 }
 
-/// Queues `n` messages of `tenant` to `to` straight into the spool, due
-/// now.
-async fn spool(cfg: &Config, n: u64, tenant: &str, to: &str) {
-    let (q, _) = Queue::open(cfg.queue.options()).unwrap();
-    let q = Arc::new(q);
-    let meta = tern::message::MessageMeta {
-        tenant: Some(tenant.into()),
-        ..Default::default()
-    }
-    .encode();
-    for batch in 0..n.div_ceil(1000) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in batch * 1000..((batch + 1) * 1000).min(n) {
-            let m = NewMessage {
-                id: None,
-                envelope: Envelope {
-                    sender: "news@shop.test".into(),
-                    meta: meta.clone().into(),
-                    recipients: vec![EnvelopeRecipient::new(to)].into(),
-                },
-                arrival: Timestamp::now(),
-                first_attempt: Timestamp::now(),
-                priority: queue::DEFAULT_PRIORITY,
-                body: bytes::Bytes::from_static(b"Subject: campaign\r\n\r\nbuy\r\n"),
-            };
-            let q = q.clone();
-            tasks.spawn(async move { q.enqueue(m).await.unwrap() });
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-    tokio::task::spawn_blocking(move || q.close())
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_tenant_is_not_stuck_behind_a_big_campaign() {
     let net = Net::new(&zone()).await;
@@ -285,7 +248,13 @@ async fn a_small_tenant_is_not_stuck_behind_a_big_campaign() {
     cfg.shaping
         .providers
         .push(provider("alpha", ".alpha.test", Some("6000/m")));
-    spool(&cfg, 100_000, "heavy", "campaign@alpha.test").await;
+    let meta = tern::message::MessageMeta {
+        tenant: Some("heavy".into()),
+        ..Default::default()
+    }
+    .encode();
+    let to = |_| "campaign@alpha.test".to_owned();
+    common::fill_spool(&cfg, 100_000, to, &meta, queue::Timestamp::now()).await;
     let (tern, addrs) = Tern::start_many(cfg).await;
     assert!(until(Duration::from_secs(60), || alpha.received().len() >= 100).await);
     submit_batch(addrs[1], 100, |i| format!("light{i}@alpha.test"), "").await;

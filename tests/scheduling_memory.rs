@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::admin::{admin, call, config};
 use common::net::{Net, Tern, ZONE, skip};
-use queue::{Envelope, EnvelopeRecipient, NewMessage, Queue, Timestamp};
 use tern::admin::client::get;
 use tern::views::DestRow;
 
@@ -34,36 +32,6 @@ fn spool_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Queues the messages straight into the spool, due now, all to the
-/// sink's "450 mailbox busy" address.
-async fn fill(cfg: &tern::config::Config) {
-    let (q, _) = Queue::open(cfg.queue.options()).unwrap();
-    let q = Arc::new(q);
-    for batch in 0..MESSAGES / 1000 {
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in batch * 1000..(batch + 1) * 1000 {
-            let m = NewMessage {
-                id: None,
-                envelope: Envelope {
-                    sender: "news@shop.test".into(),
-                    meta: Box::default(),
-                    recipients: vec![EnvelopeRecipient::new("tempfail@alpha.test")].into(),
-                },
-                arrival: Timestamp::now(),
-                first_attempt: Timestamp::now(),
-                priority: queue::DEFAULT_PRIORITY,
-                body: bytes::Bytes::from_static(b"Subject: campaign\r\n\r\nbuy\r\n"),
-            };
-            let q = q.clone();
-            tasks.spawn(async move { q.enqueue(m).await.unwrap() });
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-    tokio::task::spawn_blocking(move || q.close())
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_suspended_site_with_100k_queued_waits_without_writes_or_growth() {
     let net = Net::new(ZONE).await;
@@ -81,7 +49,9 @@ async fn a_suspended_site_with_100k_queued_waits_without_writes_or_growth() {
     // Measured before the spool is filled (filling it allocates too): the
     // growth bounds what the daemon holds for the backlog.
     let base = rss();
-    fill(&cfg).await;
+    // All to the sink's "450 mailbox busy" address, due now.
+    let to = |_| "tempfail@alpha.test".to_owned();
+    common::fill_spool(&cfg, MESSAGES, to, &[], queue::Timestamp::now()).await;
     let spool = cfg.queue.path.clone();
     let tern = Tern::start(cfg).await;
 

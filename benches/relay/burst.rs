@@ -131,47 +131,75 @@ async fn client(
     let _ = w.write_all(b"QUIT\r\n").await;
 }
 
+/// A burst's fake internet (sinks that accept `--sink-rate` messages a
+/// second in all and defer one recipient in 20) and a directory for
+/// Tern.
+pub struct Stage {
+    pub dir: tempfile::TempDir,
+    pub dns: std::net::SocketAddr,
+    pub sink_port: u16,
+    pub tally: Arc<internet::Tally>,
+}
+
+impl Stage {
+    /// For `total` messages.
+    pub fn new(a: &Args, total: u64) -> Self {
+        let mode = internet::SinkMode::Limited {
+            per_sec: a.sink_rate,
+            tempfail_every: 20,
+        };
+        let (dns, sink_port, tally) = internet::start(
+            internet::zone(a.domains, a.hosts),
+            0,
+            a.hosts,
+            0,
+            mode,
+            (total as usize, 0),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            dir,
+            dns,
+            sink_port,
+            tally,
+        }
+    }
+
+    /// Tern's setup on it.
+    pub fn setup(&self) -> Setup<'_> {
+        Setup {
+            dir: self.dir.path(),
+            dns: self.dns,
+            sink_port: self.sink_port,
+            signing: Signing::Off,
+            log_level: "warn",
+        }
+    }
+}
+
 /// Runs the burst benchmark.
 pub fn run(a: &Args, base: u64) {
-    let (factor, secs, path_rate, sink_rate) = (12, a.burst_secs, a.path_rate, a.sink_rate);
+    let (factor, secs, path_rate) = (12, a.burst_secs, a.path_rate);
     let phases = phases(base, factor, secs).to_vec();
     let total: u64 = phases.iter().map(|(s, r)| s * r).sum();
-    let mode = internet::SinkMode::Limited {
-        per_sec: sink_rate,
-        tempfail_every: 20,
-    };
-    let (dns, sink_port, tally) = internet::start(
-        internet::zone(a.domains, a.hosts),
-        0,
-        a.hosts,
-        0,
-        mode,
-        (total as usize, 0),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        dir: dir.path(),
-        dns,
-        sink_port,
-        signing: Signing::Off,
-        log_level: "warn",
-    };
-    let daemon = start_tern(a, &setup);
+    let stage = Stage::new(a, total);
+    let tally = &stage.tally;
+    let daemon = start_tern(a, &stage.setup());
     let rt = crate::inject::runtime();
     let door = Arc::new(Door::default());
     let start = Instant::now();
     let load = rt.spawn(inject(daemon.addr, phases.clone(), door.clone(), a.domains));
-    let samples = watch(&tally, &door, &load, daemon.pid(), start);
+    let samples = watch(tally, &door, &load, daemon.pid(), start);
     rt.block_on(load).unwrap();
     let injected = start.elapsed();
-    let drained = drain(&tally, &door, start);
+    let drained = drain(tally, &door, start);
     let peak = procstat::peak_rss(daemon.pid());
     daemon.stop();
     report(
         a,
         &phases,
         &door,
-        &tally,
+        tally,
         (injected, drained, peak),
         &samples,
         path_rate,

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::burst::{Door, drain, inject, phases};
-use crate::tern::{Daemon, Setup, Signing};
-use crate::{Args, internet, procstat};
+use crate::burst::{Door, Stage, drain, inject, phases};
+use crate::tern::Daemon;
+use crate::{Args, procstat};
 
 /// The MX hosts of the throttled provider (of the 4 sinks).
 const THROTTLED_HOSTS: [usize; 2] = [0, 1];
@@ -98,26 +98,8 @@ fn pct(v: &[u64], p: usize) -> u64 {
 /// One run: fresh sinks, a fresh daemon, the injection, then the throttle
 /// lifted and the rest drained.
 fn one(a: &Args, phases: &[(u64, u64)], total: u64, throttle: Option<u64>) -> Run {
-    let mode = internet::SinkMode::Limited {
-        per_sec: a.sink_rate,
-        tempfail_every: 20,
-    };
-    let (dns, sink_port, tally) = internet::start(
-        internet::zone(a.domains, a.hosts),
-        0,
-        a.hosts,
-        0,
-        mode,
-        (total as usize, 0),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        dir: dir.path(),
-        dns,
-        sink_port,
-        signing: Signing::Off,
-        log_level: "warn",
-    };
+    let stage = Stage::new(a, total);
+    let tally = &stage.tally;
     let shape = |c: &mut tern::config::Config, throttle: Option<u64>| {
         use tern::config::values::Duration as Span;
         let mut p = tern::config::ProviderConfig {
@@ -144,7 +126,7 @@ fn one(a: &Args, phases: &[(u64, u64)], total: u64, throttle: Option<u64>) -> Ru
         c.delivery.retry_first = Span::from_secs(5);
         c.delivery.retry_max = Span::from_secs(10);
     };
-    let daemon = Daemon::start_with(&setup, |c| shape(c, throttle));
+    let daemon = Daemon::start_with(&stage.setup(), |c| shape(c, throttle));
     let rt = crate::inject::runtime();
     let door = Arc::new(Door::timed(total as usize, tally.started));
     let load = rt.spawn(inject(
@@ -167,7 +149,7 @@ fn one(a: &Args, phases: &[(u64, u64)], total: u64, throttle: Option<u64>) -> Ru
         daemon.reload();
     }
     let start = Instant::now() - tally.started.elapsed();
-    drain(&tally, &door, start);
+    drain(tally, &door, start);
     let drained = lifted.elapsed();
     let peak_rss = procstat::peak_rss(daemon.pid());
     daemon.stop();

@@ -180,6 +180,22 @@ pub struct Action {
     until: Option<Instant>,
 }
 
+impl Action {
+    /// An action on `target` by `rule` for `duration` from `now`, after
+    /// `reply` (or an operator's reason).
+    fn timed(target: Target, rule: &str, reply: &str, duration: Duration, now: SystemTime) -> Self {
+        Self {
+            target,
+            rule: rule.into(),
+            reply: reply.chars().take(300).collect(),
+            start: crate::clock::rfc3339(now),
+            end: crate::clock::rfc3339(now + duration),
+            rate: None,
+            until: Some(Instant::now() + duration),
+        }
+    }
+}
+
 /// The actions in force, shared by every path; written to a state file
 /// (when one is given) each time they change, for `tern shaping actions`.
 #[derive(Debug, Default)]
@@ -206,6 +222,10 @@ impl Actions {
             state_file,
             version: Default::default(),
         }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Target, Action>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Changes with every change of the actions in force.
@@ -237,35 +257,28 @@ impl Actions {
         duration: Duration,
         now: SystemTime,
     ) -> Option<Action> {
-        let action = Action {
-            target: target.clone(),
-            rule: rule.into(),
-            reply: reason.chars().take(300).collect(),
-            start: crate::clock::rfc3339(now),
-            end: crate::clock::rfc3339(now + duration),
-            rate: None,
-            until: Some(Instant::now() + duration),
-        };
+        self.put(Action::timed(target, rule, reason, duration, now), false)
+    }
+
+    /// Puts `action` in force: always with `replace`, else only when no
+    /// action is in force on its target (then the first one's end stands).
+    fn put(&self, action: Action, replace: bool) -> Option<Action> {
         let mut active = self.active();
-        if active
-            .get(&target)
-            .is_some_and(|a| a.until.is_some_and(|u| u > Instant::now()))
-        {
+        let held = active
+            .get(&action.target)
+            .is_some_and(|a| a.until.is_some_and(|u| u > Instant::now()));
+        if held && !replace {
             return None;
         }
-        active.insert(target, action.clone());
+        active.insert(action.target.clone(), action.clone());
         let snapshot: Vec<Action> = active.values().cloned().collect();
         drop(active);
         self.write(&snapshot);
         Some(action)
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Target, Action>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts (or extends) a suspension of `target` by `rule`; returns the
-    /// action when it is new.
+    /// Starts a suspension of `target` by `rule`; returns the action when
+    /// it is new (an extension never moves the first trigger's end).
     pub fn suspend(
         &self,
         target: Target,
@@ -273,28 +286,8 @@ impl Actions {
         reply: &str,
         now: SystemTime,
     ) -> Option<Action> {
-        let until = Instant::now() + rule.duration;
-        let action = Action {
-            target: target.clone(),
-            rule: rule.name.to_string(),
-            reply: reply.chars().take(300).collect(),
-            start: crate::clock::rfc3339(now),
-            end: crate::clock::rfc3339(now + rule.duration),
-            rate: None,
-            until: Some(until),
-        };
-        let mut active = self.active();
-        let fresh = active
-            .get(&target)
-            .is_none_or(|a| a.until.is_none_or(|u| u <= Instant::now()));
-        if !fresh {
-            return None; // already suspended: the first trigger's end stands
-        }
-        active.insert(target, action.clone());
-        let snapshot: Vec<Action> = active.values().cloned().collect();
-        drop(active);
-        self.write(&snapshot);
-        Some(action)
+        let action = Action::timed(target, &rule.name, reply, rule.duration, now);
+        self.put(action, false)
     }
 
     /// Records (or updates) a slow-down of `target` to `per_minute`.
@@ -387,21 +380,8 @@ impl Actions {
         reason: &str,
         now: SystemTime,
     ) -> Action {
-        let action = Action {
-            target: target.clone(),
-            rule: "operator".into(),
-            reply: reason.chars().take(300).collect(),
-            start: crate::clock::rfc3339(now),
-            end: crate::clock::rfc3339(now + duration),
-            rate: None,
-            until: Some(Instant::now() + duration),
-        };
-        let mut active = self.active();
-        active.insert(target, action.clone());
-        let snapshot: Vec<Action> = active.values().cloned().collect();
-        drop(active);
-        self.write(&snapshot);
-        action
+        let action = Action::timed(target, "operator", reason, duration, now);
+        self.put(action.clone(), true).unwrap_or(action)
     }
 
     /// Ends the action on `target` now (an operator's decision), and the

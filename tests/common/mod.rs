@@ -373,3 +373,40 @@ pub fn reopen(opts: queue::QueueOptions) -> (Queue, queue::RecoveryReport) {
     }
     Queue::open(opts).unwrap()
 }
+
+/// Queues `n` messages straight into the spool of `cfg` (the daemon not
+/// running), a thousand at a time: message `i` from `news@shop.test` to
+/// `to(i)`, with metadata `meta`, due at `due`.
+pub async fn fill_spool(
+    cfg: &Config,
+    n: u64,
+    to: impl Fn(u64) -> String,
+    meta: &[u8],
+    due: queue::Timestamp,
+) {
+    let (q, _) = Queue::open(cfg.queue.options()).unwrap();
+    let q = Arc::new(q);
+    for batch in 0..n.div_ceil(1000) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in batch * 1000..((batch + 1) * 1000).min(n) {
+            let m = queue::NewMessage {
+                id: None,
+                envelope: queue::Envelope {
+                    sender: "news@shop.test".into(),
+                    meta: meta.into(),
+                    recipients: vec![queue::EnvelopeRecipient::new(to(i).as_str())].into(),
+                },
+                arrival: queue::Timestamp::now(),
+                first_attempt: due,
+                priority: queue::DEFAULT_PRIORITY,
+                body: bytes::Bytes::from_static(b"Subject: campaign\r\n\r\nbuy\r\n"),
+            };
+            let q = q.clone();
+            tasks.spawn(async move { q.enqueue(m).await.unwrap() });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    tokio::task::spawn_blocking(move || q.close())
+        .await
+        .unwrap();
+}

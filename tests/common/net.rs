@@ -220,21 +220,7 @@ pub async fn submit(addr: SocketAddr, from: &str, to: &[&str], body: &[u8]) -> S
 pub async fn submit_with(addr: SocketAddr, mail: &str, to: &[&str], body: &[u8]) -> String {
     let stream = TcpStream::connect(addr).await.unwrap();
     let mut s = BufReader::new(stream);
-    let read = async |s: &mut BufReader<TcpStream>| -> String {
-        let mut all = String::new();
-        for _ in 0..100 {
-            let mut line = String::new();
-            if s.read_line(&mut line).await.unwrap() == 0 {
-                break;
-            }
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                break;
-            }
-        }
-        all
-    };
-    assert!(read(&mut s).await.starts_with("220"));
+    assert!(read_reply(&mut s).await.starts_with("220"));
     let mut cmds = vec!["EHLO client.test".to_owned(), mail.to_owned()];
     for t in to {
         let (addr, params) = t.split_once(' ').unwrap_or((t, ""));
@@ -249,13 +235,13 @@ pub async fn submit_with(addr: SocketAddr, mail: &str, to: &[&str], body: &[u8])
             .write_all(format!("{c}\r\n").as_bytes())
             .await
             .unwrap();
-        let r = read(&mut s).await;
+        let r = read_reply(&mut s).await;
         assert!(r.starts_with('2') || r.starts_with("354"), "{c} -> {r}");
     }
     s.get_mut().write_all(&stuff(body)).await.unwrap();
-    let done = read(&mut s).await;
+    let done = read_reply(&mut s).await;
     let _ = s.get_mut().write_all(b"QUIT\r\n").await;
-    let _ = read(&mut s).await;
+    let _ = read_reply(&mut s).await;
     done
 }
 
@@ -265,23 +251,9 @@ pub async fn submit_with(addr: SocketAddr, mail: &str, to: &[&str], body: &[u8])
 pub async fn submit_batch(addr: SocketAddr, n: usize, to: impl Fn(usize) -> String, headers: &str) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let mut s = BufReader::new(stream);
-    let read = async |s: &mut BufReader<TcpStream>| -> String {
-        let mut all = String::new();
-        for _ in 0..100 {
-            let mut line = String::new();
-            if s.read_line(&mut line).await.unwrap() == 0 {
-                break;
-            }
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                break;
-            }
-        }
-        all
-    };
-    assert!(read(&mut s).await.starts_with("220"));
+    assert!(read_reply(&mut s).await.starts_with("220"));
     s.get_mut().write_all(b"EHLO batch.test\r\n").await.unwrap();
-    assert!(read(&mut s).await.starts_with("250"));
+    assert!(read_reply(&mut s).await.starts_with("250"));
     for i in 0..n {
         let cmds = format!(
             "MAIL FROM:<app@shop.test>\r\nRCPT TO:<{}>\r\nDATA\r\n",
@@ -289,15 +261,31 @@ pub async fn submit_batch(addr: SocketAddr, n: usize, to: impl Fn(usize) -> Stri
         );
         s.get_mut().write_all(cmds.as_bytes()).await.unwrap();
         for _ in 0..3 {
-            let r = read(&mut s).await;
+            let r = read_reply(&mut s).await;
             assert!(r.starts_with('2') || r.starts_with("354"), "{r}");
         }
         let body = format!("{headers}Subject: {i}\r\n\r\nmessage {i}\r\n.\r\n");
         s.get_mut().write_all(body.as_bytes()).await.unwrap();
-        let r = read(&mut s).await;
+        let r = read_reply(&mut s).await;
         assert!(r.starts_with("250"), "{r}");
     }
     let _ = s.get_mut().write_all(b"QUIT\r\n").await;
+}
+
+/// One SMTP reply, all its lines (at most 100).
+async fn read_reply(s: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    for _ in 0..100 {
+        let mut line = String::new();
+        if s.read_line(&mut line).await.unwrap() == 0 {
+            break;
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+    }
+    all
 }
 
 /// Dot-stuffs `body` (which ends with CRLF) and appends the terminator.
