@@ -157,8 +157,9 @@ pub struct DeliveryConfig {
     /// An idle connection is closed after this long.
     pub idle_timeout: Duration,
     /// After this many consecutive failed connections (no host answered,
-    /// or all refused), an egress path pauses: its mail is deferred
-    /// without connecting until `dead_site_pause` is over (never bounced).
+    /// or all refused), an egress path pauses: its mail waits without
+    /// connecting until `dead_site_pause` is over (no attempt is counted,
+    /// nothing bounces; `tern resume` and `tern retry` end it early).
     pub dead_site_failures: u32,
     /// How long a path paused by `dead_site_failures` waits before it
     /// tries again (one connection; success ends the pause).

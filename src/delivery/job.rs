@@ -64,3 +64,14 @@ impl std::fmt::Debug for Job {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_waiting_job_is_small() {
+        // What a scheduled job costs in its queue, besides the message's
+        // entry in the queue's index.
+        let size = std::mem::size_of::<super::Job>();
+        assert!(size <= 112, "a job takes {size} bytes");
+    }
+}
