@@ -357,3 +357,40 @@ async fn a_reload_keeps_the_state_of_the_limits_it_does_not_change() {
     assert!(until(Duration::from_secs(10), || alpha.received().len() == 2).await);
     stop(tern, vec![alpha], net).await;
 }
+
+#[tokio::test]
+async fn a_slow_down_never_sends_faster_than_the_rate_before_it() {
+    let net = Net::new(&zone()).await;
+    let alpha = net.sink(10).await;
+    let mut cfg = config(&net);
+    cfg.shaping
+        .providers
+        .push(provider("alpha", ".alpha.test", Some("60/m,burst=10")));
+    cfg.shaping.rules.push(tern::config::RuleConfig {
+        name: "busy".into(),
+        codes: vec![450],
+        action: tern::config::RuleAction::SlowDown,
+        floor: Some("6/m".parse().unwrap()),
+        ..tern::config::RuleConfig::default()
+    });
+    let tern = Tern::start(cfg).await;
+    // Nine of the burst of ten, then a push-back with the tenth.
+    submit_batch(tern.addr, 9, |i| format!("a{i}@alpha.test"), "").await;
+    assert_eq!(
+        alpha.wait_received(9, Duration::from_secs(30)).await.len(),
+        9
+    );
+    submit_batch(tern.addr, 1, |_| "tempfail@alpha.test".into(), "").await;
+    assert!(
+        until(Duration::from_secs(30), || alpha
+            .tries("tempfail@alpha.test")
+            == 1)
+        .await
+    );
+    // The burst is spent: slowed down, the path must not start a fresh one.
+    submit_batch(tern.addr, 10, |i| format!("b{i}@alpha.test"), "").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = alpha.received().len() - 9;
+    assert!(after <= 1, "{after} sent at once right after the push-back");
+    stop(tern, vec![alpha], net).await;
+}
