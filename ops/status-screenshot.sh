@@ -3,8 +3,9 @@
 # (Debian's `chromium` package): starts a release build of tern with a
 # throwaway spool whose DNS does not answer (so mail stays queued) except
 # for two domains routed to a slow local receiver (so the paths have mail
-# waiting and sending), queues some mail with Python's smtplib, suspends a
-# domain, rebinds another's mail, and captures
+# waiting and sending) and one to a relay of its own, queues some mail with
+# Python's smtplib, suspends that third domain (its mail waits in its
+# scheduled queue), rebinds another's mail, and captures
 # http://127.0.0.1:18025/status into docs/status.png. Run from the repo root.
 set -eu
 dir=$(mktemp -d)
@@ -47,6 +48,9 @@ smarthost = ["127.0.0.1:12526"]
 [[route]]
 domain = "outlook.com"
 smarthost = ["127.0.0.1:12526"]
+[[route]]
+domain = "yahoo.com"
+smarthost = ["127.0.0.1:12527"]
 [admin]
 address = "127.0.0.1:18025"
 EOT
@@ -80,6 +84,7 @@ sink=$!
 ./target/release/tern run --config "$dir/tern.toml" 2>"$dir/stderr" &
 pid=$!
 sleep 1
+./target/release/tern suspend --domain yahoo.com --for 30m --reason "complaint spike" --config "$dir/tern.toml"
 python3 - <<'EOT'
 import smtplib
 s = smtplib.SMTP("127.0.0.1", 12525)
@@ -87,7 +92,6 @@ for i, d in enumerate(["gmail.com"] * 40 + ["yahoo.com"] * 4 + ["outlook.com"] *
     s.sendmail("news@shop.example", [f"user{i}@{d}", f"other{i}@{d}"], b"Subject: hello\r\n\r\nhi\r\n")
 s.quit()
 EOT
-./target/release/tern suspend --domain yahoo.com --for 30m --reason "complaint spike" --config "$dir/tern.toml"
 ./target/release/tern rebind --domain shop.example --to-pool spare --reason "ip-1 listed" --config "$dir/tern.toml"
 sleep 8
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
