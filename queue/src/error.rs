@@ -10,15 +10,16 @@ use crate::types::MessageId;
 /// Everything the queue can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// The spool is below its free-space reserve or the disk is full. New
-    /// messages are refused; status updates still go through so the queue
-    /// can drain. Clears by itself once space is free again.
+    /// The spool is below its free-space reserve, or a write found the
+    /// disk full. New messages are refused; below the reserve, outcomes
+    /// still go through so the queue can drain. Clears by itself once
+    /// space is free again.
     #[error("spool is full: {0}")]
     Full(Arc<str>),
 
-    /// A write or sync failed in a way that may have lost data the kernel
-    /// had buffered. Nothing more is acknowledged until the process is
-    /// restarted (and recovery has re-read what is really on disk).
+    /// A write or sync failed (no file descriptor, an I/O error): nothing
+    /// in its batch was acknowledged, and nothing is written until a fresh
+    /// segment can be started, which the queue retries by itself.
     #[error("spool is unhealthy: {0}")]
     Unhealthy(Arc<str>),
 

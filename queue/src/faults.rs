@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Mutex;
 
 /// Failures to inject into one queue's writer.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Faults {
     write: Mutex<Option<io::ErrorKind>>,
     sync: Mutex<Option<io::ErrorKind>>,
@@ -94,11 +94,11 @@ mod tests {
             rt.block_on(q.enqueue(msg(2))),
             Err(QueueError::Full(_))
         ));
-        assert!(matches!(q.health(), Health::Full(_)));
         assert!(
-            matches!(rt.block_on(q.enqueue(msg(3))), Err(QueueError::Full(_))),
-            "still full"
+            matches!(q.health(), Health::Unhealthy(_)),
+            "nothing can be written"
         );
+        assert!(rt.block_on(q.enqueue(msg(3))).is_err(), "still full");
         assert_eq!(q.stats().messages, 1, "nothing unpersisted is visible");
         q.faults().clear_writes();
         // The writer retries a fresh segment by itself (every 20 ms under test).
@@ -120,8 +120,25 @@ mod tests {
         assert_eq!(ids, vec![kept, after]);
     }
 
+    fn wait_healthy(q: &Queue) {
+        for _ in 0..500 {
+            if q.health() == Health::Healthy {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("still {:?}", q.health());
+    }
+
+    fn delivered() -> RecipientStatus {
+        RecipientStatus {
+            state: RecipientState::Delivered,
+            ..RecipientStatus::pending(Timestamp::default())
+        }
+    }
+
     #[test]
-    fn failed_sync_makes_the_queue_unhealthy_for_good() {
+    fn a_failed_sync_fails_its_batch_and_the_queue_heals_in_a_fresh_segment() {
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
         let (q, _) = Queue::open(QueueOptions::new(dir.path())).unwrap();
@@ -132,20 +149,130 @@ mod tests {
             Err(QueueError::Unhealthy(_))
         ));
         assert!(matches!(q.health(), Health::Unhealthy(_)));
-        // No retry-then-ack: everything is refused until restart.
-        assert!(matches!(
-            rt.block_on(q.enqueue(msg(3))),
-            Err(QueueError::Unhealthy(_))
-        ));
-        let done = RecipientStatus {
-            state: RecipientState::Delivered,
-            ..RecipientStatus::pending(Timestamp::default())
-        };
-        assert!(matches!(
-            rt.block_on(q.update(id, vec![(0, done)])),
-            Err(QueueError::Unhealthy(_))
-        ));
-        assert_eq!(q.stats().messages, 1);
+        assert!(q.health_since().is_some());
+        // The next writes go to a fresh segment once the writer has
+        // started one (it retries by itself).
+        wait_healthy(&q);
+        let later = rt.block_on(q.enqueue(msg(3))).expect("healthy again");
+        assert_eq!(
+            rt.block_on(q.update(id, vec![(0, delivered())])).unwrap(),
+            crate::UpdateOutcome::Removed
+        );
+        q.close();
+        drop(q);
+        let (q, _) = Queue::open(QueueOptions::new(dir.path())).unwrap();
+        let ids: Vec<_> = q.page(None, 10).iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![later], "the failed batch was never acknowledged");
+    }
+
+    #[test]
+    fn no_file_descriptor_for_a_new_segment_heals_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let mut opts = QueueOptions::new(dir.path());
+        opts.segment_size = 64 << 10;
+        let (q, _) = Queue::open(opts).unwrap();
+        // EMFILE on every write and segment creation for a while.
+        q.faults().fail_writes(ErrorKind::Other, true);
+        assert!(rt.block_on(q.enqueue(msg(1))).is_err());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            matches!(q.health(), Health::Unhealthy(_)),
+            "retried, still failing"
+        );
+        q.faults().clear_writes();
+        wait_healthy(&q);
+        assert!(rt.block_on(q.enqueue(msg(2))).is_ok());
+    }
+
+    #[test]
+    fn a_queue_opens_on_a_spool_where_no_segment_can_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let (q, _) = Queue::open(QueueOptions::new(dir.path())).unwrap();
+        let id = rt.block_on(q.enqueue(msg(1))).unwrap();
+        q.close();
+        drop(q);
+        let faults = std::sync::Arc::new(crate::faults::Faults::default());
+        faults.fail_writes(ErrorKind::StorageFull, false);
+        let mut opts = QueueOptions::new(dir.path());
+        opts.faults = Some(faults);
+        let (q, report) = Queue::open(opts).expect("opens, appending to the last segment");
+        assert_eq!(report.messages, 1);
+        assert_eq!(
+            rt.block_on(q.update(id, vec![(0, delivered())])).unwrap(),
+            crate::UpdateOutcome::Removed,
+            "outcomes are written"
+        );
+        q.close();
+        drop(q);
+        let (q, _) = Queue::open(QueueOptions::new(dir.path())).unwrap();
+        assert_eq!(q.stats().messages, 0, "the outcome was durable");
+    }
+
+    #[test]
+    fn the_reserve_file_is_released_when_the_disk_fills_and_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let mut opts = QueueOptions::new(dir.path());
+        opts.min_free_space = 4 << 20;
+        let (q, _) = Queue::open(opts).unwrap();
+        let reserve = dir.path().join(crate::writer::RESERVE_FILE);
+        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20);
+        let id = rt.block_on(q.enqueue(msg(1))).unwrap();
+        q.faults().fail_writes(ErrorKind::StorageFull, false);
+        assert!(rt.block_on(q.update(id, vec![(0, delivered())])).is_err());
+        wait_healthy(&q);
+        assert!(rt.block_on(q.update(id, vec![(0, delivered())])).is_ok());
+        for _ in 0..500 {
+            if reserve.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            let _ = rt.block_on(q.enqueue(msg(9)));
+        }
+        assert!(reserve.exists(), "made again once there is room");
+        let (q2, report) = crate::SpoolSnapshot::read(dir.path()).unwrap();
+        assert!(
+            report.ignored_files.is_empty(),
+            "{:?}",
+            report.ignored_files
+        );
+        drop(q2);
+    }
+
+    #[test]
+    fn below_the_reserve_deferrals_stay_in_memory_and_outcomes_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let (q, _) = Queue::open(QueueOptions::new(dir.path())).unwrap();
+        let a = rt.block_on(q.enqueue(msg(1))).unwrap();
+        let b = rt.block_on(q.enqueue(msg(2))).unwrap();
+        q.close();
+        drop(q);
+        let mut opts = QueueOptions::new(dir.path());
+        opts.min_free_space = u64::MAX;
+        let (q, _) = Queue::open(opts.clone()).unwrap();
+        assert!(matches!(q.health(), Health::Full(_)));
+        assert_eq!(q.take_due(Timestamp::from_millis(10), 10).len(), 2);
+        let records = q.io_stats().records;
+        let later = Timestamp::from_millis(5_000);
+        let mut deferred = RecipientStatus::pending(later);
+        deferred.attempts = 1;
+        rt.block_on(q.update(a, vec![(0, deferred)])).unwrap();
+        assert_eq!(q.io_stats().records, records, "a deferral is not written");
+        assert!(
+            q.take_due(Timestamp::from_millis(4_000), 10).is_empty(),
+            "but it holds in memory: not handed out before its time"
+        );
+        rt.block_on(q.update(b, vec![(0, delivered())])).unwrap();
+        assert_eq!(q.io_stats().records, records + 1, "a delivery is written");
+        q.close();
+        drop(q);
+        let (q, _) = Queue::open(opts).unwrap();
+        let m = q.get(a).unwrap();
+        assert_eq!(m.statuses[0].attempts, 0, "a restart forgets the deferral");
+        assert!(q.get(b).is_none());
     }
 
     #[test]
@@ -164,12 +291,8 @@ mod tests {
             rt.block_on(q.enqueue(msg(2))),
             Err(QueueError::Full(_))
         ));
-        let done = RecipientStatus {
-            state: RecipientState::Delivered,
-            ..RecipientStatus::pending(Timestamp::default())
-        };
         assert_eq!(
-            rt.block_on(q.update(id, vec![(0, done)])).unwrap(),
+            rt.block_on(q.update(id, vec![(0, delivered())])).unwrap(),
             crate::UpdateOutcome::Removed
         );
     }

@@ -15,9 +15,18 @@
 //!   removed message never comes back, whatever happens after the call
 //!   returns.
 //! - Nothing is acknowledged that was not persisted. A failed write or sync
-//!   fails every request of its batch; `ENOSPC` makes the queue
-//!   [`QueueError::Full`] until space is back, any other failure makes it
-//!   [`QueueError::Unhealthy`] until restart.
+//!   (no space, no file descriptor, an I/O error) fails every request of its
+//!   batch and abandons the segment; the queue refuses every write
+//!   ([`Health::Unhealthy`]) until a fresh segment can be started, which it
+//!   retries by itself with back-off. Callers redo what was refused.
+//! - Below the free-space reserve ([`QueueOptions::min_free_space`],
+//!   counted on every write, not only when measured), new messages are
+//!   refused ([`QueueError::Full`]) while outcomes are still written; a
+//!   deferral (an update that leaves its recipients pending) is then kept in
+//!   memory only, so a stuck backlog's retries never use the space that
+//!   outcomes need. A reserve file (`RESERVE`) is released when a write
+//!   finds the disk full, and opening a spool on a full disk appends to its
+//!   last segment rather than failing.
 //! - Opening recovers whatever is on disk: a torn tail is truncated, a
 //!   corrupt record is skipped and reported (never handed out as a
 //!   message), and everything else is restored. No byte sequence in the

@@ -37,6 +37,10 @@ pub struct QueueOptions {
     /// New messages are refused with [`crate::QueueError::Full`] while the
     /// file system has less free space than this (bytes); 0 disables the check.
     pub min_free_space: u64,
+    /// Failures to inject, set before the queue opens (tests of opening on
+    /// a failing disk); otherwise the queue makes its own.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub faults: Option<std::sync::Arc<crate::faults::Faults>>,
 }
 
 /// Smallest and largest segment sizes.
@@ -52,6 +56,8 @@ impl QueueOptions {
             segment_size: 64 << 20,
             body_cache: 64 << 20,
             min_free_space: 0,
+            #[cfg(any(test, feature = "fault-injection"))]
+            faults: None,
         }
     }
 }

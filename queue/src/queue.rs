@@ -54,6 +54,8 @@ impl Queue {
         let mut index = loaded.index;
         index.active = first_segment;
         let segments_before = index.segments.len();
+        #[cfg(any(test, feature = "fault-injection"))]
+        let faults = opts.faults.clone().unwrap_or_default();
         let shared = Arc::new(Shared {
             index: Mutex::new(index),
             health: Default::default(),
@@ -66,7 +68,7 @@ impl Queue {
             compactor_wake: Default::default(),
             stopping: Default::default(),
             #[cfg(any(test, feature = "fault-injection"))]
-            faults: Default::default(),
+            faults,
         });
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer::start(shared.clone(), rx, first_segment)?;
@@ -334,6 +336,11 @@ impl Queue {
     /// Whether new messages are accepted (cheap: one atomic load when healthy).
     pub fn health(&self) -> Health {
         self.shared.health.get()
+    }
+
+    /// When [`Queue::health`] last changed (`None`: healthy since open).
+    pub fn health_since(&self) -> Option<std::time::SystemTime> {
+        self.shared.health.since()
     }
 
     /// Stops the compactor and the writer after the writes already handed

@@ -344,7 +344,9 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<SegId>, 
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
         match segment::parse_file_name(&name) {
             Some(id) if is_file => ids.push(id),
-            _ if name == LOCK_FILE || name == QUARANTINE_DIR => {}
+            _ if name == LOCK_FILE
+                || name == QUARANTINE_DIR
+                || name == crate::writer::RESERVE_FILE => {}
             _ => report.ignored_files.push(entry.path()),
         }
     }

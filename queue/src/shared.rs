@@ -14,9 +14,12 @@ use crate::options::QueueOptions;
 pub enum Health {
     /// Accepting.
     Healthy,
-    /// Refusing new messages until free space is back (status updates still work).
+    /// Refusing new messages until free space is back (outcomes are still
+    /// written). Clears by itself.
     Full(Arc<str>),
-    /// Refusing everything until restart: a write or sync failed.
+    /// Refusing every write: one failed (no space, no file descriptor, an
+    /// I/O error) and no fresh segment could be started since. Retried
+    /// with back-off; clears by itself when the cause does.
     Unhealthy(Arc<str>),
 }
 
@@ -30,6 +33,8 @@ const UNHEALTHY: u8 = 2;
 pub(crate) struct HealthCell {
     state: AtomicU8,
     reason: Mutex<Option<Arc<str>>>,
+    /// When the state last changed.
+    since: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl HealthCell {
@@ -55,7 +60,14 @@ impl HealthCell {
             Health::Unhealthy(r) => (UNHEALTHY, Some(r.clone())),
         };
         *lock(&self.reason) = reason;
-        self.state.store(state, Ordering::Release);
+        if self.state.swap(state, Ordering::AcqRel) != state {
+            *lock(&self.since) = Some(std::time::SystemTime::now());
+        }
+    }
+
+    /// When the state last changed (`None`: healthy since open).
+    pub fn since(&self) -> Option<std::time::SystemTime> {
+        *lock(&self.since)
     }
 }
 
@@ -136,7 +148,7 @@ pub(crate) struct Shared {
     pub compactor_wake: Signal,
     pub stopping: std::sync::atomic::AtomicBool,
     #[cfg(any(test, feature = "fault-injection"))]
-    pub faults: crate::faults::Faults,
+    pub faults: std::sync::Arc<crate::faults::Faults>,
 }
 
 impl Shared {

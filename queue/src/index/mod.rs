@@ -328,6 +328,29 @@ impl Index {
         seg: SegId,
         release: bool,
     ) -> Option<UpdateOutcome> {
+        self.change_statuses(id, changes, Some(seg), release)
+    }
+
+    /// Applies status changes that were not written (a deferral while the
+    /// spool is under its free-space reserve): the message keeps no
+    /// record of them, so a restart forgets them. Only changes that leave
+    /// the message queued are taken this way.
+    pub fn apply_in_memory(
+        &mut self,
+        id: MessageId,
+        changes: &[(u32, RecipientStatus)],
+        release: bool,
+    ) -> Option<UpdateOutcome> {
+        self.change_statuses(id, changes, None, release)
+    }
+
+    fn change_statuses(
+        &mut self,
+        id: MessageId,
+        changes: &[(u32, RecipientStatus)],
+        seg: Option<SegId>,
+        release: bool,
+    ) -> Option<UpdateOutcome> {
         let e = self.messages.get_mut(&id)?;
         let mut pending_delta: i64 = 0;
         for (index, st) in changes {
@@ -341,9 +364,9 @@ impl Index {
                 slot.last_reply = Some(self.replies.intern(r));
             }
         }
-        let add_ref = seg != e.home.seg && !e.others.contains(&seg);
-        if add_ref {
-            e.others.push(seg);
+        let add_ref = seg.filter(|s| *s != e.home.seg && !e.others.contains(s));
+        if let Some(s) = add_ref {
+            e.others.push(s);
         }
         let old_due = e.due.take();
         let priority = e.priority;
@@ -355,8 +378,8 @@ impl Index {
         e.due = new_due;
         self.pending = self.pending.saturating_add_signed(pending_delta);
         self.uncache(id); // the first attempt is over
-        if add_ref {
-            self.seg(seg).refs += 1;
+        if let Some(s) = add_ref {
+            self.seg(s).refs += 1;
         }
         if let Some(t) = old_due {
             self.due.remove(&(priority, t, id));
@@ -364,11 +387,12 @@ impl Index {
         if let Some(t) = new_due {
             self.due.insert((priority, t, id));
         }
-        if remaining.is_some() {
-            Some(UpdateOutcome::StillQueued)
-        } else {
-            self.kill(id, seg);
-            Some(UpdateOutcome::Removed)
+        match (remaining, seg) {
+            (None, Some(seg)) => {
+                self.kill(id, seg);
+                Some(UpdateOutcome::Removed)
+            }
+            _ => Some(UpdateOutcome::StillQueued),
         }
     }
 

@@ -43,9 +43,10 @@ impl Writer {
             .syncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self.active.file.sync_data() {
-            tracing::error!(error = %e, "spool sync failed");
-            self.fatal = Some(format!("sync of segment {:016x}: {e}", self.active.id).into());
-            self.publish_health();
+            // What was written since the last sync may be lost (buffered
+            // mode's risk); continue in a fresh segment.
+            let size = self.active.size;
+            self.write_failed(size, e);
         }
     }
 

@@ -8,19 +8,22 @@
 //! `Ok` only after its record is on disk.
 //!
 //! A failed write or sync is never retried blindly: the partial write is cut
-//! off, every caller in the batch gets an error, and the segment is
-//! abandoned. `ENOSPC` makes the queue `Full` until a fresh segment can be
-//! written; any other failure makes it `Unhealthy` until restart, because
-//! after a failed `fsync` the kernel may have dropped data it had accepted.
+//! off, every caller in the batch gets an error (nothing in it was
+//! acknowledged, so callers redo what they need), and the segment is
+//! abandoned. The queue is then `Unhealthy` until a fresh segment can be
+//! started, retried with back-off (`health.rs`): no space, no file
+//! descriptor and I/O errors all clear by themselves when their cause does.
 
 mod files;
 mod health;
+
+pub use health::RESERVE_FILE;
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -135,14 +138,11 @@ pub(crate) struct Writer {
     rx: Receiver<Cmd>,
     dir: File,
     active: Active,
-    /// Set after `ENOSPC`: the active segment must not be appended to, and
-    /// the queue is full until a fresh segment can be started.
-    broken: Option<Arc<str>>,
-    /// Set after a failed sync: nothing is acknowledged until restart.
-    fatal: Option<Arc<str>>,
-    space_low: Option<Arc<str>>,
-    last_check: Option<Instant>,
-    last_repair: Option<Instant>,
+    /// Set after a failed write or sync: the active segment must not be
+    /// appended to, and nothing is written until a fresh one is started.
+    broken: Option<health::Broken>,
+    /// Free space and the reserve.
+    space: health::Space,
     /// Buffered mode: written but not yet synced.
     unsynced: bool,
 }
@@ -156,38 +156,36 @@ impl Writer {
     ) -> Result<Self, QueueError> {
         let dir = File::open(&shared.dir)
             .map_err(|e| QueueError::io(format!("open {}", shared.dir.display()), e))?;
-        let active = create_segment(&shared.dir, &dir, first_id)
-            .map_err(|e| QueueError::io(format!("create segment {first_id:016x}"), e))?;
+        let active = first_segment(&shared, &dir, first_id)?;
         let mut w = Self {
             shared,
             rx,
             dir,
             active,
             broken: None,
-            fatal: None,
-            space_low: None,
-            last_check: None,
-            last_repair: None,
+            space: Default::default(),
             unsynced: false,
         };
         w.register_active();
         w.check_space();
+        w.hold_reserve();
         Ok(w)
     }
 
+    /// Makes the active segment known to the index (a recovered segment
+    /// appended to at start keeps what recovery counted in it).
     fn register_active(&self) {
         let mut ix = self.shared.index();
-        ix.segments.insert(
-            self.active.id,
-            SegInfo {
+        ix.segments
+            .entry(self.active.id)
+            .or_insert_with(|| SegInfo {
                 refs: 0,
                 deps: Default::default(),
                 size: self.active.size,
                 live: 0,
                 salt: self.active.salt,
                 file: Some(self.active.file.clone()),
-            },
-        );
+            });
         ix.active = self.active.id;
     }
 
@@ -225,7 +223,7 @@ impl Writer {
         loop {
             let wait = match self.shared.opts.durability {
                 Durability::Buffered { flush_interval } if self.unsynced => Some(flush_interval),
-                _ if self.broken.is_some() || self.space_low.is_some() => Some(CHECK_INTERVAL),
+                _ if self.is_broken() || self.space.low.is_some() => Some(CHECK_INTERVAL),
                 _ => None,
             };
             let Some(wait) = wait else {
@@ -284,6 +282,7 @@ impl Writer {
         }
         let synced = self.shared.opts.durability == Durability::Fsync;
         self.shared.io.add(staged.len(), end - base, synced);
+        self.wrote(end - base);
         self.active.size = end;
         let replies = self.apply(staged, locs);
         for (reply, res) in replies {
@@ -296,57 +295,68 @@ impl Writer {
     /// Validates requests against committed state and encodes relocations.
     /// Relocations go first: each is a snapshot of committed state, so any
     /// status record in the same batch must come after it in the log.
-    fn admit(&self, mut reqs: Vec<Request>) -> Vec<Request> {
+    ///
+    /// Below the free-space reserve, new messages are refused (also when
+    /// the bytes this batch would add take free space under it), and a
+    /// deferral (an update that leaves every recipient it changes pending)
+    /// is applied in memory only: its message is not handed out again
+    /// before its retry time, and if Tern stops first it is simply retried
+    /// sooner. Outcomes that end recipients are always written.
+    fn admit(&mut self, mut reqs: Vec<Request>) -> Vec<Request> {
         reqs.sort_by_key(|r| !matches!(r.op, Op::Relocate { .. }));
-        let ix = self.shared.index();
+        let min = self.shared.opts.min_free_space;
+        let mut room = self.free_estimate();
+        let low = self.space.low.clone();
+        let ix = &mut *self.shared.index();
         let mut staged = Vec::with_capacity(reqs.len());
         for mut r in reqs {
             let verdict = match &r.op {
-                Op::Insert { .. } => match &self.space_low {
-                    Some(reason) => Err(QueueError::Full(reason.clone())),
-                    None => Ok(()),
-                },
+                Op::Insert { .. } => {
+                    let len = r.rec.as_ref().map_or(0, |e| e.len() as u64);
+                    room = room.saturating_sub(len);
+                    match &low {
+                        Some(reason) => Err(QueueError::Full(reason.clone())),
+                        None if min > 0 && room < min => Err(QueueError::Full(
+                            format!("this message would take free space under the reserve of {min} bytes").into(),
+                        )),
+                        None => Ok(()),
+                    }
+                }
                 Op::Update { id, changes, .. } => match ix.entry(*id) {
                     None => Err(QueueError::NotFound(*id)),
                     Some(e) if changes.iter().any(|(i, _)| *i as usize >= e.statuses.len()) => {
                         Err(QueueError::Invalid("recipient index out of range"))
                     }
+                    Some(_) if low.is_some() && is_deferral(changes) => {
+                        let Op::Update {
+                            id,
+                            changes,
+                            release,
+                        } = r.op
+                        else {
+                            unreachable!("matched above")
+                        };
+                        let done = ix.apply_in_memory(id, &changes, release);
+                        let _ = r
+                            .reply
+                            .send(done.map(Done::Updated).ok_or(QueueError::NotFound(id)));
+                        continue;
+                    }
                     Some(_) => Ok(()),
                 },
-                Op::Reschedule { id, at, .. } => {
-                    let changes = ix.entry(*id).filter(|e| !e.taken).map(|e| {
-                        e.statuses
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, s)| {
-                                s.state == crate::types::RecipientState::Pending
-                                    && s.next_attempt > *at
-                            })
-                            .map(|(i, s)| {
-                                (
-                                    i as u32,
-                                    RecipientStatus {
-                                        next_attempt: *at,
-                                        ..s.clone()
-                                    },
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                    });
-                    match changes.filter(|c| !c.is_empty()) {
-                        Some(c) => {
-                            r.rec = Some(codec::encode_status(*id, &c));
-                            if let Op::Reschedule { changes, .. } = &mut r.op {
-                                *changes = c;
-                            }
-                            Ok(())
+                Op::Reschedule { id, at, .. } => match reschedule(ix, *id, *at) {
+                    Some(c) => {
+                        r.rec = Some(codec::encode_status(*id, &c));
+                        if let Op::Reschedule { changes, .. } = &mut r.op {
+                            *changes = c;
                         }
-                        None => {
-                            let _ = r.reply.send(Ok(Done::Rescheduled(0)));
-                            continue;
-                        }
+                        Ok(())
                     }
-                }
+                    None => {
+                        let _ = r.reply.send(Ok(Done::Rescheduled(0)));
+                        continue;
+                    }
+                },
                 Op::Remove { id } if !ix.contains(*id) => Err(QueueError::NotFound(*id)),
                 Op::Remove { .. } => Ok(()),
                 Op::Relocate { id, from, body } => match ix.entry(*id) {
@@ -437,6 +447,71 @@ impl Writer {
         if crate::compactor::worth_compacting(&self.shared.opts, total, live) {
             self.shared.compactor_wake.notify();
         }
+    }
+}
+
+/// True when an update only defers: every recipient it changes stays
+/// pending.
+fn is_deferral(changes: &[(u32, RecipientStatus)]) -> bool {
+    changes
+        .iter()
+        .all(|(_, s)| s.state == crate::types::RecipientState::Pending)
+}
+
+/// The changes that make message `id`'s pending recipients due at `at`
+/// (sooner only), unless it is handed out; `None` when there are none.
+fn reschedule(ix: &Index, id: MessageId, at: Timestamp) -> Option<Vec<(u32, RecipientStatus)>> {
+    let e = ix.entry(id).filter(|e| !e.taken)?;
+    let changes: Vec<(u32, RecipientStatus)> = e
+        .statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.state == crate::types::RecipientState::Pending && s.next_attempt > at)
+        .map(|(i, s)| {
+            let st = RecipientStatus {
+                next_attempt: at,
+                ..s.clone()
+            };
+            (i as u32, st)
+        })
+        .collect();
+    (!changes.is_empty()).then_some(changes)
+}
+
+/// The first segment to write to: a fresh one; if it cannot be made (a
+/// full disk at start), the reserve is released and it is tried again;
+/// failing that, the last segment recovered is appended to, so that Tern
+/// starts on a full spool and delivers (the door stays shut until there
+/// is room).
+fn first_segment(shared: &Shared, dir: &File, id: SegId) -> Result<Active, QueueError> {
+    let create = || {
+        #[cfg(any(test, feature = "fault-injection"))]
+        shared.faults.before_write()?;
+        create_segment(&shared.dir, dir, id)
+    };
+    let err = match create() {
+        Ok(a) => return Ok(a),
+        Err(e) => e,
+    };
+    if std::fs::remove_file(shared.dir.join(RESERVE_FILE)).is_ok() {
+        tracing::warn!("no room for a new spool segment at start: released the reserve file");
+        if let Ok(a) = create() {
+            return Ok(a);
+        }
+    }
+    let ix = shared.index();
+    let last = ix.segments.iter().next_back();
+    match last.and_then(|(id, s)| Some((*id, s.file.clone()?, s.salt, s.size))) {
+        Some((id, file, salt, size)) => {
+            tracing::warn!(segment = %format!("{id:016x}"), error = %err, "no room for a new spool segment at start: appending to the last one");
+            Ok(Active {
+                id,
+                file,
+                salt,
+                size,
+            })
+        }
+        None => Err(QueueError::io(format!("create segment {id:016x}"), err)),
     }
 }
 
