@@ -26,6 +26,7 @@ const TRANSACTION: &str = "tern_smtp_transaction_seconds";
 const QUEUED: &str = "tern_queue_messages";
 const QUEUED_RCPTS: &str = "tern_queue_recipients";
 const SPOOL: &str = "tern_spool_bytes";
+const UNRECORDED: &str = "tern_messages_held_unrecorded";
 const RSS: &str = "tern_resident_memory_bytes";
 const RELOADS: &str = "tern_config_reloads_total";
 const LOG_DROPPED: &str = "tern_delivery_log_dropped_total";
@@ -163,6 +164,11 @@ impl Metrics {
         describe(QUEUED_RCPTS, None, "Pending recipients in the queue.");
         describe(SPOOL, Some(Unit::Bytes), "Bytes of spool files on disk.");
         describe(
+            UNRECORDED,
+            None,
+            "Messages held because the spool could not write their delivery outcomes (written as soon as it can; a restart before then may deliver them twice).",
+        );
+        describe(
             RSS,
             Some(Unit::Bytes),
             "Resident memory of the Tern process.",
@@ -256,12 +262,7 @@ impl Metrics {
     /// The Prometheus text exposition, with the queue's gauges set from
     /// `queue` and the process's memory first, and gauges of the busiest
     /// egress `paths`.
-    pub fn render(
-        &self,
-        queue: &queue::Queue,
-        paths: &[crate::views::PathRow],
-        dests: &[crate::views::DestRow],
-    ) -> String {
+    pub fn render(&self, queue: &queue::Queue, delivery: &crate::views::DeliveryState) -> String {
         let s = queue.stats();
         let gauge = |name: &'static str, v: f64| {
             self.recorder
@@ -272,9 +273,11 @@ impl Metrics {
         gauge(QUEUED_RCPTS, s.recipients as f64);
         gauge(SPOOL, s.disk_bytes as f64);
         gauge(RSS, resident_bytes() as f64);
+        gauge(UNRECORDED, delivery.unrecorded as f64);
         let mut text = self.recorder.handle().render();
-        render_paths(&mut text, paths);
-        render_destinations(&mut text, dests);
+        render_spool_state(&mut text, &queue.health());
+        render_paths(&mut text, &delivery.paths);
+        render_destinations(&mut text, &delivery.dests);
         text
     }
 }
@@ -319,6 +322,20 @@ fn render_paths(out: &mut String, paths: &[crate::views::PathRow]) {
         .map(|(k, v)| (k, escape(v)))
     };
     render_gauges(out, paths, &gauges, labels);
+}
+
+/// `tern_spool_state{state}`: 1 for the spool's state now, 0 for the others.
+fn render_spool_state(out: &mut String, h: &queue::Health) {
+    use std::fmt::Write;
+    let name = "tern_spool_state";
+    let _ = writeln!(
+        out,
+        "# HELP {name} The spool's state: healthy, full (new mail refused, outcomes written) or unwritable (nothing written now; delivery waits; heals by itself); 1 for the state now.\n# TYPE {name} gauge"
+    );
+    let now = crate::views::spool_state(h).0;
+    for s in crate::views::SPOOL_STATES {
+        let _ = writeln!(out, "{name}{{state=\"{s}\"}} {}", u8::from(s == now));
+    }
 }
 
 /// A gauge written per row: its name, its help, its value for a row.

@@ -1,7 +1,7 @@
-//! What operators see of delivery now, as rows: shared by the delivery
-//! service (which fills them), the admin API and status page (which
-//! serve them) and the metrics (which export the busiest). A leaf: it
-//! holds the types and nothing else.
+//! What operators see of delivery and the spool now, as rows: shared by
+//! the delivery service (which fills them), the admin API and status page
+//! (which serve them) and the metrics (which export them). A leaf: it
+//! holds the types, and the names of the spool's states.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,4 +63,29 @@ pub struct DestRow {
     /// or room at its paths).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+}
+
+/// Delivery now, for the metrics and the status page.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryState {
+    /// Every egress path, busiest first.
+    pub paths: Vec<PathRow>,
+    /// Every destination with mail, most waiting first.
+    pub dests: Vec<DestRow>,
+    /// Messages held because the spool could not write their outcomes.
+    pub unrecorded: u64,
+}
+
+/// The spool's states as operators read them: `healthy`; `full` (new mail
+/// refused, outcomes written); `unwritable` (nothing can be written now;
+/// delivery waits; it heals by itself).
+pub const SPOOL_STATES: [&str; 3] = ["healthy", "full", "unwritable"];
+
+/// The name of the spool's state, and why when it is not healthy.
+pub fn spool_state(h: &queue::Health) -> (&'static str, Option<String>) {
+    match h {
+        queue::Health::Healthy => (SPOOL_STATES[0], None),
+        queue::Health::Full(r) => (SPOOL_STATES[1], Some(r.to_string())),
+        queue::Health::Unhealthy(r) => (SPOOL_STATES[2], Some(r.to_string())),
+    }
 }

@@ -102,9 +102,21 @@ impl Queue {
     /// client retries and the message may be delivered twice, as RFC 5321
     /// allows; it is never lost).
     pub async fn enqueue(&self, msg: NewMessage) -> Result<MessageId, QueueError> {
+        self.insert(msg, false).await
+    }
+
+    /// Like [`Queue::enqueue`] for a message the queue's own work makes (a
+    /// bounce): it is taken below the free-space reserve as outcomes are,
+    /// since it is what a failure's outcome consists of.
+    pub async fn enqueue_notice(&self, msg: NewMessage) -> Result<MessageId, QueueError> {
+        self.insert(msg, true).await
+    }
+
+    async fn insert(&self, msg: NewMessage, notice: bool) -> Result<MessageId, QueueError> {
         codec::check_message(&msg.envelope, msg.body.len()).map_err(QueueError::Invalid)?;
         match self.health() {
             Health::Healthy => {}
+            Health::Full(_) if notice => {}
             Health::Full(r) => return Err(QueueError::Full(r)),
             Health::Unhealthy(r) => return Err(QueueError::Unhealthy(r)),
         }
@@ -126,6 +138,7 @@ impl Queue {
             statuses,
             arrival: (msg.arrival, priority),
             body: msg.body,
+            notice,
         };
         self.submit(op, Some(rec)).await.map(|_| id)
     }

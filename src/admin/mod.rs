@@ -145,9 +145,7 @@ async fn openapi() -> Response {
 /// `GET /metrics`: the Prometheus text exposition.
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     s.metrics.set_log_dropped(s.log.dropped());
-    let text = s
-        .metrics
-        .render(&s.queue, &s.delivery.paths(), &s.delivery.destinations());
+    let text = s.metrics.render(&s.queue, &s.delivery.state());
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
 }

@@ -49,10 +49,9 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
          <h1>Tern</h1><div class=\"muted\">up since {} &middot; refreshes every 5 s</div>",
         esc(&crate::clock::rfc3339(s.started))
     );
-    let health = match s.queue.health() {
-        ::queue::Health::Healthy => "healthy".to_owned(),
-        ::queue::Health::Full(r) => format!("full: {r}"),
-        ::queue::Health::Unhealthy(r) => format!("unhealthy: {r}"),
+    let health = match crate::views::spool_state(&s.queue.health()) {
+        (state, Some(why)) => format!("{state}: {why}"),
+        (state, None) => state.to_owned(),
     };
     let _ = write!(
         h,

@@ -11,11 +11,21 @@ pub use crate::views::{DestRow, PathRow};
 /// `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `healthy`, `full` or `unhealthy` (the queue's health).
+    /// The spool: `healthy`; `full` (new mail refused, outcomes still
+    /// written); `unwritable` (nothing can be written now: delivery waits,
+    /// and the spool heals by itself when the cause clears).
     pub queue: String,
     /// Why, when not healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Since when it is in this state (RFC 3339), if it changed since the
+    /// start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Messages held because their delivery outcomes could not be written
+    /// yet (a restart before they are may deliver them twice).
+    #[serde(default)]
+    pub unrecorded: u64,
     /// When this daemon started (RFC 3339).
     pub started: String,
     /// Tern's version.

@@ -158,6 +158,7 @@ pub struct Delivery {
     wake: Arc<Notify>,
     scheduler: scheduler::Scheduler,
     trackers: outcome::trackers::Trackers,
+    unwritten: outcome::unwritten::Unwritten,
     in_flight: budget::Budget,
     paths: Mutex<HashMap<PathKey, Arc<Path>>>,
     /// The site each domain's mail was last routed to (for the views).
@@ -196,6 +197,7 @@ impl Delivery {
             wake,
             scheduler: Default::default(),
             trackers: Default::default(),
+            unwritten: Default::default(),
             paths: Mutex::new(HashMap::new()),
             sites: std::sync::RwLock::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),

@@ -86,6 +86,21 @@ impl Delivery {
         rows
     }
 
+    /// Delivery now: paths, destinations, and messages held for their
+    /// outcomes.
+    pub fn state(&self) -> crate::views::DeliveryState {
+        crate::views::DeliveryState {
+            paths: self.paths(),
+            dests: self.destinations(),
+            unrecorded: self.unwritten.len() as u64,
+        }
+    }
+
+    /// Messages held because the spool could not write their outcomes.
+    pub fn unrecorded(&self) -> usize {
+        self.unwritten.len()
+    }
+
     /// Every destination with mail scheduled or on its paths, most jobs
     /// first.
     pub fn destinations(&self) -> Vec<DestRow> {

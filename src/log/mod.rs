@@ -41,6 +41,11 @@ pub enum Kind {
     SlowDown,
     /// Removed from the queue by an operator, undelivered and unbounced.
     Purged,
+    /// The outcomes of a delivery could not be written to the spool (full
+    /// or failing): the message is held while Tern retries the write; if
+    /// Tern stops before it goes through, the message may be delivered
+    /// twice.
+    Unrecorded,
 }
 
 /// One line of the delivery log. Every field that does not apply is left

@@ -55,6 +55,9 @@ pub(crate) enum Op {
         /// Arrival and priority.
         arrival: (Timestamp, u8),
         body: Bytes,
+        /// Made by the queue's own work (a bounce): taken below the
+        /// free-space reserve.
+        notice: bool,
     },
     Update {
         id: MessageId,
@@ -311,6 +314,7 @@ impl Writer {
         let mut staged = Vec::with_capacity(reqs.len());
         for mut r in reqs {
             let verdict = match &r.op {
+                Op::Insert { notice: true, .. } => Ok(()),
                 Op::Insert { .. } => {
                     let len = r.rec.as_ref().map_or(0, |e| e.len() as u64);
                     room = room.saturating_sub(len);
@@ -524,6 +528,7 @@ fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueError> {
             statuses,
             arrival,
             body,
+            ..
         } => {
             ix.apply_full(id, env, statuses, arrival, loc, Some(body));
             Ok(Done::Inserted)

@@ -36,7 +36,7 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
     let mut sent = 0;
     let mut leases = Vec::new();
     while let Some(job) = path.next(svc).await {
-        if path.hold(svc).is_some() {
+        if path.hold(svc).is_some() || !svc.spool_writable() {
             path.give_back(svc, vec![job]);
             path.retire();
             break;

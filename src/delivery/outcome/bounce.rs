@@ -69,7 +69,7 @@ impl Delivery {
             body: Bytes::from(bytes),
         };
         let size = bounce.body.len() as u64;
-        match self.queue.enqueue(bounce).await {
+        match self.queue.enqueue_notice(bounce).await {
             Ok(bounce_id) => {
                 let mut r = Record::new(Kind::Reception, now, bounce_id.to_string(), String::new());
                 r.recipients = Some(1);

@@ -15,6 +15,7 @@
 mod bounce;
 mod record;
 pub(crate) mod trackers;
+pub(crate) mod unwritten;
 
 use std::sync::Arc;
 
@@ -269,10 +270,44 @@ impl Delivery {
         }
         if record.is_empty() {
             self.queue.release(id);
-        } else if let Err(e) = self.queue.update(id, record).await {
-            tracing::error!(queue_id = %id, error = %e, "cannot record delivery outcomes; the recipients will be tried again");
-            self.queue.release(id);
+            return;
         }
+        match self.queue.update(id, record.clone()).await {
+            Ok(_) | Err(queue::QueueError::NotFound(_)) => {}
+            Err(e) => self.hold_unrecorded(msg, record, &e),
+        }
+    }
+
+    /// The spool would not take a message's outcomes: the message stays
+    /// held (never handed out again while Tern runs), the write is tried
+    /// again later, and the delivery log says that a restart before then
+    /// may deliver it twice.
+    fn hold_unrecorded(
+        &self,
+        msg: &Message,
+        record: Vec<(u32, RecipientStatus)>,
+        e: &queue::QueueError,
+    ) {
+        let id = msg.info.id;
+        tracing::error!(queue_id = %id, error = %e, "cannot record delivery outcomes; the message is held until they are written (if Tern stops first, it may be delivered twice)");
+        let delivered = record
+            .iter()
+            .any(|(_, s)| s.state == RecipientState::Delivered);
+        let mut r = crate::log::Record::new(
+            crate::log::Kind::Unrecorded,
+            self.clock.system_time(),
+            id.to_string(),
+            msg.info.envelope.sender.to_string(),
+        );
+        r.message_id = msg.meta.message_id.clone();
+        r.reply = Some(match delivered {
+            true => format!(
+                "outcomes not written yet ({e}); held until they are; may be delivered twice if Tern stops first"
+            ),
+            false => format!("outcomes not written yet ({e}); held until they are"),
+        });
+        self.log.write(&r);
+        self.unwritten.hold(id, record);
     }
 
     /// Fails every pending recipient of a message an operator claimed,

@@ -152,17 +152,28 @@ impl Delivery {
     pub async fn run(self: Arc<Self>) {
         let mut housekeeping = Instant::now() + HOUSEKEEPING;
         let mut stale_check = Instant::now() + STALE_CHECK;
+        let mut writable = true;
         while !self.stopping() {
-            let due = self.queue.take_due(self.clock.now(), BATCH);
-            if !due.is_empty() {
-                self.admit(due);
-                tokio::task::yield_now().await;
+            if self.spool_writable() != writable {
+                writable = !writable;
+                self.spool_turned(writable);
                 continue;
+            }
+            if writable {
+                let due = self.queue.take_due(self.clock.now(), BATCH);
+                if !due.is_empty() {
+                    self.admit(due);
+                    tokio::task::yield_now().await;
+                    continue;
+                }
             }
             if self.fire_timers() {
                 continue;
             }
             let now = Instant::now();
+            if self.unwritten.next().is_some_and(|t| t <= now) {
+                tokio::spawn(self.clone().write_held());
+            }
             if now >= stale_check {
                 let disturbed = self.queue.disturbed();
                 if self.scheduler.disturbed.swap(disturbed, Ordering::AcqRel) != disturbed {
@@ -174,9 +185,17 @@ impl Delivery {
                 self.keep_house();
                 housekeeping = now + HOUSEKEEPING;
             }
-            let due = self.queue.next_due().map(|t| self.clock.instant_at(t));
+            let due = match writable {
+                true => self.queue.next_due().map(|t| self.clock.instant_at(t)),
+                // Watch for the spool to heal.
+                false => Some(now + STALE_CHECK),
+            };
             let timer = self.scheduler.timers().next();
-            let until = [Some(housekeeping), Some(stale_check), due, timer]
+            let held = self
+                .unwritten
+                .next()
+                .map(|t| t.max(now + Duration::from_millis(100)));
+            let until = [Some(housekeeping), Some(stale_check), due, timer, held]
                 .into_iter()
                 .flatten()
                 .min()
@@ -189,6 +208,31 @@ impl Delivery {
         }
         self.scheduler.clear();
         tracing::info!("delivery stopped taking new messages");
+    }
+
+    /// True while the spool can write outcomes (it may refuse new mail).
+    pub(crate) fn spool_writable(&self) -> bool {
+        !matches!(self.queue.health(), queue::Health::Unhealthy(_))
+    }
+
+    /// The spool stopped or started taking writes: delivery stops taking
+    /// new work (connections finish what they send, and idle), or takes it
+    /// up again.
+    fn spool_turned(self: &Arc<Self>, writable: bool) {
+        match writable {
+            true => {
+                tracing::warn!("the spool writes again: delivery resumes");
+                self.holds_changed();
+            }
+            false => {
+                let health = self.queue.health();
+                tracing::error!(
+                    ?health,
+                    held = self.unwritten.len(),
+                    "the spool cannot write: delivery stops taking new work until it can"
+                );
+            }
+        }
     }
 
     /// Runs the timers that are due; true if any was.

@@ -98,6 +98,11 @@ impl Delivery {
     }
 
     fn move_jobs(self: &Arc<Self>, dest: &Arc<Dest>, q: &mut Queued, expired: &mut Vec<Job>) {
+        if !self.spool_writable() {
+            // Resumed by the scheduler when the spool heals.
+            q.held = Some("the spool cannot write outcomes now".into());
+            return;
+        }
         let holds = self.scheduler.holds.get(&self.settings.shaper.actions);
         if let Some((until, why)) = holds.pool(&dest.pool) {
             q.held = Some(why.clone());
