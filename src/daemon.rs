@@ -122,11 +122,23 @@ pub async fn run_with(
     resolver: Arc<dyn Resolver>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let queue = open_queue(&config).await?;
+    run_on_queue(config, bound, resolver, queue, shutdown).await
+}
+
+/// Runs Tern on a queue already open on `config.queue` (tests that
+/// inject disk faults open it themselves).
+pub async fn run_on_queue(
+    config: Config,
+    bound: Vec<TcpListener>,
+    resolver: Arc<dyn Resolver>,
+    queue: Arc<Queue>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         bound.len() == config.listeners.len(),
         "one bound socket per configured listener is needed"
     );
-    let queue = open_queue(&config).await?;
     let log = Arc::new(DeliveryLog::open(&config.log).with_context(|| {
         format!(
             "cannot open the delivery log {}",

@@ -178,6 +178,37 @@ impl Tern {
         Self { addr, stop, task }
     }
 
+    /// Starts Tern on a fresh port of 127.0.0.1, on a queue opened here
+    /// with `faults` to inject disk failures into; returns the queue too.
+    pub async fn start_with_faults(
+        mut cfg: Config,
+        faults: std::sync::Arc<queue::faults::Faults>,
+    ) -> (Self, std::sync::Arc<queue::Queue>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        cfg.listeners[0].address = addr;
+        let mut opts = cfg.queue.options();
+        opts.faults = Some(faults);
+        let (q, _) = tokio::task::spawn_blocking(move || queue::Queue::open(opts))
+            .await
+            .unwrap()
+            .unwrap();
+        let q = std::sync::Arc::new(q);
+        let resolver: std::sync::Arc<dyn tern::dns::resolver::Resolver> =
+            std::sync::Arc::new(tern::dns::resolver::HickoryResolver::new(&cfg.dns).unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(tern::daemon::run_on_queue(
+            cfg,
+            vec![listener],
+            resolver,
+            q.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        (Self { addr, stop, task }, q)
+    }
+
     /// Starts Tern with one listener per `cfg.listeners` entry, each on a
     /// fresh port of 127.0.0.1; returns it and every listener's address
     /// (`addr` is the first).
