@@ -84,7 +84,7 @@ fn config(net: &Net, fs: &Tmpfs) -> tern::config::Config {
 async fn fill(tern: &Tern) -> Vec<usize> {
     let mut accepted = Vec::new();
     for i in 0..1000 {
-        let r = submit_one(&tern, i).await;
+        let r = submit_one(tern, i).await;
         match r.starts_with("250") {
             true => accepted.push(i),
             false => {
