@@ -63,6 +63,7 @@ pub mod dkim;
 pub mod dns;
 pub mod egress;
 pub mod intake;
+pub mod limits;
 pub mod log;
 pub mod logging;
 pub mod message;

@@ -256,6 +256,9 @@ fn check_config(path: &Path) -> ExitCode {
     for line in config.summary().lines() {
         println!("  {line}");
     }
+    if let Some(w) = crate::limits::warning(&config, crate::limits::hard_open_files()) {
+        println!("warning: {w}");
+    }
     ExitCode::SUCCESS
 }
 
@@ -267,6 +270,7 @@ fn run(path: &Path) -> ExitCode {
         eprintln!("tern: {e:#}");
         return ExitCode::FAILURE;
     }
+    open_file_limit(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -288,6 +292,22 @@ fn run(path: &Path) -> ExitCode {
             eprintln!("tern: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the open-file limit to its hard limit, and warns when the
+/// config may need more.
+fn open_file_limit(config: &crate::config::Config) {
+    match crate::limits::raise_open_files() {
+        Ok((before, now)) => {
+            if before != now {
+                tracing::info!(before, now, "raised the open-file limit");
+            }
+            if let Some(w) = crate::limits::warning(config, now) {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 

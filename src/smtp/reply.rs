@@ -134,6 +134,12 @@ pub const AUTH_OK: Reply = Reply::new(235, [2, 7, 0], "Authentication successful
 // Closing the session (421).
 pub const SHUTTING_DOWN: Reply =
     Reply::new(421, [4, 3, 2], "Service shutting down, try again later");
+/// The process is out of file descriptors: this client waits its turn.
+pub const TOO_MANY_DESCRIPTORS: Reply = Reply::new(
+    421,
+    [4, 3, 2],
+    "Too many connections right now, try again later",
+);
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::new(421, [4, 3, 2], "Too many connections, try again later");
 pub const TOO_MANY_FROM_IP: Reply = Reply::new(

@@ -109,6 +109,9 @@ pub async fn serve(
         ctx.listener.max_connections,
         ctx.listener.max_connections_per_ip,
     );
+    // A descriptor kept spare, to answer one client 421 when the process
+    // runs out of them (rather than leave it waiting in the backlog).
+    let mut spare = std::fs::File::open("/dev/null").ok();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -122,8 +125,13 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
+                // Out of file descriptors and the like: answer one client
+                // 421 with the spare descriptor, and back off instead of
+                // spinning.
                 tracing::warn!(error = %e, "accept failed");
+                if out_of_descriptors(&e) {
+                    shed(&listener, &mut spare).await;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -144,6 +152,26 @@ pub async fn serve(
         }
     }
     tracing::info!(address = %ctx.listener.address, "listener stopped accepting");
+}
+
+/// True when accept failed for want of a file descriptor.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(Errno::from_io_error(e), Some(Errno::MFILE | Errno::NFILE))
+}
+
+/// Frees the spare descriptor, accepts one waiting client and tells it
+/// 421, then takes the spare again.
+async fn shed(listener: &TcpListener, spare: &mut Option<std::fs::File>) {
+    if spare.take().is_none() {
+        return;
+    }
+    let waiting = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
+    if let Ok(Ok((stream, peer))) = waiting {
+        tracing::warn!(%peer, "out of file descriptors: client refused with 421");
+        refuse(stream, reply::TOO_MANY_DESCRIPTORS).await;
+    }
+    *spare = std::fs::File::open("/dev/null").ok();
 }
 
 /// Tells a client it cannot be served now, then closes.
