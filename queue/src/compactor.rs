@@ -72,8 +72,25 @@ fn still_there(shared: &Shared, seg: SegId) -> bool {
     shared.index().segments.contains_key(&seg)
 }
 
-/// Relocates every live message with a record in `victim`.
+/// Relocates every live message, and every state value, with a record in
+/// `victim`.
 fn compact(shared: &Shared, tx: &Sender<Cmd>, victim: SegId) -> Result<(), QueueError> {
+    let keys = shared.index().states_in(victim);
+    let mut waits = Vec::with_capacity(keys.len());
+    for key in keys {
+        let (reply, wait) = oneshot::channel();
+        let op = Op::RelocateState { key, from: victim };
+        let req = Request {
+            op,
+            rec: None,
+            reply,
+        };
+        tx.send(Cmd::Write(req)).map_err(|_| QueueError::Closed)?;
+        waits.push(wait);
+    }
+    for w in waits {
+        w.blocking_recv().map_err(|_| QueueError::Closed)??;
+    }
     let movers = shared.index().referencing(victim);
     tracing::debug!(segment = %format!("{victim:016x}"), messages = movers.len(), "compacting spool segment");
     for chunk in movers.chunks(CHUNK) {

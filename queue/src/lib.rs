@@ -33,6 +33,10 @@
 //!   spool directory makes opening fail or panic; only I/O errors do.
 //! - A message may be handed out again after a crash if its delivery was not
 //!   yet recorded (at-least-once delivery), never lost.
+//! - [`Queue::put_state`] keeps the application's small state values (its
+//!   operators' suspensions, warm-up counts) beside the messages under the
+//!   same contract: durable on return, the latest value of a key wins, an
+//!   empty value removes it, and compaction carries a value along.
 //!
 //! # On disk
 //!

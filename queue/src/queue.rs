@@ -230,6 +230,32 @@ impl Queue {
         }
     }
 
+    /// Keeps `value` under `key` durably, beside the messages and with the
+    /// same crash-safety contract: it survives a crash once this returns,
+    /// a later value of the key replaces it, an empty value removes it.
+    /// For the application's own small state (operators' suspensions,
+    /// warm-up counts): keys of at most 255 bytes, values of at most
+    /// 16 MiB. Written even below the free-space reserve (like outcomes).
+    pub async fn put_state(&self, key: &str, value: Bytes) -> Result<(), QueueError> {
+        if key.is_empty() || key.len() > codec::MAX_STATE_KEY {
+            return Err(QueueError::Invalid("a state key is 1 to 255 bytes"));
+        }
+        if value.len() > codec::MAX_STATE_VALUE {
+            return Err(QueueError::Invalid("a state value is at most 16 MiB"));
+        }
+        let rec = codec::encode_state(key, &value);
+        let op = Op::PutState {
+            key: key.into(),
+            value,
+        };
+        self.submit(op, Some(rec)).await.map(|_| ())
+    }
+
+    /// The value kept under `key`, if any.
+    pub fn state(&self, key: &str) -> Option<Bytes> {
+        self.shared.index().state(key)
+    }
+
     /// Removes a message whatever its recipients' states (purge), durably.
     pub async fn remove(&self, id: MessageId) -> Result<(), QueueError> {
         self.submit(Op::Remove { id }, Some(codec::encode_remove(id)))
@@ -418,6 +444,11 @@ impl SpoolSnapshot {
     /// Up to `limit` messages with ids after `after`, in id order.
     pub fn page(&self, after: Option<MessageId>, limit: usize) -> Vec<MessageInfo> {
         self.index.page(after, limit)
+    }
+
+    /// The value kept under `key`, if any (see [`Queue::put_state`]).
+    pub fn state(&self, key: &str) -> Option<Bytes> {
+        self.index.state(key)
     }
 }
 

@@ -270,6 +270,9 @@ impl Replay {
                     self.report.orphan_records += 1;
                 }
             }
+            Ok(Record::State(key, value)) => {
+                self.index.apply_state(key, value, seg, total as u32);
+            }
             Ok(Record::Unknown(kind)) => {
                 tracing::warn!(path = %path.display(), offset, kind, "skipping spool record of unknown kind");
                 self.report.unknown_records += 1;

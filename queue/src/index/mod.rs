@@ -20,6 +20,7 @@
 //!
 //! The active segment is never deleted.
 
+mod state;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -168,6 +169,8 @@ pub(crate) struct Index {
     /// Messages taken from their holder (claimed or removed while handed
     /// out): holders check their hand-outs again when it changes.
     pub disturbed: u64,
+    /// The state values kept beside the messages, by key.
+    states: BTreeMap<Box<str>, state::StateEntry>,
 }
 
 impl Index {
@@ -201,7 +204,7 @@ impl Index {
         self.pending
     }
 
-    fn seg(&mut self, id: SegId) -> &mut SegInfo {
+    pub(crate) fn seg(&mut self, id: SegId) -> &mut SegInfo {
         self.segments.entry(id).or_insert_with(|| SegInfo {
             refs: 0,
             deps: BTreeSet::new(),

@@ -16,6 +16,7 @@
 
 mod files;
 mod health;
+mod ops;
 
 pub use health::RESERVE_FILE;
 
@@ -30,12 +31,12 @@ use tokio::sync::oneshot;
 
 use crate::codec::{self, Encoded};
 use crate::error::QueueError;
-use crate::index::{Index, Loc, SegInfo};
+use crate::index::{Loc, SegInfo};
 use crate::options::Durability;
 use crate::segment::SegId;
 use crate::shared::Shared;
 use crate::types::{Envelope, MessageId, RecipientStatus, Timestamp, UpdateOutcome};
-use files::create_segment;
+use ops::{apply_op, clone_err, fail_all, first_segment, is_deferral, reschedule};
 
 /// Stop collecting a batch beyond this many bytes or requests.
 const MAX_BATCH_BYTES: usize = 32 << 20;
@@ -81,6 +82,17 @@ pub(crate) enum Op {
         from: Loc,
         body: Bytes,
     },
+    /// A state key holds a new value (empty: removed).
+    PutState {
+        key: Box<str>,
+        value: Bytes,
+    },
+    /// Rewrite a state key's value at the head of the log (compaction),
+    /// if its record is still in `from`.
+    RelocateState {
+        key: Box<str>,
+        from: SegId,
+    },
 }
 
 /// What a committed request did.
@@ -92,6 +104,8 @@ pub(crate) enum Done {
     Relocated,
     /// This many recipients were made due sooner (0: none, or handed out).
     Rescheduled(usize),
+    /// A state key was written (or its relocation skipped).
+    State,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Done, QueueError>>;
@@ -306,7 +320,7 @@ impl Writer {
     /// before its retry time, and if Tern stops first it is simply retried
     /// sooner. Outcomes that end recipients are always written.
     fn admit(&mut self, mut reqs: Vec<Request>) -> Vec<Request> {
-        reqs.sort_by_key(|r| !matches!(r.op, Op::Relocate { .. }));
+        reqs.sort_by_key(|r| !matches!(r.op, Op::Relocate { .. } | Op::RelocateState { .. }));
         let min = self.shared.opts.min_free_space;
         let mut room = self.free_estimate();
         let low = self.space.low.clone();
@@ -376,6 +390,21 @@ impl Writer {
                     }
                     _ => {
                         let _ = r.reply.send(Ok(Done::Relocated));
+                        continue;
+                    }
+                },
+                Op::PutState { .. } => Ok(()),
+                Op::RelocateState { key, from } => match ix.state_seg(key) {
+                    Some(seg) if seg == *from => {
+                        let value = ix.state(key).unwrap_or_default();
+                        r.rec = Some(codec::encode_state(key, &value));
+                        if let Op::RelocateState { key, .. } = r.op {
+                            r.op = Op::PutState { key, value };
+                        }
+                        Ok(())
+                    }
+                    _ => {
+                        let _ = r.reply.send(Ok(Done::State));
                         continue;
                     }
                 },
@@ -451,132 +480,5 @@ impl Writer {
         if crate::compactor::worth_compacting(&self.shared.opts, total, live) {
             self.shared.compactor_wake.notify();
         }
-    }
-}
-
-/// True when an update only defers: every recipient it changes stays
-/// pending.
-fn is_deferral(changes: &[(u32, RecipientStatus)]) -> bool {
-    changes
-        .iter()
-        .all(|(_, s)| s.state == crate::types::RecipientState::Pending)
-}
-
-/// The changes that make message `id`'s pending recipients due at `at`
-/// (sooner only), unless it is handed out; `None` when there are none.
-fn reschedule(ix: &Index, id: MessageId, at: Timestamp) -> Option<Vec<(u32, RecipientStatus)>> {
-    let e = ix.entry(id).filter(|e| !e.taken)?;
-    let changes: Vec<(u32, RecipientStatus)> = e
-        .statuses
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.state == crate::types::RecipientState::Pending && s.next_attempt > at)
-        .map(|(i, s)| {
-            let st = RecipientStatus {
-                next_attempt: at,
-                ..s.clone()
-            };
-            (i as u32, st)
-        })
-        .collect();
-    (!changes.is_empty()).then_some(changes)
-}
-
-/// The first segment to write to: a fresh one; if it cannot be made (a
-/// full disk at start), the reserve is released and it is tried again;
-/// failing that, the last segment recovered is appended to, so that Tern
-/// starts on a full spool and delivers (the door stays shut until there
-/// is room).
-fn first_segment(shared: &Shared, dir: &File, id: SegId) -> Result<Active, QueueError> {
-    let create = || {
-        #[cfg(any(test, feature = "fault-injection"))]
-        shared.faults.before_write()?;
-        create_segment(&shared.dir, dir, id)
-    };
-    let err = match create() {
-        Ok(a) => return Ok(a),
-        Err(e) => e,
-    };
-    if std::fs::remove_file(shared.dir.join(RESERVE_FILE)).is_ok() {
-        tracing::warn!("no room for a new spool segment at start: released the reserve file");
-        if let Ok(a) = create() {
-            return Ok(a);
-        }
-    }
-    let ix = shared.index();
-    let last = ix.segments.iter().next_back();
-    match last.and_then(|(id, s)| Some((*id, s.file.clone()?, s.salt, s.size))) {
-        Some((id, file, salt, size)) => {
-            tracing::warn!(segment = %format!("{id:016x}"), error = %err, "no room for a new spool segment at start: appending to the last one");
-            Ok(Active {
-                id,
-                file,
-                salt,
-                size,
-            })
-        }
-        None => Err(QueueError::io(format!("create segment {id:016x}"), err)),
-    }
-}
-
-/// Applies one committed operation to the index.
-fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueError> {
-    match op {
-        Op::Insert {
-            id,
-            env,
-            statuses,
-            arrival,
-            body,
-            ..
-        } => {
-            ix.apply_full(id, env, statuses, arrival, loc, Some(body));
-            Ok(Done::Inserted)
-        }
-        Op::Update {
-            id,
-            changes,
-            release,
-        } => ix
-            .apply_status(id, &changes, loc.seg, release)
-            .map(Done::Updated)
-            .ok_or(QueueError::NotFound(id)),
-        Op::Remove { id } => {
-            if ix.apply_remove(id, loc.seg) {
-                Ok(Done::Removed)
-            } else {
-                Err(QueueError::NotFound(id))
-            }
-        }
-        Op::Reschedule { id, changes, .. } => {
-            let n = changes.len();
-            ix.apply_status(id, &changes, loc.seg, false)
-                .map(|_| Done::Rescheduled(n))
-                .ok_or(QueueError::NotFound(id))
-        }
-        Op::Relocate { id, .. } => {
-            // Same content as committed state (only this thread changes it).
-            if let Some(e) = ix.entry(id) {
-                let (env, statuses) = (e.env.clone(), e.statuses.clone());
-                let arrival = (e.arrival, e.priority);
-                ix.apply_full(id, env, statuses, arrival, loc, None);
-            }
-            Ok(Done::Relocated)
-        }
-    }
-}
-
-fn fail_all(staged: Vec<Request>, err: &QueueError) {
-    for r in staged {
-        let _ = r.reply.send(Err(clone_err(err)));
-    }
-}
-
-/// Errors sent to several callers at once (the variants the writer produces).
-fn clone_err(e: &QueueError) -> QueueError {
-    match e {
-        QueueError::Full(r) => QueueError::Full(r.clone()),
-        QueueError::Unhealthy(r) => QueueError::Unhealthy(r.clone()),
-        other => QueueError::Unhealthy(other.to_string().into()),
     }
 }

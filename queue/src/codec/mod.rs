@@ -17,7 +17,9 @@
 //! - `1` message as written before priorities: the same without the
 //!   priority byte (read as [`DEFAULT_PRIORITY`]; never written now);
 //! - `2` status: id u64, then per changed recipient its index and status;
-//! - `3` remove: id u64, reason u8.
+//! - `3` remove: id u64, reason u8;
+//! - `5` state: key (u16 length, UTF-8), value (u32 length): `key` holds
+//!   `value` from now on; an empty value removes `key`.
 //!
 //! The salt is random per segment and stored in the segment header, so bytes
 //! that merely look like a record (stale data, or a record embedded in a
@@ -25,13 +27,10 @@
 //! Decoding never trusts a length: every read is bounds-checked and returns
 //! [`DecodeError`] instead of panicking.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use crate::types::{
-    DEFAULT_PRIORITY, Envelope, EnvelopeRecipient, LOWEST_PRIORITY, MAX_REPLY_LEN, MessageId,
-    RecipientState, RecipientStatus, Timestamp,
+    Envelope, LOWEST_PRIORITY, MAX_REPLY_LEN, MessageId, RecipientStatus, Timestamp,
 };
 
 /// Marks the start of every record.
@@ -45,6 +44,10 @@ pub(crate) const KIND_MESSAGE: u8 = 1;
 pub(crate) const KIND_STATUS: u8 = 2;
 pub(crate) const KIND_REMOVE: u8 = 3;
 pub(crate) const KIND_MESSAGE_PRIORITY: u8 = 4;
+pub(crate) const KIND_STATE: u8 = 5;
+
+mod decode;
+pub(crate) use decode::*;
 
 /// Most recipients one message may have in the spool format.
 pub(crate) const MAX_RECIPIENTS: usize = 1_000_000;
@@ -205,224 +208,18 @@ pub(crate) fn encode_remove(id: MessageId) -> Encoded {
     finish(head, Bytes::new())
 }
 
-/// Why a record could not be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DecodeError {
-    /// Fewer bytes than the record claims.
-    Truncated,
-    /// A field holds a value the format does not allow.
-    Invalid(&'static str),
-}
+/// Longest state key, and largest state value.
+pub(crate) const MAX_STATE_KEY: usize = 255;
+pub(crate) const MAX_STATE_VALUE: usize = 16 << 20;
 
-impl DecodeError {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::Truncated => "record shorter than its fields",
-            Self::Invalid(why) => why,
-        }
-    }
-}
-
-/// Bounds-checked little-endian reader over a payload.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
-        let out = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
-        self.pos = end;
-        Ok(out)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn bytes16(&mut self) -> Result<&'a [u8], DecodeError> {
-        let n = self.u16()? as usize;
-        self.take(n)
-    }
-    fn str16(&mut self) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.bytes16()?).map_err(|_| DecodeError::Invalid("text is not UTF-8"))
-    }
-    fn rest(&mut self) -> &'a [u8] {
-        let out = &self.buf[self.pos.min(self.buf.len())..];
-        self.pos = self.buf.len();
-        out
-    }
-}
-
-/// Interns reply texts so that recipients sharing a reply share memory.
-pub(crate) trait ReplyInterner {
-    fn intern(&mut self, text: &str) -> Arc<str>;
-}
-
-fn get_status(
-    r: &mut Reader<'_>,
-    replies: &mut dyn ReplyInterner,
-) -> Result<RecipientStatus, DecodeError> {
-    let state =
-        RecipientState::from_u8(r.u8()?).ok_or(DecodeError::Invalid("unknown recipient state"))?;
-    let attempts = r.u16()?;
-    let next_attempt = Timestamp::from_millis(r.u64()?);
-    let reply = r.str16()?;
-    Ok(RecipientStatus {
-        state,
-        attempts,
-        next_attempt,
-        last_reply: (!reply.is_empty()).then(|| replies.intern(reply)),
-    })
-}
-
-/// A decoded message record. `body_offset` is where the body starts,
-/// counted from the start of the record (header included).
-pub(crate) struct MessageRecord {
-    pub id: MessageId,
-    pub arrival: Timestamp,
-    pub priority: u8,
-    pub envelope: Envelope,
-    pub statuses: Box<[RecipientStatus]>,
-    pub body_offset: u32,
-}
-
-/// A decoded status record.
-pub(crate) struct StatusRecord {
-    pub id: MessageId,
-    pub changes: Vec<(u32, RecipientStatus)>,
-}
-
-/// Any decoded record.
-pub(crate) enum Record {
-    Message(MessageRecord),
-    Status(StatusRecord),
-    Remove(MessageId),
-    /// A kind this version does not know (written by a newer version, or a
-    /// checksum collision): reported and skipped.
-    Unknown(u8),
-}
-
-/// Decodes a payload whose checksum already matched.
-pub(crate) fn decode(
-    payload: &[u8],
-    replies: &mut dyn ReplyInterner,
-) -> Result<Record, DecodeError> {
-    let mut r = Reader {
-        buf: payload,
-        pos: 0,
-    };
-    match r.u8()? {
-        KIND_MESSAGE => decode_message(&mut r, replies, false).map(Record::Message),
-        KIND_MESSAGE_PRIORITY => decode_message(&mut r, replies, true).map(Record::Message),
-        KIND_STATUS => {
-            let id = MessageId::from_u64(r.u64()?);
-            let n = r.u32()? as usize;
-            // Each change takes at least 17 bytes: no allocation beyond the input.
-            if n > (payload.len() / 17) + 1 {
-                return Err(DecodeError::Truncated);
-            }
-            let mut changes = Vec::with_capacity(n);
-            for _ in 0..n {
-                let index = r.u32()?;
-                changes.push((index, get_status(&mut r, replies)?));
-            }
-            Ok(Record::Status(StatusRecord { id, changes }))
-        }
-        KIND_REMOVE => {
-            let id = MessageId::from_u64(r.u64()?);
-            let _reason = r.u8()?;
-            Ok(Record::Remove(id))
-        }
-        other => Ok(Record::Unknown(other)),
-    }
-}
-
-fn decode_message(
-    r: &mut Reader<'_>,
-    replies: &mut dyn ReplyInterner,
-    with_priority: bool,
-) -> Result<MessageRecord, DecodeError> {
-    let id = MessageId::from_u64(r.u64()?);
-    let arrival = Timestamp::from_millis(r.u64()?);
-    let priority = match with_priority {
-        true => r.u8()?.min(LOWEST_PRIORITY),
-        false => DEFAULT_PRIORITY,
-    };
-    let sender = r.str16()?.into();
-    let meta_len = r.u32()? as usize;
-    let meta = r.take(meta_len)?.into();
-    let n = r.u32()? as usize;
-    // Each recipient takes at least 17 bytes: bound the allocation by the input.
-    if n == 0 || n > MAX_RECIPIENTS || n > r.buf.len() / 17 {
-        return Err(DecodeError::Invalid("bad recipient count"));
-    }
-    let mut recipients = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    for _ in 0..n {
-        let address = r.str16()?.into();
-        let params = r.bytes16()?.into();
-        recipients.push(EnvelopeRecipient { address, params });
-        statuses.push(get_status(r, replies)?);
-    }
-    let body_offset = (RECORD_HEADER_LEN + r.pos) as u32;
-    let _body = r.rest();
-    Ok(MessageRecord {
-        id,
-        arrival,
-        priority,
-        envelope: Envelope {
-            sender,
-            meta,
-            recipients: recipients.into_boxed_slice(),
-        },
-        statuses: statuses.into_boxed_slice(),
-        body_offset,
-    })
-}
-
-/// What [`check_record`] found at a position.
-pub(crate) enum Check<'a> {
-    /// A whole record with a good checksum: its payload and total length.
-    Valid { payload: &'a [u8], total: usize },
-    /// Not a record (bad magic, bad length or checksum).
-    Invalid(&'static str),
-    /// The bytes end before the record does (a torn write at the tail).
-    Incomplete,
-}
-
-/// Validates the record starting at `buf[0]` against `salt`.
-pub(crate) fn check_record(buf: &[u8], salt: u32) -> Check<'_> {
-    if buf.len() < RECORD_HEADER_LEN {
-        return Check::Incomplete;
-    }
-    if buf[..4] != RECORD_MAGIC {
-        return Check::Invalid("bad record magic");
-    }
-    let len_bytes: [u8; 4] = buf[4..8].try_into().expect("4");
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    if len == 0 || len > MAX_PAYLOAD {
-        return Check::Invalid("bad record length");
-    }
-    let total = RECORD_HEADER_LEN + len;
-    if buf.len() < total {
-        return Check::Incomplete;
-    }
-    let stored = u32::from_le_bytes(buf[8..12].try_into().expect("4")) ^ salt;
-    let payload = &buf[RECORD_HEADER_LEN..total];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload);
-    if crc != stored {
-        return Check::Invalid("checksum mismatch");
-    }
-    Check::Valid { payload, total }
+/// Encodes a state record: `key` holds `value` from now on (an empty
+/// value removes it). The caller checks the sizes.
+pub(crate) fn encode_state(key: &str, value: &[u8]) -> Encoded {
+    let mut head = begin(KIND_STATE, 6 + key.len() + value.len());
+    put_str16(&mut head, key.as_bytes());
+    head.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    head.extend_from_slice(value);
+    finish(head, Bytes::new())
 }
 
 #[cfg(test)]

@@ -1,0 +1,148 @@
+//! What the writer does with each kind of request once it is committed
+//! (applied to the index), and the helpers its admission uses.
+
+use std::fs::File;
+
+use super::files::create_segment;
+use super::{Active, Done, Op, RESERVE_FILE, Request};
+use crate::error::QueueError;
+use crate::index::{Index, Loc};
+use crate::segment::SegId;
+use crate::shared::Shared;
+use crate::types::{MessageId, RecipientStatus, Timestamp};
+
+/// True when an update only defers: every recipient it changes stays
+/// pending.
+pub(super) fn is_deferral(changes: &[(u32, RecipientStatus)]) -> bool {
+    changes
+        .iter()
+        .all(|(_, s)| s.state == crate::types::RecipientState::Pending)
+}
+
+/// The changes that make message `id`'s pending recipients due at `at`
+/// (sooner only), unless it is handed out; `None` when there are none.
+pub(super) fn reschedule(
+    ix: &Index,
+    id: MessageId,
+    at: Timestamp,
+) -> Option<Vec<(u32, RecipientStatus)>> {
+    let e = ix.entry(id).filter(|e| !e.taken)?;
+    let changes: Vec<(u32, RecipientStatus)> = e
+        .statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.state == crate::types::RecipientState::Pending && s.next_attempt > at)
+        .map(|(i, s)| {
+            let st = RecipientStatus {
+                next_attempt: at,
+                ..s.clone()
+            };
+            (i as u32, st)
+        })
+        .collect();
+    (!changes.is_empty()).then_some(changes)
+}
+
+/// The first segment to write to: a fresh one; if it cannot be made (a
+/// full disk at start), the reserve is released and it is tried again;
+/// failing that, the last segment recovered is appended to, so that Tern
+/// starts on a full spool and delivers (the door stays shut until there
+/// is room).
+pub(super) fn first_segment(shared: &Shared, dir: &File, id: SegId) -> Result<Active, QueueError> {
+    let create = || {
+        #[cfg(any(test, feature = "fault-injection"))]
+        shared.faults.before_write()?;
+        create_segment(&shared.dir, dir, id)
+    };
+    let err = match create() {
+        Ok(a) => return Ok(a),
+        Err(e) => e,
+    };
+    if std::fs::remove_file(shared.dir.join(RESERVE_FILE)).is_ok() {
+        tracing::warn!("no room for a new spool segment at start: released the reserve file");
+        if let Ok(a) = create() {
+            return Ok(a);
+        }
+    }
+    let ix = shared.index();
+    let last = ix.segments.iter().next_back();
+    match last.and_then(|(id, s)| Some((*id, s.file.clone()?, s.salt, s.size))) {
+        Some((id, file, salt, size)) => {
+            tracing::warn!(segment = %format!("{id:016x}"), error = %err, "no room for a new spool segment at start: appending to the last one");
+            Ok(Active {
+                id,
+                file,
+                salt,
+                size,
+            })
+        }
+        None => Err(QueueError::io(format!("create segment {id:016x}"), err)),
+    }
+}
+
+/// Applies one committed operation to the index.
+pub(super) fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueError> {
+    match op {
+        Op::Insert {
+            id,
+            env,
+            statuses,
+            arrival,
+            body,
+            ..
+        } => {
+            ix.apply_full(id, env, statuses, arrival, loc, Some(body));
+            Ok(Done::Inserted)
+        }
+        Op::Update {
+            id,
+            changes,
+            release,
+        } => ix
+            .apply_status(id, &changes, loc.seg, release)
+            .map(Done::Updated)
+            .ok_or(QueueError::NotFound(id)),
+        Op::Remove { id } => {
+            if ix.apply_remove(id, loc.seg) {
+                Ok(Done::Removed)
+            } else {
+                Err(QueueError::NotFound(id))
+            }
+        }
+        Op::Reschedule { id, changes, .. } => {
+            let n = changes.len();
+            ix.apply_status(id, &changes, loc.seg, false)
+                .map(|_| Done::Rescheduled(n))
+                .ok_or(QueueError::NotFound(id))
+        }
+        Op::PutState { key, value } => {
+            ix.apply_state(key, value, loc.seg, loc.len);
+            Ok(Done::State)
+        }
+        Op::RelocateState { .. } => Ok(Done::State), // admitted as a PutState
+        Op::Relocate { id, .. } => {
+            // Same content as committed state (only this thread changes it).
+            if let Some(e) = ix.entry(id) {
+                let (env, statuses) = (e.env.clone(), e.statuses.clone());
+                let arrival = (e.arrival, e.priority);
+                ix.apply_full(id, env, statuses, arrival, loc, None);
+            }
+            Ok(Done::Relocated)
+        }
+    }
+}
+
+pub(super) fn fail_all(staged: Vec<Request>, err: &QueueError) {
+    for r in staged {
+        let _ = r.reply.send(Err(clone_err(err)));
+    }
+}
+
+/// Errors sent to several callers at once (the variants the writer produces).
+pub(super) fn clone_err(e: &QueueError) -> QueueError {
+    match e {
+        QueueError::Full(r) => QueueError::Full(r.clone()),
+        QueueError::Unhealthy(r) => QueueError::Unhealthy(r.clone()),
+        other => QueueError::Unhealthy(other.to_string().into()),
+    }
+}
