@@ -225,7 +225,9 @@ pub(crate) fn encode_state(key: &str, value: &[u8]) -> Encoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{DEFAULT_PRIORITY, EnvelopeRecipient, RecipientState};
     use std::collections::HashMap;
+    use std::sync::Arc;
 
     #[derive(Default)]
     pub(crate) struct Interner(HashMap<Box<str>, Arc<str>>);
