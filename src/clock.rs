@@ -131,9 +131,42 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Reads back what [`rfc3339`] writes (`2026-11-23T06:00:00.123Z`, the
+/// milliseconds optional); `None` for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let days = u64::try_from(parse_date(date)?).ok()?;
+    let (hms, ms) = time.split_once('.').unwrap_or((time, "0"));
+    let mut parts = hms.split(':');
+    let mut num = |max: u64| parts.next()?.parse::<u64>().ok().filter(|v| *v < max);
+    let (h, m, sec) = (num(24)?, num(60)?, num(61)?);
+    let ms: u64 = ms.parse().ok().filter(|v| *v < 1000)?;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_reads_back() {
+        let t = at(1_795_413_845) + Duration::from_millis(7);
+        assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        assert_eq!(
+            parse_rfc3339("2026-11-23T06:04:05Z"),
+            Some(at(1_795_413_845))
+        );
+        for bad in [
+            "",
+            "2026-11-23",
+            "2026-11-23T25:00:00Z",
+            "2026-11-23T06:04:05.1234Z",
+            "x",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)

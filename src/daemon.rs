@@ -103,16 +103,72 @@ pub async fn run_with_listeners(
     run_with(config, bound, resolver, shutdown).await
 }
 
-/// Delivery's settings. After a restart with queued mail, what the rates
-/// counted before it is unknown: they start as if they had just sent
-/// their burst, so nothing goes faster than the limits across a restart.
-fn delivery_settings(config: &Config, services: &Services, queue: &::queue::Queue) -> Settings {
+/// Delivery's settings, with the shaping actions kept in the spool put
+/// back. After a restart with queued mail, what the rates counted before
+/// it is unknown: they start as if they had just sent their burst, so
+/// nothing goes faster than the limits across a restart.
+fn delivery_settings(
+    config: &Config,
+    services: &Services,
+    queue: &Arc<Queue>,
+) -> (Settings, crate::state::Slot) {
     let mut settings = Settings::new(config, services.metrics.clone());
-    if queue.message_count() > 0 {
-        let now = tokio::time::Instant::now();
-        settings.shaper = Arc::new(crate::shaping::Shaper::starting(config, Some(now)));
+    let busy = (queue.message_count() > 0).then(tokio::time::Instant::now);
+    let slot = crate::state::slot(queue, crate::state::ACTIONS);
+    let shaper = crate::shaping::Shaper::starting(config, busy, Some(slot.clone()));
+    if let Some(kept) = queue.state(crate::state::ACTIONS) {
+        let n = shaper.actions.restore(&kept, services.clock.system_time());
+        tracing::info!(actions = n, "shaping actions restored from the spool");
     }
-    settings
+    settings.shaper = Arc::new(shaper);
+    settings.rebinds = Arc::new(crate::delivery::rebind::Rebinds::new(
+        queue.state(crate::state::REBINDS).as_deref(),
+        config.delivery.max_age.get(),
+    ));
+    (settings, slot)
+}
+
+/// The egress, with the day's warm-up counts kept in the spool put back.
+fn egress(config: &Config, queue: &Queue, clock: &Clock) -> Egress {
+    let egress = Egress::new(config);
+    if let Some(kept) = queue.state(crate::state::WARMUP) {
+        egress.restore_warmup(&kept, crate::clock::day_number(clock.system_time()));
+    }
+    egress
+}
+
+/// How often the warm-up counts are kept in the spool (a crash loses at
+/// most this much of the day's counting).
+const WARMUP_KEEP: Duration = Duration::from_secs(2);
+
+/// Keeps the warm-up counts in the spool when they change.
+async fn keep_warmup(delivery: Arc<Delivery>, slot: crate::state::Slot) {
+    let mut last = delivery.warmup_counts();
+    loop {
+        tokio::time::sleep(WARMUP_KEEP).await;
+        let now = delivery.warmup_counts();
+        if now != last {
+            slot.set(now.clone().into());
+            last = now;
+        }
+    }
+}
+
+/// Moves the rebinds an earlier version kept in a file of the spool
+/// directory into the spool's state, then removes the file.
+async fn adopt_legacy_rebinds(config: &Config, queue: &Queue) -> anyhow::Result<()> {
+    let file = crate::delivery::rebind::Rebinds::legacy_file(&config.queue.path);
+    if queue.state(crate::state::REBINDS).is_some() || !file.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    queue
+        .put_state(crate::state::REBINDS, text.into())
+        .await
+        .context("keeping the rebinds in the spool")?;
+    std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+    tracing::info!(file = %file.display(), "rebinds moved from their file into the spool");
+    Ok(())
 }
 
 /// Runs Tern with a given resolver (tests point it at their own DNS).
@@ -146,12 +202,13 @@ pub async fn run_on_queue(
         )
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
-    let settings = delivery_settings(&config, &services, &queue);
+    adopt_legacy_rebinds(&config, &queue).await?;
+    let (settings, actions_slot) = delivery_settings(&config, &services, &queue);
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
         queue.clone(),
         Router::new(&config, resolver),
-        Egress::new(&config),
+        egress(&config, &queue, &services.clock),
         log.clone(),
         services.clock,
         settings,
@@ -164,6 +221,8 @@ pub async fn run_on_queue(
         services.metrics.clone(),
     ));
     let hangup = tokio::spawn(reload_on_sighup(reloader.clone()));
+    let warmup_slot = crate::state::slot(&queue, crate::state::WARMUP);
+    let warmup = tokio::spawn(keep_warmup(delivery.clone(), warmup_slot.clone()));
     let admin = start_admin(&config, &services, shaper, delivery.clone(), reloader).await?;
     let delivery_task = tokio::spawn(delivery.clone().run());
     let (phase, phase_rx) = watch::channel(Phase::Running);
@@ -196,6 +255,12 @@ pub async fn run_on_queue(
         let _ = task.await;
     }
     hangup.abort();
+    warmup.abort();
+    if queue.state(crate::state::WARMUP).as_deref() != Some(&delivery.warmup_counts()[..]) {
+        warmup_slot.set(delivery.warmup_counts().into());
+        warmup_slot.flush(&queue, crate::state::WARMUP).await;
+    }
+    actions_slot.flush(&queue, crate::state::ACTIONS).await;
     let l = log.clone();
     let _ = tokio::task::spawn_blocking(move || l.flush()).await;
     let q = queue.clone();

@@ -45,6 +45,14 @@ struct Warmup {
 /// Messages sent in one day, per provider (`None`: every other site).
 type DayCounts = HashMap<Option<Arc<str>>, u32>;
 
+/// A source's warm-up counts as kept in the spool ("" for every other
+/// site).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptCounts {
+    day: i64,
+    counts: std::collections::BTreeMap<String, u32>,
+}
+
 impl Warmup {
     fn new(c: &crate::config::WarmupConfig) -> Option<Self> {
         Some(Self {
@@ -322,6 +330,51 @@ impl Egress {
     /// The source named `name`.
     pub fn source(&self, name: &str) -> Option<Arc<Source>> {
         self.sources.get(name).map(|(_, s)| s.clone())
+    }
+
+    /// The warm-up counts of the day, per warming source (to be kept, and
+    /// given back to [`Egress::restore_warmup`] after a restart).
+    pub fn warmup_counts(&self) -> Vec<u8> {
+        let mut all: std::collections::BTreeMap<&str, KeptCounts> = Default::default();
+        for (name, (_, source)) in &self.sources {
+            if let Some(w) = &source.warmup {
+                let used = lock(&w.used);
+                let counts = used
+                    .1
+                    .iter()
+                    .map(|(p, n)| (p.as_deref().unwrap_or("").to_owned(), *n))
+                    .collect();
+                all.insert(
+                    name,
+                    KeptCounts {
+                        day: used.0,
+                        counts,
+                    },
+                );
+            }
+        }
+        serde_json::to_vec(&all).unwrap_or_default()
+    }
+
+    /// Puts back the warm-up counts kept before a restart (those of
+    /// another day are not): a warming source does not send its day's
+    /// share twice because Tern restarted.
+    pub fn restore_warmup(&self, kept: &[u8], today: i64) {
+        let Ok(all) = serde_json::from_slice::<HashMap<String, KeptCounts>>(kept) else {
+            tracing::error!("the warm-up counts kept in the spool are unreadable; counting from 0");
+            return;
+        };
+        for (name, k) in all.into_iter().filter(|(_, k)| k.day == today) {
+            let Some(w) = self.sources.get(&name).and_then(|(_, s)| s.warmup.as_ref()) else {
+                continue;
+            };
+            let counts = k
+                .counts
+                .into_iter()
+                .map(|(p, n)| ((!p.is_empty()).then(|| Arc::from(p.as_str())), n))
+                .collect();
+            *lock(&w.used) = (k.day, counts);
+        }
     }
 
     /// True if a source is named `name`.

@@ -70,5 +70,6 @@ pub mod message;
 pub mod metrics;
 pub mod shaping;
 pub mod smtp;
+pub mod state;
 pub mod swap;
 pub mod views;

@@ -203,13 +203,7 @@ async fn a_dead_site_pauses_its_path_and_its_mail_waits_without_connecting() {
         assert!(until(WAIT, || mx.connections() == i + 1).await);
     }
     assert!(until(WAIT, || deferrals() == 2).await, "both deferred");
-    let actions = net.dir.path().join("shaping-actions.json");
-    let listed = || {
-        tern::shaping::rules::read_state(&actions)
-            .unwrap_or_default()
-            .iter()
-            .any(|a| a.rule == "dead_site")
-    };
+    let listed = || net.actions().iter().any(|a| a.rule == "dead_site");
     assert!(
         until(WAIT, listed).await,
         "the pause is listed with the actions"
@@ -263,12 +257,11 @@ async fn a_matching_reply_suspends_the_path_for_its_duration_then_mail_resumes()
     // suspends the path.
     send_each(&tern, &["tempfail@alpha.test"]).await;
     assert!(until(WAIT, || mx.tries("tempfail@alpha.test") == 1).await);
-    let actions = net.dir.path().join("shaping-actions.json");
     assert!(
-        until(WAIT, || actions.exists()).await,
-        "the action is recorded"
+        until(WAIT, || !net.actions().is_empty()).await,
+        "the action is kept in the spool"
     );
-    let list = tern::shaping::rules::read_state(&actions).unwrap();
+    let list = net.actions();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].rule, "busy");
     assert!(list[0].reply.contains("450 4.2.0"), "{:?}", list[0]);
@@ -532,9 +525,8 @@ async fn a_push_back_slows_the_path_down_and_deliveries_bring_it_back() {
     let tern = Tern::start(cfg).await;
     send_each(&tern, &["tempfail@alpha.test"]).await;
     assert!(until(WAIT, || mx.tries("tempfail@alpha.test") == 1).await);
-    let actions = net.dir.path().join("shaping-actions.json");
-    assert!(until(WAIT, || actions.exists()).await);
-    let list = tern::shaping::rules::read_state(&actions).unwrap();
+    assert!(until(WAIT, || !net.actions().is_empty()).await);
+    let list = net.actions();
     assert_eq!(list[0].rate.as_deref(), Some("30.0/m"), "halved: {list:?}");
 
     // Twelve messages: at the full 1/s they would take 12 one-second
@@ -563,11 +555,8 @@ async fn a_push_back_slows_the_path_down_and_deliveries_bring_it_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     exactly(&[&mx], 12).await;
-    let list = tern::shaping::rules::read_state(&actions).unwrap();
-    assert!(
-        list.iter().all(|a| a.rate.is_none()),
-        "whole again: {list:?}"
-    );
+    let whole = || net.actions().iter().all(|a| a.rate.is_none());
+    assert!(until(WAIT, whole).await, "whole again: {:?}", net.actions());
     tern.stop().await;
     let log = net.log();
     let slow = log

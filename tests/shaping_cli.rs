@@ -161,14 +161,20 @@ fn check_config_reports_shaping_mistakes_in_either_file() {
 fn actions_lists_the_suspensions_in_force() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("t.toml");
-    let log = dir.path().join("deliveries.jsonl");
+    let spool = dir.path().join("spool");
     std::fs::write(
         &config,
-        format!("[log]\ndeliveries = \"{}\"\n", log.display()),
+        format!(
+            "[queue]\npath = \"{}\"\n[admin]\nenabled = false\n",
+            spool.display()
+        ),
     )
     .unwrap();
-    let (ok, out, _) = run(tern().args(["shaping", "actions", "--config"]).arg(&config));
-    assert!(ok && out.contains("no automatic actions in force"), "{out}");
+    let (ok, out, err) = run(tern().args(["shaping", "actions", "--config"]).arg(&config));
+    assert!(
+        ok && out.contains("no automatic actions in force"),
+        "{out}{err}"
+    );
     let action = |target: &str, end: &str| {
         format!(
             r#"{{"target":{target},"rule":"busy","reply":"450 4.2.0 mailbox busy","start":"2026-01-01T00:00:00.000Z","end":"{end}"}}"#
@@ -179,7 +185,15 @@ fn actions_lists_the_suspensions_in_force() {
         action(r#"{"provider":"big"}"#, "2999-01-01T00:00:00.000Z"),
         action(r#"{"source":"ip1"}"#, "2001-01-01T00:00:00.000Z")
     );
-    std::fs::write(dir.path().join("shaping-actions.json"), state).unwrap();
+    // What a stopped daemon kept in its spool.
+    let (q, _) = queue::Queue::open(queue::QueueOptions::new(&spool)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(q.put_state(tern::state::ACTIONS, state.into()))
+        .unwrap();
+    q.close();
+    drop(q);
     let (ok, out, err) = run(tern().args(["shaping", "actions", "--config"]).arg(&config));
     assert!(ok, "{err}");
     assert!(

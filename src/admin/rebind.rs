@@ -16,7 +16,7 @@ use super::AdminState;
 use super::jobs::{Acted, sweep};
 use super::types::{Cancelled, Rebind, RebindMade};
 
-#[utoipa::path(post, path = "/v1/rebinds", tag = "control", request_body = super::types::Rebind, responses((status = 201, description = "In force", body = super::types::RebindMade), (status = 400, description = "No criterion given", body = super::types::ApiError), (status = 422, description = "No such pool", body = super::types::ApiError)))]
+#[utoipa::path(post, path = "/v1/rebinds", tag = "control", request_body = super::types::Rebind, responses((status = 201, description = "In force, and kept in the spool", body = super::types::RebindMade), (status = 400, description = "No criterion given", body = super::types::ApiError), (status = 422, description = "No such pool", body = super::types::ApiError), (status = 503, description = "The spool cannot keep it now", body = super::types::ApiError)))]
 pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Rebind>) -> Response {
     if req.filter.is_empty() {
         let msg = "name what moves: a domain, a sender, a tenant or a pool (--pool P moves all of P's mail)";
@@ -38,6 +38,11 @@ pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Reb
         .settings()
         .rebinds
         .add(rule, s.clock.system_time());
+    if let Err(e) = s.delivery.keep_rebinds().await {
+        s.delivery.settings().rebinds.cancel(rebind.id);
+        let msg = format!("cannot keep the rebind in the spool: {e}");
+        return super::error(StatusCode::SERVICE_UNAVAILABLE, &msg);
+    }
     tracing::warn!(rebind = rebind.id, filter = ?req.filter, to = %rebind.destination(), reason = %req.reason,
         "queued mail rebound by an operator");
     let job = req.retry.then(|| {
@@ -101,9 +106,15 @@ pub(super) async fn list(State(s): State<Arc<AdminState>>) -> Response {
     Json(s.delivery.settings().rebinds.list(now)).into_response()
 }
 
-#[utoipa::path(delete, path = "/v1/rebinds/{id}", tag = "control", params(("id" = u64, Path, description = "The rebind")), responses((status = 200, description = "Whether it was in force", body = super::types::Cancelled)))]
+#[utoipa::path(delete, path = "/v1/rebinds/{id}", tag = "control", params(("id" = u64, Path, description = "The rebind")), responses((status = 200, description = "Whether it was in force", body = super::types::Cancelled), (status = 503, description = "The spool cannot keep the change now", body = super::types::ApiError)))]
 pub(super) async fn cancel(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
     let cancelled = s.delivery.settings().rebinds.cancel(id);
+    if cancelled && let Err(e) = s.delivery.keep_rebinds().await {
+        let msg = format!(
+            "ended, but not yet kept in the spool (a restart before it is may bring it back): {e}"
+        );
+        return super::error(StatusCode::SERVICE_UNAVAILABLE, &msg);
+    }
     if cancelled {
         tracing::warn!(
             rebind = id,

@@ -134,20 +134,24 @@ pub fn actions(config: &Config) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(CallError::Down(_)) => {}
-        Err(e) => eprintln!("note: {e}; reading the state file instead"),
+        Err(e) => eprintln!("note: {e}; reading the spool instead"),
     }
-    let Some(path) = crate::shaping::actions_file(config) else {
-        eprintln!("tern: the delivery log is off, so no actions file is kept");
-        return ExitCode::FAILURE;
-    };
-    let list = match crate::shaping::rules::read_state(&path) {
-        Ok(list) => list,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            eprintln!("tern: cannot read {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
+    // The daemon is down: the actions it kept in its spool.
+    let list: Vec<crate::shaping::rules::Action> =
+        match queue::SpoolSnapshot::read(&config.queue.path) {
+            _ if !config.queue.path.exists() => Vec::new(),
+            Ok((snapshot, _)) => snapshot
+                .state(crate::state::ACTIONS)
+                .and_then(|v| serde_json::from_slice(&v).ok())
+                .unwrap_or_default(),
+            Err(e) => {
+                eprintln!(
+                    "tern: cannot read the spool {}: {e}",
+                    config.queue.path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
     let now = crate::clock::rfc3339(std::time::SystemTime::now());
     let active: Vec<_> = list
         .into_iter()

@@ -99,10 +99,7 @@ impl Settings {
             hostname: config.server.hostname.clone(),
             shaper: Arc::new(Shaper::new(config)),
             metrics,
-            rebinds: Arc::new(rebind::Rebinds::open(
-                Some(rebind::Rebinds::file_in(&config.queue.path)),
-                d.max_age.get(),
-            )),
+            rebinds: Arc::new(rebind::Rebinds::new(None, d.max_age.get())),
             max_in_flight: d.max_in_flight as usize,
             max_in_flight_size: d.max_in_flight_size.0,
             max_ready: (d.max_ready as usize, d.max_ready_size.0),
@@ -329,6 +326,20 @@ impl Delivery {
         true
     }
 
+    /// The warm-up counts of the day, as the egress keeps them.
+    pub fn warmup_counts(&self) -> Vec<u8> {
+        self.egress.get().warmup_counts()
+    }
+
+    /// Keeps the rebinds in force in the spool, durably (an operator's
+    /// rebind is answered only once this returns).
+    pub async fn keep_rebinds(&self) -> Result<(), queue::QueueError> {
+        let kept = self.settings.rebinds.snapshot();
+        self.queue
+            .put_state(crate::state::REBINDS, kept.into())
+            .await
+    }
+
     /// Its settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -409,6 +420,8 @@ impl Delivery {
             self.settings.max_ready,
         ));
         paths.insert(key, path.clone());
+        drop(paths);
+        path.restore_slowdown(self);
         path
     }
 }

@@ -9,7 +9,9 @@
 //! the spool directory, so they survive a restart with the mail they move,
 //! and are forgotten once no message old enough to match can be queued
 //! (`delivery.max_age` after they were made). Mail queued after a rebind
-//! keeps its own pool.
+//! keeps its own pool. They are kept in the spool (the queue's state,
+//! under its crash-safety contract): a rebind is answered only once it is
+//! kept there ([`super::Delivery::keep_rebinds`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -58,27 +60,38 @@ impl Rebind {
 /// The rebinds in force.
 #[derive(Debug)]
 pub struct Rebinds {
-    file: Option<PathBuf>,
     max_age: Duration,
     rules: RwLock<Vec<Rebind>>,
 }
 
 impl Rebinds {
-    /// Loads the rebinds kept in `file` (none if it does not exist); rules
-    /// older than `max_age` are dropped.
-    pub fn open(file: Option<PathBuf>, max_age: Duration) -> Self {
-        let rules = file.as_deref().map(load).unwrap_or_default();
+    /// The rebinds kept before (as [`Rebinds::snapshot`] gave them), if
+    /// any; rules older than `max_age` are dropped. Unreadable ones are
+    /// reported, and none is then in force.
+    pub fn new(kept: Option<&[u8]>, max_age: Duration) -> Self {
+        let rules = kept.map(|k| {
+            serde_json::from_slice(k).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the rebinds kept in the spool are unreadable; no rebind is in force");
+                Vec::new()
+            })
+        });
         let r = Self {
-            file,
             max_age,
-            rules: RwLock::new(rules),
+            rules: RwLock::new(rules.unwrap_or_default()),
         };
         r.prune(SystemTime::now());
         r
     }
 
-    /// Where `tern run` keeps them: in the spool directory.
-    pub fn file_in(spool: &Path) -> PathBuf {
+    /// What to keep of them.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner());
+        serde_json::to_vec(&*rules).unwrap_or_default()
+    }
+
+    /// Where earlier versions kept them: a file in the spool directory,
+    /// read once and moved into the spool's state.
+    pub fn legacy_file(spool: &Path) -> PathBuf {
         spool.join("rebinds.json")
     }
 
@@ -89,7 +102,6 @@ impl Rebinds {
         rule.id = rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         rule.made_ms = Timestamp::from_system_time(now).as_millis();
         rules.push(rule.clone());
-        self.save(&rules);
         rule
     }
 
@@ -98,11 +110,7 @@ impl Rebinds {
         let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
         let before = rules.len();
         rules.retain(|r| r.id != id);
-        let found = rules.len() != before;
-        if found {
-            self.save(&rules);
-        }
-        found
+        rules.len() != before
     }
 
     /// The rebinds in force, oldest first.
@@ -133,42 +141,7 @@ impl Rebinds {
     fn prune(&self, now: SystemTime) {
         let oldest = Timestamp::from_system_time(now.checked_sub(self.max_age).unwrap_or(now));
         let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
-        let before = rules.len();
         rules.retain(|r| r.made_ms >= oldest.as_millis());
-        if rules.len() != before {
-            self.save(&rules);
-        }
-    }
-
-    /// Writes the file (a temporary file synced and renamed over it): a
-    /// rebind is acknowledged only once it would survive a crash.
-    fn save(&self, rules: &[Rebind]) {
-        let Some(path) = &self.file else { return };
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(rules).unwrap_or_default();
-        let written = std::fs::File::create(&tmp).and_then(|mut f| {
-            std::io::Write::write_all(&mut f, &text)?;
-            f.sync_all()
-        });
-        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-            tracing::error!(file = %path.display(), error = %e, "cannot write the rebinds file; rebinds made now are lost at a restart");
-        }
-    }
-}
-
-/// Reads the rules from `path`; an unreadable file is reported and
-/// treated as empty (the mail then goes out from its own pools).
-fn load(path: &Path) -> Vec<Rebind> {
-    match std::fs::read(path) {
-        Ok(text) => serde_json::from_slice(&text).unwrap_or_else(|e| {
-            tracing::error!(file = %path.display(), error = %e, "the rebinds file is unreadable; no rebind is in force");
-            Vec::new()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "cannot read the rebinds file; no rebind is in force");
-            Vec::new()
-        }
     }
 }
 
@@ -219,10 +192,8 @@ mod tests {
 
     #[test]
     fn a_rebind_moves_matching_mail_queued_before_it_and_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = Rebinds::file_in(dir.path());
         let day = Duration::from_secs(86_400);
-        let r = Rebinds::open(Some(file.clone()), day);
+        let r = Rebinds::new(None, day);
         let now = SystemTime::now();
         let made = Timestamp::from_system_time(now).as_millis();
         let filter = Filter {
@@ -241,15 +212,17 @@ mod tests {
             "mail queued later keeps its pool"
         );
         assert_eq!(pool(&r, &other, &other_meta), None);
-        let again = Rebinds::open(Some(file.clone()), day);
+        let again = Rebinds::new(Some(&r.snapshot()), day);
         assert_eq!(pool(&again, &old, &meta).as_deref(), Some("spare"));
         assert!(again.cancel(1));
-        assert_eq!(Rebinds::open(Some(file), day).list(now), Vec::new());
+        let kept = again.snapshot();
+        assert_eq!(Rebinds::new(Some(&kept), day).list(now), Vec::new());
+        assert!(Rebinds::new(Some(b"not json"), day).list(now).is_empty());
     }
 
     #[test]
     fn rules_older_than_the_longest_queue_life_are_forgotten() {
-        let r = Rebinds::open(None, Duration::from_secs(60));
+        let r = Rebinds::new(None, Duration::from_secs(60));
         let then = SystemTime::now() - Duration::from_secs(120);
         r.add(to_spare(Filter::default()), then);
         assert!(r.list(SystemTime::now()).is_empty());

@@ -39,17 +39,22 @@ impl Delivery {
                 let plan = self.settings.shaper.plan(&source.name, &p.site, p.domain());
                 let same = Arc::ptr_eq(&source, &p.source) && plan.same_as(&p.plan);
                 let path = match same {
-                    true => p,
+                    true => {
+                        p.drop_lost_slowdown(self);
+                        p
+                    }
                     false => {
                         retired.push(p.clone());
                         let names = (p.site.clone(), p.key.clone(), p.domain().into());
-                        Arc::new(Path::new(
+                        let new = Arc::new(Path::new(
                             source,
                             names,
                             plan,
                             Some(&p),
                             self.settings.max_ready,
-                        ))
+                        ));
+                        new.restore_slowdown(self);
+                        new
                     }
                 };
                 paths.insert(key, path);

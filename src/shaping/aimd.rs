@@ -76,6 +76,21 @@ impl Aimd {
         *s >= 1.0
     }
 
+    /// Runs at `per_second` (within the floor and the full rate): a
+    /// slow-down put back after a restart.
+    pub fn set_rate(&self, per_second: f64) {
+        let mut s = self.scale();
+        *s = (per_second / self::per_second(self.limiter.rate())).clamp(self.floor, 1.0);
+        self.limiter.set_scale(*s);
+    }
+
+    /// Back at the full rate at once (the rule that slowed it is gone).
+    pub fn reset(&self) {
+        let mut s = self.scale();
+        *s = 1.0;
+        self.limiter.set_scale(1.0);
+    }
+
     /// The messages per second in force.
     pub fn current(&self) -> f64 {
         *self.scale() * per_second(self.limiter.rate())

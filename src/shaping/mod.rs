@@ -8,6 +8,7 @@
 //! providers, domains and sources. It never connects or sends: delivery
 //! asks it for a path's [`Plan`] and waits on the limiters it holds.
 
+pub mod actions;
 pub mod aimd;
 pub mod limiter;
 mod plan;
@@ -39,17 +40,6 @@ struct Layered {
     total: Option<Arc<Scope>>,
 }
 
-/// Where `tern run` keeps the automatic actions in force (beside the
-/// delivery log), and where `tern shaping actions` reads them.
-pub fn actions_file(config: &Config) -> Option<std::path::PathBuf> {
-    let log = &config.log.deliveries;
-    (!log.as_os_str().is_empty()).then(|| {
-        log.parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join("shaping-actions.json")
-    })
-}
-
 /// The shaping of a running Tern: the automatic actions in force, and the
 /// limits and rules from the config, swapped whole when it is reloaded.
 pub struct Shaper {
@@ -59,19 +49,24 @@ pub struct Shaper {
 }
 
 impl Shaper {
-    /// From a validated config.
+    /// From a validated config, its actions kept nowhere.
     pub fn new(config: &Config) -> Self {
-        Self::starting(config, None)
+        Self::starting(config, None, None)
     }
 
     /// From a validated config, with every rate starting as if it had
     /// just sent its burst at `busy_since`, if given: after a restart with
     /// queued mail, the limiters' state is unknown, and this way nothing
     /// is ever sent faster than the limits across the restart (the first
-    /// message of a path waits one interval: a second at `"60/m"`).
-    pub fn starting(config: &Config, busy_since: Option<Instant>) -> Self {
+    /// message of a path waits one interval: a second at `"60/m"`). The
+    /// actions are kept through `slot`, if given.
+    pub fn starting(
+        config: &Config,
+        busy_since: Option<Instant>,
+        slot: Option<crate::state::Slot>,
+    ) -> Self {
         Self {
-            actions: Actions::new(actions_file(config)),
+            actions: Actions::new(slot),
             current: std::sync::RwLock::new(Arc::new(Shaping::carried(config, None, busy_since))),
         }
     }
@@ -92,6 +87,11 @@ impl Shaper {
         let previous = self.current();
         let busy = previous.busy_since;
         let next = Arc::new(Shaping::carried(config, Some(&previous), busy));
+        // The actions of rules that are gone end; an operator's and Tern's
+        // own stay.
+        let mut kept: Vec<&str> = next.rules.names().collect();
+        kept.extend(["operator", actions::DEAD_SITE]);
+        self.actions.keep_rules(&kept);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 

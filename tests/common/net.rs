@@ -128,6 +128,17 @@ impl Net {
         out
     }
 
+    /// The shaping actions Tern keeps in its spool (read while it runs, or
+    /// after).
+    pub fn actions(&self) -> Vec<tern::shaping::rules::Action> {
+        let spool = self.dir.path().join("spool");
+        queue::SpoolSnapshot::read(&spool)
+            .ok()
+            .and_then(|(s, _)| s.state(tern::state::ACTIONS))
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default()
+    }
+
     /// Stops the DNS server.
     pub async fn stop(self) {
         self.dns.stop().await;

@@ -18,8 +18,7 @@ use crate::shaping::{Limiter, pace};
 
 use crate::smtp::client::RemoteReply;
 
-/// The rule name of a dead-site pause in the actions list.
-pub(crate) const DEAD_SITE: &str = "dead_site";
+pub(crate) use crate::shaping::actions::DEAD_SITE;
 
 impl Path {
     /// Waits for room for a new connection: a lease from every shared
@@ -235,6 +234,32 @@ impl Path {
             };
             Arc::new(crate::shaping::aimd::Aimd::new(limiter, floor))
         })
+    }
+
+    /// Puts back the slow-down the actions say this path was under (kept
+    /// in the spool over a restart), if the rule that made it still is.
+    pub(crate) fn restore_slowdown(&self, svc: &Delivery) {
+        let actions = &svc.settings.shaper.actions;
+        let Some((rule, per_minute)) = actions.slowdown_of(&self.source.name, &self.site) else {
+            return;
+        };
+        let shaping = svc.settings.shaper.current();
+        if let Some(rule) = shaping.rules.named(&rule) {
+            self.slow_down(rule).set_rate(per_minute / 60.0);
+            tracing::info!(source = %self.source.name, site = %self.site, per_minute, "slow-down put back");
+        }
+    }
+
+    /// Ends a slow-down whose action is gone (its rule was removed by a
+    /// reload).
+    pub(crate) fn drop_lost_slowdown(&self, svc: &Delivery) {
+        let Some(aimd) = self.aimd.get().filter(|a| a.slowed()) else {
+            return;
+        };
+        let actions = &svc.settings.shaper.actions;
+        if actions.slowdown_of(&self.source.name, &self.site).is_none() {
+            aimd.reset();
+        }
     }
 
     /// A connection opened: the site answers again.
