@@ -24,6 +24,8 @@
 //! | [`metrics`] | metric definitions with help text, one recorder per daemon, Prometheus rendering | I/O |
 //! | [`clock`] | wall-clock time through tokio's clock; date formats | |
 //! | [`swap`] | the current value of a part a reload replaces (egress, routes, intake routing, DKIM keys) | decide what a reload changes |
+//! | [`state`] | Tern's own state kept in the spool (shaping actions, rebinds, warm-up counts): a slot per key, written by a keeper task | decide what the values mean |
+//! | [`limits`] | the open-file limit: raised at start, compared with what the config needs | anything else |
 //! | `queue` (crate) | durability: the spool, group commit, recovery, compaction | SMTP, DNS, config files |
 //!
 //! # The message flow

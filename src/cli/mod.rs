@@ -152,8 +152,8 @@ enum ShapingCommand {
         config: PathBuf,
     },
     /// List the automatic actions (suspensions by reply rules) in force in
-    /// the running daemon (from its API, else from the state file it keeps
-    /// beside the delivery log).
+    /// the running daemon (from its API, else from what it kept in its
+    /// spool).
     Actions {
         /// The configuration file.
         #[arg(long, short, default_value = DEFAULT_PATH)]

@@ -125,7 +125,7 @@ fn resolve_site(config: &Config, domain: &str) -> Result<String, String> {
 }
 
 /// Prints the automatic actions in force: from the running daemon's API,
-/// else from the state file it keeps.
+/// else from what it kept in its spool.
 pub fn actions(config: &Config) -> ExitCode {
     use crate::admin::client::{CallError, get};
     match get::<Vec<crate::shaping::rules::Action>>(&config.admin, "/v1/shaping/actions") {

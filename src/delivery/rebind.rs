@@ -4,14 +4,13 @@
 //! domain's MX hosts).
 //! A rebind is a rule, not a rewrite of each message: it applies to the
 //! messages that match its filter and were queued before it was made, at
-//! each of their attempts, so moving a million messages costs one line in
-//! a file and no pass over the spool. The rules live in `rebinds.json` in
-//! the spool directory, so they survive a restart with the mail they move,
-//! and are forgotten once no message old enough to match can be queued
-//! (`delivery.max_age` after they were made). Mail queued after a rebind
-//! keeps its own pool. They are kept in the spool (the queue's state,
-//! under its crash-safety contract): a rebind is answered only once it is
-//! kept there ([`super::Delivery::keep_rebinds`]).
+//! each of their attempts, so moving a million messages costs one small
+//! record and no pass over the spool. The rules are kept in the spool (the
+//! queue's state, under its crash-safety contract; a rebind is answered
+//! only once kept there: [`super::Delivery::keep_rebinds`]), so they
+//! survive a restart with the mail they move, and are forgotten once no
+//! message old enough to match can be queued (`delivery.max_age` after
+//! they were made). Mail queued after a rebind keeps its own pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
