@@ -177,3 +177,50 @@ async fn a_failed_sync_refuses_the_message_and_the_next_one_is_taken() {
     sink.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_deferral_that_cannot_be_written_is_not_retried_early() {
+    let net = Net::new(ZONE).await;
+    let held = SinkOptions {
+        hold: true,
+        ..SinkOptions::default()
+    };
+    let sink = net.sink_with(10, held).await;
+    let faults = Arc::new(Faults::default());
+    let (tern, q) = Tern::start_with_faults(net.config(), faults.clone()).await;
+    let body = b"Subject: busy\r\n\r\nx\r\n";
+    let r = submit(tern.addr, "app@shop.test", &["tempfail@alpha.test"], body).await;
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        until(Duration::from_secs(10), || sink
+            .tries("tempfail@alpha.test")
+            == 1)
+        .await
+    );
+    // The sink answers "450" once the disk is full: the deferral cannot
+    // be written, and the message is held rather than retried at once.
+    faults.fail_writes(ErrorKind::StorageFull, true);
+    sink.release();
+    let unwritable = || !matches!(q.health(), queue::Health::Healthy);
+    assert!(until(Duration::from_secs(10), unwritable).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.tries("tempfail@alpha.test"),
+        1,
+        "not retried while held"
+    );
+    faults.clear_writes();
+    let healed = || q.health() == queue::Health::Healthy;
+    assert!(until(Duration::from_secs(60), healed).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.tries("tempfail@alpha.test"),
+        1,
+        "retried at its retry time, not now"
+    );
+    tern.stop().await;
+    let queued = net.spool();
+    assert_eq!(queued.len(), 1, "still queued, its deferral written");
+    sink.stop().await;
+    net.stop().await;
+}
