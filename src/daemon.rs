@@ -256,11 +256,23 @@ pub async fn run_on_queue(
     }
     hangup.abort();
     warmup.abort();
-    if queue.state(crate::state::WARMUP).as_deref() != Some(&delivery.warmup_counts()[..]) {
-        warmup_slot.set(delivery.warmup_counts().into());
-        warmup_slot.flush(&queue, crate::state::WARMUP).await;
+    close(&queue, &delivery, &log, [warmup_slot, actions_slot]).await
+}
+
+/// The last of a shutdown: Tern's own state kept, the delivery log
+/// flushed, the spool closed.
+async fn close(
+    queue: &Arc<Queue>,
+    delivery: &Delivery,
+    log: &Arc<DeliveryLog>,
+    [warmup, actions]: [crate::state::Slot; 2],
+) -> anyhow::Result<()> {
+    let counts = delivery.warmup_counts();
+    if queue.state(crate::state::WARMUP).as_deref() != Some(&counts[..]) {
+        warmup.set(counts.into());
+        warmup.flush(queue, crate::state::WARMUP).await;
     }
-    actions_slot.flush(&queue, crate::state::ACTIONS).await;
+    actions.flush(queue, crate::state::ACTIONS).await;
     let l = log.clone();
     let _ = tokio::task::spawn_blocking(move || l.flush()).await;
     let q = queue.clone();

@@ -29,14 +29,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::codec::{self, Encoded};
+use crate::codec::Encoded;
 use crate::error::QueueError;
 use crate::index::{Loc, SegInfo};
 use crate::options::Durability;
 use crate::segment::SegId;
 use crate::shared::Shared;
 use crate::types::{Envelope, MessageId, RecipientStatus, Timestamp, UpdateOutcome};
-use ops::{apply_op, clone_err, fail_all, first_segment, is_deferral, reschedule};
+use ops::{apply_op, clone_err, fail_all, first_segment};
 
 /// Stop collecting a batch beyond this many bytes or requests.
 const MAX_BATCH_BYTES: usize = 32 << 20;
@@ -321,102 +321,15 @@ impl Writer {
     /// sooner. Outcomes that end recipients are always written.
     fn admit(&mut self, mut reqs: Vec<Request>) -> Vec<Request> {
         reqs.sort_by_key(|r| !matches!(r.op, Op::Relocate { .. } | Op::RelocateState { .. }));
-        let min = self.shared.opts.min_free_space;
-        let mut room = self.free_estimate();
-        let low = self.space.low.clone();
+        let mut room = ops::Room {
+            left: self.free_estimate(),
+            min: self.shared.opts.min_free_space,
+            low: self.space.low.clone(),
+        };
         let ix = &mut *self.shared.index();
-        let mut staged = Vec::with_capacity(reqs.len());
-        for mut r in reqs {
-            let verdict = match &r.op {
-                Op::Insert { notice: true, .. } => Ok(()),
-                Op::Insert { .. } => {
-                    let len = r.rec.as_ref().map_or(0, |e| e.len() as u64);
-                    room = room.saturating_sub(len);
-                    match &low {
-                        Some(reason) => Err(QueueError::Full(reason.clone())),
-                        None if min > 0 && room < min => Err(QueueError::Full(
-                            format!("this message would take free space under the reserve of {min} bytes").into(),
-                        )),
-                        None => Ok(()),
-                    }
-                }
-                Op::Update { id, changes, .. } => match ix.entry(*id) {
-                    None => Err(QueueError::NotFound(*id)),
-                    Some(e) if changes.iter().any(|(i, _)| *i as usize >= e.statuses.len()) => {
-                        Err(QueueError::Invalid("recipient index out of range"))
-                    }
-                    Some(_) if low.is_some() && is_deferral(changes) => {
-                        let Op::Update {
-                            id,
-                            changes,
-                            release,
-                        } = r.op
-                        else {
-                            unreachable!("matched above")
-                        };
-                        let done = ix.apply_in_memory(id, &changes, release);
-                        let _ = r
-                            .reply
-                            .send(done.map(Done::Updated).ok_or(QueueError::NotFound(id)));
-                        continue;
-                    }
-                    Some(_) => Ok(()),
-                },
-                Op::Reschedule { id, at, .. } => match reschedule(ix, *id, *at) {
-                    Some(c) => {
-                        r.rec = Some(codec::encode_status(*id, &c));
-                        if let Op::Reschedule { changes, .. } = &mut r.op {
-                            *changes = c;
-                        }
-                        Ok(())
-                    }
-                    None => {
-                        let _ = r.reply.send(Ok(Done::Rescheduled(0)));
-                        continue;
-                    }
-                },
-                Op::Remove { id } if !ix.contains(*id) => Err(QueueError::NotFound(*id)),
-                Op::Remove { .. } => Ok(()),
-                Op::Relocate { id, from, body } => match ix.entry(*id) {
-                    Some(e) if e.home == *from => {
-                        r.rec = Some(codec::encode_message(
-                            *id,
-                            (e.arrival, e.priority),
-                            &e.env,
-                            &e.statuses,
-                            body.clone(),
-                        ));
-                        Ok(())
-                    }
-                    _ => {
-                        let _ = r.reply.send(Ok(Done::Relocated));
-                        continue;
-                    }
-                },
-                Op::PutState { .. } => Ok(()),
-                Op::RelocateState { key, from } => match ix.state_seg(key) {
-                    Some(seg) if seg == *from => {
-                        let value = ix.state(key).unwrap_or_default();
-                        r.rec = Some(codec::encode_state(key, &value));
-                        if let Op::RelocateState { key, .. } = r.op {
-                            r.op = Op::PutState { key, value };
-                        }
-                        Ok(())
-                    }
-                    _ => {
-                        let _ = r.reply.send(Ok(Done::State));
-                        continue;
-                    }
-                },
-            };
-            match verdict {
-                Ok(()) => staged.push(r),
-                Err(e) => {
-                    let _ = r.reply.send(Err(e));
-                }
-            }
-        }
-        staged
+        reqs.into_iter()
+            .filter_map(|r| ops::judge(ix, r, &mut room))
+            .collect()
     }
 
     fn write_batch(&mut self, staged: &[Request]) -> io::Result<()> {

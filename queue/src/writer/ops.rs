@@ -3,17 +3,132 @@
 
 use std::fs::File;
 
+use std::sync::Arc;
+
 use super::files::create_segment;
 use super::{Active, Done, Op, RESERVE_FILE, Request};
+use crate::codec;
 use crate::error::QueueError;
 use crate::index::{Index, Loc};
 use crate::segment::SegId;
 use crate::shared::Shared;
 use crate::types::{MessageId, RecipientStatus, Timestamp};
 
+/// Free space as a batch is admitted: what is left of it (estimated),
+/// the reserve, and why new mail is refused, if it is.
+pub(super) struct Room {
+    pub left: u64,
+    pub min: u64,
+    pub low: Option<Arc<str>>,
+}
+
+/// Admits one request against committed state: returns it to be written
+/// (its record encoded, for relocations and reschedules), or answers it
+/// here (refused, nothing to do, or a deferral kept in memory below the
+/// reserve) and returns `None`.
+pub(super) fn judge(ix: &mut Index, r: Request, room: &mut Room) -> Option<Request> {
+    let verdict = match &r.op {
+        Op::Insert { notice: true, .. } | Op::PutState { .. } => Ok(()),
+        Op::Insert { .. } => {
+            room.left = room
+                .left
+                .saturating_sub(r.rec.as_ref().map_or(0, |e| e.len() as u64));
+            let min = room.min;
+            match &room.low {
+                Some(reason) => Err(QueueError::Full(reason.clone())),
+                None if min > 0 && room.left < min => Err(QueueError::Full(
+                    format!("this message would take free space under the reserve of {min} bytes")
+                        .into(),
+                )),
+                None => Ok(()),
+            }
+        }
+        Op::Update { id, changes, .. } => match ix.entry(*id) {
+            None => Err(QueueError::NotFound(*id)),
+            Some(e) if changes.iter().any(|(i, _)| *i as usize >= e.statuses.len()) => {
+                Err(QueueError::Invalid("recipient index out of range"))
+            }
+            Some(_) if room.low.is_some() && is_deferral(changes) => {
+                let Op::Update {
+                    id,
+                    changes,
+                    release,
+                } = r.op
+                else {
+                    unreachable!("matched above")
+                };
+                let done = ix.apply_in_memory(id, &changes, release);
+                let _ = r
+                    .reply
+                    .send(done.map(Done::Updated).ok_or(QueueError::NotFound(id)));
+                return None;
+            }
+            Some(_) => Ok(()),
+        },
+        Op::Remove { id } if !ix.contains(*id) => Err(QueueError::NotFound(*id)),
+        Op::Remove { .. } => Ok(()),
+        Op::Reschedule { .. } | Op::Relocate { .. } | Op::RelocateState { .. } => {
+            return encode_snapshot(ix, r);
+        }
+    };
+    match verdict {
+        Ok(()) => Some(r),
+        Err(e) => {
+            let _ = r.reply.send(Err(e));
+            None
+        }
+    }
+}
+
+/// Requests whose record is a snapshot of committed state, encoded now:
+/// a reschedule, a message's or a state value's relocation. Answered
+/// here (and `None`) when there is nothing to write.
+fn encode_snapshot(ix: &Index, mut r: Request) -> Option<Request> {
+    let (rec, skipped) = match &r.op {
+        Op::Reschedule { id, at, .. } => match reschedule(ix, *id, *at) {
+            Some(c) => {
+                let rec = codec::encode_status(*id, &c);
+                if let Op::Reschedule { changes, .. } = &mut r.op {
+                    *changes = c;
+                }
+                (Some(rec), Done::Rescheduled(0))
+            }
+            None => (None, Done::Rescheduled(0)),
+        },
+        Op::Relocate { id, from, body } => match ix.entry(*id) {
+            Some(e) if e.home == *from => {
+                let at = (e.arrival, e.priority);
+                let rec = codec::encode_message(*id, at, &e.env, &e.statuses, body.clone());
+                (Some(rec), Done::Relocated)
+            }
+            _ => (None, Done::Relocated),
+        },
+        Op::RelocateState { key, from } if ix.state_seg(key) == Some(*from) => {
+            let value = ix.state(key).unwrap_or_default();
+            let rec = codec::encode_state(key, &value);
+            r.op = Op::PutState {
+                key: key.clone(),
+                value,
+            };
+            (Some(rec), Done::State)
+        }
+        _ => (None, Done::State),
+    };
+    match rec {
+        Some(rec) => {
+            r.rec = Some(rec);
+            Some(r)
+        }
+        None => {
+            let _ = r.reply.send(Ok(skipped));
+            None
+        }
+    }
+}
+
 /// True when an update only defers: every recipient it changes stays
 /// pending.
-pub(super) fn is_deferral(changes: &[(u32, RecipientStatus)]) -> bool {
+fn is_deferral(changes: &[(u32, RecipientStatus)]) -> bool {
     changes
         .iter()
         .all(|(_, s)| s.state == crate::types::RecipientState::Pending)
