@@ -133,11 +133,7 @@ async fn all_delivered_and_open(tern: &Tern, up: &Sink, accepted: &[usize]) {
 async fn a_full_disk_drains_by_itself_once_the_receiver_answers() {
     let Some(fs) = small_disk() else { return };
     let net = Net::new(ZONE).await;
-    let refusing = SinkOptions {
-        refuse: true,
-        ..SinkOptions::default()
-    };
-    let down = net.sink_with(10, refusing).await;
+    let down = net.sink_with(10, common::admin::refusing()).await;
     let tern = Tern::start(config(&net, &fs)).await;
     // Filled while every attempt is refused and retried.
     let accepted = fill(&tern).await;
@@ -159,11 +155,7 @@ async fn a_full_disk_drains_by_itself_once_the_receiver_answers() {
 async fn tern_starts_on_a_disk_with_no_byte_free_and_drains_it() {
     let Some(fs) = small_disk() else { return };
     let net = Net::new(ZONE).await;
-    let refusing = SinkOptions {
-        refuse: true,
-        ..SinkOptions::default()
-    };
-    let down = net.sink_with(10, refusing).await;
+    let down = net.sink_with(10, common::admin::refusing()).await;
     let cfg = config(&net, &fs);
     let tern = Tern::start(cfg.clone()).await;
     let accepted = fill(&tern).await;

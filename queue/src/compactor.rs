@@ -76,10 +76,34 @@ fn still_there(shared: &Shared, seg: SegId) -> bool {
 /// `victim`.
 fn compact(shared: &Shared, tx: &Sender<Cmd>, victim: SegId) -> Result<(), QueueError> {
     let keys = shared.index().states_in(victim);
-    let mut waits = Vec::with_capacity(keys.len());
-    for key in keys {
+    let states = keys
+        .into_iter()
+        .map(|key| Op::RelocateState { key, from: victim });
+    relocate(tx, states)?;
+    let movers = shared.index().referencing(victim);
+    tracing::debug!(segment = %format!("{victim:016x}"), messages = movers.len(), "compacting spool segment");
+    for chunk in movers.chunks(CHUNK) {
+        let ops = chunk.iter().filter_map(|(id, home)| match read_body(shared, *home) {
+            Ok(body) => Some(Op::Relocate {
+                id: *id,
+                from: *home,
+                body,
+            }),
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot read message for compaction; it stays where it is");
+                None
+            }
+        });
+        relocate(tx, ops)?;
+    }
+    Ok(())
+}
+
+/// Hands relocations to the writer, then waits for all of them.
+fn relocate(tx: &Sender<Cmd>, ops: impl Iterator<Item = Op>) -> Result<(), QueueError> {
+    let mut waits = Vec::new();
+    for op in ops {
         let (reply, wait) = oneshot::channel();
-        let op = Op::RelocateState { key, from: victim };
         let req = Request {
             op,
             rec: None,
@@ -90,35 +114,6 @@ fn compact(shared: &Shared, tx: &Sender<Cmd>, victim: SegId) -> Result<(), Queue
     }
     for w in waits {
         w.blocking_recv().map_err(|_| QueueError::Closed)??;
-    }
-    let movers = shared.index().referencing(victim);
-    tracing::debug!(segment = %format!("{victim:016x}"), messages = movers.len(), "compacting spool segment");
-    for chunk in movers.chunks(CHUNK) {
-        let mut waits = Vec::with_capacity(chunk.len());
-        for (id, home) in chunk {
-            let body = match read_body(shared, *home) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(queue_id = %id, error = %e, "cannot read message for compaction; it stays where it is");
-                    continue;
-                }
-            };
-            let (reply, wait) = oneshot::channel();
-            let req = Request {
-                op: Op::Relocate {
-                    id: *id,
-                    from: *home,
-                    body,
-                },
-                rec: None,
-                reply,
-            };
-            tx.send(Cmd::Write(req)).map_err(|_| QueueError::Closed)?;
-            waits.push(wait);
-        }
-        for w in waits {
-            w.blocking_recv().map_err(|_| QueueError::Closed)??;
-        }
     }
     Ok(())
 }

@@ -185,14 +185,19 @@ mod tests {
         assert!(rt.block_on(q.enqueue(msg(2))).is_ok());
     }
 
+    /// A spool in `dir` holding one message, closed; its id.
+    fn spool_of_one(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> crate::MessageId {
+        let (q, _) = Queue::open(QueueOptions::new(dir)).unwrap();
+        let id = rt.block_on(q.enqueue(msg(1))).unwrap();
+        q.close();
+        id
+    }
+
     #[test]
     fn a_queue_opens_on_a_spool_where_no_segment_can_be_made() {
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
-        let (q, _) = Queue::open(QueueOptions::new(dir.path())).unwrap();
-        let id = rt.block_on(q.enqueue(msg(1))).unwrap();
-        q.close();
-        drop(q);
+        let id = spool_of_one(dir.path(), &rt);
         let faults = std::sync::Arc::new(crate::faults::Faults::default());
         faults.fail_writes(ErrorKind::StorageFull, false);
         let mut opts = QueueOptions::new(dir.path());
@@ -279,10 +284,7 @@ mod tests {
     fn free_space_reserve_refuses_new_mail_but_lets_the_queue_drain() {
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
-        let (q, _) = Queue::open(QueueOptions::new(dir.path())).unwrap();
-        let id = rt.block_on(q.enqueue(msg(1))).unwrap();
-        q.close();
-        drop(q);
+        let id = spool_of_one(dir.path(), &rt);
         let mut opts = QueueOptions::new(dir.path());
         opts.min_free_space = u64::MAX;
         let (q, _) = Queue::open(opts).unwrap();
