@@ -20,6 +20,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::{Config, ListenerConfig};
 use crate::delivery::{Delivery, Settings};
 use crate::dkim::{Dkim, DkimError};
@@ -111,11 +112,12 @@ fn delivery_settings(
     config: &Config,
     services: &Services,
     queue: &Arc<Queue>,
+    fleet: Option<Arc<dyn crate::shaping::Fleet>>,
 ) -> (Settings, crate::state::Slot) {
     let mut settings = Settings::new(config, services.metrics.clone());
     let busy = (queue.message_count() > 0).then(tokio::time::Instant::now);
     let slot = crate::state::slot(queue, crate::state::ACTIONS);
-    let shaper = crate::shaping::Shaper::starting(config, busy, Some(slot.clone()));
+    let shaper = crate::shaping::Shaper::starting(config, busy, Some(slot.clone()), fleet);
     if let Some(kept) = queue.state(crate::state::ACTIONS) {
         let n = shaper.actions.restore(&kept, services.clock.system_time());
         tracing::info!(actions = n, "shaping actions restored from the spool");
@@ -203,7 +205,13 @@ pub async fn run_on_queue(
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
     adopt_legacy_rebinds(&config, &queue).await?;
-    let (settings, actions_slot) = delivery_settings(&config, &services, &queue);
+    let node = Arc::new(crate::node::NodeState::default());
+    let cluster = match &config.cluster {
+        Some(c) => Some(Cluster::new(&config, c, node.clone(), &queue)?),
+        None => None,
+    };
+    let fleet = cluster.clone().map(|c| c as Arc<dyn crate::shaping::Fleet>);
+    let (settings, actions_slot) = delivery_settings(&config, &services, &queue, fleet);
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
         queue.clone(),
@@ -220,10 +228,18 @@ pub async fn run_on_queue(
         services.routing.clone(),
         services.metrics.clone(),
     ));
+    let fleet_tasks =
+        start_fleet(cluster.as_ref(), &queue, &shaper, &delivery, services.clock).await;
     let hangup = tokio::spawn(reload_on_sighup(reloader.clone()));
     let warmup_slot = crate::state::slot(&queue, crate::state::WARMUP);
     let warmup = tokio::spawn(keep_warmup(delivery.clone(), warmup_slot.clone()));
-    let admin = start_admin(&config, &services, shaper, delivery.clone(), reloader).await?;
+    let admin = start_admin(
+        &config,
+        &services,
+        (shaper, delivery.clone(), reloader),
+        (cluster.clone(), node.clone()),
+    )
+    .await?;
     let delivery_task = tokio::spawn(delivery.clone().run());
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
@@ -256,7 +272,37 @@ pub async fn run_on_queue(
     }
     hangup.abort();
     warmup.abort();
+    if let Some(c) = &cluster {
+        c.stop().await;
+    }
+    for t in fleet_tasks {
+        t.abort();
+    }
     close(&queue, &delivery, &log, [warmup_slot, actions_slot]).await
+}
+
+/// Starts the fleet's tasks, when the node is in one: shared limits,
+/// actions, heartbeats.
+async fn start_fleet(
+    cluster: Option<&Arc<Cluster>>,
+    queue: &Arc<Queue>,
+    shaper: &Arc<crate::shaping::Shaper>,
+    delivery: &Arc<Delivery>,
+    clock: Clock,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(c) = cluster else {
+        return Vec::new();
+    };
+    let d = delivery.clone();
+    let running = crate::cluster::Running {
+        queue: queue.clone(),
+        shaper: shaper.clone(),
+        changed: Arc::new(move || d.actions_changed()),
+        clock,
+    };
+    let tasks = c.start(running).await;
+    tracing::info!(node = %c.node, redis_up = c.redis_up(), "cluster: member of the fleet");
+    tasks
 }
 
 /// The last of a shutdown: Tern's own state kept, the delivery log
@@ -327,9 +373,12 @@ fn start_listeners(
 async fn start_admin(
     config: &Config,
     services: &Services,
-    shaper: Arc<crate::shaping::Shaper>,
-    delivery: Arc<Delivery>,
-    reloader: Arc<crate::admin::reload::Reloader>,
+    (shaper, delivery, reloader): (
+        Arc<crate::shaping::Shaper>,
+        Arc<Delivery>,
+        Arc<crate::admin::reload::Reloader>,
+    ),
+    (cluster, node): (Option<Arc<Cluster>>, Arc<crate::node::NodeState>),
 ) -> anyhow::Result<
     Option<(
         tokio::sync::oneshot::Sender<()>,
@@ -355,6 +404,8 @@ async fn start_admin(
         reloader: Some(reloader),
         started: std::time::SystemTime::now(),
         token: a.token.clone(),
+        cluster,
+        node,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(address = %a.address, "admin API listening");

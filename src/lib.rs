@@ -58,6 +58,7 @@
 pub mod admin;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
@@ -70,6 +71,7 @@ pub mod log;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod node;
 pub mod shaping;
 pub mod smtp;
 pub mod state;

@@ -1,8 +1,8 @@
 //! Tern's own state that must outlive a restart, kept in the spool beside
 //! the messages ([`queue::Queue::put_state`], under the queue's
 //! crash-safety contract), never in files of its own: the shaping actions
-//! in force (suspensions, dead-site pauses, slow-downs), the rebinds, and
-//! the warm-up counts of the day.
+//! in force (suspensions, dead-site pauses, slow-downs), the rebinds, the
+//! warm-up counts of the day, and the size of the fleet last seen.
 //!
 //! Each key has a [`Slot`]: its owner sets the latest value (a cheap,
 //! synchronous call), and a keeper task writes it to the spool, the latest
@@ -23,6 +23,10 @@ pub const ACTIONS: &str = "shaping/actions";
 pub const REBINDS: &str = "delivery/rebinds";
 /// The warm-up counts of the day, per source (JSON).
 pub const WARMUP: &str = "egress/warmup";
+/// How many nodes of the fleet were alive when last seen (a decimal
+/// number), so that a node that starts while Redis is away takes only its
+/// share of the shared limits.
+pub const FLEET_NODES: &str = "cluster/nodes";
 
 /// The latest value of one key, to be written by its keeper.
 #[derive(Clone, Debug)]

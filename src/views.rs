@@ -89,3 +89,25 @@ pub fn spool_state(h: &queue::Health) -> (&'static str, Option<String>) {
         queue::Health::Unhealthy(r) => (SPOOL_STATES[2], Some(r.to_string())),
     }
 }
+
+/// `GET /v1/cluster`: one node of the fleet, as its heartbeat last said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeRow {
+    /// Its name (`cluster.node`).
+    pub node: String,
+    /// `accepting`, `draining`, or `down` (not heard from for
+    /// `cluster.node_timeout`).
+    pub state: String,
+    /// When it was last heard from (RFC 3339).
+    pub last_seen: String,
+    /// Seconds since then.
+    pub seen_secs_ago: u64,
+    /// Messages in its queue then.
+    pub queued: u64,
+    /// Where peers reach its admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// When it started (RFC 3339).
+    #[serde(default)]
+    pub started: String,
+}

@@ -257,6 +257,7 @@ async fn a_source_that_cannot_bind_is_skipped_and_never_bounces_mail() {
         address: Some("192.0.2.1".parse().unwrap()),
         ehlo: None,
         warmup: None,
+        shared: false,
     });
     cfg.pools = vec![
         pool("default", &[("gone", 5), ("a", 1)]),

@@ -47,7 +47,9 @@ async fn suspensions_slowdowns_and_warmup_counts_survive_kill_9_and_a_reload() {
         .unwrap();
     cfg.listeners[0].address = port;
     let today = tern::clock::rfc3339(std::time::SystemTime::now())[..10].to_owned();
-    cfg.sources[0].warmup = Some(tern::config::WarmupConfig {
+    // The pool's source, "a".
+    let a_source = cfg.sources.iter_mut().find(|s| s.name == "a").unwrap();
+    a_source.warmup = Some(tern::config::WarmupConfig {
         start: today,
         daily: vec![3],
         per_provider: false,

@@ -55,6 +55,7 @@ pub fn config(s: &Setup<'_>, listen: SocketAddr) -> Config {
         address: Some("127.0.1.20".parse().unwrap()),
         ehlo: Some("ip1.tern.bench".into()),
         warmup: None,
+        shared: false,
     }];
     c.pools = vec![PoolConfig {
         name: "default".into(),

@@ -9,6 +9,7 @@ pub mod types;
 
 mod actions;
 mod bounce;
+mod cluster;
 mod health;
 mod jobs;
 mod messages;
@@ -58,6 +59,10 @@ pub struct AdminState {
     pub started: SystemTime,
     /// The bearer token requests must carry, if any.
     pub token: Option<String>,
+    /// The fleet this node belongs to, if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Whether the node takes new mail.
+    pub node: Arc<crate::node::NodeState>,
 }
 
 /// The API's description, generated from the handlers' annotations and
@@ -70,6 +75,8 @@ pub struct AdminState {
     ),
     paths(
         health::get,
+        health::ready,
+        cluster::nodes,
         status::page,
         queue::summary,
         queue::breakdown,
@@ -100,6 +107,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/health", get(health::get))
+        .route("/v1/ready", get(health::ready))
+        .route("/v1/cluster", get(cluster::nodes))
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
         .route("/v1/queue/summary", get(queue::summary))

@@ -30,6 +30,14 @@ pub struct Health {
     pub started: String,
     /// Tern's version.
     pub version: String,
+    /// `accepting`, or `draining` (new mail refused while the queue moves
+    /// to the fleet's other nodes).
+    #[serde(default = "accepting")]
+    pub mode: crate::node::Mode,
+}
+
+fn accepting() -> crate::node::Mode {
+    crate::node::Mode::Accepting
 }
 
 /// `GET /v1/queue/summary`.
@@ -400,4 +408,15 @@ pub struct LimitRow {
     pub value: String,
     /// The layer it came from (empty for shared scopes).
     pub from: String,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node: String,
+    /// `up` or `down`: whether it reaches the fleet's Redis.
+    pub redis: String,
+    /// Every node heard from in the last week.
+    pub nodes: Vec<crate::views::NodeRow>,
 }

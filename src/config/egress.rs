@@ -23,6 +23,11 @@ pub struct SourceConfig {
     /// A warm-up schedule for a new IP: while it runs, the source sends at
     /// most the day's share and its pool's other sources take the rest.
     pub warmup: Option<WarmupConfig>,
+    /// Several nodes of the fleet send from this source (one address
+    /// behind a proxy or NAT, or a floating IP): its per-path limits and
+    /// its warm-up counts are then kept fleet-wide (needs `[cluster]`).
+    /// Default: each node's source is its own.
+    pub shared: bool,
 }
 
 /// A source's warm-up schedule.
@@ -116,6 +121,7 @@ pub fn default_sources() -> Vec<SourceConfig> {
         address: None,
         ehlo: None,
         warmup: None,
+        shared: false,
     }]
 }
 

@@ -9,6 +9,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod delivery;
 mod dkim;
 mod dns;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
 pub use auth::{AuthConfig, UserConfig};
+pub use cluster::ClusterConfig;
 pub use delivery::{
     BounceReturn, ClientTimeouts, DeliveryConfig, Priority, RouteConfig, TlsPolicy,
 };
@@ -82,6 +84,9 @@ pub struct Config {
     pub shaping: ShapingConfig,
     /// `[admin]`: the operations HTTP API.
     pub admin: AdminConfig,
+    /// `[cluster]`: the fleet this node shares limits and push-back with
+    /// (through Redis); unset, the node shapes alone.
+    pub cluster: Option<ClusterConfig>,
     /// The file this config was read from (for reloads); not a key.
     #[serde(skip)]
     pub file: Option<std::path::PathBuf>,
@@ -104,6 +109,7 @@ impl Default for Config {
             dkim: DkimConfig::default(),
             shaping: ShapingConfig::default(),
             admin: AdminConfig::default(),
+            cluster: None,
             file: None,
         }
     }
@@ -217,6 +223,9 @@ impl Config {
         delivery::validate_routes(&self.routes, &mut issues);
         self.dkim.validate(self.delivery.max_age, &mut issues);
         self.admin.validate(&mut issues);
+        if let Some(c) = &self.cluster {
+            c.validate(&self.admin, &mut issues);
+        }
         let sources: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
         let tenants: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
         self.shaping.validate(&sources, &tenants, &mut issues);
@@ -465,6 +474,13 @@ mod tests {
         c.sources[0].ehlo = some();
         (c.listeners[0].pool, c.listeners[0].tenant) = (some(), some());
         c.delivery.pool_header = some();
+        c.cluster = Some(ClusterConfig {
+            node: some(),
+            advertise: Some(([127, 0, 0, 1], 8025).into()),
+            token: some(),
+            ..ClusterConfig::default()
+        });
+        c.sources[0].shared = true;
         c.auth.users.push(UserConfig {
             priority: None,
             name: "u".into(),

@@ -56,7 +56,7 @@ pub struct JobKeys<'a> {
 
 impl Target {
     /// The key of a slow-down of this target (a path).
-    fn slow(self) -> Target {
+    pub fn slow(self) -> Target {
         match self {
             Target::Path(source, site) => Target::Slowed(source, site),
             other => other,
@@ -100,6 +100,26 @@ pub struct Action {
 }
 
 impl Action {
+    /// Its key among the actions in force: its target, or for a
+    /// slow-down the target's slow-down key.
+    pub fn key(&self) -> Target {
+        match self.rate.is_some() {
+            true => self.target.clone().slow(),
+            false => self.target.clone(),
+        }
+    }
+
+    /// How long it has left at `now` (a slow-down: until whole), if it
+    /// has not ended.
+    fn left(&self, now: SystemTime) -> Option<Duration> {
+        match self.rate.is_some() {
+            true => Some(Duration::from_secs(10 * 365 * 86_400)),
+            false => {
+                crate::clock::parse_rfc3339(&self.end).and_then(|e| e.duration_since(now).ok())
+            }
+        }
+    }
+
     /// An action on `target` by `rule` for `duration` from `now`, after
     /// `reply` (or an operator's reason).
     fn timed(target: Target, rule: &str, reply: &str, duration: Duration, now: SystemTime) -> Self {
@@ -115,14 +135,43 @@ impl Action {
     }
 }
 
+/// A change of the actions made on one node, as the rest of the fleet
+/// hears of it (see [`Actions::publish_to`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    /// An action was put in force (or replaced).
+    Put {
+        /// The action, its end in RFC 3339.
+        action: Action,
+    },
+    /// The action on `target` ended early (an operator's cancel, a slowed
+    /// path whole again, a lifted pause).
+    End {
+        /// The key of the action that ended.
+        target: Target,
+    },
+}
+
+impl Change {
+    /// The key of the action it changes.
+    pub fn key(&self) -> Target {
+        match self {
+            Change::Put { action } => action.key(),
+            Change::End { target } => target.clone(),
+        }
+    }
+}
+
 /// The actions in force, shared by every path; kept through `slot` each
-/// time they change.
+/// time they change, and told to the fleet through the outbox, if any.
 #[derive(Debug, Default)]
 pub struct Actions {
     active: Mutex<HashMap<Target, Action>>,
     slot: Option<Slot>,
     /// Bumped at every change, so that readers can cache what they found.
     version: std::sync::atomic::AtomicU64,
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Change>>,
 }
 
 /// Where a path stands: the suspension that stops it, if any.
@@ -140,7 +189,61 @@ impl Actions {
             active: Mutex::new(HashMap::new()),
             slot,
             version: Default::default(),
+            outbox: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, every change made here (not those [`Actions::apply`]
+    /// brings from the fleet) is also sent to `outbox`.
+    pub fn publish_to(&self, outbox: tokio::sync::mpsc::UnboundedSender<Change>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    fn publish(&self, change: Change) {
+        if let Some(o) = self.outbox.get() {
+            let _ = o.send(change);
+        }
+    }
+
+    /// A change another node of the fleet made; true when it changed
+    /// anything here. It is kept (in the spool) but not sent on.
+    pub fn apply(&self, change: Change, now: SystemTime) -> bool {
+        match change {
+            Change::Put { mut action } => {
+                let Some(left) = action.left(now) else {
+                    return false;
+                };
+                let mut active = self.active();
+                let same = |a: &Action| {
+                    (&a.rule, &a.reply, &a.start, &a.end, &a.rate)
+                        == (
+                            &action.rule,
+                            &action.reply,
+                            &action.start,
+                            &action.end,
+                            &action.rate,
+                        )
+                };
+                if active.get(&action.key()).is_some_and(same) {
+                    return false;
+                }
+                action.until = Some(Instant::now() + left);
+                active.insert(action.key(), action);
+                let snapshot: Vec<Action> = active.values().cloned().collect();
+                drop(active);
+                self.write(&snapshot);
+                true
+            }
+            Change::End { target } => !self.end(&target).is_empty(),
+        }
+    }
+
+    /// Every action in force now, as changes (to tell the fleet).
+    pub fn as_changes(&self) -> Vec<Change> {
+        self.list()
+            .into_iter()
+            .map(|action| Change::Put { action })
+            .collect()
     }
 
     /// Puts back the actions kept before a restart (as [`Actions::list`]
@@ -155,15 +258,9 @@ impl Actions {
         };
         let mut active = self.active();
         for mut a in list {
-            let left = match a.rate.is_some() {
-                true => Some(Duration::from_secs(10 * 365 * 86_400)), // a slow-down: until whole
-                false => {
-                    crate::clock::parse_rfc3339(&a.end).and_then(|end| end.duration_since(now).ok())
-                }
-            };
-            if let Some(left) = left {
+            if let Some(left) = a.left(now) {
                 a.until = Some(Instant::now() + left);
-                active.insert(a.target.clone(), a);
+                active.insert(a.key(), a);
             }
         }
         let n = active.len();
@@ -246,6 +343,9 @@ impl Actions {
         let snapshot: Vec<Action> = active.values().cloned().collect();
         drop(active);
         self.write(&snapshot);
+        self.publish(Change::Put {
+            action: action.clone(),
+        });
         Some(action)
     }
 
@@ -286,16 +386,21 @@ impl Actions {
         let snapshot: Vec<Action> = active.values().cloned().collect();
         drop(active);
         self.write(&snapshot);
+        self.publish(Change::Put {
+            action: action.clone(),
+        });
         action
     }
 
     /// A slowed-down path is whole again.
     pub fn recovered(&self, target: &Target) {
+        let key = target.clone().slow();
         let mut active = self.active();
-        if active.remove(&target.clone().slow()).is_some() {
+        if active.remove(&key).is_some() {
             let snapshot: Vec<Action> = active.values().cloned().collect();
             drop(active);
             self.write(&snapshot);
+            self.publish(Change::End { target: key });
         }
     }
 
@@ -360,17 +465,31 @@ impl Actions {
     /// pauses of the paths it covers (a site's, or a source's); false if
     /// none was in force. A slow-down ends when its path is whole.
     pub fn cancel(&self, target: &Target) -> bool {
-        let mut active = self.active();
-        let before = active.len();
-        active.remove(target);
-        active.retain(|t, a| a.rule == "operator" || !covers(target, t));
-        if active.len() == before {
-            return false;
+        let ended = self.end(target);
+        for t in &ended {
+            self.publish(Change::End { target: t.clone() });
         }
-        let snapshot: Vec<Action> = active.values().cloned().collect();
-        drop(active);
-        self.write(&snapshot);
-        true
+        !ended.is_empty()
+    }
+
+    /// Ends the action on `target` and Tern's own on the paths it covers;
+    /// returns the keys of those that ended.
+    fn end(&self, target: &Target) -> Vec<Target> {
+        let mut active = self.active();
+        let mut ended = Vec::new();
+        active.retain(|t, a| {
+            let ends = t == target || (a.rule != "operator" && covers(target, t));
+            if ends {
+                ended.push(t.clone());
+            }
+            !ends
+        });
+        if !ended.is_empty() {
+            let snapshot: Vec<Action> = active.values().cloned().collect();
+            drop(active);
+            self.write(&snapshot);
+        }
+        ended
     }
 
     /// The actions in force now.
@@ -387,21 +506,28 @@ impl Actions {
     /// on all paths with `None` (an operator's "retry now"); how many.
     pub fn lift_pauses(&self, rule: &str, site: Option<&str>) -> usize {
         let mut active = self.active();
-        let before = active.len();
+        let mut lifted = Vec::new();
         active.retain(|t, a| {
             let to_site = match t {
                 Target::Path(_, s) => site.is_none_or(|x| x == s),
                 _ => false,
             };
-            !(a.rule == rule && to_site)
+            let lift = a.rule == rule && to_site;
+            if lift {
+                lifted.push(t.clone());
+            }
+            !lift
         });
-        let lifted = before - active.len();
-        if lifted > 0 {
+        if !lifted.is_empty() {
             let snapshot: Vec<Action> = active.values().cloned().collect();
             drop(active);
             self.write(&snapshot);
         }
-        lifted
+        let n = lifted.len();
+        for target in lifted {
+            self.publish(Change::End { target });
+        }
+        n
     }
 
     /// Counts a change, and keeps the actions through the slot.

@@ -6,20 +6,61 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::rate::Gcra;
+use super::shared::{Fleet, LeaseAnswer, SharedRate};
 use crate::config::TotalLimitsConfig;
 use crate::config::values::Rate;
 
-/// One rate limit and its state.
+/// One rate limit and its state; kept fleet-wide when it has a
+/// [`SharedRate`] (its local state then serves only while the fleet's
+/// store does not answer).
 #[derive(Debug)]
 pub struct Limiter {
     rate: Rate,
-    /// The limiter in force (the rate, possibly scaled down) and the TAT.
-    state: Mutex<(Gcra, Option<Instant>)>,
+    state: Mutex<Local>,
+    shared: Option<Arc<SharedRate>>,
+}
+
+/// A limiter's local state.
+#[derive(Debug)]
+struct Local {
+    /// The rate in force: the configured one scaled by `scale` and split
+    /// over `nodes`.
+    gcra: Gcra,
+    tat: Option<Instant>,
+    /// A slow-down's scale (1.0: the full rate).
+    scale: f64,
+    /// For a shared limit while the store does not answer: the nodes its
+    /// rate is split over; 0 otherwise.
+    nodes: u32,
+}
+
+impl Local {
+    fn new(rate: Rate, tat: Option<Instant>) -> Self {
+        Self {
+            gcra: Gcra::new(rate),
+            tat,
+            scale: 1.0,
+            nodes: 0,
+        }
+    }
+
+    /// Puts `next` in force; what was counted stays counted.
+    fn rescale(&mut self, next: Gcra) {
+        if let Some(t) = &mut self.tat {
+            let (old, new) = (self.gcra.tolerance(), next.tolerance());
+            *t = match new >= old {
+                true => *t + (new - old),
+                false => t.checked_sub(old - new).unwrap_or(*t),
+            };
+        }
+        self.gcra = next;
+    }
 }
 
 impl Limiter {
@@ -27,7 +68,8 @@ impl Limiter {
     pub fn new(rate: Rate) -> Self {
         Self {
             rate,
-            state: Mutex::new((Gcra::new(rate), None)),
+            state: Mutex::new(Local::new(rate, None)),
+            shared: None,
         }
     }
 
@@ -36,11 +78,11 @@ impl Limiter {
     /// limit that takes over from traffic already flowing (a slow-down, a
     /// restart with queued mail), so that it never lets a burst through.
     pub fn new_busy(rate: Rate, at: Instant) -> Self {
-        let gcra = Gcra::new(rate);
-        let tat = gcra.full_at(at);
+        let tat = Gcra::new(rate).full_at(at);
         Self {
             rate,
-            state: Mutex::new((gcra, Some(tat))),
+            state: Mutex::new(Local::new(rate, Some(tat))),
+            shared: None,
         }
     }
 
@@ -52,12 +94,23 @@ impl Limiter {
         }
     }
 
+    /// The same limiter kept fleet-wide through `shared`.
+    pub fn shared(mut self, shared: Option<Arc<SharedRate>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
     /// The configured rate.
     pub fn rate(&self) -> Rate {
         self.rate
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, (Gcra, Option<Instant>)> {
+    /// Its key in the fleet's store, when it is kept fleet-wide.
+    pub fn shared_key(&self) -> Option<&str> {
+        self.shared.as_deref().map(|s| &*s.key)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Local> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -67,29 +120,59 @@ impl Limiter {
     /// no credit back).
     pub fn set_scale(&self, scale: f64) {
         let mut st = self.state();
-        let (gcra, tat) = &mut *st;
-        let next = Gcra::scaled(self.rate, scale);
-        if let Some(t) = tat {
-            let (old, new) = (gcra.tolerance(), next.tolerance());
-            *t = match new >= old {
-                true => *t + (new - old),
-                false => t.checked_sub(old - new).unwrap_or(*t),
-            };
+        st.scale = scale;
+        let next = Gcra::scaled(self.rate, scale / f64::from(st.nodes.max(1)));
+        st.rescale(next);
+    }
+
+    /// The fleet's rate to ask for, if the limit is shared and its store
+    /// answers; else the local state is made right for going alone (a
+    /// share of the rate while the store is away, starting busy so that
+    /// the switch lets no burst through).
+    fn remote(&self, now: Instant) -> Option<(&Arc<SharedRate>, Duration, Duration)> {
+        let shared = self.shared.as_ref()?;
+        let fleet = shared.fleet();
+        let mut st = self.state();
+        if fleet.up() {
+            if st.nodes != 0 {
+                st.nodes = 0;
+                let next = Gcra::scaled(self.rate, st.scale);
+                st.rescale(next);
+            }
+            let g = Gcra::scaled(self.rate, st.scale);
+            return Some((shared, g.interval(), g.tolerance()));
         }
-        *gcra = next;
+        let nodes = fleet.nodes().max(1);
+        if st.nodes != nodes {
+            let next = Gcra::scaled(self.rate, st.scale / f64::from(nodes));
+            if st.nodes == 0 {
+                st.gcra = next;
+                st.tat = Some(next.full_at(now).max(st.tat.unwrap_or(now)));
+            } else {
+                st.rescale(next);
+            }
+            st.nodes = nodes;
+        }
+        None
     }
 
     /// The earliest time an event would be allowed.
     pub fn earliest(&self, now: Instant) -> Instant {
+        if let Some((shared, interval, tol)) = self.remote(now) {
+            return shared.earliest(now, interval, tol);
+        }
         let st = self.state();
-        st.0.earliest(st.1, now)
+        st.gcra.earliest(st.tat, now)
     }
 
     /// Counts an event at `now` if it is allowed; false (and nothing
     /// counted) otherwise.
     pub fn try_take(&self, now: Instant) -> bool {
+        if let Some((shared, interval, tol)) = self.remote(now) {
+            return shared.try_take(now, interval, tol);
+        }
         let mut st = self.state();
-        let (gcra, tat) = &mut *st;
+        let Local { gcra, tat, .. } = &mut *st;
         if !gcra.allows(*tat, now) {
             return false;
         }
@@ -126,32 +209,51 @@ pub async fn pace(limiters: &[&Limiter]) {
 
 /// A connection limit: at most `limit` leases at once. The limit can be
 /// changed while leases are out (a reload): a lower one lets no new lease
-/// go until enough are returned.
+/// go until enough are returned. Kept fleet-wide when it has a store
+/// (each lease then also holds a slot there); while the store does not
+/// answer, the node takes its share of the limit.
 #[derive(Debug)]
 pub struct Slots {
     limit: AtomicU32,
     used: AtomicU32,
     freed: Notify,
+    shared: Option<(Arc<str>, Arc<dyn Fleet>)>,
 }
 
 /// One connection's slot, returned when dropped.
 #[derive(Debug)]
-pub struct Lease(Arc<Slots>);
+pub struct Lease {
+    slots: Arc<Slots>,
+    /// Its slot in the fleet's store, if it holds one.
+    remote: Option<u64>,
+}
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::AcqRel);
-        self.0.freed.notify_one();
+        self.slots.used.fetch_sub(1, Ordering::AcqRel);
+        self.slots.freed.notify_one();
+        if let (Some(id), Some((key, fleet))) = (self.remote, &self.slots.shared) {
+            fleet.release(key.clone(), id);
+        }
     }
 }
+
+/// How often a connection waiting for a fleet-wide slot asks again.
+const LEASE_POLL: Duration = Duration::from_millis(100);
 
 impl Slots {
     /// A limit of `limit` connections, none in use.
     pub fn new(limit: u32) -> Arc<Self> {
+        Self::shared(limit, None)
+    }
+
+    /// The same, kept fleet-wide under a key of `shared`'s store.
+    pub fn shared(limit: u32, shared: Option<(Arc<str>, Arc<dyn Fleet>)>) -> Arc<Self> {
         Arc::new(Self {
             limit: AtomicU32::new(limit),
             used: AtomicU32::new(0),
             freed: Notify::new(),
+            shared,
         })
     }
 
@@ -166,28 +268,62 @@ impl Slots {
         self.limit.load(Ordering::Acquire)
     }
 
+    /// True when the limit is kept fleet-wide.
+    pub fn fleet_wide(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Leases out now.
     pub fn used(&self) -> u32 {
         self.used.load(Ordering::Acquire)
     }
 
-    /// A lease if one is free now.
-    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+    /// How many of this node's connections may be open: all of the limit,
+    /// or, for a shared limit while the store does not answer, this
+    /// node's share of it.
+    fn local_limit(&self) -> u32 {
         let limit = self.limit();
+        match &self.shared {
+            Some((_, fleet)) if !fleet.up() => limit.div_ceil(fleet.nodes().max(1)),
+            _ => limit,
+        }
+    }
+
+    /// A local lease if one is free now (no fleet-wide slot).
+    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        let limit = self.local_limit();
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 (u < limit).then_some(u + 1)
             })
             .ok()
-            .map(|_| Lease(self.clone()))
+            .map(|_| Lease {
+                slots: self.clone(),
+                remote: None,
+            })
     }
 
-    /// Waits for a free slot.
+    /// Waits for a free slot (and, for a shared limit, one of the
+    /// fleet's).
     pub async fn lease(self: &Arc<Self>) -> Lease {
         loop {
             let freed = self.freed.notified();
-            if let Some(l) = self.try_lease() {
-                return l;
+            if let Some(mut lease) = self.try_lease() {
+                let Some((key, fleet)) = self.shared.as_ref().filter(|(_, f)| f.up()) else {
+                    return lease;
+                };
+                match fleet.lease(key.clone(), self.limit()).await {
+                    LeaseAnswer::Taken(id) => {
+                        lease.remote = Some(id);
+                        return lease;
+                    }
+                    LeaseAnswer::Unreachable => return lease,
+                    LeaseAnswer::Full => {
+                        drop(lease);
+                        tokio::time::sleep(LEASE_POLL).await;
+                        continue;
+                    }
+                }
             }
             freed.await;
         }
@@ -211,25 +347,31 @@ pub struct Scope {
 impl Scope {
     /// A scope with these totals and nothing counted yet.
     pub fn new(name: String, totals: &TotalLimitsConfig) -> Self {
-        Self::carried(name, totals, None, None)
+        Self::carried(name, totals, None, None, None)
     }
 
     /// A scope with these totals that keeps the state of `previous` (the
     /// same scope under the config a reload replaces) for each limit whose
     /// setting did not change; a connection limit keeps its leases
     /// whatever its new value. New rates start busy from `busy_since`, if
-    /// given (see [`Limiter::new_busy`]).
+    /// given (see [`Limiter::new_busy`]). With a `fleet`, its limits are
+    /// kept fleet-wide, under keys named after the scope.
     pub fn carried(
         name: String,
         totals: &TotalLimitsConfig,
         previous: Option<&Scope>,
         busy_since: Option<Instant>,
+        fleet: Option<&Arc<dyn Fleet>>,
     ) -> Self {
-        let keep = |rate: Option<Rate>, old: Option<&Arc<Limiter>>| {
+        let keep = |rate: Option<Rate>, old: Option<&Arc<Limiter>>, what: &str| {
             let rate = rate?;
             Some(match old.filter(|l| l.rate() == rate) {
                 Some(l) => l.clone(),
-                None => Arc::new(Limiter::starting(rate, busy_since)),
+                None => {
+                    let shared =
+                        fleet.map(|f| SharedRate::new(format!("rate:{name}:{what}"), f.clone()));
+                    Arc::new(Limiter::starting(rate, busy_since).shared(shared))
+                }
             })
         };
         let slots = previous.and_then(|p| p.connections.as_ref());
@@ -238,19 +380,24 @@ impl Scope {
                 s.set_limit(n);
                 s.clone()
             }
-            None => Slots::new(n),
+            None => {
+                let shared = fleet.map(|f| (Arc::from(format!("lease:{name}")), f.clone()));
+                Slots::shared(n, shared)
+            }
         });
         Self {
-            name,
             messages: keep(
                 totals.message_rate,
                 previous.and_then(|p| p.messages.as_ref()),
+                "messages",
             ),
             connection_rate: keep(
                 totals.connection_rate,
                 previous.and_then(|p| p.connection_rate.as_ref()),
+                "connections",
             ),
             connections,
+            name,
         }
     }
 
@@ -361,6 +508,7 @@ mod tests {
             &totals(Some(rate), Some(3)),
             Some(&old),
             None,
+            None,
         );
         let limiter = new.messages.as_ref().unwrap();
         assert!(
@@ -377,6 +525,7 @@ mod tests {
             "provider p".into(),
             &totals(Some("2/s".parse().unwrap()), Some(1)),
             Some(&new),
+            None,
             None,
         );
         assert!(

@@ -14,6 +14,7 @@ pub mod limiter;
 mod plan;
 pub mod rate;
 pub mod rules;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,6 +27,7 @@ pub use limiter::{Limiter, Scope, pace};
 use plan::apply;
 pub use plan::{Origin, Origins, PathLimits, Plan};
 pub use rules::{Actions, Rules};
+pub use shared::Fleet;
 
 struct Provider {
     name: Arc<str>,
@@ -46,12 +48,14 @@ pub struct Shaper {
     /// Automatic actions in force (they outlive reloads).
     pub actions: Actions,
     current: std::sync::RwLock<Arc<Shaping>>,
+    /// The fleet whose store keeps the shared limits, if any.
+    fleet: Option<Arc<dyn Fleet>>,
 }
 
 impl Shaper {
     /// From a validated config, its actions kept nowhere.
     pub fn new(config: &Config) -> Self {
-        Self::starting(config, None, None)
+        Self::starting(config, None, None, None)
     }
 
     /// From a validated config, with every rate starting as if it had
@@ -59,16 +63,25 @@ impl Shaper {
     /// queued mail, the limiters' state is unknown, and this way nothing
     /// is ever sent faster than the limits across the restart (the first
     /// message of a path waits one interval: a second at `"60/m"`). The
-    /// actions are kept through `slot`, if given.
+    /// actions are kept through `slot`, if given; with a `fleet`, the
+    /// shared limits (see [`Shaping::carried`]) are kept fleet-wide.
     pub fn starting(
         config: &Config,
         busy_since: Option<Instant>,
         slot: Option<crate::state::Slot>,
+        fleet: Option<Arc<dyn Fleet>>,
     ) -> Self {
+        let shaping = Shaping::carried(config, None, busy_since, fleet.as_ref());
         Self {
             actions: Actions::new(slot),
-            current: std::sync::RwLock::new(Arc::new(Shaping::carried(config, None, busy_since))),
+            current: std::sync::RwLock::new(Arc::new(shaping)),
+            fleet,
         }
+    }
+
+    /// The fleet whose store keeps the shared limits, if any.
+    pub fn fleet(&self) -> Option<&Arc<dyn Fleet>> {
+        self.fleet.as_ref()
     }
 
     /// The limits and rules in force.
@@ -86,7 +99,12 @@ impl Shaper {
     pub fn replace(&self, config: &Config) {
         let previous = self.current();
         let busy = previous.busy_since;
-        let next = Arc::new(Shaping::carried(config, Some(&previous), busy));
+        let next = Arc::new(Shaping::carried(
+            config,
+            Some(&previous),
+            busy,
+            self.fleet.as_ref(),
+        ));
         // The actions of rules that are gone end; an operator's and Tern's
         // own stay.
         let mut kept: Vec<&str> = next.rules.names().collect();
@@ -130,6 +148,11 @@ pub struct Shaping {
     tenants: HashMap<String, Arc<Scope>>,
     /// See [`Plan::busy_since`].
     busy_since: Option<Instant>,
+    /// The fleet's store, and the sources several nodes send from: the
+    /// paths from those keep their limits fleet-wide too.
+    fleet: Option<(Arc<dyn Fleet>, Vec<String>)>,
+    /// The fleet-wide scopes of such paths, made as paths are planned.
+    paths: std::sync::Mutex<Previous>,
 }
 
 impl fmt::Debug for Shaper {
@@ -152,18 +175,34 @@ impl fmt::Debug for Shaping {
 /// The shared scopes of a previous config, by name.
 type Previous = HashMap<String, Arc<Scope>>;
 
-fn scope(
-    name: String,
-    t: &crate::config::TotalLimitsConfig,
-    (previous, busy): (&Previous, Option<Instant>),
-) -> Option<Arc<Scope>> {
-    (!t.is_empty()).then(|| {
-        let old = previous.get(&name).map(|s| &**s);
-        Arc::new(Scope::carried(name, t, old, busy))
-    })
+/// What building the scopes of a config needs.
+struct Build<'a> {
+    /// The scopes of the config a reload replaces.
+    previous: Previous,
+    /// See [`Plan::busy_since`].
+    busy: Option<Instant>,
+    /// The fleet's store, for limits kept fleet-wide.
+    fleet: Option<&'a Arc<dyn Fleet>>,
 }
 
-fn provider(p: &ProviderConfig, previous: (&Previous, Option<Instant>)) -> Provider {
+impl Build<'_> {
+    /// A scope named `name` with totals `t` (none if it sets no limit),
+    /// kept fleet-wide when `fleet_wide` and there is a fleet.
+    fn scope(
+        &self,
+        name: String,
+        t: &crate::config::TotalLimitsConfig,
+        fleet_wide: bool,
+    ) -> Option<Arc<Scope>> {
+        (!t.is_empty()).then(|| {
+            let old = self.previous.get(&name).map(|s| &**s);
+            let fleet = self.fleet.filter(|_| fleet_wide);
+            Arc::new(Scope::carried(name, t, old, self.busy, fleet))
+        })
+    }
+}
+
+fn provider(p: &ProviderConfig, b: &Build<'_>) -> Provider {
     let suffixes = p
         .mx_suffixes
         .iter()
@@ -185,14 +224,14 @@ fn provider(p: &ProviderConfig, previous: (&Previous, Option<Instant>)) -> Provi
             .iter()
             .map(|s| (s.source.clone(), s.per_path.clone()))
             .collect(),
-        total: scope(format!("provider {}", p.name), &p.total, previous),
+        total: b.scope(format!("provider {}", p.name), &p.total, true),
     }
 }
 
 impl Shaping {
     /// From a validated config.
     pub fn new(config: &Config) -> Self {
-        Self::carried(config, None, None)
+        Self::carried(config, None, None, None)
     }
 
     /// Every shared scope, by name.
@@ -205,21 +244,70 @@ impl Shaping {
             .chain(self.sources.values().filter_map(layered))
             .chain(self.sites.iter().filter_map(|(_, l)| layered(l)))
             .chain(self.tenants.values().cloned())
+            .chain(self.path_scopes().into_values())
             .map(|s| (s.name.clone(), s))
             .collect()
     }
 
+    fn path_scopes(&self) -> Previous {
+        self.paths.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The fleet-wide limits of the path from a shared `source` to `site`
+    /// (its own limits, `limits`, kept fleet-wide), if the fleet keeps
+    /// them: made once, kept while unchanged.
+    fn path_scope(&self, source: &str, site: &str, limits: &PathLimits) -> Option<Arc<Scope>> {
+        let (fleet, shared) = self.fleet.as_ref()?;
+        if !shared.iter().any(|s| s == source) {
+            return None;
+        }
+        let name = format!("path {source} -> {site}");
+        let totals = crate::config::TotalLimitsConfig {
+            connection_limit: Some(limits.connection_limit),
+            connection_rate: limits.connection_rate,
+            message_rate: limits.message_rate,
+        };
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        let old = paths.get(&name);
+        let same = old.is_some_and(|o| {
+            o.connection_limit() == totals.connection_limit
+                && o.messages.as_ref().map(|l| l.rate()) == totals.message_rate
+                && o.connection_rate.as_ref().map(|l| l.rate()) == totals.connection_rate
+        });
+        if let (true, Some(o)) = (same, old) {
+            return Some(o.clone());
+        }
+        let scope = Scope::carried(
+            name.clone(),
+            &totals,
+            old.map(|o| &**o),
+            self.busy_since,
+            Some(fleet),
+        );
+        let scope = Arc::new(scope);
+        paths.insert(name, scope.clone());
+        Some(scope)
+    }
+
     /// From a validated config, keeping the state of `previous`'s shared
-    /// limits whose settings did not change.
+    /// limits whose settings did not change. With a `fleet`, the totals of
+    /// providers, sites, domains and tenants are kept fleet-wide, and
+    /// those of a source when it is `shared` (a source's totals otherwise
+    /// limit what leaves one node's address).
     pub fn carried(
         config: &Config,
         previous: Option<&Shaping>,
         busy_since: Option<Instant>,
+        fleet: Option<&Arc<dyn Fleet>>,
     ) -> Self {
         let d = &config.delivery;
         let s = &config.shaping;
-        let previous = previous.map(Shaping::scopes).unwrap_or_default();
-        let previous = (&previous, busy_since);
+        let b = Build {
+            previous: previous.map(Shaping::scopes).unwrap_or_default(),
+            busy: busy_since,
+            fleet,
+        };
+        let shared_source = |name: &str| config.sources.iter().any(|x| x.name == name && x.shared);
         Self {
             rules: Rules::new(&s.rules),
             defaults: PathLimits {
@@ -232,14 +320,14 @@ impl Shaping {
                 dead_site_failures: d.dead_site_failures,
                 dead_site_pause: d.dead_site_pause.get(),
             },
-            providers: s.providers.iter().map(|p| provider(p, previous)).collect(),
+            providers: s.providers.iter().map(|p| provider(p, &b)).collect(),
             domains: s
                 .domains
                 .iter()
                 .map(|x| {
                     let layered = Layered {
                         per_path: x.per_path.clone(),
-                        total: scope(format!("domain {}", x.domain), &x.total, previous),
+                        total: b.scope(format!("domain {}", x.domain), &x.total, true),
                     };
                     (x.domain.to_ascii_lowercase(), layered)
                 })
@@ -250,7 +338,11 @@ impl Shaping {
                 .map(|x| {
                     let layered = Layered {
                         per_path: x.per_path.clone(),
-                        total: scope(format!("source {}", x.source), &x.total, previous),
+                        total: b.scope(
+                            format!("source {}", x.source),
+                            &x.total,
+                            shared_source(&x.source),
+                        ),
                     };
                     (x.source.clone(), layered)
                 })
@@ -261,7 +353,7 @@ impl Shaping {
                 .map(|x| {
                     let layered = Layered {
                         per_path: x.per_path.clone(),
-                        total: scope(format!("site of {}", x.mx), &x.total, previous),
+                        total: b.scope(format!("site of {}", x.mx), &x.total, true),
                     };
                     (x.mx.trim_end_matches('.').to_ascii_lowercase(), layered)
                 })
@@ -271,16 +363,27 @@ impl Shaping {
                 .iter()
                 .map(|t| {
                     let name = format!("tenant {}", t.tenant);
-                    let old = previous.0.get(&name).map(|s| &**s);
+                    let old = b.previous.get(&name).map(|s| &**s);
                     let totals = crate::config::TotalLimitsConfig {
                         message_rate: t.message_rate,
                         ..Default::default()
                     };
-                    let scope = Scope::carried(name, &totals, old, busy_since);
+                    let scope = Scope::carried(name, &totals, old, busy_since, b.fleet);
                     (t.tenant.clone(), Arc::new(scope))
                 })
                 .collect(),
             busy_since,
+            fleet: fleet.map(|f| {
+                let shared = config.sources.iter().filter(|x| x.shared);
+                (f.clone(), shared.map(|x| x.name.clone()).collect())
+            }),
+            paths: std::sync::Mutex::new(
+                b.previous
+                    .iter()
+                    .filter(|(name, _)| name.starts_with("path "))
+                    .map(|(n, s)| (n.clone(), s.clone()))
+                    .collect(),
+            ),
         }
     }
 
@@ -394,6 +497,7 @@ impl Shaping {
             );
             scopes.extend(s.total.clone());
         }
+        scopes.extend(self.path_scope(source, site, &limits));
         Plan {
             provider: provider.map(|p| p.name.clone()),
             own_domain: own.map(|_| Arc::from(domain)),

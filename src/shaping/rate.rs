@@ -42,6 +42,11 @@ impl Gcra {
         }
     }
 
+    /// The time between two events.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// How far ahead of now the state may be while events are allowed.
     pub fn tolerance(&self) -> Duration {
         self.tolerance

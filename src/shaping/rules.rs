@@ -111,6 +111,7 @@ impl Rules {
 mod tests {
     use super::*;
     use crate::config::values::Duration as Span;
+    use crate::shaping::actions::Change;
     use std::time::SystemTime;
 
     fn rule(f: impl FnOnce(&mut RuleConfig)) -> Rule {
@@ -194,5 +195,69 @@ mod tests {
                 .is_none()
         );
         assert!(actions.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_slowdown_slows_its_path_and_never_suspends_it() {
+        let actions = Actions::new(None);
+        let r = rule(|c| c.action = crate::config::RuleAction::SlowDown);
+        let path = Target::Path("ip1".into(), "mx.big.example".into());
+        actions.slowed(path, &r, "450 busy", 30.0, SystemTime::now());
+        let kept = serde_json::to_vec(&actions.list()).unwrap();
+        let restored = Actions::new(None);
+        assert_eq!(restored.restore(&kept, SystemTime::now()), 1);
+        assert!(
+            restored
+                .suspended("ip1", "mx.big.example", None, None)
+                .is_none(),
+            "a slow-down is no suspension"
+        );
+        assert_eq!(
+            restored.slowdown_of("ip1", "mx.big.example"),
+            Some(("r".into(), 30.0))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_made_here_are_published_and_those_of_the_fleet_are_not() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let here = Actions::new(None);
+        here.publish_to(tx);
+        let r = rule(|c| c.text = Some("x".into()));
+        let now = SystemTime::now();
+        here.suspend(Target::Provider("big".into()), &r, "421 x", now);
+        let change = rx.try_recv().expect("published");
+        // Another node applies it: the provider is held there too, and
+        // nothing is published again.
+        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
+        let there = Actions::new(None);
+        there.publish_to(tx2);
+        assert!(there.apply(change.clone(), now));
+        assert!(
+            !there.apply(change, now),
+            "the same change twice is no change"
+        );
+        assert!(
+            there
+                .suspended("ip9", "mx.big.example", Some("big"), None)
+                .is_some()
+        );
+        assert!(rx2.try_recv().is_err());
+        // A cancel there travels back as an end.
+        assert!(there.cancel(&Target::Provider("big".into())));
+        let end = rx2.try_recv().expect("published");
+        assert!(here.apply(end, now));
+        assert!(
+            here.suspended("ip1", "mx.big.example", Some("big"), None)
+                .is_none()
+        );
+        // An action that has ended by the time it arrives is not applied.
+        let late = Change::Put {
+            action: here
+                .suspend(Target::Site("s".into()), &r, "421 x", now)
+                .unwrap(),
+        };
+        let later = now + Duration::from_secs(120);
+        assert!(!Actions::new(None).apply(late, later));
     }
 }

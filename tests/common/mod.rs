@@ -8,6 +8,7 @@ pub mod admin;
 pub mod dkim;
 pub mod dns;
 pub mod net;
+pub mod redis;
 pub mod sink;
 
 use std::net::SocketAddr;

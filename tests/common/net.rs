@@ -100,6 +100,7 @@ impl Net {
                 address: Some(self.ip(last)),
                 ehlo: Some(format!("{name}.tern.test")),
                 warmup: None,
+                shared: false,
             });
         }
         c.pools = vec![pool("default", &[("a", 1)])];

@@ -83,6 +83,29 @@ struct Shared {
     changed: Notify,
     empty_data: Mutex<Vec<Vec<u8>>>,
     connections: std::sync::atomic::AtomicUsize,
+    /// Connections open now, and the most open at once.
+    open: std::sync::atomic::AtomicUsize,
+    max_open: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a connection open while it lives.
+struct Open(Arc<Shared>);
+
+impl Open {
+    fn new(s: Arc<Shared>) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = s.open.fetch_add(1, SeqCst) + 1;
+        s.max_open.fetch_max(now, SeqCst);
+        Self(s)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A running sink.
@@ -118,6 +141,7 @@ impl Sink {
                         s.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let (s, o) = (s.clone(), opts.clone());
                         sessions.spawn(async move {
+                            let _open = Open::new(s.clone());
                             if let Some(d) = o.banner_delay {
                                 tokio::time::sleep(d).await;
                             }
@@ -173,6 +197,18 @@ impl Sink {
         self.shared
             .connections
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The most connections open at once so far.
+    pub fn max_open(&self) -> usize {
+        self.shared
+            .max_open
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.shared.open.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many times RCPT TO named `address`.

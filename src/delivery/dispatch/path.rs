@@ -80,6 +80,9 @@ pub(crate) struct Path {
     max_ready_bytes: u64,
 }
 
+/// The longest a connection holding a fleet-wide slot stays idle.
+pub const FLEET_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Path {
     /// A path with `plan`; `previous` is the path a reload replaces, whose
     /// rate limiters (and slow-down) go on when their rates did not change.
@@ -164,6 +167,12 @@ impl Path {
         }
         let st = self.state();
         let (len, bytes) = (st.ready.len(), st.ready.bytes());
+        if len > 0 && st.connected == 0 && self.rate_limited() {
+            // Its jobs hold rate slots: no more until a connection is
+            // open to send them (it may be waiting for a connection
+            // slot another path or node holds).
+            return Room::Full;
+        }
         match len < self.max_ready && bytes < self.max_ready_bytes {
             true => Room::Open(self.max_ready - len),
             false => Room::Full,
@@ -234,7 +243,7 @@ impl Path {
                 }
                 st.idle += 1;
             }
-            let idle = self.plan.limits.idle_timeout;
+            let idle = self.idle_limit();
             let woke = tokio::time::timeout(idle, self.ready_signal.notified())
                 .await
                 .is_ok();
@@ -250,6 +259,23 @@ impl Path {
                 st.workers -= 1;
                 return None;
             }
+        }
+    }
+
+    /// How long a connection (or room for one) waits idle for a job:
+    /// `idle_timeout`, but at most [`FLEET_IDLE`] when it holds a slot of
+    /// a fleet-wide connection limit, which other nodes may be waiting
+    /// for.
+    fn idle_limit(&self) -> std::time::Duration {
+        let idle = self.plan.limits.idle_timeout;
+        let fleet_wide = self
+            .plan
+            .scopes
+            .iter()
+            .any(|s| s.connections.as_ref().is_some_and(|c| c.fleet_wide()));
+        match fleet_wide {
+            true => idle.min(FLEET_IDLE),
+            false => idle,
         }
     }
 
@@ -271,6 +297,34 @@ impl Path {
     /// Takes the ready jobs `drop` selects.
     pub fn remove_ready(&self, drop: impl FnMut(&Job) -> bool) -> Vec<Job> {
         self.state().ready.remove(drop)
+    }
+
+    /// A worker without a connection leaves if no job is ready (it takes
+    /// no connection slot for nothing); true when it left.
+    pub fn leave_if_empty(&self) -> bool {
+        let mut st = self.state();
+        if st.ready.len() == 0 {
+            st.workers -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// The next ready job without waiting; none: the worker leaves.
+    pub fn next_now(&self, svc: &Arc<Delivery>) -> Option<Job> {
+        let mut st = self.state();
+        match st.ready.pop() {
+            Some(job) => {
+                let waiters = self.room_made(&mut st);
+                drop(st);
+                pump(svc, waiters);
+                Some(job)
+            }
+            None => {
+                st.workers -= 1;
+                None
+            }
+        }
     }
 
     /// A worker leaves without waiting for `next` to say so.

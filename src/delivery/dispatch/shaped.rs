@@ -60,6 +60,11 @@ impl Path {
         )
     }
 
+    /// True when its messages take slots of a rate.
+    pub(crate) fn rate_limited(&self) -> bool {
+        self.send_limiters().next().is_some()
+    }
+
     /// When the path's rates allow its next message (`now` if they do).
     pub(crate) fn next_slot(&self, now: Instant) -> Instant {
         self.send_limiters()

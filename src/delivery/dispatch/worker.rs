@@ -13,6 +13,7 @@ use super::super::outcome::{Message, Outcome, Verdict};
 use super::path::Path;
 use super::send::{ConnectFailure, connect, deliver, with_path};
 use crate::config::TlsPolicy;
+use crate::shaping::limiter::Lease;
 use crate::smtp::client::{Connection, local_reply};
 
 /// Runs until the worker retires or shutdown aborts it.
@@ -34,8 +35,27 @@ enum Then {
 async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
     let mut conn: Option<Connection> = None;
     let mut sent = 0;
-    let mut leases = Vec::new();
-    while let Some(job) = path.next(svc).await {
+    // Room for one connection (leases of the shared connection limits,
+    // and its turn under the connection rates), taken before a job: a
+    // worker waiting for room holds no job another could send.
+    let mut room: Option<Vec<Lease>> = None;
+    loop {
+        let next = match conn.is_some() {
+            true => path.next(svc).await,
+            false => {
+                // No connection: take room for one only while a job waits.
+                if room.is_none() {
+                    if path.leave_if_empty() {
+                        break;
+                    }
+                    room = Some(path.connection_slot().await);
+                }
+                path.next_now(svc)
+            }
+        };
+        let Some(job) = next else {
+            break;
+        };
         if path.hold(svc).is_some() || !svc.spool_writable() {
             path.give_back(svc, vec![job]);
             path.retire();
@@ -47,36 +67,34 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
         {
             // This domain requires TLS; the open connection fell back to plaintext.
             path.close(conn.take(), true).await;
-            leases.clear();
+            drop(room.take()); // the new connection takes its own turn
+            room = Some(path.connection_slot().await);
             sent = 0;
         }
         let job = match conn.is_none() {
             false => job,
-            true => {
-                leases = path.connection_slot().await;
-                match open(svc, path, job).await {
-                    Ok((c, job)) => {
-                        conn = Some(c);
-                        sent = 0;
-                        job
-                    }
-                    Err(Then::Next) => {
-                        leases.clear();
-                        continue;
-                    }
-                    Err(Then::Retire) => {
-                        path.retire();
-                        break;
-                    }
+            true => match open(svc, path, job).await {
+                Ok((c, job)) => {
+                    conn = Some(c);
+                    sent = 0;
+                    job
                 }
-            }
+                Err(Then::Next) => {
+                    room = None;
+                    continue;
+                }
+                Err(Then::Retire) => {
+                    path.retire();
+                    break;
+                }
+            },
         };
         let c = conn.as_mut().expect("connected above");
         let reusable = send(svc, path, c, job).await;
         sent += 1;
         if !reusable || sent >= path.plan.limits.max_messages_per_connection {
             path.close(conn.take(), reusable).await;
-            leases.clear();
+            room = None;
             sent = 0;
         }
     }

@@ -341,4 +341,15 @@ impl Delivery {
             self.pump(&d);
         }
     }
+
+    /// The fleet changed the actions here (another node's suspension,
+    /// slow-down, pause or cancel): each path takes up its slow-down as
+    /// the actions now say, then holds are looked at again.
+    pub fn actions_changed(self: &Arc<Self>) {
+        for p in self.live_paths() {
+            p.drop_lost_slowdown(self);
+            p.restore_slowdown(self);
+        }
+        self.holds_changed();
+    }
 }
