@@ -52,6 +52,8 @@ pub struct Services {
     pub routing: Arc<Swap<IntakeRouting>>,
     /// The metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the node takes new mail.
+    pub node: Arc<crate::node::NodeState>,
 }
 
 impl Services {
@@ -75,6 +77,7 @@ impl Services {
                 Dkim::from_config(&config.dkim)?.map(Arc::new),
             ))),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            node: Arc::new(crate::node::NodeState::default()),
         })
     }
 }
@@ -205,7 +208,7 @@ pub async fn run_on_queue(
     })?);
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
     adopt_legacy_rebinds(&config, &queue).await?;
-    let node = Arc::new(crate::node::NodeState::default());
+    let node = services.node.clone();
     let cluster = match &config.cluster {
         Some(c) => Some(Cluster::new(&config, c, node.clone(), &queue)?),
         None => None,
@@ -453,6 +456,7 @@ pub fn session_context(
         pool_header: config.delivery.pool_header.clone(),
         routing: services.routing.clone(),
         metrics: services.metrics.clone(),
+        node: services.node.clone(),
         priority: l.priority,
         priority_header: config.delivery.priority_header.clone(),
     };

@@ -30,6 +30,45 @@ const UNRECORDED: &str = "tern_messages_held_unrecorded";
 const RSS: &str = "tern_resident_memory_bytes";
 const RELOADS: &str = "tern_config_reloads_total";
 const LOG_DROPPED: &str = "tern_delivery_log_dropped_total";
+const ACCEPT: &str = "tern_smtp_accept_seconds";
+const REFUSED: &str = "tern_smtp_refusals_total";
+const OLDEST: &str = "tern_queue_oldest_waiting_seconds";
+const DRAINING: &str = "tern_node_draining";
+
+/// Why the door refused new mail (a 4xx), for [`Metrics::refused`].
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// The spool is full or cannot write.
+    Spool,
+    /// `queue.max_messages` or `queue.max_spool_size` is reached.
+    Backlog,
+    /// The RAM for message data being received is used up.
+    Memory,
+    /// `max_connections` is reached.
+    Connections,
+    /// The node drains.
+    Draining,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 5] = [
+        Refusal::Spool,
+        Refusal::Backlog,
+        Refusal::Memory,
+        Refusal::Connections,
+        Refusal::Draining,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Refusal::Spool => "spool",
+            Refusal::Backlog => "backlog",
+            Refusal::Memory => "memory",
+            Refusal::Connections => "connections",
+            Refusal::Draining => "draining",
+        }
+    }
+}
 
 /// How many egress paths (the busiest) get gauges of their own.
 pub const TOP_PATHS: usize = 50;
@@ -125,10 +164,19 @@ impl Metrics {
         let buckets = [
             0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86_400.0,
         ];
-        let recorder = PrometheusBuilder::new().set_buckets(&buckets).map_or_else(
-            |_| PrometheusBuilder::new().build_recorder(),
-            |b| b.build_recorder(),
-        );
+        let fast = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&buckets)
+            .and_then(|b| {
+                let accept = metrics_exporter_prometheus::Matcher::Full(ACCEPT.into());
+                b.set_buckets_for_metric(accept, &fast)
+            })
+            .map_or_else(
+                |_| PrometheusBuilder::new().build_recorder(),
+                |b| b.build_recorder(),
+            );
         let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
             recorder.describe_counter(
                 KeyName::from_const_str(name),
@@ -183,6 +231,30 @@ impl Metrics {
             None,
             "Delivery log lines dropped because the log's disk could not keep up (delivery never waits for it).",
         );
+        describe(
+            OLDEST,
+            Some(Unit::Seconds),
+            "Age of the oldest message waiting at a destination or path (due, not yet sent): with the queue size and the door's latency, what to scale out on.",
+        );
+        describe(
+            DRAINING,
+            None,
+            "1 while this node drains (refuses new mail, hands its queue to its peers); 0 while it takes mail.",
+        );
+        describe(
+            ACCEPT,
+            Some(Unit::Seconds),
+            "Time from the end of a message's data to its 250 (signing and the fsync included): the door's latency.",
+        );
+        describe(
+            REFUSED,
+            None,
+            "New mail refused at the door with a 4xx, by reason (spool, backlog, memory, connections, draining).",
+        );
+        for r in Refusal::ALL {
+            let key = Key::from_parts(REFUSED, vec![Label::new("reason", r.name())]);
+            recorder.register_counter(&key, &META).increment(0);
+        }
         for result in ["applied", "refused"] {
             let key = Key::from_parts(RELOADS, vec![Label::new("result", result)]);
             recorder.register_counter(&key, &META).increment(0);
@@ -255,6 +327,17 @@ impl Metrics {
         self.histogram(key).record(secs);
     }
 
+    /// A message was accepted `secs` after its data ended.
+    pub fn accepted(&self, secs: f64) {
+        self.histogram(Key::from_static_name(ACCEPT)).record(secs);
+    }
+
+    /// The door refused new mail.
+    pub fn refused(&self, why: Refusal) {
+        let key = Key::from_parts(REFUSED, vec![Label::new("reason", why.name())]);
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
     fn histogram(&self, key: Key) -> Histogram {
         self.recorder.register_histogram(&key, &META)
     }
@@ -262,7 +345,12 @@ impl Metrics {
     /// The Prometheus text exposition, with the queue's gauges set from
     /// `queue` and the process's memory first, and gauges of the busiest
     /// egress `paths`.
-    pub fn render(&self, queue: &queue::Queue, delivery: &crate::views::DeliveryState) -> String {
+    pub fn render(
+        &self,
+        queue: &queue::Queue,
+        delivery: &crate::views::DeliveryState,
+        node: (bool, Option<crate::views::FleetState>),
+    ) -> String {
         let s = queue.stats();
         let gauge = |name: &'static str, v: f64| {
             self.recorder
@@ -274,11 +362,57 @@ impl Metrics {
         gauge(SPOOL, s.disk_bytes as f64);
         gauge(RSS, resident_bytes() as f64);
         gauge(UNRECORDED, delivery.unrecorded as f64);
+        let oldest = (delivery.dests.iter().map(|d| d.oldest_secs))
+            .chain(delivery.paths.iter().map(|p| p.oldest_secs))
+            .max()
+            .unwrap_or(0);
+        gauge(OLDEST, oldest as f64);
+        gauge(DRAINING, f64::from(u8::from(node.0)));
         let mut text = self.recorder.handle().render();
+        if let Some(f) = node.1 {
+            render_fleet(&mut text, &f);
+        }
         render_spool_state(&mut text, &queue.health());
         render_paths(&mut text, &delivery.paths);
         render_destinations(&mut text, &delivery.dests);
         text
+    }
+}
+
+/// The fleet's gauges, written as text at each scrape.
+fn render_fleet(out: &mut String, f: &crate::views::FleetState) {
+    use std::fmt::Write;
+    let rows: [(&str, &str, &str, f64); 4] = [
+        (
+            "tern_cluster_redis_up",
+            "gauge",
+            "1 while the fleet's Redis answers; 0 while each node keeps to its share of the shared limits.",
+            f64::from(u8::from(f.redis_up)),
+        ),
+        (
+            "tern_cluster_nodes",
+            "gauge",
+            "Nodes of the fleet alive when last counted (this one included).",
+            f64::from(f.nodes),
+        ),
+        (
+            "tern_cluster_redis_round_trips_total",
+            "counter",
+            "Round trips to the fleet's Redis since start.",
+            f.round_trips as f64,
+        ),
+        (
+            "tern_cluster_leases",
+            "gauge",
+            "Fleet-wide connection slots this node holds now.",
+            f.leases as f64,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     }
 }
 

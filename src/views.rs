@@ -90,6 +90,19 @@ pub fn spool_state(h: &queue::Health) -> (&'static str, Option<String>) {
     }
 }
 
+/// What a node in a fleet exports about it, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetState {
+    /// Whether the fleet's Redis answers.
+    pub redis_up: bool,
+    /// Nodes alive when last counted.
+    pub nodes: u32,
+    /// Round trips to Redis since start.
+    pub round_trips: u64,
+    /// Fleet-wide connection slots this node holds.
+    pub leases: u64,
+}
+
 /// `GET /v1/cluster`: one node of the fleet, as its heartbeat last said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeRow {

@@ -10,50 +10,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::net::{Net, Tern, ZONE, submit_batch};
+use common::fleet::{actions, alpha, log, node, within};
+use common::net::{Net, Tern, ZONE, submit_batch, until};
 use common::redis::Redis;
-use common::sink::{Sink, SinkOptions};
+use common::sink::SinkOptions;
 use tern::config::values::Duration as Span;
-use tern::config::{ClusterConfig, Config, ProviderConfig};
-
-/// Node `i` of the fleet on `net`: its own spool and log, the fleet's
-/// Redis, quick heartbeats.
-fn node(net: &Net, redis: &Redis, i: usize) -> Config {
-    let mut c = net.config();
-    let dir = net.dir.path().join(format!("node{i}"));
-    c.queue.path = dir.join("spool");
-    c.log.deliveries = dir.join("deliveries.jsonl");
-    c.cluster = Some(ClusterConfig {
-        redis: redis.url(),
-        node: Some(format!("node{i}")),
-        heartbeat: Span::from_millis(200),
-        node_timeout: Span::from_secs(2),
-        lease_ttl: Span::from_secs(3),
-        ..ClusterConfig::default()
-    });
-    c
-}
-
-/// The provider of alpha.test's MX, with fleet-wide totals.
-fn alpha(rate: &str, connections: u32) -> ProviderConfig {
-    let mut p = ProviderConfig {
-        name: "alpha".into(),
-        mx_suffixes: vec!["alpha.test".into()],
-        ..ProviderConfig::default()
-    };
-    p.total.message_rate = Some(rate.parse().unwrap());
-    p.total.connection_limit = Some(connections);
-    p
-}
-
-/// Messages that arrived within `window` of the first.
-fn within(sink: &Sink, window: Duration) -> usize {
-    let got = sink.received();
-    let Some(first) = got.iter().map(|m| m.at).min() else {
-        return 0;
-    };
-    got.iter().filter(|m| m.at - first <= window).count()
-}
 
 /// `n` nodes, 40 messages each to alpha.test, whose provider allows 20
 /// messages a second (a burst of 20) and 2 connections in all.
@@ -129,4 +90,216 @@ async fn two_nodes_share_a_provider_rate_and_connection_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_a_provider_rate_and_connection_limit() {
     nodes_share_a_provider_limit(3).await;
+}
+
+/// A 450 at node 0 fires a provider-wide suspension rule; node 1 holds
+/// the provider within a second (its mail there waits, its other mail
+/// flows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_fired_on_one_node_suspends_the_provider_on_the_other() {
+    let redis = Redis::start().await;
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let other = net.sink(11).await;
+    let mut nodes = Vec::new();
+    let api = common::admin::admin(&net);
+    for i in 0..2 {
+        let mut c = node(&net, &redis, i);
+        if i == 0 {
+            c.admin = api.clone();
+        }
+        c.shaping.providers.push(alpha("100/s", 10));
+        c.shaping.rules.push(tern::config::RuleConfig {
+            name: "busy".into(),
+            codes: vec![450],
+            scope: tern::config::RuleScope::Provider,
+            action: tern::config::RuleAction::Suspend,
+            duration: Some(Span::from_secs(3600)),
+            ..tern::config::RuleConfig::default()
+        });
+        nodes.push(Tern::start(c).await);
+    }
+    submit_batch(nodes[0].addr, 1, |_| "tempfail@alpha.test".into(), "").await;
+    let fired = until(Duration::from_secs(10), || !actions(&net, 0).is_empty()).await;
+    assert!(fired, "the rule fired on node 0");
+    let t0 = tokio::time::Instant::now();
+    let arrived = until(Duration::from_secs(5), || {
+        actions(&net, 1)
+            .iter()
+            .any(|a| a.target.to_string() == "provider alpha" && a.rule == "busy")
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("node 1 held the provider {took:?} after node 0 kept the action");
+    assert!(arrived && took < Duration::from_secs(1), "{took:?}");
+    // Node 1's mail to the provider waits; its other mail goes.
+    submit_batch(nodes[1].addr, 3, |k| format!("held{k}@alpha.test"), "").await;
+    submit_batch(nodes[1].addr, 3, |k| format!("go{k}@implicit.test"), "").await;
+    assert_eq!(
+        other.wait_received(3, Duration::from_secs(10)).await.len(),
+        3
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        mx.received()
+            .iter()
+            .all(|m| !m.rcpts[0].starts_with("held")),
+        "the provider is held on node 1"
+    );
+
+    // Any node lists the fleet; its metrics say Redis is up.
+    let a = api.clone();
+    let status: tern::admin::types::ClusterStatus =
+        common::admin::call(move || tern::admin::client::get(&a, "/v1/cluster"))
+            .await
+            .unwrap();
+    let states: Vec<(&str, &str)> = status.nodes.iter().map(|n| (&*n.node, &*n.state)).collect();
+    assert_eq!(states, [("node0", "accepting"), ("node1", "accepting")]);
+    let a = api.clone();
+    let metrics = common::admin::call(move || tern::admin::client::get_text(&a, "/metrics"))
+        .await
+        .unwrap();
+    for line in [
+        "tern_cluster_redis_up 1",
+        "tern_cluster_nodes 2",
+        "tern_node_draining 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    let mut nodes = nodes.into_iter();
+    let (n0, n1) = (nodes.next().unwrap(), nodes.next().unwrap());
+    n1.stop().await;
+    let a = api.clone();
+    let status: tern::admin::types::ClusterStatus =
+        common::admin::call(move || tern::admin::client::get(&a, "/v1/cluster"))
+            .await
+            .unwrap();
+    assert_eq!(
+        status.nodes[1].state, "down",
+        "a node that stopped is down at once"
+    );
+    n0.stop().await;
+    mx.stop().await;
+    other.stop().await;
+    net.stop().await;
+}
+
+/// Redis dies mid-run: both nodes keep delivering, each at half the
+/// provider's rate, with no deferral and no attempt counted; once Redis
+/// is back, the rate is kept there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_mid_run_costs_no_mail_and_no_attempt() {
+    let mut redis = Redis::start().await;
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let mut c = node(&net, &redis, i);
+        c.shaping.providers.push(alpha("20/s", 10));
+        nodes.push(Tern::start(c).await);
+    }
+    for (i, t) in nodes.iter().enumerate() {
+        submit_batch(t.addr, 60, |k| format!("n{i}m{k}@alpha.test"), "").await;
+    }
+    assert!(mx.wait_received(30, Duration::from_secs(10)).await.len() >= 30);
+    redis.kill();
+    let t_down = tokio::time::Instant::now();
+    let at_down = mx.received().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = mx.received().len() - at_down;
+    let span = t_down.elapsed().as_secs_f64();
+    println!("Redis down: {during} messages in {span:.1} s");
+    assert!(during >= 10, "mail keeps flowing without Redis: {during}");
+    // Each node at 10/s (a share of 20/s); the switch lets no burst through.
+    assert!(
+        (during as f64) <= 20.0 * span + 4.0,
+        "{during} in {span:.1} s"
+    );
+    redis.restart();
+    let got = mx.wait_received(120, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 120, "every message arrived");
+    let key: Option<String> =
+        common::fleet::redis_cmd(&redis, redis::cmd("KEYS").arg("{tern}:rate:*"))
+            .await
+            .map(|v: Vec<String>| v.join(","));
+    for t in nodes {
+        t.stop().await;
+    }
+    for i in 0..2 {
+        let log = log(&net, i);
+        let deferred = log
+            .iter()
+            .filter(|r| r["type"] == "transient_failure")
+            .count();
+        assert_eq!(deferred, 0, "node {i} deferred mail for the outage");
+        let delivered: Vec<_> = log.iter().filter(|r| r["type"] == "delivery").collect();
+        assert_eq!(delivered.len(), 60);
+        assert!(
+            delivered.iter().all(|r| r["attempts"] == 1),
+            "one attempt each"
+        );
+    }
+    println!("rate keys in Redis after it came back: {key:?}");
+    mx.stop().await;
+    net.stop().await;
+}
+
+/// A node holding both of a provider's connection slots is killed (kill
+/// -9, no goodbye): the slots come back within `cluster.lease_ttl` (3 s
+/// here), and another node connects then, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_connection_slots_come_back_within_the_lease_ttl() {
+    let redis = Redis::start().await;
+    let net = Net::new(ZONE).await;
+    let opts = SinkOptions {
+        data_delay: Some(Duration::from_secs(600)),
+        ..SinkOptions::default()
+    };
+    let mx = net.sink_with(10, opts).await;
+    let mut c = node(&net, &redis, 0);
+    c.shaping.providers.push(alpha("100/s", 2));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    c.listeners[0].address = port;
+    let file = net.dir.path().join("node0.toml");
+    std::fs::write(&file, toml::to_string(&c).unwrap()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["run", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(port).is_ok()
+    })
+    .await;
+    assert!(up, "node 0 listens");
+    submit_batch(port, 4, |k| format!("a{k}@alpha.test"), "").await;
+    assert!(
+        until(Duration::from_secs(10), || mx.open() == 2).await,
+        "node 0 holds both slots"
+    );
+    let key = "{tern}:lease:provider alpha";
+    let held: Option<u32> = common::fleet::redis_cmd(&redis, redis::cmd("ZCARD").arg(key)).await;
+    assert_eq!(held, Some(2), "both slots are in Redis");
+
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let killed = tokio::time::Instant::now();
+    let mut c1 = node(&net, &redis, 1);
+    c1.shaping.providers.push(alpha("100/s", 2));
+    let n1 = Tern::start(c1).await;
+    submit_batch(n1.addr, 2, |k| format!("b{k}@alpha.test"), "").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(mx.connections(), 2, "the dead node's slots still count");
+    let back = until(Duration::from_secs(10), || mx.connections() > 2).await;
+    let took = killed.elapsed();
+    println!("node 1 connected {took:?} after node 0 was killed (lease_ttl 3 s)");
+    assert!(back && took <= Duration::from_secs(5), "{took:?}");
+    n1.stop().await;
+    mx.stop().await;
+    net.stop().await;
 }

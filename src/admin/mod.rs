@@ -154,7 +154,8 @@ async fn openapi() -> Response {
 /// `GET /metrics`: the Prometheus text exposition.
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     s.metrics.set_log_dropped(s.log.dropped());
-    let text = s.metrics.render(&s.queue, &s.delivery.state());
+    let fleet = s.cluster.as_ref().map(|c| c.state());
+    let text = (s.metrics).render(&s.queue, &s.delivery.state(), (s.node.draining(), fleet));
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
 }

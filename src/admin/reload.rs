@@ -78,6 +78,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         ("auth", old.auth != new.auth),
         ("dns", old.dns != new.dns),
         ("admin", old.admin != new.admin),
+        ("cluster", old.cluster != new.cluster),
         ("delivery", &d_old != d_new),
     ]
     .into_iter()

@@ -15,6 +15,7 @@ use crate::config::{self, Config, DEFAULT_PATH};
 
 mod control;
 mod dkim;
+mod fleet;
 mod ops;
 mod queue;
 mod shaping;
@@ -126,6 +127,11 @@ enum Command {
         #[command(flatten)]
         target: ops::TargetArgs,
     },
+    /// The fleet this node belongs to (`[cluster]`).
+    Cluster {
+        #[command(subcommand)]
+        command: fleet::ClusterCommand,
+    },
     /// Traffic shaping.
     Shaping {
         #[command(subcommand)]
@@ -189,6 +195,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Resume { target } => ops::resume(&target),
         Command::Retry { domain, config } => ops::retry(&config, domain),
         Command::Reload { config } => ops::reload(&config),
+        Command::Cluster { command } => fleet::main(command, json),
         Command::Purge { filter } => control::purge(&filter, json),
         Command::Bounce { filter, reason } => control::bounce(&filter, reason, json),
         Command::Rebind { filter, args } => control::rebind(&filter, args, json),

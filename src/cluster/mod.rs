@@ -231,9 +231,14 @@ impl Cluster {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Connection slots this node holds in Redis now.
-    pub fn leases_held(&self) -> usize {
-        self.leases.count()
+    /// What `/metrics` shows of the fleet.
+    pub fn state(&self) -> crate::views::FleetState {
+        crate::views::FleetState {
+            redis_up: self.link.up(),
+            nodes: self.members.alive(),
+            round_trips: self.round_trips(),
+            leases: self.leases.count() as u64,
+        }
     }
 
     /// The `[cluster]` section it runs with.

@@ -86,6 +86,8 @@ pub struct IntakeSettings {
     pub priority_header: Option<String>,
     /// Where receptions are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the node takes new mail (a draining node refuses it).
+    pub node: Arc<crate::node::NodeState>,
 }
 
 /// The parts of intake a config reload replaces, shared by every
@@ -219,6 +221,16 @@ impl Intake {
         self.queue.health()
     }
 
+    /// Counts a refusal of new mail at the door.
+    pub fn refused(&self, why: crate::metrics::Refusal) {
+        self.settings.metrics.refused(why);
+    }
+
+    /// True while the node drains: new mail goes to its peers.
+    pub fn draining(&self) -> bool {
+        self.settings.node.draining()
+    }
+
     /// True when the queue is at its message or spool-size limit (cheap).
     pub fn over_limit(&self) -> bool {
         let s = &self.settings;
@@ -266,7 +278,9 @@ impl Intake {
 
     /// Queues a complete message; returns once it is durable.
     pub async fn accept(&self, sub: Submission, origin: &Origin) -> Result<MessageId, IntakeError> {
+        let started = std::time::Instant::now();
         if self.over_limit() {
+            self.refused(crate::metrics::Refusal::Backlog);
             return Err(IntakeError::QueueFull);
         }
         let now = self.clock.system_time();
@@ -339,6 +353,7 @@ impl Intake {
         let pool = meta.pool.as_deref().unwrap_or(&routing.default_pool);
         let tenant = meta.tenant.as_deref().unwrap_or("");
         self.settings.metrics.received(pool, tenant);
+        (self.settings.metrics).accepted(started.elapsed().as_secs_f64());
         self.log.write(&record);
         self.wake.notify_one();
         Ok(id)

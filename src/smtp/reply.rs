@@ -166,6 +166,13 @@ pub const TOO_MANY_AUTH_FAILURES: Reply = Reply::new(
     "Too many authentication failures, closing connection",
 );
 
+/// The node is being drained: its queue moves to its peers.
+pub const DRAINING: Reply = Reply::new(
+    421,
+    [4, 3, 2],
+    "This server is being drained; use another, or try again later",
+);
+
 // Temporary refusals.
 pub const MEMORY_EXHAUSTED: Reply = Reply::new(
     452,
@@ -245,9 +252,11 @@ pub const BAD_TERMINATOR: Reply = Reply::new(
 );
 pub const UNSUPPORTED_PARAMETER: Reply = Reply::new(555, [5, 5, 4], "Unsupported parameter");
 
-/// The greeting (or, when the queue refuses new mail, the refusal).
-pub fn greeting(hostname: &str, health: &Health) -> Reply {
+/// The greeting (or, when the queue refuses new mail or the node drains,
+/// the refusal).
+pub fn greeting(hostname: &str, health: &Health, draining: bool) -> Reply {
     match health {
+        _ if draining => DRAINING,
         Health::Healthy => Reply::owned(220, [2, 0, 0], format!("{hostname} ESMTP Tern")),
         _ => Reply::new(
             421,
@@ -338,7 +347,7 @@ mod tests {
     #[test]
     fn back_pressure_is_never_permanent() {
         let full = Health::Full("disk".into());
-        assert_eq!(greeting("h", &full).code, 421);
+        assert_eq!(greeting("h", &full, false).code, 421);
         assert_eq!(queue_refusal_at_mail(&full, false).unwrap().code, 452);
         assert_eq!(
             queue_refusal_at_mail(&Health::Healthy, true).unwrap().code,

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod dkim;
 pub mod dns;
+pub mod fleet;
 pub mod net;
 pub mod redis;
 pub mod sink;
@@ -136,6 +137,7 @@ pub async fn start_with(
                 .map(Arc::new),
         ))),
         metrics: Arc::new(tern::metrics::Metrics::new()),
+        node: Arc::new(tern::node::NodeState::default()),
     };
     let ctx = Arc::new(tern::daemon::session_context(&cfg, &cfg.listeners[0], &services).unwrap());
     let (client, server) = tokio::io::duplex(256 * 1024);

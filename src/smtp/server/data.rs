@@ -87,6 +87,7 @@ impl Protocol {
         }
         if txn.body.is_none() && !self.ctx.memory.has_room() {
             tracing::warn!(peer = %self.peer, used = self.ctx.memory.used(), "message memory budget exhausted; refusing DATA for now");
+            self.ctx.intake.refused(crate::metrics::Refusal::Memory);
             return Some(reply::MEMORY_EXHAUSTED);
         }
         None

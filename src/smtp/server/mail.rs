@@ -31,10 +31,20 @@ impl Protocol {
             return self.fail(&reply::NESTED_MAIL);
         }
         self.mail_refused = false;
+        if self.ctx.intake.draining() {
+            tracing::info!(peer = %self.peer, "refusing MAIL: the node is draining");
+            self.ctx.intake.refused(crate::metrics::Refusal::Draining);
+            self.reply(&reply::DRAINING);
+            return Some(Step::Close);
+        }
         if let Some(r) =
             reply::queue_refusal_at_mail(&self.ctx.intake.health(), self.ctx.intake.over_limit())
         {
             tracing::warn!(peer = %self.peer, "refusing MAIL: the queue is not taking mail");
+            self.ctx.intake.refused(match self.ctx.intake.health() {
+                queue::Health::Healthy => crate::metrics::Refusal::Backlog,
+                _ => crate::metrics::Refusal::Spool,
+            });
             self.reply(&r);
             self.mail_refused = true;
             return None;

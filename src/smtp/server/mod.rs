@@ -147,6 +147,7 @@ pub async fn serve(
             }
             Err(r) => {
                 tracing::info!(peer = %peer, reply = %r.to_line(), "connection refused by limits");
+                ctx.intake.refused(crate::metrics::Refusal::Connections);
                 tokio::spawn(refuse(stream, r));
             }
         }

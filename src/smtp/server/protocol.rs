@@ -8,6 +8,7 @@
 //! through smtp-proto's DATA and BDAT receivers. The verbs live in their
 //! own files (`ehlo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `auth.rs`).
 
+use crate::metrics::Refusal;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -165,7 +166,14 @@ impl Protocol {
 
     /// Writes the greeting; `Close` if the queue cannot take mail now.
     pub fn greeting(&mut self) -> Step {
-        let r = reply::greeting(&self.ctx.hostname, &self.ctx.intake.health());
+        let intake = &self.ctx.intake;
+        let r = reply::greeting(&self.ctx.hostname, &intake.health(), intake.draining());
+        if !r.is_positive() {
+            intake.refused(match intake.draining() {
+                true => Refusal::Draining,
+                false => Refusal::Spool,
+            });
+        }
         self.reply(&r);
         if r.is_positive() {
             Step::NeedInput
