@@ -236,13 +236,21 @@ pub async fn run_on_queue(
     let hangup = tokio::spawn(reload_on_sighup(reloader.clone()));
     let warmup_slot = crate::state::slot(&queue, crate::state::WARMUP);
     let warmup = tokio::spawn(keep_warmup(delivery.clone(), warmup_slot.clone()));
-    let admin = start_admin(
+    let drainer = crate::cluster::drain::Drainer::new(
+        (queue.clone(), delivery.clone(), node.clone()),
+        cluster.clone(),
+        (log.clone(), services.clock),
         &config,
-        &services,
-        (shaper, delivery.clone(), reloader),
-        (cluster.clone(), node.clone()),
-    )
-    .await?;
+    );
+    let parts = AdminParts {
+        shaper,
+        delivery: delivery.clone(),
+        reloader,
+        cluster: cluster.clone(),
+        drainer: drainer.clone(),
+    };
+    let admin = start_admin(&config, &services, parts).await?;
+    drainer.resume();
     let delivery_task = tokio::spawn(delivery.clone().run());
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
@@ -371,17 +379,21 @@ fn start_listeners(
     Ok(accept_loops)
 }
 
+/// What the admin API acts on beyond [`Services`].
+struct AdminParts {
+    shaper: Arc<crate::shaping::Shaper>,
+    delivery: Arc<Delivery>,
+    reloader: Arc<crate::admin::reload::Reloader>,
+    cluster: Option<Arc<Cluster>>,
+    drainer: Arc<crate::cluster::drain::Drainer>,
+}
+
 /// Binds and serves the admin API when it is enabled; returns what stops
 /// it.
 async fn start_admin(
     config: &Config,
     services: &Services,
-    (shaper, delivery, reloader): (
-        Arc<crate::shaping::Shaper>,
-        Arc<Delivery>,
-        Arc<crate::admin::reload::Reloader>,
-    ),
-    (cluster, node): (Option<Arc<Cluster>>, Arc<crate::node::NodeState>),
+    parts: AdminParts,
 ) -> anyhow::Result<
     Option<(
         tokio::sync::oneshot::Sender<()>,
@@ -395,20 +407,29 @@ async fn start_admin(
     let listener = TcpListener::bind(a.address)
         .await
         .with_context(|| format!("cannot listen for the admin API on {}", a.address))?;
+    let receiver = crate::cluster::drain::Receiver::new(
+        services.queue.clone(),
+        services.wake.clone(),
+        services.log.clone(),
+        services.clock,
+    );
     let state = Arc::new(crate::admin::AdminState {
         queue: services.queue.clone(),
         clock: services.clock,
         wake: services.wake.clone(),
         log: services.log.clone(),
         jobs: Default::default(),
-        delivery,
-        shaper,
+        delivery: parts.delivery,
+        shaper: parts.shaper,
         metrics: services.metrics.clone(),
-        reloader: Some(reloader),
+        reloader: Some(parts.reloader),
         started: std::time::SystemTime::now(),
         token: a.token.clone(),
-        cluster,
-        node,
+        cluster: parts.cluster,
+        node: services.node.clone(),
+        drainer: parts.drainer,
+        receiver: Arc::new(receiver),
+        fleet_token: config.cluster.as_ref().and_then(|c| c.token.clone()),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(address = %a.address, "admin API listening");

@@ -12,7 +12,9 @@
 //! | [`smtp::reply`] | every reply, and the one mapping of internal errors to replies | I/O |
 //! | [`intake`] | completed transaction -> Received header, loop check, metadata, DKIM -> `queue.enqueue()` | speak SMTP |
 //! | [`dkim`] | signing keys (loaded and checked at config load), the signing domain of a message, signing on its own threads | decide what a failure means (intake does) |
-//! | [`shaping`] | per-path limits layered from `[shaping]` over `[delivery]`, provider matching by MX suffix, shared scopes (provider, domain, source totals), GCRA rates and connection leases | connect or send (delivery waits on its limiters) |
+//! | [`shaping`] | per-path limits layered from `[shaping]` over `[delivery]`, provider matching by MX suffix, shared scopes (provider, domain, source totals), GCRA rates and connection leases, the local side of fleet-wide limits (a stock of slots granted by the fleet) | connect or send (delivery waits on its limiters); talk to Redis |
+//! | [`cluster`] | the fleet (`[cluster]`): Redis link, shared rates and connection slots, heartbeats, fleet-wide actions, and the drain (hand the queue to peers exactly once; take over a peer's) | deliver mail; decide limits (shaping does) |
+//! | [`node`] | whether this node takes new mail (accepting or draining), read by the door, health and the fleet | decide to drain |
 //! | [`delivery`] | the scheduler (due messages -> jobs -> scheduled queues per destination, moved to paths only as fast as they can send), the dispatcher (egress paths, ready queues, connection workers), outcomes (statuses, retries, bounces) | parse SMTP replies (the client does) |
 //! | [`message`] | what Tern keeps about a message beyond its envelope, and its encoding | I/O |
 //! | [`views`] | the rows operators see of destinations and paths (shared by delivery, the API, the metrics) | anything but hold the types |
@@ -47,6 +49,10 @@
 //!                                                        |
 //!    delivery log <-- delivery::outcome: queue.record() ==fsync==> (bounce queued first)
 //! ```
+//!
+//! In a fleet, limiters ask the cluster for slots in batches (one Redis
+//! round trip per batch, never on the scheduler's path), and a drain moves
+//! queued messages to peers: held there, removed here, then committed.
 //!
 //! A message is answered 250 only after [`queue::Queue::enqueue`] returns,
 //! that is, once its record is on stable storage. Each job's outcomes are

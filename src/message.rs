@@ -47,6 +47,22 @@ pub struct MessageMeta {
     pub tenant: Option<String>,
     /// The Message-ID header, for logs.
     pub message_id: Option<String>,
+    /// Where the message came from when another node handed it over.
+    pub origin: Option<Origin>,
+}
+
+/// A message handed over by another node of the fleet: that node and the
+/// message's id there (what a repeated hand-over is recognised by), and
+/// when the message was due there (it is held here until the hand-over is
+/// committed, then due then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The node that handed it over.
+    pub node: String,
+    /// Its queue id there.
+    pub id: u64,
+    /// When it was due there, in milliseconds since the epoch.
+    pub due_ms: u64,
 }
 
 /// Per-recipient data kept with the envelope.
@@ -70,6 +86,7 @@ const T_FLAGS: u8 = 6;
 const T_POOL: u8 = 7;
 const T_TENANT: u8 = 8;
 const T_MESSAGE_ID: u8 = 9;
+const T_ORIGIN: u8 = 10;
 const T_NOTIFY: u8 = 1;
 const T_ORCPT: u8 = 2;
 
@@ -133,6 +150,13 @@ impl MessageMeta {
                 put(&mut out, tag, v.as_bytes());
             }
         }
+        if let Some(o) = &self.origin {
+            let mut v = Vec::with_capacity(16 + o.node.len());
+            v.extend_from_slice(&o.id.to_le_bytes());
+            v.extend_from_slice(&o.due_ms.to_le_bytes());
+            v.extend_from_slice(o.node.as_bytes());
+            put(&mut out, T_ORIGIN, &v);
+        }
         out
     }
 
@@ -153,6 +177,15 @@ impl MessageMeta {
                 T_POOL => m.pool = Some(text(v)),
                 T_TENANT => m.tenant = Some(text(v)),
                 T_MESSAGE_ID => m.message_id = Some(text(v)),
+                T_ORIGIN if v.len() >= 16 => {
+                    let (id, rest) = v.split_at(8);
+                    let (due, node) = rest.split_at(8);
+                    m.origin = Some(Origin {
+                        node: text(node),
+                        id: u64::from_le_bytes(id.try_into().unwrap_or_default()),
+                        due_ms: u64::from_le_bytes(due.try_into().unwrap_or_default()),
+                    });
+                }
                 T_FLAGS => {
                     let f = v.first().copied().unwrap_or(0);
                     m.body_8bitmime = f & F_8BITMIME != 0;
@@ -215,6 +248,11 @@ mod tests {
             pool: Some("transactional".into()),
             tenant: Some("shop".into()),
             message_id: Some("<a@b>".into()),
+            origin: Some(Origin {
+                node: "mta-17".into(),
+                id: 42,
+                due_ms: 1_700_000_000_000,
+            }),
         };
         assert_eq!(MessageMeta::decode(&m.encode()), m);
         assert_eq!(MessageMeta::decode(&[]), MessageMeta::default());

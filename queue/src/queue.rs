@@ -112,7 +112,39 @@ impl Queue {
         self.insert(msg, true).await
     }
 
+    /// Like [`Queue::enqueue`] for a message that comes with its
+    /// recipients' statuses (one per recipient, in envelope order): a
+    /// message handed over by another node, with what was already done
+    /// and tried. Recipients already delivered or failed are kept as such
+    /// (never sent again); the message is due when its pending ones are.
+    pub async fn adopt(
+        &self,
+        msg: NewMessage,
+        statuses: Vec<RecipientStatus>,
+    ) -> Result<MessageId, QueueError> {
+        if statuses.len() != msg.envelope.recipients.len() {
+            return Err(QueueError::Invalid(
+                "an adopted message needs one status per recipient",
+            ));
+        }
+        if statuses.iter().all(|s| s.state.is_final()) {
+            return Err(QueueError::Invalid(
+                "an adopted message needs a pending recipient",
+            ));
+        }
+        self.insert_with(msg, false, Some(statuses.into())).await
+    }
+
     async fn insert(&self, msg: NewMessage, notice: bool) -> Result<MessageId, QueueError> {
+        self.insert_with(msg, notice, None).await
+    }
+
+    async fn insert_with(
+        &self,
+        msg: NewMessage,
+        notice: bool,
+        statuses: Option<Box<[RecipientStatus]>>,
+    ) -> Result<MessageId, QueueError> {
         codec::check_message(&msg.envelope, msg.body.len()).map_err(QueueError::Invalid)?;
         match self.health() {
             Health::Healthy => {}
@@ -122,8 +154,8 @@ impl Queue {
         }
         let id = msg.id.unwrap_or_else(|| self.allocate_id());
         let n = msg.envelope.recipients.len();
-        let statuses: Box<[RecipientStatus]> =
-            vec![RecipientStatus::pending(msg.first_attempt); n].into();
+        let statuses =
+            statuses.unwrap_or_else(|| vec![RecipientStatus::pending(msg.first_attempt); n].into());
         let priority = msg.priority.min(crate::types::LOWEST_PRIORITY);
         let rec = codec::encode_message(
             id,

@@ -392,3 +392,36 @@ fn reschedule_makes_deferred_recipients_due_now_durably_but_never_handed_out_one
         Ok(0)
     ));
 }
+
+#[test]
+fn an_adopted_message_keeps_its_statuses_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    let msg = message(7, 3);
+    let statuses = vec![
+        delivered(),
+        deferred(5, "451 4.7.1 later"),
+        deferred(9, "x"),
+    ];
+    let bad = rt.block_on(q.adopt(msg.clone(), statuses[..2].to_vec()));
+    assert!(
+        matches!(bad, Err(QueueError::Invalid(_))),
+        "one status per recipient"
+    );
+    let done = rt.block_on(q.adopt(msg.clone(), vec![delivered(); 3]));
+    assert!(
+        matches!(done, Err(QueueError::Invalid(_))),
+        "something left to do"
+    );
+    let id = rt.block_on(q.adopt(msg.clone(), statuses.clone())).unwrap();
+    assert_eq!(q.stats().recipients, 2, "the delivered one is not pending");
+    assert_eq!(q.get(id).unwrap().statuses, statuses);
+    drop(q);
+    let (q, report) = open(dir.path());
+    assert_eq!(report.recipients, 2);
+    let info = q.get(id).unwrap();
+    assert_eq!(info.statuses, statuses);
+    assert_eq!(q.body(id).unwrap(), msg.body);
+    assert_eq!(q.next_due(), Some(Timestamp::from_millis(5)));
+}

@@ -10,6 +10,7 @@ pub mod types;
 mod actions;
 mod bounce;
 mod cluster;
+mod drain;
 mod health;
 mod jobs;
 mod messages;
@@ -63,6 +64,12 @@ pub struct AdminState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Whether the node takes new mail.
     pub node: Arc<crate::node::NodeState>,
+    /// Hands this node's queue to its peers.
+    pub drainer: Arc<crate::cluster::drain::Drainer>,
+    /// Takes over the queues of draining peers.
+    pub receiver: Arc<crate::cluster::drain::Receiver>,
+    /// The fleet's token, which peers present to hand mail over.
+    pub fleet_token: Option<String>,
 }
 
 /// The API's description, generated from the handlers' annotations and
@@ -77,6 +84,11 @@ pub struct AdminState {
         health::get,
         health::ready,
         cluster::nodes,
+        drain::start,
+        drain::status,
+        drain::cancel,
+        drain::transfer,
+        drain::commit,
         status::page,
         queue::summary,
         queue::breakdown,
@@ -109,6 +121,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/health", get(health::get))
         .route("/v1/ready", get(health::ready))
         .route("/v1/cluster", get(cluster::nodes))
+        .route(
+            "/v1/drain",
+            get(drain::status).post(drain::start).delete(drain::cancel),
+        )
+        .route(
+            "/v1/cluster/transfer",
+            axum::routing::post(drain::transfer)
+                .layer(axum::extract::DefaultBodyLimit::max(TRANSFER_LIMIT)),
+        )
+        .route("/v1/cluster/commit", axum::routing::post(drain::commit))
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
         .route("/v1/queue/summary", get(queue::summary))
@@ -160,15 +182,24 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-/// Refuses requests without the configured bearer token.
+/// The largest transfer batch a peer may send.
+const TRANSFER_LIMIT: usize = 256 << 20;
+
+/// Refuses requests without a configured bearer token: the admin token,
+/// or, on the endpoints peers hand mail over with, the fleet's token too.
 async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
+    let peers = req.uri().path().starts_with("/v1/cluster/");
+    let mut tokens = s.token.iter().collect::<Vec<_>>();
+    if peers {
+        tokens.extend(s.fleet_token.iter());
+    }
+    if !tokens.is_empty() {
         let given = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !tokens.iter().any(|t| Some(t.as_str()) == given) {
             return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         }
     }

@@ -81,6 +81,10 @@ async fn retry(s: Arc<AdminState>, id: u64, req: Rebind) {
         let q = s.queue.clone();
         let delivery = s.delivery.clone();
         async move {
+            if crate::cluster::drain::receive::held(&m) {
+                // A hand-over not yet committed: due at its commit.
+                return Acted::Done;
+            }
             if m.scheduled {
                 // Waiting in its old pool's queue: admitted again, from
                 // the new pool.

@@ -31,7 +31,11 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         let page = s.queue.page(after, PAGE);
         let Some(last) = page.last() else { break };
         after = Some(last.id);
-        for m in page.iter().filter(|m| !m.in_flight && !m.scheduled) {
+        // A hand-over not yet committed is due at its commit, not before.
+        let ready = |m: &&::queue::MessageInfo| {
+            !m.in_flight && !m.scheduled && !crate::cluster::drain::receive::held(m)
+        };
+        for m in page.iter().filter(ready) {
             let meta = crate::message::MessageMeta::decode(&m.envelope.meta);
             if !filter.matches(m, &meta, &default_pool) {
                 continue;

@@ -420,3 +420,12 @@ pub struct ClusterStatus {
     /// Every node heard from in the last week.
     pub nodes: Vec<crate::views::NodeRow>,
 }
+
+/// `POST /v1/drain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DrainRequest {
+    /// The peers to hand the queue to: node names (looked up in the
+    /// fleet) or `host:port` of their admin API; empty: every live peer.
+    #[serde(default)]
+    pub to: Vec<String>,
+}

@@ -127,6 +127,14 @@ enum Command {
         #[command(flatten)]
         target: ops::TargetArgs,
     },
+    /// Hand this node's queue to its peers before switching it off: it
+    /// refuses new mail (421), starts no new sends, and moves every
+    /// queued message to live peers, each exactly once; resumable after
+    /// a crash. Waits until the queue is empty unless --no-wait.
+    Drain {
+        #[command(flatten)]
+        args: fleet::DrainArgs,
+    },
     /// The fleet this node belongs to (`[cluster]`).
     Cluster {
         #[command(subcommand)]
@@ -196,6 +204,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Retry { domain, config } => ops::retry(&config, domain),
         Command::Reload { config } => ops::reload(&config),
         Command::Cluster { command } => fleet::main(command, json),
+        Command::Drain { args } => fleet::drain(&args, json),
         Command::Purge { filter } => control::purge(&filter, json),
         Command::Bounce { filter, reason } => control::bounce(&filter, reason, json),
         Command::Rebind { filter, args } => control::rebind(&filter, args, json),

@@ -7,6 +7,7 @@
 //! | [`leases`] | shared connection limits: slots with a time to live, renewed while connections live |
 //! | [`members`] | heartbeats, the nodes alive (the split of the limits while Redis is away), `tern cluster status` |
 //! | [`events`] | the shaping actions, published and kept so every node applies them |
+//! | [`drain`] | handing this node's queue to its peers before it is switched off, and taking a peer's |
 //!
 //! [`Cluster`] is what shaping sees as its [`Fleet`]: limiters ask it for
 //! slots and never wait on the network themselves. Without `[cluster]`
@@ -14,6 +15,7 @@
 //! stops mail: limits fall back to each node's share, actions stay as
 //! they are, and everything resumes when it is back. Never sends mail.
 
+pub mod drain;
 mod events;
 mod leases;
 pub mod link;

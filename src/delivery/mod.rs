@@ -165,6 +165,8 @@ pub struct Delivery {
     /// Jobs between `begin` and `end` (sends, and settles of unsent jobs).
     busy: AtomicUsize,
     stopping: AtomicBool,
+    /// Set while the node drains: no new sends start.
+    paused: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
     /// Set when the grace period is over: connections are dropped mid-way.
     abort: tokio::sync::watch::Sender<bool>,
@@ -200,6 +202,7 @@ impl Delivery {
             retired: Mutex::new(Vec::new()),
             busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             stop: tokio::sync::watch::Sender::new(false),
             abort: tokio::sync::watch::Sender::new(false),
             drained: Notify::new(),

@@ -324,6 +324,7 @@ impl Intake {
             pool,
             tenant,
             message_id,
+            origin: None,
         };
         let recipients: Box<[EnvelopeRecipient]> = sub
             .recipients

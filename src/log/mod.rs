@@ -46,6 +46,13 @@ pub enum Kind {
     /// Tern stops before it goes through, the message may be delivered
     /// twice.
     Unrecorded,
+    /// Handed to another node of the fleet by a drain (`target` is the
+    /// node), which now holds it durably; removed from this queue.
+    Moved,
+    /// Taken over from another node of the fleet (`target` is that node
+    /// and its queue id there); sent from here once the hand-over is
+    /// committed.
+    Adopted,
 }
 
 /// One line of the delivery log. Every field that does not apply is left

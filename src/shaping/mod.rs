@@ -10,6 +10,7 @@
 
 pub mod actions;
 pub mod aimd;
+mod build;
 pub mod limiter;
 mod plan;
 pub mod rate;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, PathLimitsConfig, ProviderConfig};
+use crate::config::{Config, PathLimitsConfig};
+use build::{Build, Previous, provider};
 pub use limiter::{Limiter, Scope, pace};
 use plan::apply;
 pub use plan::{Origin, Origins, PathLimits, Plan};
@@ -169,62 +171,6 @@ impl fmt::Debug for Shaping {
             .field("domains", &self.domains.len())
             .field("sources", &self.sources.len())
             .finish()
-    }
-}
-
-/// The shared scopes of a previous config, by name.
-type Previous = HashMap<String, Arc<Scope>>;
-
-/// What building the scopes of a config needs.
-struct Build<'a> {
-    /// The scopes of the config a reload replaces.
-    previous: Previous,
-    /// See [`Plan::busy_since`].
-    busy: Option<Instant>,
-    /// The fleet's store, for limits kept fleet-wide.
-    fleet: Option<&'a Arc<dyn Fleet>>,
-}
-
-impl Build<'_> {
-    /// A scope named `name` with totals `t` (none if it sets no limit),
-    /// kept fleet-wide when `fleet_wide` and there is a fleet.
-    fn scope(
-        &self,
-        name: String,
-        t: &crate::config::TotalLimitsConfig,
-        fleet_wide: bool,
-    ) -> Option<Arc<Scope>> {
-        (!t.is_empty()).then(|| {
-            let old = self.previous.get(&name).map(|s| &**s);
-            let fleet = self.fleet.filter(|_| fleet_wide);
-            Arc::new(Scope::carried(name, t, old, self.busy, fleet))
-        })
-    }
-}
-
-fn provider(p: &ProviderConfig, b: &Build<'_>) -> Provider {
-    let suffixes = p
-        .mx_suffixes
-        .iter()
-        .map(|s| {
-            let s = s.to_ascii_lowercase();
-            if s.starts_with('.') {
-                s
-            } else {
-                format!(".{s}")
-            }
-        })
-        .collect();
-    Provider {
-        name: p.name.as_str().into(),
-        suffixes,
-        per_path: p.per_path.clone(),
-        per_source: p
-            .sources
-            .iter()
-            .map(|s| (s.source.clone(), s.per_path.clone()))
-            .collect(),
-        total: b.scope(format!("provider {}", p.name), &p.total, true),
     }
 }
 

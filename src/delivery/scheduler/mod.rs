@@ -154,9 +154,9 @@ impl Delivery {
         let mut stale_check = Instant::now() + STALE_CHECK;
         let mut writable = true;
         while !self.stopping() {
-            if self.spool_writable() != writable {
+            if self.working() != writable {
                 writable = !writable;
-                self.spool_turned(writable);
+                self.work_turned(writable);
                 continue;
             }
             if writable {
@@ -215,13 +215,35 @@ impl Delivery {
         !matches!(self.queue.health(), queue::Health::Unhealthy(_))
     }
 
-    /// The spool stopped or started taking writes: delivery stops taking
-    /// new work (connections finish what they send, and idle), or takes it
-    /// up again.
-    fn spool_turned(self: &Arc<Self>, writable: bool) {
-        match writable {
+    /// True while delivery may start sends: the spool can write outcomes
+    /// and the node is not draining.
+    pub(crate) fn working(&self) -> bool {
+        self.spool_writable() && !self.paused.load(Ordering::Acquire)
+    }
+
+    /// Stops starting sends (a drain hands the queue to other nodes; the
+    /// sends under way finish), or starts again.
+    pub fn pause(self: &Arc<Self>, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Sends under way now.
+    pub fn sending(&self) -> usize {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// The spool stopped or started taking writes, or a drain paused
+    /// delivery or ended: delivery stops taking new work (connections
+    /// finish what they send, and idle), or takes it up again.
+    fn work_turned(self: &Arc<Self>, working: bool) {
+        if self.paused.load(Ordering::Acquire) {
+            tracing::warn!("the node drains: delivery starts no new sends");
+            return;
+        }
+        match working {
             true => {
-                tracing::warn!("the spool writes again: delivery resumes");
+                tracing::warn!("delivery resumes");
                 self.holds_changed();
             }
             false => {

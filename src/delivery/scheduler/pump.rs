@@ -98,9 +98,10 @@ impl Delivery {
     }
 
     fn move_jobs(self: &Arc<Self>, dest: &Arc<Dest>, q: &mut Queued, expired: &mut Vec<Job>) {
-        if !self.spool_writable() {
-            // Resumed by the scheduler when the spool heals.
-            q.held = Some("the spool cannot write outcomes now".into());
+        if !self.working() {
+            // Resumed by the scheduler when the spool heals (or the
+            // drain ends).
+            q.held = Some("the spool cannot write outcomes now, or the node drains".into());
             return;
         }
         let holds = self.scheduler.holds.get(&self.settings.shaper.actions);
