@@ -57,6 +57,7 @@ pub fn run(a: &Args, recipients: u64) {
         size: a.size,
         domains: a.domains,
         recipients: a.recipients,
+        first: 0,
     };
     let outcome = load_rt.block_on(inject::run(load, a.clients));
     let injected = t.elapsed();

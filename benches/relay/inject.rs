@@ -25,6 +25,8 @@ pub struct Load {
     pub domains: usize,
     /// Recipients per message (all in the message's domain).
     pub recipients: usize,
+    /// The first message's id (several loads side by side count apart).
+    pub first: u64,
 }
 
 /// What the clients saw.
@@ -116,6 +118,7 @@ async fn client(load: Load, next: Arc<AtomicU64>, body: Arc<Vec<u8>>) -> Outcome
         if n >= load.messages {
             break;
         }
+        let n = load.first + n;
         let domain = n % load.domains as u64;
         wire.clear();
         wire.extend_from_slice(b"MAIL FROM:<app@shop.example>\r\n");

@@ -8,6 +8,7 @@
 //! cargo bench --bench relay -- --deferred 1000000 # the queue-memory / recovery run
 //! cargo bench --bench relay -- --burst 200         # B/s, then 12 B/s, then B/s
 //! cargo bench --bench relay -- --burst 100 --throttle  # the same, with and without a throttled provider
+//! cargo bench --bench relay -- --fleet 1,2,4,8 --drain 20000  # nodes sharing a limit through Redis; a drain
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -26,6 +27,7 @@
 
 mod burst;
 mod deferred;
+mod fleet;
 mod inject;
 mod internet;
 mod procstat;
@@ -63,6 +65,10 @@ pub struct Args {
     path_rate: u64,
     sink_rate: u32,
     queue_budget: u64,
+    fleet: Option<Vec<usize>>,
+    fleet_rate: u64,
+    fleet_secs: u64,
+    drain: u64,
 }
 
 fn parse_args() -> Args {
@@ -85,6 +91,10 @@ fn parse_args() -> Args {
         path_rate: 250,
         sink_rate: 1000,
         queue_budget: 20_000,
+        fleet: None,
+        fleet_rate: 2000,
+        fleet_secs: 10,
+        drain: 20_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,6 +120,17 @@ fn parse_args() -> Args {
             "--path-rate" => a.path_rate = num(value()).max(1),
             "--sink-rate" => a.sink_rate = num(value()).max(1) as u32,
             "--queue-budget" => a.queue_budget = num(value()),
+            "--fleet" => {
+                a.fleet = Some(
+                    value()
+                        .split(',')
+                        .map(|n| n.parse().expect("--fleet 1,2,4,8"))
+                        .collect(),
+                )
+            }
+            "--fleet-rate" => a.fleet_rate = num(value()).max(1),
+            "--fleet-secs" => a.fleet_secs = num(value()).max(1),
+            "--drain" => a.drain = num(value()),
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()
@@ -131,6 +152,10 @@ fn parse_args() -> Args {
 
 fn main() {
     let a = parse_args();
+    if let Some(sizes) = a.fleet.clone() {
+        fleet::run(&a, &sizes);
+        return;
+    }
     if let Some(recipients) = a.deferred {
         deferred::run(&a, recipients);
         return;
@@ -224,6 +249,7 @@ fn relay(
         size: a.size,
         domains: a.domains,
         recipients: 1,
+        first: 0,
     };
     let outcome = load_rt.block_on(inject::run(load, a.clients));
     let inject = start.elapsed();
@@ -258,7 +284,11 @@ fn relay(
 
 /// Waits until the sinks have counted `accepted` messages; fails loudly
 /// when nothing arrives for 60 s (or Tern died).
-fn wait_delivered(tally: &internet::Tally, accepted: u64, daemon: Option<&tern::Daemon>) {
+pub(crate) fn wait_delivered(
+    tally: &internet::Tally,
+    accepted: u64,
+    daemon: Option<&tern::Daemon>,
+) {
     use std::sync::atomic::Ordering;
     let (mut last, mut since) = (0, Instant::now());
     loop {

@@ -173,6 +173,11 @@ impl Daemon {
             .status();
     }
 
+    /// The config it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config.0
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -156,6 +156,11 @@ impl Limiter {
         None
     }
 
+    /// How far ahead of now the rate may run (its burst, as time).
+    pub fn tolerance(&self) -> Duration {
+        self.state().gcra.tolerance()
+    }
+
     /// The earliest time an event would be allowed.
     pub fn earliest(&self, now: Instant) -> Instant {
         if let Some((shared, interval, tol)) = self.remote(now) {

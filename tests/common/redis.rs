@@ -67,6 +67,11 @@ impl Redis {
                 .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills it (an outage).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

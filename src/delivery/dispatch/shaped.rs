@@ -20,6 +20,9 @@ use crate::smtp::client::RemoteReply;
 
 pub(crate) use crate::shaping::actions::DEAD_SITE;
 
+/// The most a destination waiting for a rate sleeps past its next slot.
+const SLOT_BATCH: Duration = Duration::from_millis(10);
+
 impl Path {
     /// Waits for room for a new connection: a lease from every shared
     /// scope with a connection limit (held while the connection lives),
@@ -58,6 +61,17 @@ impl Path {
                 .iter()
                 .filter_map(|s| s.messages.as_deref()),
         )
+    }
+
+    /// How long past its next slot a waiting destination may sleep, so
+    /// that a wake-up moves several slots' worth: at most
+    /// [`SLOT_BATCH`], and never more than the tightest burst allows.
+    pub(crate) fn slot_batch(&self) -> Duration {
+        self.send_limiters()
+            .map(Limiter::tolerance)
+            .min()
+            .unwrap_or_default()
+            .min(SLOT_BATCH)
     }
 
     /// True when its messages take slots of a rate.

@@ -255,7 +255,10 @@ impl Delivery {
                 }
                 _ => {
                     if let Some(at) = c.slot {
-                        earliest(at);
+                        // Waiting a little past the first slot lets one
+                        // wake-up move the slots of a few ms at once
+                        // (within the rate's burst), rather than one.
+                        earliest(at + c.path.slot_batch());
                         why.get_or_insert_with(|| "waiting for its paths' rates".into());
                     }
                 }
