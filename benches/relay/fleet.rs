@@ -164,7 +164,7 @@ fn one(a: &Args, redis: Option<(&redis_server::Redis, u32)>, n: usize) -> Row {
     crate::wait_delivered(&tally, accepted, None);
     let cpu1: f64 = daemons.iter().map(|d| procstat::process_cpu(d.pid())).sum();
     let redis1 = redis_cpu();
-    let trips: f64 = daemons.iter().map(|d| round_trips(d)).sum();
+    let trips: f64 = daemons.iter().map(round_trips).sum();
     for d in daemons {
         d.stop();
     }
