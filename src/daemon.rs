@@ -134,8 +134,13 @@ fn delivery_settings(
 }
 
 /// The egress, with the day's warm-up counts kept in the spool put back.
-fn egress(config: &Config, queue: &Queue, clock: &Clock) -> Egress {
-    let egress = Egress::new(config);
+fn egress(
+    config: &Config,
+    queue: &Queue,
+    clock: &Clock,
+    fleet: Option<Arc<dyn crate::shaping::Fleet>>,
+) -> Egress {
+    let egress = Egress::in_fleet(config, fleet);
     if let Some(kept) = queue.state(crate::state::WARMUP) {
         egress.restore_warmup(&kept, crate::clock::day_number(clock.system_time()));
     }
@@ -214,12 +219,12 @@ pub async fn run_on_queue(
         None => None,
     };
     let fleet = cluster.clone().map(|c| c as Arc<dyn crate::shaping::Fleet>);
-    let (settings, actions_slot) = delivery_settings(&config, &services, &queue, fleet);
+    let (settings, actions_slot) = delivery_settings(&config, &services, &queue, fleet.clone());
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
         queue.clone(),
         Router::new(&config, resolver),
-        egress(&config, &queue, &services.clock),
+        egress(&config, &queue, &services.clock, fleet),
         log.clone(),
         services.clock,
         settings,

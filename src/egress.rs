@@ -4,7 +4,8 @@
 //! address could not be bound), so traffic flows through the others and a
 //! local fault never bounces a message, and any warming source whose day's
 //! share (for the destination's provider) is used up, so that the pool's
-//! other sources take the overflow.
+//! other sources take the overflow. A source several nodes send from
+//! (`shared`) counts its warm-up share fleet-wide, through the fleet.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{Config, SourceConfig};
+use crate::shaping::shared::{Fleet, SharedCount, Take};
 
 /// How long a source whose address cannot be bound is left out.
 pub const UNUSABLE_FOR: Duration = Duration::from_secs(60);
@@ -40,7 +42,17 @@ struct Warmup {
     per_provider: bool,
     /// (day, sent that day per provider; `None` is every other site).
     used: Mutex<(i64, DayCounts)>,
+    /// For a shared source in a fleet: the fleet-wide counts of the day
+    /// (the source's name, the fleet, the counts by provider).
+    fleet: Option<FleetWarmup>,
 }
+
+/// A shared source's warm-up in a fleet: its name, the fleet, the day's
+/// fleet-wide counts.
+type FleetWarmup = (Arc<str>, Arc<dyn Fleet>, Mutex<SharedCounts>);
+
+/// The fleet-wide counts of a day, per provider.
+type SharedCounts = (i64, HashMap<Option<Arc<str>>, Arc<SharedCount>>);
 
 /// Messages sent in one day, per provider (`None`: every other site).
 type DayCounts = HashMap<Option<Arc<str>>, u32>;
@@ -54,13 +66,35 @@ struct KeptCounts {
 }
 
 impl Warmup {
-    fn new(c: &crate::config::WarmupConfig) -> Option<Self> {
+    fn new(
+        c: &crate::config::WarmupConfig,
+        fleet: Option<(Arc<str>, Arc<dyn Fleet>)>,
+    ) -> Option<Self> {
         Some(Self {
             start_day: crate::clock::parse_date(&c.start)?,
             daily: c.daily.clone(),
             per_provider: c.per_provider,
             used: Mutex::new((i64::MIN, HashMap::new())),
+            fleet: fleet.map(|(n, f)| (n, f, Mutex::new((i64::MIN, HashMap::new())))),
         })
+    }
+
+    /// The fleet-wide count of `key` on `day`, when the source is shared
+    /// and the fleet's store answers.
+    fn shared(&self, day: i64, key: &Option<Arc<str>>) -> Option<Arc<SharedCount>> {
+        let (name, fleet, counts) = self.fleet.as_ref()?;
+        if !fleet.up() {
+            return None;
+        }
+        let mut c = lock(counts);
+        if c.0 != day {
+            *c = (day, HashMap::new());
+        }
+        let count = c.1.entry(key.clone()).or_insert_with(|| {
+            let provider = key.as_deref().unwrap_or("*");
+            SharedCount::new(format!("warm:{name}:{provider}:{day}"), fleet.clone())
+        });
+        Some(count.clone())
     }
 
     /// The day's cap, or `None` once the schedule is over.
@@ -70,22 +104,32 @@ impl Warmup {
     }
 
     /// Counts one message to `provider` on `day` if the day's share
-    /// allows it.
-    fn take(&self, day: i64, provider: Option<&Arc<str>>) -> bool {
+    /// allows it: this node's count, or for a shared source the fleet's
+    /// (while its store does not answer, this node's share of the cap).
+    fn take(&self, day: i64, provider: Option<&Arc<str>>) -> Take {
         let Some(cap) = self.cap(day) else {
-            return true;
+            return Take::Taken;
         };
         let key = provider.filter(|_| self.per_provider).cloned();
+        let shared = self.shared(day, &key);
+        let local_cap = match &self.fleet {
+            Some((_, fleet, _)) if shared.is_none() => cap.div_ceil(fleet.nodes().max(1)),
+            _ => cap,
+        };
         let mut used = lock(&self.used);
         if used.0 != day {
             *used = (day, HashMap::new());
         }
         let n = used.1.entry(key).or_insert(0);
-        if *n >= cap {
-            return false;
+        let take = match shared {
+            Some(count) => count.take(cap),
+            None if *n >= local_cap => Take::Full,
+            None => Take::Taken,
+        };
+        if take == Take::Taken {
+            *n += 1;
         }
-        *n += 1;
-        true
+        take
     }
 }
 
@@ -112,10 +156,14 @@ impl Source {
     }
 
     /// Leaves the source out until `now + UNUSABLE_FOR`.
-    /// Takes one message of the day's warm-up share for `provider`; false
-    /// when it is used up (a source without a schedule always has room).
-    pub fn warmup_take(&self, day: i64, provider: Option<&Arc<str>>) -> bool {
-        self.warmup.as_ref().is_none_or(|w| w.take(day, provider))
+    /// Takes one message of the day's warm-up share for `provider`: taken,
+    /// used up, or (for a shared source) wait for the fleet's answer. A
+    /// source without a schedule always has room.
+    pub fn warmup_take(&self, day: i64, provider: Option<&Arc<str>>) -> Take {
+        match &self.warmup {
+            Some(w) => w.take(day, provider),
+            None => Take::Taken,
+        }
     }
 
     pub fn mark_unusable(&self, now: Instant) {
@@ -166,7 +214,7 @@ impl Pool {
             let Some(s) = self.pick_among(now, &full) else {
                 break;
             };
-            if s.warmup_take(day, provider) {
+            if s.warmup_take(day, provider) == Take::Taken {
                 return Picked::Source(s);
             }
             full.push(
@@ -234,6 +282,8 @@ impl Pool {
 /// All sources and pools.
 #[derive(Debug)]
 pub struct Egress {
+    /// The fleet, for shared sources' warm-up counts.
+    fleet: Option<Arc<dyn Fleet>>,
     pools: HashMap<String, Arc<Pool>>,
     default_pool: Arc<Pool>,
     /// Each source with the config it was built from.
@@ -243,7 +293,13 @@ pub struct Egress {
 impl Egress {
     /// From a validated config.
     pub fn new(config: &Config) -> Self {
-        Self::build(config, None)
+        Self::build(config, None, None)
+    }
+
+    /// From a validated config, in a fleet: shared sources count their
+    /// warm-up share fleet-wide.
+    pub fn in_fleet(config: &Config, fleet: Option<Arc<dyn Fleet>>) -> Self {
+        Self::build(config, None, fleet)
     }
 
     /// From a reloaded config: a source whose settings did not change is
@@ -251,10 +307,10 @@ impl Egress {
     /// failure go on); pools are rebuilt, so a source taken out of a pool
     /// gets no new mail from it.
     pub fn reloaded(&self, config: &Config) -> Self {
-        Self::build(config, Some(self))
+        Self::build(config, Some(self), self.fleet.clone())
     }
 
-    fn build(config: &Config, previous: Option<&Egress>) -> Self {
+    fn build(config: &Config, previous: Option<&Egress>, fleet: Option<Arc<dyn Fleet>>) -> Self {
         let sources: HashMap<String, (SourceConfig, Arc<Source>)> = config
             .sources
             .iter()
@@ -273,7 +329,10 @@ impl Egress {
                         address: s.address,
                         ehlo,
                         unusable_until: Mutex::new(None),
-                        warmup: s.warmup.as_ref().and_then(Warmup::new),
+                        warmup: s.warmup.as_ref().and_then(|w| {
+                            let shared = fleet.clone().filter(|_| s.shared);
+                            Warmup::new(w, shared.map(|f| (Arc::from(s.name.as_str()), f)))
+                        }),
                     })
                 });
                 (s.name.clone(), (s.clone(), src))
@@ -314,6 +373,7 @@ impl Egress {
                     .expect("config validation requires a pool")
             });
         Self {
+            fleet,
             pools,
             default_pool,
             sources,

@@ -303,3 +303,37 @@ async fn a_killed_nodes_connection_slots_come_back_within_the_lease_ttl() {
     mx.stop().await;
     net.stop().await;
 }
+
+/// A warming source both nodes send from (`shared`): its day's share of
+/// 10 is the fleet's, not each node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_warming_source_sends_its_days_share_once_for_the_fleet() {
+    let redis = Redis::start().await;
+    let net = Net::new(ZONE).await;
+    let other = net.sink(11).await;
+    let today = tern::clock::rfc3339(std::time::SystemTime::now())[..10].to_owned();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let mut c = node(&net, &redis, i);
+        let a = c.sources.iter_mut().find(|s| s.name == "a").unwrap();
+        a.shared = true;
+        a.warmup = Some(tern::config::WarmupConfig {
+            start: today.clone(),
+            daily: vec![10],
+            per_provider: false,
+        });
+        nodes.push(Tern::start(c).await);
+    }
+    for (i, t) in nodes.iter().enumerate() {
+        submit_batch(t.addr, 8, |k| format!("n{i}w{k}@implicit.test"), "").await;
+    }
+    let got = other.wait_received(10, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 10, "the day's share went out");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(other.received().len(), 10, "and no more, from either node");
+    for t in nodes {
+        t.stop().await;
+    }
+    other.stop().await;
+    net.stop().await;
+}

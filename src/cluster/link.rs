@@ -91,12 +91,27 @@ end
 return lost
 ";
 
+/// Grants up to `want` of a count capped at `cap` (a warming source's
+/// day): KEYS: the count. ARGV: cap, want, ttl (ms). Returns `{granted,
+/// exhausted}`.
+const COUNT: &str = r"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local cap = tonumber(ARGV[1])
+if used >= cap then return {0, 1} end
+local grant = math.min(tonumber(ARGV[2]), cap - used)
+redis.call('INCRBY', KEYS[1], grant)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+if used + grant >= cap then return {grant, 1} end
+return {grant, 0}
+";
+
 /// The scripts, loaded once and run by hash.
 pub(super) struct Scripts {
     pub take: redis::Script,
     pub refund: redis::Script,
     pub lease: redis::Script,
     pub renew: redis::Script,
+    pub count: redis::Script,
 }
 
 /// The connection to Redis and what is known of it.
@@ -149,6 +164,7 @@ impl Link {
                 refund: redis::Script::new(REFUND),
                 lease: redis::Script::new(LEASE),
                 renew: redis::Script::new(RENEW),
+                count: redis::Script::new(COUNT),
             },
         })
     }
@@ -219,6 +235,7 @@ impl Link {
             &self.scripts.refund,
             &self.scripts.lease,
             &self.scripts.renew,
+            &self.scripts.count,
         ] {
             s.load_async(&mut c).await?;
         }

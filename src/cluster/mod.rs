@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use crate::config::{ClusterConfig, Config};
 use crate::node::NodeState;
 use crate::shaping::Shaper;
-use crate::shaping::shared::{Ask, Fleet, FleetFuture, LeaseAnswer, SharedRate};
+use crate::shaping::shared::{Ask, Fleet, FleetFuture, LeaseAnswer, SharedCount, SharedRate};
 use crate::views::NodeRow;
 use leases::Leases;
 use link::{Link, LinkError};
@@ -283,5 +283,15 @@ impl Fleet for Cluster {
 
     fn release(&self, key: Arc<str>, id: u64) {
         self.leases.release(key, id);
+    }
+
+    fn count(&self, count: Arc<SharedCount>, cap: u32, want: u32) {
+        if self
+            .rates
+            .send(rates::Req::Count(count.clone(), cap, want))
+            .is_err()
+        {
+            count.failed();
+        }
     }
 }

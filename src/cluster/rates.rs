@@ -1,7 +1,8 @@
-//! Shared rates in Redis: one task takes every request for slots (and
-//! every refund of unused ones) made since its last round trip and sends
-//! them together, one pipelined round trip for all the paths that asked,
-//! then hands each answer back to its rate. Never blocks the scheduler:
+//! Shared rates and counts in Redis: one task takes every request for
+//! slots (and every refund of unused ones, and every request for a part
+//! of a warm-up count) made since its last round trip and sends them
+//! together, one pipelined round trip for all the paths that asked, then
+//! hands each answer back. Never blocks the scheduler:
 //! rates ask through a channel and learn the answer when it comes.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::link::Link;
-use crate::shaping::shared::{Ask, SharedRate};
+use crate::shaping::shared::{Ask, SharedCount, SharedRate};
 
 /// A request for the task.
 pub(super) enum Req {
@@ -18,7 +19,12 @@ pub(super) enum Req {
     Refill(Arc<SharedRate>, Ask),
     /// Unused slots of a rate handed back: key, interval, count.
     Refund(Arc<str>, Duration, u32),
+    /// A part of a capped count: the count, its cap, how much.
+    Count(Arc<SharedCount>, u32, u32),
 }
+
+/// How long a day's count is kept in Redis.
+const COUNT_TTL_MS: u64 = 2 * 86_400_000;
 
 /// Most requests sent in one round trip.
 const MAX_BATCH: usize = 512;
@@ -71,6 +77,11 @@ async fn send(link: &Link, batch: &[Req]) -> redis::RedisResult<Vec<redis::Value
                 inv.arg(micros(*interval)).arg(*count);
                 pipe.invoke_script(&inv);
             }
+            Req::Count(count, cap, want) => {
+                let mut inv = link.scripts.count.key(link.key(&count.key));
+                inv.arg(*cap).arg(*want).arg(COUNT_TTL_MS);
+                pipe.invoke_script(&inv);
+            }
         }
     }
     let mut conn = link.conn();
@@ -80,22 +91,24 @@ async fn send(link: &Link, batch: &[Req]) -> redis::RedisResult<Vec<redis::Value
 fn answer_all(batch: &[Req], values: Vec<redis::Value>) {
     let mut values = values.into_iter();
     for req in batch {
-        let value = values.next();
-        let Req::Refill(rate, _) = req else {
-            continue;
-        };
-        match value.map(redis::from_redis_value::<(u32, u64)>) {
-            Some(Ok((0, wait))) => rate.denied(Duration::from_micros(wait)),
-            Some(Ok((granted, _))) => rate.granted(granted),
-            _ => rate.failed(),
+        let value = values.next().map(redis::from_redis_value::<(u32, u64)>);
+        match (req, value) {
+            (Req::Refill(rate, _), Some(Ok((0, wait)))) => rate.denied(Duration::from_micros(wait)),
+            (Req::Refill(rate, _), Some(Ok((granted, _)))) => rate.granted(granted),
+            (Req::Refill(rate, _), _) => rate.failed(),
+            (Req::Count(count, ..), Some(Ok((granted, full)))) => count.granted(granted, full != 0),
+            (Req::Count(count, ..), _) => count.failed(),
+            (Req::Refund(..), _) => {}
         }
     }
 }
 
 fn fail(batch: &[Req]) {
     for req in batch {
-        if let Req::Refill(rate, _) = req {
-            rate.failed();
+        match req {
+            Req::Refill(rate, _) => rate.failed(),
+            Req::Count(count, ..) => count.failed(),
+            Req::Refund(..) => {}
         }
     }
 }

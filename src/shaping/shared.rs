@@ -61,6 +61,10 @@ pub trait Fleet: Send + Sync + fmt::Debug {
     fn lease(&self, key: Arc<str>, limit: u32) -> FleetFuture<LeaseAnswer>;
     /// Returns a connection slot taken by [`Fleet::lease`].
     fn release(&self, key: Arc<str>, id: u64);
+    /// Asks for `want` more of a day's count capped at `cap` (a warm-up
+    /// share); the answer comes back through [`SharedCount::granted`] or
+    /// [`SharedCount::failed`].
+    fn count(&self, count: Arc<SharedCount>, cap: u32, want: u32);
 }
 
 /// One request for slots of a shared rate.
@@ -227,5 +231,97 @@ impl SharedRate {
         let mut st = self.stock();
         st.asking = false;
         st.retry_at = None;
+    }
+}
+
+/// What a fleet-wide count answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Counted: go.
+    Taken,
+    /// The cap is reached for the fleet.
+    Full,
+    /// Asking the fleet; look again then.
+    Wait(Instant),
+}
+
+#[derive(Debug, Default)]
+struct CountStock {
+    granted: u32,
+    exhausted: bool,
+    asking: bool,
+}
+
+/// The local side of one fleet-wide count with a cap (a warming source's
+/// share of the day): the fleet grants this node a part of what is left
+/// at a time, so the fleet never sends past the cap; a part granted and
+/// not used by the end of the day is not sent by anyone.
+pub struct SharedCount {
+    /// Its key in the store (`warm:ip7:gmail:20423`).
+    pub key: Arc<str>,
+    fleet: Arc<dyn Fleet>,
+    stock: Mutex<CountStock>,
+}
+
+impl fmt::Debug for SharedCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedCount")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// How long a path waits for the fleet's answer about a count.
+pub const COUNT_WAIT: Duration = Duration::from_millis(100);
+
+impl SharedCount {
+    /// The count kept under `key` in `fleet`'s store.
+    pub fn new(key: impl Into<Arc<str>>, fleet: Arc<dyn Fleet>) -> Arc<Self> {
+        Arc::new(Self {
+            key: key.into(),
+            fleet,
+            stock: Mutex::new(CountStock::default()),
+        })
+    }
+
+    /// The fleet it asks.
+    pub fn fleet(&self) -> &Arc<dyn Fleet> {
+        &self.fleet
+    }
+
+    fn stock(&self) -> std::sync::MutexGuard<'_, CountStock> {
+        self.stock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes one of the `cap`: from this node's part, or says to wait for
+    /// more (asking for it), or that the fleet's cap is reached.
+    pub fn take(self: &Arc<Self>, cap: u32) -> Take {
+        let mut st = self.stock();
+        if st.granted > 0 {
+            st.granted -= 1;
+            return Take::Taken;
+        }
+        if st.exhausted {
+            return Take::Full;
+        }
+        if !st.asking {
+            st.asking = true;
+            let want = (cap / 50).max(1);
+            self.fleet.count(self.clone(), cap, want);
+        }
+        Take::Wait(Instant::now() + COUNT_WAIT)
+    }
+
+    /// The fleet granted `n` more; `exhausted` when that reached the cap.
+    pub fn granted(&self, n: u32, exhausted: bool) {
+        let mut st = self.stock();
+        st.asking = false;
+        st.granted += n;
+        st.exhausted |= exhausted;
+    }
+
+    /// The store did not answer.
+    pub fn failed(&self) {
+        self.stock().asking = false;
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct State {
     /// The day (UTC day number) the source's warm-up share for this
     /// path's provider ran out, if it did.
     pub(crate) warm_full: Option<i64>,
+    /// Asking the fleet for more of a shared source's warm-up share
+    /// until then.
+    pub(crate) warm_wait: Option<tokio::time::Instant>,
 }
 
 /// Why a path cannot send now: until when (if known), and why.
@@ -138,6 +141,7 @@ impl Path {
                 failures: previous.map_or(0, |p| p.state().failures),
                 waiters: Vec::new(),
                 warm_full: previous.and_then(|p| p.state().warm_full),
+                warm_wait: None,
             }),
             hold_seen: Mutex::new(None),
             sent: Default::default(),

@@ -107,13 +107,17 @@ impl Path {
     /// again only when the actions change or the hold ends, so it costs
     /// nothing per message.
     pub(crate) fn hold(&self, svc: &Delivery) -> Option<Hold> {
+        self.send_hold(svc).or_else(|| self.warm_hold(svc))
+    }
+
+    /// Why the path cannot send the jobs it already has: [`Path::hold`]
+    /// but a used warm-up share, which stops new jobs only (those it has
+    /// were counted in the share).
+    pub(crate) fn send_hold(&self, svc: &Delivery) -> Option<Hold> {
         let now = Instant::now();
         if let Some(until) = self.source.unusable_until().filter(|u| *u > now) {
             let why = format!("source {} cannot be bound", self.source.name);
             return Some((Some(until), why));
-        }
-        if let Some(hold) = self.warm_hold(svc) {
-            return Some(hold);
         }
         let actions = &svc.settings.shaper.actions;
         let version = actions.version();
@@ -138,8 +142,17 @@ impl Path {
         hold
     }
 
-    /// The source has sent its warm-up share to this provider today.
+    /// The source has sent its warm-up share to this provider today (or
+    /// is asking the fleet for more of it).
     fn warm_hold(&self, svc: &Delivery) -> Option<Hold> {
+        let wait = self.state().warm_wait.filter(|u| *u > Instant::now());
+        if let Some(until) = wait {
+            let why = format!(
+                "source {} waits for the fleet's warm-up count",
+                self.source.name
+            );
+            return Some((Some(until), why));
+        }
         let day = self.state().warm_full?;
         let now = svc.clock.system_time();
         let today = crate::clock::day_number(now);
@@ -163,12 +176,19 @@ impl Path {
     /// provider today; false (and the path held until tomorrow) when the
     /// share is used up.
     pub(crate) fn warmup_take(&self, svc: &Delivery) -> bool {
+        use crate::shaping::shared::Take;
         let day = crate::clock::day_number(svc.clock.system_time());
-        if self.source.warmup_take(day, self.plan.provider.as_ref()) {
-            return true;
+        match self.source.warmup_take(day, self.plan.provider.as_ref()) {
+            Take::Taken => true,
+            Take::Full => {
+                self.state().warm_full = Some(day);
+                false
+            }
+            Take::Wait(until) => {
+                self.state().warm_wait = Some(until);
+                false
+            }
         }
-        self.state().warm_full = Some(day);
-        false
     }
 
     /// Matches a receiver's refusal against the shaping rules and starts

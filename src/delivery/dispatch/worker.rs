@@ -56,7 +56,7 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
         let Some(job) = next else {
             break;
         };
-        if path.hold(svc).is_some() || !svc.working() {
+        if path.send_hold(svc).is_some() || !svc.working() {
             path.give_back(svc, vec![job]);
             path.retire();
             break;

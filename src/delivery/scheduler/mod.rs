@@ -353,7 +353,7 @@ impl Delivery {
     pub(crate) fn holds_changed(self: &Arc<Self>) {
         let holds = self.scheduler.holds.get(&self.settings.shaper.actions);
         for p in self.live_paths() {
-            let jobs = match p.hold(self) {
+            let jobs = match p.send_hold(self) {
                 Some(_) => p.take_ready(),
                 None => p.remove_ready(|j| holds.holds(&j.dest.pool, j.tenant(), &j.domain)),
             };
