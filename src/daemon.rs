@@ -309,11 +309,20 @@ async fn start_fleet(
     let Some(c) = cluster else {
         return Vec::new();
     };
-    let d = delivery.clone();
+    let (d, r, e) = (delivery.clone(), delivery.clone(), delivery.clone());
     let running = crate::cluster::Running {
         queue: queue.clone(),
         shaper: shaper.clone(),
         changed: Arc::new(move || d.actions_changed()),
+        rebinds: delivery.settings().rebinds.clone(),
+        rebound: Arc::new(move |rule| {
+            let r = r.clone();
+            tokio::spawn(async move { r.rebound(rule).await });
+        }),
+        rebound_ended: Arc::new(move || {
+            let e = e.clone();
+            tokio::spawn(async move { e.keep_rebinds().await });
+        }),
         clock,
     };
     let tasks = c.start(running).await;

@@ -337,3 +337,81 @@ async fn a_shared_warming_source_sends_its_days_share_once_for_the_fleet() {
     other.stop().await;
     net.stop().await;
 }
+
+/// An operator's suspension, rebind and resume on node 0 act on node 1's
+/// mail: it waits, then leaves from the spare pool's source (.21), not
+/// its own pool's (.20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_suspensions_and_rebinds_on_one_node_apply_to_the_fleet() {
+    use tern::admin::types::{Action, CancelAction, Cancelled, Rebind, RebindMade, Suspend};
+    let redis = Redis::start().await;
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let api = common::admin::admin(&net);
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let mut c = node(&net, &redis, i);
+        c.pools.push(common::net::pool("spare", &[("b", 1)]));
+        if i == 0 {
+            c.admin = api.clone();
+        }
+        nodes.push(Tern::start(c).await);
+    }
+    common::admin::wait_up(&api).await;
+    let a = api.clone();
+    let domain = tern::shaping::rules::Target::Domain("alpha.test".into());
+    let hold = Suspend {
+        target: domain.clone(),
+        duration: "1h".into(),
+        reason: "test".into(),
+    };
+    common::admin::call(move || {
+        tern::admin::client::send::<Action, _>(&a, "POST", "/v1/suspensions", &hold)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    submit_batch(nodes[1].addr, 3, |k| format!("r{k}@alpha.test"), "").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        mx.received().is_empty(),
+        "the suspension made on node 0 holds node 1's mail"
+    );
+    let a = api.clone();
+    let rebind = Rebind {
+        filter: tern::delivery::filter::Filter {
+            domain: Some("alpha.test".into()),
+            ..Default::default()
+        },
+        to_pool: Some("spare".into()),
+        via: Vec::new(),
+        reason: "test".into(),
+        retry: true,
+    };
+    common::admin::call(move || {
+        tern::admin::client::send::<RebindMade, _>(&a, "POST", "/v1/rebinds", &rebind)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = api.clone();
+    let resume = CancelAction { target: domain };
+    let r = common::admin::call(move || {
+        tern::admin::client::send::<Cancelled, _>(&a, "DELETE", "/v1/suspensions", &resume)
+    })
+    .await
+    .unwrap();
+    assert!(r.cancelled);
+    let got = mx.wait_received(3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3, "resumed on node 1 too");
+    let from: Vec<String> = got.iter().map(|m| m.peer.ip().to_string()).collect();
+    assert!(
+        from.iter().all(|ip| ip.ends_with(".21")),
+        "from the spare pool: {from:?}"
+    );
+    for t in nodes {
+        t.stop().await;
+    }
+    mx.stop().await;
+    net.stop().await;
+}

@@ -92,7 +92,8 @@ impl Members {
         Ok((before != count).then_some(count))
     }
 
-    /// Every node heard from in the last week, as it last said.
+    /// Every node heard from in the last week, as it last said, by name
+    /// (a listing that does not reorder itself with each heartbeat).
     pub(super) async fn list(
         link: &Link,
         timeout: Duration,
@@ -118,7 +119,7 @@ impl Members {
         let beats: Vec<Option<String>> =
             link.note(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await)?;
         let now_ms = millis(now);
-        let rows = names
+        let mut rows: Vec<NodeRow> = names
             .into_iter()
             .zip(beats)
             .map(|((node, seen), beat)| {
@@ -139,6 +140,7 @@ impl Members {
                 }
             })
             .collect();
+        rows.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(rows)
     }
 }

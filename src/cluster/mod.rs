@@ -78,6 +78,12 @@ pub struct Running {
     pub shaper: Arc<Shaper>,
     /// Told when the fleet changed the actions here.
     pub changed: Arc<dyn Fn() + Send + Sync>,
+    /// The rebinds the fleet shares.
+    pub rebinds: Arc<crate::delivery::rebind::Rebinds>,
+    /// Told of a rebind made on another node.
+    pub rebound: Arc<dyn Fn(crate::delivery::rebind::Rebind) + Send + Sync>,
+    /// Told of a rebind ended on another node.
+    pub rebound_ended: Arc<dyn Fn() + Send + Sync>,
     /// The clock.
     pub clock: crate::clock::Clock,
 }
@@ -136,13 +142,19 @@ impl Cluster {
         let Some(parked) = self.parked.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Vec::new();
         };
-        let (outbox, changes) = mpsc::unbounded_channel();
+        let (outbox, actions) = mpsc::unbounded_channel();
         run.shaper.actions.publish_to(outbox);
+        let (outbox, rebinds) = mpsc::unbounded_channel();
+        run.rebinds.publish_to(outbox);
+        let changes = events::Outboxes { actions, rebinds };
         let listener = events::Listener {
             link: self.link.clone(),
             node: self.node.clone(),
             shaper: run.shaper.clone(),
             changed: run.changed.clone(),
+            rebinds: run.rebinds.clone(),
+            rebound: run.rebound.clone(),
+            rebound_ended: run.rebound_ended.clone(),
             clock: run.clock,
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), self.beat(&run.queue)).await;

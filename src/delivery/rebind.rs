@@ -56,11 +56,30 @@ impl Rebind {
     }
 }
 
+/// A rebind made or ended on one node, as the rest of the fleet hears
+/// of it (see [`Rebinds::publish_to`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    /// A rebind was made.
+    Put {
+        /// It.
+        rebind: Rebind,
+    },
+    /// Rebind `id` was ended.
+    End {
+        /// Its id.
+        id: u64,
+    },
+}
+
 /// The rebinds in force.
 #[derive(Debug)]
 pub struct Rebinds {
     max_age: Duration,
     rules: RwLock<Vec<Rebind>>,
+    /// Where changes made here go, in a fleet.
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Change>>,
 }
 
 impl Rebinds {
@@ -77,6 +96,7 @@ impl Rebinds {
         let r = Self {
             max_age,
             rules: RwLock::new(rules.unwrap_or_default()),
+            outbox: std::sync::OnceLock::new(),
         };
         r.prune(SystemTime::now());
         r
@@ -98,18 +118,64 @@ impl Rebinds {
     /// and time are set here).
     pub fn add(&self, mut rule: Rebind, now: SystemTime) -> Rebind {
         let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
-        rule.id = rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         rule.made_ms = Timestamp::from_system_time(now).as_millis();
+        let next = rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        rule.id = match self.outbox.get() {
+            // Unique in the fleet: the time it was made, and a random part.
+            Some(_) => next.max((rule.made_ms << 10) | fastrand::u64(..1024)),
+            None => next,
+        };
         rules.push(rule.clone());
+        drop(rules);
+        self.publish(Change::Put {
+            rebind: rule.clone(),
+        });
         rule
     }
 
     /// Ends rebind `id`: the mail it moved goes back to its own pool.
     pub fn cancel(&self, id: u64) -> bool {
+        let ended = self.end(id);
+        if ended {
+            self.publish(Change::End { id });
+        }
+        ended
+    }
+
+    fn end(&self, id: u64) -> bool {
         let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
         let before = rules.len();
         rules.retain(|r| r.id != id);
         rules.len() != before
+    }
+
+    /// From now on, every rebind made or ended here is also sent to
+    /// `outbox` (and rebinds get ids unique in the fleet).
+    pub fn publish_to(&self, outbox: tokio::sync::mpsc::UnboundedSender<Change>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    fn publish(&self, change: Change) {
+        if let Some(o) = self.outbox.get() {
+            let _ = o.send(change);
+        }
+    }
+
+    /// A change another node made; returns the rebind when it is new here
+    /// (its mail is then made due), and whether anything changed.
+    pub fn apply(&self, change: Change) -> (bool, Option<Rebind>) {
+        match change {
+            Change::Put { rebind } => {
+                let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
+                if rules.iter().any(|r| r.id == rebind.id) {
+                    return (false, None);
+                }
+                rules.push(rebind.clone());
+                rules.sort_by_key(|r| r.made_ms);
+                (true, Some(rebind))
+            }
+            Change::End { id } => (self.end(id), None),
+        }
     }
 
     /// The rebinds in force, oldest first.
@@ -141,6 +207,42 @@ impl Rebinds {
         let oldest = Timestamp::from_system_time(now.checked_sub(self.max_age).unwrap_or(now));
         let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
         rules.retain(|r| r.made_ms >= oldest.as_millis());
+    }
+}
+
+impl super::Delivery {
+    /// A rebind another node made: kept here, and the matching mail queued
+    /// before it made due now (as `tern rebind` does on its own node).
+    pub async fn rebound(&self, rule: Rebind) {
+        if let Err(e) = self.keep_rebinds().await {
+            tracing::warn!(rebind = rule.id, error = %e, "cluster: a rebind from the fleet is in force but not yet kept in the spool");
+        }
+        let default_pool = self.default_pool();
+        let now = Timestamp::from_system_time(self.clock.system_time());
+        let (mut moved, mut after) = (0u64, None);
+        loop {
+            let page = self.queue.page(after, 1000);
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for m in page
+                .iter()
+                .filter(|m| !m.in_flight && m.arrival.as_millis() <= rule.made_ms)
+            {
+                let meta = MessageMeta::decode(&m.envelope.meta);
+                if crate::cluster::drain::receive::held(m)
+                    || !rule.filter.matches(m, &meta, &default_pool)
+                {
+                    continue;
+                }
+                let done = match m.scheduled {
+                    true => self.readmit(m.id),
+                    false => self.queue.reschedule(m.id, now).await.is_ok_and(|n| n > 0),
+                };
+                moved += u64::from(done);
+            }
+        }
+        self.wake.notify_one();
+        tracing::warn!(rebind = rule.id, moved, to = %rule.destination(), "cluster: a rebind made on another node moved mail here");
     }
 }
 
