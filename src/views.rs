@@ -38,6 +38,31 @@ pub struct PathRow {
     pub held: Option<String>,
 }
 
+/// `GET /v1/sources`: one egress source now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SourceRow {
+    /// Its name.
+    pub name: String,
+    /// The address receivers see (behind a proxy, the public address the
+    /// proxy sends from); none when the kernel chooses.
+    pub address: Option<String>,
+    /// The egress proxy it leaves through (without password).
+    pub proxy: Option<String>,
+    /// Its EHLO name.
+    pub ehlo: String,
+    /// The fleet shares its limits and warm-up counts.
+    pub shared: bool,
+    /// It can send now (else it rests: see `held`).
+    pub usable: bool,
+    /// Why it rests and for how many more seconds, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    /// Its proxy's failures since start, by reason (unreachable, slow,
+    /// refused, destination).
+    #[serde(default)]
+    pub proxy_failures: Vec<(String, u64)>,
+}
+
 /// `GET /v1/destinations`: a destination's scheduled queue (one pool's
 /// mail to one site) now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -68,6 +93,8 @@ pub struct DestRow {
 /// Delivery now, for the metrics and the status page.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryState {
+    /// Every egress source, by name.
+    pub sources: Vec<SourceRow>,
     /// Every egress path, busiest first.
     pub paths: Vec<PathRow>,
     /// Every destination with mail, most waiting first.

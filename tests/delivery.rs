@@ -256,8 +256,9 @@ async fn a_source_that_cannot_bind_is_skipped_and_never_bounces_mail() {
         name: "gone".into(),
         address: Some("192.0.2.1".parse().unwrap()),
         ehlo: None,
+        proxy: None,
         warmup: None,
-        shared: false,
+        shared: None,
     });
     cfg.pools = vec![
         pool("default", &[("gone", 5), ("a", 1)]),

@@ -316,7 +316,7 @@ async fn a_shared_warming_source_sends_its_days_share_once_for_the_fleet() {
     for i in 0..2 {
         let mut c = node(&net, &redis, i);
         let a = c.sources.iter_mut().find(|s| s.name == "a").unwrap();
-        a.shared = true;
+        a.shared = Some(true);
         a.warmup = Some(tern::config::WarmupConfig {
             start: today.clone(),
             daily: vec![10],

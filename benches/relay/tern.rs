@@ -54,8 +54,9 @@ pub fn config(s: &Setup<'_>, listen: SocketAddr) -> Config {
         name: "ip1".into(),
         address: Some("127.0.1.20".parse().unwrap()),
         ehlo: Some("ip1.tern.bench".into()),
+        proxy: None,
         warmup: None,
-        shared: false,
+        shared: None,
     }];
     c.pools = vec![PoolConfig {
         name: "default".into(),

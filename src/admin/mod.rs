@@ -94,6 +94,7 @@ pub struct AdminState {
         queue::breakdown,
         queue::paths,
         queue::destinations,
+        queue::sources,
         messages::list,
         messages::one,
         actions::list,
@@ -139,6 +140,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/queue/messages/{id}", get(messages::one))
         .route("/v1/paths", get(queue::paths))
         .route("/v1/destinations", get(queue::destinations))
+        .route("/v1/sources", get(queue::sources))
         .route(
             "/v1/shaping/actions",
             get(actions::list).delete(actions::cancel),

@@ -5,7 +5,8 @@
 //! site, tenant or priority (a walk over the queue a page at a time; a
 //! domain's site is the one its mail was last routed to), or the mail at
 //! the egress paths now by source; site and source rows carry the paths'
-//! connections and rates. `GET /v1/paths`: each egress path.
+//! connections and rates. `GET /v1/paths`: each egress path. `GET
+//! /v1/sources`: each egress source (address, proxy, usable now).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AdminState;
-use super::types::{DestRow, DomainRow, PathRow, QueueBreakdown, QueueRow, QueueSummary};
+use super::types::{
+    DestRow, DomainRow, PathRow, QueueBreakdown, QueueRow, QueueSummary, SourceRow,
+};
 use crate::config::Priority;
 use crate::message::MessageMeta;
 
@@ -65,6 +68,11 @@ pub(super) async fn paths(State(s): State<Arc<AdminState>>) -> Json<Vec<PathRow>
 #[utoipa::path(get, path = "/v1/destinations", tag = "queue", responses((status = 200, description = "Every destination with mail, most waiting first", body = Vec<super::types::DestRow>)))]
 pub(super) async fn destinations(State(s): State<Arc<AdminState>>) -> Json<Vec<DestRow>> {
     Json(s.delivery.destinations())
+}
+
+#[utoipa::path(get, path = "/v1/sources", tag = "queue", responses((status = 200, description = "Every egress source: the address receivers see, its proxy, whether it can send now, its proxy's failures", body = Vec<super::types::SourceRow>)))]
+pub(super) async fn sources(State(s): State<Arc<AdminState>>) -> Json<Vec<SourceRow>> {
+    Json(s.delivery.sources())
 }
 
 #[utoipa::path(get, path = "/v1/queue/by/{dimension}", tag = "queue", params(("dimension" = String, Path, description = "domain, site, pool, tenant or priority (the whole queue); source (the mail at the paths now)"), ("top" = Option<usize>, Query, description = "At most this many rows (default 50)")), responses((status = 200, description = "Rows, most recipients first", body = super::types::QueueBreakdown), (status = 404, description = "No such dimension", body = super::types::ApiError)))]

@@ -24,7 +24,7 @@ pub(super) struct Params {
 
 #[utoipa::path(get, path = "/v1/shaping/effective", tag = "control",
     params(("domain" = String, Query, description = "The recipient domain"),
-        ("source" = Option<String>, Query, description = "The source (default: the first of the default pool)"),
+        ("source" = Option<String>, Query, description = "The source, by name or by its (public) address (default: the first of the default pool)"),
         ("mx" = Option<String>, Query, description = "The domain's MX hosts, comma-separated, instead of routing it")),
     responses((status = 200, description = "The limits and their layers", body = super::types::EffectiveShaping),
         (status = 404, description = "No such source", body = super::types::ApiError),
@@ -41,10 +41,10 @@ pub(super) async fn effective(
     else {
         return super::error(StatusCode::NOT_FOUND, "the default pool has no source");
     };
-    if !s.delivery.has_source(&source) {
-        let msg = format!("no source is named {source:?} in the config in force");
+    let Some(source) = s.delivery.find_source(&source) else {
+        let msg = format!("no source is named {source:?} or has that address in the config in force");
         return super::error(StatusCode::NOT_FOUND, &msg);
-    }
+    };
     let site = match p.mx {
         Some(list) => crate::dns::route::site_name(list.split(',')),
         None => match s.delivery.site_of(&domain).await {
@@ -57,12 +57,7 @@ pub(super) async fn effective(
             }
         },
     };
-    let plan = s.shaper.plan(&source, &site, &domain);
-    Json(EffectiveShaping::new(
-        domain,
-        site,
-        source.to_string(),
-        &plan,
-    ))
+    let plan = s.shaper.plan(&source.name, &site, &domain);
+    Json(EffectiveShaping::new(domain, site, &source, &plan))
     .into_response()
 }

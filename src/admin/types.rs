@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::delivery::filter::Filter;
 pub use crate::delivery::rebind::Rebind as RebindRule;
 pub use crate::shaping::rules::{Action, Target};
-pub use crate::views::{DestRow, PathRow};
+pub use crate::views::{DestRow, PathRow, SourceRow};
 
 /// `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -363,6 +363,12 @@ pub struct EffectiveShaping {
     pub provider: Option<String>,
     /// The source.
     pub source: String,
+    /// The address receivers see from it (behind a proxy, the public one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<String>,
+    /// The egress proxy it leaves through (without password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// The domain has paths of its own (`[[shaping.domain]]`).
     pub own_paths: bool,
     /// Each per-path limit and the layer it came from.
@@ -372,8 +378,13 @@ pub struct EffectiveShaping {
 }
 
 impl EffectiveShaping {
-    /// From a path's plan.
-    pub fn new(domain: String, site: String, source: String, plan: &crate::shaping::Plan) -> Self {
+    /// From a path's plan, from the source configured as `source`.
+    pub fn new(
+        domain: String,
+        site: String,
+        source: &crate::config::SourceConfig,
+        plan: &crate::shaping::Plan,
+    ) -> Self {
         let row = |(key, value, from): (&str, String, std::sync::Arc<str>)| LimitRow {
             key: key.into(),
             value,
@@ -383,7 +394,9 @@ impl EffectiveShaping {
             domain,
             site,
             provider: plan.provider.as_deref().map(str::to_owned),
-            source,
+            source: source.name.clone(),
+            source_address: source.address.map(|a| a.to_string()),
+            proxy: source.proxy.as_ref().map(|p| p.public()),
             own_paths: plan.own_domain.is_some(),
             per_path: plan.rows().into_iter().map(row).collect(),
             shared: plan

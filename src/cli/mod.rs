@@ -155,7 +155,8 @@ enum ShapingCommand {
         /// The recipient domain.
         #[arg(long)]
         domain: String,
-        /// The source (default: the first of the default pool).
+        /// The source, by name or by its (public) address (default: the first
+        /// of the default pool).
         #[arg(long)]
         source: Option<String>,
         /// The domain's MX hosts, comma-separated, instead of looking them up.

@@ -33,10 +33,10 @@ pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str
         eprintln!("tern: no source given and the default pool has none");
         return ExitCode::FAILURE;
     };
-    if !config.sources.iter().any(|s| s.name == source) {
-        eprintln!("tern: no [[source]] is named {source:?}");
+    let Some(source) = config.find_source(&source) else {
+        eprintln!("tern: no [[source]] is named {source:?} or has that address");
         return ExitCode::FAILURE;
-    }
+    };
     let site = match mx {
         Some(list) => crate::dns::route::site_name(list.split(',')),
         None => match resolve_site(config, &domain) {
@@ -47,7 +47,7 @@ pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str
             }
         },
     };
-    let plan = Shaper::new(config).plan(&source, &site, &domain);
+    let plan = Shaper::new(config).plan(&source.name, &site, &domain);
     print!(
         "{}",
         effective_text(&EffectiveShaping::new(domain, site, source, &plan))
@@ -83,12 +83,19 @@ fn from_daemon(
 
 /// The table `tern shaping show` prints.
 fn effective_text(e: &EffectiveShaping) -> String {
+    let mut source = e.source.clone();
+    if let Some(a) = &e.source_address {
+        source.push_str(&format!(" ({a}"));
+        if let Some(p) = &e.proxy {
+            source.push_str(&format!(" via {p}"));
+        }
+        source.push(')');
+    }
     let mut out = format!(
-        "domain    {}\nsite      {}\nprovider  {}\nsource    {}\n",
+        "domain    {}\nsite      {}\nprovider  {}\nsource    {source}\n",
         e.domain,
         e.site,
         e.provider.as_deref().unwrap_or("(none matched)"),
-        e.source
     );
     if e.own_paths {
         out.push_str(

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::load::{Issue, KeyPath, at};
+use super::proxy::ProxyUrl;
 
 /// `[[source]]`: one egress source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,8 +16,17 @@ pub struct SourceConfig {
     /// The name pools use to refer to it.
     pub name: String,
     /// Local address to bind (IPv4 or IPv6); unset, the kernel chooses.
-    /// An IPv4 source only reaches IPv4 MX addresses, and IPv6 likewise.
+    /// With `proxy`, the public address the proxy sends from (required):
+    /// shaping, warm-up, the logs and the metrics use it. An IPv4 source
+    /// only reaches IPv4 MX addresses, and IPv6 likewise.
     pub address: Option<IpAddr>,
+    /// Leave through an egress proxy instead of binding `address` here:
+    /// `"socks5://198.51.100.7:1080"` (RFC 1928, `user:password@` for RFC
+    /// 1929) or `"haproxy://198.51.100.7:2525"` (a PROXY protocol v2
+    /// header asks the proxy to send from `address`). A proxy that cannot
+    /// be reached or refuses rests the source for a minute, as a local
+    /// address that cannot be bound does. Default: no proxy.
+    pub proxy: Option<ProxyUrl>,
     /// The name sent in EHLO from this source (its reverse DNS name);
     /// default: `server.hostname`.
     pub ehlo: Option<String>,
@@ -26,8 +36,16 @@ pub struct SourceConfig {
     /// Several nodes of the fleet send from this source (one address
     /// behind a proxy or NAT, or a floating IP): its per-path limits and
     /// its warm-up counts are then kept fleet-wide (needs `[cluster]`).
-    /// Default: each node's source is its own.
-    pub shared: bool,
+    /// Default: shared when it leaves through a `proxy` (every node can
+    /// use it), else each node's source is its own.
+    pub shared: Option<bool>,
+}
+
+impl SourceConfig {
+    /// True when the fleet shares this source's limits and counts.
+    pub fn is_shared(&self) -> bool {
+        self.shared.unwrap_or(self.proxy.is_some())
+    }
 }
 
 /// A source's warm-up schedule.
@@ -120,8 +138,9 @@ pub fn default_sources() -> Vec<SourceConfig> {
         name: "default".into(),
         address: None,
         ehlo: None,
+        proxy: None,
         warmup: None,
-        shared: false,
+        shared: None,
     }]
 }
 
@@ -153,6 +172,12 @@ pub(super) fn validate(sources: &[SourceConfig], pools: &[PoolConfig], issues: &
             issues.push(Issue::new(
                 key("ehlo"),
                 format!("{e:?} is not a valid host name"),
+            ));
+        }
+        if s.proxy.is_some() && s.address.is_none() {
+            issues.push(Issue::new(
+                key("address"),
+                "a source with a proxy needs the public address the proxy sends from",
             ));
         }
         if let Some(w) = &s.warmup {

@@ -14,6 +14,7 @@ mod delivery;
 mod dkim;
 mod dns;
 mod egress;
+mod proxy;
 mod listener;
 pub mod load;
 mod queue;
@@ -37,6 +38,7 @@ pub use dkim::{
 };
 pub use dns::{DnsConfig, IpStrategy};
 pub use egress::{PoolConfig, PoolMember, SourceConfig, TenantConfig, WarmupConfig};
+pub use proxy::{ProxyKind, ProxyUrl};
 pub use listener::{BareLineEndings, ListenerConfig};
 pub use load::{ConfigError, ConfigErrors};
 pub use queue::{DurabilityMode, QueueConfig};
@@ -208,6 +210,17 @@ fn load_providers(
 }
 
 impl Config {
+    /// The source named `key`, or else the one whose address (the public
+    /// one, behind a proxy) is `key`.
+    pub fn find_source(&self, key: &str) -> Option<&SourceConfig> {
+        let ip = key.parse::<std::net::IpAddr>().ok();
+        self.sources.iter().find(|s| s.name == key).or_else(|| {
+            self.sources
+                .iter()
+                .find(|s| ip.is_some() && s.address == ip)
+        })
+    }
+
     /// Semantic checks the types alone cannot express.
     fn validate(&self) -> Vec<load::Issue> {
         let mut issues = Vec::new();
@@ -480,7 +493,8 @@ mod tests {
             token: some(),
             ..ClusterConfig::default()
         });
-        c.sources[0].shared = true;
+        c.sources[0].shared = Some(true);
+        c.sources[0].proxy = Some("socks5://127.0.0.1:1080".parse().unwrap());
         c.auth.users.push(UserConfig {
             priority: None,
             name: "u".into(),

@@ -388,6 +388,12 @@ impl Delivery {
         self.egress.get().has_source(name)
     }
 
+    /// The config of the source of the config in force named `key`, or
+    /// whose (public) address is `key`.
+    pub fn find_source(&self, key: &str) -> Option<crate::config::SourceConfig> {
+        self.egress.get().find_source(key).cloned()
+    }
+
     /// The site mail to `domain` goes to now, or why it cannot be routed.
     pub async fn site_of(&self, domain: &str) -> Result<String, String> {
         let router = self.router.get();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Delivery;
-use crate::views::{DestRow, PathRow};
+use crate::views::{DestRow, PathRow, SourceRow};
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -90,10 +90,42 @@ impl Delivery {
     /// outcomes.
     pub fn state(&self) -> crate::views::DeliveryState {
         crate::views::DeliveryState {
+            sources: self.sources(),
             paths: self.paths(),
             dests: self.destinations(),
             unrecorded: self.unwritten.len() as u64,
         }
+    }
+
+    /// Every egress source of the config in force, by name.
+    pub fn sources(&self) -> Vec<SourceRow> {
+        let now = Instant::now();
+        let egress = self.egress.get();
+        let mut rows: Vec<SourceRow> = egress
+            .all_sources()
+            .map(|(s, shared)| {
+                let rest = s.unusable().filter(|(until, _)| *until > now);
+                SourceRow {
+                    name: s.name.to_string(),
+                    address: s.address.map(|a| a.to_string()),
+                    proxy: s.proxy.as_ref().map(|p| p.public()),
+                    ehlo: s.ehlo.clone(),
+                    shared,
+                    usable: rest.is_none(),
+                    held: rest.map(|(until, why)| {
+                        let secs = until.saturating_duration_since(now).as_secs();
+                        format!("{why} (for {secs} s more)")
+                    }),
+                    proxy_failures: crate::egress::PROXY_REASONS
+                        .iter()
+                        .zip(s.proxy_failures())
+                        .map(|(r, n)| ((*r).to_owned(), n))
+                        .collect(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows
     }
 
     /// Messages held because the spool could not write their outcomes.

@@ -92,6 +92,14 @@ pub struct Record {
     /// The egress source.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The address the receiver saw the connection come from (the
+    /// source's; behind a proxy, the public address it sends from), when
+    /// the source has a fixed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// The egress proxy the connection went through (without password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// The remote host name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_host: Option<String>,
@@ -141,6 +149,8 @@ impl Record {
             pool: None,
             site: None,
             source: None,
+            source_ip: None,
+            proxy: None,
             remote_host: None,
             remote_ip: None,
             reply: None,

@@ -253,7 +253,7 @@ impl Shaping {
             busy: busy_since,
             fleet,
         };
-        let shared_source = |name: &str| config.sources.iter().any(|x| x.name == name && x.shared);
+        let shared_source = |name: &str| config.sources.iter().any(|x| x.name == name && x.is_shared());
         Self {
             rules: Rules::new(&s.rules),
             defaults: PathLimits {
@@ -320,7 +320,7 @@ impl Shaping {
                 .collect(),
             busy_since,
             fleet: fleet.map(|f| {
-                let shared = config.sources.iter().filter(|x| x.shared);
+                let shared = config.sources.iter().filter(|x| x.is_shared());
                 (f.clone(), shared.map(|x| x.name.clone()).collect())
             }),
             paths: std::sync::Mutex::new(

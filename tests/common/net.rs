@@ -99,8 +99,9 @@ impl Net {
                 name: name.into(),
                 address: Some(self.ip(last)),
                 ehlo: Some(format!("{name}.tern.test")),
+                proxy: None,
                 warmup: None,
-                shared: false,
+                shared: None,
             });
         }
         c.pools = vec![pool("default", &[("a", 1)])];

@@ -19,8 +19,9 @@ use crate::smtp::client::{
 
 /// Why a worker could not connect.
 pub(super) enum ConnectFailure {
-    /// The source address cannot be bound: not the destination's fault.
-    Bind,
+    /// The source address cannot be bound, or its proxy fails: not the
+    /// destination's fault (why).
+    Source(String),
     /// No host answered (or all refused): defer with this reply; the last
     /// refusal a host itself sent, if any, is matched against the rules.
     Unreachable(RemoteReply, Option<RemoteReply>),
@@ -33,7 +34,7 @@ pub(super) fn with_path(
     host: Option<(String, std::net::SocketAddr)>,
 ) -> Outcome {
     o.site = Some(path.site.clone());
-    o.source = Some(path.source.name.clone());
+    o.source = Some(path.source.clone());
     o.provider = path.plan.provider.clone();
     o.host = host;
     o
@@ -73,10 +74,18 @@ pub(super) async fn connect(
             match result {
                 Ok(c) => return Ok(c),
                 Err(ClientError::Bind(ip, e)) => {
-                    tracing::warn!(source = %path.source.name, %ip, error = %e, "cannot bind the source address");
-                    return Err(ConnectFailure::Bind);
+                    return Err(ConnectFailure::Source(format!(
+                        "cannot bind {ip}: {e}"
+                    )));
+                }
+                Err(ClientError::Proxy(e)) if e.is_proxy_fault() => {
+                    path.source.proxy_failed(&e);
+                    return Err(ConnectFailure::Source(e.to_string()));
                 }
                 Err(e) => {
+                    if let ClientError::Proxy(p) = &e {
+                        path.source.proxy_failed(p);
+                    }
                     if let ClientError::Rejected { reply, .. } = &e {
                         remote = Some(reply.clone());
                     }

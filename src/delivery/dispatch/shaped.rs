@@ -115,8 +115,8 @@ impl Path {
     /// were counted in the share).
     pub(crate) fn send_hold(&self, svc: &Delivery) -> Option<Hold> {
         let now = Instant::now();
-        if let Some(until) = self.source.unusable_until().filter(|u| *u > now) {
-            let why = format!("source {} cannot be bound", self.source.name);
+        if let Some((until, why)) = self.source.unusable().filter(|(u, _)| *u > now) {
+            let why = format!("source {} unusable: {why}", self.source.name);
             return Some((Some(until), why));
         }
         let actions = &svc.settings.shaper.actions;

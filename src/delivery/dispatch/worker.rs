@@ -112,8 +112,9 @@ async fn open(svc: &Arc<Delivery>, path: &Arc<Path>, job: Job) -> Result<(Connec
             path.connected();
             Ok((c, job))
         }
-        Err(ConnectFailure::Bind) => {
-            path.source.mark_unusable(tokio::time::Instant::now());
+        Err(ConnectFailure::Source(why)) => {
+            tracing::warn!(queue_id = %job.id, source = %path.source.name, site = %path.site, reason = %why, "the source cannot send; its jobs go back to their destinations");
+            path.source.mark_unusable(tokio::time::Instant::now(), &why);
             path.give_back(svc, vec![job]);
             svc.holds_changed();
             Err(Then::Retire)

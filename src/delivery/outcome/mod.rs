@@ -42,7 +42,8 @@ pub(crate) struct Outcome {
     pub verdict: Verdict,
     pub reply: RemoteReply,
     pub site: Option<Arc<str>>,
-    pub source: Option<Arc<str>>,
+    /// The source it left from (its name, public address and proxy).
+    pub source: Option<Arc<crate::egress::Source>>,
     /// The provider of the site, for the metrics.
     pub provider: Option<Arc<str>>,
     pub host: Option<(String, std::net::SocketAddr)>,

@@ -23,7 +23,11 @@ impl Delivery {
             .map(|rc| rc.address.to_string());
         r.pool = Some(msg.pool.to_string());
         r.site = o.site.as_deref().map(str::to_owned);
-        r.source = o.source.as_deref().map(str::to_owned);
+        if let Some(s) = &o.source {
+            r.source = Some(s.name.to_string());
+            r.source_ip = s.address.map(|a| a.to_string());
+            r.proxy = s.proxy.as_ref().map(|p| p.public());
+        }
         r.remote_host = o.host.as_ref().map(|(h, _)| h.clone());
         r.remote_ip = o.host.as_ref().map(|(_, a)| a.ip().to_string());
         r.reply = Some(o.reply.to_string());
@@ -52,7 +56,7 @@ impl Delivery {
             outcome,
             &Labels {
                 provider: o.provider.as_deref().unwrap_or("other"),
-                source: o.source.as_deref().unwrap_or(""),
+                source: o.source.as_ref().map_or("", |s| &s.name),
                 pool: &msg.pool,
                 tenant: msg.meta.tenant.as_deref().unwrap_or(""),
             },

@@ -1,4 +1,5 @@
-//! One outbound connection: TCP from the source address, the greeting,
+//! One outbound connection: TCP from the source address (or through its
+//! egress proxy), the greeting,
 //! EHLO (HELO when EHLO is refused), STARTTLS, and reply framing.
 
 use std::net::SocketAddr;
@@ -77,6 +78,31 @@ pub struct Connection {
     pub(super) timeouts: ClientTimeouts,
 }
 
+/// A TCP connection from the source's own address (bound here, if set).
+async fn direct(
+    source: &Source,
+    addr: SocketAddr,
+    t: &ClientTimeouts,
+) -> Result<TcpStream, ClientError> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| ClientError::Connect(addr, e))?;
+    if let Some(ip) = source.address {
+        sock.bind(SocketAddr::new(ip, 0))
+            .map_err(|e| ClientError::Bind(ip, e))?;
+    }
+    let tcp = match timeout(t.connect.get(), sock.connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ClientError::Connect(addr, e)),
+        Err(_) => return Err(ClientError::Timeout("connect")),
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
 impl Connection {
     /// Connects from `source` to `addr` and greets. With an opportunistic
     /// policy, a failed handshake returns `ClientError::Tls`: the caller
@@ -87,22 +113,13 @@ impl Connection {
         g: &Greeting<'_>,
     ) -> Result<Self, ClientError> {
         let t = g.timeouts;
-        let sock = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(|e| ClientError::Connect(addr, e))?;
-        if let Some(ip) = source.address {
-            sock.bind(SocketAddr::new(ip, 0))
-                .map_err(|e| ClientError::Bind(ip, e))?;
-        }
-        let tcp = match timeout(t.connect.get(), sock.connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ClientError::Connect(addr, e)),
-            Err(_) => return Err(ClientError::Timeout("connect")),
+        let tcp = match &source.proxy {
+            Some(p) => {
+                let deadline = tokio::time::Instant::now() + t.connect.get();
+                crate::egress::proxy::connect(p, source.address, addr, deadline).await?
+            }
+            None => direct(source, addr, t).await?,
         };
-        let _ = tcp.set_nodelay(true);
         let mut c = Connection {
             stream: Stream::Plain(tcp),
             rbuf: Vec::with_capacity(4096),

@@ -67,6 +67,10 @@ pub enum ClientError {
     /// the destination's fault).
     #[error("cannot bind source address {0}: {1}")]
     Bind(IpAddr, io::Error),
+    /// The source's egress proxy gave no connection (its fault, or the
+    /// destination's as it reports: [`ProxyError::is_proxy_fault`]).
+    #[error("{0}")]
+    Proxy(#[from] crate::egress::proxy::ProxyError),
     /// TCP connect failed.
     #[error("cannot connect to {0}: {1}")]
     Connect(SocketAddr, io::Error),

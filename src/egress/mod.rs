@@ -6,6 +6,13 @@
 //! share (for the destination's provider) is used up, so that the pool's
 //! other sources take the overflow. A source several nodes send from
 //! (`shared`) counts its warm-up share fleet-wide, through the fleet.
+//!
+//! A source may leave through an egress proxy ([`proxy`]): its `address`
+//! is then the public IP the proxy sends from, and a proxy that cannot be
+//! reached or refuses makes the source unusable like an address that
+//! cannot be bound.
+
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,22 +21,33 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, ProxyUrl, SourceConfig};
 use crate::shaping::shared::{Fleet, SharedCount, Take};
 
-/// How long a source whose address cannot be bound is left out.
+/// How long a source whose address cannot be bound (or whose proxy
+/// fails) is left out.
 pub const UNUSABLE_FOR: Duration = Duration::from_secs(60);
 
-/// One local address mail leaves from.
+/// The reasons a proxy failure is counted by, in
+/// [`Source::proxy_failures`] order.
+pub const PROXY_REASONS: [&str; 4] = ["unreachable", "slow", "refused", "destination"];
+
+/// One address mail leaves from.
 #[derive(Debug)]
 pub struct Source {
     /// Its name in the config.
     pub name: Arc<str>,
-    /// The address to bind, if any (else the kernel chooses).
+    /// The address mail leaves from: bound here, or, with a proxy, the
+    /// public address the proxy sends from (else the kernel chooses).
     pub address: Option<IpAddr>,
+    /// The egress proxy its connections go through, if any.
+    pub proxy: Option<ProxyUrl>,
     /// The name sent in EHLO.
     pub ehlo: String,
-    unusable_until: Mutex<Option<Instant>>,
+    /// Until when it rests, and why.
+    unusable: Mutex<Option<(Instant, Arc<str>)>>,
+    /// Its proxy's failures since start, by [`proxy::ProxyError::reason`].
+    proxy_failures: [std::sync::atomic::AtomicU64; 4],
     /// Its warm-up schedule, if it is warming.
     warmup: Option<Warmup>,
 }
@@ -140,14 +158,31 @@ impl Source {
         self.address.is_none_or(|a| a.is_ipv4() == remote.is_ipv4())
     }
 
-    /// True unless the source is resting after a bind failure.
+    /// True unless the source is resting after a bind or proxy failure.
     pub fn usable(&self, now: Instant) -> bool {
-        lock(&self.unusable_until).is_none_or(|t| t <= now)
+        lock(&self.unusable).as_ref().is_none_or(|(t, _)| *t <= now)
     }
 
-    /// When a rest after a bind failure ends, if the source had one.
-    pub fn unusable_until(&self) -> Option<Instant> {
-        *lock(&self.unusable_until)
+    /// When a rest after a bind or proxy failure ends, and why it began,
+    /// if the source had one.
+    pub fn unusable(&self) -> Option<(Instant, Arc<str>)> {
+        lock(&self.unusable).clone()
+    }
+
+    /// Counts a failure of its proxy.
+    pub fn proxy_failed(&self, e: &proxy::ProxyError) {
+        let i = PROXY_REASONS
+            .iter()
+            .position(|r| *r == e.reason())
+            .unwrap_or(0);
+        self.proxy_failures[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Its proxy's failures since start, by reason (see [`PROXY_REASONS`]).
+    pub fn proxy_failures(&self) -> [u64; 4] {
+        std::array::from_fn(|i| {
+            self.proxy_failures[i].load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     /// True when it has a warm-up schedule.
@@ -155,7 +190,6 @@ impl Source {
         self.warmup.is_some()
     }
 
-    /// Leaves the source out until `now + UNUSABLE_FOR`.
     /// Takes one message of the day's warm-up share for `provider`: taken,
     /// used up, or (for a shared source) wait for the fleet's answer. A
     /// source without a schedule always has room.
@@ -166,9 +200,10 @@ impl Source {
         }
     }
 
-    pub fn mark_unusable(&self, now: Instant) {
-        tracing::warn!(source = %self.name, address = ?self.address, "source address cannot be bound; using the pool's other sources");
-        *lock(&self.unusable_until) = Some(now + UNUSABLE_FOR);
+    /// Leaves the source out until `now + UNUSABLE_FOR`, for `why`.
+    pub fn mark_unusable(&self, now: Instant, why: &str) {
+        tracing::warn!(source = %self.name, address = ?self.address, proxy = ?self.proxy, reason = why, "source unusable for {}s; using the pool's other sources", UNUSABLE_FOR.as_secs());
+        *lock(&self.unusable) = Some((now + UNUSABLE_FOR, why.into()));
     }
 }
 
@@ -327,10 +362,12 @@ impl Egress {
                     Arc::new(Source {
                         name: s.name.as_str().into(),
                         address: s.address,
+                        proxy: s.proxy.clone(),
                         ehlo,
-                        unusable_until: Mutex::new(None),
+                        unusable: Mutex::new(None),
+                        proxy_failures: Default::default(),
                         warmup: s.warmup.as_ref().and_then(|w| {
-                            let shared = fleet.clone().filter(|_| s.shared);
+                            let shared = fleet.clone().filter(|_| s.is_shared());
                             Warmup::new(w, shared.map(|f| (Arc::from(s.name.as_str()), f)))
                         }),
                     })
@@ -387,6 +424,11 @@ impl Egress {
             .unwrap_or_else(|| self.default_pool.clone())
     }
 
+    /// Every source, and whether the fleet shares it.
+    pub fn all_sources(&self) -> impl Iterator<Item = (&Arc<Source>, bool)> {
+        self.sources.values().map(|(c, s)| (s, c.is_shared()))
+    }
+
     /// The source named `name`.
     pub fn source(&self, name: &str) -> Option<Arc<Source>> {
         self.sources.get(name).map(|(_, s)| s.clone())
@@ -440,6 +482,18 @@ impl Egress {
     /// True if a source is named `name`.
     pub fn has_source(&self, name: &str) -> bool {
         self.sources.contains_key(name)
+    }
+
+    /// The config of the source named `key`, or else of the one whose
+    /// address (behind a proxy, the public one) is `key`.
+    pub fn find_source(&self, key: &str) -> Option<&SourceConfig> {
+        let ip = key.parse::<IpAddr>().ok();
+        self.sources.get(key).map(|(c, _)| c).or_else(|| {
+            let ip = ip?;
+            (self.sources.values())
+                .map(|(c, _)| c)
+                .find(|c| c.address == Some(ip))
+        })
     }
 
     /// True if a pool is named `name`.
@@ -502,7 +556,7 @@ mod tests {
         let e = egress(&[("a", 1), ("b", 1)]);
         let pool = e.pool(Some("nonexistent"));
         let a = pool.sources().find(|s| &*s.name == "a").unwrap().clone();
-        a.mark_unusable(Instant::now());
+        a.mark_unusable(Instant::now(), "test");
         assert!((0..10).all(|_| &*pool.pick(Instant::now()).unwrap().name == "b"));
         tokio::time::advance(UNUSABLE_FOR).await;
         let picks: Vec<_> = (0..4)
@@ -514,7 +568,7 @@ mod tests {
 
     fn b_only_when_all_unusable(pool: &Pool) {
         for s in pool.sources() {
-            s.mark_unusable(Instant::now());
+            s.mark_unusable(Instant::now(), "test");
         }
         assert!(pool.pick(Instant::now()).is_none());
     }
