@@ -19,7 +19,7 @@
 //! | [`message`] | what Tern keeps about a message beyond its envelope, and its encoding | I/O |
 //! | [`views`] | the rows operators see of destinations and paths (shared by delivery, the API, the metrics) | anything but hold the types |
 //! | [`dns`] | resolving MX and addresses (behind the `Resolver` trait), routing a domain to a site | connect to anything |
-//! | [`egress`] | sources and weighted pools | DNS, SMTP |
+//! | [`egress`] | sources (a local address, or a public one behind a SOCKS5 or HAProxy egress proxy, and its handshake) and weighted pools | DNS, SMTP |
 //! | [`smtp::client`] | outbound SMTP: connect, greet, STARTTLS, pipelined transactions | decide retries or bounces |
 //! | [`log`] | the delivery log (JSON lines from a bounded buffer, a writer thread, rotation) | diagnostics; never makes delivery wait |
 //! | [`admin`] | the operations HTTP API (health, queue views, suspensions and actions, retry, purge, bounce, rebind, reload, status page, `/metrics`, OpenAPI) and the CLI's client for it | send mail, change the spool format |

@@ -9,6 +9,7 @@
 //! cargo bench --bench relay -- --burst 200         # B/s, then 12 B/s, then B/s
 //! cargo bench --bench relay -- --burst 100 --throttle  # the same, with and without a throttled provider
 //! cargo bench --bench relay -- --fleet 1,2,4,8 --drain 20000  # nodes sharing a limit through Redis; a drain
+//! cargo bench --bench relay -- --proxy socks5      # direct, then through microsocks (or haproxy)
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -31,6 +32,7 @@ mod fleet;
 mod inject;
 mod internet;
 mod procstat;
+mod proxied;
 mod report;
 mod tern;
 mod throttled;
@@ -69,6 +71,7 @@ pub struct Args {
     fleet_rate: u64,
     fleet_secs: u64,
     drain: u64,
+    proxy: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -95,6 +98,7 @@ fn parse_args() -> Args {
         fleet_rate: 2000,
         fleet_secs: 10,
         drain: 20_000,
+        proxy: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -131,6 +135,7 @@ fn parse_args() -> Args {
             "--fleet-rate" => a.fleet_rate = num(value()).max(1),
             "--fleet-secs" => a.fleet_secs = num(value()).max(1),
             "--drain" => a.drain = num(value()),
+            "--proxy" => a.proxy = Some(value()),
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()
@@ -154,6 +159,10 @@ fn main() {
     let a = parse_args();
     if let Some(sizes) = a.fleet.clone() {
         fleet::run(&a, &sizes);
+        return;
+    }
+    if let Some(kind) = a.proxy.clone() {
+        proxied::run(&a, &kind);
         return;
     }
     if let Some(recipients) = a.deferred {
@@ -189,7 +198,7 @@ fn main() {
     let mut rows = Vec::new();
     for signing in variants {
         net.2.reset();
-        rows.push(relay(&a, &net, signing));
+        rows.push(relay(&a, &net, signing, None));
     }
     report::table(&a, &rows);
 }
@@ -219,11 +228,13 @@ fn classify(thread: &str) -> &'static str {
     }
 }
 
-/// One run: counts reset, a fresh Tern and spool.
+/// One run: counts reset, a fresh Tern and spool (its source leaving
+/// through `proxy`, if given).
 fn relay(
     a: &Args,
     (dns, sink_port, tally): &(SocketAddr, u16, std::sync::Arc<internet::Tally>),
     signing: Signing,
+    proxy: Option<&str>,
 ) -> Run {
     let (dns, sink_port) = (*dns, *sink_port);
     let dir = tempfile::tempdir().unwrap();
@@ -234,7 +245,11 @@ fn relay(
         signing,
         log_level: "warn",
     };
-    let daemon = a.target.is_none().then(|| tern::Daemon::start(&setup));
+    let daemon = a.target.is_none().then(|| {
+        tern::Daemon::start_with(&setup, |c| {
+            c.sources[0].proxy = proxy.map(|p| p.parse().expect("a proxy URL"));
+        })
+    });
     let target = a.target.unwrap_or_else(|| daemon.as_ref().unwrap().addr);
     let pid = daemon.as_ref().map(|d| d.pid()).or(a.target_pid);
     let load_rt = crate::inject::runtime();

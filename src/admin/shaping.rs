@@ -42,7 +42,8 @@ pub(super) async fn effective(
         return super::error(StatusCode::NOT_FOUND, "the default pool has no source");
     };
     let Some(source) = s.delivery.find_source(&source) else {
-        let msg = format!("no source is named {source:?} or has that address in the config in force");
+        let msg =
+            format!("no source is named {source:?} or has that address in the config in force");
         return super::error(StatusCode::NOT_FOUND, &msg);
     };
     let site = match p.mx {
@@ -58,6 +59,5 @@ pub(super) async fn effective(
         },
     };
     let plan = s.shaper.plan(&source.name, &site, &domain);
-    Json(EffectiveShaping::new(domain, site, &source, &plan))
-    .into_response()
+    Json(EffectiveShaping::new(domain, site, &source, &plan)).into_response()
 }

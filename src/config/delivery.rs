@@ -37,7 +37,8 @@ pub enum BounceReturn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTimeouts {
-    /// Establishing the TCP connection.
+    /// Establishing the TCP connection (through a proxy, the proxy's
+    /// handshake and its CONNECT too).
     pub connect: Duration,
     /// Waiting for the 220 greeting.
     pub banner: Duration,

@@ -14,9 +14,9 @@ mod delivery;
 mod dkim;
 mod dns;
 mod egress;
-mod proxy;
 mod listener;
 pub mod load;
+mod proxy;
 mod queue;
 mod server;
 mod shaping;
@@ -38,9 +38,9 @@ pub use dkim::{
 };
 pub use dns::{DnsConfig, IpStrategy};
 pub use egress::{PoolConfig, PoolMember, SourceConfig, TenantConfig, WarmupConfig};
-pub use proxy::{ProxyKind, ProxyUrl};
 pub use listener::{BareLineEndings, ListenerConfig};
 pub use load::{ConfigError, ConfigErrors};
+pub use proxy::{ProxyKind, ProxyUrl};
 pub use queue::{DurabilityMode, QueueConfig};
 pub use server::{LogConfig, ServerConfig};
 pub use shaping::{
@@ -342,6 +342,25 @@ mod tests {
         let c = parse(Path::new("t.toml"), "").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
+    }
+
+    #[test]
+    fn a_bad_proxy_is_an_error_naming_the_source_key() {
+        let text = "[[source]]\nname = \"default\"\nproxy = \"socks5://127.0.0.1:1080\"\n\n[[source]]\nname = \"b\"\naddress = \"192.0.2.8\"\nproxy = \"socks4://127.0.0.1:1080\"\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e.iter()
+                .any(|e| e
+                    .contains("source[0].address: a source with a proxy needs the public address")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter().any(|e| e.starts_with(
+                "t.toml:8:9: source[1].proxy: invalid proxy \"socks4://127.0.0.1:1080\""
+            )),
+            "{e:#?}"
+        );
     }
 
     #[test]

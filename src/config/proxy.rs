@@ -83,9 +83,9 @@ impl FromStr for ProxyUrl {
             Some((a, h)) => (Some(a), h),
             None => (None, rest),
         };
-        let addr: SocketAddr = host
-            .parse()
-            .map_err(|_| bad("the proxy must be an IP address and a port (\"[::1]:1080\" for IPv6)"))?;
+        let addr: SocketAddr = host.parse().map_err(|_| {
+            bad("the proxy must be an IP address and a port (\"[::1]:1080\" for IPv6)")
+        })?;
         let auth = match auth {
             None => None,
             Some(_) if kind == ProxyKind::HaProxy => {
@@ -95,9 +95,14 @@ impl FromStr for ProxyUrl {
                 let (u, p) = a
                     .split_once(':')
                     .ok_or_else(|| bad("credentials are written user:password@"))?;
-                let (u, p) = (unescape(u).ok_or_else(|| bad("bad %-escape"))?, unescape(p).ok_or_else(|| bad("bad %-escape"))?);
+                let (u, p) = (
+                    unescape(u).ok_or_else(|| bad("bad %-escape"))?,
+                    unescape(p).ok_or_else(|| bad("bad %-escape"))?,
+                );
                 if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
-                    return Err(bad("the user and password must each be 1 to 255 bytes (RFC 1929)"));
+                    return Err(bad(
+                        "the user and password must each be 1 to 255 bytes (RFC 1929)",
+                    ));
                 }
                 Some((u, p))
             }
@@ -174,7 +179,10 @@ mod tests {
     #[test]
     fn proxies_parse_and_print_back() {
         let p: ProxyUrl = "socks5://198.51.100.7:1080".parse().unwrap();
-        assert_eq!((p.kind, p.addr.port(), p.auth.is_none()), (ProxyKind::Socks5, 1080, true));
+        assert_eq!(
+            (p.kind, p.addr.port(), p.auth.is_none()),
+            (ProxyKind::Socks5, 1080, true)
+        );
         let p: ProxyUrl = "haproxy://[2001:db8::7]:2525".parse().unwrap();
         assert_eq!(p.kind, ProxyKind::HaProxy);
         assert_eq!(p.to_string(), "haproxy://[2001:db8::7]:2525");
@@ -183,6 +191,17 @@ mod tests {
         assert_eq!(p.to_string().parse::<ProxyUrl>().unwrap(), p);
         assert_eq!(p.public(), "socks5://mta@127.0.0.1:1080");
         assert!(!format!("{p:?}").contains("ss"));
+    }
+
+    #[test]
+    fn a_proxied_source_is_shared_unless_told_otherwise() {
+        let parse = |t: &str| toml::from_str::<crate::config::SourceConfig>(t).unwrap();
+        let proxied =
+            "name = \"p\"\naddress = \"192.0.2.7\"\nproxy = \"socks5://127.0.0.1:1080\"\n";
+        assert!(parse(proxied).is_shared());
+        assert!(!parse(&format!("{proxied}shared = false\n")).is_shared());
+        assert!(!parse("name = \"l\"\n").is_shared());
+        assert!(parse("name = \"l\"\nshared = true\n").is_shared());
     }
 
     #[test]

@@ -180,9 +180,7 @@ impl Source {
 
     /// Its proxy's failures since start, by reason (see [`PROXY_REASONS`]).
     pub fn proxy_failures(&self) -> [u64; 4] {
-        std::array::from_fn(|i| {
-            self.proxy_failures[i].load(std::sync::atomic::Ordering::Relaxed)
-        })
+        std::array::from_fn(|i| self.proxy_failures[i].load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// True when it has a warm-up schedule.

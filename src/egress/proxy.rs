@@ -192,7 +192,10 @@ async fn socks5_hello(tcp: &mut TcpStream, proxy: &ProxyUrl) -> Result<(), Proxy
             if r[1] == 0 {
                 Ok(())
             } else {
-                Err(refused(proxy, "the username or password was refused".into()))
+                Err(refused(
+                    proxy,
+                    "the username or password was refused".into(),
+                ))
             }
         }
         ([5, 0xFF], None) => Err(refused(
@@ -243,7 +246,12 @@ async fn socks5_connect(
             tcp.read_exact(&mut n).await.map_err(io)?;
             usize::from(n[0]) + 2
         }
-        t => return Err(refused(proxy, format!("unknown address type {t} in its reply"))),
+        t => {
+            return Err(refused(
+                proxy,
+                format!("unknown address type {t} in its reply"),
+            ));
+        }
     };
     let mut skip = [0u8; 257];
     tcp.read_exact(&mut skip[..rest]).await.map_err(io)?;
@@ -283,7 +291,9 @@ mod tests {
         )
         .unwrap();
         let mut want = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-        want.extend_from_slice(&[0x21, 0x11, 0, 12, 192, 0, 2, 7, 198, 51, 100, 1, 0, 0, 0, 25]);
+        want.extend_from_slice(&[
+            0x21, 0x11, 0, 12, 192, 0, 2, 7, 198, 51, 100, 1, 0, 0, 0, 25,
+        ]);
         assert_eq!(h, want);
         let v6 = proxy_v2_header(
             Some("2001:db8::7".parse().unwrap()),
@@ -291,7 +301,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!((v6[13], v6.len()), (0x21, 16 + 36));
-        assert!(proxy_v2_header(Some([192, 0, 2, 7].into()), "[::1]:25".parse().unwrap()).is_none());
+        assert!(
+            proxy_v2_header(Some([192, 0, 2, 7].into()), "[::1]:25".parse().unwrap()).is_none()
+        );
         assert!(proxy_v2_header(None, "127.0.0.1:25".parse().unwrap()).is_none());
     }
 

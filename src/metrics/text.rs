@@ -156,7 +156,6 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-
 /// `tern_source_info` (address and proxy of each source), whether it is
 /// usable now, and its proxy's failures by reason.
 pub(super) fn sources(out: &mut String, sources: &[crate::views::SourceRow]) {

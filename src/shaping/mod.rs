@@ -253,7 +253,12 @@ impl Shaping {
             busy: busy_since,
             fleet,
         };
-        let shared_source = |name: &str| config.sources.iter().any(|x| x.name == name && x.is_shared());
+        let shared_source = |name: &str| {
+            config
+                .sources
+                .iter()
+                .any(|x| x.name == name && x.is_shared())
+        };
         Self {
             rules: Rules::new(&s.rules),
             defaults: PathLimits {

@@ -9,6 +9,7 @@ pub mod dkim;
 pub mod dns;
 pub mod fleet;
 pub mod net;
+pub mod proxy;
 pub mod redis;
 pub mod sink;
 

@@ -74,9 +74,7 @@ pub(super) async fn connect(
             match result {
                 Ok(c) => return Ok(c),
                 Err(ClientError::Bind(ip, e)) => {
-                    return Err(ConnectFailure::Source(format!(
-                        "cannot bind {ip}: {e}"
-                    )));
+                    return Err(ConnectFailure::Source(format!("cannot bind {ip}: {e}")));
                 }
                 Err(ClientError::Proxy(e)) if e.is_proxy_fault() => {
                     path.source.proxy_failed(&e);
