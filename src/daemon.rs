@@ -444,6 +444,7 @@ async fn start_admin(
         drainer: parts.drainer,
         receiver: Arc::new(receiver),
         fleet_token: config.cluster.as_ref().and_then(|c| c.token.clone()),
+        injector: Arc::new(injector(config, services)),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(address = %a.address, "admin API listening");
@@ -451,6 +452,50 @@ async fn start_admin(
         let _ = stopped.await;
     }));
     Ok(Some((stop, task)))
+}
+
+/// The injection API: its own intake (no listener's pool, tenant or
+/// headers: the request names them), its templates and idempotency keys
+/// in the spool.
+fn injector(config: &Config, services: &Services) -> crate::inject::Injector {
+    let settings = IntakeSettings {
+        hostname: config.server.hostname.clone(),
+        max_received_headers: 100,
+        add_message_id: false,
+        add_date: false,
+        max_messages: config.queue.max_messages,
+        max_spool_size: config.queue.max_spool_size.0,
+        pool: None,
+        tenant: None,
+        users: Arc::new(HashMap::new()),
+        pool_header: None,
+        routing: services.routing.clone(),
+        metrics: services.metrics.clone(),
+        node: services.node.clone(),
+        priority: None,
+        priority_header: None,
+    };
+    let intake = Intake::new(
+        services.queue.clone(),
+        settings,
+        services.log.clone(),
+        services.clock,
+        services.wake.clone(),
+    );
+    let api = &config.api;
+    crate::inject::Injector::new(
+        intake,
+        Arc::new(crate::inject::Templates::new(services.queue.clone())),
+        crate::inject::Idempotency::new(
+            services.queue.clone(),
+            api.idempotency_ttl.0,
+            api.idempotency_max_keys as usize,
+        ),
+        api.clone(),
+        config.server.hostname.clone(),
+        services.routing.clone(),
+        services.clock,
+    )
 }
 
 /// What the sessions of one listener share.

@@ -71,6 +71,7 @@ pub mod delivery;
 pub mod dkim;
 pub mod dns;
 pub mod egress;
+pub mod inject;
 pub mod intake;
 pub mod limits;
 pub mod log;

@@ -49,6 +49,11 @@ pub struct MessageMeta {
     pub message_id: Option<String>,
     /// Where the message came from when another node handed it over.
     pub origin: Option<Origin>,
+    /// The injecting application's own id (HTTP API), for its events.
+    pub custom_id: Option<String>,
+    /// The injecting application's own data (a JSON object, as text), for
+    /// its events.
+    pub metadata: Option<String>,
 }
 
 /// A message handed over by another node of the fleet: that node and the
@@ -87,6 +92,8 @@ const T_POOL: u8 = 7;
 const T_TENANT: u8 = 8;
 const T_MESSAGE_ID: u8 = 9;
 const T_ORIGIN: u8 = 10;
+const T_CUSTOM_ID: u8 = 11;
+const T_METADATA: u8 = 12;
 const T_NOTIFY: u8 = 1;
 const T_ORCPT: u8 = 2;
 
@@ -145,6 +152,8 @@ impl MessageMeta {
             (T_POOL, &self.pool),
             (T_TENANT, &self.tenant),
             (T_MESSAGE_ID, &self.message_id),
+            (T_CUSTOM_ID, &self.custom_id),
+            (T_METADATA, &self.metadata),
         ] {
             if let Some(v) = value {
                 put(&mut out, tag, v.as_bytes());
@@ -177,6 +186,8 @@ impl MessageMeta {
                 T_POOL => m.pool = Some(text(v)),
                 T_TENANT => m.tenant = Some(text(v)),
                 T_MESSAGE_ID => m.message_id = Some(text(v)),
+                T_CUSTOM_ID => m.custom_id = Some(text(v)),
+                T_METADATA => m.metadata = Some(text(v)),
                 T_ORIGIN if v.len() >= 16 => {
                     let (id, rest) = v.split_at(8);
                     let (due, node) = rest.split_at(8);
@@ -253,6 +264,8 @@ mod tests {
                 id: 42,
                 due_ms: 1_700_000_000_000,
             }),
+            custom_id: Some("order-42".into()),
+            metadata: Some("{\"campaign\":\"bf\"}".into()),
         };
         assert_eq!(MessageMeta::decode(&m.encode()), m);
         assert_eq!(MessageMeta::decode(&[]), MessageMeta::default());

@@ -288,6 +288,11 @@ impl Queue {
         self.shared.index().state(key)
     }
 
+    /// The keys that hold a value and start with `prefix`, in order.
+    pub fn state_keys(&self, prefix: &str) -> Vec<String> {
+        self.shared.index().state_keys(prefix)
+    }
+
     /// Removes a message whatever its recipients' states (purge), durably.
     pub async fn remove(&self, id: MessageId) -> Result<(), QueueError> {
         self.submit(Op::Remove { id }, Some(codec::encode_remove(id)))

@@ -55,6 +55,32 @@ fn the_latest_value_survives_a_restart_and_a_removal_stays_removed() {
 }
 
 #[test]
+fn keys_are_listed_by_prefix_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = open(dir.path());
+    for k in [
+        "templates/b",
+        "templates/a",
+        "templatesx",
+        "idem/1",
+        "templates/c",
+    ] {
+        rt.block_on(q.put_state(k, Bytes::from_static(b"v")))
+            .unwrap();
+    }
+    rt.block_on(q.put_state("templates/c", Bytes::new()))
+        .unwrap();
+    q.close();
+    drop(q);
+    let (q, _) = open(dir.path());
+    assert_eq!(q.state_keys("templates/"), ["templates/a", "templates/b"]);
+    assert_eq!(q.state_keys("idem/").len(), 1);
+    assert!(q.state_keys("nothing/").is_empty());
+    q.close();
+}
+
+#[test]
 fn compaction_moves_a_value_out_of_an_old_segment() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();

@@ -12,6 +12,7 @@ mod bounce;
 mod cluster;
 mod drain;
 mod health;
+mod inject;
 mod jobs;
 mod messages;
 mod purge;
@@ -70,6 +71,8 @@ pub struct AdminState {
     pub receiver: Arc<crate::cluster::drain::Receiver>,
     /// The fleet's token, which peers present to hand mail over.
     pub fleet_token: Option<String>,
+    /// The injection API (messages, templates).
+    pub injector: Arc<crate::inject::Injector>,
 }
 
 /// The API's description, generated from the handlers' annotations and
@@ -111,6 +114,11 @@ pub struct AdminState {
         rebind::cancel,
         reload::post,
         reload::get,
+        inject::send,
+        inject::put_template,
+        inject::list_templates,
+        inject::get_template,
+        inject::preview,
     )
 )]
 pub struct ApiDoc;
@@ -132,6 +140,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(TRANSFER_LIMIT)),
         )
         .route("/v1/cluster/commit", axum::routing::post(drain::commit))
+        .route("/v1/messages", axum::routing::post(inject::send))
+        .route("/v1/templates", get(inject::list_templates))
+        .route(
+            "/v1/templates/{name}",
+            get(inject::get_template).put(inject::put_template),
+        )
+        .route(
+            "/v1/templates/{name}/preview",
+            axum::routing::post(inject::preview),
+        )
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
         .route("/v1/queue/summary", get(queue::summary))
@@ -222,7 +240,7 @@ pub async fn serve(
     state: Arc<AdminState>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

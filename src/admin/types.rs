@@ -442,3 +442,12 @@ pub struct DrainRequest {
     #[serde(default)]
     pub to: Vec<String>,
 }
+
+/// `PUT /v1/templates/{name}`: what was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateStored {
+    /// The template.
+    pub name: String,
+    /// The version this content became.
+    pub version: u32,
+}

@@ -8,6 +8,7 @@
 //! section at construction; nothing here is global.
 
 mod admin;
+mod api;
 mod auth;
 mod cluster;
 mod delivery;
@@ -27,6 +28,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
+pub use api::ApiConfig;
 pub use auth::{AuthConfig, UserConfig};
 pub use cluster::ClusterConfig;
 pub use delivery::{
@@ -86,6 +88,8 @@ pub struct Config {
     pub shaping: ShapingConfig,
     /// `[admin]`: the operations HTTP API.
     pub admin: AdminConfig,
+    /// `[api]`: the HTTP injection API (on the admin listener).
+    pub api: ApiConfig,
     /// `[cluster]`: the fleet this node shares limits and push-back with
     /// (through Redis); unset, the node shapes alone.
     pub cluster: Option<ClusterConfig>,
@@ -111,6 +115,7 @@ impl Default for Config {
             dkim: DkimConfig::default(),
             shaping: ShapingConfig::default(),
             admin: AdminConfig::default(),
+            api: ApiConfig::default(),
             cluster: None,
             file: None,
         }
@@ -236,6 +241,7 @@ impl Config {
         delivery::validate_routes(&self.routes, &mut issues);
         self.dkim.validate(self.delivery.max_age, &mut issues);
         self.admin.validate(&mut issues);
+        self.api.validate(&mut issues);
         if let Some(c) = &self.cluster {
             c.validate(&self.admin, &mut issues);
         }

@@ -216,7 +216,9 @@ impl Delivery {
     /// their recipients are not recorded, so they are sent again after
     /// the restart.
     pub async fn shutdown(&self, grace: Duration) {
-        self.stopping.store(true, Ordering::Release);
+        // SeqCst, with `begin_id`: a send either counts as busy before
+        // this sees `busy`, or sees `stopping` and does not start.
+        self.stopping.store(true, Ordering::SeqCst);
         self.stop.send_replace(true);
         self.wake.notify_one();
         let mut paths = self.live_paths();
@@ -230,7 +232,7 @@ impl Delivery {
             p.stop();
         }
         let wait = async {
-            while self.busy.load(Ordering::Acquire) > 0 {
+            while self.busy.load(Ordering::SeqCst) > 0 {
                 let notified = self.drained.notified();
                 if self.busy.load(Ordering::Acquire) == 0 {
                     break;
@@ -254,25 +256,38 @@ impl Delivery {
         self.begin_id(job.id, job.handout)
     }
 
+    /// Once shutdown has begun, no send starts: one that started after
+    /// the shutdown stopped waiting for sends could deliver a message
+    /// whose outcome the closing spool would never record (and the
+    /// message would go again after the restart). The message stays due
+    /// in the spool.
     fn begin_id(&self, id: MessageId, handout: u32) -> Option<MessageInfo> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        if self.stopping.load(Ordering::SeqCst) {
+            self.idle();
+            return None;
+        }
         match self.queue.begin(id, handout) {
-            Some(info) => {
-                self.busy.fetch_add(1, Ordering::AcqRel);
-                Some(info)
-            }
+            Some(info) => Some(info),
             None => {
+                self.idle();
                 self.trackers.forget((id, handout));
                 None
             }
         }
     }
 
-    /// A job that began is settled.
-    fn end(&self, id: MessageId) {
-        self.queue.end(id);
+    /// One fewer send under way.
+    fn idle(&self) {
         if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.drained.notify_waiters();
         }
+    }
+
+    /// A job that began is settled.
+    fn end(&self, id: MessageId) {
+        self.queue.end(id);
+        self.idle();
     }
 
     /// The paths of the config in force.

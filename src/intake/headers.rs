@@ -145,6 +145,8 @@ pub struct ReceivedInfo<'a> {
     pub tls: bool,
     /// The client authenticated.
     pub authenticated: bool,
+    /// It came over the HTTP API.
+    pub http: bool,
 }
 
 /// The Received header (RFC 5321 4.4), folded under 998 characters per
@@ -157,6 +159,7 @@ pub fn received(
 ) -> String {
     // RFC 3848 protocol names.
     let protocol = match (info.esmtp, info.tls, info.authenticated) {
+        _ if info.http => "HTTP",
         (false, _, _) => "SMTP",
         (true, false, false) => "ESMTP",
         (true, true, false) => "ESMTPS",
@@ -287,6 +290,7 @@ mod tests {
             esmtp: true,
             tls: true,
             authenticated: false,
+            http: false,
         };
         let h = received(&info, MessageId::from_u64(0xAB), Some("a@b.example"), at(0));
         assert_eq!(

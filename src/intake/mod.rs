@@ -97,6 +97,8 @@ pub struct IntakeSettings {
 pub struct IntakeRouting {
     /// The pools that exist (a header naming another is ignored).
     pub pools: HashSet<String>,
+    /// The tenants that exist.
+    pub tenants: HashSet<String>,
     /// Per tenant with a pool of its own: that pool.
     pub tenant_pools: HashMap<String, String>,
     /// Per tenant with a priority class of its own: that class.
@@ -114,6 +116,7 @@ impl IntakeRouting {
         let tenants = &config.tenants;
         Self {
             pools: config.pools.iter().map(|p| p.name.clone()).collect(),
+            tenants: tenants.iter().map(|t| t.name.clone()).collect(),
             tenant_pools: tenants
                 .iter()
                 .filter_map(|t| Some((t.name.clone(), t.pool.clone()?)))
@@ -152,6 +155,8 @@ pub struct Origin {
     pub tls: bool,
     /// The AUTH user, if any.
     pub user: Option<Arc<str>>,
+    /// It came over the HTTP API, not SMTP.
+    pub http: bool,
 }
 
 /// One recipient of a submission.
@@ -186,6 +191,25 @@ pub struct Submission {
     pub data: Vec<u8>,
     /// Where the client's data starts in `data`.
     pub data_start: usize,
+    /// What the HTTP API says of the message (SMTP: `None`).
+    pub api: Option<ApiFields>,
+}
+
+/// What a message injected over the HTTP API brings besides its content:
+/// its routing, chosen by the request (checked against the config), and
+/// the caller's own id and data, kept for its events.
+#[derive(Debug, Clone, Default)]
+pub struct ApiFields {
+    /// The pool (`None`: the tenant's, else the default).
+    pub pool: Option<String>,
+    /// The tenant.
+    pub tenant: Option<String>,
+    /// The priority (`None`: the tenant's, else normal).
+    pub priority: Option<Priority>,
+    /// The caller's id.
+    pub custom_id: Option<String>,
+    /// The caller's data (JSON text).
+    pub metadata: Option<String>,
 }
 
 /// The intake of one listener.
@@ -255,6 +279,7 @@ impl Intake {
             esmtp: origin.esmtp,
             tls: origin.tls,
             authenticated: origin.user.is_some(),
+            http: origin.http,
         };
         let received = headers::received(&info, id, only_rcpt, self.clock.system_time());
         // Without a SIZE hint, start at 16 KiB: typical messages then never
@@ -295,8 +320,25 @@ impl Intake {
             (Some(_), Some(range)) => crate::dkim::author::domain(&data[start..][range.clone()]),
             _ => None,
         };
-        let (pool, tenant) = self.pool_and_tenant(&routing, id, &mut data, start, origin);
-        let priority = self.priority(&routing, id, &mut data, start, origin, tenant.as_deref());
+        let api = sub.api;
+        let (pool, tenant, priority) = match &api {
+            Some(a) => {
+                let tenant_pool = (a.tenant.as_ref()).and_then(|t| routing.tenant_pools.get(t));
+                let tenant_priority =
+                    (a.tenant.as_ref()).and_then(|t| routing.tenant_priorities.get(t));
+                (
+                    a.pool.clone().or_else(|| tenant_pool.cloned()),
+                    a.tenant.clone(),
+                    (a.priority.or(tenant_priority.copied())).unwrap_or_default(),
+                )
+            }
+            None => {
+                let (pool, tenant) = self.pool_and_tenant(&routing, id, &mut data, start, origin);
+                let priority =
+                    self.priority(&routing, id, &mut data, start, origin, tenant.as_deref());
+                (pool, tenant, priority)
+            }
+        };
         let message_id = facts.message_id_value.clone().or_else(|| {
             self.settings
                 .add_message_id
@@ -325,6 +367,8 @@ impl Intake {
             tenant,
             message_id,
             origin: None,
+            custom_id: api.as_ref().and_then(|a| a.custom_id.clone()),
+            metadata: api.and_then(|a| a.metadata),
         };
         let recipients: Box<[EnvelopeRecipient]> = sub
             .recipients

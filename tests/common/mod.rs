@@ -8,6 +8,7 @@ pub mod admin;
 pub mod dkim;
 pub mod dns;
 pub mod fleet;
+pub mod http;
 pub mod net;
 pub mod proxy;
 pub mod redis;

@@ -44,6 +44,19 @@ impl Index {
         self.states.get(key).map(|e| e.value.clone())
     }
 
+    /// The keys that hold a value and start with `prefix`, in order.
+    pub fn state_keys(&self, prefix: &str) -> Vec<String> {
+        self.states
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .map(|k| k.to_string())
+            .collect()
+    }
+
     /// The keys whose record is in `seg` (for compaction).
     pub fn states_in(&self, seg: SegId) -> Vec<Box<str>> {
         self.states

@@ -223,6 +223,7 @@ impl Protocol {
             content_8bit: body.scan.eight_bit,
             data: body.data,
             data_start: body.start,
+            api: None,
         }))
     }
 

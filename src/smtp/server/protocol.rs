@@ -226,6 +226,7 @@ impl Protocol {
             esmtp: helo.is_some_and(|h| h.esmtp),
             tls: self.tls,
             user: self.user.clone(),
+            http: false,
         }
     }
 
