@@ -402,3 +402,67 @@ async fn a_full_queue_answers_429_with_retry_after_and_queues_nothing() {
     mx.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn tern_template_pushes_shows_and_previews() {
+    use common::admin::{cli_file, tern_cli};
+    let (net, a, cfg) = setup().await;
+    let tern = Tern::start(cfg).await;
+    wait_up(&a).await;
+    let file = cli_file(&net, &a);
+    let leak = |p: std::path::PathBuf| -> &'static str {
+        Box::leak(p.to_string_lossy().into_owned().into_boxed_str())
+    };
+    let good = net.dir.path().join("welcome.mjml");
+    std::fs::write(&good, MJML).unwrap();
+    let bad = net.dir.path().join("bad.mjml");
+    std::fs::write(
+        &bad,
+        "<mjml>\n<mj-body>\n<mj-section foo=></mj-section></mj-body></mjml>",
+    )
+    .unwrap();
+    let (ok, out) = tern_cli(
+        vec![
+            "template",
+            "push",
+            "welcome",
+            leak(good),
+            "--subject",
+            "Welcome {{ name }}",
+            "--vars",
+            "{\"when\": \"soon\"}",
+        ],
+        file.clone(),
+    )
+    .await;
+    assert!(ok && out.contains("welcome: version 1"), "{out}");
+    let (ok, out) = tern_cli(vec!["template", "push", "broken", leak(bad)], file.clone()).await;
+    assert!(!ok && out.contains("mjml (line 3"), "{out}");
+    let (ok, out) = tern_cli(vec!["template", "show"], file.clone()).await;
+    assert!(ok && out.trim() == "welcome", "{out}");
+    let (ok, out) = tern_cli(vec!["template", "show", "welcome"], file.clone()).await;
+    assert!(ok && out.contains("mjml"), "{out}");
+    let (ok, out) = tern_cli(
+        vec![
+            "template",
+            "preview",
+            "welcome",
+            "--vars",
+            "{\"name\": \"Ann\", \"order\": \"A-1\"}",
+        ],
+        file.clone(),
+    )
+    .await;
+    assert!(
+        ok && out.contains("Subject: Welcome Ann")
+            && out.contains("Hello Ann, your order A-1 ships soon."),
+        "{out}"
+    );
+    let (ok, out) = tern_cli(vec!["template", "preview", "welcome"], file).await;
+    assert!(
+        !ok && out.contains("undefined"),
+        "a missing variable is an error: {out}"
+    );
+    tern.stop().await;
+    net.stop().await;
+}

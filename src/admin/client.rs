@@ -103,11 +103,35 @@ fn exchange(
         .ok_or_else(|| CallError::Protocol(format!("bad status line {status_line:?}")))?;
     let payload = &raw[split + 4..];
     if !(200..300).contains(&status) {
-        let message = serde_json::from_slice::<super::types::ApiError>(payload).map_or_else(
-            |_| String::from_utf8_lossy(payload).into_owned(),
-            |e| e.error,
-        );
+        let message = error_text(payload);
         return Err(CallError::Status { status, message });
     }
     Ok(payload.to_vec())
+}
+
+/// An error answer's text: each field error (with its line and column)
+/// when the API named fields, else its message, else the raw body.
+fn error_text(payload: &[u8]) -> String {
+    use crate::inject::api::InvalidRequest;
+    if let Ok(r) = serde_json::from_slice::<InvalidRequest>(payload)
+        && !r.errors.is_empty()
+    {
+        let each: Vec<String> = r
+            .errors
+            .iter()
+            .map(|e| {
+                let at = match (e.line, e.column) {
+                    (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+                    (Some(l), None) => format!(" (line {l})"),
+                    _ => String::new(),
+                };
+                format!("{}{at}: {}", e.field, e.reason)
+            })
+            .collect();
+        return format!("{}\n  {}", r.error, each.join("\n  "));
+    }
+    serde_json::from_slice::<super::types::ApiError>(payload).map_or_else(
+        |_| String::from_utf8_lossy(payload).into_owned(),
+        |e| e.error,
+    )
 }

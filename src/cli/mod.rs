@@ -1,7 +1,8 @@
 //! The `tern` command line: `run`, `check-config`, `auth hash-password`,
 //! `dkim keygen|record`, `shaping show|actions`, and the operator's verbs
 //! over the running daemon's API (`queue ...`, `suspend`, `resume`,
-//! `retry`, `purge`, `bounce`, `rebind`, `actions`, `reload`), tables by
+//! `retry`, `purge`, `bounce`, `rebind`, `actions`, `reload`, `drain`,
+//! `cluster`, `template`), tables by
 //! default and JSON with `--json`.
 //! Parses arguments (clap), calls the library, prints results. Exit codes:
 //! 0 success, 1 failure (invalid config, runtime error), 2 usage error.
@@ -19,6 +20,7 @@ mod fleet;
 mod ops;
 mod queue;
 mod shaping;
+mod template;
 
 /// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
 #[derive(Debug, Parser)]
@@ -145,6 +147,12 @@ enum Command {
         #[command(subcommand)]
         command: ShapingCommand,
     },
+    /// Stored templates of the HTTP injection API (push a version, show,
+    /// preview with variables).
+    Template {
+        #[command(subcommand)]
+        command: template::TemplateCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +213,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Retry { domain, config } => ops::retry(&config, domain),
         Command::Reload { config } => ops::reload(&config),
         Command::Cluster { command } => fleet::main(command, json),
+        Command::Template { command } => template::main(command, json),
         Command::Drain { args } => fleet::drain(&args, json),
         Command::Purge { filter } => control::purge(&filter, json),
         Command::Bounce { filter, reason } => control::bounce(&filter, reason, json),
