@@ -10,6 +10,7 @@
 //! cargo bench --bench relay -- --burst 100 --throttle  # the same, with and without a throttled provider
 //! cargo bench --bench relay -- --fleet 1,2,4,8 --drain 20000  # nodes sharing a limit through Redis; a drain
 //! cargo bench --bench relay -- --proxy socks5      # direct, then through microsocks (or haproxy)
+//! cargo bench --bench relay -- --api --dkim off,rsa  # POST /v1/messages (MJML) against SMTP
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -26,6 +27,7 @@
 //! to resolve through `--dns-port` on 127.0.1.53 and deliver to port
 //! `--sink-port`); `--target-pid PID` then reports that process's CPU.
 
+mod api;
 mod burst;
 mod deferred;
 mod fleet;
@@ -72,6 +74,7 @@ pub struct Args {
     fleet_secs: u64,
     drain: u64,
     proxy: Option<String>,
+    api: bool,
 }
 
 fn parse_args() -> Args {
@@ -99,6 +102,7 @@ fn parse_args() -> Args {
         fleet_secs: 10,
         drain: 20_000,
         proxy: None,
+        api: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -136,6 +140,7 @@ fn parse_args() -> Args {
             "--fleet-secs" => a.fleet_secs = num(value()).max(1),
             "--drain" => a.drain = num(value()),
             "--proxy" => a.proxy = Some(value()),
+            "--api" => a.api = true,
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()
@@ -159,6 +164,10 @@ fn main() {
     let a = parse_args();
     if let Some(sizes) = a.fleet.clone() {
         fleet::run(&a, &sizes);
+        return;
+    }
+    if a.api {
+        api::run(&a);
         return;
     }
     if let Some(kind) = a.proxy.clone() {
@@ -230,7 +239,7 @@ fn classify(thread: &str) -> &'static str {
 
 /// One run: counts reset, a fresh Tern and spool (its source leaving
 /// through `proxy`, if given).
-fn relay(
+pub(crate) fn relay(
     a: &Args,
     (dns, sink_port, tally): &(SocketAddr, u16, std::sync::Arc<internet::Tally>),
     signing: Signing,

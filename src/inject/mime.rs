@@ -107,8 +107,9 @@ pub struct Common<'a> {
     pub date: i64,
 }
 
-/// One recipient's message.
-pub fn build(c: &Common<'_>, to: &Mailbox, message_id: &str, r: &Rendered) -> Vec<u8> {
+/// One recipient's message, appended to `out` (the intake's buffer,
+/// after its Received header: no copy of the message).
+pub fn build(c: &Common<'_>, to: &Mailbox, message_id: &str, r: &Rendered, out: &mut Vec<u8>) {
     let addr = |m: &Mailbox| Address::new_address(m.name.clone(), m.address.clone());
     let mut b = MessageBuilder::new()
         .from(addr(c.from))
@@ -139,7 +140,8 @@ pub fn build(c: &Common<'_>, to: &Mailbox, message_id: &str, r: &Rendered) -> Ve
     for (ct, name, bytes) in c.attachments {
         b = b.attachment(ct.clone(), name.clone(), bytes.as_slice());
     }
-    b.write_to_vec().unwrap_or_default()
+    // Writing to a Vec cannot fail.
+    let _ = b.write_to(out);
 }
 
 #[cfg(test)]
@@ -193,7 +195,10 @@ mod tests {
             html: Some("<p>Bonjour</p>".into()),
             headers: vec![("X-Campaign".into(), "noël".into())],
         };
-        let m = String::from_utf8(build(&c, &to, "abc@tern.test", &r)).unwrap();
+        let mut out = b"Received: x\r\n".to_vec();
+        build(&c, &to, "abc@tern.test", &r, &mut out);
+        let m = String::from_utf8(out).unwrap();
+        assert!(m.starts_with("Received: x\r\nFrom: "), "{m}");
         assert!(m.contains("Message-ID: <abc@tern.test>"), "{m}");
         assert!(m.contains("Subject: =?utf-8?"), "{m}");
         assert!(

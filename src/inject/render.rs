@@ -39,6 +39,9 @@ pub struct Parts {
 pub struct Compiled {
     env: Environment<'static>,
     parts: Parts,
+    /// The MJML was compiled once (see [`super::precompile`]): its HTML
+    /// and text are the templates `mjml.html` and `mjml.text`.
+    precompiled: bool,
     /// The JSON field each part came from (`subject`, or
     /// `template(welcome@3).mjml`), for errors.
     prefix: String,
@@ -96,6 +99,19 @@ pub fn line_column(s: &str, at: usize) -> (usize, usize) {
 }
 
 impl Compiled {
+    /// About how many bytes a message of it takes (a buffer size).
+    pub fn size_hint(&self) -> usize {
+        let p = &self.parts;
+        let parts = [&p.text, &p.html, &p.mjml]
+            .iter()
+            .filter_map(|x| x.as_ref())
+            .map(String::len)
+            .sum::<usize>();
+        // MJML's HTML is several times its source; QP adds a little.
+        let mjml = p.mjml.as_ref().map_or(0, |m| m.len() * 6);
+        (parts + mjml + 2048).min(1 << 20)
+    }
+
     /// The parts it was compiled from.
     pub fn parts(&self) -> &Parts {
         &self.parts
@@ -108,7 +124,7 @@ impl Compiled {
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.set_fuel(Some(FUEL));
         env.set_auto_escape_callback(|name| match name {
-            "html" | "mjml" => AutoEscape::Html,
+            "html" | "mjml" | "mjml.html" => AutoEscape::Html,
             _ => AutoEscape::None,
         });
         let mut errors = Vec::new();
@@ -133,11 +149,35 @@ impl Compiled {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let pre = parts
+            .mjml
+            .as_deref()
+            .and_then(super::precompile::precompile);
+        let precompiled = pre.is_some_and(|p| {
+            env.add_template_owned("mjml.html", p.html).is_ok()
+                && env.add_template_owned("mjml.text", p.text).is_ok()
+        });
         Ok(Self {
             env,
             parts,
+            precompiled,
             prefix: prefix.to_owned(),
         })
+    }
+
+    /// The HTML and text of a precompiled MJML for `ctx`; `None` when it
+    /// is not precompiled or does not render (the per-recipient render
+    /// then reports the error where the MJML has it).
+    fn precompiled(&self, ctx: &Value, text: bool) -> Option<(String, Option<String>)> {
+        if !self.precompiled {
+            return None;
+        }
+        let html = self.env.get_template("mjml.html").ok()?.render(ctx).ok()?;
+        let text = match text {
+            true => Some(self.env.get_template("mjml.text").ok()?.render(ctx).ok()?),
+            false => None,
+        };
+        Some((html, text))
     }
 
     /// Renders for one recipient: `vars` over the content's defaults.
@@ -167,13 +207,21 @@ impl Compiled {
         let subject = one("subject", &self.parts.subject);
         let text = one("text", &self.parts.text);
         let html = one("html", &self.parts.html);
-        let mjml = one("mjml", &self.parts.mjml);
+        let pre = self.precompiled(&ctx, self.parts.text.is_none());
+        let mjml = match pre {
+            Some(_) => None,
+            None => one("mjml", &self.parts.mjml),
+        };
         let headers: Vec<(String, String)> = (self.parts.headers.iter())
             .filter_map(|(h, v)| {
                 let value = one(&format!("headers.{h}"), &Some(v.clone()))?;
                 Some((h.clone(), value))
             })
             .collect();
+        let (html, text) = match pre {
+            Some((h, t)) => (Some(h), text.or(t)),
+            None => (html, text),
+        };
         let html = match mjml {
             Some(source) => match mjml_memo {
                 Some((s, h)) if *s == source => Some(h.clone()),
@@ -337,9 +385,24 @@ mod tests {
         )
         .unwrap();
         let mut memo = None;
-        let r = c.render(&vars(&[("name", "Ann")]), &mut memo).unwrap();
-        assert!(r.html.as_deref().unwrap().contains("Hello Ann"));
-        assert!(r.text.as_deref().unwrap().contains("Hello Ann"));
+        let r = c
+            .render(&vars(&[("name", "Ann & <Bo>")]), &mut memo)
+            .unwrap();
+        assert!(
+            r.html
+                .as_deref()
+                .unwrap()
+                .contains("Hello Ann &amp; &lt;Bo&gt;")
+        );
+        assert!(r.text.as_deref().unwrap().contains("Hello Ann & <Bo>"));
+        // Compiled once, it renders what a per-recipient MJML render does.
+        assert!(c.precompiled && memo.is_none());
+        let mut each = Compiled::new(c.parts.clone(), "").unwrap();
+        each.precompiled = false;
+        let r2 = each
+            .render(&vars(&[("name", "Ann & <Bo>")]), &mut memo)
+            .unwrap();
+        assert_eq!(r, r2);
         assert!(memo.is_some());
         let bad = Compiled::new(
             Parts {
