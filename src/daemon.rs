@@ -205,12 +205,14 @@ pub async fn run_on_queue(
         bound.len() == config.listeners.len(),
         "one bound socket per configured listener is needed"
     );
-    let log = Arc::new(DeliveryLog::open(&config.log).with_context(|| {
-        format!(
-            "cannot open the delivery log {}",
-            config.log.deliveries.display()
-        )
-    })?);
+    let log = Arc::new(
+        DeliveryLog::open(&config.log, &config.server.hostname).with_context(|| {
+            format!(
+                "cannot open the delivery log {}",
+                config.log.deliveries.display()
+            )
+        })?,
+    );
     let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
     adopt_legacy_rebinds(&config, &queue).await?;
     let node = services.node.clone();

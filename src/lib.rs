@@ -73,6 +73,7 @@ pub mod delivery;
 pub mod dkim;
 pub mod dns;
 pub mod egress;
+pub mod events;
 pub mod inject;
 pub mod intake;
 pub mod limits;

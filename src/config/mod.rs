@@ -15,6 +15,7 @@ mod delivery;
 mod dkim;
 mod dns;
 mod egress;
+mod events;
 mod listener;
 pub mod load;
 mod proxy;
@@ -40,6 +41,10 @@ pub use dkim::{
 };
 pub use dns::{DnsConfig, IpStrategy};
 pub use egress::{PoolConfig, PoolMember, SourceConfig, TenantConfig, WarmupConfig};
+pub use events::{
+    BounceRule, BounceRules, EVENT_TYPES, EventsConfig, HttpTarget, SHIPPED_BOUNCE_RULES,
+    WebhookConfig,
+};
 pub use listener::{BareLineEndings, ListenerConfig};
 pub use load::{ConfigError, ConfigErrors};
 pub use proxy::{ProxyKind, ProxyUrl};
@@ -90,6 +95,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[api]`: the HTTP injection API (on the admin listener).
     pub api: ApiConfig,
+    /// `[events]`: bounce classification and event export (webhooks).
+    pub events: EventsConfig,
     /// `[cluster]`: the fleet this node shares limits and push-back with
     /// (through Redis); unset, the node shapes alone.
     pub cluster: Option<ClusterConfig>,
@@ -116,6 +123,7 @@ impl Default for Config {
             shaping: ShapingConfig::default(),
             admin: AdminConfig::default(),
             api: ApiConfig::default(),
+            events: EventsConfig::default(),
             cluster: None,
             file: None,
         }
@@ -242,6 +250,7 @@ impl Config {
         self.dkim.validate(self.delivery.max_age, &mut issues);
         self.admin.validate(&mut issues);
         self.api.validate(&mut issues);
+        self.events.validate(&mut issues);
         if let Some(c) = &self.cluster {
             c.validate(&self.admin, &mut issues);
         }
@@ -519,6 +528,14 @@ mod tests {
             ..ClusterConfig::default()
         });
         c.sources[0].shared = Some(true);
+        c.events.bounce_rules = Some("config/bounces.toml".into());
+        c.events.webhook.push(WebhookConfig {
+            name: "w".into(),
+            url: "http://127.0.0.1:1/".into(),
+            secret: some(),
+            events: vec!["delivery".into()],
+            ..WebhookConfig::default()
+        });
         c.sources[0].proxy = Some("socks5://127.0.0.1:1080".parse().unwrap());
         c.auth.users.push(UserConfig {
             priority: None,

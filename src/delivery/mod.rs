@@ -89,6 +89,8 @@ pub struct Settings {
     pub timeouts: ClientTimeouts,
     /// The tenants' weights at start (a reload replaces them).
     pub weights: Weights,
+    /// The bounce classes of failures and deferrals.
+    pub classifier: Arc<crate::events::classify::Classifier>,
 }
 
 impl Settings {
@@ -112,6 +114,14 @@ impl Settings {
             },
             timeouts: d.timeouts,
             weights: Weights::new(config),
+            classifier: Arc::new(
+                crate::config::BounceRules::load(config.events.bounce_rules.as_deref())
+                    .and_then(crate::events::classify::Classifier::new)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "bounce rules: using the shipped ones");
+                        crate::events::classify::Classifier::shipped()
+                    }),
+            ),
         }
     }
 }

@@ -9,6 +9,12 @@
 //! full (a slow or stuck disk), lines are dropped and counted
 //! (`tern_delivery_log_dropped_total`). A write error is reported in the
 //! diagnostic log and never stops mail.
+//!
+//! Every line is an event: it starts with its `event_id`, a sequence
+//! number (hexadecimal, increasing in file order, and above any used
+//! before, even after the files are removed: it starts from the clock in
+//! microseconds) and the node's name. The event exporter ([`crate::events`])
+//! reads the files from a durable cursor on that number.
 
 mod file;
 
@@ -83,6 +89,15 @@ pub struct Record {
     /// The client, for a reception.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The tenant the message belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The injecting application's own id (HTTP API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    /// The injecting application's own data (HTTP API), a JSON object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
     /// The egress pool, for delivery outcomes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
@@ -109,6 +124,18 @@ pub struct Record {
     /// The SMTP reply or local reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
+    /// The reply's code, for delivery outcomes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The reply's enhanced status code (`5.1.1`), for delivery outcomes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enhanced_code: Option<String>,
+    /// For a failure or deferral: its class (`config/bounces.toml`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounce_class: Option<&'static str>,
+    /// For a failure or deferral: `hard` (5xx) or `soft`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounce_kind: Option<&'static str>,
     /// Delivery attempts so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u16>,
@@ -146,6 +173,9 @@ impl Record {
             recipients: None,
             size: None,
             client: None,
+            tenant: None,
+            custom_id: None,
+            metadata: None,
             pool: None,
             site: None,
             source: None,
@@ -154,6 +184,10 @@ impl Record {
             remote_host: None,
             remote_ip: None,
             reply: None,
+            code: None,
+            enhanced_code: None,
+            bounce_class: None,
+            bounce_kind: None,
             attempts: None,
             queue_time_ms: None,
             dkim: None,
@@ -169,6 +203,8 @@ impl Record {
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
+    /// The next line's sequence number.
+    seq: u64,
     /// Flushes asked for, and written (a flush waits for its number).
     asked: u64,
     written: u64,
@@ -187,6 +223,8 @@ struct Shared {
     dropped: AtomicU64,
     /// The open file; the writer holds it while writing.
     file: Mutex<file::LogFile>,
+    /// `"event_id":"` and the node name, around each line's number.
+    node: String,
 }
 
 impl Shared {
@@ -217,8 +255,8 @@ impl DeliveryLog {
     }
 
     /// Opens (appending to) the log the config names and starts its
-    /// writer thread; disabled if it names none.
-    pub fn open(cfg: &LogConfig) -> std::io::Result<Self> {
+    /// writer thread; disabled if it names none. `node` ends each event id.
+    pub fn open(cfg: &LogConfig, node: &str) -> std::io::Result<Self> {
         if cfg.deliveries.as_os_str().is_empty() {
             return Ok(Self::disabled());
         }
@@ -231,7 +269,9 @@ impl DeliveryLog {
                 .max(BLOCK),
             dropped: AtomicU64::new(0),
             file: Mutex::new(file::LogFile::open(cfg)?),
+            node: node.to_owned(),
         });
+        shared.lock().seq = first_seq(&cfg.deliveries);
         let s = shared.clone();
         let writer = std::thread::Builder::new()
             .name("tern-log".into())
@@ -254,7 +294,7 @@ impl DeliveryLog {
         };
         line.push(b'\n');
         let mut p = shared.lock();
-        if p.buf.len() + line.len() > shared.budget {
+        if p.buf.len() + line.len() + 64 > shared.budget {
             drop(p);
             let n = shared.dropped.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() || n == 0 {
@@ -263,7 +303,13 @@ impl DeliveryLog {
             }
             return;
         }
-        p.buf.extend_from_slice(&line);
+        // The event id goes first, numbered under the lock so that the
+        // numbers increase in file order.
+        let seq = p.seq;
+        p.seq += 1;
+        let head = format!("{{\"event_id\":\"{seq:016x}.{}\",", shared.node);
+        p.buf.extend_from_slice(head.as_bytes());
+        p.buf.extend_from_slice(&line[1..]);
         if p.buf.len() >= BLOCK {
             shared.wake.notify_one();
         }
@@ -300,6 +346,46 @@ impl DeliveryLog {
     }
 }
 
+/// The sequence number of an event id (`"<hex>.<node>"`).
+pub fn event_seq(event_id: &str) -> Option<u64> {
+    let hex = event_id.split('.').next()?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The sequence number of a log line (its leading event id).
+pub fn line_seq(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"event_id\":\"")?;
+    let end = rest.iter().position(|b| *b == b'.')?;
+    u64::from_str_radix(std::str::from_utf8(&rest[..end]).ok()?, 16).ok()
+}
+
+/// The first sequence number: after the last line of the current file,
+/// and never below the clock in microseconds (so numbers stay unique when
+/// the files are removed).
+fn first_seq(path: &std::path::Path) -> u64 {
+    let clock = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let last = tail(path).and_then(|b| {
+        b.split(|c| *c == b'\n')
+            .rev()
+            .find(|l| !l.is_empty())
+            .and_then(line_seq)
+    });
+    last.map_or(clock, |l| clock.max(l + 1))
+}
+
+/// The last 64 KiB of a file.
+fn tail(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(64 << 10))).ok()?;
+    let mut b = Vec::new();
+    f.read_to_end(&mut b).ok()?;
+    Some(b)
+}
+
 impl Drop for DeliveryLog {
     fn drop(&mut self) {
         if let Some(shared) = &self.shared {
@@ -325,7 +411,7 @@ mod tests {
             deliveries_keep: 2,
             ..LogConfig::default()
         };
-        let log = DeliveryLog::open(&cfg).unwrap();
+        let log = DeliveryLog::open(&cfg, "node").unwrap();
         for i in 0..10 {
             let mut r = Record::new(
                 Kind::Delivery,
@@ -361,7 +447,7 @@ mod tests {
             deliveries_buffer: ByteSize(1), // the floor: one block
             ..LogConfig::default()
         };
-        let log = DeliveryLog::open(&cfg).unwrap();
+        let log = DeliveryLog::open(&cfg, "node").unwrap();
         let shared = log.shared.clone().unwrap();
         let stuck = shared.file.lock().unwrap(); // the writer cannot write
         let total = 2000;
@@ -397,7 +483,7 @@ mod tests {
             deliveries_rotate_after: crate::config::values::Duration::from_secs(1),
             ..LogConfig::default()
         };
-        let log = DeliveryLog::open(&cfg).unwrap();
+        let log = DeliveryLog::open(&cfg, "node").unwrap();
         let r = Record::new(
             Kind::Delivery,
             SystemTime::UNIX_EPOCH,

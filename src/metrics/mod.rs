@@ -36,6 +36,7 @@ const ACCEPT: &str = "tern_smtp_accept_seconds";
 const REFUSED: &str = "tern_smtp_refusals_total";
 const OLDEST: &str = "tern_queue_oldest_waiting_seconds";
 const DRAINING: &str = "tern_node_draining";
+const BOUNCES: &str = "tern_bounces_total";
 
 /// Why the door refused new mail (a 4xx), for [`Metrics::refused`].
 #[derive(Debug, Clone, Copy)]
@@ -249,6 +250,11 @@ impl Metrics {
             "Time from the end of a message's data to its 250 (signing and the fsync included): the door's latency.",
         );
         describe(
+            BOUNCES,
+            None,
+            "Recipient failures and deferrals by bounce class (config/bounces.toml) and outcome (bounced, deferred, expired).",
+        );
+        describe(
             REFUSED,
             None,
             "New mail refused at the door with a 4xx, by reason (spool, backlog, memory, connections, draining).",
@@ -332,6 +338,15 @@ impl Metrics {
     /// A message was accepted `secs` after its data ended.
     pub fn accepted(&self, secs: f64) {
         self.histogram(Key::from_static_name(ACCEPT)).record(secs);
+    }
+
+    /// A failure or deferral of `class`.
+    pub fn bounce(&self, class: &'static str, outcome: &'static str) {
+        let key = Key::from_parts(
+            BOUNCES,
+            vec![Label::new("class", class), Label::new("outcome", outcome)],
+        );
+        self.recorder.register_counter(&key, &META).increment(1);
     }
 
     /// The door refused new mail.

@@ -31,10 +31,29 @@ impl Delivery {
         r.remote_host = o.host.as_ref().map(|(h, _)| h.clone());
         r.remote_ip = o.host.as_ref().map(|(_, a)| a.ip().to_string());
         r.reply = Some(o.reply.to_string());
+        r.code = Some(o.reply.code);
+        let [a, b, c] = o.reply.status();
+        r.enhanced_code = Some(format!("{a}.{b}.{c}"));
+        if kind != Kind::Delivery {
+            let class =
+                (self.settings.classifier).classify(o.reply.code, o.reply.esc, &o.reply.text);
+            r.bounce_class = Some(class.name);
+            r.bounce_kind = Some(class.kind());
+        }
+        r.tenant = msg.meta.tenant.clone();
+        r.custom_id = msg.meta.custom_id.clone();
+        r.metadata = msg
+            .meta
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok());
         r.attempts = Some(attempts);
         let queued = self.clock.now().saturating_since(info.arrival).as_millis() as u64;
         r.queue_time_ms = Some(queued);
         self.log.write(&r);
+        if let Some(class) = r.bounce_class {
+            (self.settings.metrics).bounce(class, kind_name(kind));
+        }
         self.count(msg, kind, o, queued);
         if kind != Kind::Delivery {
             tracing::info!(queue_id = %info.id, rcpt = %r.recipient.as_deref().unwrap_or(""), reply = %o.reply, ?kind, "delivery outcome");
@@ -64,5 +83,14 @@ impl Delivery {
         if kind == Kind::Delivery {
             m.queue_time(queue_ms as f64 / 1000.0);
         }
+    }
+}
+
+/// The outcome label of a failure or deferral.
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::TransientFailure => "deferred",
+        Kind::Expiration => "expired",
+        _ => "bounced",
     }
 }
