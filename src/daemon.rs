@@ -259,6 +259,7 @@ pub async fn run_on_queue(
     let admin = start_admin(&config, &services, parts).await?;
     drainer.resume();
     let delivery_task = tokio::spawn(delivery.clone().run());
+    let exporters = crate::events::export::Exporters::start(&config, &queue, &services.metrics);
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
     let accept_loops = start_listeners(&config, bound, &services, &phase_rx, &sessions)?;
@@ -284,6 +285,8 @@ pub async fn run_on_queue(
     };
     tokio::join!(sessions_closed, delivery.shutdown(grace));
     let _ = delivery_task.await;
+    log.flush();
+    exporters.stop(Duration::from_secs(2)).await;
     if let Some((stop, task)) = admin {
         let _ = stop.send(());
         let _ = task.await;

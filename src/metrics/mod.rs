@@ -37,6 +37,7 @@ const REFUSED: &str = "tern_smtp_refusals_total";
 const OLDEST: &str = "tern_queue_oldest_waiting_seconds";
 const DRAINING: &str = "tern_node_draining";
 const BOUNCES: &str = "tern_bounces_total";
+const EVENTS: &str = "tern_events_total";
 
 /// Why the door refused new mail (a 4xx), for [`Metrics::refused`].
 #[derive(Debug, Clone, Copy)]
@@ -255,6 +256,11 @@ impl Metrics {
             "Recipient failures and deferrals by bounce class (config/bounces.toml) and outcome (bounced, deferred, expired).",
         );
         describe(
+            EVENTS,
+            None,
+            "Events exported to a webhook, by sink and result: exported (acknowledged), parked (kept on disk after the retry window), failed_posts (posts that failed and were retried), lost (rotated out of the delivery log before export).",
+        );
+        describe(
             REFUSED,
             None,
             "New mail refused at the door with a 4xx, by reason (spool, backlog, memory, connections, draining).",
@@ -347,6 +353,18 @@ impl Metrics {
             vec![Label::new("class", class), Label::new("outcome", outcome)],
         );
         self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    /// `n` events of webhook `sink` came to `result`.
+    pub fn events(&self, sink: &str, result: &'static str, n: u64) {
+        let key = Key::from_parts(
+            EVENTS,
+            vec![
+                Label::new("sink", sink.to_owned()),
+                Label::new("result", result),
+            ],
+        );
+        self.recorder.register_counter(&key, &META).increment(n);
     }
 
     /// The door refused new mail.
