@@ -11,6 +11,7 @@
 //! cargo bench --bench relay -- --fleet 1,2,4,8 --drain 20000  # nodes sharing a limit through Redis; a drain
 //! cargo bench --bench relay -- --proxy socks5      # direct, then through microsocks (or haproxy)
 //! cargo bench --bench relay -- --api --dkim off,rsa  # POST /v1/messages (MJML) against SMTP
+//! cargo bench --bench relay -- --events            # with and without a webhook getting every event
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -30,6 +31,7 @@
 mod api;
 mod burst;
 mod deferred;
+mod events;
 mod fleet;
 mod inject;
 mod internet;
@@ -75,6 +77,7 @@ pub struct Args {
     drain: u64,
     proxy: Option<String>,
     api: bool,
+    events: bool,
 }
 
 fn parse_args() -> Args {
@@ -103,6 +106,7 @@ fn parse_args() -> Args {
         drain: 20_000,
         proxy: None,
         api: false,
+        events: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -141,6 +145,7 @@ fn parse_args() -> Args {
             "--drain" => a.drain = num(value()),
             "--proxy" => a.proxy = Some(value()),
             "--api" => a.api = true,
+            "--events" => a.events = true,
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()
@@ -168,6 +173,10 @@ fn main() {
     }
     if a.api {
         api::run(&a);
+        return;
+    }
+    if a.events {
+        events::run(&a);
         return;
     }
     if let Some(kind) = a.proxy.clone() {
@@ -241,9 +250,21 @@ fn classify(thread: &str) -> &'static str {
 /// through `proxy`, if given).
 pub(crate) fn relay(
     a: &Args,
-    (dns, sink_port, tally): &(SocketAddr, u16, std::sync::Arc<internet::Tally>),
+    net: &(SocketAddr, u16, std::sync::Arc<internet::Tally>),
     signing: Signing,
     proxy: Option<&str>,
+) -> Run {
+    relay_with(a, net, signing, |c| {
+        c.sources[0].proxy = proxy.map(|p| p.parse().expect("a proxy URL"));
+    })
+}
+
+/// [`relay`] with Tern's config changed by `tweak`.
+pub(crate) fn relay_with(
+    a: &Args,
+    (dns, sink_port, tally): &(SocketAddr, u16, std::sync::Arc<internet::Tally>),
+    signing: Signing,
+    tweak: impl FnOnce(&mut ::tern::config::Config),
 ) -> Run {
     let (dns, sink_port) = (*dns, *sink_port);
     let dir = tempfile::tempdir().unwrap();
@@ -254,11 +275,10 @@ pub(crate) fn relay(
         signing,
         log_level: "warn",
     };
-    let daemon = a.target.is_none().then(|| {
-        tern::Daemon::start_with(&setup, |c| {
-            c.sources[0].proxy = proxy.map(|p| p.parse().expect("a proxy URL"));
-        })
-    });
+    let daemon = a
+        .target
+        .is_none()
+        .then(|| tern::Daemon::start_with(&setup, tweak));
     let target = a.target.unwrap_or_else(|| daemon.as_ref().unwrap().addr);
     let pid = daemon.as_ref().map(|d| d.pid()).or(a.target_pid);
     let load_rt = crate::inject::runtime();

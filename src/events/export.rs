@@ -49,8 +49,8 @@ impl Exporters {
         Self { stop, tasks }
     }
 
-    /// Stops them: each finishes the post under way (at most `grace`),
-    /// keeping its cursor.
+    /// Stops them: each sends what the log holds (at most `grace`), and
+    /// keeps its cursor.
     pub async fn stop(self, grace: Duration) {
         let _ = self.stop.send(true);
         for t in self.tasks {
@@ -118,27 +118,35 @@ impl Export {
         *self.stopped.borrow()
     }
 
+    /// Exports until stopped; once stopped, what the log holds is still
+    /// sent (the daemon bounds that by a grace period), so a clean stop
+    /// leaves nothing behind for the next start.
     async fn run(mut self) {
         tracing::info!(webhook = %self.name, after = self.cursor, "event export started");
-        while !self.stopping() {
-            let (batch, last) = self.collect().await;
+        loop {
+            let (batch, last, caught_up) = self.collect().await;
             if batch.is_empty() {
                 if last > self.cursor {
                     self.keep_cursor(last).await;
                 }
+                if caught_up && self.stopping() {
+                    return;
+                }
                 continue;
             }
-            if self.deliver(&batch).await {
-                self.metrics
-                    .events(&self.name, "exported", batch.len() as u64);
-                self.keep_cursor(last).await;
+            if !self.deliver(&batch).await {
+                return;
             }
+            let n = batch.len() as u64;
+            self.metrics.events(&self.name, "exported", n);
+            self.keep_cursor(last).await;
         }
     }
 
     /// A batch: up to `batch_size` wanted events, gathered for at most
-    /// `latency` after the first; and the last event read.
-    async fn collect(&mut self) -> (Vec<Vec<u8>>, u64) {
+    /// `latency` after the first; the last event read; whether the log
+    /// had nothing more.
+    async fn collect(&mut self) -> (Vec<Vec<u8>>, u64, bool) {
         let mut batch = Vec::new();
         let mut last = self.cursor;
         let mut first: Option<Instant> = None;
@@ -167,16 +175,19 @@ impl Export {
                     first.get_or_insert_with(Instant::now);
                 }
                 if batch.len() >= self.batch_size {
-                    return (batch, last);
+                    return (batch, last, false);
                 }
             }
+            if !got && self.stopping() {
+                return (batch, last, true);
+            }
             let waited = first.map(|f| f.elapsed());
-            if waited.is_some_and(|w| w >= self.latency) || self.stopping() {
-                return (batch, last);
+            if waited.is_some_and(|w| w >= self.latency) {
+                return (batch, last, !got);
             }
             if !got {
                 if first.is_none() && last > self.cursor {
-                    return (batch, last);
+                    return (batch, last, true);
                 }
                 let nap = waited.map_or(POLL, |w| POLL.min(self.latency - w));
                 let mut stopped = self.stopped.clone();
