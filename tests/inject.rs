@@ -466,3 +466,44 @@ async fn tern_template_pushes_shows_and_previews() {
     tern.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn the_api_can_have_a_listener_and_a_token_of_its_own() {
+    let (net, a, mut cfg) = setup().await;
+    let mx = net.sink(10).await;
+    let probe = std::net::TcpListener::bind((net.ip(81), 0)).unwrap();
+    let address = probe.local_addr().unwrap();
+    drop(probe);
+    cfg.api.address = Some(address);
+    cfg.api.token = Some("an-application-token-1234".into());
+    let tern = Tern::start(cfg).await;
+    wait_up(&a).await;
+    let api = AdminConfig {
+        enabled: true,
+        address,
+        token: Some("an-application-token-1234".into()),
+    };
+    let req = json!({"from": "a@shop.test", "recipients": ["own@alpha.test"], "text": "hi"});
+    assert_eq!(
+        post(&api, "/v1/messages", &[], req.clone()).await.status,
+        202
+    );
+    let admin_token = AdminConfig {
+        token: a.token.clone(),
+        ..api.clone()
+    };
+    assert_eq!(
+        post(&admin_token, "/v1/messages", &[], req).await.status,
+        401,
+        "its own token only"
+    );
+    assert_eq!(
+        get(&api, "/v1/queue/summary").await.status,
+        404,
+        "no admin endpoint there"
+    );
+    assert_eq!(mx.wait_received(1, WAIT).await.len(), 1);
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

@@ -16,10 +16,56 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use super::AdminState;
+use crate::inject::Injector;
 use crate::inject::api::{
     FieldError, InvalidRequest, Preview, PreviewRequest, SendRequest, TemplateContent, TemplateInfo,
 };
 use crate::inject::{Begin, InjectError, TemplateError};
+
+/// What the injection handlers need: the injector. Taken from the admin
+/// API's state on the admin listener, or given to the API's own listener.
+#[derive(Clone)]
+pub struct InjectState(pub Arc<Injector>);
+
+impl axum::extract::FromRef<Arc<AdminState>> for InjectState {
+    fn from_ref(s: &Arc<AdminState>) -> Self {
+        Self(s.injector.clone())
+    }
+}
+
+/// The API's own listener (`[api] address`): the injection endpoints
+/// only, behind `[api] token` when one is set.
+pub fn router(injector: Arc<Injector>, token: Option<String>) -> axum::Router {
+    use axum::routing::{get, post};
+    let token = Arc::new(token);
+    axum::Router::new()
+        .route("/v1/messages", post(send))
+        .route("/v1/templates", get(list_templates))
+        .route("/v1/templates/{name}", get(get_template).put(put_template))
+        .route("/v1/templates/{name}/preview", post(preview))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move {
+                    if let Some(t) = token.as_deref() {
+                        let given = req
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "));
+                        if given != Some(t) {
+                            return super::error(
+                                StatusCode::UNAUTHORIZED,
+                                "a valid bearer token is required",
+                            );
+                        }
+                    }
+                    next.run(req).await
+                }
+            },
+        ))
+        .with_state(InjectState(injector))
+}
 
 /// A body as `T`, or the 400 (or 413) that says where it is wrong.
 async fn body<T: DeserializeOwned>(
@@ -92,7 +138,7 @@ fn inject_error(e: InjectError) -> Response {
         (status = 422, description = "Fields in error (each named); nothing was queued", body = InvalidRequest),
         (status = 429, description = "The queue is at its limit (Retry-After); nothing was queued", body = super::types::ApiError),
         (status = 503, description = "The node drains or its spool cannot take mail (Retry-After); nothing was queued", body = super::types::ApiError)))]
-pub(super) async fn send(State(s): State<Arc<AdminState>>, req: Request) -> Response {
+pub(super) async fn send(State(s): State<InjectState>, req: Request) -> Response {
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -102,7 +148,7 @@ pub(super) async fn send(State(s): State<Arc<AdminState>>, req: Request) -> Resp
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let inj = &s.injector;
+    let inj = &s.0;
     let (request, raw) = match body::<SendRequest>(req, inj.max_request_size()).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -156,16 +202,16 @@ pub(super) async fn send(State(s): State<Arc<AdminState>>, req: Request) -> Resp
         (status = 422, description = "It does not compile (line and column named)", body = InvalidRequest),
         (status = 503, description = "The spool cannot keep it now", body = super::types::ApiError)))]
 pub(super) async fn put_template(
-    State(s): State<Arc<AdminState>>,
+    State(s): State<InjectState>,
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    let (content, _) = match body::<TemplateContent>(req, s.injector.max_request_size()).await {
+    let (content, _) = match body::<TemplateContent>(req, s.0.max_request_size()).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let now = s.injector.now();
-    match s.injector.templates().put(&name, content, now).await {
+    let now = s.0.now();
+    match s.0.templates().put(&name, content, now).await {
         Ok(version) => {
             let stored = super::types::TemplateStored { name, version };
             (StatusCode::CREATED, Json(stored)).into_response()
@@ -179,18 +225,18 @@ pub(super) async fn put_template(
 }
 
 #[utoipa::path(get, path = "/v1/templates", tag = "inject", responses((status = 200, description = "Every template's name", body = Vec<String>)))]
-pub(super) async fn list_templates(State(s): State<Arc<AdminState>>) -> Json<Vec<String>> {
-    Json(s.injector.templates().names())
+pub(super) async fn list_templates(State(s): State<InjectState>) -> Json<Vec<String>> {
+    Json(s.0.templates().names())
 }
 
 #[utoipa::path(get, path = "/v1/templates/{name}", tag = "inject",
     params(("name" = String, Path, description = "The template")),
     responses((status = 200, description = "Its versions, oldest first", body = TemplateInfo), (status = 404, description = "No such template", body = super::types::ApiError)))]
 pub(super) async fn get_template(
-    State(s): State<Arc<AdminState>>,
+    State(s): State<InjectState>,
     Path(name): Path<String>,
 ) -> Response {
-    match s.injector.templates().get(&name) {
+    match s.0.templates().get(&name) {
         Some(t) => Json(t).into_response(),
         None => super::error(
             StatusCode::NOT_FOUND,
@@ -203,15 +249,15 @@ pub(super) async fn get_template(
     params(("name" = String, Path, description = "The template")),
     responses((status = 200, description = "What it renders to with these variables, or its errors (line and column); nothing is sent", body = Preview), (status = 404, description = "No such template or version", body = super::types::ApiError)))]
 pub(super) async fn preview(
-    State(s): State<Arc<AdminState>>,
+    State(s): State<InjectState>,
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    let (p, _) = match body::<PreviewRequest>(req, s.injector.max_request_size()).await {
+    let (p, _) = match body::<PreviewRequest>(req, s.0.max_request_size()).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let compiled = match s.injector.templates().compiled(&name, p.version) {
+    let compiled = match s.0.templates().compiled(&name, p.version) {
         Ok((c, _)) => c,
         Err(TemplateError::Invalid(errors)) => {
             return Json(Preview {

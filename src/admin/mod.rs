@@ -12,7 +12,7 @@ mod bounce;
 mod cluster;
 mod drain;
 mod health;
-mod inject;
+pub mod inject;
 mod jobs;
 mod messages;
 mod purge;
@@ -234,13 +234,14 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Serves the API on `listener` until `stop` resolves.
+/// Serves `app` (the admin API's [`router`], or the injection API's own)
+/// on `listener` until `stop` resolves.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AdminState>,
+    app: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

@@ -1,5 +1,9 @@
 //! `[api]`: the HTTP injection API (`POST /v1/messages`, stored
-//! templates), served on the admin listener with its token rules.
+//! templates), served on the admin listener with its token rules, and,
+//! with `address`, on a listener of its own with a token of its own (so
+//! that applications need no admin token).
+
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +14,12 @@ use super::values::{ByteSize, Duration};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
+    /// Also serve the injection endpoints (only those) here; unset: on
+    /// the admin listener only.
+    pub address: Option<SocketAddr>,
+    /// The bearer token requests to `address` must carry (at least 16
+    /// printable characters; required beyond loopback).
+    pub token: Option<String>,
     /// Recipients one request may name (each gets a message of its own).
     pub max_recipients: u32,
     /// The largest request body (JSON, attachments in base64 included).
@@ -26,6 +36,8 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
+            address: None,
+            token: None,
             max_recipients: 1000,
             max_request_size: ByteSize(25 << 20),
             idempotency_ttl: Duration::from_secs(86_400),
@@ -36,6 +48,23 @@ impl Default for ApiConfig {
 
 impl ApiConfig {
     pub(super) fn validate(&self, issues: &mut Vec<Issue>) {
+        if let Some(a) = self.address
+            && !a.ip().is_loopback()
+            && self.token.is_none()
+        {
+            issues.push(Issue::new(
+                at("api").field("token"),
+                format!("the API listens on {a}, beyond loopback: set a token"),
+            ));
+        }
+        if let Some(t) = &self.token
+            && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            issues.push(Issue::new(
+                at("api").field("token"),
+                "must be at least 16 printable characters",
+            ));
+        }
         if !(1..=100_000).contains(&self.max_recipients) {
             issues.push(Issue::new(
                 at("api").field("max_recipients"),

@@ -8,6 +8,8 @@
 //! gets the same grace for the transactions under way. Last, the delivery
 //! log and the queue are flushed and closed.
 
+mod admin;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use self::admin::{AdminParts, start_admin};
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::{Config, ListenerConfig};
@@ -287,7 +290,7 @@ pub async fn run_on_queue(
     let _ = delivery_task.await;
     log.flush();
     exporters.stop(Duration::from_secs(2)).await;
-    if let Some((stop, task)) = admin {
+    for (stop, task) in admin {
         let _ = stop.send(());
         let _ = task.await;
     }
@@ -396,111 +399,6 @@ fn start_listeners(
         )));
     }
     Ok(accept_loops)
-}
-
-/// What the admin API acts on beyond [`Services`].
-struct AdminParts {
-    shaper: Arc<crate::shaping::Shaper>,
-    delivery: Arc<Delivery>,
-    reloader: Arc<crate::admin::reload::Reloader>,
-    cluster: Option<Arc<Cluster>>,
-    drainer: Arc<crate::cluster::drain::Drainer>,
-}
-
-/// Binds and serves the admin API when it is enabled; returns what stops
-/// it.
-async fn start_admin(
-    config: &Config,
-    services: &Services,
-    parts: AdminParts,
-) -> anyhow::Result<
-    Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
-> {
-    let a = &config.admin;
-    if !a.enabled {
-        return Ok(None);
-    }
-    let listener = TcpListener::bind(a.address)
-        .await
-        .with_context(|| format!("cannot listen for the admin API on {}", a.address))?;
-    let receiver = crate::cluster::drain::Receiver::new(
-        services.queue.clone(),
-        services.wake.clone(),
-        services.log.clone(),
-        services.clock,
-    );
-    let state = Arc::new(crate::admin::AdminState {
-        queue: services.queue.clone(),
-        clock: services.clock,
-        wake: services.wake.clone(),
-        log: services.log.clone(),
-        jobs: Default::default(),
-        delivery: parts.delivery,
-        shaper: parts.shaper,
-        metrics: services.metrics.clone(),
-        reloader: Some(parts.reloader),
-        started: std::time::SystemTime::now(),
-        token: a.token.clone(),
-        cluster: parts.cluster,
-        node: services.node.clone(),
-        drainer: parts.drainer,
-        receiver: Arc::new(receiver),
-        fleet_token: config.cluster.as_ref().and_then(|c| c.token.clone()),
-        injector: Arc::new(injector(config, services)),
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tracing::info!(address = %a.address, "admin API listening");
-    let task = tokio::spawn(crate::admin::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
-    Ok(Some((stop, task)))
-}
-
-/// The injection API: its own intake (no listener's pool, tenant or
-/// headers: the request names them), its templates and idempotency keys
-/// in the spool.
-fn injector(config: &Config, services: &Services) -> crate::inject::Injector {
-    let settings = IntakeSettings {
-        hostname: config.server.hostname.clone(),
-        max_received_headers: 100,
-        add_message_id: false,
-        add_date: false,
-        max_messages: config.queue.max_messages,
-        max_spool_size: config.queue.max_spool_size.0,
-        pool: None,
-        tenant: None,
-        users: Arc::new(HashMap::new()),
-        pool_header: None,
-        routing: services.routing.clone(),
-        metrics: services.metrics.clone(),
-        node: services.node.clone(),
-        priority: None,
-        priority_header: None,
-    };
-    let intake = Intake::new(
-        services.queue.clone(),
-        settings,
-        services.log.clone(),
-        services.clock,
-        services.wake.clone(),
-    );
-    let api = &config.api;
-    crate::inject::Injector::new(
-        intake,
-        Arc::new(crate::inject::Templates::new(services.queue.clone())),
-        crate::inject::Idempotency::new(
-            services.queue.clone(),
-            api.idempotency_ttl.0,
-            api.idempotency_max_keys as usize,
-        ),
-        api.clone(),
-        config.server.hostname.clone(),
-        services.routing.clone(),
-        services.clock,
-    )
 }
 
 /// What the sessions of one listener share.

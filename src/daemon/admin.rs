@@ -1,0 +1,140 @@
+//! The daemon's HTTP listeners: the admin API (with the injection
+//! endpoints) and, with `[api] address`, the injection API's own listener.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use super::Services;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::delivery::Delivery;
+use crate::intake::{Intake, IntakeSettings};
+
+/// What the admin API acts on beyond [`Services`].
+pub(super) struct AdminParts {
+    pub(super) shaper: Arc<crate::shaping::Shaper>,
+    pub(super) delivery: Arc<Delivery>,
+    pub(super) reloader: Arc<crate::admin::reload::Reloader>,
+    pub(super) cluster: Option<Arc<Cluster>>,
+    pub(super) drainer: Arc<crate::cluster::drain::Drainer>,
+}
+
+/// A listener's stop signal and task.
+pub(super) type Serving = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Binds and serves the admin API when it is enabled, and the injection
+/// API's own listener when `[api] address` is set; returns what stops
+/// them.
+pub(super) async fn start_admin(
+    config: &Config,
+    services: &Services,
+    parts: AdminParts,
+) -> anyhow::Result<Vec<Serving>> {
+    let a = &config.admin;
+    let mut serving = Vec::new();
+    if !a.enabled && config.api.address.is_none() {
+        return Ok(serving);
+    }
+    let receiver = crate::cluster::drain::Receiver::new(
+        services.queue.clone(),
+        services.wake.clone(),
+        services.log.clone(),
+        services.clock,
+    );
+    let injector = Arc::new(injector(config, services));
+    let state = Arc::new(crate::admin::AdminState {
+        queue: services.queue.clone(),
+        clock: services.clock,
+        wake: services.wake.clone(),
+        log: services.log.clone(),
+        jobs: Default::default(),
+        delivery: parts.delivery,
+        shaper: parts.shaper,
+        metrics: services.metrics.clone(),
+        reloader: Some(parts.reloader),
+        started: std::time::SystemTime::now(),
+        token: a.token.clone(),
+        cluster: parts.cluster,
+        node: services.node.clone(),
+        drainer: parts.drainer,
+        receiver: Arc::new(receiver),
+        fleet_token: config.cluster.as_ref().and_then(|c| c.token.clone()),
+        injector: injector.clone(),
+    });
+    if a.enabled {
+        let listener = TcpListener::bind(a.address)
+            .await
+            .with_context(|| format!("cannot listen for the admin API on {}", a.address))?;
+        tracing::info!(address = %a.address, "admin API listening");
+        let app = crate::admin::router(state);
+        serving.push(serve(listener, app));
+    }
+    if let Some(address) = config.api.address {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for the injection API on {address}"))?;
+        tracing::info!(%address, "injection API listening");
+        let app = crate::admin::inject::router(injector, config.api.token.clone());
+        serving.push(serve(listener, app));
+    }
+    Ok(serving)
+}
+
+/// Serves `app` on `listener` until told to stop.
+fn serve(listener: TcpListener, app: axum::Router) -> Serving {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::admin::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
+/// The injection API: its own intake (no listener's pool, tenant or
+/// headers: the request names them), its templates and idempotency keys
+/// in the spool.
+fn injector(config: &Config, services: &Services) -> crate::inject::Injector {
+    let settings = IntakeSettings {
+        hostname: config.server.hostname.clone(),
+        max_received_headers: 100,
+        add_message_id: false,
+        add_date: false,
+        max_messages: config.queue.max_messages,
+        max_spool_size: config.queue.max_spool_size.0,
+        pool: None,
+        tenant: None,
+        users: Arc::new(HashMap::new()),
+        pool_header: None,
+        routing: services.routing.clone(),
+        metrics: services.metrics.clone(),
+        node: services.node.clone(),
+        priority: None,
+        priority_header: None,
+    };
+    let intake = Intake::new(
+        services.queue.clone(),
+        settings,
+        services.log.clone(),
+        services.clock,
+        services.wake.clone(),
+    );
+    let api = &config.api;
+    crate::inject::Injector::new(
+        intake,
+        Arc::new(crate::inject::Templates::new(services.queue.clone())),
+        crate::inject::Idempotency::new(
+            services.queue.clone(),
+            api.idempotency_ttl.0,
+            api.idempotency_max_keys as usize,
+        ),
+        api.clone(),
+        config.server.hostname.clone(),
+        services.routing.clone(),
+        services.clock,
+    )
+}
