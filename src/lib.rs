@@ -86,4 +86,5 @@ pub mod shaping;
 pub mod smtp;
 pub mod state;
 pub mod swap;
+pub mod tenants;
 pub mod views;

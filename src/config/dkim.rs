@@ -29,6 +29,10 @@ pub struct DkimConfig {
     /// `"fallback"` (default): the platform domain signs only mail no other
     /// domain signs. `"always"`: it adds its signature to every message.
     pub platform_signature: PlatformSignature,
+    /// A key of `shop.example` also signs mail from its subdomains
+    /// (`news.shop.example`) that have no key of their own (DMARC's
+    /// relaxed alignment holds). Default: false.
+    pub subdomains: bool,
     /// The header fields signed (`h=`), every instance of each; a listed
     /// field the message lacks is signed as absent, so it cannot be added
     /// later. Must include From.
@@ -61,6 +65,7 @@ impl Default for DkimConfig {
             signing_domain: vec![DomainSource::From],
             platform_domain: None,
             platform_signature: PlatformSignature::Fallback,
+            subdomains: false,
             headers: [
                 "From",
                 "Reply-To",

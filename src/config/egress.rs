@@ -90,6 +90,30 @@ pub struct TenantConfig {
     /// weighs 1): with weights 3 and 1, three of its messages leave for
     /// each one of the other's.
     pub weight: u32,
+    /// The domains it may send as (`"shop.example"`, `"*.shop.example"`
+    /// for every subdomain). Set, its mail's From domain (or envelope
+    /// sender's, per `[dkim] signing_domain`) must be one of them, and no
+    /// other tenant's mail is ever signed with these domains' keys.
+    /// Default: none (any domain; the keys of domains no tenant declares).
+    pub domains: Vec<String>,
+    /// What happens to its mail from another domain: `"reject"` (550
+    /// 5.7.1 at the end of the data; the default when `domains` is set),
+    /// `"platform"` (signed with `[dkim] platform_domain` only) or
+    /// `"allow"` (signed only with a key no other tenant owns).
+    pub sender_mismatch: SenderMismatch,
+}
+
+/// What a tenant's mail from a domain it does not declare gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderMismatch {
+    /// Refused (550 5.7.1).
+    #[default]
+    Reject,
+    /// Accepted, signed with the platform domain only.
+    Platform,
+    /// Accepted, signed with a key no other tenant owns (or unsigned).
+    Allow,
 }
 
 impl Default for TenantConfig {
@@ -99,6 +123,8 @@ impl Default for TenantConfig {
             pool: None,
             priority: None,
             weight: 1,
+            domains: Vec::new(),
+            sender_mismatch: SenderMismatch::Reject,
         }
     }
 }
@@ -244,6 +270,15 @@ pub(super) fn validate_tenants(
                 key("name"),
                 format!("tenant {:?} is defined twice", t.name),
             ));
+        }
+        for (j, d) in t.domains.iter().enumerate() {
+            let bare = d.strip_prefix("*.").unwrap_or(d);
+            if !crate::dns::name::is_mail_domain(bare) || bare.contains('*') {
+                issues.push(Issue::new(
+                    key("domains").index(j),
+                    format!("{d:?} is not a domain or \"*.domain\""),
+                ));
+            }
         }
         if t.weight == 0 || t.weight > 1000 {
             issues.push(Issue::new(key("weight"), "must be between 1 and 1000"));

@@ -40,7 +40,9 @@ pub use dkim::{
     PlatformSignature,
 };
 pub use dns::{DnsConfig, IpStrategy};
-pub use egress::{PoolConfig, PoolMember, SourceConfig, TenantConfig, WarmupConfig};
+pub use egress::{
+    PoolConfig, PoolMember, SenderMismatch, SourceConfig, TenantConfig, WarmupConfig,
+};
 pub use events::{
     BounceRule, BounceRules, EVENT_TYPES, EventsConfig, HttpTarget, SHIPPED_BOUNCE_RULES,
     WebhookConfig,
@@ -515,6 +517,7 @@ mod tests {
         c.tenants.push(TenantConfig {
             name: "t".into(),
             pool: some(),
+            domains: vec!["shop.example".into()],
             ..TenantConfig::default()
         });
         c.sources[0].address = Some([192, 0, 2, 1].into());

@@ -82,6 +82,25 @@ pub struct Dkim {
     sources: Vec<DomainSource>,
     platform: Option<(Arc<str>, PlatformSignature)>,
     on_error: OnSignError,
+    /// A key of a domain also signs its subdomains without a key.
+    subdomains: bool,
+}
+
+/// Limits on what signs a message (its tenant's, from
+/// [`crate::tenants::TenantDomains`]).
+pub struct Allowed<'a> {
+    /// Whether a domain's key may sign this message.
+    pub key: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Only the platform domain signs.
+    pub platform_only: bool,
+}
+
+impl Allowed<'_> {
+    /// No limit.
+    pub const ANY: Allowed<'static> = Allowed {
+        key: &|_| true,
+        platform_only: false,
+    };
 }
 
 impl std::fmt::Debug for Dkim {
@@ -171,6 +190,7 @@ impl Dkim {
             sources: cfg.signing_domain.clone(),
             platform,
             on_error: cfg.on_error,
+            subdomains: cfg.subdomains,
         }))
     }
 
@@ -184,14 +204,57 @@ impl Dkim {
     /// source whose domain has a key, then the platform domain (when
     /// nothing else signs, or always, as configured).
     pub fn choose(&self, author: Option<&str>, sender: &str) -> Choice {
+        self.choose_allowed(author, sender, &Allowed::ANY)
+    }
+
+    /// The domain whose address `choose` checks first: the first
+    /// configured source that gives one (From's, or the sender's).
+    pub fn checked_domain(&self, author: Option<&str>, sender: &str) -> Option<String> {
         let sender_domain = sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        let own = self.sources.iter().find_map(|s| {
-            let d = match s {
-                DomainSource::From => author,
-                DomainSource::Sender => sender_domain.as_deref(),
-            }?;
-            self.keys.by_domain.get_key_value(d).map(|(k, _)| k.clone())
-        });
+        self.sources.iter().find_map(|s| match s {
+            DomainSource::From => author.map(str::to_owned),
+            DomainSource::Sender => sender_domain.clone(),
+        })
+    }
+
+    /// The key domain for `d`: its own, or (with `subdomains`) its
+    /// nearest parent's.
+    fn key_domain(&self, d: &str) -> Option<Arc<str>> {
+        let mut d = d;
+        loop {
+            if let Some((k, _)) = self.keys.by_domain.get_key_value(d) {
+                return Some(k.clone());
+            }
+            if !self.subdomains {
+                return None;
+            }
+            let (_, parent) = d.split_once('.')?;
+            if !parent.contains('.') {
+                return None;
+            }
+            d = parent;
+        }
+    }
+
+    /// [`Dkim::choose`] within what `allowed` lets sign.
+    pub fn choose_allowed(
+        &self,
+        author: Option<&str>,
+        sender: &str,
+        allowed: &Allowed<'_>,
+    ) -> Choice {
+        let sender_domain = sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        let own = (!allowed.platform_only)
+            .then(|| {
+                self.sources.iter().find_map(|s| {
+                    let d = match s {
+                        DomainSource::From => author,
+                        DomainSource::Sender => sender_domain.as_deref(),
+                    }?;
+                    self.key_domain(d).filter(|k| (allowed.key)(k))
+                })
+            })
+            .flatten();
         let mut domains: Vec<Arc<str>> = own.into_iter().collect();
         if let Some((p, when)) = &self.platform {
             let wanted = domains.is_empty() || *when == PlatformSignature::Always;

@@ -375,6 +375,9 @@ fn queue_refusal(e: &IntakeError) -> String {
     match e {
         IntakeError::QueueFull => "not queued: the queue is at its limit; retry later".into(),
         IntakeError::Loop { .. } => "not queued: too many Received headers".into(),
+        IntakeError::SenderMismatch { domain, tenant } => {
+            format!("not queued: tenant {tenant} does not send as {domain}")
+        }
         IntakeError::Signing(_) => "not queued: DKIM signing failed; retry later".into(),
         IntakeError::Queue(q) => format!("not queued: the spool failed ({q}); retry later"),
     }

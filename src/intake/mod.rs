@@ -48,6 +48,15 @@ pub enum IntakeError {
     /// The queue holds as many messages as it may.
     #[error("the queue is at its message limit")]
     QueueFull,
+    /// The message's tenant declares its domains and this is not one of
+    /// them (`sender_mismatch = "reject"`).
+    #[error("tenant {tenant} does not send as {domain}")]
+    SenderMismatch {
+        /// The From (or sender) domain.
+        domain: String,
+        /// The tenant.
+        tenant: String,
+    },
     /// DKIM signing failed and the config says to refuse (`on_error =
     /// "defer"`), or the signing threads are gone.
     #[error("DKIM signing failed: {0}")]
@@ -105,6 +114,8 @@ pub struct IntakeRouting {
     pub tenant_priorities: HashMap<String, Priority>,
     /// The DKIM signer, when any key is configured.
     pub dkim: Option<Arc<Dkim>>,
+    /// Which tenant owns which sending domains.
+    pub tenant_domains: Arc<crate::tenants::TenantDomains>,
     /// The pool of mail that names none (for metrics).
     pub default_pool: String,
 }
@@ -126,6 +137,7 @@ impl IntakeRouting {
                 .filter_map(|t| Some((t.name.clone(), t.priority?)))
                 .collect(),
             dkim,
+            tenant_domains: Arc::new(crate::tenants::TenantDomains::new(config)),
             default_pool: config.delivery.default_pool.clone(),
         }
     }
@@ -316,8 +328,9 @@ impl Intake {
         // The author's domain, read before any header is removed (which
         // moves the offsets).
         let routing = self.settings.routing.get();
-        let author = match (&routing.dkim, &facts.from) {
-            (Some(_), Some(range)) => crate::dkim::author::domain(&data[start..][range.clone()]),
+        let checks = routing.dkim.is_some() || !routing.tenant_domains.is_empty();
+        let author = match (checks, &facts.from) {
+            (true, Some(range)) => crate::dkim::author::domain(&data[start..][range.clone()]),
             _ => None,
         };
         let api = sub.api;
@@ -347,8 +360,8 @@ impl Intake {
         let data = self.add_missing_headers(data, start, id, &facts, now);
         let (data, dkim) = self
             .sign(
-                routing.dkim.as_ref(),
-                id,
+                &routing,
+                (id, tenant.as_deref()),
                 data,
                 author.as_deref(),
                 &sub.sender,
@@ -420,18 +433,42 @@ impl Intake {
     /// Has the message DKIM-signed when signing is configured; returns it
     /// with what the delivery log says of its signatures (`None`: signing
     /// is off).
+    ///
+    /// A tenant that declares its domains sends only as them (or as its
+    /// `sender_mismatch` says), and no tenant's key signs another's mail.
     async fn sign(
         &self,
-        dkim: Option<&Arc<Dkim>>,
-        id: MessageId,
+        routing: &IntakeRouting,
+        (id, tenant): (MessageId, Option<&str>),
         data: Vec<u8>,
         author: Option<&str>,
         sender: &str,
     ) -> Result<(Vec<u8>, Option<String>), IntakeError> {
-        let Some(dkim) = dkim else {
+        use crate::tenants::Signing;
+        let owners = &routing.tenant_domains;
+        let checked = match &routing.dkim {
+            Some(d) => d.checked_domain(author, sender),
+            None => author.map(str::to_owned),
+        };
+        let platform_only = match owners.signing(tenant, checked.as_deref()) {
+            Signing::Own => false,
+            Signing::PlatformOnly => true,
+            Signing::Refuse { domain, tenant } => {
+                tracing::info!(queue_id = %id, %domain, %tenant, "refused: the tenant does not send as this domain");
+                return Err(IntakeError::SenderMismatch { domain, tenant });
+            }
+        };
+        let Some(dkim) = &routing.dkim else {
             return Ok((data, None));
         };
-        let choice = dkim.choose(author, sender);
+        let choice = {
+            let may_sign = |k: &str| owners.may_sign(tenant, k);
+            let allowed = crate::dkim::Allowed {
+                key: &may_sign,
+                platform_only,
+            };
+            dkim.choose_allowed(author, sender, &allowed)
+        };
         if choice.domains.is_empty() {
             tracing::info!(queue_id = %id, author = author.unwrap_or(""), sender,
                 "no DKIM key for the message's domains; queued unsigned");

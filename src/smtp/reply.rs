@@ -287,6 +287,11 @@ pub fn intake_refusal(e: &IntakeError) -> Reply {
         }
         IntakeError::Queue(_) => Reply::new(451, [4, 3, 0], "Queue error, try again later"),
         IntakeError::Loop { .. } => Reply::new(554, [5, 4, 6], "Too many hops: mail loop detected"),
+        IntakeError::SenderMismatch { domain, tenant } => Reply::owned(
+            550,
+            [5, 7, 1],
+            format!("Sender domain {domain} is not one of tenant {tenant}'s domains"),
+        ),
         IntakeError::QueueFull => Reply::new(
             452,
             [4, 3, 1],
