@@ -125,3 +125,32 @@ async fn a_domains_key_signs_its_subdomains_when_asked() {
     assert_eq!(sigs.unwrap(), ["a.test"], "the organisational domain's key");
     assert!(ok, "and it verifies");
 }
+
+#[tokio::test]
+async fn a_tenant_can_hold_its_envelope_senders_to_its_domains() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let mut cfg = net.config();
+    cfg.tenants.push(TenantConfig {
+        name: "A".into(),
+        domains: vec!["a.test".into(), "*.a.test".into()],
+        restrict_sender: true,
+        ..TenantConfig::default()
+    });
+    cfg.listeners[0].tenant = Some("A".into());
+    let tern = Tern::start(cfg).await;
+    let body = b"From: <news@a.test>\r\nSubject: s\r\n\r\nx\r\n";
+    let ok = submit(tern.addr, "bounces@mail.a.test", &["x@alpha.test"], body).await;
+    assert!(ok.starts_with("250"), "{ok}");
+    let refused = submit(tern.addr, "someone@elsewhere.test", &["y@alpha.test"], body).await;
+    assert!(
+        refused.starts_with("550 5.7.1") && refused.contains("elsewhere.test"),
+        "{refused}"
+    );
+    let null = submit(tern.addr, "", &["z@alpha.test"], body).await;
+    assert!(null.starts_with("250"), "<> passes: {null}");
+    assert_eq!(mx.wait_received(2, WAIT).await.len(), 2);
+    tern.stop().await;
+    mx.stop().await;
+    net.stop().await;
+}

@@ -36,6 +36,12 @@ pub struct UserConfig {
     /// The priority class of this user's mail (default: its tenant's, else
     /// the listener's).
     pub priority: Option<super::Priority>,
+    /// The domains this user may send as (as `[[tenant]] domains`,
+    /// narrower than its tenant's); its mail from another domain follows
+    /// its tenant's `sender_mismatch` (reject without a tenant). Default:
+    /// its tenant's.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -58,6 +64,15 @@ impl AuthConfig {
         }
         for (i, u) in self.users.iter().enumerate() {
             let key = |f: &str| at("auth").field("user").index(i).field(f);
+            for (j, d) in u.domains.iter().enumerate() {
+                let bare = d.strip_prefix("*.").unwrap_or(d);
+                if !crate::dns::name::is_mail_domain(bare) || bare.contains('*') {
+                    issues.push(Issue::new(
+                        key("domains").index(j),
+                        format!("{d:?} is not a domain or \"*.domain\""),
+                    ));
+                }
+            }
             if u.name.is_empty() || u.name.chars().any(|c| c.is_control()) {
                 issues.push(Issue::new(
                     key("name"),

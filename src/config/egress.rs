@@ -101,6 +101,9 @@ pub struct TenantConfig {
     /// `"platform"` (signed with `[dkim] platform_domain` only) or
     /// `"allow"` (signed only with a key no other tenant owns).
     pub sender_mismatch: SenderMismatch,
+    /// Its envelope senders must be of its `domains` too (as Postfix's
+    /// sender login maps): 550 5.7.1 otherwise; `<>` always passes.
+    pub restrict_sender: bool,
 }
 
 /// What a tenant's mail from a domain it does not declare gets.
@@ -125,6 +128,7 @@ impl Default for TenantConfig {
             weight: 1,
             domains: Vec::new(),
             sender_mismatch: SenderMismatch::Reject,
+            restrict_sender: false,
         }
     }
 }

@@ -548,6 +548,7 @@ mod tests {
             password_hash: "h".into(),
             pool: some(),
             tenant: some(),
+            domains: vec!["news.shop.example".into()],
         });
         let model: toml::Table = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
         let mut all = Vec::new();

@@ -361,7 +361,7 @@ impl Intake {
         let (data, dkim) = self
             .sign(
                 &routing,
-                (id, tenant.as_deref()),
+                (id, tenant.as_deref(), origin.user.as_deref()),
                 data,
                 author.as_deref(),
                 &sub.sender,
@@ -439,7 +439,7 @@ impl Intake {
     async fn sign(
         &self,
         routing: &IntakeRouting,
-        (id, tenant): (MessageId, Option<&str>),
+        (id, tenant, origin_user): (MessageId, Option<&str>, Option<&str>),
         data: Vec<u8>,
         author: Option<&str>,
         sender: &str,
@@ -450,7 +450,9 @@ impl Intake {
             Some(d) => d.checked_domain(author, sender),
             None => author.map(str::to_owned),
         };
-        let platform_only = match owners.signing(tenant, checked.as_deref()) {
+        let user = origin_user;
+        let sender_domain = sender.rsplit_once('@').map(|(_, d)| d);
+        let platform_only = match owners.signing(tenant, user, checked.as_deref(), sender_domain) {
             Signing::Own => false,
             Signing::PlatformOnly => true,
             Signing::Refuse { domain, tenant } => {
