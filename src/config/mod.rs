@@ -33,7 +33,7 @@ pub use api::ApiConfig;
 pub use auth::{AuthConfig, UserConfig};
 pub use cluster::ClusterConfig;
 pub use delivery::{
-    BounceReturn, ClientTimeouts, DeliveryConfig, Priority, RouteConfig, TlsPolicy,
+    BounceReturn, ClientTimeouts, DeliveryConfig, Priority, RouteConfig, TlsPolicy, load_roots,
 };
 pub use dkim::{
     Canonicalization, DkimConfig, DkimKeyConfig, DomainSource, KeyAlgorithm, OnSignError,

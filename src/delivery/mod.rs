@@ -91,6 +91,8 @@ pub struct Settings {
     pub weights: Weights,
     /// The bounce classes of failures and deferrals.
     pub classifier: Arc<crate::events::classify::Classifier>,
+    /// The certificate-checking TLS client (`tls = "verify"`).
+    pub verifier: crate::smtp::client::Verifier,
 }
 
 impl Settings {
@@ -114,6 +116,11 @@ impl Settings {
             },
             timeouts: d.timeouts,
             weights: Weights::new(config),
+            verifier: crate::smtp::client::verifying_connector(
+                &(d.tls_ca_file.as_deref())
+                    .and_then(|p| crate::config::load_roots(p).ok())
+                    .unwrap_or_default(),
+            ),
             classifier: Arc::new(
                 crate::config::BounceRules::load(config.events.bounce_rules.as_deref())
                     .and_then(crate::events::classify::Classifier::new)

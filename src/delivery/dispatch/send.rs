@@ -62,6 +62,7 @@ pub(super) async fn connect(
                 ehlo: &path.source.ehlo,
                 host: &host.name,
                 tls,
+                verifier: &svc.settings.verifier,
                 timeouts,
             };
             let result = match Connection::open(&path.source, addr, &greeting(route.tls)).await {

@@ -61,10 +61,10 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
             path.retire();
             break;
         }
-        if conn
-            .as_ref()
-            .is_some_and(|c| job.route.tls == TlsPolicy::Required && !c.tls)
-        {
+        if conn.as_ref().is_some_and(|c| {
+            (job.route.tls.requires_tls() && !c.tls)
+                || (job.route.tls == TlsPolicy::Verify && !c.verified)
+        }) {
             // This domain requires TLS; the open connection fell back to plaintext.
             path.close(conn.take(), true).await;
             drop(room.take()); // the new connection takes its own turn

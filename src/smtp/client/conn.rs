@@ -58,6 +58,8 @@ pub struct Greeting<'a> {
     pub host: &'a str,
     /// STARTTLS policy.
     pub tls: TlsPolicy,
+    /// The certificate-checking TLS client, for `TlsPolicy::Verify`.
+    pub verifier: &'a Verifier,
     /// Timeouts.
     pub timeouts: &'a ClientTimeouts,
 }
@@ -75,6 +77,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// TLS is active.
     pub tls: bool,
+    /// The server's certificate was checked (valid for the host name).
+    pub verified: bool,
     pub(super) timeouts: ClientTimeouts,
 }
 
@@ -128,6 +132,7 @@ impl Connection {
             host: g.host.to_owned(),
             peer: addr,
             tls: false,
+            verified: false,
             timeouts: *t,
         };
         let banner = c.read_reply(t.banner.get(), "greeting").await?;
@@ -141,7 +146,7 @@ impl Connection {
         if g.tls != TlsPolicy::Off && c.caps.starttls {
             c.start_tls(g).await?;
         }
-        if g.tls == TlsPolicy::Required && !c.tls {
+        if g.tls.requires_tls() && !c.tls {
             return Err(ClientError::Tls(format!(
                 "{} does not offer STARTTLS and TLS is required",
                 g.host
@@ -185,7 +190,7 @@ impl Connection {
         let r = self.command(b"STARTTLS\r\n", limit, "STARTTLS").await?;
         if r.code != 220 {
             // Refused: opportunistic carries on in plaintext on this connection.
-            return if g.tls == TlsPolicy::Required {
+            return if g.tls.requires_tls() {
                 Err(ClientError::Rejected {
                     stage: "STARTTLS",
                     reply: r,
@@ -208,13 +213,20 @@ impl Connection {
             Err(_) => ServerName::try_from(g.host.to_owned())
                 .map_err(|e| ClientError::Tls(e.to_string()))?,
         };
-        let tls = match timeout(limit, connector().connect(name, tcp)).await {
+        let verify = g.tls == TlsPolicy::Verify;
+        let client = if verify {
+            g.verifier.0.clone()
+        } else {
+            connector()
+        };
+        let tls = match timeout(limit, client.connect(name, tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ClientError::Tls(e.to_string())),
             Err(_) => return Err(ClientError::Tls("the TLS handshake timed out".into())),
         };
         self.stream = Stream::Tls(Box::new(tls));
         self.tls = true;
+        self.verified = verify;
         self.hello(g.ehlo).await
     }
 
@@ -415,9 +427,38 @@ fn capabilities(raw: &[u8]) -> Capabilities {
     }
 }
 
+/// The certificate-checking TLS client of `TlsPolicy::Verify`.
+#[derive(Clone)]
+pub struct Verifier(TlsConnector);
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifier")
+    }
+}
+
+/// The certificate-checking TLS client of `TlsPolicy::Verify`: the
+/// system's roots and `extra` ones, the MX host name checked (webpki).
+pub fn verifying_connector(extra: &[CertificateDer<'static>]) -> Verifier {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    for cert in extra {
+        let _ = roots.add(cert.clone());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Verifier(TlsConnector::from(Arc::new(config)))
+}
+
 /// The opportunistic TLS client: encryption without certificate checks
-/// (MX certificates are rarely valid for the MX name; MTA-STS or DANE
-/// would add verification).
+/// (MX certificates are rarely valid for the MX name; `verify` checks
+/// them).
 fn connector() -> TlsConnector {
     static CONNECTOR: std::sync::OnceLock<TlsConnector> = std::sync::OnceLock::new();
     CONNECTOR

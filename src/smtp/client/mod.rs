@@ -13,7 +13,7 @@ mod transaction;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-pub use conn::{Capabilities, Connection, Greeting};
+pub use conn::{Capabilities, Connection, Greeting, Verifier, verifying_connector};
 pub use transaction::{RcptRequest, RcptResult, TxnRequest, local_reply};
 
 /// A reply from the remote server, made safe for logs and bounces (no
