@@ -482,6 +482,7 @@ async fn the_api_can_have_a_listener_and_a_token_of_its_own() {
         enabled: true,
         address,
         token: Some("an-application-token-1234".into()),
+        ..AdminConfig::default()
     };
     let req = json!({"from": "a@shop.test", "recipients": ["own@alpha.test"], "text": "hi"});
     assert_eq!(

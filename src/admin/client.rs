@@ -75,10 +75,11 @@ fn exchange(
         return Err(CallError::Down(admin.address));
     }
     let proto = |e: std::io::Error| CallError::Protocol(e.to_string());
-    let mut s = TcpStream::connect_timeout(&admin.address, Duration::from_secs(3))
+    let tcp = TcpStream::connect_timeout(&admin.address, Duration::from_secs(3))
         .map_err(|_| CallError::Down(admin.address))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(proto)?;
+    let mut s = super::client_tls::wrap(admin, tcp).map_err(CallError::Protocol)?;
     let body = body.unwrap_or_default();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -92,7 +93,13 @@ fn exchange(
     s.write_all(&[head.as_bytes(), &body].concat())
         .map_err(proto)?;
     let mut raw = Vec::new();
-    s.take(64 << 20).read_to_end(&mut raw).map_err(proto)?;
+    match s.take(64 << 20).read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify after a whole
+        // answer (`Connection: close`) has still answered.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(proto(e)),
+    }
     let split = memchr::memmem::find(&raw, b"\r\n\r\n")
         .ok_or_else(|| CallError::Protocol("no end of headers".into()))?;
     let status_line = String::from_utf8_lossy(&raw[..split]);

@@ -5,6 +5,7 @@
 //! automatic actions; it never sends mail or changes the spool's format.
 
 pub mod client;
+mod client_tls;
 pub mod types;
 
 mod actions;
@@ -12,6 +13,7 @@ mod bounce;
 mod cluster;
 mod drain;
 mod health;
+mod https;
 pub mod inject;
 mod jobs;
 mod messages;
@@ -235,12 +237,16 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// Serves `app` (the admin API's [`router`], or the injection API's own)
-/// on `listener` until `stop` resolves.
+/// on `listener` until `stop` resolves: over TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    if let Some(tls) = tls {
+        return https::serve(listener, app, tls, stop).await;
+    }
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)

@@ -19,6 +19,21 @@ pub struct AdminConfig {
     /// A bearer token every request must carry (`Authorization: Bearer
     /// ...`); unset: none (allowed on loopback only).
     pub token: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM) and `tls_key`; the
+    /// `tern` CLI trusts this very certificate (it reads the same file).
+    pub tls_certificate: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `tls_certificate`.
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Beyond loopback without TLS the token would cross the network in
+    /// clear: refused unless this is true.
+    pub allow_plaintext: bool,
+}
+
+impl AdminConfig {
+    /// HTTPS is configured.
+    pub fn tls(&self) -> bool {
+        self.tls_certificate.is_some() && self.tls_key.is_some()
+    }
 }
 
 impl Default for AdminConfig {
@@ -27,6 +42,9 @@ impl Default for AdminConfig {
             enabled: true,
             address: SocketAddr::from(([127, 0, 0, 1], 8025)),
             token: None,
+            tls_certificate: None,
+            tls_key: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -41,6 +59,21 @@ impl AdminConfig {
                 at("admin").field("token"),
                 format!(
                     "the API listens on {}, beyond loopback: set a token",
+                    self.address
+                ),
+            ));
+        }
+        if self.tls_certificate.is_some() != self.tls_key.is_some() {
+            issues.push(Issue::new(
+                at("admin").field("tls_key"),
+                "set both tls_certificate and tls_key, or neither",
+            ));
+        }
+        if !self.address.ip().is_loopback() && !self.tls() && !self.allow_plaintext {
+            issues.push(Issue::new(
+                at("admin").field("tls_certificate"),
+                format!(
+                    "the API listens on {} beyond loopback in plaintext (the token would cross the network in clear): set tls_certificate and tls_key, or allow_plaintext = true",
                     self.address
                 ),
             ));

@@ -533,6 +533,8 @@ mod tests {
         c.sources[0].shared = Some(true);
         c.events.bounce_rules = Some("config/bounces.toml".into());
         c.api.address = Some(([127, 0, 0, 1], 8026).into());
+        c.admin.tls_certificate = Some("admin.crt".into());
+        c.admin.tls_key = Some("admin.key".into());
         c.api.token = some();
         c.events.webhook.push(WebhookConfig {
             name: "w".into(),

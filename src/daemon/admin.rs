@@ -73,7 +73,14 @@ pub(super) async fn start_admin(
             .with_context(|| format!("cannot listen for the admin API on {}", a.address))?;
         tracing::info!(address = %a.address, "admin API listening");
         let app = crate::admin::router(state);
-        serving.push(serve(listener, app));
+        let tls = match (&a.tls_certificate, &a.tls_key) {
+            (Some(c), Some(k)) => Some(
+                crate::smtp::tls::server_config(c, k)
+                    .map_err(|e| anyhow::anyhow!("admin.{}: {}", e.key, e.message))?,
+            ),
+            _ => None,
+        };
+        serving.push(serve(listener, app, tls));
     }
     if let Some(address) = config.api.address {
         let listener = TcpListener::bind(address)
@@ -81,15 +88,19 @@ pub(super) async fn start_admin(
             .with_context(|| format!("cannot listen for the injection API on {address}"))?;
         tracing::info!(%address, "injection API listening");
         let app = crate::admin::inject::router(injector, config.api.token.clone());
-        serving.push(serve(listener, app));
+        serving.push(serve(listener, app, None));
     }
     Ok(serving)
 }
 
-/// Serves `app` on `listener` until told to stop.
-fn serve(listener: TcpListener, app: axum::Router) -> Serving {
+/// Serves `app` on `listener` (over TLS with `tls`) until told to stop.
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Serving {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(crate::admin::serve(listener, app, async {
+    let task = tokio::spawn(crate::admin::serve(listener, app, tls, async {
         let _ = stopped.await;
     }));
     (stop, task)

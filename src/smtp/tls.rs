@@ -36,6 +36,12 @@ pub fn load_server_config(l: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsLo
             message: "no certificate configured".into(),
         });
     };
+    server_config(cert_path, key_path)
+}
+
+/// A server configuration from a certificate chain and a key (PEM files):
+/// a listener's STARTTLS, the admin API's HTTPS.
+pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsLoadError> {
     let certs = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| fail("tls_certificate", cert_path, e))?
         .collect::<Result<Vec<_>, _>>()

@@ -20,6 +20,7 @@ pub fn admin(net: &Net) -> AdminConfig {
         enabled: true,
         address,
         token: Some(TOKEN.into()),
+        ..AdminConfig::default()
     }
 }
 
