@@ -148,7 +148,9 @@ fn check_config_wants_a_token_beyond_loopback() {
     let text = "[admin]\naddress = \"0.0.0.0:8025\"\ntoken = \"short\"\n";
     let e = tern::config::parse(std::path::Path::new("t.toml"), text).unwrap_err();
     assert!(e.to_string().contains("at least 16"), "{e}");
-    let text = "[admin]\naddress = \"0.0.0.0:8025\"\ntoken = \"0123456789abcdefXYZ\"\n";
+    // A good token beyond loopback still needs HTTPS, or plaintext allowed
+    // in so many words (tests/admin_https.rs).
+    let text = "[admin]\naddress = \"0.0.0.0:8025\"\ntoken = \"0123456789abcdefXYZ\"\nallow_plaintext = true\n";
     assert!(tern::config::parse(std::path::Path::new("t.toml"), text).is_ok());
 }
 
