@@ -276,6 +276,14 @@ async fn starttls_is_used_when_offered_and_a_broken_one_falls_back_unless_requir
     let log = net.log();
     let strict = records(&log, "transient_failure", "strict@strict.test");
     assert_eq!(strict.len(), 1, "required TLS never falls back: {log:#?}");
+    assert_eq!(
+        records(&log, "delivery", "secure@tls.test")[0]["tls"],
+        "tls"
+    );
+    assert_eq!(
+        records(&log, "delivery", "plain@alpha.test")[0]["tls"],
+        "none"
+    );
     assert!(
         broken
             .sessions()

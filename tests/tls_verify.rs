@@ -115,7 +115,12 @@ async fn run(cert: Cert, expect_delivery: bool) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn a_certificate_valid_for_the_mx_delivers() {
     let log = run(Cert::ValidForMx, true).await;
-    assert_eq!(records(&log, "delivery", "v@alpha.test").len(), 1);
+    let d = records(&log, "delivery", "v@alpha.test");
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        d[0]["tls"], "verified",
+        "the log says the certificate was checked"
+    );
 }
 
 #[tokio::test]

@@ -121,6 +121,11 @@ pub struct Record {
     /// The remote address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_ip: Option<String>,
+    /// The connection's TLS for a delivery outcome: `verified`
+    /// (certificate checked against the MX name), `tls` (encrypted,
+    /// unchecked) or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'static str>,
     /// The SMTP reply or local reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
@@ -183,6 +188,7 @@ impl Record {
             proxy: None,
             remote_host: None,
             remote_ip: None,
+            tls: None,
             reply: None,
             code: None,
             enhanced_code: None,

@@ -201,9 +201,18 @@ async fn transact(
         None => path.delivered(svc),
     }
     let host = Some((c.host.clone(), c.peer));
+    let tls = match (c.verified, c.tls) {
+        (true, _) => "verified",
+        (false, true) => "tls",
+        (false, false) => "none",
+    };
     let outcomes = outcomes
         .into_iter()
-        .map(|o| with_path(o, path, host.clone()))
+        .map(|o| {
+            let mut o = with_path(o, path, host.clone());
+            o.tls = Some(tls);
+            o
+        })
         .collect();
     (outcomes, reusable)
 }

@@ -47,6 +47,9 @@ pub(crate) struct Outcome {
     /// The provider of the site, for the metrics.
     pub provider: Option<Arc<str>>,
     pub host: Option<(String, std::net::SocketAddr)>,
+    /// The connection's TLS: `verified` (certificate checked), `tls`
+    /// (encrypted, not checked) or `none`; unset when nothing connected.
+    pub tls: Option<&'static str>,
 }
 
 impl Outcome {
@@ -59,6 +62,7 @@ impl Outcome {
             source: None,
             provider: None,
             host: None,
+            tls: None,
         }
     }
 
