@@ -60,3 +60,63 @@ fn a_public_admin_address_in_plaintext_is_refused() {
     let ok = format!("{text}allow_plaintext = true\n");
     assert!(tern::config::parse(std::path::Path::new("t.toml"), &ok).is_ok());
 }
+
+#[tokio::test]
+async fn a_read_token_reads_and_a_browser_logs_in_to_the_status_page() {
+    use common::http::request;
+    let net = Net::new(ZONE).await;
+    let mut a = admin(&net);
+    a.read_token = Some("a-dashboard-read-token".into());
+    let mut cfg = net.config();
+    cfg.admin = a.clone();
+    let tern = Tern::start(cfg).await;
+    wait_up(&a).await;
+    let reader = tern::config::AdminConfig {
+        token: Some("a-dashboard-read-token".into()),
+        ..a.clone()
+    };
+    let r = reader.clone();
+    let get = call(move || request(&r, "GET", "/v1/queue/summary", &[], b"")).await;
+    assert_eq!(get.status, 200);
+    let r = reader.clone();
+    let purge =
+        call(move || request(&r, "POST", "/v1/purge", &[], b"{\"domain\":\"x.test\"}")).await;
+    assert_eq!(purge.status, 403, "a read-only token cannot purge");
+    // A browser: the status page sends it to /login; the form gives a
+    // cookie that opens the page, read-only.
+    let anon = tern::config::AdminConfig {
+        token: None,
+        ..a.clone()
+    };
+    let (an, an2, an3) = (anon.clone(), anon.clone(), anon.clone());
+    let page = call(move || request(&an, "GET", "/status", &[], b"")).await;
+    assert_eq!(
+        (page.status, page.header("location")),
+        (303, Some("/login"))
+    );
+    let login = call(move || {
+        request(
+            &an2,
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"token=a-dashboard-read-token",
+        )
+    })
+    .await;
+    let cookie = login.header("set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let s2 = session.clone();
+    let page = call(move || request(&an3, "GET", "/status", &[("Cookie", &s2)], b"")).await;
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    let an4 = anon.clone();
+    let purge =
+        call(move || request(&an4, "POST", "/v1/purge", &[("Cookie", &session)], b"{}")).await;
+    assert_eq!(purge.status, 403, "a session only reads");
+    tern.stop().await;
+    net.stop().await;
+}

@@ -8,6 +8,7 @@ pub mod client;
 mod client_tls;
 pub mod types;
 
+mod access;
 mod actions;
 mod bounce;
 mod cluster;
@@ -30,9 +31,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -75,6 +75,12 @@ pub struct AdminState {
     pub fleet_token: Option<String>,
     /// The injection API (messages, templates).
     pub injector: Arc<crate::inject::Injector>,
+    /// A token that may only read (GET), if any.
+    pub read_token: Option<String>,
+    /// Browser sessions opened at `/login` (read-only).
+    pub sessions: access::Sessions,
+    /// Served over HTTPS (session cookies are `Secure`).
+    pub https: bool,
 }
 
 /// The API's description, generated from the handlers' annotations and
@@ -178,7 +184,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/v1/suspensions",
             axum::routing::post(suspend::create).delete(suspend::resume),
         )
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .route("/login", get(access::form).post(access::login))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::auth,
+        ))
         .with_state(state)
 }
 
@@ -206,27 +216,6 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
 
 /// The largest transfer batch a peer may send.
 const TRANSFER_LIMIT: usize = 256 << 20;
-
-/// Refuses requests without a configured bearer token: the admin token,
-/// or, on the endpoints peers hand mail over with, the fleet's token too.
-async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    let peers = req.uri().path().starts_with("/v1/cluster/");
-    let mut tokens = s.token.iter().collect::<Vec<_>>();
-    if peers {
-        tokens.extend(s.fleet_token.iter());
-    }
-    if !tokens.is_empty() {
-        let given = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !tokens.iter().any(|t| Some(t.as_str()) == given) {
-            return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        }
-    }
-    next.run(req).await
-}
 
 /// An error response with a JSON body.
 pub(crate) fn error(status: StatusCode, message: &str) -> Response {

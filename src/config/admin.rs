@@ -19,6 +19,9 @@ pub struct AdminConfig {
     /// A bearer token every request must carry (`Authorization: Bearer
     /// ...`); unset: none (allowed on loopback only).
     pub token: Option<String>,
+    /// A token that may only read (GET: views, `/metrics`, the status
+    /// page), for dashboards; at least 16 printable characters.
+    pub read_token: Option<String>,
     /// Serve HTTPS with this certificate chain (PEM) and `tls_key`; the
     /// `tern` CLI trusts this very certificate (it reads the same file).
     pub tls_certificate: Option<std::path::PathBuf>,
@@ -42,6 +45,7 @@ impl Default for AdminConfig {
             enabled: true,
             address: SocketAddr::from(([127, 0, 0, 1], 8025)),
             token: None,
+            read_token: None,
             tls_certificate: None,
             tls_key: None,
             allow_plaintext: false,
@@ -78,12 +82,20 @@ impl AdminConfig {
                 ),
             ));
         }
-        if let Some(t) = &self.token
-            && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
-        {
+        for (field, t) in [("token", &self.token), ("read_token", &self.read_token)] {
+            if let Some(t) = t
+                && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                issues.push(Issue::new(
+                    at("admin").field(field),
+                    "must be at least 16 printable characters",
+                ));
+            }
+        }
+        if self.read_token.is_some() && self.token.is_none() {
             issues.push(Issue::new(
-                at("admin").field("token"),
-                "must be at least 16 printable characters",
+                at("admin").field("read_token"),
+                "a read-only token needs a full token too (without one, everyone may do everything)",
             ));
         }
     }

@@ -534,6 +534,7 @@ mod tests {
         c.events.bounce_rules = Some("config/bounces.toml".into());
         c.api.address = Some(([127, 0, 0, 1], 8026).into());
         c.admin.tls_certificate = Some("admin.crt".into());
+        c.admin.read_token = some();
         c.admin.tls_key = Some("admin.key".into());
         c.api.token = some();
         c.events.webhook.push(WebhookConfig {

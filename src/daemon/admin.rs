@@ -66,6 +66,9 @@ pub(super) async fn start_admin(
         receiver: Arc::new(receiver),
         fleet_token: config.cluster.as_ref().and_then(|c| c.token.clone()),
         injector: injector.clone(),
+        read_token: a.read_token.clone(),
+        sessions: Default::default(),
+        https: a.tls(),
     });
     if a.enabled {
         let listener = TcpListener::bind(a.address)
