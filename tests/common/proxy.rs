@@ -2,7 +2,7 @@
 //! killed when dropped: `microsocks` (SOCKS5, its outgoing side bound to a
 //! given address, with or without a username and password) and `haproxy`
 //! (accepting the PROXY protocol v2 and sending from the header's source
-//! address: `usesrc clientip`, which needs root, as CI runs). `.ci/run`
+//! address: `usesrc clientip`). `.ci/run`
 //! installs the Debian packages `microsocks` and `haproxy` when missing.
 //! Plus [`Silent`]: a port that accepts and never answers (a proxy too
 //! slow to finish its handshake).
@@ -81,6 +81,36 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("{name} did not listen on {addr} within 10 s");
+    }
+
+    /// True when this HAProxy can send from the address a PROXY header
+    /// names. On loopback every 127/8 address is local, so it can even
+    /// without the capabilities `usesrc` asks for (checked here by running
+    /// the tests with CAP_NET_ADMIN and CAP_NET_RAW dropped); the probe,
+    /// one real connection through it, guards the setups where it cannot.
+    pub fn binds_sources(&self) -> bool {
+        use std::io::Write;
+        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+            return false;
+        };
+        let port = l.local_addr().unwrap().port();
+        let Ok(mut c) = std::net::TcpStream::connect(self.addr) else {
+            return false;
+        };
+        let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        h.extend_from_slice(&[0x21, 0x11, 0, 12, 127, 0, 0, 77, 127, 0, 0, 1, 0, 0]);
+        h.extend_from_slice(&port.to_be_bytes());
+        if c.write_all(&h).is_err() {
+            return false;
+        }
+        l.set_nonblocking(true).unwrap();
+        for _ in 0..100 {
+            if let Ok((_, peer)) = l.accept() {
+                return peer.ip() == IpAddr::from([127, 0, 0, 77]);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Its URL for `[[source]] proxy`.
