@@ -43,7 +43,8 @@ impl Sessions {
     }
 }
 
-fn bearer(req: &Request) -> Option<&str> {
+/// The bearer token a request carries.
+pub(super) fn bearer(req: &Request) -> Option<&str> {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -133,28 +134,8 @@ pub(super) async fn login(State(s): State<Arc<AdminState>>, body: String) -> Res
         .into_response()
 }
 
-/// `application/x-www-form-urlencoded` decoding (`+` is a space).
+/// `application/x-www-form-urlencoded` decoding (`+` is a space); a
+/// malformed value is empty.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::config::values::percent_decode(&s.replace('+', " ")).unwrap_or_default()
 }

@@ -120,10 +120,7 @@ pub fn wrap(admin: &AdminConfig, tcp: TcpStream) -> Result<Stream, String> {
         .tls_certificate
         .as_ref()
         .and_then(|p| CertificateDer::pem_file_iter(p).ok()?.next()?.ok());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
+    let roots = crate::smtp::tls::native_roots(&[]);
     let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),

@@ -47,18 +47,13 @@ pub fn router(injector: Arc<Injector>, token: Option<String>) -> axum::Router {
             move |req: Request, next: axum::middleware::Next| {
                 let token = token.clone();
                 async move {
-                    if let Some(t) = token.as_deref() {
-                        let given = req
-                            .headers()
-                            .get(header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.strip_prefix("Bearer "));
-                        if given != Some(t) {
-                            return super::error(
-                                StatusCode::UNAUTHORIZED,
-                                "a valid bearer token is required",
-                            );
-                        }
+                    if let Some(t) = token.as_deref()
+                        && super::access::bearer(&req) != Some(t)
+                    {
+                        return super::error(
+                            StatusCode::UNAUTHORIZED,
+                            "a valid bearer token is required",
+                        );
                     }
                     next.run(req).await
                 }

@@ -83,14 +83,7 @@ impl AdminConfig {
             ));
         }
         for (field, t) in [("token", &self.token), ("read_token", &self.read_token)] {
-            if let Some(t) = t
-                && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
-            {
-                issues.push(Issue::new(
-                    at("admin").field(field),
-                    "must be at least 16 printable characters",
-                ));
-            }
+            check_token(t.as_deref(), at("admin").field(field), issues);
         }
         if self.read_token.is_some() && self.token.is_none() {
             issues.push(Issue::new(
@@ -98,5 +91,18 @@ impl AdminConfig {
                 "a read-only token needs a full token too (without one, everyone may do everything)",
             ));
         }
+    }
+}
+
+/// A bearer token, if set, is at least 16 printable characters.
+pub(super) fn check_token(
+    token: Option<&str>,
+    key: Vec<super::load::Key>,
+    issues: &mut Vec<Issue>,
+) {
+    if let Some(t) = token
+        && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        issues.push(Issue::new(key, "must be at least 16 printable characters"));
     }
 }

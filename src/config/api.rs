@@ -57,14 +57,7 @@ impl ApiConfig {
                 format!("the API listens on {a}, beyond loopback: set a token"),
             ));
         }
-        if let Some(t) = &self.token
-            && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            issues.push(Issue::new(
-                at("api").field("token"),
-                "must be at least 16 printable characters",
-            ));
-        }
+        super::admin::check_token(self.token.as_deref(), at("api").field("token"), issues);
         if !(1..=100_000).contains(&self.max_recipients) {
             issues.push(Issue::new(
                 at("api").field("max_recipients"),

@@ -64,15 +64,7 @@ impl AuthConfig {
         }
         for (i, u) in self.users.iter().enumerate() {
             let key = |f: &str| at("auth").field("user").index(i).field(f);
-            for (j, d) in u.domains.iter().enumerate() {
-                let bare = d.strip_prefix("*.").unwrap_or(d);
-                if !crate::dns::name::is_mail_domain(bare) || bare.contains('*') {
-                    issues.push(Issue::new(
-                        key("domains").index(j),
-                        format!("{d:?} is not a domain or \"*.domain\""),
-                    ));
-                }
-            }
+            super::egress::check_domain_patterns(&u.domains, key("domains"), issues);
             if u.name.is_empty() || u.name.chars().any(|c| c.is_control()) {
                 issues.push(Issue::new(
                     key("name"),

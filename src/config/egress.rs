@@ -275,15 +275,7 @@ pub(super) fn validate_tenants(
                 format!("tenant {:?} is defined twice", t.name),
             ));
         }
-        for (j, d) in t.domains.iter().enumerate() {
-            let bare = d.strip_prefix("*.").unwrap_or(d);
-            if !crate::dns::name::is_mail_domain(bare) || bare.contains('*') {
-                issues.push(Issue::new(
-                    key("domains").index(j),
-                    format!("{d:?} is not a domain or \"*.domain\""),
-                ));
-            }
-        }
+        check_domain_patterns(&t.domains, key("domains"), issues);
         if t.weight == 0 || t.weight > 1000 {
             issues.push(Issue::new(key("weight"), "must be between 1 and 1000"));
         }
@@ -293,6 +285,24 @@ pub(super) fn validate_tenants(
             issues.push(Issue::new(
                 key("pool"),
                 format!("no [[pool]] is named {p:?}"),
+            ));
+        }
+    }
+}
+
+/// Sending-domain patterns (`[[tenant]]` and `[[auth.user]] domains`): a
+/// mail domain, or `*.` and one.
+pub(super) fn check_domain_patterns(
+    domains: &[String],
+    key: Vec<super::load::Key>,
+    issues: &mut Vec<Issue>,
+) {
+    for (j, d) in domains.iter().enumerate() {
+        let bare = d.strip_prefix("*.").unwrap_or(d);
+        if !crate::dns::name::is_mail_domain(bare) || bare.contains('*') {
+            issues.push(Issue::new(
+                key.clone().index(j),
+                format!("{d:?} is not a domain or \"*.domain\""),
             ));
         }
     }

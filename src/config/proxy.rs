@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{ValueError, err};
+use super::values::{ValueError, err, percent_decode};
 
 /// How Tern talks to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,8 +96,8 @@ impl FromStr for ProxyUrl {
                     .split_once(':')
                     .ok_or_else(|| bad("credentials are written user:password@"))?;
                 let (u, p) = (
-                    unescape(u).ok_or_else(|| bad("bad %-escape"))?,
-                    unescape(p).ok_or_else(|| bad("bad %-escape"))?,
+                    percent_decode(u).ok_or_else(|| bad("bad %-escape"))?,
+                    percent_decode(p).ok_or_else(|| bad("bad %-escape"))?,
                 );
                 if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
                     return Err(bad(
@@ -151,25 +151,6 @@ fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// Undoes `%`-escapes; `None` if one is malformed or the result is not
-/// UTF-8.
-fn unescape(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

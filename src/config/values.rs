@@ -305,6 +305,25 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Undoes `%`-escapes (URL credentials, form fields); `None` if one is
+/// malformed or the result is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 macro_rules! string_conversions {
     ($($t:ty),*) => {$(
         impl TryFrom<String> for $t {

@@ -415,11 +415,6 @@ impl Delivery {
         pool.sources().next().map(|s| s.name.clone())
     }
 
-    /// True if a source of the config in force is named `name`.
-    pub fn has_source(&self, name: &str) -> bool {
-        self.egress.get().has_source(name)
-    }
-
     /// The config of the source of the config in force named `key`, or
     /// whose (public) address is `key`.
     pub fn find_source(&self, key: &str) -> Option<crate::config::SourceConfig> {

@@ -477,11 +477,6 @@ impl Egress {
         }
     }
 
-    /// True if a source is named `name`.
-    pub fn has_source(&self, name: &str) -> bool {
-        self.sources.contains_key(name)
-    }
-
     /// The config of the source named `key`, or else of the one whose
     /// address (behind a proxy, the public one) is `key`.
     pub fn find_source(&self, key: &str) -> Option<&SourceConfig> {

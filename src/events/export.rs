@@ -67,7 +67,8 @@ struct Export {
     name: String,
     hook: Webhook,
     reader: Arc<Mutex<LogReader>>,
-    types: Vec<String>,
+    /// `"type":"<t>"` of each wanted type (empty: every type).
+    wanted: Vec<Vec<u8>>,
     batch_size: usize,
     latency: Duration,
     retry_window: Duration,
@@ -102,7 +103,9 @@ impl Export {
             name: w.name.clone(),
             hook: Webhook::new(w)?,
             reader: Arc::new(Mutex::new(reader)),
-            types: w.events.clone(),
+            wanted: (w.events.iter())
+                .map(|t| format!("\"type\":\"{t}\"").into_bytes())
+                .collect(),
             batch_size: w.batch_size as usize,
             latency: w.batch_latency.get(),
             retry_window: w.retry_window.get(),
@@ -201,11 +204,8 @@ impl Export {
 
     /// True when the webhook wants this event's type.
     fn wanted(&self, line: &[u8]) -> bool {
-        self.types.is_empty()
-            || self.types.iter().any(|t| {
-                let needle = format!("\"type\":\"{t}\"");
-                memchr::memmem::find(line, needle.as_bytes()).is_some()
-            })
+        self.wanted.is_empty()
+            || (self.wanted.iter()).any(|n| memchr::memmem::find(line, n).is_some())
     }
 
     /// Posts a batch until it is acknowledged, or parks it after the

@@ -53,10 +53,7 @@ pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
 }
 
 fn tls_connector() -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
+    let roots = crate::smtp::tls::native_roots(&[]);
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -27,6 +27,20 @@ fn fail(key: &'static str, path: &Path, why: impl std::fmt::Display) -> TlsLoadE
     }
 }
 
+/// The system's trusted roots, and `extra` ones: what every TLS client of
+/// Tern that checks certificates starts from (`tls = "verify"`, webhooks,
+/// the CLI's HTTPS).
+pub fn native_roots(extra: &[CertificateDer<'static>]) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    for cert in extra {
+        let _ = roots.add(cert.clone());
+    }
+    roots
+}
+
 /// Builds the STARTTLS configuration of a listener (which must have both
 /// `tls_certificate` and `tls_key` set).
 pub fn load_server_config(l: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsLoadError> {

@@ -440,13 +440,7 @@ impl std::fmt::Debug for Verifier {
 /// The certificate-checking TLS client of `TlsPolicy::Verify`: the
 /// system's roots and `extra` ones, the MX host name checked (webpki).
 pub fn verifying_connector(extra: &[CertificateDer<'static>]) -> Verifier {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    for cert in extra {
-        let _ = roots.add(cert.clone());
-    }
+    let roots = crate::smtp::tls::native_roots(extra);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
