@@ -359,6 +359,9 @@ impl Resolver for Unanswered {
     fn addresses<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, LookupError>> {
         Box::pin(std::future::pending())
     }
+    fn txt<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<String>, LookupError>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Prints the results of one run.

@@ -84,6 +84,12 @@ pub fn parse_date(s: &str) -> Option<i64> {
     (civil_from_days(days) == (y, m, d)).then_some(days)
 }
 
+/// Days since 1970-01-01 as `YYYY-MM-DD`.
+pub fn date(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Days since 1970-01-01 (UTC) of `t`.
 pub fn day_number(t: SystemTime) -> i64 {
     split(t).0 as i64

@@ -87,4 +87,5 @@ pub mod smtp;
 pub mod state;
 pub mod swap;
 pub mod tenants;
+pub mod tlspolicy;
 pub mod views;

@@ -26,6 +26,7 @@ mod retry;
 mod shaping;
 mod status;
 mod suspend;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -81,6 +82,8 @@ pub struct AdminState {
     pub sessions: access::Sessions,
     /// Served over HTTPS (session cookies are `Secure`).
     pub https: bool,
+    /// Sends TLS reports (`POST /v1/tls/reports`).
+    pub tls_reports: Option<Arc<crate::tlspolicy::send::Sender>>,
 }
 
 /// The API's description, generated from the handlers' annotations and
@@ -127,6 +130,8 @@ pub struct AdminState {
         inject::list_templates,
         inject::get_template,
         inject::preview,
+        tls::policy,
+        tls::send,
     )
 )]
 pub struct ApiDoc;
@@ -172,6 +177,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(actions::list).delete(actions::cancel),
         )
         .route("/v1/shaping/effective", get(shaping::effective))
+        .route("/v1/tls/reports", axum::routing::post(tls::send))
+        .route("/v1/tls/{domain}", get(tls::policy))
         .route("/v1/retry", axum::routing::post(retry::post))
         .route("/v1/reload", axum::routing::post(reload::post))
         .route("/v1/config", get(reload::get))

@@ -21,6 +21,7 @@ mod ops;
 mod queue;
 mod shaping;
 mod template;
+mod tls;
 
 /// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
 #[derive(Debug, Parser)]
@@ -153,6 +154,12 @@ enum Command {
         #[command(subcommand)]
         command: template::TemplateCommand,
     },
+    /// Outbound TLS policy: what a domain's mail is held to (MTA-STS),
+    /// and sending TLS reports now.
+    Tls {
+        #[command(subcommand)]
+        command: tls::TlsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +221,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Reload { config } => ops::reload(&config),
         Command::Cluster { command } => fleet::main(command, json),
         Command::Template { command } => template::main(command, json),
+        Command::Tls { command } => tls::main(command, json),
         Command::Drain { args } => fleet::drain(&args, json),
         Command::Purge { filter } => control::purge(&filter, json),
         Command::Bounce { filter, reason } => control::bounce(&filter, reason, json),

@@ -22,6 +22,7 @@ mod proxy;
 mod queue;
 mod server;
 mod shaping;
+mod tls_policy;
 pub mod values;
 
 use std::path::Path;
@@ -57,6 +58,7 @@ pub use shaping::{
     RuleAction, RuleConfig, RuleScope, ShapingConfig, SiteShapingConfig, SourceShapingConfig,
     TenantShapingConfig, TotalLimitsConfig,
 };
+pub use tls_policy::TlsPolicyConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +101,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[events]`: bounce classification and event export (webhooks).
     pub events: EventsConfig,
+    /// `[tls_policy]`: MTA-STS and TLS reports.
+    pub tls_policy: TlsPolicyConfig,
     /// `[cluster]`: the fleet this node shares limits and push-back with
     /// (through Redis); unset, the node shapes alone.
     pub cluster: Option<ClusterConfig>,
@@ -126,6 +130,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             api: ApiConfig::default(),
             events: EventsConfig::default(),
+            tls_policy: TlsPolicyConfig::default(),
             cluster: None,
             file: None,
         }
@@ -253,6 +258,7 @@ impl Config {
         self.admin.validate(&mut issues);
         self.api.validate(&mut issues);
         self.events.validate(&mut issues);
+        self.tls_policy.validate(&mut issues);
         if let Some(c) = &self.cluster {
             c.validate(&self.admin, &mut issues);
         }
@@ -537,6 +543,9 @@ mod tests {
         c.admin.read_token = some();
         c.admin.tls_key = Some("admin.key".into());
         c.api.token = some();
+        c.tls_policy.report_from = Some("a@b.example".into());
+        c.tls_policy.report_organization = some();
+        c.tls_policy.report_contact = some();
         c.events.webhook.push(WebhookConfig {
             name: "w".into(),
             url: "http://127.0.0.1:1/".into(),

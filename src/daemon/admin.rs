@@ -20,6 +20,7 @@ pub(super) struct AdminParts {
     pub(super) reloader: Arc<crate::admin::reload::Reloader>,
     pub(super) cluster: Option<Arc<Cluster>>,
     pub(super) drainer: Arc<crate::cluster::drain::Drainer>,
+    pub(super) tls_reports: Arc<crate::tlspolicy::send::Sender>,
 }
 
 /// A listener's stop signal and task.
@@ -69,6 +70,7 @@ pub(super) async fn start_admin(
         read_token: a.read_token.clone(),
         sessions: Default::default(),
         https: a.tls(),
+        tls_reports: Some(parts.tls_reports),
     });
     if a.enabled {
         let listener = TcpListener::bind(a.address)
@@ -109,10 +111,9 @@ fn serve(
     (stop, task)
 }
 
-/// The injection API: its own intake (no listener's pool, tenant or
-/// headers: the request names them), its templates and idempotency keys
-/// in the spool.
-fn injector(config: &Config, services: &Services) -> crate::inject::Injector {
+/// An intake for mail Tern makes or is handed whole (the injection API,
+/// TLS reports): no listener's pool, tenant or headers, the message says.
+pub(super) fn local_intake(config: &Config, services: &Services) -> Intake {
     let settings = IntakeSettings {
         hostname: config.server.hostname.clone(),
         max_received_headers: 100,
@@ -130,13 +131,19 @@ fn injector(config: &Config, services: &Services) -> crate::inject::Injector {
         priority: None,
         priority_header: None,
     };
-    let intake = Intake::new(
+    Intake::new(
         services.queue.clone(),
         settings,
         services.log.clone(),
         services.clock,
         services.wake.clone(),
-    );
+    )
+}
+
+/// The injection API: its own intake, its templates and idempotency
+/// keys in the spool.
+fn injector(config: &Config, services: &Services) -> crate::inject::Injector {
+    let intake = local_intake(config, services);
     let api = &config.api;
     crate::inject::Injector::new(
         intake,

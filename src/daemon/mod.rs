@@ -9,6 +9,7 @@
 //! log and the queue are flushed and closed.
 
 mod admin;
+mod tls_policy;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -224,7 +225,9 @@ pub async fn run_on_queue(
         None => None,
     };
     let fleet = cluster.clone().map(|c| c as Arc<dyn crate::shaping::Fleet>);
-    let (settings, actions_slot) = delivery_settings(&config, &services, &queue, fleet.clone());
+    let (mut settings, actions_slot) = delivery_settings(&config, &services, &queue, fleet.clone());
+    let (tls_policies, tls_reports) = tls_policy::policies(&config, &services, resolver.clone());
+    settings.tls = tls_policies;
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
         queue.clone(),
@@ -258,10 +261,12 @@ pub async fn run_on_queue(
         reloader,
         cluster: cluster.clone(),
         drainer: drainer.clone(),
+        tls_reports: tls_reports.clone(),
     };
     let admin = start_admin(&config, &services, parts).await?;
     drainer.resume();
     let delivery_task = tokio::spawn(delivery.clone().run());
+    let reporting = tokio::spawn(tls_reports.clone().run(config.tls_policy.reports));
     let exporters = crate::events::export::Exporters::start(&config, &queue, &services.metrics);
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
@@ -296,6 +301,8 @@ pub async fn run_on_queue(
     }
     hangup.abort();
     warmup.abort();
+    reporting.abort();
+    tls_reports.flush().await;
     if let Some(c) = &cluster {
         c.stop().await;
     }

@@ -48,7 +48,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::{BounceReturn, ClientTimeouts, Config};
-use crate::dns::route::Router;
+use crate::dns::route::{RouteError, Router};
 use crate::egress::Egress;
 use crate::log::DeliveryLog;
 use crate::message::Ret;
@@ -91,8 +91,11 @@ pub struct Settings {
     pub weights: Weights,
     /// The bounce classes of failures and deferrals.
     pub classifier: Arc<crate::events::classify::Classifier>,
-    /// The certificate-checking TLS client (`tls = "verify"`).
+    /// The certificate check of every STARTTLS.
     pub verifier: crate::smtp::client::Verifier,
+    /// The TLS policies domains publish, and the sessions' reports
+    /// (none looked up until the daemon sets them).
+    pub tls: Arc<crate::tlspolicy::TlsPolicies>,
 }
 
 impl Settings {
@@ -116,7 +119,8 @@ impl Settings {
             },
             timeouts: d.timeouts,
             weights: Weights::new(config),
-            verifier: crate::smtp::client::verifying_connector(
+            tls: Arc::new(crate::tlspolicy::TlsPolicies::off()),
+            verifier: crate::smtp::client::Verifier::new(
                 &(d.tls_ca_file.as_deref())
                     .and_then(|p| crate::config::load_roots(p).ok())
                     .unwrap_or_default(),
@@ -428,6 +432,18 @@ impl Delivery {
             Ok(r) => Ok(r.site.to_string()),
             Err(e) => Err(e.text().to_owned()),
         }
+    }
+
+    /// The route of mail for `domain` now, under the TLS policy it
+    /// publishes.
+    pub async fn tls_route(&self, domain: &str) -> Result<crate::dns::route::Route, RouteError> {
+        let route = self.router.get().route(domain).await?;
+        self.settings.tls.apply(domain, route).await
+    }
+
+    /// The TLS policy component.
+    pub fn tls_policies(&self) -> &Arc<crate::tlspolicy::TlsPolicies> {
+        &self.settings.tls
     }
 
     /// True if the config in force has a pool named `name`.

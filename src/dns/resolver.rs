@@ -55,6 +55,9 @@ pub trait Resolver: Send + Sync {
     fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<MxAnswer, LookupError>>;
     /// The addresses of `host`, in the configured family order.
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, LookupError>>;
+    /// The TXT records of `name`, each record's strings joined (MTA-STS,
+    /// TLS-RPT). A name without TXT records is `NoRecords`.
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, LookupError>>;
 }
 
 /// The resolver of `tern run`: hickory with its cache.
@@ -173,6 +176,24 @@ impl Resolver for HickoryResolver {
             } else {
                 MxAnswer::Records(records)
             })
+        })
+    }
+
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, LookupError>> {
+        Box::pin(async move {
+            let rdata = self.lookup(name, RecordType::TXT).await?;
+            Ok(rdata
+                .into_iter()
+                .filter_map(|r| match r {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|part| String::from_utf8_lossy(part))
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect())
         })
     }
 

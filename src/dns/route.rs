@@ -18,6 +18,7 @@ use std::sync::Arc;
 use super::resolver::{LookupError, MxAnswer, Resolver};
 use crate::config::values::Cidr;
 use crate::config::{Config, RouteConfig, TlsPolicy};
+use crate::tlspolicy::Applied;
 
 /// MX hosts tried per attempt, at most (RFC 5321 5.1 allows a limit).
 const MAX_HOSTS: usize = 10;
@@ -40,6 +41,9 @@ pub struct Route {
     pub hosts: Vec<Host>,
     /// STARTTLS policy for this destination.
     pub tls: TlsPolicy,
+    /// Where `tls` comes from (the config, an operator's route, or a
+    /// policy the domain publishes).
+    pub policy: Applied,
 }
 
 /// Why a domain cannot be routed now.
@@ -156,7 +160,7 @@ impl Router {
             }
             Err(e) => return Err(transient([4, 4, 3], e.to_string())),
         };
-        self.resolve_hosts(&domain, names, self.tls).await
+        (self.resolve_hosts(&domain, names, self.tls, Applied::Configured)).await
     }
 
     async fn fixed_mx(
@@ -171,6 +175,7 @@ impl Router {
                 .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
             tls,
+            Applied::Operator,
         )
         .await
     }
@@ -181,6 +186,7 @@ impl Router {
         domain: &str,
         names: Vec<String>,
         tls: TlsPolicy,
+        policy: Applied,
     ) -> Result<Route, RouteError> {
         let site: Arc<str> = site_name(names.iter().map(String::as_str)).into();
         let (mut hosts, mut temporary, mut prohibited) = (Vec::new(), None, false);
@@ -211,7 +217,12 @@ impl Router {
             }
         }
         if !hosts.is_empty() {
-            return Ok(Route { site, hosts, tls });
+            return Ok(Route {
+                site,
+                hosts,
+                tls,
+                policy,
+            });
         }
         Err(match (temporary, prohibited) {
             (Some(reason), _) => transient([4, 4, 3], reason),
@@ -257,7 +268,12 @@ impl Router {
         }
         let site: Arc<str> = format!("smarthost:{}", list.join(",")).into();
         match (hosts.is_empty(), temporary) {
-            (false, _) => Ok(Route { site, hosts, tls }),
+            (false, _) => Ok(Route {
+                site,
+                hosts,
+                tls,
+                policy: Applied::Operator,
+            }),
             (true, Some(reason)) => Err(transient([4, 4, 3], reason)),
             (true, None) => Err(permanent(
                 550,

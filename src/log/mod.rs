@@ -126,6 +126,12 @@ pub struct Record {
     /// unchecked) or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<&'static str>,
+    /// The TLS policy the delivery was held to: `off`, `opportunistic`,
+    /// `required`, `verify` (the configured `tls`), `mta-sts` (the
+    /// domain's MTA-STS policy in `enforce` mode: verified TLS to a host
+    /// it names) or `mta-sts-testing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_policy: Option<&'static str>,
     /// The SMTP reply or local reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
@@ -189,6 +195,7 @@ impl Record {
             remote_host: None,
             remote_ip: None,
             tls: None,
+            tls_policy: None,
             reply: None,
             code: None,
             enhanced_code: None,

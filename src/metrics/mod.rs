@@ -38,6 +38,7 @@ const OLDEST: &str = "tern_queue_oldest_waiting_seconds";
 const DRAINING: &str = "tern_node_draining";
 const BOUNCES: &str = "tern_bounces_total";
 const EVENTS: &str = "tern_events_total";
+const TLS_SESSIONS: &str = "tern_tls_sessions_total";
 
 /// Why the door refused new mail (a 4xx), for [`Metrics::refused`].
 #[derive(Debug, Clone, Copy)]
@@ -256,6 +257,11 @@ impl Metrics {
             "Recipient failures and deferrals by bounce class (config/bounces.toml) and outcome (bounced, deferred, expired).",
         );
         describe(
+            TLS_SESSIONS,
+            None,
+            "Outbound sessions by the TLS policy they were held to (opportunistic, verify, mta-sts, mta-sts-testing, ...) and result: ok, or the RFC 8460 failure (starttls-not-supported, certificate-host-mismatch, certificate-expired, certificate-not-trusted, validation-failure).",
+        );
+        describe(
             EVENTS,
             None,
             "Events exported to a webhook, by sink and result: exported (acknowledged), parked (kept on disk after the retry window), failed_posts (posts that failed and were retried), lost (rotated out of the delivery log before export).",
@@ -351,6 +357,15 @@ impl Metrics {
         let key = Key::from_parts(
             BOUNCES,
             vec![Label::new("class", class), Label::new("outcome", outcome)],
+        );
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    /// An outbound session under TLS policy `policy` came to `result`.
+    pub fn tls_session(&self, policy: &'static str, result: &'static str) {
+        let key = Key::from_parts(
+            TLS_SESSIONS,
+            vec![Label::new("policy", policy), Label::new("result", result)],
         );
         self.recorder.register_counter(&key, &META).increment(1);
     }

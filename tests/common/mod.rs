@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod ca;
 pub mod dkim;
 pub mod dns;
 pub mod fleet;
@@ -13,6 +14,7 @@ pub mod net;
 pub mod proxy;
 pub mod redis;
 pub mod sink;
+pub mod sts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

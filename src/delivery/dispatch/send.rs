@@ -13,9 +13,10 @@ use crate::config::TlsPolicy;
 use crate::dns::route::Route;
 use crate::message::RecipientParams;
 use crate::smtp::client::{
-    ClientError, Connection, Greeting, RcptRequest, RcptResult, RemoteReply, TxnRequest,
-    local_reply,
+    ClientError, Connection, Greeting, RcptRequest, RcptResult, RemoteReply, TlsFailure,
+    TxnRequest, local_reply,
 };
+use crate::tlspolicy::Session;
 
 /// Why a worker could not connect.
 pub(super) enum ConnectFailure {
@@ -27,12 +28,14 @@ pub(super) enum ConnectFailure {
     Unreachable(RemoteReply, Option<RemoteReply>),
 }
 
-/// An outcome with where it was tried.
+/// An outcome with where it was tried, and under which TLS policy.
 pub(super) fn with_path(
     mut o: Outcome,
     path: &Path,
+    route: &Route,
     host: Option<(String, std::net::SocketAddr)>,
 ) -> Outcome {
+    o.tls_policy = Some(route.policy.label(route.tls));
     o.site = Some(path.site.clone());
     o.source = Some(path.source.clone());
     o.provider = path.plan.provider.clone();
@@ -40,12 +43,46 @@ pub(super) fn with_path(
     o
 }
 
+/// Counts a TLS session for `domain`'s policy (TLS reports).
+pub(super) fn count_session(
+    svc: &Delivery,
+    path: &Path,
+    domain: &str,
+    route: &Route,
+    c: &Connection,
+) {
+    let failure = c.tls_failure.as_ref().map(|(f, why)| (*f, why.as_str()));
+    count(svc, path, domain, route, &c.host, c.peer, failure);
+}
+
+fn count(
+    svc: &Delivery,
+    path: &Path,
+    domain: &str,
+    route: &Route,
+    mx_host: &str,
+    mx: std::net::SocketAddr,
+    failure: Option<(TlsFailure, &str)>,
+) {
+    let session = Session {
+        source_ip: path.source.address,
+        mx_host,
+        mx_ip: mx.ip(),
+        failure,
+    };
+    svc.settings.tls.session(domain, route, &session);
+    let result = failure.map_or("ok", |(f, _)| f.result_type());
+    (svc.settings.metrics).tls_session(route.policy.label(route.tls), result);
+}
+
 /// Connects to the first host of the route that answers, trying each of
 /// its addresses the source can reach; an opportunistic TLS failure is
-/// retried in plaintext on the same address.
+/// retried in plaintext on the same address. Each TLS session (or its
+/// failure) is counted for `domain`'s policy.
 pub(super) async fn connect(
     svc: &Delivery,
     path: &Path,
+    domain: &str,
     route: &Route,
 ) -> Result<Connection, ConnectFailure> {
     let timeouts = &svc.settings.timeouts;
@@ -65,8 +102,24 @@ pub(super) async fn connect(
                 verifier: &svc.settings.verifier,
                 timeouts,
             };
-            let result = match Connection::open(&path.source, addr, &greeting(route.tls)).await {
-                Err(ClientError::Tls(e)) if route.tls == TlsPolicy::Opportunistic => {
+            let first = Connection::open(&path.source, addr, &greeting(route.tls)).await;
+            match &first {
+                Ok(c) if route.tls != TlsPolicy::Off => count_session(svc, path, domain, route, c),
+                Err(ClientError::Tls(f, why)) => {
+                    count(svc, path, domain, route, &host.name, addr, Some((*f, why)))
+                }
+                Err(ClientError::Rejected {
+                    stage: "STARTTLS",
+                    reply,
+                }) => {
+                    let why = reply.to_string();
+                    let f = Some((TlsFailure::StartTlsNotSupported, why.as_str()));
+                    count(svc, path, domain, route, &host.name, addr, f);
+                }
+                _ => {}
+            }
+            let result = match first {
+                Err(ClientError::Tls(_, e)) if route.tls == TlsPolicy::Opportunistic => {
                     tracing::info!(host = %host.name, %addr, error = %e, "TLS failed; retrying in plaintext");
                     Connection::open(&path.source, addr, &greeting(TlsPolicy::Off)).await
                 }

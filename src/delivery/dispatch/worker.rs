@@ -11,7 +11,7 @@ use super::super::Delivery;
 use super::super::job::Job;
 use super::super::outcome::{Message, Outcome, Verdict};
 use super::path::Path;
-use super::send::{ConnectFailure, connect, deliver, with_path};
+use super::send::{ConnectFailure, connect, count_session, deliver, with_path};
 use crate::config::TlsPolicy;
 use crate::shaping::limiter::Lease;
 use crate::smtp::client::{Connection, local_reply};
@@ -39,6 +39,8 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
     // and its turn under the connection rates), taken before a job: a
     // worker waiting for room holds no job another could send.
     let mut room: Option<Vec<Lease>> = None;
+    // The domains the open connection has been counted for (TLS reports).
+    let mut counted: Vec<Arc<str>> = Vec::new();
     loop {
         let next = match conn.is_some() {
             true => path.next(svc).await,
@@ -61,11 +63,9 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
             path.retire();
             break;
         }
-        if conn.as_ref().is_some_and(|c| {
-            (job.route.tls.requires_tls() && !c.tls)
-                || (job.route.tls == TlsPolicy::Verify && !c.verified)
-        }) {
-            // This domain requires TLS; the open connection fell back to plaintext.
+        if conn.as_ref().is_some_and(|c| !suits(c, &job)) {
+            // This domain requires (verified) TLS the open connection does
+            // not have, or its policy does not name the connected host.
             path.close(conn.take(), true).await;
             drop(room.take()); // the new connection takes its own turn
             room = Some(path.connection_slot().await);
@@ -77,6 +77,8 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
                 Ok((c, job)) => {
                     conn = Some(c);
                     sent = 0;
+                    counted.clear();
+                    counted.push(job.domain.clone());
                     job
                 }
                 Err(Then::Next) => {
@@ -90,6 +92,11 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
             },
         };
         let c = conn.as_mut().expect("connected above");
+        if job.route.policy.published() && !counted.contains(&job.domain) {
+            // A session now serves this domain too: count it for its policy.
+            count_session(svc, path, &job.domain, &job.route, c);
+            counted.push(job.domain.clone());
+        }
         let reusable = send(svc, path, c, job).await;
         sent += 1;
         if !reusable || sent >= path.plan.limits.max_messages_per_connection {
@@ -107,7 +114,7 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
 /// real attempt) and, once it has failed `dead_site_failures` times in a
 /// row, pauses the path (its ready jobs go back and wait).
 async fn open(svc: &Arc<Delivery>, path: &Arc<Path>, job: Job) -> Result<(Connection, Job), Then> {
-    match connect(svc, path, &job.route).await {
+    match connect(svc, path, &job.domain, &job.route).await {
         Ok(c) => {
             path.connected();
             Ok((c, job))
@@ -136,6 +143,15 @@ async fn open(svc: &Arc<Delivery>, path: &Arc<Path>, job: Job) -> Result<(Connec
     }
 }
 
+/// Whether the open connection `c` may carry `job`: TLS (verified) if
+/// its route requires it, to a host its route names.
+fn suits(c: &Connection, job: &Job) -> bool {
+    let tls = job.route.tls;
+    (c.tls || !tls.requires_tls())
+        && (c.verified || tls != TlsPolicy::Verify)
+        && job.route.hosts.iter().any(|h| h.name == c.host)
+}
+
 /// Settles a job that was not sent (its connection failed), if it still
 /// holds its message.
 async fn settle_unsent(svc: &Arc<Delivery>, path: &Path, job: Job, outcomes: Vec<Outcome>) {
@@ -145,7 +161,7 @@ async fn settle_unsent(svc: &Arc<Delivery>, path: &Path, job: Job, outcomes: Vec
     let msg = Message::new(info, job.dest.pool.clone());
     let outcomes = outcomes
         .into_iter()
-        .map(|o| with_path(o, path, None))
+        .map(|o| with_path(o, path, &job.route, None))
         .collect();
     svc.settle(job.handout, msg, outcomes).await;
 }
@@ -209,7 +225,7 @@ async fn transact(
     let outcomes = outcomes
         .into_iter()
         .map(|o| {
-            let mut o = with_path(o, path, host.clone());
+            let mut o = with_path(o, path, &job.route, host.clone());
             o.tls = Some(tls);
             o
         })

@@ -50,6 +50,9 @@ pub(crate) struct Outcome {
     /// The connection's TLS: `verified` (certificate checked), `tls`
     /// (encrypted, not checked) or `none`; unset when nothing connected.
     pub tls: Option<&'static str>,
+    /// The TLS policy the route was held to (`Applied::label`); unset
+    /// when the domain was not routed.
+    pub tls_policy: Option<&'static str>,
 }
 
 impl Outcome {
@@ -63,6 +66,7 @@ impl Outcome {
             provider: None,
             host: None,
             tls: None,
+            tls_policy: None,
         }
     }
 

@@ -31,6 +31,7 @@ impl Delivery {
         r.remote_host = o.host.as_ref().map(|(h, _)| h.clone());
         r.remote_ip = o.host.as_ref().map(|(_, a)| a.ip().to_string());
         r.tls = o.tls;
+        r.tls_policy = o.tls_policy;
         r.reply = Some(o.reply.to_string());
         r.code = Some(o.reply.code);
         let [a, b, c] = o.reply.status();

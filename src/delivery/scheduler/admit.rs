@@ -253,7 +253,10 @@ impl Delivery {
         let route = tokio::select! {
             r = async {
                 match via.is_empty() {
-                    true => router.route(&domain).await,
+                    true => match router.route(&domain).await {
+                        Ok(r) => self.settings.tls.apply(&domain, r).await,
+                        Err(e) => Err(e),
+                    },
                     false => router.via(&via).await,
                 }
             } => r,

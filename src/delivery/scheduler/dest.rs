@@ -328,6 +328,7 @@ mod tests {
                 site: "mx.d.example".into(),
                 hosts: Vec::new(),
                 tls: crate::config::TlsPolicy::Off,
+                policy: crate::tlspolicy::Applied::Configured,
             }),
             tenant: tenant.map(Arc::from),
             priority,

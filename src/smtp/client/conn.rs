@@ -3,21 +3,16 @@
 //! EHLO (HELO when EHLO is refused), STARTTLS, and reply framing.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use smtp_proto::EhloResponse;
 use smtp_proto::response::parser::ResponseReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::tls::{TlsFailure, Verifier, connector, handshake_failure, server_name};
 use super::{ClientError, RemoteReply};
 use crate::config::{ClientTimeouts, TlsPolicy};
 use crate::egress::Source;
@@ -77,8 +72,12 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// TLS is active.
     pub tls: bool,
-    /// The server's certificate was checked (valid for the host name).
+    /// The server's certificate is valid for the host name (checked on
+    /// every TLS session).
     pub verified: bool,
+    /// Why TLS is not authenticated (no STARTTLS, or the certificate's
+    /// fault), when it is not.
+    pub tls_failure: Option<(TlsFailure, String)>,
     pub(super) timeouts: ClientTimeouts,
 }
 
@@ -133,6 +132,7 @@ impl Connection {
             peer: addr,
             tls: false,
             verified: false,
+            tls_failure: None,
             timeouts: *t,
         };
         let banner = c.read_reply(t.banner.get(), "greeting").await?;
@@ -145,12 +145,25 @@ impl Connection {
         c.hello(g.ehlo).await?;
         if g.tls != TlsPolicy::Off && c.caps.starttls {
             c.start_tls(g).await?;
+        } else if g.tls != TlsPolicy::Off {
+            let why = format!("{} does not offer STARTTLS", g.host);
+            c.tls_failure = Some((TlsFailure::StartTlsNotSupported, why));
         }
         if g.tls.requires_tls() && !c.tls {
-            return Err(ClientError::Tls(format!(
-                "{} does not offer STARTTLS and TLS is required",
-                g.host
-            )));
+            let (failure, why) = c.tls_failure.take().unwrap_or((
+                TlsFailure::StartTlsNotSupported,
+                format!("{} does not offer STARTTLS", g.host),
+            ));
+            return Err(ClientError::Tls(
+                failure,
+                format!("{why} and TLS is required"),
+            ));
+        }
+        if g.tls == TlsPolicy::Verify && !c.verified {
+            let (failure, why) = (c.tls_failure.take())
+                .unwrap_or((TlsFailure::Validation, "certificate not verified".into()));
+            let _ = timeout(t.rset.get(), c.shutdown()).await;
+            return Err(ClientError::Tls(failure, why));
         }
         Ok(c)
     }
@@ -190,6 +203,8 @@ impl Connection {
         let r = self.command(b"STARTTLS\r\n", limit, "STARTTLS").await?;
         if r.code != 220 {
             // Refused: opportunistic carries on in plaintext on this connection.
+            let why = format!("{} refused STARTTLS: {r}", g.host);
+            self.tls_failure = Some((TlsFailure::StartTlsNotSupported, why));
             return if g.tls.requires_tls() {
                 Err(ClientError::Rejected {
                     stage: "STARTTLS",
@@ -202,31 +217,38 @@ impl Connection {
         if !self.rbuf.is_empty() {
             // Bytes after the 220 before the handshake (CVE-2021-38371).
             return Err(ClientError::Tls(
+                TlsFailure::Validation,
                 "data sent after the STARTTLS reply, before the handshake".into(),
             ));
         }
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
-            return Err(ClientError::Tls("TLS already active".into()));
+            return Err(ClientError::Tls(
+                TlsFailure::Validation,
+                "TLS already active".into(),
+            ));
         };
-        let name = match g.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(g.host.to_owned())
-                .map_err(|e| ClientError::Tls(e.to_string()))?,
-        };
-        let verify = g.tls == TlsPolicy::Verify;
-        let client = if verify {
-            g.verifier.0.clone()
-        } else {
-            connector()
-        };
-        let tls = match timeout(limit, client.connect(name, tcp)).await {
+        let name =
+            server_name(g.host).map_err(|e| ClientError::Tls(TlsFailure::HostMismatch, e))?;
+        let tls = match timeout(limit, connector().connect(name, tcp)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ClientError::Tls(e.to_string())),
-            Err(_) => return Err(ClientError::Tls("the TLS handshake timed out".into())),
+            Ok(Err(e)) => return Err(ClientError::Tls(handshake_failure(&e), e.to_string())),
+            Err(_) => {
+                return Err(ClientError::Tls(
+                    TlsFailure::Validation,
+                    "the TLS handshake timed out".into(),
+                ));
+            }
         };
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        match g.verifier.check(chain, g.host) {
+            Ok(()) => self.verified = true,
+            Err(failure) => self.tls_failure = Some(failure),
+        }
         self.stream = Stream::Tls(Box::new(tls));
         self.tls = true;
-        self.verified = verify;
+        if g.tls == TlsPolicy::Verify && !self.verified {
+            return Ok(()); // refused by `open`, before any command
+        }
         self.hello(g.ehlo).await
     }
 
@@ -424,96 +446,6 @@ fn capabilities(raw: &[u8]) -> Capabilities {
             esmtp: true,
             ..Default::default()
         },
-    }
-}
-
-/// The certificate-checking TLS client of `TlsPolicy::Verify`.
-#[derive(Clone)]
-pub struct Verifier(TlsConnector);
-
-impl std::fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Verifier")
-    }
-}
-
-/// The certificate-checking TLS client of `TlsPolicy::Verify`: the
-/// system's roots and `extra` ones, the MX host name checked (webpki).
-pub fn verifying_connector(extra: &[CertificateDer<'static>]) -> Verifier {
-    let roots = crate::smtp::tls::native_roots(extra);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Verifier(TlsConnector::from(Arc::new(config)))
-}
-
-/// The opportunistic TLS client: encryption without certificate checks
-/// (MX certificates are rarely valid for the MX name; `verify` checks
-/// them).
-fn connector() -> TlsConnector {
-    static CONNECTOR: std::sync::OnceLock<TlsConnector> = std::sync::OnceLock::new();
-    CONNECTOR
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default versions")
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-                .with_no_client_auth();
-            TlsConnector::from(Arc::new(config))
-        })
-        .clone()
-}
-
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

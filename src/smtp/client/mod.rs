@@ -8,12 +8,14 @@
 //! `[delivery.timeouts]`.
 
 mod conn;
+mod tls;
 mod transaction;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-pub use conn::{Capabilities, Connection, Greeting, Verifier, verifying_connector};
+pub use conn::{Capabilities, Connection, Greeting};
+pub use tls::{TlsFailure, Verifier};
 pub use transaction::{RcptRequest, RcptResult, TxnRequest, local_reply};
 
 /// A reply from the remote server, made safe for logs and bounces (no
@@ -91,7 +93,7 @@ pub enum ClientError {
         /// What it said.
         reply: RemoteReply,
     },
-    /// TLS could not be established.
-    #[error("TLS: {0}")]
-    Tls(String),
+    /// TLS could not be established, or not as the policy requires.
+    #[error("TLS: {1}")]
+    Tls(TlsFailure, String),
 }

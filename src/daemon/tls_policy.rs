@@ -1,0 +1,53 @@
+//! The daemon's TLS policy parts: MTA-STS discovery with its cache in the
+//! spool, the TLS-RPT counts, and the task that flushes them and sends
+//! the daily reports.
+
+use std::sync::Arc;
+
+use super::Services;
+use crate::config::Config;
+use crate::dns::resolver::Resolver;
+use crate::tlspolicy::TlsPolicies;
+use crate::tlspolicy::https::Https;
+use crate::tlspolicy::mta_sts::MtaSts;
+use crate::tlspolicy::report::Reports;
+use crate::tlspolicy::send::{Sender, Submitter};
+
+/// The policy component delivery consults, and the reports' sender.
+pub(super) fn policies(
+    config: &Config,
+    services: &Services,
+    resolver: Arc<dyn Resolver>,
+) -> (Arc<TlsPolicies>, Arc<Sender>) {
+    let t = &config.tls_policy;
+    let extra = (config.delivery.tls_ca_file.as_deref())
+        .and_then(|p| crate::config::load_roots(p).ok())
+        .unwrap_or_default();
+    let https = Https::new(
+        resolver.clone(),
+        &extra,
+        t.https_port,
+        t.fetch_timeout.get(),
+    );
+    let queue = Some(services.queue.clone());
+    let sts = t.mta_sts.then(|| {
+        let bounds = (t.min_policy_age.get(), t.max_policy_age.get());
+        Arc::new(MtaSts::new(
+            resolver.clone(),
+            https.clone(),
+            queue.clone(),
+            bounds,
+        ))
+    });
+    let reports = Arc::new(Reports::new(queue));
+    let hostname = &config.server.hostname;
+    let who = Submitter {
+        from: (t.report_from.clone()).unwrap_or_else(|| format!("tls-reports@{hostname}")),
+        organization: (t.report_organization.clone()).unwrap_or_else(|| hostname.clone()),
+        contact: t.report_contact.clone(),
+        hostname: hostname.clone(),
+    };
+    let intake = super::admin::local_intake(config, services);
+    let sender = Arc::new(Sender::new(reports.clone(), resolver, https, intake, who));
+    (Arc::new(TlsPolicies::new(sts, reports)), sender)
+}
