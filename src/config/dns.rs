@@ -49,6 +49,10 @@ pub struct DnsConfig {
     /// to: the recipients fail as a mail loop (`5.4.6`). Tern's own listener
     /// addresses are always prohibited too.
     pub prohibited_targets: Vec<Cidr>,
+    /// DNSSEC trust anchors for DANE: a file of DNSKEY records (zone-file
+    /// syntax, `. IN DNSKEY 257 3 8 ...`); unset: the root's keys, built
+    /// in. Only a lab or a private DNS root needs it.
+    pub trust_anchor: Option<std::path::PathBuf>,
 }
 
 /// A name server address; the port defaults to 53.
@@ -94,6 +98,7 @@ impl Default for DnsConfig {
                 .iter()
                 .map(|n| n.parse().expect("valid network"))
                 .collect(),
+            trust_anchor: None,
         }
     }
 }

@@ -544,6 +544,7 @@ mod tests {
         c.admin.tls_key = Some("admin.key".into());
         c.api.token = some();
         c.tls_policy.report_from = Some("a@b.example".into());
+        c.dns.trust_anchor = Some("anchors.txt".into());
         c.tls_policy.report_organization = some();
         c.tls_policy.report_contact = some();
         c.events.webhook.push(WebhookConfig {

@@ -11,6 +11,12 @@ use super::values::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsPolicyConfig {
+    /// Honour DANE (RFC 7672): MX hosts of a domain with signed MX records
+    /// and TLSA records get mail only over TLS with a certificate those
+    /// records match (DNSSEC validated by Tern, from `[dns]
+    /// trust_anchor`); a failing lookup defers, never plaintext. When the
+    /// name servers strip DNSSEC signatures, DANE is off (logged).
+    pub dane: bool,
     /// Look up and honour MTA-STS policies: a domain in `enforce` mode
     /// gets its mail only over TLS with a certificate valid for an MX
     /// host its policy names (else the mail is deferred, never sent in
@@ -40,6 +46,7 @@ pub struct TlsPolicyConfig {
 impl Default for TlsPolicyConfig {
     fn default() -> Self {
         Self {
+            dane: true,
             mta_sts: true,
             fetch_timeout: Duration::from_secs(10),
             min_policy_age: Duration::from_secs(3600),

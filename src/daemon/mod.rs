@@ -226,7 +226,7 @@ pub async fn run_on_queue(
     };
     let fleet = cluster.clone().map(|c| c as Arc<dyn crate::shaping::Fleet>);
     let (mut settings, actions_slot) = delivery_settings(&config, &services, &queue, fleet.clone());
-    let (tls_policies, tls_reports) = tls_policy::policies(&config, &services, resolver.clone());
+    let (tls_policies, tls_reports) = tls_policy::policies(&config, &services, resolver.clone())?;
     settings.tls = tls_policies;
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(

@@ -6,19 +6,22 @@ use std::sync::Arc;
 
 use super::Services;
 use crate::config::Config;
+use crate::dns::dnssec::DnssecResolver;
 use crate::dns::resolver::Resolver;
 use crate::tlspolicy::TlsPolicies;
+use crate::tlspolicy::dane::Dane;
 use crate::tlspolicy::https::Https;
 use crate::tlspolicy::mta_sts::MtaSts;
 use crate::tlspolicy::report::Reports;
 use crate::tlspolicy::send::{Sender, Submitter};
 
-/// The policy component delivery consults, and the reports' sender.
+/// The policy component delivery consults, and the reports' sender; an
+/// error when the validating resolver cannot be built (its trust anchors).
 pub(super) fn policies(
     config: &Config,
     services: &Services,
     resolver: Arc<dyn Resolver>,
-) -> (Arc<TlsPolicies>, Arc<Sender>) {
+) -> anyhow::Result<(Arc<TlsPolicies>, Arc<Sender>)> {
     let t = &config.tls_policy;
     let extra = (config.delivery.tls_ca_file.as_deref())
         .and_then(|p| crate::config::load_roots(p).ok())
@@ -40,6 +43,16 @@ pub(super) fn policies(
         ))
     });
     let reports = Arc::new(Reports::new(queue));
+    let dane = match t.dane {
+        true => Some(Dane::new(
+            Arc::new(
+                DnssecResolver::new(&config.dns)
+                    .map_err(|e| anyhow::anyhow!("dns.trust_anchor: {e}"))?,
+            ),
+            config.delivery.port,
+        )),
+        false => None,
+    };
     let hostname = &config.server.hostname;
     let who = Submitter {
         from: (t.report_from.clone()).unwrap_or_else(|| format!("tls-reports@{hostname}")),
@@ -49,5 +62,5 @@ pub(super) fn policies(
     };
     let intake = super::admin::local_intake(config, services);
     let sender = Arc::new(Sender::new(reports.clone(), resolver, https, intake, who));
-    (Arc::new(TlsPolicies::new(sts, reports)), sender)
+    Ok((Arc::new(TlsPolicies::new(dane, sts, reports)), sender))
 }

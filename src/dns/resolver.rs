@@ -70,34 +70,7 @@ impl HickoryResolver {
     /// Builds the resolver from `[dns]` (name servers from the file, or the
     /// system's resolv.conf).
     pub fn new(cfg: &DnsConfig) -> Result<Self, String> {
-        let provider = TokioRuntimeProvider::default();
-        let mut builder = if cfg.nameservers.is_empty() {
-            TokioResolver::builder(provider)
-                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
-        } else {
-            let servers = cfg
-                .nameservers
-                .iter()
-                .map(|ns| {
-                    let mut s = NameServerConfig::udp_and_tcp(ns.0.ip());
-                    for c in s.connections.iter_mut() {
-                        c.port = ns.0.port();
-                    }
-                    s
-                })
-                .collect();
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
-        };
-        let opts: &mut ResolverOpts = builder.options_mut();
-        opts.timeout = cfg.timeout.get();
-        opts.attempts = cfg.attempts as usize;
-        opts.cache_size = cfg.cache_size as u64;
-        opts.positive_min_ttl = Some(cfg.positive_min_ttl.get());
-        opts.positive_max_ttl = Some(cfg.positive_max_ttl.get());
-        opts.negative_min_ttl = Some(cfg.negative_min_ttl.get());
-        opts.negative_max_ttl = Some(cfg.negative_max_ttl.get());
-        opts.ndots = 0;
-        let inner = builder
+        let inner = builder(cfg)?
             .build()
             .map_err(|e| format!("cannot build the resolver: {e}"))?;
         Ok(Self {
@@ -130,6 +103,41 @@ impl HickoryResolver {
             })
             .collect())
     }
+}
+
+/// A resolver builder from `[dns]`: its name servers (or the system's),
+/// timeouts, attempts and cache bounds.
+pub(super) fn builder(
+    cfg: &DnsConfig,
+) -> Result<hickory_resolver::ResolverBuilder<TokioRuntimeProvider>, String> {
+    let provider = TokioRuntimeProvider::default();
+    let mut builder = if cfg.nameservers.is_empty() {
+        TokioResolver::builder(provider)
+            .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
+    } else {
+        let servers = cfg
+            .nameservers
+            .iter()
+            .map(|ns| {
+                let mut s = NameServerConfig::udp_and_tcp(ns.0.ip());
+                for c in s.connections.iter_mut() {
+                    c.port = ns.0.port();
+                }
+                s
+            })
+            .collect();
+        TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.timeout = cfg.timeout.get();
+    opts.attempts = cfg.attempts as usize;
+    opts.cache_size = cfg.cache_size as u64;
+    opts.positive_min_ttl = Some(cfg.positive_min_ttl.get());
+    opts.positive_max_ttl = Some(cfg.positive_max_ttl.get());
+    opts.negative_min_ttl = Some(cfg.negative_min_ttl.get());
+    opts.negative_max_ttl = Some(cfg.negative_max_ttl.get());
+    opts.ndots = 0;
+    Ok(builder)
 }
 
 /// Sorts a hickory error into what routing does with it.

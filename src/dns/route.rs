@@ -30,6 +30,9 @@ pub struct Host {
     pub name: String,
     /// Its addresses, in the order to try them.
     pub addrs: Vec<SocketAddr>,
+    /// Its TLSA records, when DANE applies to it: TLS is then required and
+    /// the certificate checked against them.
+    pub dane: Option<Arc<crate::tlspolicy::tlsa::Tlsa>>,
 }
 
 /// Where a domain's mail goes.
@@ -213,6 +216,7 @@ impl Router {
                 hosts.push(Host {
                     name: name.clone(),
                     addrs: allowed,
+                    dane: None,
                 });
             }
         }
@@ -263,7 +267,11 @@ impl Router {
                 .filter(|a| !self.own.contains(a))
                 .collect();
             if !addrs.is_empty() {
-                hosts.push(Host { name: host, addrs });
+                hosts.push(Host {
+                    name: host,
+                    addrs,
+                    dane: None,
+                });
             }
         }
         let site: Arc<str> = format!("smarthost:{}", list.join(",")).into();

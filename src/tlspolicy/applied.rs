@@ -17,6 +17,9 @@ pub enum Applied {
     Operator,
     /// The domain's MTA-STS policy (`enforce` or `testing`).
     MtaSts(Mode),
+    /// DANE: the domain's MX records are signed and some of its hosts
+    /// have TLSA records (those hosts get authenticated TLS only).
+    Dane,
 }
 
 impl Applied {
@@ -26,6 +29,7 @@ impl Applied {
         match self {
             Self::MtaSts(Mode::Enforce) => "mta-sts",
             Self::MtaSts(_) => "mta-sts-testing",
+            Self::Dane => "dane",
             Self::Configured | Self::Operator => match tls {
                 TlsPolicy::Off => "off",
                 TlsPolicy::Opportunistic => "opportunistic",
@@ -37,6 +41,6 @@ impl Applied {
 
     /// Whether a published policy applies (its sessions are reported).
     pub fn published(self) -> bool {
-        matches!(self, Self::MtaSts(_))
+        matches!(self, Self::MtaSts(_) | Self::Dane)
     }
 }

@@ -18,11 +18,13 @@
 //! any other.
 
 mod applied;
+pub mod dane;
 pub mod https;
 pub mod mta_sts;
 pub mod report;
 pub mod send;
 pub mod sts;
+pub mod tlsa;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -51,6 +53,7 @@ pub struct Session<'a> {
 
 /// The TLS policy component of a running Tern.
 pub struct TlsPolicies {
+    dane: Option<dane::Dane>,
     sts: Option<Arc<MtaSts>>,
     reports: Arc<Reports>,
 }
@@ -58,21 +61,22 @@ pub struct TlsPolicies {
 impl std::fmt::Debug for TlsPolicies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsPolicies")
+            .field("dane", &self.dane.is_some())
             .field("mta_sts", &self.sts.is_some())
             .finish()
     }
 }
 
 impl TlsPolicies {
-    /// Policies from MTA-STS discovery (`None`: not looked up), counting
-    /// into `reports`.
-    pub fn new(sts: Option<Arc<MtaSts>>, reports: Arc<Reports>) -> Self {
-        Self { sts, reports }
+    /// Policies from DANE lookups and MTA-STS discovery (`None`: not
+    /// looked up), counting into `reports`.
+    pub fn new(dane: Option<dane::Dane>, sts: Option<Arc<MtaSts>>, reports: Arc<Reports>) -> Self {
+        Self { dane, sts, reports }
     }
 
     /// No published policy is looked up; nothing is counted to disk.
     pub fn off() -> Self {
-        Self::new(None, Arc::new(Reports::new(None)))
+        Self::new(None, None, Arc::new(Reports::new(None)))
     }
 
     /// The MTA-STS policy cached for `domain`, if any is in force.
@@ -85,14 +89,22 @@ impl TlsPolicies {
         &self.reports
     }
 
-    /// The route of mail for `domain` under the policy it publishes.
+    /// The route of mail for `domain` under the policy it publishes:
+    /// DANE when its MX records are signed and a host has TLSA records
+    /// (DANE wins over MTA-STS, RFC 8461 2), else MTA-STS.
     pub async fn apply(&self, domain: &str, mut route: Route) -> Result<Route, RouteError> {
-        let Some(sts) = &self.sts else {
-            return Ok(route);
-        };
         if route.policy != Applied::Configured {
             return Ok(route);
         }
+        if let Some(dane) = &self.dane
+            && dane.apply(domain, &mut route).await?
+        {
+            route.policy = Applied::Dane;
+            return Ok(route);
+        }
+        let Some(sts) = &self.sts else {
+            return Ok(route);
+        };
         let cached = match sts.policy(domain).await {
             Found::None => return Ok(route),
             Found::Unavailable { result, why } => {
@@ -116,7 +128,7 @@ impl TlsPolicies {
         route.hosts.retain(|h| cached.policy.allows(&h.name));
         if route.hosts.is_empty() {
             let why = format!("no MX host of {domain} is named by its MTA-STS policy (enforce)");
-            let details = self.details(domain);
+            let details = self.details(domain, &route);
             self.reports.failure(
                 &details,
                 failure("validation-failure", None, None, None, Some(why.clone())),
@@ -136,8 +148,9 @@ impl TlsPolicies {
         if !route.policy.published() {
             return;
         }
-        let details = self.details(domain);
-        let outside = !details.mx_host.is_empty()
+        let details = self.details(domain, route);
+        let outside = matches!(route.policy, Applied::MtaSts(_))
+            && !details.mx_host.is_empty()
             && self
                 .sts
                 .as_ref()
@@ -166,8 +179,19 @@ impl TlsPolicies {
         }
     }
 
-    /// The report's description of the policy of `domain`.
-    fn details(&self, domain: &str) -> PolicyDetails {
+    /// The report's description of the policy of `domain` (over `route`).
+    fn details(&self, domain: &str, route: &Route) -> PolicyDetails {
+        if route.policy == Applied::Dane {
+            let records = route.hosts.iter().filter_map(|h| h.dane.as_ref());
+            return PolicyDetails {
+                policy_type: "tlsa".into(),
+                policy_string: records
+                    .flat_map(|t| t.records.iter().map(|r| r.to_string()))
+                    .collect(),
+                policy_domain: domain.to_owned(),
+                mx_host: route.hosts.iter().map(|h| h.name.clone()).collect(),
+            };
+        }
         let cached = self.sts.as_ref().and_then(|m| m.cached(domain));
         PolicyDetails {
             policy_type: "sts".into(),

@@ -8,11 +8,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::proto::rr::Name;
 use hickory_server::proto::serialize::txt::Parser;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
+
+type Provider = hickory_server::net::runtime::TokioRuntimeProvider;
+
+/// A zone from text (records only, or a full zone file).
+fn zone(
+    origin: &str,
+    text: &str,
+    nx: Option<hickory_server::dnssec::NxProofKind>,
+) -> InMemoryZoneHandler<Provider> {
+    let origin = Name::from_str(origin).unwrap();
+    let (origin, records) = Parser::new(text, None, Some(origin))
+        .parse()
+        .unwrap_or_else(|e| panic!("zone: {e}"));
+    InMemoryZoneHandler::<Provider>::new(origin, records, ZoneType::Primary, AxfrPolicy::Deny, nx)
+        .unwrap()
+}
 
 /// Answers from the catalog, except SERVFAIL for the names in `servfail`.
 struct Handler {
@@ -64,22 +80,66 @@ impl TestDns {
 
     /// Serves `zones` on `addr` (UDP and TCP); port 0 picks a free port.
     pub async fn start_at(addr: SocketAddr, zones: &[(&str, &str)]) -> Self {
+        let zones = zones.iter().map(|(o, t)| zone(o, t, None)).collect();
+        Self::serve(addr, zones).await
+    }
+
+    /// Serves zone `origin` from `text`, DNSSEC-signed (ECDSA P-256, NSEC)
+    /// with a fresh key, on `ip`; then `tamper` records replace theirs
+    /// after signing (their signatures are gone: bogus answers). Returns
+    /// the server and a trust-anchor line for the key (`[dns]
+    /// trust_anchor`).
+    pub async fn start_signed(
+        ip: IpAddr,
+        origin: &str,
+        text: &str,
+        tamper: &str,
+    ) -> (Self, String) {
+        use hickory_server::proto::dnssec::crypto::EcdsaSigningKey;
+        use hickory_server::proto::dnssec::rdata::DNSKEY;
+        use hickory_server::proto::dnssec::{Algorithm, DnssecSigner, PublicKey, SigningKey};
+        let alg = Algorithm::ECDSAP256SHA256;
+        let pkcs8 = EcdsaSigningKey::generate_pkcs8(alg).unwrap();
+        let key = EcdsaSigningKey::from_pkcs8(&pkcs8, alg).unwrap();
+        let public = key.to_public_key().unwrap();
+        let dnskey = DNSKEY::from_key(&public);
+        let anchor = {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(public.public_bytes());
+            format!("{origin} 3600 IN DNSKEY {} 3 13 {b64}\n", dnskey.flags())
+        };
+        let name = Name::from_str(origin).unwrap();
+        let signer = DnssecSigner::new(
+            dnskey,
+            Box::new(key),
+            name.clone(),
+            Duration::from_secs(86_400),
+        );
+        let mut z = zone(
+            origin,
+            text,
+            Some(hickory_server::dnssec::NxProofKind::Nsec),
+        );
+        z.add_zone_signing_key_mut(signer).unwrap();
+        z.secure_zone_mut().unwrap();
+        if !tamper.is_empty() {
+            let (_, records) = Parser::new(tamper, None, Some(name)).parse().unwrap();
+            for (_, set) in records {
+                for r in set.records_without_rrsigs() {
+                    z.upsert_mut(r.clone(), 1_000);
+                }
+            }
+        }
+        let dns = Self::serve(SocketAddr::new(ip, 0), vec![z]).await;
+        (dns, anchor)
+    }
+
+    async fn serve(addr: SocketAddr, zones: Vec<InMemoryZoneHandler<Provider>>) -> Self {
         let ip = addr.ip();
         let mut catalog = Catalog::new();
-        for (origin, text) in zones {
-            let origin = Name::from_str(origin).unwrap();
-            let (origin, records) = Parser::new(*text, None, Some(origin))
-                .parse()
-                .unwrap_or_else(|e| panic!("zone: {e}"));
-            let zone =
-                InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::new(
-                    origin.clone(),
-                    records,
-                    ZoneType::Primary,
-                    AxfrPolicy::Deny,
-                )
-                .unwrap();
-            catalog.upsert(LowerName::from(&origin), vec![Arc::new(zone)]);
+        for zone in zones {
+            let origin = hickory_server::zone_handler::ZoneHandler::origin(&zone).clone();
+            catalog.upsert(origin, vec![Arc::new(zone)]);
         }
         let servfail = Arc::new(Mutex::new(HashSet::new()));
         let asked = Arc::new(Mutex::new(HashMap::new()));

@@ -100,11 +100,14 @@ pub(super) async fn connect(
                 host: &host.name,
                 tls,
                 verifier: &svc.settings.verifier,
+                dane: host.dane.as_deref(),
                 timeouts,
             };
             let first = Connection::open(&path.source, addr, &greeting(route.tls)).await;
             match &first {
-                Ok(c) if route.tls != TlsPolicy::Off => count_session(svc, path, domain, route, c),
+                Ok(c) if greeting(route.tls).effective() != TlsPolicy::Off => {
+                    count_session(svc, path, domain, route, c)
+                }
                 Err(ClientError::Tls(f, why)) => {
                     count(svc, path, domain, route, &host.name, addr, Some((*f, why)))
                 }
@@ -119,7 +122,9 @@ pub(super) async fn connect(
                 _ => {}
             }
             let result = match first {
-                Err(ClientError::Tls(_, e)) if route.tls == TlsPolicy::Opportunistic => {
+                Err(ClientError::Tls(_, e))
+                    if route.tls == TlsPolicy::Opportunistic && host.dane.is_none() =>
+                {
                     tracing::info!(host = %host.name, %addr, error = %e, "TLS failed; retrying in plaintext");
                     Connection::open(&path.source, addr, &greeting(TlsPolicy::Off)).await
                 }

@@ -146,10 +146,15 @@ async fn open(svc: &Arc<Delivery>, path: &Arc<Path>, job: Job) -> Result<(Connec
 /// Whether the open connection `c` may carry `job`: TLS (verified) if
 /// its route requires it, to a host its route names.
 fn suits(c: &Connection, job: &Job) -> bool {
-    let tls = job.route.tls;
-    (c.tls || !tls.requires_tls())
-        && (c.verified || tls != TlsPolicy::Verify)
-        && job.route.hosts.iter().any(|h| h.name == c.host)
+    let Some(host) = job.route.hosts.iter().find(|h| h.name == c.host) else {
+        return false;
+    };
+    let tls = match &host.dane {
+        Some(t) if t.authenticates() => return c.dane,
+        Some(_) => TlsPolicy::Required,
+        None => job.route.tls,
+    };
+    (c.tls || !tls.requires_tls()) && (c.verified || tls != TlsPolicy::Verify)
 }
 
 /// Settles a job that was not sent (its connection failed), if it still

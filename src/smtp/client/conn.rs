@@ -16,6 +16,7 @@ use super::tls::{TlsFailure, Verifier, connector, handshake_failure, server_name
 use super::{ClientError, RemoteReply};
 use crate::config::{ClientTimeouts, TlsPolicy};
 use crate::egress::Source;
+use crate::tlspolicy::tlsa::Tlsa;
 
 /// Longest reply accepted (a longer one is a protocol error).
 const MAX_REPLY: usize = 64 << 10;
@@ -53,10 +54,26 @@ pub struct Greeting<'a> {
     pub host: &'a str,
     /// STARTTLS policy.
     pub tls: TlsPolicy,
-    /// The certificate-checking TLS client, for `TlsPolicy::Verify`.
+    /// The certificate check of every STARTTLS (webpki).
     pub verifier: &'a Verifier,
+    /// The host's TLSA records when DANE applies to it: TLS is required,
+    /// and the certificate is checked against them instead.
+    pub dane: Option<&'a Tlsa>,
     /// Timeouts.
     pub timeouts: &'a ClientTimeouts,
+}
+
+impl Greeting<'_> {
+    /// The policy in force on this host: DANE with usable records makes it
+    /// `Verify` (against the records), DANE without usable records
+    /// `Required`; else the route's.
+    pub fn effective(&self) -> TlsPolicy {
+        match self.dane {
+            Some(t) if t.authenticates() => TlsPolicy::Verify,
+            Some(_) => TlsPolicy::Required,
+            None => self.tls,
+        }
+    }
 }
 
 /// An established SMTP session, ready for transactions.
@@ -75,6 +92,8 @@ pub struct Connection {
     /// The server's certificate is valid for the host name (checked on
     /// every TLS session).
     pub verified: bool,
+    /// The certificate matched the host's TLSA records (DANE).
+    pub dane: bool,
     /// Why TLS is not authenticated (no STARTTLS, or the certificate's
     /// fault), when it is not.
     pub tls_failure: Option<(TlsFailure, String)>,
@@ -132,6 +151,7 @@ impl Connection {
             peer: addr,
             tls: false,
             verified: false,
+            dane: false,
             tls_failure: None,
             timeouts: *t,
         };
@@ -143,13 +163,14 @@ impl Connection {
             });
         }
         c.hello(g.ehlo).await?;
-        if g.tls != TlsPolicy::Off && c.caps.starttls {
+        let tls = g.effective();
+        if tls != TlsPolicy::Off && c.caps.starttls {
             c.start_tls(g).await?;
-        } else if g.tls != TlsPolicy::Off {
+        } else if tls != TlsPolicy::Off {
             let why = format!("{} does not offer STARTTLS", g.host);
             c.tls_failure = Some((TlsFailure::StartTlsNotSupported, why));
         }
-        if g.tls.requires_tls() && !c.tls {
+        if tls.requires_tls() && !c.tls {
             let (failure, why) = c.tls_failure.take().unwrap_or((
                 TlsFailure::StartTlsNotSupported,
                 format!("{} does not offer STARTTLS", g.host),
@@ -159,7 +180,7 @@ impl Connection {
                 format!("{why} and TLS is required"),
             ));
         }
-        if g.tls == TlsPolicy::Verify && !c.verified {
+        if tls == TlsPolicy::Verify && !c.verified {
             let (failure, why) = (c.tls_failure.take())
                 .unwrap_or((TlsFailure::Validation, "certificate not verified".into()));
             let _ = timeout(t.rset.get(), c.shutdown()).await;
@@ -205,7 +226,7 @@ impl Connection {
             // Refused: opportunistic carries on in plaintext on this connection.
             let why = format!("{} refused STARTTLS: {r}", g.host);
             self.tls_failure = Some((TlsFailure::StartTlsNotSupported, why));
-            return if g.tls.requires_tls() {
+            return if g.effective().requires_tls() {
                 Err(ClientError::Rejected {
                     stage: "STARTTLS",
                     reply: r,
@@ -240,13 +261,24 @@ impl Connection {
             }
         };
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
-        match g.verifier.check(chain, g.host) {
+        let checked = match g.dane {
+            Some(t) if t.authenticates() => {
+                let r = t
+                    .check(chain, g.host)
+                    .map_err(|e| (TlsFailure::Validation, e));
+                self.dane = r.is_ok();
+                r
+            }
+            Some(_) => Err((TlsFailure::Validation, "no usable TLSA record".into())),
+            None => g.verifier.check(chain, g.host),
+        };
+        match checked {
             Ok(()) => self.verified = true,
             Err(failure) => self.tls_failure = Some(failure),
         }
         self.stream = Stream::Tls(Box::new(tls));
         self.tls = true;
-        if g.tls == TlsPolicy::Verify && !self.verified {
+        if g.effective() == TlsPolicy::Verify && !self.verified {
             return Ok(()); // refused by `open`, before any command
         }
         self.hello(g.ehlo).await
