@@ -3,6 +3,7 @@
 //! that says whose a domain is. Intake asks it before signing; it never
 //! signs or refuses anything itself.
 
+use crate::dns::name;
 use std::collections::HashMap;
 
 use crate::config::{Config, SenderMismatch};
@@ -51,7 +52,11 @@ impl TenantDomains {
             .iter()
             .filter(|t| !t.domains.is_empty())
             .map(|t| {
-                let patterns = t.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+                let patterns = t
+                    .domains
+                    .iter()
+                    .map(|d| name::pattern_to_ascii(d))
+                    .collect();
                 (
                     t.name.clone(),
                     (patterns, t.sender_mismatch, t.restrict_sender),
@@ -63,7 +68,10 @@ impl TenantDomains {
             .map(|u| {
                 (
                     u.name.clone(),
-                    u.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+                    u.domains
+                        .iter()
+                        .map(|d| name::pattern_to_ascii(d))
+                        .collect(),
                 )
             })
             .collect();
@@ -86,7 +94,7 @@ impl TenantDomains {
     /// True when mail of `tenant` may be signed with the key of
     /// `key_domain`: no tenant owns that domain, or this one does.
     pub fn may_sign(&self, tenant: Option<&str>, key_domain: &str) -> bool {
-        let d = key_domain.to_ascii_lowercase();
+        let d = name::to_ascii(key_domain);
         let mut owners = self.owners(&d).peekable();
         owners.peek().is_none() || owners.any(|o| Some(o) == tenant)
     }
@@ -116,12 +124,12 @@ impl TenantDomains {
             tenant: tenant.or(user).unwrap_or_default().to_owned(),
         };
         if let (Some(s), Some((_, _, true))) = (sender, tenant_rules) {
-            let s = s.to_ascii_lowercase();
+            let s = name::to_ascii(s);
             if !patterns.iter().any(|p| matches(p, &s)) {
                 return refuse(s);
             }
         }
-        let d = domain.unwrap_or("").to_ascii_lowercase();
+        let d = name::to_ascii(domain.unwrap_or(""));
         if patterns.iter().any(|p| matches(p, &d)) {
             return Signing::Own;
         }

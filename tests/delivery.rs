@@ -12,7 +12,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::net::{Net, Tern, WAIT, ZONE, pool, records, submit, text, until};
+use common::net::{Net, Tern, WAIT, ZONE, pool, records, submit, submit_with, text, until};
+use common::sink::SinkOptions;
 
 #[tokio::test]
 async fn delivers_to_the_mx_from_the_configured_source_and_logs_it() {
@@ -158,6 +159,38 @@ async fn the_pool_comes_from_the_header_else_the_tenant_and_the_header_is_stripp
     );
     tern.stop().await;
     mx.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn an_internationalized_domain_is_routed_by_its_a_label() {
+    let net = Net::new(&format!("{ZONE}\nxn--bcher-kva IN MX 10 mx.alpha\n")).await;
+    let opts = SinkOptions {
+        smtputf8: true,
+        ..SinkOptions::default()
+    };
+    let mx = net.sink_with(10, opts).await;
+    let tern = Tern::start(net.config()).await;
+    let mail = "MAIL FROM:<app@shop.test> SMTPUTF8";
+    let r = submit_with(
+        tern.addr,
+        mail,
+        &["leser@Bücher.test"],
+        b"Subject: x\r\n\r\nx\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let got = mx.wait_received(1, WAIT).await;
+    assert_eq!(
+        got[0].rcpts,
+        ["leser@Bücher.test"],
+        "the address as written"
+    );
+    tern.stop().await;
+    mx.stop().await;
+    let log = net.log();
+    let d = records(&log, "delivery", "leser@Bücher.test");
+    assert_eq!(d[0]["site"], "mx.alpha.test", "{log:#?}");
     net.stop().await;
 }
 

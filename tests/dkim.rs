@@ -397,3 +397,28 @@ async fn the_platform_can_always_cosign_and_mail_without_a_key_goes_unsigned() {
     assert_eq!(last["dkim"], "none", "the log says it went unsigned");
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_utf8_from_domain_is_signed_under_its_a_label() {
+    // The key is configured under the U-label; DNS knows only A-labels.
+    let k = key("bücher.test", "idn", "ed25519.pem");
+    let mut published = k.clone();
+    published.domain = "xn--bcher-kva.test".into();
+    let net = Net::new(&format!("{ZONE}\n{}", zone_records(&[published]))).await;
+    let mut cfg = net.config();
+    cfg.dkim.keys = vec![k];
+    let body = format!(
+        "From: Bücher <news@BÜCHER.test>\r\nSubject: idn\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n{HEAD}\r\nhallo\r\n"
+    );
+    let got = deliver(&net, cfg, vec![("a@shop.test", body, true)], None).await;
+    assert_eq!(domains(&got[0]), ["xn--bcher-kva.test"]);
+    let results = mail_auth_verify(net.dns.addr, &got[0]).await;
+    assert!(
+        !results.is_empty() && results.iter().all(|(_, ok)| *ok),
+        "{results:?}"
+    );
+    if let Some(r) = dkimpy_verify(net.dns.addr, &got).await {
+        assert_eq!(r, vec![vec![true]], "dkimpy verifies the A-label signature");
+    }
+    net.stop().await;
+}

@@ -99,8 +99,9 @@ impl Default for DkimConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DkimKeyConfig {
-    /// The signing domain (`d=`), ASCII (an internationalized domain in its
-    /// `xn--` form).
+    /// The signing domain (`d=`); an internationalized domain may be
+    /// written either way (`bücher.example` signs as
+    /// `xn--bcher-kva.example`, its A-label).
     pub domain: String,
     /// The selector (`s=`): the key's record is `<selector>._domainkey.<domain>`.
     pub selector: String,
@@ -301,10 +302,10 @@ impl DkimConfig {
     fn validate_keys(&self, issues: &mut Vec<Issue>) {
         for (i, k) in self.keys.iter().enumerate() {
             let key = |f: &str| at("dkim").field("key").index(i).field(f);
-            if !name::is_hostname(&k.domain) || k.domain.ends_with('.') {
+            if !name::is_hostname(&name::to_ascii(&k.domain)) || k.domain.ends_with('.') {
                 issues.push(Issue::new(
                     key("domain"),
-                    format!("{:?} is not an ASCII domain name", k.domain),
+                    format!("{:?} is not a domain name", k.domain),
                 ));
             }
             if !name::is_hostname(&k.selector) || k.selector.ends_with('.') {

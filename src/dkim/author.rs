@@ -6,8 +6,10 @@
 
 use crate::dns::name;
 
-/// The lowercased domain of the first mailbox of a From value, or `None`
-/// when there is none (an empty group, a domain literal, garbage).
+/// The domain of the first mailbox of a From value, lowercased with its
+/// internationalized labels as A-labels (what keys are found and signed
+/// under), or `None` when there is none (an empty group, a domain
+/// literal, garbage).
 pub fn domain(value: &[u8]) -> Option<String> {
     let mailbox = first_mailbox(value);
     let addr = angle_content(mailbox).unwrap_or(mailbox);
@@ -15,7 +17,7 @@ pub fn domain(value: &[u8]) -> Option<String> {
     let domain = strip_cfws(&addr[at + 1..]);
     let domain = std::str::from_utf8(domain).ok()?;
     let domain = domain.strip_suffix('.').unwrap_or(domain);
-    name::is_mail_domain(domain).then(|| domain.to_lowercase())
+    name::is_mail_domain(domain).then(|| name::to_ascii(domain))
 }
 
 /// A byte scanner state: inside a quoted string, the depth of comments.

@@ -154,7 +154,7 @@ impl Dkim {
                 tracing::warn!(domain = %k.domain, selector = %k.selector, bits = private.bits(),
                     "DKIM key under 2048 bits: receivers may treat it as weak (RFC 8301)");
             }
-            let domain: Arc<str> = k.domain.to_ascii_lowercase().into();
+            let domain: Arc<str> = crate::dns::name::to_ascii(&k.domain).into();
             let mut signer = DkimSigner::from_key(private)
                 .domain(domain.as_ref())
                 .selector(k.selector.as_str())
@@ -177,10 +177,12 @@ impl Dkim {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let platform = cfg
-            .platform_domain
-            .as_ref()
-            .map(|p| (Arc::from(p.to_ascii_lowercase()), cfg.platform_signature));
+        let platform = cfg.platform_domain.as_ref().map(|p| {
+            (
+                Arc::from(crate::dns::name::to_ascii(p)),
+                cfg.platform_signature,
+            )
+        });
         Ok(Some(Self {
             keys: Arc::new(KeySet { by_domain }),
             pool: match pool.filter(|p| p.threads() == threads) {
@@ -210,7 +212,9 @@ impl Dkim {
     /// The domain whose address `choose` checks first: the first
     /// configured source that gives one (From's, or the sender's).
     pub fn checked_domain(&self, author: Option<&str>, sender: &str) -> Option<String> {
-        let sender_domain = sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        let sender_domain = sender
+            .rsplit_once('@')
+            .map(|(_, d)| crate::dns::name::to_ascii(d));
         self.sources.iter().find_map(|s| match s {
             DomainSource::From => author.map(str::to_owned),
             DomainSource::Sender => sender_domain.clone(),
@@ -243,7 +247,9 @@ impl Dkim {
         sender: &str,
         allowed: &Allowed<'_>,
     ) -> Choice {
-        let sender_domain = sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        let sender_domain = sender
+            .rsplit_once('@')
+            .map(|(_, d)| crate::dns::name::to_ascii(d));
         let own = (!allowed.platform_only)
             .then(|| {
                 self.sources.iter().find_map(|s| {

@@ -108,7 +108,7 @@ impl Router {
             overrides: config
                 .routes
                 .iter()
-                .map(|r| (r.domain.to_ascii_lowercase(), r.clone()))
+                .map(|r| (super::name::to_ascii(&r.domain), r.clone()))
                 .collect(),
             port: config.delivery.port,
             tls: config.delivery.tls,
@@ -131,7 +131,7 @@ impl Router {
 
     /// Where mail for `domain` goes now.
     pub async fn route(&self, domain: &str) -> Result<Route, RouteError> {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = super::name::to_ascii(domain.trim_end_matches('.'));
         if let Some(r) = self.overrides.get(&domain) {
             let tls = r.tls.unwrap_or(self.tls);
             return if r.smarthost.is_empty() {

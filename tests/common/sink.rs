@@ -69,6 +69,8 @@ pub struct SinkOptions {
     pub always_354: bool,
     /// 8BITMIME is not offered.
     pub no_8bitmime: bool,
+    /// SMTPUTF8 is offered.
+    pub smtputf8: bool,
     /// Wait this long after the data before answering it (a slow
     /// receiver).
     pub data_delay: Option<Duration>,
@@ -339,7 +341,14 @@ async fn command(
         } else {
             "250-8BITMIME\r\n"
         };
-        format!("250-sink.test\r\n{tls_ext}250-PIPELINING\r\n{mime}250-SIZE 100000000\r\n250 DSN")
+        let utf8 = if opts.smtputf8 {
+            "250-SMTPUTF8\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "250-sink.test\r\n{tls_ext}250-PIPELINING\r\n{mime}{utf8}250-SIZE 100000000\r\n250 DSN"
+        )
     } else if upper.starts_with("HELO") || upper == "RSET" || upper == "NOOP" {
         *txn = Txn::new();
         "250 ok".into()

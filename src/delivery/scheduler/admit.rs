@@ -119,7 +119,7 @@ fn by_domain(
         };
         if s.state == RecipientState::Pending && wanted {
             groups
-                .entry(r.domain().to_ascii_lowercase())
+                .entry(crate::dns::name::to_ascii(r.domain()))
                 .or_default()
                 .push(i);
         }
