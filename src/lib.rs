@@ -19,7 +19,8 @@
 //! | [`delivery`] | the scheduler (due messages -> jobs -> scheduled queues per destination, moved to paths only as fast as they can send), the dispatcher (egress paths, ready queues, connection workers), outcomes (statuses, retries, bounces) | parse SMTP replies (the client does) |
 //! | [`message`] | what Tern keeps about a message beyond its envelope, and its encoding | I/O |
 //! | [`views`] | the rows operators see of destinations and paths (shared by delivery, the API, the metrics) | anything but hold the types |
-//! | [`dns`] | resolving MX and addresses (behind the `Resolver` trait), routing a domain to a site | connect to anything |
+//! | [`dns`] | resolving MX and addresses (behind the `Resolver` trait), DNSSEC-validated lookups, routing a domain to a site, A-labels | connect to anything |
+//! | [`tlspolicy`] | the TLS policy a domain publishes (DANE, MTA-STS with its cache in the spool) applied to its route; TLS-RPT counts and the daily reports (queued through the intake) | open SMTP connections; decide retries |
 //! | [`egress`] | sources (a local address, or a public one behind a SOCKS5 or HAProxy egress proxy, and its handshake) and weighted pools | DNS, SMTP |
 //! | [`smtp::client`] | outbound SMTP: connect, greet, STARTTLS, pipelined transactions | decide retries or bounces |
 //! | [`log`] | the delivery log (JSON lines from a bounded buffer, a writer thread, rotation) | diagnostics; never makes delivery wait |
@@ -40,7 +41,8 @@
 //!                          dkim signing threads (signed once, never again)
 //!                                                        |
 //!                 delivery::scheduler: take_due -> jobs (one per recipient domain)
-//!                 routed by dns::route (MX -> site); scheduled queue per
+//!                 routed by dns::route (MX -> site), held to its TLS policy
+//!                 by tlspolicy (DANE, MTA-STS); scheduled queue per
 //!                 destination (pool, site): metadata only, tenants by weight
 //!                                                        |
 //!                 pump: a job moves only when a path has room, a rate slot and
