@@ -33,9 +33,11 @@ fn protocol(dir: &std::path::Path) -> Protocol {
     let queue = Arc::new(queue);
     let log = Arc::new(tern::log::DeliveryLog::disabled());
     let mut services =
-        tern::daemon::Services::new(&cfg, queue, log, tern::clock::Clock::new()).expect("services");
+        tern::daemon::Services::new(&cfg, Vec::new(), queue, log, tern::clock::Clock::new())
+            .expect("services");
     services.memory = tern::smtp::server::MemoryBudget::new(0);
-    let ctx = tern::daemon::session_context(&cfg, &cfg.listeners[0], &services).expect("context");
+    let ctx =
+        tern::daemon::session_context(&cfg, &cfg.listeners[0], None, &services).expect("context");
     let mut p = Protocol::new(Arc::new(ctx), "127.0.0.1".parse().unwrap());
     p.greeting();
     p.feed(b"EHLO bench.example\r\n");

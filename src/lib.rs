@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | [`cli`] | the `tern` command: `run`, `check-config`, `queue ...`, the admin verbs, `dkim keygen` | business logic |
 //! | [`daemon`] | wiring: builds the components from the config, runs until shutdown | protocol work |
-//! | [`config`] | the typed configuration model, loading and validation (every error at once) | I/O beyond reading the file |
+//! | [`config`] | the typed configuration model, loading and validation (every error at once); a leaf: it imports no other component | I/O beyond reading the file (and its shaping include and bounce rules) |
+//! | [`prepare`] | loading what a valid config names, once: certificates, DKIM keys, CA roots, trust anchors (every failure at once, by key) | decide how they are used |
 //! | [`logging`] | the diagnostic log (tracing to stderr) | the delivery log (product output) |
 //! | [`smtp::server`] | inbound ESMTP: sessions, limits, STARTTLS, AUTH, relay policy | touch the queue (it hands messages to the intake) |
 //! | [`smtp::reply`] | every reply, and the one mapping of internal errors to replies | I/O |
@@ -84,6 +85,7 @@ pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod node;
+pub mod prepare;
 pub mod shaping;
 pub mod smtp;
 pub mod state;

@@ -3,7 +3,7 @@
 //! that says whose a domain is. Intake asks it before signing; it never
 //! signs or refuses anything itself.
 
-use crate::dns::name;
+use crate::config::names;
 use std::collections::HashMap;
 
 use crate::config::{Config, SenderMismatch};
@@ -55,7 +55,7 @@ impl TenantDomains {
                 let patterns = t
                     .domains
                     .iter()
-                    .map(|d| name::pattern_to_ascii(d))
+                    .map(|d| names::pattern_to_ascii(d))
                     .collect();
                 (
                     t.name.clone(),
@@ -70,7 +70,7 @@ impl TenantDomains {
                     u.name.clone(),
                     u.domains
                         .iter()
-                        .map(|d| name::pattern_to_ascii(d))
+                        .map(|d| names::pattern_to_ascii(d))
                         .collect(),
                 )
             })
@@ -94,7 +94,7 @@ impl TenantDomains {
     /// True when mail of `tenant` may be signed with the key of
     /// `key_domain`: no tenant owns that domain, or this one does.
     pub fn may_sign(&self, tenant: Option<&str>, key_domain: &str) -> bool {
-        let d = name::to_ascii(key_domain);
+        let d = names::to_ascii(key_domain);
         let mut owners = self.owners(&d).peekable();
         owners.peek().is_none() || owners.any(|o| Some(o) == tenant)
     }
@@ -124,12 +124,12 @@ impl TenantDomains {
             tenant: tenant.or(user).unwrap_or_default().to_owned(),
         };
         if let (Some(s), Some((_, _, true))) = (sender, tenant_rules) {
-            let s = name::to_ascii(s);
+            let s = names::to_ascii(s);
             if !patterns.iter().any(|p| matches(p, &s)) {
                 return refuse(s);
             }
         }
-        let d = name::to_ascii(domain.unwrap_or(""));
+        let d = names::to_ascii(domain.unwrap_or(""));
         if patterns.iter().any(|p| matches(p, &d)) {
             return Signing::Own;
         }

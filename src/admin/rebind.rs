@@ -65,7 +65,7 @@ fn check_destination(s: &AdminState, req: &Rebind) -> Result<(), String> {
     match req
         .via
         .iter()
-        .find(|h| crate::dns::route::parse_host_port(h).is_none())
+        .find(|h| crate::config::names::parse_host_port(h).is_none())
     {
         Some(h) => Err(format!("{h:?} is not a host or host:port")),
         None => Ok(()),

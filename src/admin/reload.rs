@@ -127,11 +127,11 @@ impl Reloader {
             let why = "this Tern was not started from a config file".to_owned();
             return Err(self.refuse(vec![why]));
         };
-        let new = crate::config::load(&path)
+        let (new, prepared) = crate::config::load_with(&path, crate::prepare::prepare)
             .map_err(|e| self.refuse(e.0.iter().map(|e| e.to_string()).collect()))?;
         let restart = needs_restart(&running.0, &new);
         let dkim = self
-            .dkim(&new)
+            .dkim(&new, prepared.dkim_keys)
             .map_err(|e| self.refuse(vec![e.to_string()]))?;
         self.routing.set(IntakeRouting::new(&new, dkim));
         self.delivery.reload(&new);
@@ -161,12 +161,17 @@ impl Reloader {
         })
     }
 
-    /// The signer for `new`: its keys read again from their files (a key
-    /// replaced on disk takes effect), on the same signing threads.
-    fn dkim(&self, new: &Config) -> Result<Option<Arc<Dkim>>, crate::dkim::DkimError> {
+    /// The signer for `new` with its keys, just read again from their
+    /// files (a key replaced on disk takes effect), on the same signing
+    /// threads.
+    fn dkim(
+        &self,
+        new: &Config,
+        keys: Vec<crate::dkim::key::PrivateKey>,
+    ) -> Result<Option<Arc<Dkim>>, crate::dkim::DkimError> {
         let signer = match &self.routing.get().dkim {
-            Some(d) => d.reloaded(&new.dkim)?,
-            None => Dkim::from_config(&new.dkim)?,
+            Some(d) => d.reloaded(&new.dkim, keys)?,
+            None => Dkim::with_keys(&new.dkim, keys)?,
         };
         Ok(signer.map(Arc::new))
     }

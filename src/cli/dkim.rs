@@ -87,7 +87,7 @@ pub fn main(command: DkimCommand) -> ExitCode {
 }
 
 fn check_names(domain: &str, selector: &str) -> Result<(), String> {
-    use crate::dns::name::is_hostname;
+    use crate::config::names::is_hostname;
     if !is_hostname(domain) || domain.ends_with('.') {
         return Err(format!("{domain:?} is not an ASCII domain name"));
     }

@@ -282,8 +282,21 @@ pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
+/// Loads and validates a config file, then loads what it names (keys,
+/// certificates), printing every error with file, line and key.
+fn load_prepared(path: &Path) -> Option<(Config, crate::prepare::Prepared)> {
+    match config::load_with(path, crate::prepare::prepare) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            None
+        }
+    }
+}
+
 fn check_config(path: &Path) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
+    let Some((config, _)) = load_prepared(path) else {
         return ExitCode::FAILURE;
     };
     println!("{}: OK", path.display());
@@ -297,7 +310,7 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
+    let Some((config, prepared)) = load_prepared(path) else {
         return ExitCode::FAILURE;
     };
     if let Err(e) = crate::logging::init(&config.log.level) {
@@ -317,7 +330,7 @@ fn run(path: &Path) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        crate::daemon::run(config, shutdown).await
+        crate::daemon::run(config, prepared, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

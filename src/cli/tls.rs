@@ -55,7 +55,7 @@ fn admin(config: &Path) -> Result<crate::config::AdminConfig, String> {
 
 fn show(config: &Path, domain: &str, json: bool) -> Result<ExitCode, String> {
     let a = admin(config)?;
-    if !domain.is_ascii() || !crate::dns::name::is_hostname(domain) {
+    if !domain.is_ascii() || !crate::config::names::is_hostname(domain) {
         return Err(format!(
             "`{domain}` is not a domain name (A-labels for IDNs)"
         ));

@@ -254,11 +254,6 @@ pub struct RouteConfig {
 impl DeliveryConfig {
     pub(super) fn validate(&self, pools: &[super::PoolConfig], issues: &mut Vec<Issue>) {
         let key = |f: &str| at("delivery").field(f);
-        if let Some(p) = &self.tls_ca_file
-            && let Err(e) = load_roots(p)
-        {
-            issues.push(Issue::new(key("tls_ca_file"), e));
-        }
         if !pools.iter().any(|p| p.name == self.default_pool) {
             issues.push(Issue::new(
                 key("default_pool"),
@@ -316,25 +311,10 @@ impl DeliveryConfig {
     }
 }
 
-/// The certificates of a PEM file (`tls_ca_file`): at least one.
-pub fn load_roots(
-    path: &std::path::Path,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
-    use rustls_pki_types::pem::PemObject;
-    let certs: Result<Vec<_>, _> = rustls_pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect();
-    match certs {
-        Ok(c) if !c.is_empty() => Ok(c),
-        Ok(_) => Err(format!("{}: no certificate in it", path.display())),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
 pub(super) fn validate_routes(routes: &[RouteConfig], issues: &mut Vec<Issue>) {
     for (i, r) in routes.iter().enumerate() {
         let key = |f: &str| at("route").index(i).field(f);
-        if !crate::dns::name::is_hostname(&r.domain) {
+        if !super::names::is_hostname(&r.domain) {
             issues.push(Issue::new(
                 key("domain"),
                 format!("{:?} is not a domain", r.domain),
@@ -355,7 +335,7 @@ pub(super) fn validate_routes(routes: &[RouteConfig], issues: &mut Vec<Issue>) {
             ));
         }
         for (j, h) in r.smarthost.iter().enumerate() {
-            if crate::dns::route::parse_host_port(h).is_none() {
+            if super::names::parse_host_port(h).is_none() {
                 issues.push(Issue::new(
                     key("smarthost").index(j),
                     format!("{h:?} is not host or host:port"),
@@ -363,7 +343,7 @@ pub(super) fn validate_routes(routes: &[RouteConfig], issues: &mut Vec<Issue>) {
             }
         }
         for (j, h) in r.mx.iter().enumerate() {
-            if !crate::dns::name::is_hostname(h) {
+            if !super::names::is_hostname(h) {
                 issues.push(Issue::new(
                     key("mx").index(j),
                     format!("{h:?} is not a host name"),

@@ -10,9 +10,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::load::{Issue, KeyPath, at};
+use super::names;
 use super::values::{Duration, ValueError, err};
-use crate::dkim::key::{Algorithm, PrivateKey};
-use crate::dns::name;
 
 /// `[dkim]`: signing at intake. With no `[[dkim.key]]`, nothing is signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,15 +154,6 @@ pub enum KeyAlgorithm {
     Ed25519Sha256,
 }
 
-impl From<KeyAlgorithm> for Algorithm {
-    fn from(a: KeyAlgorithm) -> Self {
-        match a {
-            KeyAlgorithm::RsaSha256 => Algorithm::RsaSha256,
-            KeyAlgorithm::Ed25519Sha256 => Algorithm::Ed25519Sha256,
-        }
-    }
-}
-
 /// Header and body canonicalization, written `"header/body"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -297,18 +287,18 @@ impl DkimConfig {
         self.validate_keys(issues);
     }
 
-    /// Each key: a domain and selector of DNS syntax, unique, and a file
-    /// that loads as a key of its algorithm.
+    /// Each key: a domain and selector of DNS syntax, unique (its file is
+    /// loaded by the prepare step, [`crate::prepare`]).
     fn validate_keys(&self, issues: &mut Vec<Issue>) {
         for (i, k) in self.keys.iter().enumerate() {
             let key = |f: &str| at("dkim").field("key").index(i).field(f);
-            if !name::is_hostname(&name::to_ascii(&k.domain)) || k.domain.ends_with('.') {
+            if !names::is_hostname(&names::to_ascii(&k.domain)) || k.domain.ends_with('.') {
                 issues.push(Issue::new(
                     key("domain"),
                     format!("{:?} is not a domain name", k.domain),
                 ));
             }
-            if !name::is_hostname(&k.selector) || k.selector.ends_with('.') {
+            if !names::is_hostname(&k.selector) || k.selector.ends_with('.') {
                 issues.push(Issue::new(
                     key("selector"),
                     format!("{:?} is not a DNS label (or labels)", k.selector),
@@ -323,9 +313,6 @@ impl DkimConfig {
                     key("selector"),
                     format!("domain {:?} has selector {:?} twice", k.domain, k.selector),
                 ));
-            }
-            if let Err(e) = PrivateKey::load(&k.key, k.algorithm.into()) {
-                issues.push(Issue::new(key("key"), e.to_string()));
             }
         }
     }

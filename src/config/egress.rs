@@ -197,7 +197,7 @@ pub(super) fn validate(sources: &[SourceConfig], pools: &[PoolConfig], issues: &
             ));
         }
         if let Some(e) = &s.ehlo
-            && !crate::dns::name::is_hostname(e)
+            && !super::names::is_hostname(e)
         {
             issues.push(Issue::new(
                 key("ehlo"),
@@ -299,7 +299,7 @@ pub(super) fn check_domain_patterns(
 ) {
     for (j, d) in domains.iter().enumerate() {
         let bare = d.strip_prefix("*.").unwrap_or(d);
-        if !crate::dns::name::is_mail_domain(bare) || bare.contains('*') {
+        if !super::names::is_mail_domain(bare) || bare.contains('*') {
             issues.push(Issue::new(
                 key.clone().index(j),
                 format!("{d:?} is not a domain or \"*.domain\""),

@@ -132,11 +132,6 @@ impl ListenerConfig {
                 "tls_certificate and tls_key must be set together",
             ));
         }
-        if self.tls_enabled()
-            && let Err(e) = crate::smtp::tls::load_server_config(self)
-        {
-            issues.push(Issue::new(key(e.key), e.message));
-        }
         if self.max_message_size.0 < 1000 || self.max_message_size.0 > 512_000_000 {
             issues.push(Issue::new(
                 key("max_message_size"),

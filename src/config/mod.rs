@@ -18,6 +18,7 @@ mod egress;
 mod events;
 mod listener;
 pub mod load;
+pub mod names;
 mod proxy;
 mod queue;
 mod server;
@@ -34,7 +35,7 @@ pub use api::ApiConfig;
 pub use auth::{AuthConfig, UserConfig};
 pub use cluster::ClusterConfig;
 pub use delivery::{
-    BounceReturn, ClientTimeouts, DeliveryConfig, Priority, RouteConfig, TlsPolicy, load_roots,
+    BounceReturn, ClientTimeouts, DeliveryConfig, Priority, RouteConfig, TlsPolicy,
 };
 pub use dkim::{
     Canonicalization, DkimConfig, DkimKeyConfig, DomainSource, KeyAlgorithm, OnSignError,
@@ -141,7 +142,19 @@ impl Default for Config {
 pub const DEFAULT_PATH: &str = "config/tern.toml";
 
 /// Reads and validates a config file, reporting every error at once.
+/// Nothing the config names is loaded (keys, certificates): that is the
+/// prepare step's, [`load_with`].
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, |_| Ok(())).map(|(c, ())| c)
+}
+
+/// [`load`], then `prepare` over the valid config (loading the keys,
+/// certificates and files it names, `crate::prepare`): its issues are
+/// reported like the file's own, with line and column, all at once.
+pub fn load_with<P>(
+    path: &Path,
+    prepare: impl FnOnce(&Config) -> Result<P, Vec<load::Issue>>,
+) -> Result<(Config, P), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -150,17 +163,46 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the file: {e}"),
         }])
     })?;
-    let mut config = parse(path, &text)?;
+    let (mut config, prepared) = parse_with(path, &text, prepare)?;
     config.file = Some(path.to_owned());
-    Ok(config)
+    Ok((config, prepared))
 }
 
 /// Validates config text that came from `path` (and its shaping include
 /// file, if it names one).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(path, text, |_| Ok(())).map(|(c, ())| c)
+}
+
+/// [`parse`], then `prepare` (see [`load_with`]).
+pub fn parse_with<P>(
+    path: &Path,
+    text: &str,
+    prepare: impl FnOnce(&Config) -> Result<P, Vec<load::Issue>>,
+) -> Result<(Config, P), ConfigErrors> {
     let parsed = load::parse::<Config>(path, text)?;
-    let issues = parsed.value.validate();
+    let mut issues = parsed.value.validate();
+    // The prepare step runs even over a config with errors (keys that
+    // failed hold their defaults, and issues under them are dropped), so
+    // that every problem is reported at once.
+    let prepared = match prepare(&parsed.value) {
+        Ok(p) => Some(p),
+        Err(more) => {
+            issues.extend(more);
+            None
+        }
+    };
     let mut config = parsed.finish(issues)?;
+    // (An issue of the prepare step is either reported above or under a
+    // key whose own error was.)
+    let Some(prepared) = prepared else {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: String::new(),
+            message: "the files the config names could not be loaded".into(),
+        }]));
+    };
     if let Some(include) = config.shaping.include.clone() {
         let dir = path.parent().unwrap_or(Path::new("."));
         let (providers, rules) = load_providers(&dir.join(include), &config)?;
@@ -173,7 +215,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         config.shaping.providers = merged;
     }
     check_rule_providers(path, &config)?;
-    Ok(config)
+    Ok((config, prepared))
 }
 
 /// Every rule's `provider` names a provider (known only once the include

@@ -42,7 +42,7 @@ pub fn default_hostname() -> String {
 
 impl ServerConfig {
     pub(super) fn validate(&self, issues: &mut Vec<Issue>) {
-        if !crate::dns::name::is_hostname(&self.hostname) {
+        if !super::names::is_hostname(&self.hostname) {
             issues.push(Issue::new(
                 at("server").field("hostname"),
                 format!("{:?} is not a valid host name", self.hostname),

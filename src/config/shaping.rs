@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::load::{Issue, Key, KeyPath, at};
+use super::names;
 use super::values::{Duration, Rate};
-use crate::dns::name;
 
 /// Limits of one egress path; an unset field is inherited from the layer
 /// before.
@@ -268,7 +268,7 @@ impl ShapingConfig {
     pub(super) fn validate(&self, sources: &[&str], tenants: &[&str], issues: &mut Vec<Issue>) {
         for (i, s) in self.sites.iter().enumerate() {
             let key = at("shaping").field("site").index(i);
-            if !name::is_hostname(&s.mx) {
+            if !names::is_hostname(&s.mx) {
                 issues.push(Issue::new(
                     key.clone().field("mx"),
                     format!("{:?} is not a host name", s.mx),
@@ -299,7 +299,7 @@ impl ShapingConfig {
         );
         for (i, d) in self.domains.iter().enumerate() {
             let key = at("shaping").field("domain").index(i);
-            if !name::is_hostname(&d.domain) || d.domain.ends_with('.') {
+            if !names::is_hostname(&d.domain) || d.domain.ends_with('.') {
                 issues.push(Issue::new(
                     key.clone().field("domain"),
                     format!("{:?} is not an ASCII domain name", d.domain),
@@ -408,7 +408,7 @@ pub(super) fn validate_providers(
         }
         for (j, s) in p.mx_suffixes.iter().enumerate() {
             let bare = s.strip_prefix('.').unwrap_or(s);
-            if !name::is_hostname(bare) || bare.ends_with('.') {
+            if !names::is_hostname(bare) || bare.ends_with('.') {
                 issues.push(Issue::new(
                     key.clone().field("mx_suffixes").index(j),
                     format!("{s:?} is not a host name suffix"),

@@ -90,7 +90,7 @@ impl TlsPolicyConfig {
         if let Some(from) = &self.report_from {
             let ok = from
                 .rsplit_once('@')
-                .is_some_and(|(l, d)| !l.is_empty() && crate::dns::name::is_mail_domain(d));
+                .is_some_and(|(l, d)| !l.is_empty() && super::names::is_mail_domain(d));
             if !ok {
                 issues.push(Issue::new(
                     key("report_from"),

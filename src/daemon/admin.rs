@@ -36,6 +36,7 @@ pub(super) async fn start_admin(
     config: &Config,
     services: &Services,
     parts: AdminParts,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<Vec<Serving>> {
     let a = &config.admin;
     let mut serving = Vec::new();
@@ -78,13 +79,6 @@ pub(super) async fn start_admin(
             .with_context(|| format!("cannot listen for the admin API on {}", a.address))?;
         tracing::info!(address = %a.address, "admin API listening");
         let app = crate::admin::router(state);
-        let tls = match (&a.tls_certificate, &a.tls_key) {
-            (Some(c), Some(k)) => Some(
-                crate::smtp::tls::server_config(c, k)
-                    .map_err(|e| anyhow::anyhow!("admin.{}: {}", e.key, e.message))?,
-            ),
-            _ => None,
-        };
         serving.push(serve(listener, app, tls));
     }
     if let Some(address) = config.api.address {

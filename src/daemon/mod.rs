@@ -33,8 +33,8 @@ use crate::dns::route::Router;
 use crate::egress::Egress;
 use crate::intake::{Intake, IntakeRouting, IntakeSettings, UserRouting};
 use crate::log::DeliveryLog;
+use crate::prepare::Prepared;
 use crate::smtp::server::{self, Credentials, MemoryBudget, Phase, SessionContext};
-use crate::smtp::tls;
 use crate::swap::Swap;
 
 /// What the listeners and delivery share.
@@ -61,10 +61,12 @@ pub struct Services {
 }
 
 impl Services {
-    /// The shared pieces for `config` around an open queue and log; loads
-    /// the DKIM keys and starts the signing threads.
+    /// The shared pieces for `config` around an open queue and log, with
+    /// its DKIM keys (loaded by the prepare step); starts the signing
+    /// threads.
     pub fn new(
         config: &Config,
+        dkim_keys: Vec<crate::dkim::key::PrivateKey>,
         queue: Arc<Queue>,
         log: Arc<DeliveryLog>,
         clock: Clock,
@@ -78,7 +80,7 @@ impl Services {
             memory: MemoryBudget::new(config.server.max_message_memory.0),
             routing: Arc::new(Swap::new(IntakeRouting::new(
                 config,
-                Dkim::from_config(&config.dkim)?.map(Arc::new),
+                Dkim::with_keys(&config.dkim, dkim_keys)?.map(Arc::new),
             ))),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             node: Arc::new(crate::node::NodeState::default()),
@@ -86,9 +88,13 @@ impl Services {
     }
 }
 
-/// Runs Tern with `config` until `shutdown` resolves, binding the
-/// configured listener addresses.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs Tern with `config` and what the prepare step loaded for it until
+/// `shutdown` resolves, binding the configured listener addresses.
+pub async fn run(
+    config: Config,
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
         let listener = TcpListener::bind(l.address)
@@ -96,7 +102,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .with_context(|| format!("cannot listen on {}", l.address))?;
         bound.push(listener);
     }
-    run_with_listeners(config, bound, shutdown).await
+    let resolver: Arc<dyn Resolver> =
+        Arc::new(HickoryResolver::new(&config.dns).map_err(anyhow::Error::msg)?);
+    let queue = open_queue(&config).await?;
+    serve(config, prepared, bound, resolver, queue, shutdown).await
+}
+
+/// The prepare step over a config made in code (no file to point into).
+fn prepared(config: &Config) -> anyhow::Result<Prepared> {
+    crate::prepare::prepare(config).map_err(|i| {
+        anyhow::anyhow!(
+            "the config names files that cannot be used:\n{}",
+            crate::prepare::describe(&i)
+        )
+    })
 }
 
 /// Runs Tern on already-bound listeners (`bound[i]` serves
@@ -120,8 +139,9 @@ fn delivery_settings(
     services: &Services,
     queue: &Arc<Queue>,
     fleet: Option<Arc<dyn crate::shaping::Fleet>>,
+    ca_roots: &[rustls_pki_types::CertificateDer<'static>],
 ) -> (Settings, crate::state::Slot) {
-    let mut settings = Settings::new(config, services.metrics.clone());
+    let mut settings = Settings::new(config, services.metrics.clone(), ca_roots);
     let busy = (queue.message_count() > 0).then(tokio::time::Instant::now);
     let slot = crate::state::slot(queue, crate::state::ACTIONS);
     let shaper = crate::shaping::Shaper::starting(config, busy, Some(slot.clone()), fleet);
@@ -192,14 +212,28 @@ pub async fn run_with(
     resolver: Arc<dyn Resolver>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let prepared = prepared(&config)?;
     let queue = open_queue(&config).await?;
-    run_on_queue(config, bound, resolver, queue, shutdown).await
+    serve(config, prepared, bound, resolver, queue, shutdown).await
 }
 
 /// Runs Tern on a queue already open on `config.queue` (tests that
 /// inject disk faults open it themselves).
 pub async fn run_on_queue(
     config: Config,
+    bound: Vec<TcpListener>,
+    resolver: Arc<dyn Resolver>,
+    queue: Arc<Queue>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let prepared = prepared(&config)?;
+    serve(config, prepared, bound, resolver, queue, shutdown).await
+}
+
+/// Runs Tern: every entry point ends here.
+async fn serve(
+    config: Config,
+    prepared: Prepared,
     bound: Vec<TcpListener>,
     resolver: Arc<dyn Resolver>,
     queue: Arc<Queue>,
@@ -217,7 +251,14 @@ pub async fn run_on_queue(
             )
         })?,
     );
-    let services = Services::new(&config, queue.clone(), log.clone(), Clock::new())?;
+    let Prepared {
+        listener_tls,
+        admin_tls,
+        dkim_keys,
+        ca_roots,
+        trust_anchors,
+    } = prepared;
+    let services = Services::new(&config, dkim_keys, queue.clone(), log.clone(), Clock::new())?;
     adopt_legacy_rebinds(&config, &queue).await?;
     let node = services.node.clone();
     let cluster = match &config.cluster {
@@ -225,8 +266,11 @@ pub async fn run_on_queue(
         None => None,
     };
     let fleet = cluster.clone().map(|c| c as Arc<dyn crate::shaping::Fleet>);
-    let (mut settings, actions_slot) = delivery_settings(&config, &services, &queue, fleet.clone());
-    let (tls_policies, tls_reports) = tls_policy::policies(&config, &services, resolver.clone())?;
+    let (mut settings, actions_slot) =
+        delivery_settings(&config, &services, &queue, fleet.clone(), &ca_roots);
+    let anchors = trust_anchors.as_ref();
+    let (tls_policies, tls_reports) =
+        tls_policy::policies(&config, &services, resolver.clone(), &ca_roots, anchors)?;
     settings.tls = tls_policies;
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
@@ -263,14 +307,21 @@ pub async fn run_on_queue(
         drainer: drainer.clone(),
         tls_reports: tls_reports.clone(),
     };
-    let admin = start_admin(&config, &services, parts).await?;
+    let admin = start_admin(&config, &services, parts, admin_tls).await?;
     drainer.resume();
     let delivery_task = tokio::spawn(delivery.clone().run());
     let reporting = tokio::spawn(tls_reports.clone().run(config.tls_policy.reports));
     let exporters = crate::events::export::Exporters::start(&config, &queue, &services.metrics);
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let (sessions, mut sessions_done) = mpsc::channel::<()>(1);
-    let accept_loops = start_listeners(&config, bound, &services, &phase_rx, &sessions)?;
+    let accept_loops = start_listeners(
+        &config,
+        bound,
+        listener_tls,
+        &services,
+        &phase_rx,
+        &sessions,
+    )?;
     drop(sessions);
     tracing::info!(hostname = %config.server.hostname, spool = %config.queue.path.display(), "tern is running");
 
@@ -387,13 +438,14 @@ async fn reload_on_sighup(reloader: Arc<crate::admin::reload::Reloader>) {
 fn start_listeners(
     config: &Config,
     bound: Vec<TcpListener>,
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     services: &Services,
     phase_rx: &watch::Receiver<Phase>,
     sessions: &mpsc::Sender<()>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut accept_loops = Vec::new();
-    for (l, listener) in config.listeners.iter().zip(bound) {
-        let ctx = Arc::new(session_context(config, l, services)?);
+    for ((l, listener), tls) in config.listeners.iter().zip(bound).zip(tls) {
+        let ctx = Arc::new(session_context(config, l, tls, services)?);
         let address = listener
             .local_addr()
             .map_or_else(|_| l.address.to_string(), |a| a.to_string());
@@ -408,18 +460,15 @@ fn start_listeners(
     Ok(accept_loops)
 }
 
-/// What the sessions of one listener share.
+/// What the sessions of one listener share, with its STARTTLS
+/// configuration (loaded by the prepare step).
 pub fn session_context(
     config: &Config,
     l: &ListenerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     services: &Services,
 ) -> anyhow::Result<SessionContext> {
-    let tls = match l.tls_enabled() {
-        true => Some(TlsAcceptor::from(tls::load_server_config(l).map_err(
-            |e| anyhow::anyhow!("listener {}: {}: {}", l.address, e.key, e.message),
-        )?)),
-        false => None,
-    };
+    let tls = tls.map(TlsAcceptor::from);
     let users: HashMap<String, UserRouting> = config
         .auth
         .users

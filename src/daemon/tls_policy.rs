@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::Services;
 use crate::config::Config;
-use crate::dns::dnssec::DnssecResolver;
+use rustls_pki_types::CertificateDer;
+
+use crate::dns::dnssec::{Anchors, DnssecResolver};
 use crate::dns::resolver::Resolver;
 use crate::tlspolicy::TlsPolicies;
 use crate::tlspolicy::dane::Dane;
@@ -21,14 +23,13 @@ pub(super) fn policies(
     config: &Config,
     services: &Services,
     resolver: Arc<dyn Resolver>,
+    ca_roots: &[CertificateDer<'static>],
+    anchors: Option<&Anchors>,
 ) -> anyhow::Result<(Arc<TlsPolicies>, Arc<Sender>)> {
     let t = &config.tls_policy;
-    let extra = (config.delivery.tls_ca_file.as_deref())
-        .and_then(|p| crate::config::load_roots(p).ok())
-        .unwrap_or_default();
     let https = Https::new(
         resolver.clone(),
-        &extra,
+        ca_roots,
         t.https_port,
         t.fetch_timeout.get(),
     );
@@ -45,10 +46,7 @@ pub(super) fn policies(
     let reports = Arc::new(Reports::new(queue));
     let dane = match t.dane {
         true => Some(Dane::new(
-            Arc::new(
-                DnssecResolver::new(&config.dns)
-                    .map_err(|e| anyhow::anyhow!("dns.trust_anchor: {e}"))?,
-            ),
+            Arc::new(DnssecResolver::new(&config.dns, anchors).map_err(anyhow::Error::msg)?),
             config.delivery.port,
         )),
         false => None,

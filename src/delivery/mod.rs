@@ -99,8 +99,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From a validated config, counting into `metrics`.
-    pub fn new(config: &Config, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    /// From a validated config, counting into `metrics`, trusting
+    /// `ca_roots` (`tls_ca_file`'s, loaded by the prepare step) besides
+    /// the system's.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<crate::metrics::Metrics>,
+        ca_roots: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> Self {
         let d = &config.delivery;
         Self {
             hostname: config.server.hostname.clone(),
@@ -120,11 +126,7 @@ impl Settings {
             timeouts: d.timeouts,
             weights: Weights::new(config),
             tls: Arc::new(crate::tlspolicy::TlsPolicies::off()),
-            verifier: crate::smtp::client::Verifier::new(
-                &(d.tls_ca_file.as_deref())
-                    .and_then(|p| crate::config::load_roots(p).ok())
-                    .unwrap_or_default(),
-            ),
+            verifier: crate::smtp::client::Verifier::new(ca_roots),
             classifier: Arc::new(
                 crate::config::BounceRules::load(config.events.bounce_rules.as_deref())
                     .and_then(crate::events::classify::Classifier::new)

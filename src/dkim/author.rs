@@ -4,7 +4,7 @@
 //! strings, angle brackets and groups; it never allocates more than the
 //! domain it returns.
 
-use crate::dns::name;
+use crate::config::names;
 
 /// The domain of the first mailbox of a From value, lowercased with its
 /// internationalized labels as A-labels (what keys are found and signed
@@ -17,7 +17,7 @@ pub fn domain(value: &[u8]) -> Option<String> {
     let domain = strip_cfws(&addr[at + 1..]);
     let domain = std::str::from_utf8(domain).ok()?;
     let domain = domain.strip_suffix('.').unwrap_or(domain);
-    name::is_mail_domain(domain).then(|| name::to_ascii(domain))
+    names::is_mail_domain(domain).then(|| names::to_ascii(domain))
 }
 
 /// A byte scanner state: inside a quoted string, the depth of comments.
@@ -150,7 +150,7 @@ mod tests {
             (" undisclosed-recipients:;", None),
             (" Name\r\n <folded@fold.example>", Some("fold.example")),
             (" a@[192.0.2.1]", None),
-            (" user@bücher.example", Some("bücher.example")),
+            (" user@Bücher.example", Some("xn--bcher-kva.example")),
             (" a@shop.example.", Some("shop.example")),
             (" no address here", None),
             (" <@>", None),

@@ -308,6 +308,15 @@ impl SigningKey for PrivateKey {
     }
 }
 
+impl From<crate::config::KeyAlgorithm> for Algorithm {
+    fn from(a: crate::config::KeyAlgorithm) -> Self {
+        match a {
+            crate::config::KeyAlgorithm::RsaSha256 => Algorithm::RsaSha256,
+            crate::config::KeyAlgorithm::Ed25519Sha256 => Algorithm::Ed25519Sha256,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,19 +121,45 @@ pub struct Choice {
 
 impl Dkim {
     /// Loads every key and builds its signer; `None` when no key is
-    /// configured (nothing is signed).
+    /// configured (nothing is signed). For tools and tests; the daemon's
+    /// keys are loaded by the prepare step ([`Dkim::with_keys`]).
     pub fn from_config(cfg: &DkimConfig) -> Result<Option<Self>, DkimError> {
-        Self::build(cfg, None)
+        let mut keys = Vec::with_capacity(cfg.keys.len());
+        for k in &cfg.keys {
+            let key =
+                PrivateKey::load(&k.key, k.algorithm.into()).map_err(|source| DkimError::Key {
+                    domain: k.domain.clone(),
+                    selector: k.selector.clone(),
+                    source,
+                })?;
+            keys.push(key);
+        }
+        Self::build(cfg, keys, None)
     }
 
-    /// The signer of a reloaded config: its keys are loaded again, and
-    /// the signing threads are kept when their number did not change (a
-    /// reload never stops a signature under way).
-    pub fn reloaded(&self, cfg: &DkimConfig) -> Result<Option<Self>, DkimError> {
-        Self::build(cfg, Some(self.pool.clone()))
+    /// The signer of `cfg` with its keys, loaded (`keys[i]` is
+    /// `cfg.keys[i]`'s).
+    pub fn with_keys(cfg: &DkimConfig, keys: Vec<PrivateKey>) -> Result<Option<Self>, DkimError> {
+        Self::build(cfg, keys, None)
     }
 
-    fn build(cfg: &DkimConfig, pool: Option<Arc<SignPool>>) -> Result<Option<Self>, DkimError> {
+    /// The signer of a reloaded config with its keys (loaded again by the
+    /// prepare step, so a key replaced on disk takes effect); the signing
+    /// threads are kept when their number did not change (a reload never
+    /// stops a signature under way).
+    pub fn reloaded(
+        &self,
+        cfg: &DkimConfig,
+        keys: Vec<PrivateKey>,
+    ) -> Result<Option<Self>, DkimError> {
+        Self::build(cfg, keys, Some(self.pool.clone()))
+    }
+
+    fn build(
+        cfg: &DkimConfig,
+        keys: Vec<PrivateKey>,
+        pool: Option<Arc<SignPool>>,
+    ) -> Result<Option<Self>, DkimError> {
         if cfg.keys.is_empty() {
             return Ok(None);
         }
@@ -143,18 +169,12 @@ impl Dkim {
             false => MaCanon::Simple,
         };
         let mut by_domain: HashMap<Arc<str>, Vec<KeySigner>> = HashMap::new();
-        for k in &cfg.keys {
-            let err = |source| DkimError::Key {
-                domain: k.domain.clone(),
-                selector: k.selector.clone(),
-                source,
-            };
-            let private = PrivateKey::load(&k.key, k.algorithm.into()).map_err(err)?;
+        for (k, private) in cfg.keys.iter().zip(keys) {
             if private.algorithm() == Algorithm::RsaSha256 && private.bits() < key::RSA_WEAK_BITS {
                 tracing::warn!(domain = %k.domain, selector = %k.selector, bits = private.bits(),
                     "DKIM key under 2048 bits: receivers may treat it as weak (RFC 8301)");
             }
-            let domain: Arc<str> = crate::dns::name::to_ascii(&k.domain).into();
+            let domain: Arc<str> = crate::config::names::to_ascii(&k.domain).into();
             let mut signer = DkimSigner::from_key(private)
                 .domain(domain.as_ref())
                 .selector(k.selector.as_str())
@@ -179,7 +199,7 @@ impl Dkim {
         };
         let platform = cfg.platform_domain.as_ref().map(|p| {
             (
-                Arc::from(crate::dns::name::to_ascii(p)),
+                Arc::from(crate::config::names::to_ascii(p)),
                 cfg.platform_signature,
             )
         });
@@ -214,7 +234,7 @@ impl Dkim {
     pub fn checked_domain(&self, author: Option<&str>, sender: &str) -> Option<String> {
         let sender_domain = sender
             .rsplit_once('@')
-            .map(|(_, d)| crate::dns::name::to_ascii(d));
+            .map(|(_, d)| crate::config::names::to_ascii(d));
         self.sources.iter().find_map(|s| match s {
             DomainSource::From => author.map(str::to_owned),
             DomainSource::Sender => sender_domain.clone(),
@@ -249,7 +269,7 @@ impl Dkim {
     ) -> Choice {
         let sender_domain = sender
             .rsplit_once('@')
-            .map(|(_, d)| crate::dns::name::to_ascii(d));
+            .map(|(_, d)| crate::config::names::to_ascii(d));
         let own = (!allowed.platform_only)
             .then(|| {
                 self.sources.iter().find_map(|s| {

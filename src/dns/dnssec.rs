@@ -51,16 +51,14 @@ pub struct DnssecResolver {
 
 impl DnssecResolver {
     /// A validating resolver on `[dns]`'s name servers, trusting
-    /// `trust_anchor`'s keys (or the root's).
-    pub fn new(cfg: &DnsConfig) -> Result<Self, String> {
+    /// `anchors` (loaded by the prepare step; `None`: the root's keys).
+    pub fn new(cfg: &DnsConfig, anchors: Option<&Anchors>) -> Result<Self, String> {
         let mut builder = super::resolver::builder(cfg)?;
         builder.options_mut().validate = true;
-        let anchors = match &cfg.trust_anchor {
-            Some(path) => {
-                let keys = TrustAnchors::from_file(path)
-                    .map_err(|e| format!("{}: not DNSKEY records: {e}", path.display()))?;
-                builder = builder.with_trust_anchor(std::sync::Arc::new(keys));
-                anchor_names(path)?
+        let anchors = match anchors {
+            Some(a) => {
+                builder = builder.with_trust_anchor(a.keys.clone());
+                a.zones.clone()
             }
             None => vec![".".to_owned()],
         };
@@ -141,7 +139,27 @@ fn failure<T>(e: &NetError) -> Validated<T> {
     }
 }
 
-/// The zones a trust-anchor file names (the probe asks for their keys).
+/// DNSSEC trust anchors from a file of DNSKEY records, and the zones
+/// they are for (the probe asks for their keys).
+#[derive(Clone)]
+pub struct Anchors {
+    keys: std::sync::Arc<TrustAnchors>,
+    zones: Vec<String>,
+}
+
+impl Anchors {
+    /// Reads `path`: DNSKEY records in zone-file syntax.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let keys = TrustAnchors::from_file(path)
+            .map_err(|e| format!("{}: not DNSKEY records: {e}", path.display()))?;
+        Ok(Self {
+            keys: std::sync::Arc::new(keys),
+            zones: anchor_names(path)?,
+        })
+    }
+}
+
+/// The zones a trust-anchor file names.
 fn anchor_names(path: &std::path::Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut names: Vec<String> = text

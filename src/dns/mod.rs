@@ -1,7 +1,7 @@
-//! DNS: the resolver behind a trait, name syntax, and routing of recipient
-//! domains to MX hosts and sites.
+//! DNS: the resolver behind a trait, DNSSEC-validated lookups, and routing
+//! of recipient domains to MX hosts and sites (name syntax is
+//! [`crate::config::names`]).
 
 pub mod dnssec;
-pub mod name;
 pub mod resolver;
 pub mod route;

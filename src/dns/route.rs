@@ -108,7 +108,7 @@ impl Router {
             overrides: config
                 .routes
                 .iter()
-                .map(|r| (super::name::to_ascii(&r.domain), r.clone()))
+                .map(|r| (crate::config::names::to_ascii(&r.domain), r.clone()))
                 .collect(),
             port: config.delivery.port,
             tls: config.delivery.tls,
@@ -131,7 +131,7 @@ impl Router {
 
     /// Where mail for `domain` goes now.
     pub async fn route(&self, domain: &str) -> Result<Route, RouteError> {
-        let domain = super::name::to_ascii(domain.trim_end_matches('.'));
+        let domain = crate::config::names::to_ascii(domain.trim_end_matches('.'));
         if let Some(r) = self.overrides.get(&domain) {
             let tls = r.tls.unwrap_or(self.tls);
             return if r.smarthost.is_empty() {
@@ -247,7 +247,7 @@ impl Router {
         let mut hosts = Vec::new();
         let mut temporary = None;
         for entry in list {
-            let Some((host, port)) = parse_host_port(entry) else {
+            let Some((host, port)) = crate::config::names::parse_host_port(entry) else {
                 continue;
             };
             let port = port.unwrap_or(self.port);
@@ -320,59 +320,9 @@ fn shuffle_equal_preferences(records: &mut [(u16, String)]) {
     }
 }
 
-/// Splits `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
-pub fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
-    let s = s.trim();
-    if let Some(rest) = s.strip_prefix('[') {
-        let (addr, tail) = rest.split_once(']')?;
-        addr.parse::<std::net::Ipv6Addr>().ok()?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => Some(p.parse().ok()?),
-            None if tail.is_empty() => None,
-            None => return None,
-        };
-        return Some((addr.to_owned(), port));
-    }
-    if s.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Some((s.to_owned(), None));
-    }
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p.parse().ok()?)),
-        None => (s, None),
-    };
-    let ok = host.parse::<std::net::Ipv4Addr>().is_ok() || crate::dns::name::is_hostname(host);
-    ok.then(|| (host.to_owned(), port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(
-            parse_host_port("mx.example:2525"),
-            Some(("mx.example".into(), Some(2525)))
-        );
-        assert_eq!(
-            parse_host_port("mx.example"),
-            Some(("mx.example".into(), None))
-        );
-        assert_eq!(
-            parse_host_port("192.0.2.1:25"),
-            Some(("192.0.2.1".into(), Some(25)))
-        );
-        assert_eq!(
-            parse_host_port("[2001:db8::1]:25"),
-            Some(("2001:db8::1".into(), Some(25)))
-        );
-        assert_eq!(
-            parse_host_port("2001:db8::1"),
-            Some(("2001:db8::1".into(), None))
-        );
-        assert_eq!(parse_host_port("mx.example:port"), None);
-        assert_eq!(parse_host_port("bad host:25"), None);
-    }
 
     #[test]
     fn equal_preferences_are_shuffled_but_order_kept() {

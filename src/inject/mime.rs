@@ -74,7 +74,7 @@ pub fn check_address(a: &str) -> Result<(), String> {
     if !local_ok {
         return Err(format!("{a:?}: the local part is not a valid dot-atom"));
     }
-    if !crate::dns::name::is_mail_domain(domain) {
+    if !crate::config::names::is_mail_domain(domain) {
         return Err(format!("{a:?}: {domain:?} is not a valid domain"));
     }
     if a.len() > 254 {

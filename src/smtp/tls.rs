@@ -1,4 +1,6 @@
-//! Loading a listener's certificate and key into a rustls server config.
+//! TLS material from PEM files: a server configuration (a listener's
+//! STARTTLS, the admin API's HTTPS), CA certificates, the system's roots.
+//! Called by the prepare step ([`crate::prepare`]), never by the config.
 //! The ring provider is passed explicitly, so no process-wide crypto
 //! provider has to be installed.
 
@@ -8,8 +10,6 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use crate::config::ListenerConfig;
 
 /// Why TLS material could not be loaded: the config key at fault and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +41,16 @@ pub fn native_roots(extra: &[CertificateDer<'static>]) -> rustls::RootCertStore 
     roots
 }
 
-/// Builds the STARTTLS configuration of a listener (which must have both
-/// `tls_certificate` and `tls_key` set).
-pub fn load_server_config(l: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsLoadError> {
-    let (Some(cert_path), Some(key_path)) = (&l.tls_certificate, &l.tls_key) else {
-        return Err(TlsLoadError {
-            key: "tls_certificate",
-            message: "no certificate configured".into(),
-        });
-    };
-    server_config(cert_path, key_path)
+/// The certificates of a PEM file (`tls_ca_file`): at least one.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(_) => Err(format!("{}: no certificate in it", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// A server configuration from a certificate chain and a key (PEM files):

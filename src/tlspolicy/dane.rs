@@ -28,6 +28,17 @@ use super::tlsa::{Tlsa, TlsaRecord};
 use crate::dns::dnssec::{DnssecResolver, Validated};
 use crate::dns::route::{Route, RouteError};
 
+/// Why DANE defers a domain's mail: the routing error, and the RFC 8460
+/// result type its TLS report counts (`None`: not a policy failure, such
+/// as a DNS timeout).
+#[derive(Debug, Clone)]
+pub struct DaneError {
+    /// What the recipients get (a deferral).
+    pub route: RouteError,
+    /// `dnssec-invalid` or `tlsa-invalid`, when the policy failed.
+    pub result: Option<&'static str>,
+}
+
 /// DANE lookups on the validating resolver.
 pub struct Dane {
     resolver: Arc<DnssecResolver>,
@@ -40,8 +51,8 @@ enum HostDane {
     None,
     /// DANE applies with these records.
     Tlsa(Tlsa),
-    /// The host cannot be used now (why).
-    Skip(String),
+    /// The host cannot be used now (why; whether DNSSEC said "bogus").
+    Skip(String, bool),
 }
 
 impl Dane {
@@ -53,7 +64,7 @@ impl Dane {
 
     /// Applies DANE to `domain`'s route: `Ok(true)` if some host now
     /// carries TLSA records, `Ok(false)` if DANE does not apply.
-    pub async fn apply(&self, domain: &str, route: &mut Route) -> Result<bool, RouteError> {
+    pub async fn apply(&self, domain: &str, route: &mut Route) -> Result<bool, DaneError> {
         if !self.resolver.available().await {
             return Ok(false);
         }
@@ -76,17 +87,19 @@ impl Dane {
                 return Err(defer(
                     [4, 7, 5],
                     format!("DNSSEC: the MX records of {domain} are bogus: {why}"),
+                    Some("dnssec-invalid"),
                 ));
             }
             Validated::Failed(why) => {
                 return Err(defer(
                     [4, 4, 3],
                     format!("DNSSEC lookup of the MX of {domain}: {why}"),
+                    None,
                 ));
             }
         };
         route.hosts.retain(|h| names.contains(&h.name));
-        let (mut any, mut skipped) = (false, Vec::new());
+        let (mut any, mut skipped, mut bogus) = (false, Vec::new(), false);
         let mut kept = Vec::with_capacity(route.hosts.len());
         for mut host in std::mem::take(&mut route.hosts) {
             match self.host(&host.name).await {
@@ -96,7 +109,10 @@ impl Dane {
                     host.dane = Some(Arc::new(t));
                     kept.push(host);
                 }
-                HostDane::Skip(why) => skipped.push(why),
+                HostDane::Skip(why, is_bogus) => {
+                    bogus |= is_bogus;
+                    skipped.push(why)
+                }
             }
         }
         route.hosts = kept;
@@ -108,7 +124,12 @@ impl Dane {
                     skipped.join("; ")
                 ),
             };
-            return Err(defer([4, 7, 5], why));
+            let result = match (skipped.is_empty(), bogus) {
+                (true, _) => Some("validation-failure"),
+                (false, true) => Some("dnssec-invalid"),
+                (false, false) => None,
+            };
+            return Err(defer([4, 7, 5], why, result));
         }
         Ok(any)
     }
@@ -120,8 +141,11 @@ impl Dane {
                 Validated::Secure(_) => secure = true,
                 Validated::NoRecords => {}
                 Validated::Insecure => return HostDane::None,
-                Validated::Bogus(why) | Validated::Failed(why) => {
-                    return HostDane::Skip(format!("{host}: its address records: {why}"));
+                Validated::Bogus(why) => {
+                    return HostDane::Skip(format!("{host}: its address records: {why}"), true);
+                }
+                Validated::Failed(why) => {
+                    return HostDane::Skip(format!("{host}: its address records: {why}"), false);
                 }
             }
         }
@@ -145,13 +169,19 @@ impl Dane {
                     .collect(),
             )),
             Validated::NoRecords | Validated::Insecure => HostDane::None,
-            Validated::Bogus(why) | Validated::Failed(why) => {
-                HostDane::Skip(format!("{host}: its TLSA records: {why}"))
+            Validated::Bogus(why) => {
+                HostDane::Skip(format!("{host}: its TLSA records: {why}"), true)
+            }
+            Validated::Failed(why) => {
+                HostDane::Skip(format!("{host}: its TLSA records: {why}"), false)
             }
         }
     }
 }
 
-fn defer(esc: [u8; 3], text: String) -> RouteError {
-    RouteError::Transient { esc, text }
+fn defer(esc: [u8; 3], text: String, result: Option<&'static str>) -> DaneError {
+    DaneError {
+        route: RouteError::Transient { esc, text },
+        result,
+    }
 }

@@ -96,11 +96,27 @@ impl TlsPolicies {
         if route.policy != Applied::Configured {
             return Ok(route);
         }
-        if let Some(dane) = &self.dane
-            && dane.apply(domain, &mut route).await?
-        {
-            route.policy = Applied::Dane;
-            return Ok(route);
+        if let Some(dane) = &self.dane {
+            match dane.apply(domain, &mut route).await {
+                Ok(true) => {
+                    route.policy = Applied::Dane;
+                    return Ok(route);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    if let Some(result) = e.result {
+                        let details = PolicyDetails {
+                            policy_type: "tlsa".into(),
+                            policy_domain: domain.to_owned(),
+                            ..PolicyDetails::default()
+                        };
+                        let why = e.route.text().to_owned();
+                        self.reports
+                            .failure(&details, failure(result, None, None, None, Some(why)));
+                    }
+                    return Err(e.route);
+                }
+            }
         }
         let Some(sts) = &self.sts else {
             return Ok(route);

@@ -119,7 +119,7 @@ fn split(line: &str) -> Option<(&str, &str)> {
 
 fn valid_pattern(p: &str) -> bool {
     let name = p.strip_prefix("*.").unwrap_or(p);
-    name.contains('.') && crate::dns::name::is_hostname(name)
+    name.contains('.') && crate::config::names::is_hostname(name)
 }
 
 #[cfg(test)]

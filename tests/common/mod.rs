@@ -127,6 +127,7 @@ pub async fn start_with(
     memory: Arc<MemoryBudget>,
     peer: &str,
 ) -> Session {
+    let prepared = tern::prepare::prepare(&cfg).unwrap();
     let services = tern::daemon::Services {
         queue: queue.clone(),
         log: Arc::new(tern::log::DeliveryLog::disabled()),
@@ -136,14 +137,16 @@ pub async fn start_with(
         memory,
         routing: Arc::new(tern::swap::Swap::new(tern::intake::IntakeRouting::new(
             &cfg,
-            tern::dkim::Dkim::from_config(&cfg.dkim)
+            tern::dkim::Dkim::with_keys(&cfg.dkim, prepared.dkim_keys)
                 .unwrap()
                 .map(Arc::new),
         ))),
         metrics: Arc::new(tern::metrics::Metrics::new()),
         node: Arc::new(tern::node::NodeState::default()),
     };
-    let ctx = Arc::new(tern::daemon::session_context(&cfg, &cfg.listeners[0], &services).unwrap());
+    let tls = prepared.listener_tls[0].clone();
+    let ctx =
+        Arc::new(tern::daemon::session_context(&cfg, &cfg.listeners[0], tls, &services).unwrap());
     let (client, server) = tokio::io::duplex(256 * 1024);
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let peer: SocketAddr = format!("{peer}:40000").parse().unwrap();

@@ -119,7 +119,7 @@ fn by_domain(
         };
         if s.state == RecipientState::Pending && wanted {
             groups
-                .entry(crate::dns::name::to_ascii(r.domain()))
+                .entry(crate::config::names::to_ascii(r.domain()))
                 .or_default()
                 .push(i);
         }

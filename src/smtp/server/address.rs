@@ -38,7 +38,7 @@ pub(super) fn valid_domain(d: &str) -> bool {
             None => lit.parse::<Ipv4Addr>().is_ok(),
         };
     }
-    crate::dns::name::is_mail_domain(d)
+    crate::config::names::is_mail_domain(d)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Syntax of domain names: the one place that says what a host name or a
-//! mail domain may look like, and how an internationalized one is written
+//! Syntax of domain names, a value type of the config: the one place that
+//! says what a host name or a mail domain may look like, and how an internationalized one is written
 //! in ASCII (UTS 46, A-labels) for DNS, signing and every comparison.
 
 /// `domain` lowercased, its internationalized labels as A-labels (UTS 46
@@ -50,6 +50,30 @@ fn labels_ok(name: &str, utf8: bool) -> bool {
         })
 }
 
+/// Splits `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
+pub fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        let (addr, tail) = rest.split_once(']')?;
+        addr.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if tail.is_empty() => None,
+            None => return None,
+        };
+        return Some((addr.to_owned(), port));
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some((s.to_owned(), None));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.parse().ok()?)),
+        None => (s, None),
+    };
+    let ok = host.parse::<std::net::Ipv4Addr>().is_ok() || is_hostname(host);
+    ok.then(|| (host.to_owned(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +111,31 @@ mod tests {
             !is_mail_domain("example.com."),
             "no trailing dot in an address"
         );
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            parse_host_port("mx.example:2525"),
+            Some(("mx.example".into(), Some(2525)))
+        );
+        assert_eq!(
+            parse_host_port("mx.example"),
+            Some(("mx.example".into(), None))
+        );
+        assert_eq!(
+            parse_host_port("192.0.2.1:25"),
+            Some(("192.0.2.1".into(), Some(25)))
+        );
+        assert_eq!(
+            parse_host_port("[2001:db8::1]:25"),
+            Some(("2001:db8::1".into(), Some(25)))
+        );
+        assert_eq!(
+            parse_host_port("2001:db8::1"),
+            Some(("2001:db8::1".into(), None))
+        );
+        assert_eq!(parse_host_port("mx.example:port"), None);
+        assert_eq!(parse_host_port("bad host:25"), None);
     }
 }
