@@ -232,3 +232,25 @@ fn run_refuses_an_invalid_config() {
     assert!(!ok);
     assert!(err.contains("queue.segment_size"), "{err}");
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    // `tern check-config | head -0`: the reader is gone before tern writes.
+    let mut child = tern()
+        .arg("check-config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tern.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = wait_for_exit(&mut child);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        status.code(),
+        Some(141),
+        "as a shell reports SIGPIPE: {err}"
+    );
+}

@@ -433,3 +433,49 @@ async fn nothing_is_sent_that_the_server_did_not_agree_to() {
     sender.stop().await;
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_receiver_closed_is_replaced_at_once() {
+    let net = Net::new(ZONE).await;
+    let opts = SinkOptions {
+        close_after_message: true,
+        ..SinkOptions::default()
+    };
+    let mx = net.sink_with(10, opts).await;
+    let tern = Tern::start(net.config()).await;
+    let r = submit(
+        tern.addr,
+        "app@shop.test",
+        &["one@alpha.test"],
+        b"Subject: 1\r\n\r\n1\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    mx.wait_received(1, WAIT).await;
+    // The receiver has closed; Tern's worker still holds the connection.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = submit(
+        tern.addr,
+        "app@shop.test",
+        &["two@alpha.test"],
+        b"Subject: 2\r\n\r\n2\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let got = mx.wait_received(2, WAIT).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "delivered at once, not after retry_first (10 minutes here)"
+    );
+    tern.stop().await;
+    mx.stop().await;
+    let log = net.log();
+    assert!(
+        records(&log, "transient_failure", "two@alpha.test").is_empty(),
+        "{log:#?}"
+    );
+    let d = records(&log, "delivery", "two@alpha.test");
+    assert_eq!(d[0]["attempts"], 1, "{d:?}");
+    net.stop().await;
+}

@@ -106,7 +106,8 @@ async fn with_normalization_the_smuggled_text_stays_in_the_one_message() {
         .filter(|s| !s.windows(3).any(|w| w == b".\r\r"))
     {
         let mut s = start(LOCAL, |c| {
-            c.listeners[0].bare_line_endings = tern::config::BareLineEndings::Normalize
+            c.listeners[0].bare_line_endings = tern::config::BareLineEndings::Normalize;
+            c.listeners[0].nul_bytes = tern::config::NulBytes::Strip;
         })
         .await;
         s.cmd("EHLO client.example", "250").await;

@@ -170,7 +170,7 @@ pub fn rebind(f: &FilterArgs, a: RebindArgs, json: bool) -> ExitCode {
             match send::<RebindMade, _>(admin, "POST", "/v1/rebinds", &req) {
                 Ok(made) => {
                     let to = made.rebind.destination();
-                    println!("rebind {} in force: mail moves to {to}", made.rebind.id);
+                    out!("rebind {} in force: mail moves to {to}", made.rebind.id);
                     return match made.job {
                         Some(job) => follow(admin, job, json, "made due now"),
                         None => ExitCode::SUCCESS,

@@ -76,7 +76,7 @@ pub fn main(command: DkimCommand) -> ExitCode {
     };
     match result {
         Ok(text) => {
-            print!("{text}");
+            out_text!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -91,7 +91,7 @@ pub fn drain(args: &DrainArgs, json: bool) -> ExitCode {
     };
     let follow = !(args.status || args.cancel || args.no_wait || json);
     while follow && p.state == "running" {
-        println!("{}", line(&p));
+        out!("{}", line(&p));
         std::thread::sleep(std::time::Duration::from_secs(1));
         match get::<Progress>(a, "/v1/drain") {
             Ok(next) => p = next,

@@ -14,6 +14,22 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, DEFAULT_PATH};
 
+/// `println!` for the CLI: a closed pipe (`tern queue list | head -1`)
+/// ends the program quietly (exit 141, as a shell reports SIGPIPE) instead
+/// of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+
+/// `print!` for the CLI (see `out!`).
+macro_rules! out_text {
+    ($($arg:tt)*) => {
+        $crate::cli::print_raw(format_args!($($arg)*))
+    };
+}
+
 mod control;
 mod dkim;
 mod fleet;
@@ -259,14 +275,14 @@ pub(crate) fn emit<T: serde::Serialize>(
 ) -> ExitCode {
     if json {
         match serde_json::to_string_pretty(value) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => out!("{text}"),
             Err(e) => {
                 eprintln!("tern: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        print!("{}", human(value));
+        out_text!("{}", human(value));
     }
     ExitCode::SUCCESS
 }
@@ -279,6 +295,24 @@ pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
             eprintln!("{}: {} error(s)", path.display(), errors.0.len());
             None
         }
+    }
+}
+
+/// Writes one line to stdout (see `out!`).
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
+    print_raw(format_args!("{args}\n"));
+}
+
+/// Writes to stdout; a closed pipe ends the program quietly.
+pub(crate) fn print_raw(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let written = std::io::stdout().lock().write_fmt(args);
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("tern: cannot write to standard output: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -299,12 +333,12 @@ fn check_config(path: &Path) -> ExitCode {
     let Some((config, _)) = load_prepared(path) else {
         return ExitCode::FAILURE;
     };
-    println!("{}: OK", path.display());
+    out!("{}: OK", path.display());
     for line in config.summary().lines() {
-        println!("  {line}");
+        out!("  {line}");
     }
     if let Some(w) = crate::limits::warning(&config, crate::limits::hard_open_files()) {
-        println!("warning: {w}");
+        out!("warning: {w}");
     }
     ExitCode::SUCCESS
 }
@@ -386,7 +420,7 @@ fn hash_password() -> ExitCode {
     }
     match crate::smtp::server::hash_password(password) {
         Ok(hash) => {
-            println!("{hash}");
+            out!("{hash}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -89,7 +89,7 @@ pub fn suspend(t: &TargetArgs, duration: &str, reason: &str) -> ExitCode {
     };
     match send::<Action, _>(&config.admin, "POST", "/v1/suspensions", &req) {
         Ok(a) => {
-            println!("{}: suspended until {} ({})", a.target, a.end, a.reply);
+            out!("{}: suspended until {} ({})", a.target, a.end, a.reply);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -108,9 +108,11 @@ pub fn retry(config: &std::path::Path, domain: Option<String>) -> ExitCode {
     let req = Retry { domain };
     match send::<Retried, _>(&config.admin, "POST", "/v1/retry", &req) {
         Ok(r) => {
-            println!(
+            out!(
                 "{} message(s), {} recipient(s) due now; {} dead-site pause(s) lifted",
-                r.messages, r.recipients, r.pauses
+                r.messages,
+                r.recipients,
+                r.pauses
             );
             ExitCode::SUCCESS
         }
@@ -130,9 +132,9 @@ pub fn reload(config: &std::path::Path) -> ExitCode {
     };
     match send::<Reloaded, _>(&config.admin, "POST", "/v1/reload", &()) {
         Ok(r) => {
-            println!("config {} in force ({})", r.id, r.applied.join(", "));
+            out!("config {} in force ({})", r.id, r.applied.join(", "));
             if !r.needs_restart.is_empty() {
-                println!(
+                out!(
                     "changed but needing a restart: {}",
                     r.needs_restart.join(", ")
                 );
@@ -166,11 +168,11 @@ pub fn resume(t: &TargetArgs) -> ExitCode {
     };
     match send::<Cancelled, _>(&config.admin, "DELETE", "/v1/suspensions", &req) {
         Ok(Cancelled { cancelled: true }) => {
-            println!("{target}: resumed");
+            out!("{target}: resumed");
             ExitCode::SUCCESS
         }
         Ok(_) => {
-            println!("{target}: was not suspended");
+            out!("{target}: was not suspended");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -267,7 +267,7 @@ fn summary(path: &Path, top: usize, json: bool) -> ExitCode {
     }
     let spool = &config.queue.path;
     if !spool.exists() {
-        println!("No spool at {}: nothing has been queued.", spool.display());
+        out!("No spool at {}: nothing has been queued.", spool.display());
         return ExitCode::SUCCESS;
     }
     let (snapshot, report) = match SpoolSnapshot::read(spool) {
@@ -283,7 +283,7 @@ fn summary(path: &Path, top: usize, json: bool) -> ExitCode {
             report.corrupt_records, report.torn_tail_bytes
         );
     }
-    print!("{}", spool_summary(spool, &snapshot, top));
+    out_text!("{}", spool_summary(spool, &snapshot, top));
     ExitCode::SUCCESS
 }
 

@@ -18,8 +18,8 @@ use crate::shaping::Shaper;
 pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str>) -> ExitCode {
     let domain = domain.to_ascii_lowercase();
     if let Some(e) = from_daemon(config, &domain, source, mx) {
-        println!("(from the running daemon: the config in force)");
-        print!("{}", effective_text(&e));
+        out!("(from the running daemon: the config in force)");
+        out_text!("{}", effective_text(&e));
         return ExitCode::SUCCESS;
     }
     let source = source.map(str::to_owned).or_else(|| {
@@ -48,7 +48,7 @@ pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str
         },
     };
     let plan = Shaper::new(config).plan(&source.name, &site, &domain);
-    print!(
+    out_text!(
         "{}",
         effective_text(&EffectiveShaping::new(domain, site, source, &plan))
     );
@@ -170,19 +170,24 @@ pub fn actions(config: &Config) -> ExitCode {
 
 fn print_actions(active: Vec<crate::shaping::rules::Action>) {
     if active.is_empty() {
-        println!("no automatic actions in force");
+        out!("no automatic actions in force");
     }
     for a in active {
         match &a.rate {
-            Some(rate) => println!(
+            Some(rate) => out!(
                 "{}: slowed to {rate} by rule {} since {}, until whole again",
-                a.target, a.rule, a.start
+                a.target,
+                a.rule,
+                a.start
             ),
-            None => println!(
+            None => out!(
                 "{}: suspended by rule {} from {} until {}",
-                a.target, a.rule, a.start, a.end
+                a.target,
+                a.rule,
+                a.start,
+                a.end
             ),
         }
-        println!("    after: {}", a.reply);
+        out!("    after: {}", a.reply);
     }
 }

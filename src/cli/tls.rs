@@ -63,20 +63,20 @@ fn show(config: &Path, domain: &str, json: bool) -> Result<ExitCode, String> {
     let path = format!("/v1/tls/{domain}");
     let v: TlsView = get(&a, &path).map_err(|e| e.to_string())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("domain      {}", v.domain);
+    out!("domain      {}", v.domain);
     match (&v.tls_policy, &v.error) {
-        (Some(p), _) => println!("tls policy  {p}"),
-        (None, Some(e)) => println!("not routable now: {e}"),
+        (Some(p), _) => out!("tls policy  {p}"),
+        (None, Some(e)) => out!("not routable now: {e}"),
         (None, None) => {}
     }
     if !v.hosts.is_empty() {
-        println!("mx hosts    {}", v.hosts.join(", "));
+        out!("mx hosts    {}", v.hosts.join(", "));
     }
     if let Some(s) = &v.mta_sts {
-        println!(
+        out!(
             "mta-sts     mode {} (id {}), mx {}, fetched {}, expires {}",
             s.mode,
             s.id,
@@ -97,14 +97,14 @@ fn report(config: &Path, day: Option<&str>, json: bool) -> Result<ExitCode, Stri
     };
     let r: ReportsSent = send(&a, "POST", &path, &()).map_err(|e| e.to_string())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     if r.reports.is_empty() {
-        println!("{}: no session under a published policy was counted", r.day);
+        out!("{}: no session under a published policy was counted", r.day);
     }
     for s in &r.reports {
-        println!("{} {:<30} {:<10} {}", r.day, s.domain, s.result, s.detail);
+        out!("{} {:<30} {:<10} {}", r.day, s.domain, s.result, s.detail);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,16 @@ pub enum BareLineEndings {
     Normalize,
 }
 
+/// What to do with NUL bytes in message data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NulBytes {
+    /// Refuse the message with `550 5.6.0`.
+    Reject,
+    /// Remove them and accept the message.
+    Strip,
+}
+
 /// One SMTP listener.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,6 +54,15 @@ pub struct ListenerConfig {
     pub max_data_line_length: u32,
     /// Bare CR or LF in message data: "reject" (`550 5.6.0`) or "normalize".
     pub bare_line_endings: BareLineEndings,
+    /// NUL bytes in message data (RFC 5321 4.1.1.4 forbids them; receivers
+    /// treat them in different ways, which smuggling exploits): "reject"
+    /// (`550 5.6.0`) or "strip".
+    pub nul_bytes: NulBytes,
+    /// Enforce command synchronization (RFC 2920 3.1): input sent ahead of
+    /// a reply the client had to wait for (after EHLO, HELO, DATA, QUIT,
+    /// or any command without PIPELINING) ends the session with `554
+    /// 5.5.0`. Pipelined MAIL/RCPT/DATA and BDAT chunks are not affected.
+    pub strict_pipelining: bool,
     /// Open sessions on this listener; beyond, new clients get `421 4.3.2`.
     pub max_connections: u32,
     /// Open sessions per client address; beyond, `421 4.7.0`.
@@ -92,6 +111,8 @@ impl Default for ListenerConfig {
             max_line_length: 2048,
             max_data_line_length: 998,
             bare_line_endings: BareLineEndings::Reject,
+            nul_bytes: NulBytes::Reject,
+            strict_pipelining: true,
             max_connections: 1000,
             max_connections_per_ip: 200,
             command_timeout: Duration::from_secs(300),

@@ -122,11 +122,20 @@ pub const VRFY: Reply = Reply::new(
     [2, 5, 2],
     "Cannot VRFY user, but will accept the message and attempt delivery",
 );
-pub const HELP: Reply = Reply::new(
-    214,
-    [2, 0, 0],
-    "Tern SMTP: see RFC 5321. Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
-);
+/// The HELP reply: the commands this session can use now (STARTTLS only
+/// while it is offered, AUTH only where it is).
+pub fn help(starttls: bool, auth: bool) -> Reply {
+    let mut text = String::from(
+        "Tern SMTP: see RFC 5321. Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+    );
+    if starttls {
+        text.push_str(" STARTTLS");
+    }
+    if auth {
+        text.push_str(" AUTH");
+    }
+    Reply::owned(214, [2, 0, 0], text)
+}
 /// The reply to a queued message: `250 2.0.0 Ok queued as <id>`.
 pub const QUEUED: Reply = Reply::new(250, [2, 0, 0], "Ok queued as ");
 pub const AUTH_OK: Reply = Reply::new(235, [2, 7, 0], "Authentication successful");
@@ -240,6 +249,11 @@ pub const SMTPUTF8_REQUIRED: Reply = Reply::new(
 );
 pub const RELAY_DENIED: Reply = Reply::new(554, [5, 7, 1], "Relay access denied");
 pub const NO_VALID_RECIPIENTS: Reply = Reply::new(554, [5, 5, 1], "No valid recipients");
+pub const NUL_BYTES: Reply = Reply::new(
+    550,
+    [5, 6, 0],
+    "Message data contains NUL bytes (RFC 5321 4.1.1.4)",
+);
 pub const SYNC_ERROR: Reply = Reply::new(
     554,
     [5, 5, 0],

@@ -71,6 +71,9 @@ pub struct SinkOptions {
     pub no_8bitmime: bool,
     /// SMTPUTF8 is offered.
     pub smtputf8: bool,
+    /// Close the connection right after answering a message (as a
+    /// receiver that drops idle connections does), without QUIT.
+    pub close_after_message: bool,
     /// Wait this long after the data before answering it (a slow
     /// receiver).
     pub data_delay: Option<Duration>,
@@ -301,6 +304,10 @@ fn session(
                         .get_mut()
                         .write_all(format!("{reply}\r\n").as_bytes())
                         .await;
+                    if opts.close_after_message && reply.starts_with("250 2.0.0 queued") {
+                        let _ = r.get_mut().flush().await;
+                        break;
+                    }
                 }
                 Next::Close => break,
                 Next::StartTls(acceptor) => {

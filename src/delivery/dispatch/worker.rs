@@ -97,7 +97,7 @@ async fn work(svc: &Arc<Delivery>, path: &Arc<Path>) {
             count_session(svc, path, &job.domain, &job.route, c);
             counted.push(job.domain.clone());
         }
-        let reusable = send(svc, path, c, job).await;
+        let reusable = send(svc, path, &mut conn, job, sent > 0).await;
         sent += 1;
         if !reusable || sent >= path.plan.limits.max_messages_per_connection {
             path.close(conn.take(), reusable).await;
@@ -171,11 +171,19 @@ async fn settle_unsent(svc: &Arc<Delivery>, path: &Path, job: Job, outcomes: Vec
     svc.settle(job.handout, msg, outcomes).await;
 }
 
-/// Sends one job over an open connection (its send slot under the path's
+/// Sends one job over the open connection (its send slot under the path's
 /// rates was taken when it was moved to the ready queue), within the
-/// in-flight budget; reacts to a refusal; settles the outcomes. Returns
-/// whether the connection can be reused.
-async fn send(svc: &Arc<Delivery>, path: &Arc<Path>, c: &mut Connection, job: Job) -> bool {
+/// in-flight budget; reacts to a refusal; settles the outcomes. A pooled
+/// connection (`reused`) the receiver closed before answering MAIL is
+/// replaced by a new one and the job tried again at once: nothing can
+/// have been accepted. Returns whether the connection can be reused.
+async fn send(
+    svc: &Arc<Delivery>,
+    path: &Arc<Path>,
+    conn: &mut Option<Connection>,
+    job: Job,
+    reused: bool,
+) -> bool {
     let _budget = svc.in_flight.acquire(job.kib()).await;
     let Some(info) = svc.begin(&job) else {
         return true; // purged, bounced or moved meanwhile
@@ -185,7 +193,16 @@ async fn send(svc: &Arc<Delivery>, path: &Arc<Path>, c: &mut Connection, job: Jo
     let (outcomes, reusable) = match svc.read_body(job.id).await {
         Some(body) => {
             msg.body = Some(body);
-            transact(svc, path, c, &job, &msg).await
+            let c = conn.as_mut().expect("connected by the caller");
+            let (mut done, retry) = transact(svc, path, c, &job, &msg, reused).await;
+            if retry {
+                tracing::info!(queue_id = %job.id, host = %c.host, "the receiver had closed the pooled connection; trying on a new one");
+                if let Ok(fresh) = connect(svc, path, &job.domain, &job.route).await {
+                    let c = conn.insert(fresh);
+                    done = transact(svc, path, c, &job, &msg, false).await.0;
+                }
+            }
+            done
         }
         None => {
             let reply = local_reply(554, [5, 3, 0], "message unreadable in the spool".into());
@@ -200,17 +217,27 @@ async fn send(svc: &Arc<Delivery>, path: &Arc<Path>, c: &mut Connection, job: Jo
 }
 
 /// One job's transactions over the connection, with what they teach the
-/// path (rules, slow-downs, the sending meter).
+/// path (rules, slow-downs, the sending meter); and whether to try again
+/// on a new connection (`may_retry`, and the receiver had closed this one
+/// before anything was accepted).
 async fn transact(
     svc: &Arc<Delivery>,
     path: &Path,
     c: &mut Connection,
     job: &Job,
     msg: &Message,
-) -> (Vec<Outcome>, bool) {
+    may_retry: bool,
+) -> ((Vec<Outcome>, bool), bool) {
     let max_rcpts = path.plan.limits.max_recipients_per_transaction as usize;
     let started = tokio::time::Instant::now();
     let (mut outcomes, reusable) = deliver(c, job, msg, max_rcpts).await;
+    if may_retry
+        && c.closed_before_mail
+        && !outcomes.iter().any(|o| o.verdict == Verdict::Delivered)
+    {
+        // Nothing was accepted: the caller tries again on a new connection.
+        return ((outcomes, false), true);
+    }
     let provider = path.plan.provider.as_deref().unwrap_or("other");
     (svc.settings.metrics).transaction(provider, started.elapsed().as_secs_f64());
     path.bounce_by_rule(svc, &mut outcomes);
@@ -235,5 +262,5 @@ async fn transact(
             o
         })
         .collect();
-    (outcomes, reusable)
+    ((outcomes, reusable), false)
 }

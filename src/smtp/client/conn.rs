@@ -94,6 +94,10 @@ pub struct Connection {
     pub verified: bool,
     /// The certificate matched the host's TLSA records (DANE).
     pub dane: bool,
+    /// The last transaction failed because the connection was closed
+    /// before the server answered MAIL: nothing can have been accepted,
+    /// so it may be tried again at once on a new connection.
+    pub closed_before_mail: bool,
     /// Why TLS is not authenticated (no STARTTLS, or the certificate's
     /// fault), when it is not.
     pub tls_failure: Option<(TlsFailure, String)>,
@@ -152,6 +156,7 @@ impl Connection {
             tls: false,
             verified: false,
             dane: false,
+            closed_before_mail: false,
             tls_failure: None,
             timeouts: *t,
         };

@@ -91,7 +91,12 @@ impl Connection {
         }
         let mut results: Vec<Option<RcptResult>> = vec![None; req.recipients.len()];
         let mut dot_sent = false;
-        match self.run(req, &mut results, &mut dot_sent).await {
+        let mut mail_answered = false;
+        self.closed_before_mail = false;
+        match self
+            .run(req, &mut results, &mut dot_sent, &mut mail_answered)
+            .await
+        {
             Ok(reusable) => (
                 results
                     .into_iter()
@@ -100,6 +105,9 @@ impl Connection {
                 reusable && self.in_sync(),
             ),
             Err(e) => {
+                // The receiver closed the connection before it could have
+                // accepted anything (an idle pooled connection it dropped).
+                self.closed_before_mail = !mail_answered && matches!(e, ClientError::Io(_));
                 let reply = if dot_sent {
                     local_reply(
                         451,
@@ -170,6 +178,7 @@ impl Connection {
         req: &TxnRequest<'_>,
         results: &mut [Option<RcptResult>],
         dot_sent: &mut bool,
+        mail_answered: &mut bool,
     ) -> Result<bool, ClientError> {
         let t = self.timeouts;
         let mail = self.mail_command(req);
@@ -190,6 +199,7 @@ impl Connection {
             self.send(mail.as_bytes(), t.mail.get()).await?;
         }
         let mail_reply = self.read_reply(t.mail.get(), "MAIL reply").await?;
+        *mail_answered = true;
         if !mail_reply.is_positive() {
             results
                 .iter_mut()

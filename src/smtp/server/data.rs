@@ -15,7 +15,7 @@ use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceive
 
 use super::protocol::{Body, Mode, Protocol, Step};
 use super::scan::{self, DataScan};
-use crate::config::BareLineEndings;
+use crate::config::{BareLineEndings, NulBytes};
 use crate::intake::{IntakeError, Submission};
 use crate::smtp::reply::{self, Reply};
 
@@ -33,6 +33,12 @@ impl Protocol {
         }
         if self.txn.as_ref().is_some_and(|t| t.body.is_some()) {
             return self.fail(&reply::BDAT_IN_PROGRESS);
+        }
+        if more && self.ctx.listener.strict_pipelining {
+            // Message text sent before our 354 (RFC 2920 3.1).
+            tracing::info!(peer = %self.peer, "message text sent before the 354; closing");
+            self.reply(&reply::SYNC_ERROR);
+            return Some(Step::Close);
         }
         self.begin_body();
         let mut rx = DataReceiver::new();
@@ -56,6 +62,9 @@ impl Protocol {
             // The chunk must be consumed, or its bytes would be read as commands.
             if r.code == reply::MESSAGE_TOO_BIG.code {
                 self.txn = None;
+            }
+            if size == 0 {
+                return self.fail(&r); // nothing to consume: answer now
             }
             return self.discard(DummyDataReceiver::new_bdat(size), r);
         }
@@ -205,6 +214,13 @@ impl Protocol {
         }
         if body.scan.long_line {
             return self.fail(&reply::DATA_LINE_TOO_LONG);
+        }
+        if body.scan.nul {
+            if self.ctx.listener.nul_bytes == NulBytes::Reject {
+                tracing::info!(peer = %self.peer, "message data holds NUL bytes; refused");
+                return self.fail(&reply::NUL_BYTES);
+            }
+            scan::strip_nul(&mut body.data, body.start);
         }
         if body.scan.bare {
             scan::normalize(&mut body.data, body.start);

@@ -319,6 +319,11 @@ impl Protocol {
     }
 
     fn dispatch(&mut self, req: Request<std::borrow::Cow<'_, str>>, more: bool) -> Option<Step> {
+        if more && self.ctx.listener.strict_pipelining && self.must_wait(&req) {
+            tracing::info!(peer = %self.peer, "commands sent ahead of a reply the client had to wait for; closing");
+            self.reply(&reply::SYNC_ERROR);
+            return Some(Step::Close);
+        }
         if !matches!(
             req,
             Request::Rcpt { .. } | Request::Data | Request::Bdat { .. }
@@ -354,7 +359,9 @@ impl Protocol {
                 None
             }
             Request::Help { .. } => {
-                self.reply(&reply::HELP);
+                let starttls = !self.tls && self.ctx.tls.is_some();
+                let auth = self.tls && self.ctx.credentials.any();
+                self.reply(&reply::help(starttls, auth));
                 None
             }
             Request::Quit => {
@@ -366,6 +373,18 @@ impl Protocol {
             | Request::Etrn { .. }
             | Request::Atrn { .. }
             | Request::Burl { .. } => self.fail(&reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    /// Whether the client had to wait for the reply to `req` before
+    /// sending more (RFC 2920 3.1): EHLO and HELO always, every command
+    /// without PIPELINING (before EHLO, or after HELO). DATA is checked
+    /// where it is accepted; QUIT ends the session anyway.
+    fn must_wait(&self, req: &Request<std::borrow::Cow<'_, str>>) -> bool {
+        match req {
+            Request::Ehlo { .. } | Request::Helo { .. } => true,
+            Request::Quit => false,
+            _ => !self.helo.as_ref().is_some_and(|h| h.esmtp),
         }
     }
 

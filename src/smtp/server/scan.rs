@@ -15,6 +15,8 @@ pub(crate) struct DataScan {
     pub long_line: bool,
     /// A byte above 127 was seen.
     pub eight_bit: bool,
+    /// A NUL byte was seen.
+    pub nul: bool,
 }
 
 impl DataScan {
@@ -28,6 +30,7 @@ impl DataScan {
             bare: false,
             long_line: false,
             eight_bit: false,
+            nul: false,
         }
     }
 
@@ -40,6 +43,9 @@ impl DataScan {
         let new = &buf[self.pos..];
         if !self.eight_bit && !new.is_ascii() {
             self.eight_bit = true;
+        }
+        if !self.nul && memchr::memchr(0, new).is_some() {
+            self.nul = true;
         }
         let mut end = buf.len();
         let base = self.pos;
@@ -65,6 +71,16 @@ impl DataScan {
             self.long_line = true;
         }
     }
+}
+
+/// Removes every NUL byte from `start` on.
+pub(crate) fn strip_nul(buf: &mut Vec<u8>, start: usize) {
+    let mut i = 0;
+    buf.retain(|b| {
+        let keep = i < start || *b != 0;
+        i += 1;
+        keep
+    });
 }
 
 /// Rewrites every bare CR or LF from `start` on into CRLF.
