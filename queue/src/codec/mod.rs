@@ -48,6 +48,8 @@ pub(crate) const KIND_STATE: u8 = 5;
 
 mod decode;
 pub(crate) use decode::*;
+#[cfg(test)]
+mod props;
 
 /// Most recipients one message may have in the spool format.
 pub(crate) const MAX_RECIPIENTS: usize = 1_000_000;

@@ -436,6 +436,16 @@ fn reply_end(buf: &[u8]) -> Result<Option<usize>, ClientError> {
     Ok(None)
 }
 
+/// The first complete reply in `buf` and its length, `None` if it is not
+/// complete yet: the framing and parsing the client applies to every
+/// reply (public for property tests).
+pub fn parse_reply(buf: &[u8]) -> Result<Option<(RemoteReply, usize)>, ClientError> {
+    match reply_end(buf)? {
+        Some(end) => Ok(Some((parse(&buf[..end])?, end))),
+        None => Ok(None),
+    }
+}
+
 /// Parses a complete reply with smtp-proto and makes its text safe.
 fn parse(raw: &[u8]) -> Result<RemoteReply, ClientError> {
     let r = ResponseReceiver::default()

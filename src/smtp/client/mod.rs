@@ -14,9 +14,9 @@ mod transaction;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-pub use conn::{Capabilities, Connection, Greeting};
+pub use conn::{Capabilities, Connection, Greeting, parse_reply};
 pub use tls::{TlsFailure, Verifier};
-pub use transaction::{RcptRequest, RcptResult, TxnRequest, local_reply};
+pub use transaction::{RcptRequest, RcptResult, TxnRequest, local_reply, stuff as dot_stuff};
 
 /// A reply from the remote server, made safe for logs and bounces (no
 /// control characters; lines joined with " / ").

@@ -377,7 +377,7 @@ impl Connection {
 /// Appends `body` dot-stuffed (RFC 5321 4.5.2) and the terminator: every
 /// line starting with "." gets one more; the data ends with exactly one
 /// CRLF before the final ".".
-pub(super) fn stuff(body: &[u8], out: &mut Vec<u8>) {
+pub fn stuff(body: &[u8], out: &mut Vec<u8>) {
     out.reserve(body.len() + body.len() / 64 + 5);
     if body.first() == Some(&b'.') {
         out.push(b'.');
