@@ -1,17 +1,32 @@
 //! Fault injection for tests (compiled only for this crate's tests or with
 //! the `fault-injection` feature): make the next write or sync of one queue
-//! fail with a chosen error, as a full or failing disk would.
+//! fail with a chosen error, as a full or failing disk would; and a hook
+//! run after each sync of the active segment, where a power-loss
+//! simulation takes its snapshots of what is durable.
 
 use std::io;
 use std::sync::Mutex;
 
+/// A function run on the writer's thread after each sync.
+type SyncHook = Box<dyn Fn() + Send + Sync>;
+
 /// Failures to inject into one queue's writer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Faults {
     write: Mutex<Option<io::ErrorKind>>,
     sync: Mutex<Option<io::ErrorKind>>,
     /// Keep failing writes until cleared (a disk that stays full).
     sticky_write: std::sync::atomic::AtomicBool,
+    after_sync: Mutex<Option<SyncHook>>,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults")
+            .field("write", &self.write)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Faults {
@@ -30,6 +45,20 @@ impl Faults {
     /// Fail the next `fdatasync` with `kind`.
     pub fn fail_next_sync(&self, kind: io::ErrorKind) {
         *self.sync.lock().unwrap() = Some(kind);
+    }
+
+    /// Runs `hook` on the writer's thread after every successful sync of
+    /// the active segment (before the writes it made durable are
+    /// answered): what is on disk then is exactly what survives a power
+    /// loss at that moment.
+    pub fn on_sync(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.after_sync.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    pub(crate) fn synced(&self) {
+        if let Some(hook) = &*self.after_sync.lock().unwrap() {
+            hook();
+        }
     }
 
     pub(crate) fn before_write(&self) -> io::Result<()> {

@@ -355,7 +355,10 @@ impl Writer {
             Durability::Fsync => {
                 #[cfg(any(test, feature = "fault-injection"))]
                 self.shared.faults.before_sync()?;
-                self.active.file.sync_data()
+                self.active.file.sync_data()?;
+                #[cfg(any(test, feature = "fault-injection"))]
+                self.shared.faults.synced();
+                Ok(())
             }
             Durability::Buffered { .. } => {
                 self.unsynced = true;
