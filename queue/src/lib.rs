@@ -76,6 +76,9 @@ mod compactor;
 mod error;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod faults;
+#[cfg(any(fuzzing, feature = "fault-injection"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod options;
 mod queue;

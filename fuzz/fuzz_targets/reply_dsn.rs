@@ -1,0 +1,8 @@
+//! The client's reply parser and the bounce built from its result. The checks live in
+//! `tests/fuzz/checks.rs`, which the normal suite replays the corpus with.
+#![no_main]
+
+#[path = "../../tests/fuzz/checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::reply_dsn(data));

@@ -1,0 +1,128 @@
+//! What each fuzz target checks, as plain functions: the cargo-fuzz targets
+//! (`fuzz/fuzz_targets/`) call them on libFuzzer's inputs, and the normal
+//! suite (`tests/fuzz_corpus.rs`) replays every kept input through them.
+//! Each must never panic but where it asserts a property.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use queue::{EnvelopeRecipient, MessageId};
+use tern::delivery::dsn::{Bounce, Failure, build};
+use tern::message::{MessageMeta, Ret};
+use tern::smtp::client::parse_reply;
+use tern::smtp::server::protocol::{AuthOutcome, Protocol, SessionContext, Step};
+
+/// The SMTP client's reply framing and parsing on arbitrary bytes, and the
+/// bounce built from what it returns: a reply's text is one printable
+/// line, and no reply text can add a line (a header field) to the bounce.
+pub fn reply_dsn(data: &[u8]) {
+    let Ok(Some((reply, used))) = parse_reply(data) else {
+        return;
+    };
+    assert!(used <= data.len());
+    assert!(
+        reply.text.chars().all(|c| !c.is_control()),
+        "{:?}",
+        reply.text
+    );
+    let rcpt = EnvelopeRecipient::new("user@example.com");
+    let meta = MessageMeta::default();
+    let now = std::time::SystemTime::UNIX_EPOCH;
+    let bounce = Bounce {
+        hostname: "mta.example",
+        id: MessageId::from_u64(1),
+        sender: "sender@example.com",
+        meta: &meta,
+        arrival: now,
+        now,
+        failures: vec![Failure {
+            rcpt: &rcpt,
+            reply: &reply,
+            remote_host: Some("mx.example.com"),
+            expired: false,
+        }],
+        original: b"Subject: original\r\n\r\nbody\r\n",
+        default_ret: Ret::Headers,
+    };
+    let dsn = build(&bounce);
+    let text = String::from_utf8_lossy(&dsn);
+    assert!(!text.replace("\r\n", "").contains(['\r', '\n']));
+    let fields = |name: &str| text.split("\r\n").filter(|l| l.starts_with(name)).count();
+    assert_eq!(fields("Diagnostic-Code:"), 1, "{text}");
+    assert_eq!(fields("Final-Recipient:"), 1, "{text}");
+}
+
+/// The config loader on arbitrary text: a config or errors, never a panic.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = tern::config::parse(std::path::Path::new("fuzz.toml"), text);
+    }
+}
+
+/// The spool's record checks and decoder on arbitrary bytes.
+pub fn spool_record(data: &[u8]) {
+    queue::fuzzing::records(data);
+}
+
+fn context(strict: bool) -> Arc<SessionContext> {
+    static CTX: OnceLock<[Arc<SessionContext>; 2]> = OnceLock::new();
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| {
+        let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+        let mut cfg = tern::config::Config::default();
+        cfg.queue.path = dir.path().join("spool");
+        cfg.queue.min_free_space = tern::config::values::ByteSize(0);
+        cfg.listeners[0].max_message_size = tern::config::values::ByteSize(100_000);
+        let (queue, _) = queue::Queue::open(cfg.queue.options()).unwrap();
+        let log = Arc::new(tern::log::DeliveryLog::disabled());
+        let services = tern::daemon::Services::new(
+            &cfg,
+            Vec::new(),
+            Arc::new(queue),
+            log,
+            tern::clock::Clock::new(),
+        )
+        .unwrap();
+        let make = |strict: bool| {
+            let mut l = cfg.listeners[0].clone();
+            l.strict_pipelining = strict;
+            Arc::new(tern::daemon::session_context(&cfg, &l, None, &services).unwrap())
+        };
+        [make(false), make(true)]
+    });
+    ctx[usize::from(strict)].clone()
+}
+
+/// The SMTP server's session fed arbitrary bytes in arbitrary pieces (the
+/// first byte: piece size, and whether synchronization is enforced):
+/// replies are whole CRLF lines; a message handed over is acknowledged.
+pub fn smtp_session(data: &[u8]) {
+    let Some((first, input)) = data.split_first() else {
+        return;
+    };
+    let piece = usize::from(*first % 64) + 1;
+    let mut p = Protocol::new(context(*first >= 128), "127.0.0.1".parse().unwrap());
+    p.greeting();
+    let mut pending: Vec<u8> = Vec::new();
+    for chunk in input.chunks(piece) {
+        pending.extend_from_slice(chunk);
+        loop {
+            let (used, step) = p.feed(&pending);
+            assert!(used <= pending.len());
+            pending.drain(..used);
+            match step {
+                Step::NeedInput => break,
+                Step::Close | Step::StartTls => return,
+                Step::Deliver(sub) => p.delivered(&Ok(sub.id)),
+                Step::Authenticate(login) => {
+                    if let Some(Step::Close) = p.authenticated(&login.user, AuthOutcome::Invalid) {
+                        return;
+                    }
+                }
+            }
+        }
+        assert!(p.out.is_empty() || p.out.ends_with(b"\r\n"));
+        p.out.clear();
+    }
+}
