@@ -57,3 +57,11 @@ fn smtp_session_corpus() {
         "a corpus is kept"
     );
 }
+
+#[test]
+fn dkim_sign_corpus() {
+    assert!(
+        replay("dkim_sign", checks::dkim_sign) > 0,
+        "a corpus is kept"
+    );
+}

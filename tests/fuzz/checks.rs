@@ -53,6 +53,56 @@ pub fn reply_dsn(data: &[u8]) {
     assert_eq!(fields("Final-Recipient:"), 1, "{text}");
 }
 
+/// DKIM signing (Ed25519 and RSA-2048 keys of `tests/fixtures/dkim`) of
+/// arbitrary message bytes: a signature field prepended to the message
+/// left as it was, or a refusal; never a panic in the signer (which the
+/// signing threads would catch and report as `Panicked`).
+pub fn dkim_sign(data: &[u8]) {
+    use tern::config::{DkimConfig, DkimKeyConfig, KeyAlgorithm};
+    use tern::dkim::key::PrivateKey;
+    use tern::dkim::{Dkim, SignError};
+    static SIGNER: OnceLock<(tokio::runtime::Runtime, Dkim)> = OnceLock::new();
+    let (rt, dkim) = SIGNER.get_or_init(|| {
+        let key = |selector: &str, algorithm| DkimKeyConfig {
+            domain: "shop.example".into(),
+            selector: selector.into(),
+            algorithm,
+            key: "embedded".into(),
+        };
+        let cfg = DkimConfig {
+            keys: vec![
+                key("ed", KeyAlgorithm::Ed25519Sha256),
+                key("rsa", KeyAlgorithm::RsaSha256),
+            ],
+            threads: 1,
+            ..DkimConfig::default()
+        };
+        let keys = vec![
+            PrivateKey::from_pem(include_bytes!("../fixtures/dkim/ed25519.pem")).unwrap(),
+            PrivateKey::from_pem(include_bytes!("../fixtures/dkim/rsa2048.pkcs8.pem")).unwrap(),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (rt, Dkim::with_keys(&cfg, keys).unwrap().unwrap())
+    });
+    let choice = dkim.choose(Some("shop.example"), "a@shop.example");
+    let (out, result) = rt.block_on(dkim.sign(data.to_vec(), choice)).unwrap();
+    assert!(
+        !matches!(result, Err(SignError::Panicked { .. })),
+        "{result:?}"
+    );
+    if result.is_ok() {
+        assert!(
+            out.starts_with(b"DKIM-Signature:"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(out.ends_with(data), "the message is left as it was");
+    }
+}
+
 /// The config loader on arbitrary text: a config or errors, never a panic.
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
