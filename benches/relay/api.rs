@@ -213,14 +213,7 @@ fn render_cost() -> (f64, f64) {
 
 /// The API runs, the SMTP runs of the same size, the render cost.
 pub fn run(a: &Args) {
-    let net = internet::start(
-        internet::zone(a.domains, a.hosts),
-        a.dns_port,
-        a.hosts,
-        a.sink_port,
-        internet::SinkMode::Accept,
-        (a.messages as usize, 1),
-    );
+    let net = crate::accepting(a, 1);
     let mut rows = Vec::new();
     for signing in a.dkim.clone() {
         // A first API run finds the rendered size; then SMTP and the API

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::{Args, Run, internet, relay_with};
+use crate::{Args, Run, relay_with};
 
 /// What the receiver got: events and the lag of each, in ms.
 #[derive(Default)]
@@ -72,14 +72,7 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 
 /// The two runs and the difference.
 pub fn run(a: &Args) {
-    let net = internet::start(
-        internet::zone(a.domains, a.hosts),
-        a.dns_port,
-        a.hosts,
-        a.sink_port,
-        internet::SinkMode::Accept,
-        (a.messages as usize, 0),
-    );
+    let net = crate::accepting(a, 0);
     let (hook, got) = receiver();
     net.2.reset();
     let plain = relay_with(a, &net, crate::tern::Signing::Off, |_| {});

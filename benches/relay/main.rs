@@ -50,6 +50,20 @@ use std::time::{Duration, Instant};
 
 use tern::Signing;
 
+/// The plain fake internet of a run's `Args`: its domains and hosts, sinks
+/// that accept everything, counting `a.messages` ids and keeping the first
+/// `capture` messages whole.
+pub fn accepting(a: &Args, capture: usize) -> (SocketAddr, u16, std::sync::Arc<internet::Tally>) {
+    internet::start(
+        internet::zone(a.domains, a.hosts),
+        a.dns_port,
+        a.hosts,
+        a.sink_port,
+        internet::SinkMode::Accept,
+        (a.messages as usize, capture),
+    )
+}
+
 /// The command line.
 #[derive(Clone)]
 pub struct Args {
@@ -199,14 +213,7 @@ fn main() {
     } else {
         a.dkim.clone()
     };
-    let net = internet::start(
-        internet::zone(a.domains, a.hosts),
-        a.dns_port,
-        a.hosts,
-        a.sink_port,
-        internet::SinkMode::Accept,
-        (a.messages as usize, 0),
-    );
+    let net = accepting(&a, 0);
     if a.target.is_some() {
         println!(
             "fake internet: DNS {}, sinks 127.0.1.1-{} port {}",

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::tern::Signing;
-use crate::{Args, Run, internet, procstat, relay};
+use crate::{Args, Run, procstat, relay};
 
 /// Starts the proxy; returns it and its URL.
 fn start(kind: &str, dir: &std::path::Path) -> (Child, String) {
@@ -101,14 +101,7 @@ fn proxy_cpu() -> f64 {
 /// The two runs and the difference.
 pub fn run(a: &Args, kind: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let net = internet::start(
-        internet::zone(a.domains, a.hosts),
-        a.dns_port,
-        a.hosts,
-        a.sink_port,
-        internet::SinkMode::Accept,
-        (a.messages as usize, 0),
-    );
+    let net = crate::accepting(a, 0);
     use std::sync::atomic::Ordering::Relaxed;
     net.2.reset();
     let direct = relay(a, &net, Signing::Off, None);

@@ -1,21 +1,9 @@
 //! Entry points for the fuzz targets (`fuzz/`, built with `--cfg fuzzing`
-//! only): the record checks and decoder recovery runs on what it reads.
+//! only, or with `fault-injection` for the corpus replay): the record
+//! checks and decoder recovery runs on what it reads.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use crate::codec::{Check, ReplyInterner, check_record, decode};
-
-struct Interner(HashMap<Box<str>, Arc<str>>);
-
-impl ReplyInterner for Interner {
-    fn intern(&mut self, text: &str) -> Arc<str> {
-        self.0
-            .entry(text.into())
-            .or_insert_with(|| text.into())
-            .clone()
-    }
-}
+use crate::codec::{Check, check_record, decode};
+use crate::recovery::Interner;
 
 /// Walks `data` as recovery walks a segment's records (salt from its first
 /// four bytes), and decodes every payload as if its checksum had matched.
@@ -24,7 +12,7 @@ pub fn records(data: &[u8]) {
         return;
     };
     let salt = u32::from_le_bytes(*salt);
-    let mut interner = Interner(HashMap::new());
+    let mut interner = Interner::default();
     let _ = decode(rest, &mut interner);
     while !rest.is_empty() {
         match check_record(rest, salt) {

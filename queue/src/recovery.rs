@@ -112,8 +112,9 @@ pub(crate) struct Loaded {
     pub last_segment: Option<SegId>,
 }
 
+/// Shares one `Arc` per distinct reply text while records are decoded.
 #[derive(Default)]
-struct Interner(HashMap<Box<str>, Arc<str>>);
+pub(crate) struct Interner(HashMap<Box<str>, Arc<str>>);
 
 impl ReplyInterner for Interner {
     fn intern(&mut self, text: &str) -> Arc<str> {

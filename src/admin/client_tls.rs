@@ -8,7 +8,6 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
@@ -20,7 +19,6 @@ use crate::config::AdminConfig;
 struct Pinned {
     pinned: Option<CertificateDer<'static>>,
     roots: Arc<rustls::client::WebPkiServerVerifier>,
-    provider: Arc<CryptoProvider>,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -43,18 +41,14 @@ impl ServerCertVerifier for Pinned {
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
+    // The handshake's signatures are checked as webpki checks them.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.roots.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -63,18 +57,11 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.roots.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.roots.supported_verify_schemes()
     }
 }
 
@@ -143,11 +130,7 @@ pub fn wrap(admin: &AdminConfig, tcp: TcpStream) -> Result<Stream, String> {
         }
         Err(e) => return Err(e.to_string()),
     };
-    let verifier = Arc::new(Pinned {
-        pinned,
-        roots,
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(Pinned { pinned, roots });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

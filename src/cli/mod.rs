@@ -298,6 +298,14 @@ pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
+/// The admin API's address and token from a config file (for the verbs
+/// that only talk to the daemon); the file's errors are printed.
+fn admin(config: &Path) -> Result<crate::config::AdminConfig, String> {
+    load_or_report(config)
+        .map(|c| c.admin)
+        .ok_or_else(|| format!("{}: not a valid config", config.display()))
+}
+
 /// Writes one line to stdout (see `out!`).
 pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
     print_raw(format_args!("{args}\n"));

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::admin;
 use crate::admin::client::{get, send};
 use crate::admin::types::TemplateStored;
 use crate::config::DEFAULT_PATH;
@@ -103,12 +104,6 @@ pub fn main(command: TemplateCommand, json: bool) -> ExitCode {
         eprintln!("tern: {e}");
         ExitCode::FAILURE
     })
-}
-
-fn admin(config: &Path) -> Result<crate::config::AdminConfig, String> {
-    super::load_or_report(config)
-        .map(|c| c.admin)
-        .ok_or_else(|| format!("{}: not a valid config", config.display()))
 }
 
 fn variables(

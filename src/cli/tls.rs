@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::admin;
 use crate::admin::client::{get, send};
 use crate::admin::tls::{ReportsSent, TlsView};
 use crate::config::DEFAULT_PATH;
@@ -45,12 +46,6 @@ pub fn main(command: TlsCommand, json: bool) -> ExitCode {
         eprintln!("tern: {e}");
         ExitCode::FAILURE
     })
-}
-
-fn admin(config: &Path) -> Result<crate::config::AdminConfig, String> {
-    super::load_or_report(config)
-        .map(|c| c.admin)
-        .ok_or_else(|| format!("{}: not a valid config", config.display()))
 }
 
 fn show(config: &Path, domain: &str, json: bool) -> Result<ExitCode, String> {

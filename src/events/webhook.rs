@@ -5,7 +5,6 @@
 //! Reports success (any 2xx) or why not; never retries (the exporter
 //! does).
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -52,24 +51,11 @@ pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
     format!("t={t},v1={hex}")
 }
 
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    let roots = crate::smtp::tls::native_roots(&[]);
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    match config {
-        Ok(c) => tokio_rustls::TlsConnector::from(Arc::new(c)),
-        Err(_) => unreachable!("ring supports the default protocol versions"),
-    }
-}
-
 impl Webhook {
     /// The client of a validated webhook config.
     pub fn new(c: &WebhookConfig) -> Result<Self, String> {
         let target = HttpTarget::parse(&c.url)?;
-        let tls = target.tls.then(tls_connector);
+        let tls = target.tls.then(|| crate::smtp::tls::verifying_client(&[]));
         Ok(Self {
             target,
             url: c.url.clone(),

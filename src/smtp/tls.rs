@@ -31,14 +31,31 @@ fn fail(key: &'static str, path: &Path, why: impl std::fmt::Display) -> TlsLoadE
 /// Tern that checks certificates starts from (`tls = "verify"`, webhooks,
 /// the CLI's HTTPS).
 pub fn native_roots(extra: &[CertificateDer<'static>]) -> rustls::RootCertStore {
+    // The system's bundle is read from disk once per process, however many
+    // clients are built from it.
+    static SYSTEM: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    let system = SYSTEM.get_or_init(|| rustls_native_certs::load_native_certs().certs);
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
+    for cert in system {
+        let _ = roots.add(cert.clone());
     }
     for cert in extra {
         let _ = roots.add(cert.clone());
     }
     roots
+}
+
+/// A TLS client checking certificates against [`native_roots`] with
+/// `extra` and the host name (webpki): the HTTPS of webhooks, MTA-STS
+/// policy hosts and TLS-report receivers.
+pub fn verifying_client(extra: &[CertificateDer<'static>]) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(native_roots(extra))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// The certificates of a PEM file (`tls_ca_file`): at least one.

@@ -51,16 +51,9 @@ impl Https {
         port: u16,
         timeout: Duration,
     ) -> Self {
-        let roots = crate::smtp::tls::native_roots(extra);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         Self {
             resolver,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            tls: crate::smtp::tls::verifying_client(extra),
             port,
             timeout,
         }

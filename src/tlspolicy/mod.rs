@@ -105,14 +105,8 @@ impl TlsPolicies {
                 Ok(false) => {}
                 Err(e) => {
                     if let Some(result) = e.result {
-                        let details = PolicyDetails {
-                            policy_type: "tlsa".into(),
-                            policy_domain: domain.to_owned(),
-                            ..PolicyDetails::default()
-                        };
-                        let why = e.route.text().to_owned();
-                        self.reports
-                            .failure(&details, failure(result, None, None, None, Some(why)));
+                        let details = PolicyDetails::bare("tlsa", domain);
+                        self.lookup_failed(&details, result, e.route.text().to_owned());
                     }
                     return Err(e.route);
                 }
@@ -125,13 +119,7 @@ impl TlsPolicies {
             Found::None => return Ok(route),
             Found::Unavailable { result, why } => {
                 tracing::warn!(domain, error = %why, "MTA-STS policy unavailable; delivering as if none were published");
-                let details = PolicyDetails {
-                    policy_type: "sts".into(),
-                    policy_domain: domain.to_owned(),
-                    ..PolicyDetails::default()
-                };
-                self.reports
-                    .failure(&details, failure(result, None, None, None, Some(why)));
+                self.lookup_failed(&PolicyDetails::bare("sts", domain), result, why);
                 return Ok(route);
             }
             Found::Policy(c) => c,
@@ -144,11 +132,8 @@ impl TlsPolicies {
         route.hosts.retain(|h| cached.policy.allows(&h.name));
         if route.hosts.is_empty() {
             let why = format!("no MX host of {domain} is named by its MTA-STS policy (enforce)");
-            let details = self.details(domain, &route);
-            self.reports.failure(
-                &details,
-                failure("validation-failure", None, None, None, Some(why.clone())),
-            );
+            let details = self.details(domain, &route, Some(&cached));
+            self.lookup_failed(&details, "validation-failure", why.clone());
             return Err(RouteError::Transient {
                 esc: [4, 7, 5],
                 text: why,
@@ -164,14 +149,12 @@ impl TlsPolicies {
         if !route.policy.published() {
             return;
         }
-        let details = self.details(domain, route);
-        let outside = matches!(route.policy, Applied::MtaSts(_))
-            && !details.mx_host.is_empty()
-            && self
-                .sts
-                .as_ref()
-                .and_then(|m| m.cached(domain))
-                .is_some_and(|c| !c.policy.allows(s.mx_host));
+        let cached = match route.policy {
+            Applied::MtaSts(_) => self.mta_sts(domain),
+            _ => None,
+        };
+        let details = self.details(domain, route, cached.as_deref());
+        let outside = cached.is_some_and(|c| !c.policy.allows(s.mx_host));
         let failed = match (s.failure, outside) {
             (Some((f, why)), _) => Some((f.result_type(), why.to_owned())),
             (None, true) => Some((
@@ -195,8 +178,20 @@ impl TlsPolicies {
         }
     }
 
-    /// The report's description of the policy of `domain` (over `route`).
-    fn details(&self, domain: &str, route: &Route) -> PolicyDetails {
+    /// Counts a failure of the policy itself (a lookup, a fetch, no MX
+    /// host left), not of a session.
+    fn lookup_failed(&self, details: &PolicyDetails, result: &str, why: String) {
+        (self.reports).failure(details, failure(result, None, None, None, Some(why)));
+    }
+
+    /// The report's description of the policy of `domain` over `route`
+    /// (its MTA-STS policy, `cached`, if it has one).
+    fn details(
+        &self,
+        domain: &str,
+        route: &Route,
+        cached: Option<&mta_sts::Cached>,
+    ) -> PolicyDetails {
         if route.policy == Applied::Dane {
             let records = route.hosts.iter().filter_map(|h| h.dane.as_ref());
             return PolicyDetails {
@@ -208,11 +203,9 @@ impl TlsPolicies {
                 mx_host: route.hosts.iter().map(|h| h.name.clone()).collect(),
             };
         }
-        let cached = self.sts.as_ref().and_then(|m| m.cached(domain));
         PolicyDetails {
             policy_type: "sts".into(),
             policy_string: cached
-                .as_ref()
                 .map(|c| {
                     c.text
                         .lines()

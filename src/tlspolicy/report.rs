@@ -49,6 +49,18 @@ pub struct PolicyDetails {
     pub mx_host: Vec<String>,
 }
 
+impl PolicyDetails {
+    /// A policy known by its type only (`sts`, `tlsa`): what reports say
+    /// when the policy itself could not be had.
+    pub fn bare(policy_type: &str, domain: &str) -> Self {
+        Self {
+            policy_type: policy_type.into(),
+            policy_domain: domain.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
 /// One kind of failure, as the report lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Failure {
@@ -240,11 +252,7 @@ mod tests {
     use super::*;
 
     fn sts(domain: &str) -> PolicyDetails {
-        PolicyDetails {
-            policy_type: "sts".into(),
-            policy_domain: domain.into(),
-            ..PolicyDetails::default()
-        }
+        PolicyDetails::bare("sts", domain)
     }
 
     #[test]

@@ -253,10 +253,7 @@ impl Delivery {
         let route = tokio::select! {
             r = async {
                 match via.is_empty() {
-                    true => match router.route(&domain).await {
-                        Ok(r) => self.settings.tls.apply(&domain, r).await,
-                        Err(e) => Err(e),
-                    },
+                    true => self.tls_route(&domain).await,
                     false => router.via(&via).await,
                 }
             } => r,
