@@ -65,3 +65,19 @@ fn dkim_sign_corpus() {
         "a corpus is kept"
     );
 }
+
+#[test]
+fn dsn_fields_corpus() {
+    assert!(
+        replay("dsn_fields", checks::dsn_fields) > 0,
+        "a corpus is kept"
+    );
+}
+
+#[test]
+fn delivery_log_corpus() {
+    assert!(
+        replay("delivery_log", checks::delivery_log) > 0,
+        "a corpus is kept"
+    );
+}

@@ -130,7 +130,7 @@ fn status_part(b: &Bounce<'_>) -> String {
         b.hostname, b.id
     );
     if let Some(envid) = &b.meta.envid {
-        s.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+        s.push_str(&format!("Original-Envelope-Id: {}\r\n", cap(envid)));
     }
     s.push_str(&format!("Arrival-Date: {}\r\n", rfc5322(b.arrival)));
     for f in &b.failures {
@@ -145,11 +145,11 @@ fn status_part(b: &Bounce<'_>) -> String {
             f.rcpt.address
         ));
         if let Some(orcpt) = &params.orcpt {
-            s.push_str(&format!("Original-Recipient: rfc822; {orcpt}\r\n"));
+            s.push_str(&format!("Original-Recipient: rfc822; {}\r\n", cap(orcpt)));
         }
         s.push_str(&format!("Action: failed\r\nStatus: {x}.{y}.{z}\r\n"));
         if let Some(host) = f.remote_host {
-            s.push_str(&format!("Remote-MTA: dns; {host}\r\n"));
+            s.push_str(&format!("Remote-MTA: dns; {}\r\n", cap(host)));
         }
         s.push_str(&format!(
             "Diagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {}\r\n",

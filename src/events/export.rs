@@ -67,7 +67,7 @@ struct Export {
     name: String,
     hook: Webhook,
     reader: Arc<Mutex<LogReader>>,
-    /// `"type":"<t>"` of each wanted type (empty: every type).
+    /// The wanted event types (empty: every type).
     wanted: Vec<Vec<u8>>,
     batch_size: usize,
     latency: Duration,
@@ -103,9 +103,7 @@ impl Export {
             name: w.name.clone(),
             hook: Webhook::new(w)?,
             reader: Arc::new(Mutex::new(reader)),
-            wanted: (w.events.iter())
-                .map(|t| format!("\"type\":\"{t}\"").into_bytes())
-                .collect(),
+            wanted: (w.events.iter()).map(|t| t.as_bytes().to_vec()).collect(),
             batch_size: w.batch_size as usize,
             latency: w.batch_latency.get(),
             retry_window: w.retry_window.get(),
@@ -204,8 +202,8 @@ impl Export {
 
     /// True when the webhook wants this event's type.
     fn wanted(&self, line: &[u8]) -> bool {
-        self.wanted.is_empty()
-            || (self.wanted.iter()).any(|n| memchr::memmem::find(line, n).is_some())
+        let kind = crate::log::line_type(line);
+        self.wanted.is_empty() || (self.wanted.iter()).any(|n| kind == Some(n.as_slice()))
     }
 
     /// Posts a batch until it is acknowledged, or parks it after the

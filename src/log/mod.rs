@@ -236,7 +236,7 @@ struct Shared {
     dropped: AtomicU64,
     /// The open file; the writer holds it while writing.
     file: Mutex<file::LogFile>,
-    /// `"event_id":"` and the node name, around each line's number.
+    /// The node name as JSON string content (escaped), for event ids.
     node: String,
 }
 
@@ -282,7 +282,7 @@ impl DeliveryLog {
                 .max(BLOCK),
             dropped: AtomicU64::new(0),
             file: Mutex::new(file::LogFile::open(cfg)?),
-            node: node.to_owned(),
+            node: json_text(node),
         });
         shared.lock().seq = first_seq(&cfg.deliveries);
         let s = shared.clone();
@@ -298,14 +298,13 @@ impl DeliveryLog {
     /// Appends one record; never waits for the disk.
     pub fn write(&self, record: &Record) {
         let Some(shared) = &self.shared else { return };
-        let mut line = match serde_json::to_vec(record) {
+        let line = match serde_json::to_vec(record) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, queue_id = %record.queue_id, "cannot encode a delivery log record");
                 return;
             }
         };
-        line.push(b'\n');
         let mut p = shared.lock();
         if p.buf.len() + line.len() + 64 > shared.budget {
             drop(p);
@@ -320,9 +319,7 @@ impl DeliveryLog {
         // numbers increase in file order.
         let seq = p.seq;
         p.seq += 1;
-        let head = format!("{{\"event_id\":\"{seq:016x}.{}\",", shared.node);
-        p.buf.extend_from_slice(head.as_bytes());
-        p.buf.extend_from_slice(&line[1..]);
+        frame(seq, &shared.node, &line, &mut p.buf);
         if p.buf.len() >= BLOCK {
             shared.wake.notify_one();
         }
@@ -357,6 +354,34 @@ impl DeliveryLog {
             .as_ref()
             .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
+}
+
+/// `text` as the content of a JSON string (escaped, without the quotes).
+pub fn json_text(text: &str) -> String {
+    let quoted = serde_json::Value::from(text).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// Appends one log line to `out`: `{"event_id":"<seq>.<node>",` then the
+/// fields of `record_json` (a record as serde encodes it: one JSON object
+/// on one line), then a newline. `node` is JSON string content
+/// ([`json_text`]).
+pub fn frame(seq: u64, node: &str, record_json: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = write!(out, "{{\"event_id\":\"{seq:016x}.{node}\",");
+    out.extend_from_slice(record_json.get(1..).unwrap_or_default());
+    out.push(b'\n');
+}
+
+/// The event type of a log line (`bounce`): the first `"type":"` field,
+/// which is the record's own (it comes before every free-text field, and
+/// quotes inside values, such as API metadata, are escaped or nested after
+/// it).
+pub fn line_type(line: &[u8]) -> Option<&[u8]> {
+    const MARK: &[u8] = b"\"type\":\"";
+    let at = memchr::memmem::find(line, MARK)? + MARK.len();
+    let len = memchr::memchr(b'"', &line[at..])?;
+    Some(&line[at..at + len])
 }
 
 /// The sequence number of an event id (`"<hex>.<node>"`).

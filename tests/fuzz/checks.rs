@@ -53,6 +53,159 @@ pub fn reply_dsn(data: &[u8]) {
     assert_eq!(fields("Final-Recipient:"), 1, "{text}");
 }
 
+/// The bounce built from hostile values that reach it from outside: the
+/// remote host name (from DNS), the envelope id and original recipient
+/// (ESMTP parameters), the reply and the original message. Fields are
+/// separated by 0xff in the input. No value can add a line (a header or
+/// a status field) to the bounce.
+pub fn dsn_fields(data: &[u8]) {
+    use tern::message::RecipientParams;
+    let mut parts = data.split(|b| *b == 0xff);
+    let mut next = || {
+        parts
+            .next()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    };
+    let host = next();
+    let envid = next();
+    let orcpt = next();
+    let reply_text = next().unwrap_or_default();
+    let original = next().unwrap_or_default();
+    let mut rcpt = EnvelopeRecipient::new("user@example.com");
+    rcpt.params = RecipientParams {
+        notify: 0,
+        orcpt: orcpt.clone(),
+    }
+    .encode()
+    .into();
+    let meta = MessageMeta {
+        envid: envid.clone(),
+        ..MessageMeta::default()
+    };
+    let reply = tern::smtp::client::RemoteReply {
+        code: 550,
+        esc: [5, 1, 1],
+        text: reply_text,
+    };
+    let now = std::time::SystemTime::UNIX_EPOCH;
+    let bounce = Bounce {
+        hostname: "mta.example",
+        id: MessageId::from_u64(1),
+        sender: "sender@example.com",
+        meta: &meta,
+        arrival: now,
+        now,
+        failures: vec![Failure {
+            rcpt: &rcpt,
+            reply: &reply,
+            remote_host: host.as_deref(),
+            expired: false,
+        }],
+        original: original.as_bytes(),
+        default_ret: Ret::Headers,
+    };
+    let dsn = build(&bounce);
+    let text = String::from_utf8_lossy(&dsn);
+    // Everything before the returned headers: the bounce's own lines.
+    let own = text
+        .split("Content-Type: text/rfc822-headers")
+        .next()
+        .unwrap_or_default();
+    assert!(!own.replace("\r\n", "").contains(['\r', '\n']), "{own}");
+    let fields = |name: &str| own.split("\r\n").filter(|l| l.starts_with(name)).count();
+    for (name, n) in [
+        ("From:", 1),
+        ("To:", 1),
+        ("Subject:", 1),
+        ("Reporting-MTA:", 1),
+        ("Final-Recipient:", 1),
+        ("Action:", 1),
+        ("Status:", 1),
+        ("Diagnostic-Code:", 1),
+        ("Remote-MTA:", usize::from(host.is_some())),
+        ("Original-Envelope-Id:", usize::from(envid.is_some())),
+        ("Original-Recipient:", usize::from(orcpt.is_some())),
+    ] {
+        assert_eq!(fields(name), n, "{name} in {own}");
+    }
+}
+
+/// The delivery log's line encoding with hostile field values (a reply
+/// text, addresses, host names, an API client's id and metadata, the node
+/// name), fields separated by 0xff: one line of valid JSON that reads
+/// back as written, whose event id and type the exporter reads right (a
+/// value that looks like `"type":"bounce"` never makes a webhook's filter
+/// take another event type).
+pub fn delivery_log(data: &[u8]) {
+    use tern::log::{Kind, Record, frame, json_text, line_seq, line_type};
+    const KINDS: [Kind; 5] = [
+        Kind::Reception,
+        Kind::Delivery,
+        Kind::TransientFailure,
+        Kind::Bounce,
+        Kind::Purged,
+    ];
+    let kind = KINDS[usize::from(data.first().copied().unwrap_or(0)) % KINDS.len()];
+    let seq = data
+        .iter()
+        .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(*b));
+    let mut parts = data.get(1..).unwrap_or_default().split(|b| *b == 0xff);
+    let mut next = || {
+        parts
+            .next()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    };
+    let now = std::time::SystemTime::UNIX_EPOCH;
+    let mut r = Record::new(
+        kind,
+        now,
+        next().unwrap_or_default(),
+        next().unwrap_or_default(),
+    );
+    r.recipient = next();
+    r.reply = next();
+    r.remote_host = next();
+    r.message_id = next();
+    r.tenant = next();
+    r.custom_id = next();
+    r.metadata = next().map(|m| serde_json::json!({ "type": m, "note": m }));
+    let node = next().unwrap_or_else(|| "node-1".into());
+    let mut line = Vec::new();
+    frame(
+        seq,
+        &json_text(&node),
+        &serde_json::to_vec(&r).unwrap(),
+        &mut line,
+    );
+    assert_eq!(
+        memchr::memchr(b'\n', &line),
+        Some(line.len() - 1),
+        "one line"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&line).expect("valid JSON");
+    let name = serde_json::to_value(kind).unwrap();
+    assert_eq!(v["type"], name);
+    assert_eq!(line_type(&line), name.as_str().map(str::as_bytes));
+    assert_eq!(line_seq(&line), Some(seq));
+    assert_eq!(v["event_id"], format!("{seq:016x}.{node}"));
+    assert_eq!(v["queue_id"], r.queue_id.as_str());
+    assert_eq!(v["sender"], r.sender.as_str());
+    for (field, value) in [
+        ("recipient", &r.recipient),
+        ("reply", &r.reply),
+        ("remote_host", &r.remote_host),
+        ("message_id", &r.message_id),
+        ("tenant", &r.tenant),
+        ("custom_id", &r.custom_id),
+    ] {
+        assert_eq!(
+            v.get(field).and_then(|f| f.as_str()),
+            value.as_deref(),
+            "{field}"
+        );
+    }
+}
+
 /// DKIM signing (Ed25519 and RSA-2048 keys of `tests/fixtures/dkim`) of
 /// arbitrary message bytes: a signature field prepended to the message
 /// left as it was, or a refusal; never a panic in the signer (which the
