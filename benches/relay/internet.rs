@@ -53,6 +53,37 @@ pub enum SinkMode {
         /// One recipient in this many is deferred.
         tempfail_every: u32,
     },
+    /// The soak's receivers: accept, except that message ids ending in
+    /// 50 (one in 100) are refused `550 5.1.1` at the end of the data
+    /// (bounced), and ids ≡ 7 mod 20 (one in 20) get `451 4.7.1` at their
+    /// first try (deferred, then accepted). Bounces (null sender) arriving
+    /// back are counted in `dsns`.
+    Soak,
+}
+
+/// What a soak sink answers message `id` at the end of its data.
+fn soak_verdict(id: usize, tally: &Tally) -> &'static [u8] {
+    if id % 100 == 50 {
+        tally.refusals.fetch_add(1, Ordering::Relaxed);
+        if bump(&tally.bounced[id]) > 0 {
+            tally.repeat();
+        }
+        return b"550 5.1.1 sink: no such user\r\n";
+    }
+    if id % 20 == 7 && bump(&tally.tried[id]) == 0 {
+        tally.deferrals.fetch_add(1, Ordering::Relaxed);
+        return b"451 4.7.1 sink: try again later\r\n";
+    }
+    tally.record_id(id);
+    b"250 2.0.0 ok\r\n"
+}
+
+/// Adds one to a saturating per-id counter; returns the value before.
+fn bump(slot: &std::sync::atomic::AtomicU8) -> u8 {
+    slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        Some(n.saturating_add(1))
+    })
+    .unwrap_or(u8::MAX)
 }
 
 /// What the sinks saw, shared with the benchmark.
@@ -67,6 +98,17 @@ pub struct Tally {
     pub arrived_ms: Vec<AtomicU64>,
     /// Messages without a readable `X-Bench-Id` (should stay 0).
     pub unidentified: AtomicU64,
+    /// Soak: per id, how many times it was refused permanently.
+    pub bounced: Vec<std::sync::atomic::AtomicU8>,
+    /// Soak: per id of the deferred share, how many times it was offered.
+    pub tried: Vec<std::sync::atomic::AtomicU8>,
+    /// Soak: bounces (null reverse path) received.
+    pub dsns: AtomicU64,
+    /// Soak: `550` and `451` answers given at the end of the data.
+    pub refusals: AtomicU64,
+    pub deferrals: AtomicU64,
+    /// Milliseconds from `started` of each arrival of an id already seen.
+    pub repeats_ms: Mutex<Vec<u64>>,
     /// Copies of the first `capture` messages (data as received).
     pub captured: Mutex<Vec<Vec<u8>>>,
     capture: usize,
@@ -92,6 +134,13 @@ impl Tally {
         for a in &self.arrived_ms {
             a.store(0, Ordering::Relaxed);
         }
+        for s in self.bounced.iter().chain(&self.tried) {
+            s.store(0, Ordering::Relaxed);
+        }
+        for c in [&self.dsns, &self.refusals, &self.deferrals] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.repeats_ms.lock().unwrap().clear();
         self.captured.lock().unwrap().clear();
     }
 
@@ -104,6 +153,16 @@ impl Tally {
                 .collect(),
             arrived_ms: (0..ids).map(|_| AtomicU64::new(0)).collect(),
             unidentified: AtomicU64::new(0),
+            bounced: (0..ids)
+                .map(|_| std::sync::atomic::AtomicU8::new(0))
+                .collect(),
+            tried: (0..ids)
+                .map(|_| std::sync::atomic::AtomicU8::new(0))
+                .collect(),
+            dsns: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+            deferrals: AtomicU64::new(0),
+            repeats_ms: Mutex::new(Vec::new()),
             captured: Mutex::new(Vec::new()),
             capture,
             per_second: Mutex::new(std::collections::HashMap::new()),
@@ -131,19 +190,11 @@ impl Tally {
             .unwrap()
             .entry((sink, second))
             .or_insert(0) += 1;
-        let id = bench_id(data);
-        match id.and_then(|id| self.seen.get(id)) {
-            Some(slot) => {
-                let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_add(1))
-                });
-                if let Some(at) = id.and_then(|id| self.arrived_ms.get(id)) {
-                    let ms = self.started.elapsed().as_millis().max(1) as u64;
-                    let _ = at.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
-                }
-            }
+        match bench_id(data).filter(|id| *id < self.seen.len()) {
+            Some(id) => self.record_id(id),
             None => {
                 self.unidentified.fetch_add(1, Ordering::Relaxed);
+                self.messages.fetch_add(1, Ordering::Relaxed);
             }
         }
         if self.capture > 0 {
@@ -152,6 +203,21 @@ impl Tally {
                 c.push(data.to_vec());
             }
         }
+    }
+
+    /// Notes when an id arrived again.
+    fn repeat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.repeats_ms.lock().unwrap().push(ms);
+    }
+
+    /// Counts an arrival of message `id` (below `seen.len()`).
+    fn record_id(&self, id: usize) {
+        if bump(&self.seen[id]) > 0 {
+            self.repeat();
+        }
+        let ms = self.started.elapsed().as_millis().max(1) as u64;
+        let _ = self.arrived_ms[id].compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
         self.messages.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -265,6 +331,7 @@ async fn session(s: TcpStream, sink: usize, mode: SinkMode, tally: Arc<Tally>) {
     let (mut line, mut out) = (Vec::new(), b"220 sink ESMTP\r\n".to_vec());
     let mut data = Vec::with_capacity(8 << 10);
     let mut rcpts_ok = 0u32;
+    let mut null_sender = false;
     loop {
         if r.buffer().is_empty() && !out.is_empty() {
             if w.write_all(&out).await.is_err() {
@@ -296,8 +363,22 @@ async fn session(s: TcpStream, sink: usize, mode: SinkMode, tally: Arc<Tally>) {
                 if let SinkMode::Limited { per_sec, .. } = mode {
                     tokio::time::sleep_until(tally.slot(per_sec)).await;
                 }
-                tally.record(sink, &data);
-                out.extend_from_slice(b"250 2.0.0 ok\r\n");
+                if mode != SinkMode::Soak {
+                    tally.record(sink, &data);
+                    out.extend_from_slice(b"250 2.0.0 ok\r\n");
+                    continue;
+                }
+                match bench_id(&data).filter(|id| *id < tally.seen.len()) {
+                    Some(id) if !null_sender => out.extend_from_slice(soak_verdict(id, &tally)),
+                    _ if null_sender => {
+                        tally.dsns.fetch_add(1, Ordering::Relaxed);
+                        out.extend_from_slice(b"250 2.0.0 ok\r\n")
+                    }
+                    _ => {
+                        tally.unidentified.fetch_add(1, Ordering::Relaxed);
+                        out.extend_from_slice(b"250 2.0.0 ok\r\n")
+                    }
+                }
             }
             Some(b"RCPT") => {
                 let n = tally.rcpts.fetch_add(1, Ordering::Relaxed) + 1;
@@ -315,6 +396,7 @@ async fn session(s: TcpStream, sink: usize, mode: SinkMode, tally: Arc<Tally>) {
             }
             Some(b"MAIL") | Some(b"RSET") => {
                 rcpts_ok = 0;
+                null_sender = memchr::memmem::find(&line, b":<>").is_some();
                 out.extend_from_slice(b"250 ok\r\n")
             }
             Some(b"QUIT") => {

@@ -12,6 +12,7 @@
 //! cargo bench --bench relay -- --proxy socks5      # direct, then through microsocks (or haproxy)
 //! cargo bench --bench relay -- --api --dkim off,rsa  # POST /v1/messages (MJML) against SMTP
 //! cargo bench --bench relay -- --events            # with and without a webhook getting every event
+//! cargo bench --bench relay -- --soak 30           # 30 minutes at 70 % of the maximum, reloads, a kill -9
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -38,6 +39,7 @@ mod internet;
 mod procstat;
 mod proxied;
 mod report;
+mod soak;
 mod tern;
 mod throttled;
 
@@ -92,6 +94,8 @@ pub struct Args {
     proxy: Option<String>,
     api: bool,
     events: bool,
+    soak: Option<u64>,
+    rate: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -121,6 +125,8 @@ fn parse_args() -> Args {
         proxy: None,
         api: false,
         events: false,
+        soak: None,
+        rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -160,6 +166,8 @@ fn parse_args() -> Args {
             "--proxy" => a.proxy = Some(value()),
             "--api" => a.api = true,
             "--events" => a.events = true,
+            "--soak" => a.soak = Some(num(value()).max(1)),
+            "--rate" => a.rate = Some(num(value()).max(1)),
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()
@@ -191,6 +199,10 @@ fn main() {
     }
     if a.events {
         events::run(&a);
+        return;
+    }
+    if let Some(minutes) = a.soak {
+        soak::run(&a, minutes);
         return;
     }
     if let Some(kind) = a.proxy.clone() {

@@ -100,6 +100,22 @@ fn greeted(addr: SocketAddr) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf[..3] == b"220"
 }
 
+/// Starts `tern run` on the config at `path`, its stderr appended to
+/// `stderr`.
+fn spawn(path: &Path, stderr: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(stderr)
+        .expect("tern's stderr file");
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["run", "--config"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start tern")
+}
+
 /// A running `tern run`.
 pub struct Daemon {
     child: Child,
@@ -130,14 +146,8 @@ impl Daemon {
         let path = s.dir.join("tern.toml");
         std::fs::write(&path, toml::to_string(&cfg).expect("config as TOML")).unwrap();
         let stderr = s.dir.join("tern.stderr");
-        let t = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("start tern");
+        std::fs::File::create(&stderr).unwrap();
+        let child = spawn(&path, &stderr);
         let mut d = Self {
             child,
             config: (cfg, path),
@@ -145,17 +155,35 @@ impl Daemon {
             stderr,
             startup: Duration::ZERO,
         };
-        for _ in 0..6000 {
-            if greeted(addr) {
-                d.startup = t.elapsed();
-                return d;
+        d.startup = d.await_greeting();
+        d
+    }
+
+    /// Waits (bounded: 120 s) until the child greets; returns how long
+    /// that took.
+    fn await_greeting(&mut self) -> Duration {
+        let t = Instant::now();
+        for _ in 0..12_000 {
+            if greeted(self.addr) {
+                return t.elapsed();
             }
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("tern exited ({status}): {}", d.log());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tern exited ({status}): {}", self.log());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("tern did not listen within 60 s: {}", d.log());
+        panic!("tern did not listen within 120 s: {}", self.log());
+    }
+
+    /// SIGKILL, then the same config and spool started again on the same
+    /// address; returns how long until it greeted again.
+    pub fn kill_and_restart(&mut self) -> Duration {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let t = Instant::now();
+        self.child = spawn(&self.config.1, &self.stderr);
+        self.await_greeting();
+        t.elapsed()
     }
 
     /// Writes its config file again, changed by `tweak` (see
