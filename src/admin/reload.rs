@@ -176,6 +176,11 @@ impl Reloader {
         Ok(signer.map(Arc::new))
     }
 
+    /// Runs `f` over the config in force.
+    pub fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
+        f(&self.running.lock().unwrap_or_else(|p| p.into_inner()).0)
+    }
+
     /// The config in force and the recent history.
     pub fn state(&self) -> ConfigState {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,14 +5,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::Ctx;
+
 use clap::Args;
 
-use super::{emit, load_or_report};
+use super::emit;
 use crate::admin::client::{get, send};
 use crate::admin::types::{
     Bounce, Cancelled, Filter, JobProgress, JobStarted, Rebind, RebindMade, RebindRule,
 };
-use crate::config::{AdminConfig, DEFAULT_PATH};
+use crate::config::{self, AdminConfig};
 
 /// Which queued messages: every criterion given must match.
 #[derive(Debug, Args)]
@@ -30,7 +32,7 @@ pub struct FilterArgs {
     #[arg(long)]
     pool: Option<String>,
     /// The configuration file (for the admin address and token).
-    #[arg(long, short, default_value = DEFAULT_PATH)]
+    #[arg(long, short, default_value_os_t = config::default_path())]
     pub config: PathBuf,
 }
 
@@ -74,31 +76,31 @@ pub(super) fn encode(s: &str) -> String {
 }
 
 /// `tern purge FILTER`.
-pub fn purge(f: &FilterArgs, json: bool) -> ExitCode {
-    start_and_follow(f, "/v1/purge", &f.filter(), json, "purged")
+pub fn purge(f: &FilterArgs, ctx: &Ctx) -> ExitCode {
+    start_and_follow(f, "/v1/purge", &f.filter(), ctx, "purged")
 }
 
 /// `tern bounce FILTER --reason R`.
-pub fn bounce(f: &FilterArgs, reason: String, json: bool) -> ExitCode {
+pub fn bounce(f: &FilterArgs, reason: String, ctx: &Ctx) -> ExitCode {
     let req = Bounce {
         filter: f.filter(),
         reason,
     };
-    start_and_follow(f, "/v1/bounce", &req, json, "bounced")
+    start_and_follow(f, "/v1/bounce", &req, ctx, "bounced")
 }
 
 fn start_and_follow<B: serde::Serialize>(
     f: &FilterArgs,
     path: &str,
     req: &B,
-    json: bool,
+    ctx: &Ctx,
     done: &str,
 ) -> ExitCode {
-    let Some(config) = load_or_report(&f.config) else {
+    let Some(admin) = ctx.admin(&f.config) else {
         return ExitCode::FAILURE;
     };
-    match send::<JobStarted, _>(&config.admin, "POST", path, req) {
-        Ok(s) => follow(&config.admin, s.job, json, done),
+    match send::<JobStarted, _>(&admin, "POST", path, req) {
+        Ok(s) => follow(&admin, s.job, ctx, done),
         Err(e) => {
             eprintln!("tern: {e}");
             ExitCode::FAILURE
@@ -107,11 +109,11 @@ fn start_and_follow<B: serde::Serialize>(
 }
 
 /// Follows job `id` to its end (bounded: an hour) and prints its result.
-fn follow(admin: &AdminConfig, id: u64, json: bool, done: &str) -> ExitCode {
+fn follow(admin: &AdminConfig, id: u64, ctx: &Ctx, done: &str) -> ExitCode {
     for _ in 0..36_000 {
         match get::<JobProgress>(admin, &format!("/v1/jobs/{id}")) {
             Ok(p) if p.finished => {
-                return emit(json, &p, |p| {
+                return emit(ctx.json, &p, |p| {
                     format!(
                         "{done} {} message(s) of {} looked at; {} being delivered were left, {} failed\n",
                         p.done_items, p.scanned, p.skipped, p.failed
@@ -152,11 +154,11 @@ pub struct RebindArgs {
 }
 
 /// `tern rebind`.
-pub fn rebind(f: &FilterArgs, a: RebindArgs, json: bool) -> ExitCode {
-    let Some(config) = load_or_report(&f.config) else {
+pub fn rebind(f: &FilterArgs, a: RebindArgs, ctx: &Ctx) -> ExitCode {
+    let Some(admin) = ctx.admin(&f.config) else {
         return ExitCode::FAILURE;
     };
-    let admin = &config.admin;
+    let admin = &admin;
     let moves = a.to_pool.is_some() || !a.via.is_empty();
     let result = match (moves, a.list, a.cancel) {
         (true, false, None) => {
@@ -172,7 +174,7 @@ pub fn rebind(f: &FilterArgs, a: RebindArgs, json: bool) -> ExitCode {
                     let to = made.rebind.destination();
                     out!("rebind {} in force: mail moves to {to}", made.rebind.id);
                     return match made.job {
-                        Some(job) => follow(admin, job, json, "made due now"),
+                        Some(job) => follow(admin, job, ctx, "made due now"),
                         None => ExitCode::SUCCESS,
                     };
                 }
@@ -180,11 +182,11 @@ pub fn rebind(f: &FilterArgs, a: RebindArgs, json: bool) -> ExitCode {
             }
         }
         (false, true, None) => {
-            get::<Vec<RebindRule>>(admin, "/v1/rebinds").map(|l| emit(json, &l, rebind_table))
+            get::<Vec<RebindRule>>(admin, "/v1/rebinds").map(|l| emit(ctx.json, &l, rebind_table))
         }
         (false, false, Some(id)) => {
             send::<Cancelled, _>(admin, "DELETE", &format!("/v1/rebinds/{id}"), &()).map(|c| {
-                emit(json, &c, |c| {
+                emit(ctx.json, &c, |c| {
                     let state = if c.cancelled { "ended" } else { "not in force" };
                     format!("rebind {id}: {state}\n")
                 })

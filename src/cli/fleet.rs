@@ -5,12 +5,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::Ctx;
+
 use clap::Subcommand;
 
 use crate::admin::client::{get, send};
 use crate::admin::types::{ClusterStatus, DrainRequest};
 use crate::cluster::drain::Progress;
-use crate::config::DEFAULT_PATH;
+use crate::config;
 
 /// `tern cluster ...`.
 #[derive(Debug, Subcommand)]
@@ -19,24 +21,24 @@ pub enum ClusterCommand {
     /// each was last heard from, and its queue.
     Status {
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
 }
 
 /// Runs a `tern cluster` command.
-pub fn main(command: ClusterCommand, json: bool) -> ExitCode {
+pub fn main(command: ClusterCommand, ctx: &Ctx) -> ExitCode {
     match command {
-        ClusterCommand::Status { config } => status(&config, json),
+        ClusterCommand::Status { config } => status(&config, ctx),
     }
 }
 
-fn status(config: &std::path::Path, json: bool) -> ExitCode {
-    let Some(config) = super::load_or_report(config) else {
+fn status(config: &std::path::Path, ctx: &Ctx) -> ExitCode {
+    let Some(admin) = ctx.admin(config) else {
         return ExitCode::FAILURE;
     };
-    match get::<ClusterStatus>(&config.admin, "/v1/cluster") {
-        Ok(s) => super::emit(json, &s, table),
+    match get::<ClusterStatus>(&admin, "/v1/cluster") {
+        Ok(s) => super::emit(ctx.json, &s, table),
         Err(e) => {
             eprintln!("tern: {e}");
             ExitCode::FAILURE
@@ -62,16 +64,16 @@ pub struct DrainArgs {
     #[arg(long)]
     no_wait: bool,
     /// The configuration file (for the admin address and token).
-    #[arg(long, short, default_value = DEFAULT_PATH)]
+    #[arg(long, short, default_value_os_t = config::default_path())]
     config: PathBuf,
 }
 
 /// `tern drain`.
-pub fn drain(args: &DrainArgs, json: bool) -> ExitCode {
-    let Some(config) = super::load_or_report(&args.config) else {
+pub fn drain(args: &DrainArgs, ctx: &Ctx) -> ExitCode {
+    let Some(admin) = ctx.admin(&args.config) else {
         return ExitCode::FAILURE;
     };
-    let a = &config.admin;
+    let a = &admin;
     let first = match (args.status, args.cancel) {
         (true, _) => get::<Progress>(a, "/v1/drain"),
         (_, true) => send::<Progress, _>(a, "DELETE", "/v1/drain", &()),
@@ -89,7 +91,7 @@ pub fn drain(args: &DrainArgs, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let follow = !(args.status || args.cancel || args.no_wait || json);
+    let follow = !(args.status || args.cancel || args.no_wait || ctx.json);
     while follow && p.state == "running" {
         out!("{}", line(&p));
         std::thread::sleep(std::time::Duration::from_secs(1));
@@ -101,7 +103,7 @@ pub fn drain(args: &DrainArgs, json: bool) -> ExitCode {
             }
         }
     }
-    super::emit(json, &p, |p| format!("{}\n", line(p)))
+    super::emit(ctx.json, &p, |p| format!("{}\n", line(p)))
 }
 
 fn line(p: &Progress) -> String {

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config, DEFAULT_PATH};
+use crate::config::{self, Config};
 
 /// `println!` for the CLI: a closed pipe (`tern queue list | head -1`)
 /// ends the program quietly (exit 141, as a shell reports SIGPIPE) instead
@@ -30,6 +30,7 @@ macro_rules! out_text {
     };
 }
 
+mod access;
 mod control;
 mod dkim;
 mod fleet;
@@ -48,6 +49,31 @@ pub struct Cli {
     /// Print the daemon's answers as JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    access: access::Access,
+}
+
+/// What every verb gets: the output format and how to reach the daemon.
+pub(crate) struct Ctx {
+    /// `--json`.
+    pub json: bool,
+    access: access::Access,
+    env: access::Env,
+}
+
+impl Ctx {
+    /// The admin API to call for a verb given `config` (see
+    /// [`access::Access::endpoint`]).
+    pub(crate) fn endpoint(&self, config: &Path) -> Result<crate::config::AdminConfig, String> {
+        self.access.endpoint(&self.env, config)
+    }
+
+    /// [`Ctx::endpoint`], its error printed.
+    pub(crate) fn admin(&self, config: &Path) -> Option<crate::config::AdminConfig> {
+        self.endpoint(config)
+            .map_err(|e| eprintln!("tern: {e}"))
+            .ok()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,14 +81,14 @@ enum Command {
     /// Run the MTA in the foreground until SIGTERM or SIGINT.
     Run {
         /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// Check a configuration file: print every error (file:line:column: key:
     /// reason) and exit 1, or print a short summary and exit 0.
     CheckConfig {
         /// The configuration file.
-        #[arg(default_value = DEFAULT_PATH)]
+        #[arg(default_value_os_t = config::default_path())]
         file: PathBuf,
     },
     /// Look at the queue.
@@ -100,7 +126,7 @@ enum Command {
         #[arg(long)]
         domain: Option<String>,
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// Remove queued mail matching every filter given, undelivered and
@@ -130,7 +156,7 @@ enum Command {
     /// List the automatic actions in force (as `tern shaping actions`).
     Actions {
         /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// Have the running daemon read its config file again: a valid one
@@ -138,7 +164,7 @@ enum Command {
     /// every error, and the running config stays.
     Reload {
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// End a suspension now (an operator's or a rule's).
@@ -194,7 +220,7 @@ enum ShapingCommand {
         #[arg(long)]
         mx: Option<String>,
         /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// List the automatic actions (suspensions by reply rules) in force in
@@ -202,7 +228,7 @@ enum ShapingCommand {
     /// spool).
     Actions {
         /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
 }
@@ -218,11 +244,22 @@ enum AuthCommand {
 
 /// Runs the parsed command line.
 pub fn main(cli: Cli) -> ExitCode {
-    let json = cli.json;
+    let ctx = Ctx {
+        json: cli.json,
+        access: cli.access,
+        env: access::Env::from_process(),
+    };
+    let ctx = &ctx;
+    if ctx.json
+        && let Some(verb) = cli.command.without_json()
+    {
+        eprintln!("tern: --json: `tern {verb}` has no JSON output");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Run { config } => run(&config),
-        Command::CheckConfig { file } => check_config(&file),
-        Command::Queue { command } => queue::main(command, json),
+        Command::CheckConfig { file } => check_config(&file, ctx.json),
+        Command::Queue { command } => queue::main(command, ctx),
         Command::Auth {
             command: AuthCommand::HashPassword,
         } => hash_password(),
@@ -231,19 +268,19 @@ pub fn main(cli: Cli) -> ExitCode {
             target,
             duration,
             reason,
-        } => ops::suspend(&target, &duration, &reason),
-        Command::Resume { target } => ops::resume(&target),
-        Command::Retry { domain, config } => ops::retry(&config, domain),
-        Command::Reload { config } => ops::reload(&config),
-        Command::Cluster { command } => fleet::main(command, json),
-        Command::Template { command } => template::main(command, json),
-        Command::Tls { command } => tls::main(command, json),
-        Command::Drain { args } => fleet::drain(&args, json),
-        Command::Purge { filter } => control::purge(&filter, json),
-        Command::Bounce { filter, reason } => control::bounce(&filter, reason, json),
-        Command::Rebind { filter, args } => control::rebind(&filter, args, json),
+        } => ops::suspend(&target, &duration, &reason, ctx),
+        Command::Resume { target } => ops::resume(&target, ctx),
+        Command::Retry { domain, config } => ops::retry(&config, domain, ctx),
+        Command::Reload { config } => ops::reload(&config, ctx),
+        Command::Cluster { command } => fleet::main(command, ctx),
+        Command::Template { command } => template::main(command, ctx),
+        Command::Tls { command } => tls::main(command, ctx),
+        Command::Drain { args } => fleet::drain(&args, ctx),
+        Command::Purge { filter } => control::purge(&filter, ctx),
+        Command::Bounce { filter, reason } => control::bounce(&filter, reason, ctx),
+        Command::Rebind { filter, args } => control::rebind(&filter, args, ctx),
         Command::Actions { config } => match load_or_report(&config) {
-            Some(c) => shaping::actions(&c),
+            Some(c) => shaping::actions(&c, ctx.json),
             None => ExitCode::FAILURE,
         },
         Command::Shaping {
@@ -255,15 +292,28 @@ pub fn main(cli: Cli) -> ExitCode {
                     config,
                 },
         } => match load_or_report(&config) {
-            Some(c) => shaping::show(&c, &domain, source.as_deref(), mx.as_deref()),
+            Some(c) => shaping::show(&c, &domain, (source.as_deref(), mx.as_deref()), ctx.json),
             None => ExitCode::FAILURE,
         },
         Command::Shaping {
             command: ShapingCommand::Actions { config },
         } => match load_or_report(&config) {
-            Some(c) => shaping::actions(&c),
+            Some(c) => shaping::actions(&c, ctx.json),
             None => ExitCode::FAILURE,
         },
+    }
+}
+
+impl Command {
+    /// The verb's name when it prints no JSON (so `--json` is refused,
+    /// never ignored).
+    fn without_json(&self) -> Option<&'static str> {
+        match self {
+            Command::Run { .. } => Some("run"),
+            Command::Auth { .. } => Some("auth hash-password"),
+            Command::Dkim { .. } => Some("dkim"),
+            _ => None,
+        }
     }
 }
 
@@ -298,14 +348,6 @@ pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
-/// The admin API's address and token from a config file (for the verbs
-/// that only talk to the daemon); the file's errors are printed.
-fn admin(config: &Path) -> Result<crate::config::AdminConfig, String> {
-    load_or_report(config)
-        .map(|c| c.admin)
-        .ok_or_else(|| format!("{}: not a valid config", config.display()))
-}
-
 /// Writes one line to stdout (see `out!`).
 pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
     print_raw(format_args!("{args}\n"));
@@ -337,18 +379,45 @@ fn load_prepared(path: &Path) -> Option<(Config, crate::prepare::Prepared)> {
     }
 }
 
-fn check_config(path: &Path) -> ExitCode {
-    let Some((config, _)) = load_prepared(path) else {
-        return ExitCode::FAILURE;
+fn check_config(path: &Path, json: bool) -> ExitCode {
+    if !json {
+        let Some((config, _)) = load_prepared(path) else {
+            return ExitCode::FAILURE;
+        };
+        out!("{}: OK", path.display());
+        for line in config.summary().lines() {
+            out!("  {line}");
+        }
+        if let Some(w) = crate::limits::warning(&config, crate::limits::hard_open_files()) {
+            out!("warning: {w}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let report = match config::load_with(path, crate::prepare::prepare) {
+        Ok((config, _)) => serde_json::json!({
+            "file": path,
+            "ok": true,
+            "summary": config.summary().lines().collect::<Vec<_>>(),
+            "warning": crate::limits::warning(&config, crate::limits::hard_open_files()),
+        }),
+        Err(errors) => serde_json::json!({
+            "file": path,
+            "ok": false,
+            "errors": errors.0.iter().map(|e| serde_json::json!({
+                "file": e.file,
+                "line": e.position.map(|p| p.0),
+                "column": e.position.map(|p| p.1),
+                "key": e.key,
+                "message": e.message,
+            })).collect::<Vec<_>>(),
+        }),
     };
-    out!("{}: OK", path.display());
-    for line in config.summary().lines() {
-        out!("  {line}");
+    let ok = report["ok"] == true;
+    emit(true, &report, |_| String::new());
+    match ok {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
     }
-    if let Some(w) = crate::limits::warning(&config, crate::limits::hard_open_files()) {
-        out!("warning: {w}");
-    }
-    ExitCode::SUCCESS
 }
 
 fn run(path: &Path) -> ExitCode {

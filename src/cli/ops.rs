@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::{Ctx, emit};
+
 use clap::Args;
 
 use crate::admin::client::send;
 use crate::admin::types::{Action, CancelAction, Cancelled, Suspend};
-use crate::config::DEFAULT_PATH;
+use crate::config;
 use crate::shaping::rules::Target;
 
 /// Which target: exactly one, or --source with --site for a path.
@@ -33,7 +35,7 @@ pub struct TargetArgs {
     #[arg(long)]
     tenant: Option<String>,
     /// The configuration file (for the admin address and token).
-    #[arg(long, short, default_value = DEFAULT_PATH)]
+    #[arg(long, short, default_value_os_t = config::default_path())]
     pub config: PathBuf,
 }
 
@@ -75,11 +77,11 @@ fn usage() -> ExitCode {
 }
 
 /// `tern suspend TARGET --for D --reason R`.
-pub fn suspend(t: &TargetArgs, duration: &str, reason: &str) -> ExitCode {
+pub fn suspend(t: &TargetArgs, duration: &str, reason: &str, ctx: &Ctx) -> ExitCode {
     let Some(target) = t.target() else {
         return usage();
     };
-    let Some(config) = super::load_or_report(&t.config) else {
+    let Some(admin) = ctx.admin(&t.config) else {
         return ExitCode::FAILURE;
     };
     let req = Suspend {
@@ -87,11 +89,10 @@ pub fn suspend(t: &TargetArgs, duration: &str, reason: &str) -> ExitCode {
         duration: duration.into(),
         reason: reason.into(),
     };
-    match send::<Action, _>(&config.admin, "POST", "/v1/suspensions", &req) {
-        Ok(a) => {
-            out!("{}: suspended until {} ({})", a.target, a.end, a.reply);
-            ExitCode::SUCCESS
-        }
+    match send::<Action, _>(&admin, "POST", "/v1/suspensions", &req) {
+        Ok(a) => emit(ctx.json, &a, |a| {
+            format!("{}: suspended until {} ({})\n", a.target, a.end, a.reply)
+        }),
         Err(e) => {
             eprintln!("tern: {e}");
             ExitCode::FAILURE
@@ -100,22 +101,19 @@ pub fn suspend(t: &TargetArgs, duration: &str, reason: &str) -> ExitCode {
 }
 
 /// `tern retry [--domain D]`.
-pub fn retry(config: &std::path::Path, domain: Option<String>) -> ExitCode {
+pub fn retry(config: &std::path::Path, domain: Option<String>, ctx: &Ctx) -> ExitCode {
     use crate::admin::types::{Retried, Retry};
-    let Some(config) = super::load_or_report(config) else {
+    let Some(admin) = ctx.admin(config) else {
         return ExitCode::FAILURE;
     };
     let req = Retry { domain };
-    match send::<Retried, _>(&config.admin, "POST", "/v1/retry", &req) {
-        Ok(r) => {
-            out!(
-                "{} message(s), {} recipient(s) due now; {} dead-site pause(s) lifted",
-                r.messages,
-                r.recipients,
-                r.pauses
-            );
-            ExitCode::SUCCESS
-        }
+    match send::<Retried, _>(&admin, "POST", "/v1/retry", &req) {
+        Ok(r) => emit(ctx.json, &r, |r| {
+            format!(
+                "{} message(s), {} recipient(s) due now; {} dead-site pause(s) lifted\n",
+                r.messages, r.recipients, r.pauses
+            )
+        }),
         Err(e) => {
             eprintln!("tern: {e}");
             ExitCode::FAILURE
@@ -124,23 +122,21 @@ pub fn retry(config: &std::path::Path, domain: Option<String>) -> ExitCode {
 }
 
 /// `tern reload`: the running daemon reads its config file again.
-pub fn reload(config: &std::path::Path) -> ExitCode {
+pub fn reload(config: &std::path::Path, ctx: &Ctx) -> ExitCode {
     use crate::admin::client::CallError;
     use crate::admin::types::Reloaded;
-    let Some(config) = super::load_or_report(config) else {
+    let Some(admin) = ctx.admin(config) else {
         return ExitCode::FAILURE;
     };
-    match send::<Reloaded, _>(&config.admin, "POST", "/v1/reload", &()) {
-        Ok(r) => {
-            out!("config {} in force ({})", r.id, r.applied.join(", "));
+    match send::<Reloaded, _>(&admin, "POST", "/v1/reload", &()) {
+        Ok(r) => emit(ctx.json, &r, |r| {
+            let mut text = format!("config {} in force ({})\n", r.id, r.applied.join(", "));
             if !r.needs_restart.is_empty() {
-                out!(
-                    "changed but needing a restart: {}",
-                    r.needs_restart.join(", ")
-                );
+                let names = r.needs_restart.join(", ");
+                text.push_str(&format!("changed but needing a restart: {names}\n"));
             }
-            ExitCode::SUCCESS
-        }
+            text
+        }),
         Err(CallError::Status {
             status: 422,
             message,
@@ -156,25 +152,21 @@ pub fn reload(config: &std::path::Path) -> ExitCode {
 }
 
 /// `tern resume TARGET`.
-pub fn resume(t: &TargetArgs) -> ExitCode {
+pub fn resume(t: &TargetArgs, ctx: &Ctx) -> ExitCode {
     let Some(target) = t.target() else {
         return usage();
     };
-    let Some(config) = super::load_or_report(&t.config) else {
+    let Some(admin) = ctx.admin(&t.config) else {
         return ExitCode::FAILURE;
     };
     let req = CancelAction {
         target: target.clone(),
     };
-    match send::<Cancelled, _>(&config.admin, "DELETE", "/v1/suspensions", &req) {
-        Ok(Cancelled { cancelled: true }) => {
-            out!("{target}: resumed");
-            ExitCode::SUCCESS
-        }
-        Ok(_) => {
-            out!("{target}: was not suspended");
-            ExitCode::SUCCESS
-        }
+    match send::<Cancelled, _>(&admin, "DELETE", "/v1/suspensions", &req) {
+        Ok(c) => emit(ctx.json, &c, |c| match c.cancelled {
+            true => format!("{target}: resumed\n"),
+            false => format!("{target}: was not suspended\n"),
+        }),
         Err(e) => {
             eprintln!("tern: {e}");
             ExitCode::FAILURE

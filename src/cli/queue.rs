@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::Ctx;
+
 use clap::Subcommand;
 use queue::SpoolSnapshot;
 
@@ -14,7 +16,7 @@ use super::control::FilterArgs;
 use super::{emit, load_or_report};
 use crate::admin::client::{CallError, get};
 use crate::admin::types::{MessageDetail, MessagePage, QueueBreakdown, QueueSummary};
-use crate::config::DEFAULT_PATH;
+use crate::config;
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -23,7 +25,7 @@ pub enum QueueCommand {
     /// directly (works with the daemon stopped).
     Summary {
         /// The configuration file (for the admin address and the spool).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
         /// Show at most this many domains (those with the most recipients).
         #[arg(long, default_value_t = 50)]
@@ -39,7 +41,7 @@ pub enum QueueCommand {
         #[arg(long, default_value_t = 50)]
         top: usize,
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// List the queued messages a filter selects, a page at a time.
@@ -62,15 +64,15 @@ pub enum QueueCommand {
         #[arg(long)]
         body: bool,
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
 }
 
 /// Runs a `tern queue` command.
-pub fn main(cmd: QueueCommand, json: bool) -> ExitCode {
+pub fn main(cmd: QueueCommand, ctx: &Ctx) -> ExitCode {
     match cmd {
-        QueueCommand::Summary { config, top } => summary(&config, top, json),
+        QueueCommand::Summary { config, top } => summary(&config, top, ctx),
         QueueCommand::By {
             dimension,
             top,
@@ -78,7 +80,7 @@ pub fn main(cmd: QueueCommand, json: bool) -> ExitCode {
         } => call(
             &config,
             &format!("/v1/queue/by/{dimension}?top={top}"),
-            json,
+            ctx,
             by_table,
         ),
         QueueCommand::List {
@@ -94,29 +96,29 @@ pub fn main(cmd: QueueCommand, json: bool) -> ExitCode {
             call(
                 &filter.config,
                 &format!("/v1/queue/messages?{query}"),
-                json,
+                ctx,
                 list_table,
             )
         }
         QueueCommand::Inspect { id, body, config } => call(
             &config,
             &format!("/v1/queue/messages/{id}?body={body}"),
-            json,
+            ctx,
             detail_text,
         ),
     }
 }
 
 /// GETs `path` from the running daemon and prints it.
-fn call<T>(config: &Path, path: &str, json: bool, human: fn(&T) -> String) -> ExitCode
+fn call<T>(config: &Path, path: &str, ctx: &Ctx, human: fn(&T) -> String) -> ExitCode
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
-    let Some(config) = load_or_report(config) else {
+    let Some(admin) = ctx.admin(config) else {
         return ExitCode::FAILURE;
     };
-    match get::<T>(&config.admin, path) {
-        Ok(v) => emit(json, &v, human),
+    match get::<T>(&admin, path) {
+        Ok(v) => emit(ctx.json, &v, human),
         Err(e) => {
             eprintln!("tern: {e}");
             ExitCode::FAILURE
@@ -255,17 +257,31 @@ fn detail_text(d: &MessageDetail) -> String {
     out
 }
 
-fn summary(path: &Path, top: usize, json: bool) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
+fn summary(path: &Path, top: usize, ctx: &Ctx) -> ExitCode {
+    let Some(admin) = ctx.admin(path) else {
         return ExitCode::FAILURE;
     };
     // The running daemon's own view first; the spool files otherwise.
-    match get::<QueueSummary>(&config.admin, &format!("/v1/queue/summary?top={top}")) {
-        Ok(s) => return emit(json, &s, live_summary),
+    match get::<QueueSummary>(&admin, &format!("/v1/queue/summary?top={top}")) {
+        Ok(s) => return emit(ctx.json, &s, live_summary),
         Err(CallError::Down(_)) => {}
         Err(e) => eprintln!("note: {e}; reading the spool instead"),
     }
+    // The daemon is down: the spool's files, where the whole config says.
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
     let spool = &config.queue.path;
+    if !spool.exists() && ctx.json {
+        let empty = QueueSummary {
+            messages: 0,
+            recipients: 0,
+            body_bytes: 0,
+            disk_bytes: 0,
+            domains: Vec::new(),
+        };
+        return emit(true, &empty, |_| String::new());
+    }
     if !spool.exists() {
         out!("No spool at {}: nothing has been queued.", spool.display());
         return ExitCode::SUCCESS;
@@ -283,8 +299,29 @@ fn summary(path: &Path, top: usize, json: bool) -> ExitCode {
             report.corrupt_records, report.torn_tail_bytes
         );
     }
+    if ctx.json {
+        return emit(true, &spool_as_summary(&snapshot, top), |_| String::new());
+    }
     out_text!("{}", spool_summary(spool, &snapshot, top));
     ExitCode::SUCCESS
+}
+
+/// The spool files' view in the API's shape (for `--json`).
+fn spool_as_summary(snap: &SpoolSnapshot, top: usize) -> QueueSummary {
+    let s = snap.stats();
+    QueueSummary {
+        messages: s.messages,
+        recipients: s.recipients,
+        body_bytes: s.body_bytes,
+        disk_bytes: s.disk_bytes,
+        domains: (snap.domains().iter().take(top))
+            .map(|d| crate::admin::types::DomainRow {
+                domain: d.domain.clone(),
+                messages: d.messages,
+                recipients: d.recipients,
+            })
+            .collect(),
+    }
 }
 
 fn spool_summary(spool: &Path, snap: &SpoolSnapshot, top: usize) -> String {

@@ -15,12 +15,20 @@ use crate::shaping::Shaper;
 
 /// Prints the effective shaping of `domain` from `source` (default: the
 /// first source of the default pool).
-pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str>) -> ExitCode {
+pub fn show(
+    config: &Config,
+    domain: &str,
+    (source, mx): (Option<&str>, Option<&str>),
+    json: bool,
+) -> ExitCode {
     let domain = domain.to_ascii_lowercase();
     if let Some(e) = from_daemon(config, &domain, source, mx) {
-        out!("(from the running daemon: the config in force)");
-        out_text!("{}", effective_text(&e));
-        return ExitCode::SUCCESS;
+        return super::emit(json, &e, |e| {
+            format!(
+                "(from the running daemon: the config in force)\n{}",
+                effective_text(e)
+            )
+        });
     }
     let source = source.map(str::to_owned).or_else(|| {
         let pool = config
@@ -48,11 +56,8 @@ pub fn show(config: &Config, domain: &str, source: Option<&str>, mx: Option<&str
         },
     };
     let plan = Shaper::new(config).plan(&source.name, &site, &domain);
-    out_text!(
-        "{}",
-        effective_text(&EffectiveShaping::new(domain, site, source, &plan))
-    );
-    ExitCode::SUCCESS
+    let effective = EffectiveShaping::new(domain, site, source, &plan);
+    super::emit(json, &effective, effective_text)
 }
 
 /// Asks the running daemon (the config in force); `None` when it is down.
@@ -133,13 +138,10 @@ fn resolve_site(config: &Config, domain: &str) -> Result<String, String> {
 
 /// Prints the automatic actions in force: from the running daemon's API,
 /// else from what it kept in its spool.
-pub fn actions(config: &Config) -> ExitCode {
+pub fn actions(config: &Config, json: bool) -> ExitCode {
     use crate::admin::client::{CallError, get};
     match get::<Vec<crate::shaping::rules::Action>>(&config.admin, "/v1/shaping/actions") {
-        Ok(list) => {
-            print_actions(list);
-            return ExitCode::SUCCESS;
-        }
+        Ok(list) => return super::emit(json, &list, |l| actions_text(l)),
         Err(CallError::Down(_)) => {}
         Err(e) => eprintln!("note: {e}; reading the spool instead"),
     }
@@ -164,30 +166,29 @@ pub fn actions(config: &Config) -> ExitCode {
         .into_iter()
         .filter(|a| a.rate.is_some() || a.end > now)
         .collect();
-    print_actions(active);
-    ExitCode::SUCCESS
+    super::emit(json, &active, |l| actions_text(l))
 }
 
-fn print_actions(active: Vec<crate::shaping::rules::Action>) {
+fn actions_text(active: &[crate::shaping::rules::Action]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     if active.is_empty() {
-        out!("no automatic actions in force");
+        out.push_str("no automatic actions in force\n");
     }
     for a in active {
-        match &a.rate {
-            Some(rate) => out!(
+        let _ = match &a.rate {
+            Some(rate) => writeln!(
+                out,
                 "{}: slowed to {rate} by rule {} since {}, until whole again",
-                a.target,
-                a.rule,
-                a.start
+                a.target, a.rule, a.start
             ),
-            None => out!(
+            None => writeln!(
+                out,
                 "{}: suspended by rule {} from {} until {}",
-                a.target,
-                a.rule,
-                a.start,
-                a.end
+                a.target, a.rule, a.start, a.end
             ),
-        }
-        out!("    after: {}", a.reply);
+        };
+        let _ = writeln!(out, "    after: {}", a.reply);
     }
+    out
 }

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::admin;
+use super::Ctx;
 use crate::admin::client::{get, send};
 use crate::admin::types::TemplateStored;
-use crate::config::DEFAULT_PATH;
+use crate::config;
 use crate::inject::api::{Preview, PreviewRequest, TemplateContent, TemplateInfo};
 
 /// `tern template ...`.
@@ -32,7 +32,7 @@ pub enum TemplateCommand {
         #[arg(long)]
         vars: Option<String>,
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// List the templates, or one template's versions (with --version,
@@ -44,7 +44,7 @@ pub enum TemplateCommand {
         #[arg(long)]
         version: Option<u32>,
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// Render a template with variables, without sending: the subject
@@ -63,13 +63,13 @@ pub enum TemplateCommand {
         #[arg(long)]
         html: bool,
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
 }
 
 /// Runs a `tern template` command.
-pub fn main(command: TemplateCommand, json: bool) -> ExitCode {
+pub fn main(command: TemplateCommand, ctx: &Ctx) -> ExitCode {
     let result = match command {
         TemplateCommand::Push {
             name,
@@ -85,20 +85,20 @@ pub fn main(command: TemplateCommand, json: bool) -> ExitCode {
             subject,
             text.as_deref(),
             vars.as_deref(),
-            json,
+            ctx,
         ),
         TemplateCommand::Show {
             name,
             version,
             config,
-        } => show(&config, name.as_deref(), version, json),
+        } => show(&config, name.as_deref(), version, ctx),
         TemplateCommand::Preview {
             name,
             version,
             vars,
             html,
             config,
-        } => preview(&config, &name, version, vars.as_deref(), html, json),
+        } => preview(&config, &name, version, vars.as_deref(), html, ctx),
     };
     result.unwrap_or_else(|e| {
         eprintln!("tern: {e}");
@@ -126,9 +126,9 @@ fn push(
     subject: Option<String>,
     text: Option<&Path>,
     vars: Option<&str>,
-    json: bool,
+    ctx: &Ctx,
 ) -> Result<ExitCode, String> {
-    let a = admin(config)?;
+    let a = ctx.endpoint(config)?;
     let body = read(file)?;
     let mut content = TemplateContent {
         subject,
@@ -150,7 +150,7 @@ fn push(
     }
     let path = format!("/v1/templates/{}", super::control::encode(name));
     let stored: TemplateStored = send(&a, "PUT", &path, &content).map_err(|e| e.to_string())?;
-    Ok(super::emit(json, &stored, |s| {
+    Ok(super::emit(ctx.json, &stored, |s| {
         format!("{}: version {}\n", s.name, s.version)
     }))
 }
@@ -159,12 +159,12 @@ fn show(
     config: &Path,
     name: Option<&str>,
     version: Option<u32>,
-    json: bool,
+    ctx: &Ctx,
 ) -> Result<ExitCode, String> {
-    let a = admin(config)?;
+    let a = ctx.endpoint(config)?;
     let Some(name) = name else {
         let names: Vec<String> = get(&a, "/v1/templates").map_err(|e| e.to_string())?;
-        return Ok(super::emit(json, &names, |n| {
+        return Ok(super::emit(ctx.json, &names, |n| {
             n.iter().map(|x| format!("{x}\n")).collect()
         }));
     };
@@ -176,7 +176,7 @@ fn show(
             .iter()
             .find(|x| x.version == v)
             .ok_or_else(|| format!("{name} has no version {v}"))?;
-        return Ok(super::emit(json, one, |x| {
+        return Ok(super::emit(ctx.json, one, |x| {
             let c = &x.content;
             let mut out = format!("{name} version {} ({})\n", x.version, x.created);
             for (label, part) in [
@@ -192,7 +192,7 @@ fn show(
             out
         }));
     }
-    Ok(super::emit(json, &info, |i| {
+    Ok(super::emit(ctx.json, &info, |i| {
         let mut out = format!("{:<8} {:<26} {}\n", "version", "created", "content");
         for v in &i.versions {
             let kind = if v.content.mjml.is_some() {
@@ -214,9 +214,9 @@ fn preview(
     version: Option<u32>,
     vars: Option<&str>,
     html: bool,
-    json: bool,
+    ctx: &Ctx,
 ) -> Result<ExitCode, String> {
-    let a = admin(config)?;
+    let a = ctx.endpoint(config)?;
     let req = PreviewRequest {
         version,
         variables: variables(vars)?,
@@ -224,7 +224,7 @@ fn preview(
     let path = format!("/v1/templates/{}/preview", super::control::encode(name));
     let p: Preview = send(&a, "POST", &path, &req).map_err(|e| e.to_string())?;
     let failed = !p.errors.is_empty();
-    let code = super::emit(json, &p, |p| {
+    let code = super::emit(ctx.json, &p, |p| {
         let mut out = String::new();
         for e in &p.errors {
             let at = e

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::admin;
+use super::Ctx;
 use crate::admin::client::{get, send};
 use crate::admin::tls::{ReportsSent, TlsView};
-use crate::config::DEFAULT_PATH;
+use crate::config;
 
 /// `tern tls ...`.
 #[derive(Debug, Subcommand)]
@@ -21,7 +21,7 @@ pub enum TlsCommand {
         /// The recipient domain.
         domain: String,
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
     /// Send the TLS reports (RFC 8460) of a day now.
@@ -31,16 +31,16 @@ pub enum TlsCommand {
         #[arg(long)]
         day: Option<String>,
         /// The configuration file (for the admin address and token).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
+        #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
     },
 }
 
 /// Runs a `tern tls` command.
-pub fn main(command: TlsCommand, json: bool) -> ExitCode {
+pub fn main(command: TlsCommand, ctx: &Ctx) -> ExitCode {
     let result = match command {
-        TlsCommand::Show { domain, config } => show(&config, &domain, json),
-        TlsCommand::Report { day, config } => report(&config, day.as_deref(), json),
+        TlsCommand::Show { domain, config } => show(&config, &domain, ctx),
+        TlsCommand::Report { day, config } => report(&config, day.as_deref(), ctx),
     };
     result.unwrap_or_else(|e| {
         eprintln!("tern: {e}");
@@ -48,8 +48,8 @@ pub fn main(command: TlsCommand, json: bool) -> ExitCode {
     })
 }
 
-fn show(config: &Path, domain: &str, json: bool) -> Result<ExitCode, String> {
-    let a = admin(config)?;
+fn show(config: &Path, domain: &str, ctx: &Ctx) -> Result<ExitCode, String> {
+    let a = ctx.endpoint(config)?;
     if !domain.is_ascii() || !crate::config::names::is_hostname(domain) {
         return Err(format!(
             "`{domain}` is not a domain name (A-labels for IDNs)"
@@ -57,7 +57,7 @@ fn show(config: &Path, domain: &str, json: bool) -> Result<ExitCode, String> {
     }
     let path = format!("/v1/tls/{domain}");
     let v: TlsView = get(&a, &path).map_err(|e| e.to_string())?;
-    if json {
+    if ctx.json {
         out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
@@ -83,15 +83,15 @@ fn show(config: &Path, domain: &str, json: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(config: &Path, day: Option<&str>, json: bool) -> Result<ExitCode, String> {
-    let a = admin(config)?;
+fn report(config: &Path, day: Option<&str>, ctx: &Ctx) -> Result<ExitCode, String> {
+    let a = ctx.endpoint(config)?;
     let path = match day {
         Some(d) if crate::clock::parse_date(d).is_some() => format!("/v1/tls/reports?day={d}"),
         Some(d) => return Err(format!("--day: `{d}` is not a YYYY-MM-DD date")),
         None => "/v1/tls/reports".to_owned(),
     };
     let r: ReportsSent = send(&a, "POST", &path, &()).map_err(|e| e.to_string())?;
-    if json {
+    if ctx.json {
         out!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }

@@ -26,7 +26,7 @@ mod shaping;
 mod tls_policy;
 pub mod values;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +141,9 @@ impl Default for Config {
 /// The path used when none is given on the command line.
 pub const DEFAULT_PATH: &str = "config/tern.toml";
 
+/// Where an installed Tern's config is (see [`default_path`]).
+pub const INSTALLED_PATH: &str = "/etc/tern/tern.toml";
+
 /// Reads and validates a config file, reporting every error at once.
 /// Nothing the config names is loaded (keys, certificates): that is the
 /// prepare step's, [`load_with`].
@@ -155,17 +158,75 @@ pub fn load_with<P>(
     path: &Path,
     prepare: impl FnOnce(&Config) -> Result<P, Vec<load::Issue>>,
 ) -> Result<(Config, P), ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_text(path)?;
+    let (mut config, prepared) = parse_with(path, &text, prepare)?;
+    config.file = Some(path.to_owned());
+    Ok((config, prepared))
+}
+
+/// The text of a config file, or an error naming it.
+fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
             position: None,
             key: String::new(),
             message: format!("cannot read the file: {e}"),
         }])
-    })?;
-    let (mut config, prepared) = parse_with(path, &text, prepare)?;
-    config.file = Some(path.to_owned());
-    Ok((config, prepared))
+    })
+}
+
+/// The config file used when none is given: `/etc/tern/tern.toml` when it
+/// exists (an installed Tern), else [`DEFAULT_PATH`] (a checkout).
+pub fn default_path() -> PathBuf {
+    let installed = Path::new(INSTALLED_PATH);
+    match installed.exists() {
+        true => installed.to_owned(),
+        false => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// Only `[admin]`, for [`load_admin`]: other sections are ignored.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AdminOnly {
+    admin: AdminConfig,
+}
+
+/// Reads only `[admin]` of the config file at `path` (what the `tern`
+/// verbs need to reach the daemon), passing over every other section and
+/// its errors, a syntax error included: a half-edited config never locks
+/// the operator out of the running daemon. Errors in `[admin]` itself
+/// are reported with their line.
+pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigErrors> {
+    let mut text = read_text(path)?;
+    if load::parse::<AdminOnly>(path, &text).is_err() {
+        // A syntax error somewhere: read the `[admin]` table's own lines
+        // (the others blanked, so that line numbers hold).
+        text = only_table(&text, "admin");
+    }
+    let parsed = load::parse::<AdminOnly>(path, &text)?;
+    let mut issues = Vec::new();
+    parsed.value.admin.validate(&mut issues);
+    parsed.finish(issues).map(|a| a.admin)
+}
+
+/// `text` with every line outside the `[name]` table blanked.
+fn only_table(text: &str, name: &str) -> String {
+    let header = format!("[{name}]");
+    let mut inside = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            inside = t.split('#').next().unwrap_or("").trim() == header;
+        }
+        if inside {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Validates config text that came from `path` (and its shaping include

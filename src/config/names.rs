@@ -74,6 +74,46 @@ pub fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
     ok.then(|| (host.to_owned(), port))
 }
 
+/// The known name closest to `name` by edit distance, when close enough
+/// to be a typo of it (at most a third of its length, and at least one
+/// edit allowed): for "did you mean" hints.
+pub fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let most = (name.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, _)| *d <= most)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Edit distance between two strings, by characters: insertions,
+/// deletions, substitutions and transpositions of neighbours ("gmial")
+/// count one each (optimal string alignment).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +177,14 @@ mod tests {
         );
         assert_eq!(parse_host_port("mx.example:port"), None);
         assert_eq!(parse_host_port("bad host:25"), None);
+    }
+
+    #[test]
+    fn typos_find_their_name() {
+        let known = ["gmail", "yahoo", "microsoft"];
+        assert_eq!(closest("gmial", known), Some("gmail"));
+        assert_eq!(closest("microsfot", known), Some("microsoft"));
+        assert_eq!(closest("orange", known), None);
+        assert_eq!(edit_distance("", "ab"), 2);
     }
 }

@@ -1,0 +1,208 @@
+//! The operator's CLI against a daemon the test starts, run as the binary:
+//! a half-edited config never locks it out (only `[admin]` is read, or
+//! `--admin` / `TERN_ADMIN` and `TERN_TOKEN` skip the file), `--json` is
+//! honoured by every verb that prints and refused by those that cannot,
+//! and a typo in a provider, pool or source name is an error naming the
+//! closest known one.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::admin::{TOKEN, admin, call, config, wait_up};
+use common::net::{Net, Tern, ZONE, pool};
+use tern::config::ProviderConfig;
+
+/// Runs `tern ARGS` with `env`; (success, stdout, stderr).
+async fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    call(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(&args)
+            .env_remove("TERN_ADMIN")
+            .env_remove("TERN_TOKEN")
+            .envs(env)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn a_broken_config_never_locks_the_cli_out_and_typos_are_named() {
+    let net = Net::new(ZONE).await;
+    let a = admin(&net);
+    let mut cfg = config(&net, &a);
+    cfg.pools.push(pool("campaigns", &[("a", 1)]));
+    cfg.shaping.providers.push(ProviderConfig {
+        name: "gmail".into(),
+        mx_suffixes: vec![".google.com".into()],
+        ..ProviderConfig::default()
+    });
+    let _tern = Tern::start(cfg).await;
+    wait_up(&a).await;
+    let dir = net.dir.path();
+    let admin_section = format!(
+        "[admin]\naddress = \"{}\"\ntoken = \"{TOKEN}\"\n",
+        a.address
+    );
+    // Bad values elsewhere, then a syntax error elsewhere.
+    let invalid = write(
+        dir,
+        "invalid.toml",
+        &format!("[queue]\npath = 5\n[[listener]]\nadress = \"x\"\n{admin_section}"),
+    );
+    let broken = write(
+        dir,
+        "broken.toml",
+        &format!("{admin_section}[delivery\nretry_first = \n"),
+    );
+    for file in [&invalid, &broken] {
+        let (ok, out, err) = cli(
+            &["suspend", "--pool", "campaigns", "--for", "5m", "-c", file],
+            &[],
+        )
+        .await;
+        assert!(ok, "{file}: {out}{err}");
+        assert!(out.contains("pool campaigns: suspended until"), "{out}");
+    }
+
+    let (ok, _, err) = cli(
+        &[
+            "suspend",
+            "--provider",
+            "gmial",
+            "--for",
+            "5m",
+            "-c",
+            &invalid,
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("no provider is named \"gmial\" (did you mean \"gmail\"?)"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(
+        &[
+            "suspend", "--pool", "campains", "--for", "5m", "-c", &invalid,
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok && err.contains("did you mean \"campaigns\""), "{err}");
+    let (ok, _, err) = cli(&["resume", "--source", "zz", "-c", &invalid], &[]).await;
+    assert!(ok, "resuming what is not suspended is no error: {err}");
+
+    // No config file at all: the URL and token from the environment.
+    let url = format!("http://{}", a.address);
+    let env = [("TERN_ADMIN", url.as_str()), ("TERN_TOKEN", TOKEN)];
+    let missing = "/nonexistent/tern.toml";
+    let (ok, out, err) = cli(&["retry", "--json", "-c", missing], &env).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert!(v["messages"].is_u64(), "{out}");
+    let (ok, out, err) = cli(&["resume", "--pool", "campaigns", "--json"], &env).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["cancelled"], true, "{out}");
+    // --admin on the command line wins over the environment; a wrong
+    // token is refused.
+    let (ok, _, err) = cli(
+        &["retry", "--admin", &url, "-c", missing],
+        &[("TERN_TOKEN", "not-the-token-at-all")],
+    )
+    .await;
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, _, err) = cli(&["retry", "--admin", "localhost:1", "-c", missing], &[]).await;
+    assert!(!ok && err.contains("http://"), "{err}");
+}
+
+#[tokio::test]
+async fn json_is_printed_or_refused_never_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[queue]\nsegment_size = \"a lot\"\n",
+    );
+    let (ok, out, _) = cli(&["check-config", "--json", &bad], &[]).await;
+    assert!(!ok);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"][0]["key"], "queue.segment_size", "{out}");
+    assert_eq!(v["errors"][0]["line"], 2, "{out}");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tern.toml");
+    let (ok, out, err) = cli(&["check-config", "--json", shipped], &[]).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert!(v["summary"].is_array(), "{out}");
+
+    // The daemon is down: the spool's view, as JSON too.
+    let spool = dir.path().join("spool");
+    let cfg = write(
+        dir.path(),
+        "down.toml",
+        &format!(
+            "[queue]\npath = \"{}\"\n[admin]\naddress = \"127.0.0.1:1\"\n",
+            spool.display()
+        ),
+    );
+    let (ok, out, err) = cli(&["queue", "summary", "--json", "-c", &cfg], &[]).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["messages"], 0, "{out}");
+    let (ok, out, err) = cli(&["actions", "--json", "-c", &cfg], &[]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([])
+    );
+
+    for verb in [
+        &["run"][..],
+        &[
+            "dkim",
+            "record",
+            "--domain",
+            "d",
+            "--selector",
+            "s",
+            "--key",
+            "k",
+        ],
+    ] {
+        let mut args = verb.to_vec();
+        args.push("--json");
+        let out = call({
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            move || {
+                Command::new(env!("CARGO_BIN_EXE_tern"))
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{verb:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("has no JSON output"));
+    }
+}
