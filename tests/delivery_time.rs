@@ -248,7 +248,7 @@ fn check_expiry_dsn(bounce: &common::sink::Received) {
             "Final-Recipient: rfc822; tempfail@alpha.test",
             "Original-Recipient: rfc822; TempFail@Alpha.test",
             "Action: failed",
-            "Status: 4.4.7",
+            "Status: 5.4.7",
             "Remote-MTA: dns; mx.alpha.test",
         ]
     );

@@ -54,10 +54,11 @@ async fn data_lines_over_998_characters_are_refused() {
     let mut s = start(LOCAL, |_| {}).await;
     s.cmd("EHLO client.example", "250").await;
     let long = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(999));
+    let r = s.send_message("a@b.example", &["c@d.example"], &long).await;
     assert!(
-        s.send_message("a@b.example", &["c@d.example"], &long)
-            .await
-            .starts_with("550 5.6.0")
+        r.starts_with("550 5.6.0 Line 3 of the message is 999 octets long")
+            && r.contains("quoted-printable"),
+        "{r}"
     );
     let ok = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(998));
     assert!(

@@ -81,8 +81,14 @@ pub fn build(b: &Bounce<'_>) -> Vec<u8> {
         "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
     ));
     out.push_str(&human_part(b));
+    // RFC 6533: a UTF-8 recipient is reported in a global delivery status
+    // with the `utf-8` address type.
+    let status_type = match b.failures.iter().all(|f| f.rcpt.address.is_ascii()) {
+        true => "message/delivery-status",
+        false => "message/global-delivery-status",
+    };
     out.push_str(&format!(
-        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "\r\n--{boundary}\r\nContent-Type: {status_type}\r\n\r\n"
     ));
     out.push_str(&status_part(b));
     let ret = b.meta.ret.unwrap_or(b.default_ret);
@@ -135,13 +141,19 @@ fn status_part(b: &Bounce<'_>) -> String {
     s.push_str(&format!("Arrival-Date: {}\r\n", rfc5322(b.arrival)));
     for f in &b.failures {
         let params = RecipientParams::decode(&f.rcpt.params);
+        // A failed action is a permanent status (RFC 3464 2.3.4): mail
+        // that expired in the queue is 5.4.7, whatever its last deferral.
         let [x, y, z] = if f.expired {
-            [4, 4, 7]
+            [5, 4, 7]
         } else {
             f.reply.status()
         };
+        let address_type = match f.rcpt.address.is_ascii() {
+            true => "rfc822",
+            false => "utf-8",
+        };
         s.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\n",
+            "\r\nFinal-Recipient: {address_type}; {}\r\n",
             f.rcpt.address
         ));
         if let Some(orcpt) = &params.orcpt {
@@ -187,6 +199,32 @@ mod tests {
             esc: [5, 1, 1],
             text: text.into(),
         }
+    }
+
+    #[test]
+    fn a_utf8_recipient_gets_the_utf8_address_type_in_a_global_status() {
+        let rcpt = EnvelopeRecipient::new("jöran@exämple.test");
+        let meta = MessageMeta::default();
+        let r = reply("no such user");
+        let b = Bounce {
+            hostname: "mx.test",
+            id: MessageId::from_u64(7),
+            sender: "app@shop.example",
+            meta: &meta,
+            arrival: SystemTime::UNIX_EPOCH,
+            now: SystemTime::UNIX_EPOCH,
+            failures: vec![Failure {
+                rcpt: &rcpt,
+                reply: &r,
+                remote_host: None,
+                expired: false,
+            }],
+            original: b"Subject: x\r\n\r\nbody\r\n",
+            default_ret: Ret::Headers,
+        };
+        let text = String::from_utf8(build(&b)).unwrap();
+        assert!(text.contains("Content-Type: message/global-delivery-status\r\n"));
+        assert!(text.contains("Final-Recipient: utf-8; jöran@exämple.test\r\n"));
     }
 
     #[test]
@@ -297,7 +335,7 @@ mod tests {
         };
         let text = String::from_utf8(build(&b)).unwrap();
         assert!(
-            text.contains("Status: 4.4.7\r\n")
+            text.contains("Status: 5.4.7\r\n")
                 && text.contains("Diagnostic-Code: smtp; 451 4.7.1 try later\r\n")
         );
         assert!(

@@ -235,11 +235,17 @@ pub const BARE_LINE_ENDING: Reply = Reply::new(
     [5, 6, 0],
     "Message contains a bare CR or LF; lines must end with CRLF",
 );
-pub const DATA_LINE_TOO_LONG: Reply = Reply::new(
-    550,
-    [5, 6, 0],
-    "Message contains a line longer than 998 characters (RFC 5322 2.1.1)",
-);
+/// A line of message data over the limit: which line, how long, and
+/// what the sender can do about it.
+pub fn data_line_too_long(line: usize, octets: usize, max: usize) -> Reply {
+    Reply::owned(
+        550,
+        [5, 6, 0],
+        format!(
+            "Line {line} of the message is {octets} octets long, over the limit of {max} (RFC 5322 2.1.1); encode the body as quoted-printable or base64"
+        ),
+    )
+}
 pub const MESSAGE_TOO_BIG: Reply =
     Reply::new(552, [5, 3, 4], "Message size exceeds the fixed limit");
 pub const SMTPUTF8_REQUIRED: Reply = Reply::new(

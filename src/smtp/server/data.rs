@@ -212,8 +212,9 @@ impl Protocol {
         if body.scan.bare && self.ctx.listener.bare_line_endings == BareLineEndings::Reject {
             return self.fail(&reply::BARE_LINE_ENDING);
         }
-        if body.scan.long_line {
-            return self.fail(&reply::DATA_LINE_TOO_LONG);
+        if let Some((line, octets)) = body.scan.first_long {
+            let max = self.ctx.listener.max_data_line_length as usize;
+            return self.fail(&reply::data_line_too_long(line, octets, max));
         }
         if body.scan.nul {
             if self.ctx.listener.nul_bytes == NulBytes::Reject {

@@ -13,6 +13,11 @@ pub(crate) struct DataScan {
     pub bare: bool,
     /// A line longer than the limit was seen.
     pub long_line: bool,
+    /// The first such line: its number (1 for the first line of the data)
+    /// and its length in octets, CRLF excluded.
+    pub first_long: Option<(usize, usize)>,
+    /// Line ends seen so far.
+    lines: usize,
     /// A byte above 127 was seen.
     pub eight_bit: bool,
     /// A NUL byte was seen.
@@ -29,6 +34,8 @@ impl DataScan {
             max_line,
             bare: false,
             long_line: false,
+            first_long: None,
+            lines: 0,
             eight_bit: false,
             nul: false,
         }
@@ -55,6 +62,7 @@ impl DataScan {
                 self.bare |= !crlf;
                 self.check_line(i - usize::from(crlf));
                 self.line_start = i + 1;
+                self.lines += 1;
             } else if i + 1 == buf.len() {
                 end = i; // its LF may be in the next chunk
                 break;
@@ -67,8 +75,15 @@ impl DataScan {
     }
 
     fn check_line(&mut self, line_end: usize) {
-        if self.max_line > 0 && line_end.saturating_sub(self.line_start) > self.max_line {
+        let len = line_end.saturating_sub(self.line_start);
+        if self.max_line > 0 && len > self.max_line {
             self.long_line = true;
+            // A line still arriving grows: its length is the latest seen.
+            match &mut self.first_long {
+                Some((n, l)) if *n == self.lines + 1 => *l = (*l).max(len),
+                Some(_) => {}
+                None => self.first_long = Some((self.lines + 1, len)),
+            }
         }
     }
 }
@@ -139,6 +154,8 @@ mod tests {
     fn long_lines_and_eight_bit() {
         let line = vec![b'x'; 999];
         assert!(scan_chunks(&[&line, b"\r\n"], 998).long_line);
+        let s = scan_chunks(&[b"a\r\nb\r\n", &line[..600], &line[..600], b"\r\n"], 998);
+        assert_eq!(s.first_long, Some((3, 1200)), "line 3, 1,200 octets");
         assert!(!scan_chunks(&[&line[..998], b"\r\n"], 998).long_line);
         assert!(
             scan_chunks(&[&line[..500], &line[..499]], 998).long_line,
