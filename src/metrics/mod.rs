@@ -388,6 +388,14 @@ impl Metrics {
         self.recorder.register_counter(&key, &META).increment(1);
     }
 
+    /// Folds the histogram samples recorded since the last call into
+    /// their buckets. The recorder keeps every sample until then (a render
+    /// does it too): without a scrape, memory would grow with every
+    /// message. The daemon calls this every few seconds.
+    pub fn upkeep(&self) {
+        self.recorder.handle().run_upkeep();
+    }
+
     fn histogram(&self, key: Key) -> Histogram {
         self.recorder.register_histogram(&key, &META)
     }
