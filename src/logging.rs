@@ -35,8 +35,37 @@ pub fn parse_filter(spec: &str) -> Result<Targets, String> {
     spec.parse().map_err(|e| format!("{e}"))
 }
 
-/// Installs the process's log subscriber. Call once, at startup.
-pub fn init(config_level: &str) -> anyhow::Result<()> {
+/// The installed diagnostic log's filter, changeable while Tern runs
+/// (`PUT /v1/log-level`, `tern log-level`).
+pub struct LogFilter {
+    apply: Box<dyn Fn(Targets) -> Result<(), String> + Send + Sync>,
+    current: std::sync::Mutex<String>,
+}
+
+impl LogFilter {
+    /// Puts the filter `spec` in force (parsed as strictly as `[log]
+    /// level`); the previous one stays when it is invalid.
+    pub fn set(&self, spec: &str) -> Result<(), String> {
+        let targets = parse_filter(spec)?;
+        (self.apply)(targets)?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        tracing::warn!(from = %current, to = %spec, "the diagnostic log filter changed");
+        *current = spec.to_owned();
+        Ok(())
+    }
+
+    /// The filter in force.
+    pub fn current(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Installs the process's log subscriber. Call once, at startup; the
+/// returned filter changes what it lets through.
+pub fn init(config_level: &str) -> anyhow::Result<LogFilter> {
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.trim().is_empty());
@@ -44,6 +73,7 @@ pub fn init(config_level: &str) -> anyhow::Result<()> {
     let filter = parse_filter(spec)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("invalid log filter {spec:?}"))?;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -51,7 +81,11 @@ pub fn init(config_level: &str) -> anyhow::Result<()> {
         .finish()
         .with(filter);
     tracing::subscriber::set_global_default(subscriber)
-        .context("a log subscriber is already installed")
+        .context("a log subscriber is already installed")?;
+    Ok(LogFilter {
+        apply: Box::new(move |t| handle.reload(t).map_err(|e| e.to_string())),
+        current: std::sync::Mutex::new(spec.to_owned()),
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,10 @@ pub struct Prepared {
     pub ca_roots: Vec<CertificateDer<'static>>,
     /// The DNSSEC trust anchors of `trust_anchor` (`None`: the root's).
     pub trust_anchors: Option<Anchors>,
+    /// The diagnostic log's filter, when this process installed the log
+    /// (`tern run` sets it after the prepare step): the admin API changes
+    /// it at runtime. `None` in tests that run Tern in-process.
+    pub log_filter: Option<Arc<crate::logging::LogFilter>>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -94,6 +98,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, Vec<Issue>> {
             dkim_keys,
             ca_roots,
             trust_anchors,
+            log_filter: None,
         }),
         false => Err(issues),
     }

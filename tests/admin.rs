@@ -387,6 +387,7 @@ async fn retry_now_makes_deferred_mail_go_at_once() {
     let cfg = a.clone();
     let other = tern::admin::types::Retry {
         domain: Some("beta.test".into()),
+        id: None,
     };
     let none: tern::admin::types::Retried = call(move || send(&cfg, "POST", "/v1/retry", &other))
         .await
@@ -395,6 +396,7 @@ async fn retry_now_makes_deferred_mail_go_at_once() {
     let cfg = a.clone();
     let this = tern::admin::types::Retry {
         domain: Some("Alpha.test".into()),
+        id: None,
     };
     let done: tern::admin::types::Retried = call(move || send(&cfg, "POST", "/v1/retry", &this))
         .await

@@ -386,6 +386,17 @@ async fn the_api_describes_every_endpoint_in_openapi() {
             "{name} is referred to but not described"
         );
     }
+    // Operation ids are unique (client generators name methods by them),
+    // and a real validator takes the document.
+    let mut ids: Vec<&str> = (doc["paths"].as_object().unwrap().values())
+        .flat_map(|p| p.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operation ids repeat: {ids:?}");
+    validate_openapi(&text, &net.dir.path().join("openapi.json"));
     // The limits of the config in force for a domain, routed as delivery
     // routes it, from the API and from the CLI.
     let cfg = a.clone();
@@ -495,4 +506,25 @@ async fn a_reload_puts_new_dkim_keys_in_force() {
     tern.stop().await;
     mx.stop().await;
     net.stop().await;
+}
+
+/// Validates an OpenAPI document with openapi-spec-validator (PyPI;
+/// `.ci/run` installs it).
+fn validate_openapi(text: &str, file: &std::path::Path) {
+    std::fs::write(file, text).unwrap();
+    let script = "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('valid')";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(file)
+        .output()
+        .expect("python3 runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("No module named 'openapi_spec_validator'"),
+        "install openapi-spec-validator (python3 -m pip install openapi-spec-validator; .ci/run does)"
+    );
+    assert!(
+        out.status.success(),
+        "the OpenAPI document is invalid:\n{err}"
+    );
 }

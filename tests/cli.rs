@@ -254,3 +254,80 @@ fn a_closed_pipe_ends_the_output_quietly() {
         "as a shell reports SIGPIPE: {err}"
     );
 }
+
+#[test]
+fn the_log_filter_changes_while_tern_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = probe.local_addr().unwrap();
+    drop(probe);
+    let config = write_config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[admin]\nenabled = false\n",
+        &format!("[admin]\naddress = \"{admin}\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = tern()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{admin}");
+    let cli = |args: &[&str]| output(tern().args(args).args(["--admin", &url]));
+    let mut up = false;
+    for _ in 0..500 {
+        if cli(&["log-level"]).0 {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(up, "the admin API answered");
+    let (ok, out, err) = cli(&["log-level"]);
+    assert!(ok && out.contains("log filter: info"), "{out}{err}");
+    let (ok, out, err) = cli(&["log-level", "warn,tern::delivery=debug", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["filter"], "warn,tern::delivery=debug");
+    let (ok, _, err) = cli(&["log-level", "inof"]);
+    assert!(
+        !ok && err.contains("400") && err.contains("not a level"),
+        "{err}"
+    );
+    let (_, out, _) = cli(&["log-level"]);
+    assert!(
+        out.contains("warn,tern::delivery=debug"),
+        "an invalid filter changes nothing: {out}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(wait_for_exit(&mut child).success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("the diagnostic log filter changed"), "{log}");
+}
+
+#[test]
+fn completions_and_manual_pages_come_from_the_command_line_itself() {
+    let (ok, out, err) = output(tern().args(["completions", "bash"]));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("complete") && out.contains("log-level"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man1");
+    let (ok, _, err) = output(tern().arg("man").arg(&man));
+    assert!(ok, "{err}");
+    for page in [
+        "tern.1",
+        "tern-queue.1",
+        "tern-suspend.1",
+        "tern-log-level.1",
+    ] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap_or_default();
+        assert!(text.contains(".TH"), "{page} is a manual page");
+    }
+}

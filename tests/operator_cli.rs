@@ -10,8 +10,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::admin::{TOKEN, admin, call, config, wait_up};
-use common::net::{Net, Tern, ZONE, pool};
+use common::admin::{TOKEN, admin, call, config, refusing, submit_ok, wait_up};
+use common::net::{Net, Tern, WAIT, ZONE, pool, until};
 use tern::config::ProviderConfig;
 
 /// Runs `tern ARGS` with `env`; (success, stdout, stderr).
@@ -124,6 +124,19 @@ async fn a_broken_config_never_locks_the_cli_out_and_typos_are_named() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["cancelled"], true, "{out}");
+    // The live view, one frame as JSON.
+    let (ok, out, err) = cli(&["top", "--once", "--json", "--interval", "0.2"], &env).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert!(
+        v["accepted_per_sec"].is_number() && v["paths"].is_array(),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["top", "--once", "--interval", "0.2"], &env).await;
+    assert!(
+        ok && out.contains("accepted") && out.contains("automatic actions in force"),
+        "{out}"
+    );
     // --admin on the command line wins over the environment; a wrong
     // token is refused.
     let (ok, _, err) = cli(
@@ -205,4 +218,48 @@ async fn json_is_printed_or_refused_never_ignored() {
         assert_eq!(out.status.code(), Some(2), "{verb:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("has no JSON output"));
     }
+}
+
+#[tokio::test]
+async fn one_message_is_retried_or_purged_by_its_queue_id() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink_with(10, refusing()).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    wait_up(&a).await;
+    submit_ok(&tern, &["x@alpha.test"]).await;
+    submit_ok(&tern, &["y@alpha.test"]).await;
+    assert!(until(WAIT, || mx.connections() >= 2).await, "both deferred");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let cfg = a.clone();
+    let page: tern::admin::types::MessagePage =
+        call(move || tern::admin::client::get(&cfg, "/v1/queue/messages?domain=alpha.test"))
+            .await
+            .unwrap();
+    assert_eq!(page.messages.len(), 2);
+    let id = page.messages[0].id.clone();
+    let url = format!("http://{}", a.address);
+    let env = [("TERN_ADMIN", url.as_str()), ("TERN_TOKEN", TOKEN)];
+    let (ok, out, err) = cli(&["retry", "--id", &id, "--json"], &env).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"], 1, "only that message: {out}");
+    let (ok, out, err) = cli(&["queue", "list", "--id", &id, "--json"], &env).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"].as_array().map(Vec::len), Some(1), "{out}");
+    let (ok, out, err) = cli(&["purge", "--id", &id], &env).await;
+    assert!(ok && out.contains("purged 1"), "{out}{err}");
+    let cfg = a.clone();
+    let page: tern::admin::types::MessagePage =
+        call(move || tern::admin::client::get(&cfg, "/v1/queue/messages?domain=alpha.test"))
+            .await
+            .unwrap();
+    assert_eq!(page.messages.len(), 1, "the other message stays");
+    assert_ne!(page.messages[0].id, id);
+    let (ok, _, err) = cli(&["purge", "--id", "not-an-id"], &env).await;
+    assert!(
+        !ok && err.contains("400") && err.contains("not-an-id"),
+        "{err}"
+    );
 }

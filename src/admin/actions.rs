@@ -11,12 +11,12 @@ use axum::extract::State;
 use super::AdminState;
 use super::types::{Action, CancelAction, Cancelled};
 
-#[utoipa::path(get, path = "/v1/shaping/actions", tag = "control", responses((status = 200, description = "Suspensions and slow-downs in force", body = Vec<super::types::Action>)))]
+#[utoipa::path(operation_id = "actions_list", get, path = "/v1/shaping/actions", tag = "control", responses((status = 200, description = "Suspensions and slow-downs in force", body = Vec<super::types::Action>)))]
 pub(super) async fn list(State(s): State<Arc<AdminState>>) -> Json<Vec<Action>> {
     Json(s.shaper.actions.list())
 }
 
-#[utoipa::path(delete, path = "/v1/shaping/actions", tag = "control", request_body = super::types::CancelAction, responses((status = 200, description = "Whether one was in force", body = super::types::Cancelled)))]
+#[utoipa::path(operation_id = "actions_cancel", delete, path = "/v1/shaping/actions", tag = "control", request_body = super::types::CancelAction, responses((status = 200, description = "Whether one was in force", body = super::types::Cancelled)))]
 pub(super) async fn cancel(
     State(s): State<Arc<AdminState>>,
     Json(req): Json<CancelAction>,

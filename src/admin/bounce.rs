@@ -15,11 +15,13 @@ use super::AdminState;
 use super::jobs::{Acted, sweep};
 use super::types::{Bounce, JobStarted};
 
-#[utoipa::path(post, path = "/v1/bounce", tag = "control", request_body = super::types::Bounce, responses((status = 202, description = "Started: follow /v1/jobs/{job}", body = super::types::JobStarted), (status = 400, description = "No criterion given", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "bounce_start", post, path = "/v1/bounce", tag = "control", request_body = super::types::Bounce, responses((status = 202, description = "Started: follow /v1/jobs/{job}", body = super::types::JobStarted), (status = 400, description = "No criterion given", body = super::types::ApiError)))]
 pub(super) async fn start(State(s): State<Arc<AdminState>>, Json(req): Json<Bounce>) -> Response {
+    if let Some(why) = req.filter.invalid() {
+        return super::error(StatusCode::BAD_REQUEST, &why);
+    }
     if req.filter.is_empty() {
-        let msg =
-            "name a domain, a sender, a tenant or a pool: a bounce never takes the whole queue";
+        let msg = "name a domain, a sender, a tenant, a pool or a message id: a bounce never takes the whole queue";
         return super::error(StatusCode::BAD_REQUEST, msg);
     }
     let id = s.jobs.start("bounce");

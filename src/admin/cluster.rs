@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::types::ClusterStatus;
 use super::{AdminState, error};
 
-#[utoipa::path(get, path = "/v1/cluster", tag = "cluster", responses(
+#[utoipa::path(operation_id = "cluster_nodes", get, path = "/v1/cluster", tag = "cluster", responses(
     (status = 200, description = "The fleet's nodes", body = ClusterStatus),
     (status = 404, description = "This node is in no fleet (no [cluster])", body = super::types::ApiError),
     (status = 503, description = "The fleet's Redis does not answer", body = super::types::ApiError)))]

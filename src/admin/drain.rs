@@ -18,12 +18,13 @@ use crate::cluster::drain::wire::{self, Commit, Committed};
 
 /// `?from=NODE` on the peers' endpoints.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct From {
     /// The node handing its mail over.
     from: String,
 }
 
-#[utoipa::path(post, path = "/v1/drain", tag = "cluster", request_body = DrainRequest, responses(
+#[utoipa::path(operation_id = "drain_start", post, path = "/v1/drain", tag = "cluster", request_body = DrainRequest, responses(
     (status = 202, description = "Draining: follow GET /v1/drain", body = Progress),
     (status = 503, description = "The drain could not be kept in the spool", body = super::types::ApiError)))]
 pub(super) async fn start(
@@ -36,13 +37,13 @@ pub(super) async fn start(
     }
 }
 
-#[utoipa::path(get, path = "/v1/drain", tag = "cluster", responses(
+#[utoipa::path(operation_id = "drain_status", get, path = "/v1/drain", tag = "cluster", responses(
     (status = 200, description = "Where the drain stands", body = Progress)))]
 pub(super) async fn status(State(s): State<Arc<AdminState>>) -> Json<Progress> {
     Json(s.drainer.status())
 }
 
-#[utoipa::path(delete, path = "/v1/drain", tag = "cluster", responses(
+#[utoipa::path(operation_id = "drain_cancel", delete, path = "/v1/drain", tag = "cluster", responses(
     (status = 200, description = "Stopped after the batch under way: the node takes mail again", body = Progress),
     (status = 503, description = "The end of the drain could not be kept in the spool", body = super::types::ApiError)))]
 pub(super) async fn cancel(State(s): State<Arc<AdminState>>) -> Response {
@@ -52,7 +53,7 @@ pub(super) async fn cancel(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-#[utoipa::path(post, path = "/v1/cluster/transfer", tag = "cluster", params(From),
+#[utoipa::path(operation_id = "drain_transfer", post, path = "/v1/cluster/transfer", tag = "cluster", params(From),
     request_body(content = Vec<u8>, content_type = "application/x-tern-transfer", description = "A batch of messages (see cluster::drain::wire)"),
     responses(
         (status = 200, description = "The messages now held here durably, and those refused", body = wire::Taken),
@@ -71,7 +72,7 @@ pub(super) async fn transfer(
     }
 }
 
-#[utoipa::path(post, path = "/v1/cluster/commit", tag = "cluster", params(From), request_body = Commit, responses(
+#[utoipa::path(operation_id = "drain_commit", post, path = "/v1/cluster/commit", tag = "cluster", params(From), request_body = Commit, responses(
     (status = 200, description = "The held messages are due now (at their due time)", body = Committed),
     (status = 503, description = "The spool refused the write; commit again", body = super::types::ApiError)))]
 pub(super) async fn commit(

@@ -11,7 +11,7 @@ use axum::extract::State;
 use super::AdminState;
 use super::types::Health;
 
-#[utoipa::path(get, path = "/v1/health", tag = "daemon", responses((status = 200, description = "The daemon and its queue", body = super::types::Health)))]
+#[utoipa::path(operation_id = "health_get", get, path = "/v1/health", tag = "daemon", responses((status = 200, description = "The daemon and its queue", body = super::types::Health)))]
 pub(super) async fn get(State(s): State<Arc<AdminState>>) -> Json<Health> {
     let (queue, reason) = crate::views::spool_state(&s.queue.health());
     Json(Health {
@@ -27,7 +27,7 @@ pub(super) async fn get(State(s): State<Arc<AdminState>>) -> Json<Health> {
 
 /// `GET /v1/ready`: for a load balancer: 200 while the node takes new
 /// mail, 503 while it drains (or its spool cannot take mail).
-#[utoipa::path(get, path = "/v1/ready", tag = "daemon", responses(
+#[utoipa::path(operation_id = "health_ready", get, path = "/v1/ready", tag = "daemon", responses(
     (status = 200, description = "Taking new mail", body = String),
     (status = 503, description = "Draining, or the spool takes no new mail", body = String)))]
 pub(super) async fn ready(

@@ -124,7 +124,7 @@ fn inject_error(e: InjectError) -> Response {
     }
 }
 
-#[utoipa::path(post, path = "/v1/messages", tag = "inject", request_body = SendRequest,
+#[utoipa::path(operation_id = "inject_send", post, path = "/v1/messages", tag = "inject", request_body = SendRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key (within api.idempotency_ttl) gets the first answer and queues nothing")),
     responses(
         (status = 202, description = "Every recipient's message is queued durably, or its row says why not", body = crate::inject::api::SendResponse),
@@ -190,7 +190,7 @@ pub(super) async fn send(State(s): State<InjectState>, req: Request) -> Response
     (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
 
-#[utoipa::path(put, path = "/v1/templates/{name}", tag = "inject", request_body = TemplateContent,
+#[utoipa::path(operation_id = "inject_put_template", put, path = "/v1/templates/{name}", tag = "inject", request_body = TemplateContent,
     params(("name" = String, Path, description = "Letters, digits, '.', '_', '-'")),
     responses(
         (status = 201, description = "Stored durably as the next version", body = super::types::TemplateStored),
@@ -219,12 +219,12 @@ pub(super) async fn put_template(
     }
 }
 
-#[utoipa::path(get, path = "/v1/templates", tag = "inject", responses((status = 200, description = "Every template's name", body = Vec<String>)))]
+#[utoipa::path(operation_id = "inject_list_templates", get, path = "/v1/templates", tag = "inject", responses((status = 200, description = "Every template's name", body = Vec<String>)))]
 pub(super) async fn list_templates(State(s): State<InjectState>) -> Json<Vec<String>> {
     Json(s.0.templates().names())
 }
 
-#[utoipa::path(get, path = "/v1/templates/{name}", tag = "inject",
+#[utoipa::path(operation_id = "inject_get_template", get, path = "/v1/templates/{name}", tag = "inject",
     params(("name" = String, Path, description = "The template")),
     responses((status = 200, description = "Its versions, oldest first", body = TemplateInfo), (status = 404, description = "No such template", body = super::types::ApiError)))]
 pub(super) async fn get_template(
@@ -240,7 +240,7 @@ pub(super) async fn get_template(
     }
 }
 
-#[utoipa::path(post, path = "/v1/templates/{name}/preview", tag = "inject", request_body = PreviewRequest,
+#[utoipa::path(operation_id = "inject_preview", post, path = "/v1/templates/{name}/preview", tag = "inject", request_body = PreviewRequest,
     params(("name" = String, Path, description = "The template")),
     responses((status = 200, description = "What it renders to with these variables, or its errors (line and column); nothing is sent", body = Preview), (status = 404, description = "No such template or version", body = super::types::ApiError)))]
 pub(super) async fn preview(

@@ -81,7 +81,7 @@ impl Jobs {
 }
 
 /// `GET /v1/jobs/{id}`.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "control", params(("id" = u64, Path, description = "The job")), responses((status = 200, description = "Its progress", body = super::types::JobProgress), (status = 404, description = "No such job", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "jobs_progress", get, path = "/v1/jobs/{id}", tag = "control", params(("id" = u64, Path, description = "The job")), responses((status = 200, description = "Its progress", body = super::types::JobProgress), (status = 404, description = "No such job", body = super::types::ApiError)))]
 pub(super) async fn progress(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
     match s.jobs.get(id) {
         Some(p) => Json(p).into_response(),

@@ -31,11 +31,12 @@ pub(super) struct ListParams {
     sender: Option<String>,
     tenant: Option<String>,
     pool: Option<String>,
+    id: Option<String>,
     after: Option<String>,
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/v1/queue/messages", tag = "queue", params(("domain" = Option<String>, Query, description = "With a recipient waiting at this domain"), ("sender" = Option<String>, Query, description = "From this envelope sender"), ("tenant" = Option<String>, Query, description = "Of this tenant"), ("pool" = Option<String>, Query, description = "Of this pool"), ("after" = Option<String>, Query, description = "Queue id to start after (the previous page's next)"), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)")), responses((status = 200, description = "One page", body = super::types::MessagePage), (status = 400, description = "A bad queue id", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "messages_list", get, path = "/v1/queue/messages", tag = "queue", params(("domain" = Option<String>, Query, description = "With a recipient waiting at this domain"), ("sender" = Option<String>, Query, description = "From this envelope sender"), ("tenant" = Option<String>, Query, description = "Of this tenant"), ("pool" = Option<String>, Query, description = "Of this pool"), ("id" = Option<String>, Query, description = "This message (its queue id)"), ("after" = Option<String>, Query, description = "Queue id to start after (the previous page's next)"), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)")), responses((status = 200, description = "One page", body = super::types::MessagePage), (status = 400, description = "A bad queue id", body = super::types::ApiError)))]
 pub(super) async fn list(
     State(s): State<Arc<AdminState>>,
     Query(p): Query<ListParams>,
@@ -50,7 +51,11 @@ pub(super) async fn list(
         sender: p.sender,
         tenant: p.tenant,
         pool: p.pool,
+        id: p.id,
     };
+    if let Some(why) = filter.invalid() {
+        return super::error(StatusCode::BAD_REQUEST, &why);
+    }
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let default_pool = s.delivery.default_pool();
     let (mut messages, mut scanned) = (Vec::new(), 0);
@@ -83,7 +88,7 @@ pub(super) struct OneParams {
     body: bool,
 }
 
-#[utoipa::path(get, path = "/v1/queue/messages/{id}", tag = "queue", params(("id" = String, Path, description = "The queue id"), ("body" = Option<bool>, Query, description = "Include the stored message")), responses((status = 200, description = "The message", body = super::types::MessageDetail), (status = 404, description = "Not queued", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "messages_one", get, path = "/v1/queue/messages/{id}", tag = "queue", params(("id" = String, Path, description = "The queue id"), ("body" = Option<bool>, Query, description = "Include the stored message")), responses((status = 200, description = "The message", body = super::types::MessageDetail), (status = 404, description = "Not queued", body = super::types::ApiError)))]
 pub(super) async fn one(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,

@@ -17,6 +17,7 @@ mod health;
 mod https;
 pub mod inject;
 mod jobs;
+mod log_level;
 mod messages;
 mod purge;
 mod queue;
@@ -84,6 +85,12 @@ pub struct AdminState {
     pub https: bool,
     /// Sends TLS reports (`POST /v1/tls/reports`).
     pub tls_reports: Option<Arc<crate::tlspolicy::send::Sender>>,
+    /// This node's host name (`[server] hostname`), shown on the status
+    /// page.
+    pub hostname: String,
+    /// The diagnostic log's filter (`/v1/log-level`), when Tern installed
+    /// the log itself.
+    pub log_filter: Option<Arc<crate::logging::LogFilter>>,
 }
 
 /// The API's description, generated from the handlers' annotations and
@@ -125,6 +132,8 @@ pub struct AdminState {
         rebind::cancel,
         reload::post,
         reload::get,
+        log_level::get,
+        log_level::put,
         inject::send,
         inject::put_template,
         inject::list_templates,
@@ -182,6 +191,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/retry", axum::routing::post(retry::post))
         .route("/v1/reload", axum::routing::post(reload::post))
         .route("/v1/config", get(reload::get))
+        .route("/v1/log-level", get(log_level::get).put(log_level::put))
         .route("/v1/purge", axum::routing::post(purge::start))
         .route("/v1/bounce", axum::routing::post(bounce::start))
         .route("/v1/jobs/{id}", get(jobs::progress))

@@ -31,7 +31,7 @@ pub(super) struct Params {
     top: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/v1/queue/summary", tag = "queue", params(("top" = Option<usize>, Query, description = "At most this many domains (default 50)")), responses((status = 200, description = "The queue in all and its busiest domains", body = super::types::QueueSummary)))]
+#[utoipa::path(operation_id = "queue_summary", get, path = "/v1/queue/summary", tag = "queue", params(("top" = Option<usize>, Query, description = "At most this many domains (default 50)")), responses((status = 200, description = "The queue in all and its busiest domains", body = super::types::QueueSummary)))]
 pub(super) async fn summary(
     State(s): State<Arc<AdminState>>,
     Query(p): Query<Params>,
@@ -60,22 +60,22 @@ pub(super) async fn summary(
     })
 }
 
-#[utoipa::path(get, path = "/v1/paths", tag = "queue", responses((status = 200, description = "Every egress path now, busiest first", body = Vec<super::types::PathRow>)))]
+#[utoipa::path(operation_id = "queue_paths", get, path = "/v1/paths", tag = "queue", responses((status = 200, description = "Every egress path now, busiest first", body = Vec<super::types::PathRow>)))]
 pub(super) async fn paths(State(s): State<Arc<AdminState>>) -> Json<Vec<PathRow>> {
     Json(s.delivery.paths())
 }
 
-#[utoipa::path(get, path = "/v1/destinations", tag = "queue", responses((status = 200, description = "Every destination with mail, most waiting first", body = Vec<super::types::DestRow>)))]
+#[utoipa::path(operation_id = "queue_destinations", get, path = "/v1/destinations", tag = "queue", responses((status = 200, description = "Every destination with mail, most waiting first", body = Vec<super::types::DestRow>)))]
 pub(super) async fn destinations(State(s): State<Arc<AdminState>>) -> Json<Vec<DestRow>> {
     Json(s.delivery.destinations())
 }
 
-#[utoipa::path(get, path = "/v1/sources", tag = "queue", responses((status = 200, description = "Every egress source: the address receivers see, its proxy, whether it can send now, its proxy's failures", body = Vec<super::types::SourceRow>)))]
+#[utoipa::path(operation_id = "queue_sources", get, path = "/v1/sources", tag = "queue", responses((status = 200, description = "Every egress source: the address receivers see, its proxy, whether it can send now, its proxy's failures", body = Vec<super::types::SourceRow>)))]
 pub(super) async fn sources(State(s): State<Arc<AdminState>>) -> Json<Vec<SourceRow>> {
     Json(s.delivery.sources())
 }
 
-#[utoipa::path(get, path = "/v1/queue/by/{dimension}", tag = "queue", params(("dimension" = String, Path, description = "domain, site, pool, tenant or priority (the whole queue); source (the mail at the paths now)"), ("top" = Option<usize>, Query, description = "At most this many rows (default 50)")), responses((status = 200, description = "Rows, most recipients first", body = super::types::QueueBreakdown), (status = 404, description = "No such dimension", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "queue_breakdown", get, path = "/v1/queue/by/{dimension}", tag = "queue", params(("dimension" = String, Path, description = "domain, site, pool, tenant or priority (the whole queue); source (the mail at the paths now)"), ("top" = Option<usize>, Query, description = "At most this many rows (default 50)")), responses((status = 200, description = "Rows, most recipients first", body = super::types::QueueBreakdown), (status = 404, description = "No such dimension", body = super::types::ApiError)))]
 pub(super) async fn breakdown(
     State(s): State<Arc<AdminState>>,
     Path(by): Path<String>,

@@ -16,10 +16,13 @@ use super::AdminState;
 use super::jobs::{Acted, sweep};
 use super::types::{Cancelled, Rebind, RebindMade};
 
-#[utoipa::path(post, path = "/v1/rebinds", tag = "control", request_body = super::types::Rebind, responses((status = 201, description = "In force, and kept in the spool", body = super::types::RebindMade), (status = 400, description = "No criterion given", body = super::types::ApiError), (status = 422, description = "No such pool", body = super::types::ApiError), (status = 503, description = "The spool cannot keep it now", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "rebind_create", post, path = "/v1/rebinds", tag = "control", request_body = super::types::Rebind, responses((status = 201, description = "In force, and kept in the spool", body = super::types::RebindMade), (status = 400, description = "No criterion given", body = super::types::ApiError), (status = 422, description = "No such pool", body = super::types::ApiError), (status = 503, description = "The spool cannot keep it now", body = super::types::ApiError)))]
 pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Rebind>) -> Response {
+    if let Some(why) = req.filter.invalid() {
+        return super::error(StatusCode::BAD_REQUEST, &why);
+    }
     if req.filter.is_empty() {
-        let msg = "name what moves: a domain, a sender, a tenant or a pool (--pool P moves all of P's mail)";
+        let msg = "name what moves: a domain, a sender, a tenant, a pool or a message id (--pool P moves all of P's mail)";
         return super::error(StatusCode::BAD_REQUEST, msg);
     }
     if let Err(why) = check_destination(&s, &req) {
@@ -104,13 +107,13 @@ async fn retry(s: Arc<AdminState>, id: u64, req: Rebind) {
     s.wake.notify_one();
 }
 
-#[utoipa::path(get, path = "/v1/rebinds", tag = "control", responses((status = 200, description = "The rebinds in force", body = Vec<super::types::RebindRule>)))]
+#[utoipa::path(operation_id = "rebind_list", get, path = "/v1/rebinds", tag = "control", responses((status = 200, description = "The rebinds in force", body = Vec<super::types::RebindRule>)))]
 pub(super) async fn list(State(s): State<Arc<AdminState>>) -> Response {
     let now = s.clock.system_time();
     Json(s.delivery.settings().rebinds.list(now)).into_response()
 }
 
-#[utoipa::path(delete, path = "/v1/rebinds/{id}", tag = "control", params(("id" = u64, Path, description = "The rebind")), responses((status = 200, description = "Whether it was in force", body = super::types::Cancelled), (status = 503, description = "The spool cannot keep the change now", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "rebind_cancel", delete, path = "/v1/rebinds/{id}", tag = "control", params(("id" = u64, Path, description = "The rebind")), responses((status = 200, description = "Whether it was in force", body = super::types::Cancelled), (status = 503, description = "The spool cannot keep the change now", body = super::types::ApiError)))]
 pub(super) async fn cancel(State(s): State<Arc<AdminState>>, Path(id): Path<u64>) -> Response {
     let cancelled = s.delivery.settings().rebinds.cancel(id);
     if cancelled && let Err(e) = s.delivery.keep_rebinds().await {

@@ -192,7 +192,7 @@ impl Reloader {
     }
 }
 
-#[utoipa::path(post, path = "/v1/reload", tag = "config", responses((status = 200, description = "In force", body = super::types::Reloaded), (status = 422, description = "Refused; the running config stays", body = super::types::ReloadRefused)))]
+#[utoipa::path(operation_id = "reload_post", post, path = "/v1/reload", tag = "config", responses((status = 200, description = "In force", body = super::types::Reloaded), (status = 422, description = "Refused; the running config stays", body = super::types::ReloadRefused)))]
 pub(super) async fn post(State(s): State<Arc<AdminState>>) -> Response {
     let Some(r) = s.reloader.clone() else {
         return super::error(StatusCode::SERVICE_UNAVAILABLE, "reload is not available");
@@ -204,7 +204,7 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/v1/config", tag = "config", responses((status = 200, description = "The config in force and the recent ones", body = super::types::ConfigState)))]
+#[utoipa::path(operation_id = "reload_get", get, path = "/v1/config", tag = "config", responses((status = 200, description = "The config in force and the recent ones", body = super::types::ConfigState)))]
 pub(super) async fn get(State(s): State<Arc<AdminState>>) -> Response {
     match &s.reloader {
         Some(r) => Json(r.state()).into_response(),

@@ -17,12 +17,16 @@ use super::types::{Retried, Retry};
 
 const PAGE: usize = 1000;
 
-#[utoipa::path(post, path = "/v1/retry", tag = "control", request_body = super::types::Retry, responses((status = 200, description = "Made due now", body = super::types::Retried), (status = 503, description = "The queue refused a write", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "retry_post", post, path = "/v1/retry", tag = "control", request_body = super::types::Retry, responses((status = 200, description = "Made due now", body = super::types::Retried), (status = 503, description = "The queue refused a write", body = super::types::ApiError)))]
 pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry>) -> Response {
     let filter = crate::delivery::filter::Filter {
         domain: req.domain.map(|d| d.to_ascii_lowercase()),
+        id: req.id,
         ..Default::default()
     };
+    if let Some(why) = filter.invalid() {
+        return super::error(axum::http::StatusCode::BAD_REQUEST, &why);
+    }
     let default_pool = s.delivery.default_pool();
     let pauses = s.delivery.retry_now(filter.domain.as_deref()).await as u64;
     let now = ::queue::Timestamp::from_system_time(s.clock.system_time());

@@ -22,7 +22,7 @@ pub(super) struct Params {
     mx: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/shaping/effective", tag = "control",
+#[utoipa::path(operation_id = "shaping_effective", get, path = "/v1/shaping/effective", tag = "control",
     params(("domain" = String, Query, description = "The recipient domain"),
         ("source" = Option<String>, Query, description = "The source, by name or by its (public) address (default: the first of the default pool)"),
         ("mx" = Option<String>, Query, description = "The domain's MX hosts, comma-separated, instead of routing it")),

@@ -36,7 +36,7 @@ h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.2em 0 .4em}\
 td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left}th{background:#f0f0f0}td.n{text-align:right}\
 .muted{color:#777}.warn{color:#a40}";
 
-#[utoipa::path(get, path = "/status", tag = "daemon", responses((status = 200, description = "The status page (HTML, refreshing itself)", content_type = "text/html")))]
+#[utoipa::path(operation_id = "status_page", get, path = "/status", tag = "daemon", responses((status = 200, description = "The status page (HTML, refreshing itself)", content_type = "text/html")))]
 pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     let stats = s.queue.stats();
     let mut domains = s.queue.domains();
@@ -46,21 +46,30 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
          <title>Tern status</title><style>{STYLE}</style></head><body>\
-         <h1>Tern</h1><div class=\"muted\">up since {} &middot; refreshes every 5 s</div>",
+         <h1>Tern on {}</h1><div class=\"muted\">up since {} &middot; refreshes every 5 s</div>",
+        esc(&s.hostname),
         esc(&crate::clock::rfc3339(s.started))
     );
     let health = match crate::views::spool_state(&s.queue.health()) {
         (state, Some(why)) => format!("{state}: {why}"),
         (state, None) => state.to_owned(),
     };
+    let paths = s.delivery.paths();
+    let dests = s.delivery.destinations();
+    let oldest = (dests.iter().map(|d| d.oldest_secs))
+        .chain(paths.iter().map(|p| p.oldest_secs))
+        .max()
+        .unwrap_or(0);
     let _ = write!(
         h,
         "<h2>Queue</h2><div class=\"cards\"><div class=\"card\">messages<b>{}</b></div>\
-         <div class=\"card\">recipients<b>{}</b></div><div class=\"card\">spool<b>{} MB</b></div>\
+         <div class=\"card\">recipients<b>{}</b></div><div class=\"card\">spool<b>{}</b></div>\
+         <div class=\"card\">oldest waiting<b>{} s</b></div>\
          <div class=\"card\">health<b>{}</b></div></div>",
         stats.messages,
         stats.recipients,
-        stats.disk_bytes >> 20,
+        crate::views::human_bytes(stats.disk_bytes),
+        oldest,
         esc(&health)
     );
     h.push_str("<h2>Queued by domain</h2><table><tr><th>domain</th><th>recipients</th><th>messages</th></tr>");
@@ -77,8 +86,7 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
         h.push_str("<tr><td colspan=\"3\" class=\"muted\">nothing queued</td></tr>");
     }
     h.push_str("</table>");
-    let paths = s.delivery.paths();
-    destinations_table(&mut h, &s.delivery.destinations());
+    destinations_table(&mut h, &dests);
     paths_tables(&mut h, &paths);
     rebinds_table(&mut h, &s);
     h.push_str("<h2>Suspensions and automatic actions</h2><table><tr><th>target</th><th>by</th><th>until</th><th>after</th></tr>");
@@ -148,7 +156,7 @@ fn paths_tables(h: &mut String, paths: &[PathRow]) {
         }
         h.push_str("</table>");
     }
-    h.push_str("<h2>Busiest paths (source to site)</h2><table><tr><th>source</th><th>site</th><th>sent / min</th><th>connections</th><th>waiting</th><th>oldest</th><th></th></tr>");
+    h.push_str("<h2>Busiest paths (source to site)</h2><table><tr><th>source</th><th>site</th><th>sent / min</th><th>connections</th><th>waiting</th><th>oldest</th><th>held</th></tr>");
     for p in paths.iter().take(25) {
         let _ = write!(
             h,

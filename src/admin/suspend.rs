@@ -17,7 +17,7 @@ use super::AdminState;
 use super::types::{Action, CancelAction, Cancelled, Suspend};
 use crate::shaping::rules::Target;
 
-#[utoipa::path(post, path = "/v1/suspensions", tag = "control", request_body = super::types::Suspend, responses((status = 201, description = "In force", body = super::types::Action), (status = 400, description = "A bad duration", body = super::types::ApiError), (status = 404, description = "No source, site, provider, pool or tenant has that name", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "suspend_create", post, path = "/v1/suspensions", tag = "control", request_body = super::types::Suspend, responses((status = 201, description = "In force", body = super::types::Action), (status = 400, description = "A bad duration", body = super::types::ApiError), (status = 404, description = "No source, site, provider, pool or tenant has that name", body = super::types::ApiError)))]
 pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Suspend>) -> Response {
     let Ok(duration) = req.duration.parse::<crate::config::values::Duration>() else {
         let msg = format!("{:?} is not a duration such as \"30m\"", req.duration);
@@ -36,7 +36,7 @@ pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Sus
     Json(action).into_response()
 }
 
-#[utoipa::path(delete, path = "/v1/suspensions", tag = "control", request_body = super::types::CancelAction, responses((status = 200, description = "Whether one was in force", body = super::types::Cancelled)))]
+#[utoipa::path(operation_id = "suspend_resume", delete, path = "/v1/suspensions", tag = "control", request_body = super::types::CancelAction, responses((status = 200, description = "Whether one was in force", body = super::types::Cancelled)))]
 pub(super) async fn resume(
     State(s): State<Arc<AdminState>>,
     Json(req): Json<CancelAction>,

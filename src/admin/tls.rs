@@ -67,7 +67,7 @@ pub struct ReportsSent {
     pub reports: Vec<ReportSent>,
 }
 
-#[utoipa::path(get, path = "/v1/tls/{domain}", tag = "control",
+#[utoipa::path(operation_id = "tls_policy", get, path = "/v1/tls/{domain}", tag = "control",
     params(("domain" = String, Path, description = "The recipient domain")),
     responses((status = 200, description = "The policy in force", body = TlsView)))]
 pub(super) async fn policy(
@@ -111,7 +111,7 @@ pub(super) struct Day {
     day: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/tls/reports", tag = "control",
+#[utoipa::path(operation_id = "tls_send", post, path = "/v1/tls/reports", tag = "control",
     params(("day" = Option<String>, Query, description = "The day to report, YYYY-MM-DD (default yesterday, UTC); today's counts so far may be sent")),
     responses((status = 200, description = "What became of each domain's report", body = ReportsSent),
         (status = 400, description = "Not a date", body = super::types::ApiError)))]

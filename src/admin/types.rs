@@ -91,6 +91,9 @@ pub struct Retry {
     /// unset).
     #[serde(default)]
     pub domain: Option<String>,
+    /// Only this message (its queue id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The answer to a [`Retry`].
@@ -450,4 +453,13 @@ pub struct TemplateStored {
     pub name: String,
     /// The version this content became.
     pub version: u32,
+}
+
+/// `GET` and `PUT /v1/log-level`: the diagnostic log's filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogLevel {
+    /// Comma-separated directives: a level (`info`) or `target=level`
+    /// (`tern::delivery=debug`); levels off, error, warn, info, debug,
+    /// trace.
+    pub filter: String,
 }

@@ -31,6 +31,9 @@ pub struct FilterArgs {
     /// Messages of this pool.
     #[arg(long)]
     pool: Option<String>,
+    /// One message, by its queue id (as `tern queue list` shows it).
+    #[arg(long)]
+    id: Option<String>,
     /// The configuration file (for the admin address and token).
     #[arg(long, short, default_value_os_t = config::default_path())]
     pub config: PathBuf,
@@ -44,6 +47,7 @@ impl FilterArgs {
             sender: self.sender.clone(),
             tenant: self.tenant.clone(),
             pool: self.pool.clone(),
+            id: self.id.clone(),
         }
     }
 
@@ -55,6 +59,7 @@ impl FilterArgs {
             ("sender", f.sender),
             ("tenant", f.tenant),
             ("pool", f.pool),
+            ("id", f.id),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some(format!("{k}={}", encode(&v?))))

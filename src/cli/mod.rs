@@ -39,6 +39,7 @@ mod queue;
 mod shaping;
 mod template;
 mod tls;
+mod top;
 
 /// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
 #[derive(Debug, Parser)]
@@ -119,12 +120,15 @@ enum Command {
         #[arg(long, default_value = "suspended by an operator")]
         reason: String,
     },
-    /// Make deferred mail due now (all of it, or that of one domain),
-    /// through the running daemon.
+    /// Make deferred mail due now (all of it, that of one domain, or one
+    /// message), through the running daemon.
     Retry {
         /// Only messages with a recipient waiting at this domain.
         #[arg(long)]
         domain: Option<String>,
+        /// Only this message (its queue id).
+        #[arg(long)]
+        id: Option<String>,
         /// The configuration file (for the admin address and token).
         #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
@@ -163,6 +167,35 @@ enum Command {
     /// is put in force at once; an invalid one is refused with
     /// every error, and the running config stays.
     Reload {
+        /// The configuration file (for the admin address and token).
+        #[arg(long, short, default_value_os_t = config::default_path())]
+        config: PathBuf,
+    },
+    /// A live view of the running daemon, redrawn every second: rates,
+    /// the queue, the busiest paths, the actions in force.
+    Top {
+        #[command(flatten)]
+        args: top::TopArgs,
+    },
+    /// Print a completion script for a shell (bash, zsh, fish, elvish,
+    /// powershell): `tern completions bash > /etc/bash_completion.d/tern`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (`tern.1` and one per verb, `tern-queue.1`,
+    /// ...) into a directory: `tern man /usr/local/share/man/man1`.
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Show the running daemon's diagnostic log filter, or change it
+    /// (until the next change or a restart), such as
+    /// `info,tern::delivery=debug`.
+    LogLevel {
+        /// The new filter: comma-separated `level` or `target=level`.
+        filter: Option<String>,
         /// The configuration file (for the admin address and token).
         #[arg(long, short, default_value_os_t = config::default_path())]
         config: PathBuf,
@@ -270,8 +303,17 @@ pub fn main(cli: Cli) -> ExitCode {
             reason,
         } => ops::suspend(&target, &duration, &reason, ctx),
         Command::Resume { target } => ops::resume(&target, ctx),
-        Command::Retry { domain, config } => ops::retry(&config, domain, ctx),
+        Command::Retry { domain, id, config } => ops::retry(&config, (domain, id), ctx),
         Command::Reload { config } => ops::reload(&config, ctx),
+        Command::LogLevel { filter, config } => ops::log_level(&config, filter, ctx),
+        Command::Top { args } => top::run(&args, ctx),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "tern", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => man_pages(&dir),
         Command::Cluster { command } => fleet::main(command, ctx),
         Command::Template { command } => template::main(command, ctx),
         Command::Tls { command } => tls::main(command, ctx),
@@ -312,7 +354,29 @@ impl Command {
             Command::Run { .. } => Some("run"),
             Command::Auth { .. } => Some("auth hash-password"),
             Command::Dkim { .. } => Some("dkim"),
+            Command::Completions { .. } => Some("completions"),
+            Command::Man { .. } => Some("man"),
             _ => None,
+        }
+    }
+}
+
+/// `tern man DIR`: a page for `tern` and for each verb.
+fn man_pages(dir: &Path) -> ExitCode {
+    use clap::CommandFactory;
+    let written =
+        std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir));
+    match written {
+        Ok(()) => {
+            out!("manual pages written to {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "tern: cannot write the manual pages to {}: {e}",
+                dir.display()
+            );
+            ExitCode::FAILURE
         }
     }
 }
@@ -421,12 +485,15 @@ fn check_config(path: &Path, json: bool) -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
-    let Some((config, prepared)) = load_prepared(path) else {
+    let Some((config, mut prepared)) = load_prepared(path) else {
         return ExitCode::FAILURE;
     };
-    if let Err(e) = crate::logging::init(&config.log.level) {
-        eprintln!("tern: {e:#}");
-        return ExitCode::FAILURE;
+    match crate::logging::init(&config.log.level) {
+        Ok(filter) => prepared.log_filter = Some(std::sync::Arc::new(filter)),
+        Err(e) => {
+            eprintln!("tern: {e:#}");
+            return ExitCode::FAILURE;
+        }
     }
     open_file_limit(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

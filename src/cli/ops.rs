@@ -101,12 +101,16 @@ pub fn suspend(t: &TargetArgs, duration: &str, reason: &str, ctx: &Ctx) -> ExitC
 }
 
 /// `tern retry [--domain D]`.
-pub fn retry(config: &std::path::Path, domain: Option<String>, ctx: &Ctx) -> ExitCode {
+pub fn retry(
+    config: &std::path::Path,
+    (domain, id): (Option<String>, Option<String>),
+    ctx: &Ctx,
+) -> ExitCode {
     use crate::admin::types::{Retried, Retry};
     let Some(admin) = ctx.admin(config) else {
         return ExitCode::FAILURE;
     };
-    let req = Retry { domain };
+    let req = Retry { domain, id };
     match send::<Retried, _>(&admin, "POST", "/v1/retry", &req) {
         Ok(r) => emit(ctx.json, &r, |r| {
             format!(
@@ -167,6 +171,26 @@ pub fn resume(t: &TargetArgs, ctx: &Ctx) -> ExitCode {
             true => format!("{target}: resumed\n"),
             false => format!("{target}: was not suspended\n"),
         }),
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tern log-level [FILTER]`: the daemon's diagnostic log filter.
+pub fn log_level(config: &std::path::Path, filter: Option<String>, ctx: &Ctx) -> ExitCode {
+    use crate::admin::client::get;
+    use crate::admin::types::LogLevel;
+    let Some(admin) = ctx.admin(config) else {
+        return ExitCode::FAILURE;
+    };
+    let answer = match filter {
+        Some(filter) => send::<LogLevel, _>(&admin, "PUT", "/v1/log-level", &LogLevel { filter }),
+        None => get::<LogLevel>(&admin, "/v1/log-level"),
+    };
+    match answer {
+        Ok(l) => emit(ctx.json, &l, |l| format!("log filter: {}\n", l.filter)),
         Err(e) => {
             eprintln!("tern: {e}");
             ExitCode::FAILURE

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::Ctx;
+use crate::views::human_bytes;
 
 use clap::Subcommand;
 use queue::SpoolSnapshot;
@@ -373,32 +374,4 @@ fn domain_table<'a>(rows: impl Iterator<Item = (u64, u64, &'a str)>) -> String {
         out.push_str(&format!("{recipients:>11} {messages:>10}  {domain}\n"));
     }
     out
-}
-
-/// `1234567` -> `"1.2 MB"`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_bytes_rounds() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_234_567), "1.2 MB");
-    }
 }

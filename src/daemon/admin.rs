@@ -21,6 +21,7 @@ pub(super) struct AdminParts {
     pub(super) cluster: Option<Arc<Cluster>>,
     pub(super) drainer: Arc<crate::cluster::drain::Drainer>,
     pub(super) tls_reports: Arc<crate::tlspolicy::send::Sender>,
+    pub(super) log_filter: Option<Arc<crate::logging::LogFilter>>,
 }
 
 /// A listener's stop signal and task.
@@ -72,6 +73,8 @@ pub(super) async fn start_admin(
         sessions: Default::default(),
         https: a.tls(),
         tls_reports: Some(parts.tls_reports),
+        log_filter: parts.log_filter,
+        hostname: config.server.hostname.clone(),
     });
     if a.enabled {
         let listener = TcpListener::bind(a.address)

@@ -257,6 +257,7 @@ async fn serve(
         dkim_keys,
         ca_roots,
         trust_anchors,
+        log_filter,
     } = prepared;
     let services = Services::new(&config, dkim_keys, queue.clone(), log.clone(), Clock::new())?;
     adopt_legacy_rebinds(&config, &queue).await?;
@@ -293,6 +294,7 @@ async fn serve(
     let hangup = tokio::spawn(reload_on_sighup(reloader.clone()));
     let warmup_slot = crate::state::slot(&queue, crate::state::WARMUP);
     let warmup = tokio::spawn(keep_warmup(delivery.clone(), warmup_slot.clone()));
+    let upkeep = tokio::spawn(metrics_upkeep(services.metrics.clone()));
     let drainer = crate::cluster::drain::Drainer::new(
         (queue.clone(), delivery.clone(), node.clone()),
         cluster.clone(),
@@ -306,6 +308,7 @@ async fn serve(
         cluster: cluster.clone(),
         drainer: drainer.clone(),
         tls_reports: tls_reports.clone(),
+        log_filter,
     };
     let admin = start_admin(&config, &services, parts, admin_tls).await?;
     drainer.resume();
@@ -352,6 +355,7 @@ async fn serve(
     }
     hangup.abort();
     warmup.abort();
+    upkeep.abort();
     reporting.abort();
     tls_reports.flush().await;
     if let Some(c) = &cluster {
@@ -418,6 +422,17 @@ async fn close(
         .context("closing the queue")?;
     tracing::info!(queued = queue.message_count(), "queue closed; stopped");
     Ok(())
+}
+
+/// Keeps the metrics' histograms folded (their samples are held until
+/// then), whether or not anyone scrapes `/metrics`.
+async fn metrics_upkeep(metrics: Arc<crate::metrics::Metrics>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        metrics.upkeep();
+    }
 }
 
 /// Reloads the config on each SIGHUP (as `POST /v1/reload` does).

@@ -24,6 +24,9 @@ pub struct Filter {
     /// pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// One message, by its queue id (`000660F166A12D28`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl Filter {
@@ -33,6 +36,16 @@ impl Filter {
             && self.sender.is_none()
             && self.tenant.is_none()
             && self.pool.is_none()
+            && self.id.is_none()
+    }
+
+    /// What is wrong with a criterion, if anything (a queue id that is
+    /// none).
+    pub fn invalid(&self) -> Option<String> {
+        let id = self.id.as_deref()?;
+        id.parse::<queue::MessageId>()
+            .err()
+            .map(|e| format!("id {id:?}: {e}"))
     }
 
     /// True if the message matches; `meta` is its decoded metadata and
@@ -59,6 +72,8 @@ impl Filter {
             .pool
             .as_deref()
             .is_none_or(|p| meta.pool.as_deref().unwrap_or(default_pool) == p);
-        domain && sender && tenant && pool
+        let id =
+            (self.id.as_deref()).is_none_or(|x| x.parse::<queue::MessageId>().ok() == Some(m.id));
+        domain && sender && tenant && pool && id
     }
 }
