@@ -44,6 +44,16 @@ async fn health_and_queue_summary_need_the_token_and_show_the_queue() {
     );
     assert!(!page.contains("src=\"http"), "no external assets");
     assert!(page.contains("<h2>Sending by provider</h2>") && page.contains("<h2>Busiest paths"));
+    assert!(page.contains("<h1>Tern on "), "the host is named");
+    assert!(
+        page.contains("oldest waiting<b>") && !page.contains(" MB</b>"),
+        "{page}"
+    );
+    assert!(page.contains("<h2>Rates (per second)</h2>") && page.contains(">accepted</td>"));
+    assert!(
+        !page.contains("<th></th></tr>"),
+        "every column has a header"
+    );
 
     let mut no_token = a.clone();
     no_token.token = None;

@@ -72,6 +72,7 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
         oldest,
         esc(&health)
     );
+    trend_section(&mut h, s.metrics.trend());
     h.push_str("<h2>Queued by domain</h2><table><tr><th>domain</th><th>recipients</th><th>messages</th></tr>");
     for d in domains.iter().take(25) {
         let _ = write!(
@@ -110,6 +111,56 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     }
     h.push_str("</table><p class=\"muted\">Metrics: <a href=\"/metrics\">/metrics</a> &middot; API: <a href=\"/v1/openapi.json\">/v1/openapi.json</a></p></body></html>");
     Html(h)
+}
+
+/// The series' names and colours, in [`crate::metrics::trend::Series`]
+/// order.
+const SERIES: [(&str, &str); 4] = [
+    ("accepted", "#2a6"),
+    ("delivered", "#26a"),
+    ("deferred", "#c80"),
+    ("bounced", "#c33"),
+];
+
+/// Rates over the last 1, 5 and 15 minutes, and a chart of the last hour
+/// (inline SVG, no external assets).
+fn trend_section(h: &mut String, t: &crate::metrics::trend::Trend) {
+    let windows = [60, 300, 900].map(|w| t.rates(w));
+    h.push_str("<h2>Rates (per second)</h2><table><tr><th>what</th><th>last minute</th><th>5 minutes</th><th>15 minutes</th></tr>");
+    for (i, (name, colour)) in SERIES.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<tr><td style=\"color:{colour}\">{name}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td></tr>",
+            windows[0][i], windows[1][i], windows[2][i]
+        );
+    }
+    h.push_str("</table>");
+    let steps = t.steps();
+    if steps.len() < 2 {
+        h.push_str("<p class=\"muted\">The chart of the last hour starts after two samples (10 s apart).</p>");
+        return;
+    }
+    let (w, ht) = (720.0, 120.0);
+    let top = steps
+        .iter()
+        .flat_map(|(_, r)| r.iter().copied())
+        .fold(1.0_f64, f64::max);
+    let x = |k: usize| k as f64 * w / (steps.len() - 1) as f64;
+    let _ = write!(
+        h,
+        "<p class=\"muted\">The last hour, 10 s steps; top of the chart {top:.0}/s.</p><svg width=\"{w}\" height=\"{ht}\" viewBox=\"0 0 {w} {ht}\" style=\"background:#fff;border:1px solid #ddd\">"
+    );
+    for (i, (name, colour)) in SERIES.iter().enumerate() {
+        let points: Vec<String> = (steps.iter().enumerate())
+            .map(|(k, (_, r))| format!("{:.1},{:.1}", x(k), ht - r[i] / top * (ht - 4.0)))
+            .collect();
+        let _ = write!(
+            h,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"><title>{name}</title></polyline>",
+            points.join(" ")
+        );
+    }
+    h.push_str("</svg>");
 }
 
 /// The paths' rows summed by a key, busiest first.

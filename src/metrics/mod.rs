@@ -11,6 +11,7 @@
 //! lingers after its path went quiet).
 
 mod text;
+pub mod trend;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -149,6 +150,7 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     received: Cached,
     outcomes: Cached,
+    trend: trend::Trend,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -283,11 +285,13 @@ impl Metrics {
             recorder,
             received: Cached::default(),
             outcomes: Cached::default(),
+            trend: trend::Trend::default(),
         }
     }
 
     /// A message of `pool` and `tenant` ("" for none) was accepted.
     pub fn received(&self, pool: &str, tenant: &str) {
+        self.trend.count(trend::Series::Received);
         self.received
             .get(&[pool, tenant], || {
                 let labels = vec![
@@ -302,6 +306,11 @@ impl Metrics {
 
     /// A recipient's delivery outcome.
     pub fn outcome(&self, outcome: Outcome, l: &Labels<'_>) {
+        self.trend.count(match outcome {
+            Outcome::Delivered => trend::Series::Delivered,
+            Outcome::Deferred => trend::Series::Deferred,
+            Outcome::Bounced | Outcome::Expired => trend::Series::Bounced,
+        });
         let values = [outcome.name(), l.provider, l.source, l.pool, l.tenant];
         self.outcomes
             .get(&values, || {
@@ -391,9 +400,20 @@ impl Metrics {
     /// Folds the histogram samples recorded since the last call into
     /// their buckets. The recorder keeps every sample until then (a render
     /// does it too): without a scrape, memory would grow with every
-    /// message. The daemon calls this every few seconds.
+    /// message. The daemon calls this every few seconds; it also samples
+    /// the status page's trend.
     pub fn upkeep(&self) {
         self.recorder.handle().run_upkeep();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.trend.sample(now);
+    }
+
+    /// The last hour's rates (for the status page).
+    pub fn trend(&self) -> &trend::Trend {
+        &self.trend
     }
 
     fn histogram(&self, key: Key) -> Histogram {
