@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::load::{Issue, KeyPath, at};
+use super::load::{self, Issue, KeyPath, at};
+use super::{ConfigErrors, read_text};
 
 /// `[admin]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,5 +105,68 @@ pub(super) fn check_token(
         && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
     {
         issues.push(Issue::new(key, "must be at least 16 printable characters"));
+    }
+}
+
+/// Only `[admin]`, for [`load_admin`]: other sections are ignored.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AdminOnly {
+    admin: AdminConfig,
+}
+
+/// Reads only `[admin]` of the config file at `path` (what the `tern`
+/// verbs need to reach the daemon), passing over every other section and
+/// its errors, a syntax error included: a half-edited config never locks
+/// the operator out of the running daemon. Errors in `[admin]` itself
+/// are reported with their line.
+pub fn load_admin(path: &std::path::Path) -> Result<AdminConfig, ConfigErrors> {
+    let mut text = read_text(path)?;
+    if load::parse::<AdminOnly>(path, &text).is_err() {
+        // A syntax error somewhere: read the `[admin]` table's own lines
+        // (the others blanked, so that line numbers hold).
+        text = only_table(&text, "admin");
+    }
+    let parsed = load::parse::<AdminOnly>(path, &text)?;
+    let mut issues = Vec::new();
+    parsed.value.admin.validate(&mut issues);
+    parsed.finish(issues).map(|a| a.admin)
+}
+
+/// `text` with every line outside the `[name]` table blanked.
+fn only_table(text: &str, name: &str) -> String {
+    let header = format!("[{name}]");
+    let mut inside = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            inside = t.split('#').next().unwrap_or("").trim() == header;
+        }
+        if inside {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_admin_table_is_read_and_lines_hold() {
+        let text = "[queue]\npath = 5\n[admin] # the API\naddress = \"127.0.0.1:9\"\n[delivery\n";
+        let kept = only_table(text, "admin");
+        assert_eq!(kept, "\n\n[admin] # the API\naddress = \"127.0.0.1:9\"\n\n");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, text).unwrap();
+        let a = load_admin(&file).expect("the [admin] table is valid");
+        assert_eq!(a.address.port(), 9);
+        std::fs::write(&file, "[admin]\naddress = \"nowhere\"\n").unwrap();
+        let e = load_admin(&file).unwrap_err().to_string();
+        assert!(e.contains("t.toml:2") && e.contains("admin.address"), "{e}");
     }
 }

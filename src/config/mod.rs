@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use admin::AdminConfig;
+pub use admin::{AdminConfig, load_admin};
 pub use api::ApiConfig;
 pub use auth::{AuthConfig, UserConfig};
 pub use cluster::ClusterConfig;
@@ -165,7 +165,7 @@ pub fn load_with<P>(
 }
 
 /// The text of a config file, or an error naming it.
-fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+pub(super) fn read_text(path: &Path) -> Result<String, ConfigErrors> {
     std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -184,49 +184,6 @@ pub fn default_path() -> PathBuf {
         true => installed.to_owned(),
         false => PathBuf::from(DEFAULT_PATH),
     }
-}
-
-/// Only `[admin]`, for [`load_admin`]: other sections are ignored.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct AdminOnly {
-    admin: AdminConfig,
-}
-
-/// Reads only `[admin]` of the config file at `path` (what the `tern`
-/// verbs need to reach the daemon), passing over every other section and
-/// its errors, a syntax error included: a half-edited config never locks
-/// the operator out of the running daemon. Errors in `[admin]` itself
-/// are reported with their line.
-pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigErrors> {
-    let mut text = read_text(path)?;
-    if load::parse::<AdminOnly>(path, &text).is_err() {
-        // A syntax error somewhere: read the `[admin]` table's own lines
-        // (the others blanked, so that line numbers hold).
-        text = only_table(&text, "admin");
-    }
-    let parsed = load::parse::<AdminOnly>(path, &text)?;
-    let mut issues = Vec::new();
-    parsed.value.admin.validate(&mut issues);
-    parsed.finish(issues).map(|a| a.admin)
-}
-
-/// `text` with every line outside the `[name]` table blanked.
-fn only_table(text: &str, name: &str) -> String {
-    let header = format!("[{name}]");
-    let mut inside = false;
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let t = line.trim_start();
-        if t.starts_with('[') {
-            inside = t.split('#').next().unwrap_or("").trim() == header;
-        }
-        if inside {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// Validates config text that came from `path` (and its shaping include

@@ -201,27 +201,38 @@ mod tests {
         }
     }
 
+    /// A bounce from mx.test to app@shop.example of one failure.
+    fn bounce<'a>(
+        id: u64,
+        meta: &'a MessageMeta,
+        failure: Failure<'a>,
+        original: &'a [u8],
+    ) -> Bounce<'a> {
+        Bounce {
+            hostname: "mx.test",
+            id: MessageId::from_u64(id),
+            sender: "app@shop.example",
+            meta,
+            arrival: SystemTime::UNIX_EPOCH,
+            now: SystemTime::UNIX_EPOCH,
+            failures: vec![failure],
+            original,
+            default_ret: Ret::Headers,
+        }
+    }
+
     #[test]
     fn a_utf8_recipient_gets_the_utf8_address_type_in_a_global_status() {
         let rcpt = EnvelopeRecipient::new("jöran@exämple.test");
         let meta = MessageMeta::default();
         let r = reply("no such user");
-        let b = Bounce {
-            hostname: "mx.test",
-            id: MessageId::from_u64(7),
-            sender: "app@shop.example",
-            meta: &meta,
-            arrival: SystemTime::UNIX_EPOCH,
-            now: SystemTime::UNIX_EPOCH,
-            failures: vec![Failure {
-                rcpt: &rcpt,
-                reply: &r,
-                remote_host: None,
-                expired: false,
-            }],
-            original: b"Subject: x\r\n\r\nbody\r\n",
-            default_ret: Ret::Headers,
+        let failure = Failure {
+            rcpt: &rcpt,
+            reply: &r,
+            remote_host: None,
+            expired: false,
         };
+        let b = bounce(7, &meta, failure, b"Subject: x\r\n\r\nbody\r\n");
         let text = String::from_utf8(build(&b)).unwrap();
         assert!(text.contains("Content-Type: message/global-delivery-status\r\n"));
         assert!(text.contains("Final-Recipient: utf-8; jöran@exämple.test\r\n"));
@@ -258,22 +269,18 @@ mod tests {
             ..Default::default()
         };
         let r = reply("no such user");
-        let b = Bounce {
-            hostname: "mx.test",
-            id: MessageId::from_u64(0xAB),
-            sender: "app@shop.example",
-            meta: &meta,
-            arrival: SystemTime::UNIX_EPOCH,
-            now: SystemTime::UNIX_EPOCH,
-            failures: vec![Failure {
-                rcpt: &rcpt,
-                reply: &r,
-                remote_host: Some("mx1.dest.example"),
-                expired: false,
-            }],
-            original: b"Subject: hello\r\nFrom: app@shop.example\r\n\r\nsecret body\r\n",
-            default_ret: Ret::Headers,
+        let failure = Failure {
+            rcpt: &rcpt,
+            reply: &r,
+            remote_host: Some("mx1.dest.example"),
+            expired: false,
         };
+        let b = bounce(
+            0xAB,
+            &meta,
+            failure,
+            b"Subject: hello\r\nFrom: app@shop.example\r\n\r\nsecret body\r\n",
+        );
         let text = String::from_utf8(build(&b)).unwrap();
         for line in [
             "To: <app@shop.example>",
@@ -317,22 +324,13 @@ mod tests {
             esc: [4, 7, 1],
             text: "try later".into(),
         };
-        let b = Bounce {
-            hostname: "mx.test",
-            id: MessageId::from_u64(1),
-            sender: "app@shop.example",
-            meta: &meta,
-            arrival: SystemTime::UNIX_EPOCH,
-            now: SystemTime::UNIX_EPOCH,
-            failures: vec![Failure {
-                rcpt: &rcpt,
-                reply: &r,
-                remote_host: None,
-                expired: true,
-            }],
-            original: b"Subject: x\r\n\r\nthe body\r\n",
-            default_ret: Ret::Headers,
+        let failure = Failure {
+            rcpt: &rcpt,
+            reply: &r,
+            remote_host: None,
+            expired: true,
         };
+        let b = bounce(1, &meta, failure, b"Subject: x\r\n\r\nthe body\r\n");
         let text = String::from_utf8(build(&b)).unwrap();
         assert!(
             text.contains("Status: 5.4.7\r\n")

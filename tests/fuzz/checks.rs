@@ -28,29 +28,38 @@ pub fn reply_dsn(data: &[u8]) {
     );
     let rcpt = EnvelopeRecipient::new("user@example.com");
     let meta = MessageMeta::default();
-    let now = std::time::SystemTime::UNIX_EPOCH;
-    let bounce = Bounce {
-        hostname: "mta.example",
-        id: MessageId::from_u64(1),
-        sender: "sender@example.com",
-        meta: &meta,
-        arrival: now,
-        now,
-        failures: vec![Failure {
-            rcpt: &rcpt,
-            reply: &reply,
-            remote_host: Some("mx.example.com"),
-            expired: false,
-        }],
-        original: b"Subject: original\r\n\r\nbody\r\n",
-        default_ret: Ret::Headers,
+    let failure = Failure {
+        rcpt: &rcpt,
+        reply: &reply,
+        remote_host: Some("mx.example.com"),
+        expired: false,
     };
-    let dsn = build(&bounce);
+    let dsn = build(&bounce(
+        &meta,
+        failure,
+        b"Subject: original\r\n\r\nbody\r\n",
+    ));
     let text = String::from_utf8_lossy(&dsn);
     assert!(!text.replace("\r\n", "").contains(['\r', '\n']));
     let fields = |name: &str| text.split("\r\n").filter(|l| l.starts_with(name)).count();
     assert_eq!(fields("Diagnostic-Code:"), 1, "{text}");
     assert_eq!(fields("Final-Recipient:"), 1, "{text}");
+}
+
+/// A bounce of one failure, from mta.example to sender@example.com.
+fn bounce<'a>(meta: &'a MessageMeta, failure: Failure<'a>, original: &'a [u8]) -> Bounce<'a> {
+    let now = std::time::SystemTime::UNIX_EPOCH;
+    Bounce {
+        hostname: "mta.example",
+        id: MessageId::from_u64(1),
+        sender: "sender@example.com",
+        meta,
+        arrival: now,
+        now,
+        failures: vec![failure],
+        original,
+        default_ret: Ret::Headers,
+    }
 }
 
 /// The bounce built from hostile values that reach it from outside: the
@@ -87,24 +96,13 @@ pub fn dsn_fields(data: &[u8]) {
         esc: [5, 1, 1],
         text: reply_text,
     };
-    let now = std::time::SystemTime::UNIX_EPOCH;
-    let bounce = Bounce {
-        hostname: "mta.example",
-        id: MessageId::from_u64(1),
-        sender: "sender@example.com",
-        meta: &meta,
-        arrival: now,
-        now,
-        failures: vec![Failure {
-            rcpt: &rcpt,
-            reply: &reply,
-            remote_host: host.as_deref(),
-            expired: false,
-        }],
-        original: original.as_bytes(),
-        default_ret: Ret::Headers,
+    let failure = Failure {
+        rcpt: &rcpt,
+        reply: &reply,
+        remote_host: host.as_deref(),
+        expired: false,
     };
-    let dsn = build(&bounce);
+    let dsn = build(&bounce(&meta, failure, original.as_bytes()));
     let text = String::from_utf8_lossy(&dsn);
     // Everything before the returned headers: the bounce's own lines.
     let own = text
