@@ -152,6 +152,14 @@ pub struct NodeRow {
     pub started: String,
 }
 
+/// Age of the oldest message waiting at a destination or a path.
+pub fn oldest_waiting_secs(dests: &[DestRow], paths: &[PathRow]) -> u64 {
+    (dests.iter().map(|d| d.oldest_secs))
+        .chain(paths.iter().map(|p| p.oldest_secs))
+        .max()
+        .unwrap_or(0)
+}
+
 /// `1234567` -> `"1.2 MB"`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];

@@ -56,10 +56,7 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     };
     let paths = s.delivery.paths();
     let dests = s.delivery.destinations();
-    let oldest = (dests.iter().map(|d| d.oldest_secs))
-        .chain(paths.iter().map(|p| p.oldest_secs))
-        .max()
-        .unwrap_or(0);
+    let oldest = crate::views::oldest_waiting_secs(&dests, &paths);
     let _ = write!(
         h,
         "<h2>Queue</h2><div class=\"cards\"><div class=\"card\">messages<b>{}</b></div>\

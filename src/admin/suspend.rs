@@ -56,7 +56,6 @@ fn known_target(s: &AdminState, target: &Target) -> Result<(), String> {
     let Some(reloader) = &s.reloader else {
         return Ok(());
     };
-    let sites: Vec<String> = s.delivery.paths().into_iter().map(|p| p.site).collect();
     reloader.with_config(|c| {
         let sources = c.sources.iter().map(|x| x.name.as_str());
         let check = |kind: &str, name: &str, known: Vec<&str>| match known.contains(&name) {
@@ -68,13 +67,15 @@ fn known_target(s: &AdminState, target: &Target) -> Result<(), String> {
         };
         let site_known = |site: &str| {
             let configured = c.shaping.sites.iter().map(|x| x.mx.as_str());
-            let mut known: Vec<&str> = sites.iter().map(String::as_str).collect();
             if site
                 .split(',')
                 .any(|h| configured.clone().any(|mx| mx.eq_ignore_ascii_case(h)))
             {
                 return Ok(());
             }
+            // The sites with mail now: read only when a site is named.
+            let live: Vec<String> = s.delivery.paths().into_iter().map(|p| p.site).collect();
+            let mut known: Vec<&str> = live.iter().map(String::as_str).collect();
             known.extend(configured);
             check("site", site, known)
         };

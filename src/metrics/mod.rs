@@ -440,10 +440,7 @@ impl Metrics {
         gauge(SPOOL, s.disk_bytes as f64);
         gauge(RSS, resident_bytes() as f64);
         gauge(UNRECORDED, delivery.unrecorded as f64);
-        let oldest = (delivery.dests.iter().map(|d| d.oldest_secs))
-            .chain(delivery.paths.iter().map(|p| p.oldest_secs))
-            .max()
-            .unwrap_or(0);
+        let oldest = crate::views::oldest_waiting_secs(&delivery.dests, &delivery.paths);
         gauge(OLDEST, oldest as f64);
         gauge(DRAINING, f64::from(u8::from(node.0)));
         let mut out = self.recorder.handle().render();
