@@ -263,3 +263,73 @@ async fn one_message_is_retried_or_purged_by_its_queue_id() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn held_mail_is_never_tried_until_released_and_the_queue_lists_it_by_state() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink_with(10, refusing()).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    wait_up(&a).await;
+    submit_ok(&tern, &["x@alpha.test"]).await;
+    submit_ok(&tern, &["y@alpha.test"]).await;
+    assert!(until(WAIT, || mx.connections() >= 2).await, "both deferred");
+    let url = format!("http://{}", a.address);
+    let env = [("TERN_ADMIN", url.as_str()), ("TERN_TOKEN", TOKEN)];
+    let list = |args: &'static [&'static str]| {
+        let env = env;
+        async move {
+            let mut all = vec!["queue", "list", "--json"];
+            all.extend_from_slice(args);
+            let (ok, out, err) = cli(&all, &env).await;
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v["messages"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let mut deferred = 0;
+    for _ in 0..50 {
+        deferred = list(&["--state", "deferred"]).await.len();
+        if deferred == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(deferred, 2, "both deferred once their attempts are recorded");
+
+    let (ok, out, err) = cli(&["hold", "--domain", "alpha.test", "--json"], &env).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["done_items"], 2, "{out}");
+    let held = list(&["--state", "held"]).await;
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(held[0]["held"], 1);
+    assert!(list(&["--state", "deferred"]).await.is_empty());
+    let (ok, out, _) = cli(&["queue", "summary"], &env).await;
+    assert!(ok && out.contains("2 recipient(s) held"), "{out}");
+
+    // Retrying everything leaves held mail alone.
+    let tries = mx.connections();
+    let (ok, out, err) = cli(&["retry", "--json"], &env).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"], 0, "{out}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(mx.connections(), tries, "held mail is never tried");
+
+    let id = held[0]["id"].as_str().unwrap().to_owned();
+    let (ok, out, err) = cli(&["release", "--id", &id], &env).await;
+    assert!(ok && out.contains("released 1"), "{out}{err}");
+    assert!(
+        until(WAIT, || mx.connections() > tries).await,
+        "released mail is tried at once"
+    );
+    let still = list(&["--state", "held"]).await;
+    assert_eq!(still.len(), 1);
+    assert_ne!(still[0]["id"].as_str(), Some(id.as_str()));
+
+    let (ok, _, err) = cli(&["hold", "--provider", "gmial"], &env).await;
+    assert!(!ok && err.contains("no provider is named"), "{err}");
+    let (ok, _, err) = cli(&["queue", "list", "--state", "stuck"], &env).await;
+    assert!(!ok && err.contains("held, sending, waiting"), "{err}");
+}

@@ -31,6 +31,10 @@
 //!   corrupt record is skipped and reported (never handed out as a
 //!   message), and everything else is restored. No byte sequence in the
 //!   spool directory makes opening fail or panic; only I/O errors do.
+//! - An operator's marks ([`Queue::reschedule`], [`Queue::hold`],
+//!   [`Queue::release_held`]) are durable the same way; a held recipient
+//!   is kept and never due until released, across restarts and
+//!   compaction.
 //! - A message may be handed out again after a crash if its delivery was not
 //!   yet recorded (at-least-once delivery), never lost.
 //! - [`Queue::put_state`] keeps the application's small state values (its

@@ -23,7 +23,7 @@ use crate::types::{
     DomainCount, MessageId, MessageInfo, NewMessage, QueueStats, RecipientStatus, Timestamp,
     UpdateOutcome,
 };
-use crate::writer::{Cmd, Done, Op, Request, Writer};
+use crate::writer::{Cmd, Done, Mark, Op, Request, Writer};
 
 /// A durable message queue in one spool directory. Cheap to share behind an
 /// `Arc`; every method takes `&self`.
@@ -208,15 +208,34 @@ impl Queue {
     /// later (an operator's "retry now"), durably; a message handed out is
     /// left alone (its holder decides). Returns how many recipients moved.
     pub async fn reschedule(&self, id: MessageId, at: Timestamp) -> Result<usize, QueueError> {
-        let op = Op::Reschedule {
+        self.mark(id, Mark::Due(at)).await
+    }
+
+    /// Holds the pending recipients of `id` (an operator's hold, like
+    /// `postsuper -h`), durably: they are kept, never due and never
+    /// expired, until [`Queue::release_held`]. A message handed out but
+    /// not being sent is taken from its holder; one being sent is left
+    /// alone (0). Returns how many recipients were held.
+    pub async fn hold(&self, id: MessageId) -> Result<usize, QueueError> {
+        self.mark(id, Mark::Hold).await
+    }
+
+    /// Makes the held recipients of `id` pending again, due at `at`,
+    /// durably. Returns how many were released.
+    pub async fn release_held(&self, id: MessageId, at: Timestamp) -> Result<usize, QueueError> {
+        self.mark(id, Mark::Release(at)).await
+    }
+
+    async fn mark(&self, id: MessageId, mark: Mark) -> Result<usize, QueueError> {
+        let op = Op::Mark {
             id,
-            at,
+            mark,
             changes: Vec::new(),
         };
         match self.submit(op, None).await? {
-            Done::Rescheduled(n) => Ok(n),
+            Done::Marked(n) => Ok(n),
             _ => Err(QueueError::Invalid(
-                "the writer answered a reschedule with another kind",
+                "the writer answered a mark with another kind",
             )),
         }
     }

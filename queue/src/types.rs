@@ -109,6 +109,9 @@ pub enum RecipientState {
     Delivered = 1,
     /// Failed for good (bounced, expired or purged); never sent again.
     Failed = 2,
+    /// Held by an operator: kept, never due, until released (then pending
+    /// again). Not final.
+    Held = 3,
 }
 
 impl RecipientState {
@@ -117,13 +120,14 @@ impl RecipientState {
             0 => Some(Self::Pending),
             1 => Some(Self::Delivered),
             2 => Some(Self::Failed),
+            3 => Some(Self::Held),
             _ => None,
         }
     }
 
     /// True for `Delivered` and `Failed`: nothing is left to do.
     pub fn is_final(self) -> bool {
-        self != Self::Pending
+        matches!(self, Self::Delivered | Self::Failed)
     }
 }
 
@@ -261,6 +265,20 @@ impl MessageInfo {
             .enumerate()
             .filter(|(i, _)| self.statuses[*i].state == RecipientState::Pending)
     }
+
+    /// Indices and addresses of the recipients left to do: pending or held.
+    pub fn remaining(&self) -> impl Iterator<Item = (usize, &EnvelopeRecipient)> {
+        self.envelope
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.statuses[*i].state.is_final())
+    }
+
+    /// True when an operator holds any of its recipients.
+    pub fn is_held(&self) -> bool {
+        self.statuses.iter().any(|s| s.state == RecipientState::Held)
+    }
 }
 
 /// What an update did to its message.
@@ -275,10 +293,12 @@ pub enum UpdateOutcome {
 /// Counts of what is queued.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Messages with at least one pending recipient.
+    /// Messages with at least one recipient left to do (pending or held).
     pub messages: u64,
-    /// Pending recipients over all messages.
+    /// Pending recipients over all messages (held ones not included).
     pub recipients: u64,
+    /// Recipients held by an operator.
+    pub held: u64,
     /// Body bytes of the queued messages.
     pub body_bytes: u64,
     /// Bytes of spool files on disk.

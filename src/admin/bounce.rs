@@ -20,6 +20,9 @@ pub(super) async fn start(State(s): State<Arc<AdminState>>, Json(req): Json<Boun
     if let Some(why) = req.filter.invalid() {
         return super::error(StatusCode::BAD_REQUEST, &why);
     }
+    if let Err(unknown) = super::known::filter(&s, &req.filter) {
+        return super::error(StatusCode::NOT_FOUND, &unknown);
+    }
     if req.filter.is_empty() {
         let msg = "name a domain, a sender, a tenant, a pool or a message id: a bounce never takes the whole queue";
         return super::error(StatusCode::BAD_REQUEST, msg);

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
 use super::types::JobProgress;
-use crate::delivery::filter::Filter;
+use crate::delivery::filter::{Filter, Scope};
 use crate::message::MessageMeta;
 
 /// Messages looked at per page (one short hold of the queue's index).
@@ -31,6 +31,8 @@ pub(super) enum Acted {
     Skipped,
     /// Could not (logged by the action).
     Failed,
+    /// Nothing to do for it (already so).
+    Unchanged,
 }
 
 /// Background jobs and their progress.
@@ -109,6 +111,11 @@ where
     Fut: std::future::Future<Output = Acted> + Send + 'static,
 {
     let default_pool = s.delivery.default_pool();
+    let scope = Scope {
+        default_pool: &default_pool,
+        now: ::queue::Timestamp::from_system_time(s.clock.system_time()),
+        routes: Some(&s.delivery),
+    };
     let mut later = Vec::new();
     let mut after = None;
     loop {
@@ -116,7 +123,7 @@ where
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         let scanned = page.len() as u64;
-        run_page(s, id, page, filter, &default_pool, &mut act, &mut later).await;
+        run_page(s, id, page, filter, &scope, &mut act, &mut later).await;
         s.jobs.update(id, |p| p.scanned += scanned);
     }
     let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
@@ -125,7 +132,7 @@ where
         let ids = std::mem::take(&mut later);
         s.jobs.update(id, |p| p.skipped -= ids.len() as u64);
         let page: Vec<_> = ids.into_iter().filter_map(|m| s.queue.get(m)).collect();
-        run_page(s, id, page, filter, &default_pool, &mut act, &mut later).await;
+        run_page(s, id, page, filter, &scope, &mut act, &mut later).await;
     }
     s.jobs.update(id, |p| p.finished = true);
 }
@@ -137,7 +144,7 @@ async fn run_page<F, Fut>(
     id: u64,
     page: Vec<::queue::MessageInfo>,
     filter: &Filter,
-    default_pool: &str,
+    scope: &Scope<'_>,
     act: &mut F,
     later: &mut Vec<::queue::MessageId>,
 ) where
@@ -147,7 +154,7 @@ async fn run_page<F, Fut>(
     let mut running = tokio::task::JoinSet::new();
     for m in page {
         let meta = MessageMeta::decode(&m.envelope.meta);
-        if !filter.matches(&m, &meta, default_pool) {
+        if !filter.matches(&m, &meta, scope) {
             continue;
         }
         if m.in_flight {
@@ -163,6 +170,7 @@ async fn run_page<F, Fut>(
         match done {
             Ok(Acted::Done) => s.jobs.update(id, |p| p.done_items += 1),
             Ok(Acted::Skipped) => s.jobs.update(id, |p| p.skipped += 1),
+            Ok(Acted::Unchanged) => {}
             Ok(Acted::Failed) | Err(_) => s.jobs.update(id, |p| p.failed += 1),
         }
     }

@@ -1,6 +1,7 @@
-//! `GET /v1/queue/messages?domain=&sender=&tenant=&pool=&after=&limit=`:
+//! `GET /v1/queue/messages?domain=&sender=&tenant=&pool=&site=&provider=&state=&older_than_secs=&after=&limit=`:
 //! the queued messages a filter selects, a page at a time in queue id
-//! order (pass `next` back as `after`). `GET
+//! order (pass `next` back as `after`), each with its state and the last
+//! reply a waiting recipient got. `GET
 //! /v1/queue/messages/{id}[?body=true]`: one message's envelope, its
 //! recipients' states, attempts and last replies, and its stored text when
 //! asked for.
@@ -18,7 +19,7 @@ use super::AdminState;
 use super::types::{MessageDetail, MessagePage, MessageRow, RecipientRow};
 use crate::clock::rfc3339;
 use crate::config::Priority;
-use crate::delivery::filter::Filter;
+use crate::delivery::filter::{Filter, MessageState, Scope};
 use crate::message::MessageMeta;
 
 /// Messages looked at per request at most: a page of a selective filter
@@ -32,11 +33,15 @@ pub(super) struct ListParams {
     tenant: Option<String>,
     pool: Option<String>,
     id: Option<String>,
+    site: Option<String>,
+    provider: Option<String>,
+    state: Option<MessageState>,
+    older_than_secs: Option<u64>,
     after: Option<String>,
     limit: Option<usize>,
 }
 
-#[utoipa::path(operation_id = "messages_list", get, path = "/v1/queue/messages", tag = "queue", params(("domain" = Option<String>, Query, description = "With a recipient waiting at this domain"), ("sender" = Option<String>, Query, description = "From this envelope sender"), ("tenant" = Option<String>, Query, description = "Of this tenant"), ("pool" = Option<String>, Query, description = "Of this pool"), ("id" = Option<String>, Query, description = "This message (its queue id)"), ("after" = Option<String>, Query, description = "Queue id to start after (the previous page's next)"), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)")), responses((status = 200, description = "One page", body = super::types::MessagePage), (status = 400, description = "A bad queue id", body = super::types::ApiError)))]
+#[utoipa::path(operation_id = "messages_list", get, path = "/v1/queue/messages", tag = "queue", params(("domain" = Option<String>, Query, description = "With a recipient waiting at this domain"), ("sender" = Option<String>, Query, description = "From this envelope sender"), ("tenant" = Option<String>, Query, description = "Of this tenant"), ("pool" = Option<String>, Query, description = "Of this pool"), ("id" = Option<String>, Query, description = "This message (its queue id)"), ("site" = Option<String>, Query, description = "With a recipient waiting at a domain routed to this site"), ("provider" = Option<String>, Query, description = "With a recipient waiting at a site of this provider"), ("state" = Option<MessageState>, Query, description = "In this state: held, sending, waiting, deferred or new"), ("older_than_secs" = Option<u64>, Query, description = "Queued at least this many seconds ago"), ("after" = Option<String>, Query, description = "Queue id to start after (the previous page's next)"), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)")), responses((status = 200, description = "One page", body = super::types::MessagePage), (status = 400, description = "A bad queue id", body = super::types::ApiError)))]
 pub(super) async fn list(
     State(s): State<Arc<AdminState>>,
     Query(p): Query<ListParams>,
@@ -52,12 +57,24 @@ pub(super) async fn list(
         tenant: p.tenant,
         pool: p.pool,
         id: p.id,
+        site: p.site,
+        provider: p.provider,
+        state: p.state,
+        older_than_secs: p.older_than_secs,
     };
     if let Some(why) = filter.invalid() {
         return super::error(StatusCode::BAD_REQUEST, &why);
     }
+    if let Err(unknown) = super::known::filter(&s, &filter) {
+        return super::error(StatusCode::NOT_FOUND, &unknown);
+    }
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let default_pool = s.delivery.default_pool();
+    let scope = Scope {
+        default_pool: &default_pool,
+        now: queue::Timestamp::from_system_time(s.clock.system_time()),
+        routes: Some(&s.delivery),
+    };
     let (mut messages, mut scanned) = (Vec::new(), 0);
     let next = loop {
         let page = s.queue.page(after, 1000);
@@ -68,7 +85,7 @@ pub(super) async fn list(
             scanned += 1;
             after = Some(m.id);
             let meta = MessageMeta::decode(&m.envelope.meta);
-            if filter.matches(&m, &meta, &default_pool) {
+            if filter.matches(&m, &meta, &scope) {
                 messages.push(row(&m, &meta));
             }
             if messages.len() == limit || scanned == SCAN {
@@ -123,6 +140,7 @@ pub(super) async fn one(
                 RecipientState::Pending => "pending",
                 RecipientState::Delivered => "delivered",
                 RecipientState::Failed => "failed",
+                RecipientState::Held => "held",
             }
             .into(),
             attempts: st.attempts,
@@ -160,5 +178,11 @@ fn row(m: &MessageInfo, meta: &MessageMeta) -> MessageRow {
         priority: Priority::from_rank(m.priority).name().into(),
         size: m.body_len,
         in_flight: m.in_flight,
+        state: MessageState::of(m).name().into(),
+        held: m
+            .statuses
+            .iter()
+            .filter(|s| s.state == RecipientState::Held)
+            .count(),
     }
 }

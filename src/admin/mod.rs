@@ -14,9 +14,11 @@ mod bounce;
 mod cluster;
 mod drain;
 mod health;
+mod hold;
 mod https;
 pub mod inject;
 mod jobs;
+mod known;
 mod log_level;
 mod messages;
 mod purge;
@@ -126,6 +128,8 @@ pub struct AdminState {
         retry::post,
         purge::start,
         bounce::start,
+        hold::hold,
+        hold::release,
         jobs::progress,
         rebind::create,
         rebind::list,
@@ -194,6 +198,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/log-level", get(log_level::get).put(log_level::put))
         .route("/v1/purge", axum::routing::post(purge::start))
         .route("/v1/bounce", axum::routing::post(bounce::start))
+        .route("/v1/hold", axum::routing::post(hold::hold))
+        .route("/v1/release", axum::routing::post(hold::release))
         .route("/v1/jobs/{id}", get(jobs::progress))
         .route("/v1/rebinds", get(rebind::list).post(rebind::create))
         .route("/v1/rebinds/{id}", axum::routing::delete(rebind::cancel))

@@ -47,6 +47,7 @@ pub(super) async fn summary(
     Json(QueueSummary {
         messages: stats.messages,
         recipients: stats.recipients,
+        held: stats.held,
         body_bytes: stats.body_bytes,
         disk_bytes: stats.disk_bytes,
         domains: domains

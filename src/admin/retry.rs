@@ -2,8 +2,9 @@
 //! message or those with a pending recipient at one domain, and lift the
 //! dead-site pauses of that domain's site (or all of them), so that mail
 //! waiting for them goes at once. Walks the queue a page at a time
-//! (bounded memory); a message being delivered or waiting for its turn is
-//! left alone; attempts are not counted.
+//! (bounded memory), the writes of a page together so that they share the
+//! queue's group commits; a message being delivered or waiting for its
+//! turn is left alone; attempts are not counted.
 
 use std::sync::Arc;
 
@@ -24,12 +25,17 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         id: req.id,
         ..Default::default()
     };
+    let default_pool = s.delivery.default_pool();
+    let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
+    let scope = crate::delivery::filter::Scope {
+        default_pool: &default_pool,
+        now,
+        routes: Some(&s.delivery),
+    };
     if let Some(why) = filter.invalid() {
         return super::error(axum::http::StatusCode::BAD_REQUEST, &why);
     }
-    let default_pool = s.delivery.default_pool();
     let pauses = s.delivery.retry_now(filter.domain.as_deref()).await as u64;
-    let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
     let (mut messages, mut recipients, mut after) = (0u64, 0u64, None);
     loop {
         let page = s.queue.page(after, PAGE);
@@ -39,20 +45,28 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         let ready = |m: &&::queue::MessageInfo| {
             !m.in_flight && !m.scheduled && !crate::cluster::drain::receive::held(m)
         };
+        let mut writes = tokio::task::JoinSet::new();
         for m in page.iter().filter(ready) {
             let meta = crate::message::MessageMeta::decode(&m.envelope.meta);
-            if !filter.matches(m, &meta, &default_pool) {
-                continue;
+            if filter.matches(m, &meta, &scope) {
+                let (q, id) = (s.queue.clone(), m.id);
+                writes.spawn(async move { (id, q.reschedule(id, now).await) });
             }
-            match s.queue.reschedule(m.id, now).await {
-                Ok(0) => {}
-                Ok(n) => {
+        }
+        // The page's writes share the queue's group commits.
+        while let Some(done) = writes.join_next().await {
+            match done {
+                Ok((_, Ok(0))) => {}
+                Ok((_, Ok(n))) => {
                     messages += 1;
                     recipients += n as u64;
                 }
-                Err(e) => {
-                    let msg = format!("rescheduling {}: {e}", m.id);
+                Ok((id, Err(e))) => {
+                    let msg = format!("rescheduling {id}: {e}");
                     return super::error(StatusCode::SERVICE_UNAVAILABLE, &msg);
+                }
+                Err(e) => {
+                    return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
                 }
             }
         }

@@ -61,11 +61,13 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
         h,
         "<h2>Queue</h2><div class=\"cards\"><div class=\"card\">messages<b>{}</b></div>\
          <div class=\"card\">recipients<b>{}</b></div><div class=\"card\">spool<b>{}</b></div>\
+         <div class=\"card\">held<b>{}</b></div>\
          <div class=\"card\">oldest waiting<b>{} s</b></div>\
          <div class=\"card\">health<b>{}</b></div></div>",
         stats.messages,
         stats.recipients,
         crate::views::human_bytes(stats.disk_bytes),
+        stats.held,
         oldest,
         esc(&health)
     );

@@ -43,10 +43,13 @@ fn accepting() -> crate::node::Mode {
 /// `GET /v1/queue/summary`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueSummary {
-    /// Messages with a pending recipient.
+    /// Messages with a pending or held recipient.
     pub messages: u64,
     /// Pending recipients.
     pub recipients: u64,
+    /// Recipients held by an operator (`tern hold`).
+    #[serde(default)]
+    pub held: u64,
     /// Bytes of queued bodies.
     pub body_bytes: u64,
     /// Bytes of spool files.
@@ -164,11 +167,11 @@ pub struct JobStarted {
 }
 
 /// `GET /v1/jobs/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobProgress {
     /// Its id.
     pub job: u64,
-    /// What it does (`purge`).
+    /// What it does (`purge`, `bounce`, `hold`, `release`, `retry`).
     pub kind: String,
     /// Messages looked at so far.
     pub scanned: u64,
@@ -273,6 +276,13 @@ pub struct MessageRow {
     pub size: u64,
     /// Being delivered now.
     pub in_flight: bool,
+    /// Where it stands: held, sending, waiting (for its turn at its
+    /// destination), deferred or new.
+    #[serde(default)]
+    pub state: String,
+    /// Recipients held by an operator.
+    #[serde(default)]
+    pub held: usize,
 }
 
 /// `GET /v1/queue/messages/{id}`: one message in full.

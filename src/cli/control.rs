@@ -1,4 +1,5 @@
-//! `tern purge`, `tern bounce` and `tern rebind`: act on the queued mail a
+//! `tern purge`, `tern hold`, `tern release`, `tern bounce` and
+//! `tern rebind`: act on the queued mail a
 //! filter selects, through the running daemon, following the background
 //! job to its end.
 
@@ -15,6 +16,7 @@ use crate::admin::types::{
     Bounce, Cancelled, Filter, JobProgress, JobStarted, Rebind, RebindMade, RebindRule,
 };
 use crate::config::{self, AdminConfig};
+use crate::delivery::filter::MessageState;
 
 /// Which queued messages: every criterion given must match.
 #[derive(Debug, Args)]
@@ -34,6 +36,20 @@ pub struct FilterArgs {
     /// One message, by its queue id (as `tern queue list` shows it).
     #[arg(long)]
     id: Option<String>,
+    /// Messages with a recipient waiting at a domain routed to this site
+    /// (as `tern queue by site` names it).
+    #[arg(long)]
+    site: Option<String>,
+    /// Messages with a recipient waiting at a site of this provider.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Messages in this state: held, sending, waiting (for their turn at
+    /// their destination), deferred or new.
+    #[arg(long)]
+    state: Option<MessageState>,
+    /// Messages queued at least this long ago, such as "2h".
+    #[arg(long)]
+    older_than: Option<crate::config::values::Duration>,
     /// The configuration file (for the admin address and token).
     #[arg(long, short, default_value_os_t = config::default_path())]
     pub config: PathBuf,
@@ -48,6 +64,10 @@ impl FilterArgs {
             tenant: self.tenant.clone(),
             pool: self.pool.clone(),
             id: self.id.clone(),
+            site: self.site.clone(),
+            provider: self.provider.clone(),
+            state: self.state,
+            older_than_secs: self.older_than.map(|d| d.get().as_secs()),
         }
     }
 
@@ -60,6 +80,10 @@ impl FilterArgs {
             ("tenant", f.tenant),
             ("pool", f.pool),
             ("id", f.id),
+            ("site", f.site),
+            ("provider", f.provider),
+            ("state", f.state.map(|s| s.name().to_owned())),
+            ("older_than_secs", f.older_than_secs.map(|s| s.to_string())),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some(format!("{k}={}", encode(&v?))))
@@ -83,6 +107,16 @@ pub(super) fn encode(s: &str) -> String {
 /// `tern purge FILTER`.
 pub fn purge(f: &FilterArgs, ctx: &Ctx) -> ExitCode {
     start_and_follow(f, "/v1/purge", &f.filter(), ctx, "purged")
+}
+
+/// `tern hold FILTER`.
+pub fn hold(f: &FilterArgs, ctx: &Ctx) -> ExitCode {
+    start_and_follow(f, "/v1/hold", &f.filter(), ctx, "held")
+}
+
+/// `tern release FILTER`.
+pub fn release(f: &FilterArgs, ctx: &Ctx) -> ExitCode {
+    start_and_follow(f, "/v1/release", &f.filter(), ctx, "released")
 }
 
 /// `tern bounce FILTER --reason R`.

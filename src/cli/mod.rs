@@ -139,6 +139,18 @@ enum Command {
         #[command(flatten)]
         filter: control::FilterArgs,
     },
+    /// Hold queued mail matching every filter given (the whole queue when
+    /// none is): kept, never tried and never expired, until released.
+    Hold {
+        #[command(flatten)]
+        filter: control::FilterArgs,
+    },
+    /// Release held mail matching every filter given (all of it when none
+    /// is): due at once.
+    Release {
+        #[command(flatten)]
+        filter: control::FilterArgs,
+    },
     /// Fail queued mail matching every filter given: each sender gets a
     /// DSN with the reason (5.0.0), through the running daemon.
     Bounce {
@@ -319,6 +331,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Tls { command } => tls::main(command, ctx),
         Command::Drain { args } => fleet::drain(&args, ctx),
         Command::Purge { filter } => control::purge(&filter, ctx),
+        Command::Hold { filter } => control::hold(&filter, ctx),
+        Command::Release { filter } => control::release(&filter, ctx),
         Command::Bounce { filter, reason } => control::bounce(&filter, reason, ctx),
         Command::Rebind { filter, args } => control::rebind(&filter, args, ctx),
         Command::Actions { config } => match load_or_report(&config) {

@@ -185,15 +185,16 @@ fn site_table(b: &QueueBreakdown) -> String {
 
 fn list_table(p: &MessagePage) -> String {
     let mut out = format!(
-        "{:<18} {:<20} {:>5} {:<8} {:<22} last reply\n",
-        "queue id", "arrival", "wait", "priority", "sender"
+        "{:<18} {:<20} {:>5} {:<8} {:<8} {:<22} last reply\n",
+        "queue id", "arrival", "wait", "state", "priority", "sender"
     );
     for m in &p.messages {
         out.push_str(&format!(
-            "{:<18} {:<20} {:>5} {:<8} {:<22} {}\n",
+            "{:<18} {:<20} {:>5} {:<8} {:<8} {:<22} {}\n",
             m.id,
             m.arrival,
-            m.pending,
+            m.pending + m.held,
+            m.state,
             m.priority,
             m.sender,
             m.last_reply.as_deref().unwrap_or("-")
@@ -277,6 +278,7 @@ fn summary(path: &Path, top: usize, ctx: &Ctx) -> ExitCode {
         let empty = QueueSummary {
             messages: 0,
             recipients: 0,
+            held: 0,
             body_bytes: 0,
             disk_bytes: 0,
             domains: Vec::new(),
@@ -313,6 +315,7 @@ fn spool_as_summary(snap: &SpoolSnapshot, top: usize) -> QueueSummary {
     QueueSummary {
         messages: s.messages,
         recipients: s.recipients,
+        held: s.held,
         body_bytes: s.body_bytes,
         disk_bytes: s.disk_bytes,
         domains: (snap.domains().iter().take(top))
@@ -356,6 +359,12 @@ fn live_summary(s: &QueueSummary) -> String {
         human_bytes(s.body_bytes),
         human_bytes(s.disk_bytes),
     );
+    if s.held > 0 {
+        out.push_str(&format!(
+            "{} recipient(s) held by an operator: `tern release` lets them go\n",
+            s.held
+        ));
+    }
     let rows = s
         .domains
         .iter()

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use queue::{MessageInfo, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::filter::Filter;
+use super::filter::{Filter, Scope};
 use crate::message::MessageMeta;
 
 /// One rebind in force.
@@ -198,7 +198,7 @@ impl Rebinds {
         rules
             .iter()
             .rev()
-            .find(|r| m.arrival.as_millis() <= r.made_ms && r.filter.matches(m, meta, default_pool))
+            .find(|r| m.arrival.as_millis() <= r.made_ms && r.filter.matches(m, meta, &kept(default_pool)))
             .cloned()
     }
 
@@ -207,6 +207,16 @@ impl Rebinds {
         let oldest = Timestamp::from_system_time(now.checked_sub(self.max_age).unwrap_or(now));
         let mut rules = self.rules.write().unwrap_or_else(|p| p.into_inner());
         rules.retain(|r| r.made_ms >= oldest.as_millis());
+    }
+}
+
+/// The scope a kept rule is matched in: it names no site, provider,
+/// state or age (refused when it is made), so only the pool matters.
+fn kept(default_pool: &str) -> Scope<'_> {
+    Scope {
+        default_pool,
+        now: Timestamp::from_millis(0),
+        routes: None,
     }
 }
 
@@ -230,7 +240,7 @@ impl super::Delivery {
             {
                 let meta = MessageMeta::decode(&m.envelope.meta);
                 if crate::cluster::drain::receive::held(m)
-                    || !rule.filter.matches(m, &meta, &default_pool)
+                    || !rule.filter.matches(m, &meta, &kept(&default_pool))
                 {
                     continue;
                 }

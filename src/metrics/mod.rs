@@ -28,6 +28,7 @@ const QUEUE_TIME: &str = "tern_queue_time_seconds";
 const TRANSACTION: &str = "tern_smtp_transaction_seconds";
 const QUEUED: &str = "tern_queue_messages";
 const QUEUED_RCPTS: &str = "tern_queue_recipients";
+const HELD_RCPTS: &str = "tern_queue_held_recipients";
 const SPOOL: &str = "tern_spool_bytes";
 const UNRECORDED: &str = "tern_messages_held_unrecorded";
 const RSS: &str = "tern_resident_memory_bytes";
@@ -217,6 +218,11 @@ impl Metrics {
             "Messages in the queue with a pending recipient.",
         );
         describe(QUEUED_RCPTS, None, "Pending recipients in the queue.");
+        describe(
+            HELD_RCPTS,
+            None,
+            "Recipients held by an operator (tern hold).",
+        );
         describe(SPOOL, Some(Unit::Bytes), "Bytes of spool files on disk.");
         describe(
             UNRECORDED,
@@ -437,6 +443,7 @@ impl Metrics {
         };
         gauge(QUEUED, s.messages as f64);
         gauge(QUEUED_RCPTS, s.recipients as f64);
+        gauge(HELD_RCPTS, s.held as f64);
         gauge(SPOOL, s.disk_bytes as f64);
         gauge(RSS, resident_bytes() as f64);
         gauge(UNRECORDED, delivery.unrecorded as f64);

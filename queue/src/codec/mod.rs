@@ -17,6 +17,8 @@
 //! - `1` message as written before priorities: the same without the
 //!   priority byte (read as [`DEFAULT_PRIORITY`]; never written now);
 //! - `2` status: id u64, then per changed recipient its index and status;
+//!   a status is its state u8 (0 pending, 1 delivered, 2 failed, 3 held),
+//!   attempts u16, next attempt u64 (ms) and last reply (u16 length);
 //! - `3` remove: id u64, reason u8;
 //! - `5` state: key (u16 length, UTF-8), value (u32 length): `key` holds
 //!   `value` from now on; an empty value removes `key`.

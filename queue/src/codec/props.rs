@@ -21,13 +21,13 @@ fn stored(st: &RecipientStatus) -> RecipientStatus {
 
 fn status() -> impl Strategy<Value = RecipientStatus> {
     (
-        0u8..3,
+        0u8..4,
         any::<u16>(),
         any::<u32>(),
         proptest::option::of("[ -~]{0,300}"),
     )
         .prop_map(|(state, attempts, next, reply)| RecipientStatus {
-            state: RecipientState::from_u8(state).expect("0..3"),
+            state: RecipientState::from_u8(state).expect("0..4"),
             attempts,
             next_attempt: Timestamp::from_millis(u64::from(next)),
             last_reply: reply.map(|r| Arc::from(r.as_str())),

@@ -86,6 +86,18 @@ impl Entry {
         self.pending().map(|s| s.next_attempt).min()
     }
 
+    /// True while any recipient is left to do (pending or held).
+    fn is_live(&self) -> bool {
+        self.statuses.iter().any(|s| !s.state.is_final())
+    }
+
+    fn held(&self) -> usize {
+        self.statuses
+            .iter()
+            .filter(|s| s.state == RecipientState::Held)
+            .count()
+    }
+
     pub fn info(&self, id: MessageId) -> MessageInfo {
         MessageInfo {
             id,
@@ -162,6 +174,8 @@ pub(crate) struct Index {
     pub segments: BTreeMap<SegId, SegInfo>,
     pub active: SegId,
     pending: u64,
+    /// Recipients held by an operator.
+    held: u64,
     body_bytes: u64,
     live_bytes: u64,
     cache_used: u64,
@@ -251,7 +265,7 @@ impl Index {
             // still does.
             (entry.taken, entry.busy, entry.handout) = (old.taken, old.busy, old.handout);
         }
-        if entry.pending().next().is_none() {
+        if !entry.is_live() {
             return; // nothing left to deliver: not queued
         }
         if let Some(body) = body
@@ -271,6 +285,7 @@ impl Index {
         seg.live += u64::from(e.home.len);
         self.live_bytes += u64::from(e.home.len);
         self.pending += e.pending().count() as u64;
+        self.held += e.held() as u64;
         self.body_bytes += e.home.body_len();
         if !e.taken {
             e.due = e.due_key();
@@ -290,6 +305,7 @@ impl Index {
         }
         self.live_bytes -= u64::from(e.home.len);
         self.pending -= e.pending().count() as u64;
+        self.held -= e.held() as u64;
         self.body_bytes -= e.home.body_len();
         if let Some(t) = e.due {
             self.due.remove(&(e.priority, t, id));
@@ -355,13 +371,15 @@ impl Index {
         release: bool,
     ) -> Option<UpdateOutcome> {
         let e = self.messages.get_mut(&id)?;
-        let mut pending_delta: i64 = 0;
+        let (mut pending_delta, mut held_delta) = (0i64, 0i64);
         for (index, st) in changes {
             let Some(slot) = e.statuses.get_mut(*index as usize) else {
                 continue;
             };
             pending_delta -= i64::from(slot.state == RecipientState::Pending);
             pending_delta += i64::from(st.state == RecipientState::Pending);
+            held_delta -= i64::from(slot.state == RecipientState::Held);
+            held_delta += i64::from(st.state == RecipientState::Held);
             *slot = st.clone();
             if let Some(r) = &slot.last_reply {
                 slot.last_reply = Some(self.replies.intern(r));
@@ -376,10 +394,11 @@ impl Index {
         if release {
             e.taken = false;
         }
-        let remaining = e.due_key();
-        let new_due = remaining.filter(|_| !e.taken);
+        let live = e.is_live();
+        let new_due = e.due_key().filter(|_| !e.taken);
         e.due = new_due;
         self.pending = self.pending.saturating_add_signed(pending_delta);
+        self.held = self.held.saturating_add_signed(held_delta);
         self.uncache(id); // the first attempt is over
         if let Some(s) = add_ref {
             self.seg(s).refs += 1;
@@ -390,8 +409,8 @@ impl Index {
         if let Some(t) = new_due {
             self.due.insert((priority, t, id));
         }
-        match (remaining, seg) {
-            (None, Some(seg)) => {
+        match (live, seg) {
+            (false, Some(seg)) => {
                 self.kill(id, seg);
                 Some(UpdateOutcome::Removed)
             }

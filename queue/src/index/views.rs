@@ -56,6 +56,20 @@ impl Index {
         Some(e.info(id))
     }
 
+    /// Takes a message from whoever holds it, not being sent (an operator
+    /// holds it): the holder's hand-out goes stale, and the message is
+    /// due again when its recipients are.
+    pub fn take_from_holder(&mut self, id: MessageId) {
+        let Some(e) = self.messages.get_mut(&id) else {
+            return;
+        };
+        if e.taken && e.busy == 0 {
+            e.handout = e.handout.wrapping_add(1);
+            self.disturbed += 1;
+            self.release(id);
+        }
+    }
+
     /// A send of message `id` of hand-out `handout` starts: its current
     /// metadata, or `None` if that hand-out is stale (the message is gone,
     /// released, or taken again since).
@@ -141,6 +155,7 @@ impl Index {
         QueueStats {
             messages: self.messages.len() as u64,
             recipients: self.pending,
+            held: self.held,
             body_bytes: self.body_bytes,
             disk_bytes: self.segments.values().map(|s| s.size).sum(),
             segments: self.segments.len() as u64,

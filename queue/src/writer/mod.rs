@@ -69,11 +69,11 @@ pub(crate) enum Op {
     Remove {
         id: MessageId,
     },
-    /// Make a message's pending recipients due at `at` (sooner only),
-    /// unless it is handed out. `changes` is filled when admitted.
-    Reschedule {
+    /// An operator's change to a message's recipients (see [`Mark`]),
+    /// computed from committed state when admitted into `changes`.
+    Mark {
         id: MessageId,
-        at: Timestamp,
+        mark: Mark,
         changes: Vec<(u32, RecipientStatus)>,
     },
     /// Rewrite a live message at the head of the log (compaction).
@@ -95,6 +95,19 @@ pub(crate) enum Op {
     },
 }
 
+/// What an operator's mark does to a message's recipients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Pending recipients due later become due at this time ("retry
+    /// now"); a message handed out is left alone (its holder decides).
+    Due(Timestamp),
+    /// Pending recipients become held. A message handed out but not being
+    /// sent is taken from its holder; one being sent is left alone.
+    Hold,
+    /// Held recipients become pending, due at this time.
+    Release(Timestamp),
+}
+
 /// What a committed request did.
 pub(crate) enum Done {
     Inserted,
@@ -102,8 +115,8 @@ pub(crate) enum Done {
     Removed,
     /// Relocated, or skipped because the message changed or went away.
     Relocated,
-    /// This many recipients were made due sooner (0: none, or handed out).
-    Rescheduled(usize),
+    /// This many recipients were marked (0: none, or the message was busy).
+    Marked(usize),
     /// A state key was written (or its relocation skipped).
     State,
 }
@@ -325,6 +338,7 @@ impl Writer {
             left: self.free_estimate(),
             min: self.shared.opts.min_free_space,
             low: self.space.low.clone(),
+            touched: Default::default(),
         };
         let ix = &mut *self.shared.index();
         reqs.into_iter()

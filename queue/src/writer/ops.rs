@@ -6,13 +6,13 @@ use std::fs::File;
 use std::sync::Arc;
 
 use super::files::create_segment;
-use super::{Active, Done, Op, RESERVE_FILE, Request};
+use super::{Active, Done, Mark, Op, RESERVE_FILE, Request};
 use crate::codec;
 use crate::error::QueueError;
 use crate::index::{Index, Loc};
 use crate::segment::SegId;
 use crate::shared::Shared;
-use crate::types::{MessageId, RecipientStatus, Timestamp};
+use crate::types::{MessageId, RecipientStatus};
 
 /// Free space as a batch is admitted: what is left of it (estimated),
 /// the reserve, and why new mail is refused, if it is.
@@ -20,6 +20,8 @@ pub(super) struct Room {
     pub left: u64,
     pub min: u64,
     pub low: Option<Arc<str>>,
+    /// Messages with an update admitted into this batch.
+    pub touched: std::collections::HashSet<MessageId>,
 }
 
 /// Admits one request against committed state: returns it to be written
@@ -63,11 +65,20 @@ pub(super) fn judge(ix: &mut Index, r: Request, room: &mut Room) -> Option<Reque
                     .send(done.map(Done::Updated).ok_or(QueueError::NotFound(id)));
                 return None;
             }
-            Some(_) => Ok(()),
+            Some(_) => {
+                room.touched.insert(*id);
+                Ok(())
+            }
         },
         Op::Remove { id } if !ix.contains(*id) => Err(QueueError::NotFound(*id)),
         Op::Remove { .. } => Ok(()),
-        Op::Reschedule { .. } | Op::Relocate { .. } | Op::RelocateState { .. } => {
+        Op::Mark { id, .. } if room.touched.contains(id) => {
+            // An outcome of the message is in this batch, not yet applied:
+            // a snapshot now could overwrite it. The caller may try again.
+            let _ = r.reply.send(Ok(Done::Marked(0)));
+            return None;
+        }
+        Op::Mark { .. } | Op::Relocate { .. } | Op::RelocateState { .. } => {
             return encode_snapshot(ix, r);
         }
     };
@@ -81,19 +92,19 @@ pub(super) fn judge(ix: &mut Index, r: Request, room: &mut Room) -> Option<Reque
 }
 
 /// Requests whose record is a snapshot of committed state, encoded now:
-/// a reschedule, a message's or a state value's relocation. Answered
+/// an operator's mark, a message's or a state value's relocation. Answered
 /// here (and `None`) when there is nothing to write.
 fn encode_snapshot(ix: &Index, mut r: Request) -> Option<Request> {
     let (rec, skipped) = match &r.op {
-        Op::Reschedule { id, at, .. } => match reschedule(ix, *id, *at) {
+        Op::Mark { id, mark, .. } => match marked(ix, *id, *mark) {
             Some(c) => {
                 let rec = codec::encode_status(*id, &c);
-                if let Op::Reschedule { changes, .. } = &mut r.op {
+                if let Op::Mark { changes, .. } = &mut r.op {
                     *changes = c;
                 }
-                (Some(rec), Done::Rescheduled(0))
+                (Some(rec), Done::Marked(0))
             }
-            None => (None, Done::Rescheduled(0)),
+            None => (None, Done::Marked(0)),
         },
         Op::Relocate { id, from, body } => match ix.entry(*id) {
             Some(e) if e.home == *from => {
@@ -134,26 +145,36 @@ fn is_deferral(changes: &[(u32, RecipientStatus)]) -> bool {
         .all(|(_, s)| s.state == crate::types::RecipientState::Pending)
 }
 
-/// The changes that make message `id`'s pending recipients due at `at`
-/// (sooner only), unless it is handed out; `None` when there are none.
-pub(super) fn reschedule(
-    ix: &Index,
-    id: MessageId,
-    at: Timestamp,
-) -> Option<Vec<(u32, RecipientStatus)>> {
-    let e = ix.entry(id).filter(|e| !e.taken)?;
-    let changes: Vec<(u32, RecipientStatus)> = e
-        .statuses
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.state == crate::types::RecipientState::Pending && s.next_attempt > at)
-        .map(|(i, s)| {
-            let st = RecipientStatus {
-                next_attempt: at,
-                ..s.clone()
-            };
-            (i as u32, st)
-        })
+/// The changes `mark` makes to message `id` (see [`Mark`]); `None` when
+/// there are none.
+fn marked(ix: &Index, id: MessageId, mark: Mark) -> Option<Vec<(u32, RecipientStatus)>> {
+    use crate::types::RecipientState::{Held, Pending};
+    let e = ix.entry(id)?;
+    let movable = match mark {
+        Mark::Hold => e.busy == 0,
+        Mark::Due(_) | Mark::Release(_) => !e.taken,
+    };
+    if !movable {
+        return None;
+    }
+    let change = |s: &RecipientStatus| match mark {
+        Mark::Due(at) if s.state == Pending && s.next_attempt > at => Some(RecipientStatus {
+            next_attempt: at,
+            ..s.clone()
+        }),
+        Mark::Hold if s.state == Pending => Some(RecipientStatus {
+            state: Held,
+            ..s.clone()
+        }),
+        Mark::Release(at) if s.state == Held => Some(RecipientStatus {
+            state: Pending,
+            next_attempt: at,
+            ..s.clone()
+        }),
+        _ => None,
+    };
+    let changes: Vec<(u32, RecipientStatus)> = (e.statuses.iter().enumerate())
+        .filter_map(|(i, s)| Some((i as u32, change(s)?)))
         .collect();
     (!changes.is_empty()).then_some(changes)
 }
@@ -224,10 +245,13 @@ pub(super) fn apply_op(ix: &mut Index, op: Op, loc: Loc) -> Result<Done, QueueEr
                 Err(QueueError::NotFound(id))
             }
         }
-        Op::Reschedule { id, changes, .. } => {
+        Op::Mark { id, mark, changes } => {
             let n = changes.len();
+            if mark == Mark::Hold {
+                ix.take_from_holder(id);
+            }
             ix.apply_status(id, &changes, loc.seg, false)
-                .map(|_| Done::Rescheduled(n))
+                .map(|_| Done::Marked(n))
                 .ok_or(QueueError::NotFound(id))
         }
         Op::PutState { key, value } => {

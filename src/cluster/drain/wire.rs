@@ -183,6 +183,7 @@ impl Reader {
             0 => RecipientState::Pending,
             1 => RecipientState::Delivered,
             2 => RecipientState::Failed,
+            3 => RecipientState::Held,
             _ => return Err(WireError::Range("a recipient's state")),
         };
         let attempts = self.u16("a recipient's attempts")?;

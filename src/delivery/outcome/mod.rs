@@ -328,7 +328,8 @@ impl Delivery {
             .as_deref()
             .map_or_else(|| self.default_pool(), Arc::from);
         let msg = Message::new(info, pool);
-        let rcpts: Vec<u32> = msg.info.pending().map(|(i, _)| i as u32).collect();
+        // Held recipients too: an operator's bounce ends them.
+        let rcpts: Vec<u32> = msg.info.remaining().map(|(i, _)| i as u32).collect();
         let outcomes = Outcome::all(&rcpts, Verdict::Failed, &reply);
         let sorted = self.sort(&msg, outcomes);
         self.finish(&msg, sorted).await;
