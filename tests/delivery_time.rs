@@ -1,6 +1,7 @@
 //! Outbound delivery over time: retries after a DNS SERVFAIL and after a
-//! 4xx, a first MX whose banner never comes, and expiry with its bounce
-//! checked field by field. Time moves by explicit jumps of tokio's clock
+//! 4xx, a first MX whose banner never comes, expiry with its bounce
+//! checked field by field, and the delay and relay notices senders ask
+//! for. Time moves by explicit jumps of tokio's clock
 //! ([`skip`]), never by sleeping. The fake internet is the one of
 //! `delivery.rs`.
 
@@ -260,4 +261,97 @@ fn check_expiry_dsn(bounce: &common::sink::Received) {
         "RET=HDRS returns the headers"
     );
     assert!(dsn.contains("Subject: expiring\r\n") && !dsn.contains("the secret body"));
+}
+
+/// Delay notices a sender received, by recipient.
+fn notices_of(got: &[common::sink::Received], action: &str) -> Vec<String> {
+    got.iter()
+        .map(|r| text(&r.data))
+        .filter(|t| t.contains(&format!("Action: {action}\r\n")))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_delay_notice_goes_once_per_interval_to_recipients_that_asked() {
+    let net = Net::new(ZONE).await;
+    let (_mx, sender) = (net.sink(10).await, net.sink(13).await);
+    let mut cfg = net.config();
+    cfg.delivery.delay_notice_after = tern::config::values::Duration::from_secs(15 * 60);
+    cfg.delivery.delay_notice_interval = tern::config::values::Duration::from_secs(86_400);
+    let tern = Tern::start(cfg).await;
+    let rcpts = [
+        "tempfail@alpha.test NOTIFY=DELAY,FAILURE",
+        "tempfail2@alpha.test NOTIFY=FAILURE",
+    ];
+    let body = b"Subject: slow\r\nFrom: app@sender.test\r\n\r\nthe body\r\n";
+    let r = submit_with(tern.addr, "MAIL FROM:<app@sender.test>", &rcpts, body).await;
+    assert!(r.starts_with("250"), "{r}");
+    assert!(until(WAIT, || outcomes(&net, "tempfail@alpha.test") == 1).await);
+    // The second try (past 15 min) sends the notice; the third (within
+    // the day) does not send another.
+    for tries in 2..=3 {
+        skip(RETRY).await;
+        assert!(
+            until(WAIT, || outcomes(&net, "tempfail@alpha.test") == tries).await,
+            "try {tries}"
+        );
+    }
+    sender.wait_received(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = sender.received();
+    let delayed = notices_of(&got, "delayed");
+    assert_eq!(delayed.len(), 1, "one notice: {got:#?}");
+    let dsn = &delayed[0];
+    assert!(
+        dsn.contains("Subject: Delayed Mail (still being retried)\r\n"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Final-Recipient: rfc822; tempfail@alpha.test\r\n"));
+    assert!(
+        !dsn.contains("tempfail2@"),
+        "NOTIFY=FAILURE only: no delay notice"
+    );
+    assert!(
+        dsn.contains("Status: 4.2.0\r\nRemote-MTA: dns; mx.alpha.test\r\n"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Will-Retry-Until: "));
+    assert!(!dsn.contains("the body"), "headers only");
+    tern.stop().await;
+    sender.stop().await;
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn a_next_hop_without_dsn_makes_a_relay_notice_for_notify_success() {
+    let net = Net::new(ZONE).await;
+    let opts = SinkOptions {
+        no_dsn: true,
+        ..SinkOptions::default()
+    };
+    let (mx, sender) = (net.sink_with(10, opts).await, net.sink(13).await);
+    let tern = Tern::start(net.config()).await;
+    let rcpts = ["x@alpha.test NOTIFY=SUCCESS,FAILURE", "y@alpha.test"];
+    let body = b"Subject: hi\r\nFrom: app@sender.test\r\n\r\nhello\r\n";
+    let r = submit_with(tern.addr, "MAIL FROM:<app@sender.test>", &rcpts, body).await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(mx.wait_received(1, WAIT).await.len(), 1);
+    let got = sender.wait_received(1, WAIT).await;
+    let relayed = notices_of(&got, "relayed");
+    assert_eq!(relayed.len(), 1, "{got:#?}");
+    assert!(
+        relayed[0].contains(
+            "Final-Recipient: rfc822; x@alpha.test\r\nAction: relayed\r\nStatus: 2.0.0\r\n"
+        ),
+        "{}",
+        relayed[0]
+    );
+    assert!(
+        !relayed[0].contains("y@alpha.test"),
+        "no NOTIFY: no relay notice"
+    );
+    tern.stop().await;
+    mx.stop().await;
+    sender.stop().await;
+    net.stop().await;
 }

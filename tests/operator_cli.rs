@@ -276,16 +276,13 @@ async fn held_mail_is_never_tried_until_released_and_the_queue_lists_it_by_state
     assert!(until(WAIT, || mx.connections() >= 2).await, "both deferred");
     let url = format!("http://{}", a.address);
     let env = [("TERN_ADMIN", url.as_str()), ("TERN_TOKEN", TOKEN)];
-    let list = |args: &'static [&'static str]| {
-        let env = env;
-        async move {
-            let mut all = vec!["queue", "list", "--json"];
-            all.extend_from_slice(args);
-            let (ok, out, err) = cli(&all, &env).await;
-            assert!(ok, "{err}");
-            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-            v["messages"].as_array().cloned().unwrap_or_default()
-        }
+    let list = |args: &'static [&'static str]| async move {
+        let mut all = vec!["queue", "list", "--json"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = cli(&all, &env).await;
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["messages"].as_array().cloned().unwrap_or_default()
     };
     let mut deferred = 0;
     for _ in 0..50 {
@@ -295,7 +292,10 @@ async fn held_mail_is_never_tried_until_released_and_the_queue_lists_it_by_state
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(deferred, 2, "both deferred once their attempts are recorded");
+    assert_eq!(
+        deferred, 2,
+        "both deferred once their attempts are recorded"
+    );
 
     let (ok, out, err) = cli(&["hold", "--domain", "alpha.test", "--json"], &env).await;
     assert!(ok, "{err}");

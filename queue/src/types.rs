@@ -20,7 +20,7 @@ impl MessageId {
     }
 
     /// An id from its numeric form.
-    pub fn from_u64(raw: u64) -> Self {
+    pub const fn from_u64(raw: u64) -> Self {
         Self(raw)
     }
 }
@@ -277,7 +277,9 @@ impl MessageInfo {
 
     /// True when an operator holds any of its recipients.
     pub fn is_held(&self) -> bool {
-        self.statuses.iter().any(|s| s.state == RecipientState::Held)
+        self.statuses
+            .iter()
+            .any(|s| s.state == RecipientState::Held)
     }
 }
 

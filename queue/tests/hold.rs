@@ -33,7 +33,8 @@ fn held_recipients_are_never_due_until_released_and_the_hold_is_durable() {
         next_attempt: now,
         last_reply: Some("451 4.7.1 try later".into()),
     };
-    rt.block_on(q.update(id, vec![(0, tried), (1, delivered())])).unwrap();
+    rt.block_on(q.update(id, vec![(0, tried), (1, delivered())]))
+        .unwrap();
     q.end(id);
 
     assert_eq!(rt.block_on(q.hold(id)).unwrap(), 2, "the two still pending");
@@ -57,7 +58,10 @@ fn held_recipients_are_never_due_until_released_and_the_hold_is_durable() {
     let info = q.get(id).unwrap();
     assert_eq!(info.statuses[1], delivered(), "a delivered one stays so");
     assert_eq!(info.statuses[0].attempts, 1, "attempts are kept");
-    assert_eq!(info.statuses[0].last_reply.as_deref(), Some("451 4.7.1 try later"));
+    assert_eq!(
+        info.statuses[0].last_reply.as_deref(),
+        Some("451 4.7.1 try later")
+    );
     assert_eq!(q.stats().held, 0);
     q.close();
     drop(q);
@@ -81,14 +85,21 @@ fn a_hold_takes_a_waiting_message_from_its_holder_but_not_one_being_sent() {
     let disturbed = q.disturbed();
     assert_eq!(rt.block_on(q.hold(waiting)).unwrap(), 1);
     assert!(q.disturbed() > disturbed, "its holder is told");
-    assert!(!q.is_current(waiting, handout(waiting)), "the hand-out is stale");
+    assert!(
+        !q.is_current(waiting, handout(waiting)),
+        "the hand-out is stale"
+    );
     assert!(q.begin(waiting, handout(waiting)).is_none());
 
     assert_eq!(rt.block_on(q.hold(sending)).unwrap(), 0, "being sent");
     assert!(q.is_current(sending, handout(sending)));
-    rt.block_on(q.update(sending, vec![(0, delivered())])).unwrap();
+    rt.block_on(q.update(sending, vec![(0, delivered())]))
+        .unwrap();
     q.end(sending);
-    assert!(q.get(sending).is_none(), "its delivery is recorded as usual");
+    assert!(
+        q.get(sending).is_none(),
+        "its delivery is recorded as usual"
+    );
 
     assert_eq!(rt.block_on(q.release_held(waiting, now)).unwrap(), 1);
     assert_eq!(q.take_due(now, 10).len(), 1, "due again once released");

@@ -22,7 +22,9 @@ pub(super) async fn create(State(s): State<Arc<AdminState>>, Json(req): Json<Reb
         return super::error(StatusCode::BAD_REQUEST, &why);
     }
     if let Some(field) = req.filter.durable_only() {
-        let msg = format!("a rebind is kept and matched as mail is delivered, so it cannot select by {field} (which changes as mail waits): select by domain, sender, tenant, pool or message id");
+        let msg = format!(
+            "a rebind is kept and matched as mail is delivered, so it cannot select by {field} (which changes as mail waits): select by domain, sender, tenant, pool or message id"
+        );
         return super::error(StatusCode::BAD_REQUEST, &msg);
     }
     if req.filter.is_empty() {

@@ -205,7 +205,14 @@ async fn resync_rebinds(l: &Listener) {
     }
     for rebind in l.rebinds.list(l.clock.system_time()) {
         if !ids.contains(&rebind.id.to_string()) {
-            send_rebind(&l.link, &l.node, &rebind::Change::Put { rebind }).await;
+            send_rebind(
+                &l.link,
+                &l.node,
+                &rebind::Change::Put {
+                    rebind: Box::new(rebind),
+                },
+            )
+            .await;
         }
     }
 }

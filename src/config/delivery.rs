@@ -205,6 +205,13 @@ pub struct DeliveryConfig {
     pub max_age: Duration,
     /// What bounces return of the original when the sender did not ask.
     pub bounce_return: BounceReturn,
+    /// A recipient whose sender asked for delay notices (NOTIFY=DELAY)
+    /// and that is still undelivered this long after reception gets one
+    /// (at the first attempt past that time); "0s" sends none.
+    pub delay_notice_after: Duration,
+    /// After the first, a further delay notice each time this much more
+    /// has passed, until the recipient is delivered or expires.
+    pub delay_notice_interval: Duration,
     /// SMTP client timeouts.
     pub timeouts: ClientTimeouts,
 }
@@ -232,6 +239,8 @@ impl Default for DeliveryConfig {
             retry_max: Duration::from_secs(3600),
             max_age: Duration::from_secs(5 * 86_400),
             bounce_return: BounceReturn::Headers,
+            delay_notice_after: Duration::from_secs(4 * 3600),
+            delay_notice_interval: Duration::from_secs(86_400),
             timeouts: ClientTimeouts::default(),
         }
     }
@@ -303,6 +312,12 @@ impl DeliveryConfig {
             issues.push(Issue::new(
                 key("retry_first"),
                 "must be above 0s and at most retry_max",
+            ));
+        }
+        if self.delay_notice_interval.get() < std::time::Duration::from_secs(60) {
+            issues.push(Issue::new(
+                key("delay_notice_interval"),
+                "must be at least 1m",
             ));
         }
         if self.max_age < self.retry_first {

@@ -1,17 +1,20 @@
-//! Bounces: RFC 3464 delivery status notifications for recipients that
-//! failed or expired, one per message and failure event, sent from `<>`
-//! to the envelope sender. Never for a message whose sender is `<>`.
+//! Delivery status notifications (RFC 3464), sent from `<>` to the
+//! envelope sender, never for a message whose sender is `<>`: bounces for
+//! recipients that failed or expired (one per message and failure event),
+//! delay notices for recipients still being retried, and relay notices
+//! for recipients handed to a next hop that does not offer DSN.
 //!
-//! NOTIFY is honoured per recipient (absent means FAILURE), RET decides
-//! whether the original's headers or the whole message are returned, and
-//! ENVID and ORCPT are echoed. Everything taken from a remote server or a
+//! NOTIFY is honoured per recipient (absent means FAILURE only: delay and
+//! relay notices go only to those who asked), RET decides whether a
+//! bounce returns the original's headers or the whole message (other
+//! notices return the headers), and ENVID and ORCPT are echoed. Everything taken from a remote server or a
 //! client (reply text, host names) arrives already made printable and is
 //! capped, so no value can add header fields or break the report's lines.
 
 use std::time::SystemTime;
 
 use queue::{EnvelopeRecipient, MessageId};
-use smtp_proto::{RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER};
+use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS};
 
 use crate::clock::rfc5322;
 use crate::message::{MessageMeta, RecipientParams, Ret};
@@ -19,6 +22,25 @@ use crate::smtp::client::RemoteReply;
 
 /// Longest Diagnostic-Code text kept.
 const MAX_DIAGNOSTIC: usize = 900;
+
+/// What a notice reports of a recipient (RFC 3464 2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Failed for good: bounced.
+    Failed,
+    /// Ran out of time (`max_age`) rather than failing permanently.
+    Expired,
+    /// Not delivered yet; still being retried.
+    Delayed,
+    /// Handed to a next hop that sends no notices of its own.
+    Relayed,
+}
+
+impl Action {
+    fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Expired)
+    }
+}
 
 /// One recipient to report on.
 pub struct Failure<'a> {
@@ -28,8 +50,8 @@ pub struct Failure<'a> {
     pub reply: &'a RemoteReply,
     /// The host that answered, if one did.
     pub remote_host: Option<&'a str>,
-    /// It ran out of time (`max_age`) rather than failing permanently.
-    pub expired: bool,
+    /// What happened to it.
+    pub action: Action,
 }
 
 /// Everything a bounce is made of.
@@ -52,13 +74,45 @@ pub struct Bounce<'a> {
     pub original: &'a [u8],
     /// What to return when the sender did not say (RET).
     pub default_ret: Ret,
+    /// Until when delivery goes on (delay notices).
+    pub retry_until: Option<SystemTime>,
 }
 
-/// True if the recipient's NOTIFY asks for a failure notice (no NOTIFY
-/// means FAILURE, RFC 3461 4.1).
-pub fn wants_notice(params: &[u8]) -> bool {
+/// True if the recipient's NOTIFY asks for a notice of `action` (no
+/// NOTIFY means FAILURE only, RFC 3461 4.1).
+pub fn wants_notice(params: &[u8], action: Action) -> bool {
     let notify = u64::from(RecipientParams::decode(params).notify);
-    notify == 0 || (notify & RCPT_NOTIFY_FAILURE != 0 && notify & RCPT_NOTIFY_NEVER == 0)
+    if notify & RCPT_NOTIFY_NEVER != 0 {
+        return false;
+    }
+    match action {
+        Action::Failed | Action::Expired => notify == 0 || notify & RCPT_NOTIFY_FAILURE != 0,
+        Action::Delayed => notify & RCPT_NOTIFY_DELAY != 0,
+        Action::Relayed => notify & RCPT_NOTIFY_SUCCESS != 0,
+    }
+}
+
+/// The notice's subject and opening words, by what it reports (a notice
+/// reports one kind: failures, or delays, or relays).
+fn wording(b: &Bounce<'_>) -> (&'static str, String) {
+    let first = b.failures.first().map_or(Action::Failed, |f| f.action);
+    match first {
+        Action::Failed | Action::Expired => (
+            "Undelivered Mail Returned to Sender",
+            "I'm sorry to have to inform you that your message could not\r\nbe delivered to one or more recipients.".into(),
+        ),
+        Action::Delayed => (
+            "Delayed Mail (still being retried)",
+            format!(
+                "This is a warning only; you do not need to send your message again.\r\nIt has not yet been delivered to the recipients below; delivery\r\nwill be tried again until {}.",
+                b.retry_until.map_or_else(|| "it expires".to_owned(), rfc5322)
+            ),
+        ),
+        Action::Relayed => (
+            "Successful Mail Delivery Report",
+            "Your message was relayed to the mail systems of the recipients below,\r\nwhich send no delivery notices: no further notice will follow.".into(),
+        ),
+    }
 }
 
 /// The bounce message (CRLF line ends).
@@ -71,11 +125,12 @@ pub fn build(b: &Bounce<'_>) -> Vec<u8> {
         .as_millis();
     let mut out = String::with_capacity(2048 + b.original.len().min(1 << 20));
     out.push_str(&format!(
-        "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: Undelivered Mail Returned to Sender\r\nDate: {date}\r\nMessage-ID: <{id}.{ms}.bounce@{host}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\nThis is a MIME-encapsulated message.\r\n\r\n",
+        "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}.{ms}.bounce@{host}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\nThis is a MIME-encapsulated message.\r\n\r\n",
         host = b.hostname,
         to = b.sender,
         date = rfc5322(b.now),
         id = b.id,
+        subject = wording(b).0,
     ));
     out.push_str(&format!(
         "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
@@ -91,7 +146,11 @@ pub fn build(b: &Bounce<'_>) -> Vec<u8> {
         "\r\n--{boundary}\r\nContent-Type: {status_type}\r\n\r\n"
     ));
     out.push_str(&status_part(b));
-    let ret = b.meta.ret.unwrap_or(b.default_ret);
+    let failed = b.failures.iter().any(|f| f.action.is_failure());
+    let ret = match failed {
+        true => b.meta.ret.unwrap_or(b.default_ret),
+        false => Ret::Headers, // RET is about failures (RFC 3461 4.3)
+    };
     let mut bytes = out.into_bytes();
     match ret {
         Ret::Headers => {
@@ -116,11 +175,12 @@ pub fn build(b: &Bounce<'_>) -> Vec<u8> {
 
 fn human_part(b: &Bounce<'_>) -> String {
     let mut s = format!(
-        "This is the mail system at host {}.\r\n\r\nI'm sorry to have to inform you that your message could not\r\nbe delivered to one or more recipients.\r\n\r\n",
-        b.hostname
+        "This is the mail system at host {}.\r\n\r\n{}\r\n\r\n",
+        b.hostname,
+        wording(b).1
     );
     for f in &b.failures {
-        let why = if f.expired {
+        let why = if f.action == Action::Expired {
             format!("delivery time expired; last error: {}", f.reply)
         } else {
             f.reply.to_string()
@@ -143,10 +203,13 @@ fn status_part(b: &Bounce<'_>) -> String {
         let params = RecipientParams::decode(&f.rcpt.params);
         // A failed action is a permanent status (RFC 3464 2.3.4): mail
         // that expired in the queue is 5.4.7, whatever its last deferral.
-        let [x, y, z] = if f.expired {
-            [5, 4, 7]
-        } else {
-            f.reply.status()
+        let (action, [x, y, z]) = match f.action {
+            Action::Expired => ("failed", [5, 4, 7]),
+            Action::Failed => ("failed", f.reply.status()),
+            // A delay is transient and a relay a success, whatever the
+            // reply's own class says.
+            Action::Delayed => ("delayed", with_class(4, f.reply.status())),
+            Action::Relayed => ("relayed", with_class(2, f.reply.status())),
         };
         let address_type = match f.rcpt.address.is_ascii() {
             true => "rfc822",
@@ -159,7 +222,7 @@ fn status_part(b: &Bounce<'_>) -> String {
         if let Some(orcpt) = &params.orcpt {
             s.push_str(&format!("Original-Recipient: rfc822; {}\r\n", cap(orcpt)));
         }
-        s.push_str(&format!("Action: failed\r\nStatus: {x}.{y}.{z}\r\n"));
+        s.push_str(&format!("Action: {action}\r\nStatus: {x}.{y}.{z}\r\n"));
         if let Some(host) = f.remote_host {
             s.push_str(&format!("Remote-MTA: dns; {}\r\n", cap(host)));
         }
@@ -168,8 +231,17 @@ fn status_part(b: &Bounce<'_>) -> String {
             cap(&f.reply.to_string()),
             rfc5322(b.now)
         ));
+        if let (Action::Delayed, Some(until)) = (f.action, b.retry_until) {
+            s.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322(until)));
+        }
     }
     s
+}
+
+/// A status code of class `class`: the reply's when it has that class,
+/// else `class.0.0`.
+fn with_class(class: u8, [x, y, z]: [u8; 3]) -> [u8; 3] {
+    if x == class { [x, y, z] } else { [class, 0, 0] }
 }
 
 /// Keeps a value to one printable line of bounded length.
@@ -218,6 +290,7 @@ mod tests {
             failures: vec![failure],
             original,
             default_ret: Ret::Headers,
+            retry_until: None,
         }
     }
 
@@ -230,7 +303,7 @@ mod tests {
             rcpt: &rcpt,
             reply: &r,
             remote_host: None,
-            expired: false,
+            action: Action::Failed,
         };
         let b = bounce(7, &meta, failure, b"Subject: x\r\n\r\nbody\r\n");
         let text = String::from_utf8(build(&b)).unwrap();
@@ -247,10 +320,17 @@ mod tests {
             }
             .encode()
         };
-        assert!(wants_notice(&p(0)), "absent NOTIFY means FAILURE");
-        assert!(wants_notice(&p(RCPT_NOTIFY_FAILURE)));
-        assert!(!wants_notice(&p(RCPT_NOTIFY_NEVER)));
-        assert!(!wants_notice(&p(smtp_proto::RCPT_NOTIFY_DELAY)));
+        let failed = |n| wants_notice(&p(n), Action::Failed);
+        assert!(failed(0), "absent NOTIFY means FAILURE");
+        assert!(failed(RCPT_NOTIFY_FAILURE));
+        assert!(!failed(RCPT_NOTIFY_NEVER));
+        assert!(!failed(RCPT_NOTIFY_DELAY));
+        let delayed = |n| wants_notice(&p(n), Action::Delayed);
+        assert!(!delayed(0), "a delay notice only when asked");
+        assert!(delayed(RCPT_NOTIFY_DELAY | RCPT_NOTIFY_FAILURE));
+        assert!(!delayed(RCPT_NOTIFY_FAILURE));
+        let relayed = |n| wants_notice(&p(n), Action::Relayed);
+        assert!(!relayed(0) && relayed(RCPT_NOTIFY_SUCCESS) && !relayed(RCPT_NOTIFY_DELAY));
     }
 
     #[test]
@@ -273,7 +353,7 @@ mod tests {
             rcpt: &rcpt,
             reply: &r,
             remote_host: Some("mx1.dest.example"),
-            expired: false,
+            action: Action::Failed,
         };
         let b = bounce(
             0xAB,
@@ -328,7 +408,7 @@ mod tests {
             rcpt: &rcpt,
             reply: &r,
             remote_host: None,
-            expired: true,
+            action: Action::Expired,
         };
         let b = bounce(1, &meta, failure, b"Subject: x\r\n\r\nthe body\r\n");
         let text = String::from_utf8(build(&b)).unwrap();
@@ -340,5 +420,75 @@ mod tests {
             text.contains("Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\nthe body\r\n")
         );
         assert!(!text.contains("Remote-MTA"));
+    }
+
+    #[test]
+    fn delay_and_relay_notices_say_so_and_return_headers_only() {
+        let rcpt = EnvelopeRecipient::new("slow@dest.example");
+        let meta = MessageMeta {
+            ret: Some(Ret::Full),
+            ..Default::default()
+        };
+        let deferral = RemoteReply {
+            code: 451,
+            esc: [4, 7, 1],
+            text: "greylisted".into(),
+        };
+        let delayed = Failure {
+            rcpt: &rcpt,
+            reply: &deferral,
+            remote_host: Some("mx1.dest.example"),
+            action: Action::Delayed,
+        };
+        let mut b = bounce(3, &meta, delayed, b"Subject: x\r\n\r\nthe body\r\n");
+        b.retry_until = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(432_000));
+        let text = String::from_utf8(build(&b)).unwrap();
+        for line in [
+            "Subject: Delayed Mail (still being retried)",
+            "Action: delayed",
+            "Status: 4.7.1",
+            "Will-Retry-Until: Tue, 06 Jan 1970 00:00:00 +0000",
+            "Content-Type: text/rfc822-headers",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\r\n")),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("the body"),
+            "headers only, whatever RET says"
+        );
+        assert!(text.contains("you do not need to send your message again"));
+
+        let ok = RemoteReply {
+            code: 250,
+            esc: [0, 0, 0],
+            text: "queued as 42".into(),
+        };
+        let relayed = Failure {
+            rcpt: &rcpt,
+            reply: &ok,
+            remote_host: Some("mx1.dest.example"),
+            action: Action::Relayed,
+        };
+        let text = String::from_utf8(build(&bounce(
+            4,
+            &meta,
+            relayed,
+            b"Subject: x\r\n\r\nb\r\n",
+        )))
+        .unwrap();
+        for line in [
+            "Subject: Successful Mail Delivery Report",
+            "Action: relayed",
+            "Status: 2.0.0",
+            "Remote-MTA: dns; mx1.dest.example",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\r\n")),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 }

@@ -181,18 +181,20 @@ impl Filter {
             return true;
         }
         let site_of = |domain: &str| -> Option<Arc<str>> {
-            scope
-                .routes?
-                .known_site(&domain.to_ascii_lowercase())
+            scope.routes?.known_site(&domain.to_ascii_lowercase())
         };
         m.envelope
             .recipients
             .iter()
             .zip(&m.statuses)
-            .filter(|(_, st)| st.state == RecipientState::Pending || st.state == RecipientState::Held)
+            .filter(|(_, st)| {
+                st.state == RecipientState::Pending || st.state == RecipientState::Held
+            })
             .any(|(r, _)| {
-                let domain = (self.domain.as_deref()).is_none_or(|d| r.domain().eq_ignore_ascii_case(d));
-                let site = (self.site.as_deref()).is_none_or(|s| site_of(r.domain()).as_deref() == Some(s));
+                let domain =
+                    (self.domain.as_deref()).is_none_or(|d| r.domain().eq_ignore_ascii_case(d));
+                let site = (self.site.as_deref())
+                    .is_none_or(|s| site_of(r.domain()).as_deref() == Some(s));
                 let provider = (self.provider.as_deref()).is_none_or(|p| {
                     let routes = scope.routes;
                     site_of(r.domain())

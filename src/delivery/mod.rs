@@ -85,6 +85,8 @@ pub struct Settings {
     pub max_age: Duration,
     /// RET when the sender gave none.
     pub bounce_return: Ret,
+    /// When delay notices are sent (`None`: never).
+    pub delay_notices: Option<retry::NoticeSchedule>,
     /// SMTP client timeouts.
     pub timeouts: ClientTimeouts,
     /// The tenants' weights at start (a reload replaces them).
@@ -123,6 +125,10 @@ impl Settings {
                 BounceReturn::Headers => Ret::Headers,
                 BounceReturn::Full => Ret::Full,
             },
+            delay_notices: (!d.delay_notice_after.get().is_zero()).then(|| retry::NoticeSchedule {
+                after: d.delay_notice_after.get(),
+                every: d.delay_notice_interval.get(),
+            }),
             timeouts: d.timeouts,
             weights: Weights::new(config),
             tls: Arc::new(crate::tlspolicy::TlsPolicies::off()),

@@ -64,7 +64,7 @@ pub enum Change {
     /// A rebind was made.
     Put {
         /// It.
-        rebind: Rebind,
+        rebind: Box<Rebind>,
     },
     /// Rebind `id` was ended.
     End {
@@ -128,7 +128,7 @@ impl Rebinds {
         rules.push(rule.clone());
         drop(rules);
         self.publish(Change::Put {
-            rebind: rule.clone(),
+            rebind: Box::new(rule.clone()),
         });
         rule
     }
@@ -170,9 +170,9 @@ impl Rebinds {
                 if rules.iter().any(|r| r.id == rebind.id) {
                     return (false, None);
                 }
-                rules.push(rebind.clone());
+                rules.push((*rebind).clone());
                 rules.sort_by_key(|r| r.made_ms);
-                (true, Some(rebind))
+                (true, Some(*rebind))
             }
             Change::End { id } => (self.end(id), None),
         }
@@ -198,7 +198,9 @@ impl Rebinds {
         rules
             .iter()
             .rev()
-            .find(|r| m.arrival.as_millis() <= r.made_ms && r.filter.matches(m, meta, &kept(default_pool)))
+            .find(|r| {
+                m.arrival.as_millis() <= r.made_ms && r.filter.matches(m, meta, &kept(default_pool))
+            })
             .cloned()
     }
 

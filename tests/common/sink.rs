@@ -71,6 +71,8 @@ pub struct SinkOptions {
     pub no_8bitmime: bool,
     /// SMTPUTF8 is offered.
     pub smtputf8: bool,
+    /// DSN is not offered (so delivery notices are the sender's MTA's).
+    pub no_dsn: bool,
     /// Close the connection right after answering a message (as a
     /// receiver that drops idle connections does), without QUIT.
     pub close_after_message: bool,
@@ -353,8 +355,9 @@ async fn command(
         } else {
             ""
         };
+        let last = if opts.no_dsn { "250 HELP" } else { "250 DSN" };
         format!(
-            "250-sink.test\r\n{tls_ext}250-PIPELINING\r\n{mime}{utf8}250-SIZE 100000000\r\n250 DSN"
+            "250-sink.test\r\n{tls_ext}250-PIPELINING\r\n{mime}{utf8}250-SIZE 100000000\r\n{last}"
         )
     } else if upper.starts_with("HELO") || upper == "RSET" || upper == "NOOP" {
         *txn = Txn::new();

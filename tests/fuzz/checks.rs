@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 
 use queue::{EnvelopeRecipient, MessageId};
-use tern::delivery::dsn::{Bounce, Failure, build};
+use tern::delivery::dsn::{Action, Bounce, Failure, build};
 use tern::message::{MessageMeta, Ret};
 use tern::smtp::client::parse_reply;
 use tern::smtp::server::protocol::{AuthOutcome, Protocol, SessionContext, Step};
@@ -32,7 +32,7 @@ pub fn reply_dsn(data: &[u8]) {
         rcpt: &rcpt,
         reply: &reply,
         remote_host: Some("mx.example.com"),
-        expired: false,
+        action: Action::Failed,
     };
     let dsn = build(&bounce(
         &meta,
@@ -59,6 +59,7 @@ fn bounce<'a>(meta: &'a MessageMeta, failure: Failure<'a>, original: &'a [u8]) -
         failures: vec![failure],
         original,
         default_ret: Ret::Headers,
+        retry_until: None,
     }
 }
 
@@ -100,7 +101,7 @@ pub fn dsn_fields(data: &[u8]) {
         rcpt: &rcpt,
         reply: &reply,
         remote_host: host.as_deref(),
-        expired: false,
+        action: Action::Failed,
     };
     let dsn = build(&bounce(&meta, failure, original.as_bytes()));
     let text = String::from_utf8_lossy(&dsn);

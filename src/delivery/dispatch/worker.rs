@@ -259,6 +259,7 @@ async fn transact(
         .map(|o| {
             let mut o = with_path(o, path, &job.route, host.clone());
             o.tls = Some(tls);
+            o.next_hop_dsn = c.caps.dsn;
             o
         })
         .collect();

@@ -1,33 +1,102 @@
-//! Queuing the bounce of a message's failures (an RFC 3464 DSN built by
-//! [`super::super::dsn`]), before the failures are recorded: a crash in
-//! between sends the bounce twice at worst, never loses it.
+//! Queuing a message's notices (RFC 3464 DSNs built by
+//! [`super::super::dsn`]): the bounce of its failures, queued before the
+//! failures are recorded (a crash in between sends the bounce twice at
+//! worst, never loses it), and the delay and relay notices its senders
+//! asked for (NOTIFY=DELAY, NOTIFY=SUCCESS), queued as the attempt that
+//! calls for them is settled.
 
 use bytes::Bytes;
-use queue::{Envelope, EnvelopeRecipient, NewMessage};
+use queue::{Envelope, EnvelopeRecipient, NewMessage, RecipientState};
 
-use super::super::{Delivery, dsn};
-use super::{Message, Outcome};
+use super::super::dsn::{self, Action};
+use super::super::{Delivery, retry};
+use super::{Message, Outcome, Verdict};
 use crate::log::{Kind, Record};
 use crate::message::MessageMeta;
 
 impl Delivery {
-    /// Queues the bounce for these failures, if one is due. False if it
-    /// was due but could not be queued.
+    /// Queues the bounce for these failures (each with whether it
+    /// expired), if one is due. False if it was due but could not be
+    /// queued.
     pub(super) async fn queue_bounce(&self, msg: &Message, failures: &[(Outcome, bool)]) -> bool {
+        let entries: Vec<(&Outcome, Action)> = failures
+            .iter()
+            .map(|(o, expired)| match expired {
+                true => (o, Action::Expired),
+                false => (o, Action::Failed),
+            })
+            .collect();
+        self.queue_notice(msg, &entries).await
+    }
+
+    /// The delay and relay notices an attempt's outcomes call for: a
+    /// deferral that passes a notice time of `[delivery]
+    /// delay_notice_after` / `delay_notice_interval`, and a delivery to a
+    /// next hop without DSN. Only for recipients whose NOTIFY asks.
+    pub(super) fn progress_notices(
+        &self,
+        msg: &Message,
+        outcomes: &[Outcome],
+    ) -> Vec<(Outcome, Action)> {
+        let s = &self.settings;
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        for o in outcomes {
+            let (Some(st), Some(rcpt)) = (
+                msg.info.statuses.get(o.index as usize),
+                msg.info.envelope.recipients.get(o.index as usize),
+            ) else {
+                continue;
+            };
+            let action = match o.verdict {
+                Verdict::Delivered if !o.next_hop_dsn => Action::Relayed,
+                Verdict::Deferred if st.state == RecipientState::Pending => {
+                    let Some(schedule) = s.delay_notices else {
+                        continue;
+                    };
+                    let seed = retry::Seed {
+                        id: msg.info.id,
+                        index: o.index,
+                    };
+                    let before = (st.attempts, st.next_attempt);
+                    let retry = (s.retry_first, s.retry_max);
+                    // One that expires now is bounced instead (as `sort`
+                    // decides, with the same delay).
+                    let delay = retry::delay(st.attempts.saturating_add(1), retry.0, retry.1, seed);
+                    let expires =
+                        now.saturating_add(delay).saturating_since(msg.info.arrival) >= s.max_age;
+                    if expires || !schedule.due(msg.info.arrival, now, before, retry, seed) {
+                        continue;
+                    }
+                    Action::Delayed
+                }
+                _ => continue,
+            };
+            if dsn::wants_notice(&rcpt.params, action) {
+                out.push((o.clone(), action));
+            }
+        }
+        out
+    }
+
+    /// Queues a notice of `entries` (all failures, or all delays, or all
+    /// relays) to the message's sender, if one is due. False if it was due
+    /// but could not be queued.
+    pub(super) async fn queue_notice(&self, msg: &Message, entries: &[(&Outcome, Action)]) -> bool {
         let env = &msg.info.envelope;
         if env.sender.is_empty() {
-            return true; // never a bounce for a bounce
+            return true; // never a notice for a notice
         }
         let rcpt = |o: &Outcome| env.recipients.get(o.index as usize);
-        let wanted: Vec<dsn::Failure<'_>> = failures
+        let wanted: Vec<dsn::Failure<'_>> = entries
             .iter()
-            .filter_map(|(o, expired)| {
-                let r = rcpt(o).filter(|r| dsn::wants_notice(&r.params))?;
+            .filter_map(|(o, action)| {
+                let r = rcpt(o).filter(|r| dsn::wants_notice(&r.params, *action))?;
                 Some(dsn::Failure {
                     rcpt: r,
                     reply: &o.reply,
                     remote_host: o.host.as_ref().map(|(h, _)| h.as_str()),
-                    expired: *expired,
+                    action: *action,
                 })
             })
             .collect();
@@ -39,6 +108,7 @@ impl Delivery {
             None => self.read_body(msg.info.id).await.unwrap_or_default(),
         };
         let now = self.clock.system_time();
+        let until = msg.info.arrival.saturating_add(self.settings.max_age);
         let bytes = dsn::build(&dsn::Bounce {
             hostname: &self.settings.hostname,
             id: msg.info.id,
@@ -49,38 +119,48 @@ impl Delivery {
             failures: wanted,
             original: &original,
             default_ret: self.settings.bounce_return,
+            retry_until: Some(until.to_system_time()),
         });
+        self.enqueue_notice(msg, bytes, now).await
+    }
+
+    async fn enqueue_notice(
+        &self,
+        msg: &Message,
+        bytes: Vec<u8>,
+        now: std::time::SystemTime,
+    ) -> bool {
         let meta = MessageMeta {
             content_8bit: !bytes.is_ascii(),
             ..Default::default()
         };
         let arrival = self.clock.now();
-        let bounce = NewMessage {
+        let notice = NewMessage {
             id: None,
             envelope: Envelope {
                 sender: "".into(),
                 meta: meta.encode().into(),
-                recipients: vec![EnvelopeRecipient::new(&*env.sender)].into(),
+                recipients: vec![EnvelopeRecipient::new(&*msg.info.envelope.sender)].into(),
             },
             arrival,
             first_attempt: arrival,
-            // A bounce tells a sender its mail failed: it goes before bulk.
+            // A notice tells a sender about its mail: it goes before bulk.
             priority: crate::config::Priority::Normal.rank(),
             body: Bytes::from(bytes),
         };
-        let size = bounce.body.len() as u64;
-        match self.queue.enqueue_notice(bounce).await {
-            Ok(bounce_id) => {
-                let mut r = Record::new(Kind::Reception, now, bounce_id.to_string(), String::new());
+        let size = notice.body.len() as u64;
+        match self.queue.enqueue_notice(notice).await {
+            Ok(notice_id) => {
+                let mut r = Record::new(Kind::Reception, now, notice_id.to_string(), String::new());
                 r.recipients = Some(1);
                 r.size = Some(size);
-                r.client = Some(format!("bounce of {}", msg.info.id));
+                r.client = Some(format!("notice of {}", msg.info.id));
                 self.log.write(&r);
                 self.wake.notify_one();
                 true
             }
             Err(e) => {
-                tracing::error!(queue_id = %msg.info.id, error = %e, "cannot queue the bounce; the failed recipients will be tried again");
+                tracing::error!(queue_id = %msg.info.id, error = %e, "cannot queue the delivery notice");
                 false
             }
         }

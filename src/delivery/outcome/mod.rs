@@ -23,7 +23,7 @@ use bytes::Bytes;
 use queue::{MessageInfo, RecipientState, RecipientStatus, Timestamp};
 
 use super::job::Rcpts;
-use super::{Delivery, retry};
+use super::{Delivery, dsn, retry};
 use crate::message::MessageMeta;
 use crate::smtp::client::{RemoteReply, local_reply};
 
@@ -53,6 +53,9 @@ pub(crate) struct Outcome {
     /// The TLS policy the route was held to (`Applied::label`); unset
     /// when the domain was not routed.
     pub tls_policy: Option<&'static str>,
+    /// The next hop offered DSN, so NOTIFY went on with the recipient and
+    /// notices of its delivery are that hop's to send.
+    pub next_hop_dsn: bool,
 }
 
 impl Outcome {
@@ -67,6 +70,7 @@ impl Outcome {
             host: None,
             tls: None,
             tls_policy: None,
+            next_hop_dsn: false,
         }
     }
 
@@ -172,8 +176,18 @@ impl Delivery {
         outcomes: Vec<Outcome>,
     ) {
         let id = msg.info.id;
+        let notices = self.progress_notices(&msg, &outcomes);
         let sorted = self.sort(&msg, outcomes);
         self.conclude(handout, &msg, sorted).await;
+        for action in [dsn::Action::Delayed, dsn::Action::Relayed] {
+            let of: Vec<(&Outcome, dsn::Action)> = (notices.iter())
+                .filter(|(_, a)| *a == action)
+                .map(|(o, a)| (o, *a))
+                .collect();
+            if !of.is_empty() {
+                self.queue_notice(&msg, &of).await;
+            }
+        }
         self.end(id);
     }
 
@@ -197,7 +211,11 @@ impl Delivery {
                     out.record.push((o.index, st));
                 }
                 Verdict::Deferred => {
-                    let delay = retry::delay(attempts, s.retry_first, s.retry_max);
+                    let seed = retry::Seed {
+                        id: msg.info.id,
+                        index: o.index,
+                    };
+                    let delay = retry::delay(attempts, s.retry_first, s.retry_max, seed);
                     let next = now.saturating_add(delay);
                     if next.saturating_since(msg.info.arrival) >= s.max_age {
                         out.failures.push((o, true));
