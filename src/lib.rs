@@ -27,6 +27,7 @@
 //! | [`log`] | the delivery log (JSON lines from a bounded buffer, a writer thread, rotation) | diagnostics; never makes delivery wait |
 //! | [`admin`] | the operations HTTP API (health, queue views, suspensions and actions, retry, purge, bounce, rebind, reload, status page, `/metrics`, OpenAPI) and the CLI's client for it | send mail, change the spool format |
 //! | [`metrics`] | metric definitions with help text, one recorder per daemon, Prometheus rendering | I/O |
+//! | [`trace`] | live SMTP dialogues for `tern trace` (commands and replies, both sides), built only while someone watches | message content, credentials |
 //! | [`clock`] | wall-clock time through tokio's clock; date formats | |
 //! | [`swap`] | the current value of a part a reload replaces (egress, routes, intake routing, DKIM keys) | decide what a reload changes |
 //! | [`state`] | Tern's own state kept in the spool (shaping actions, rebinds, warm-up counts): a slot per key, written by a keeper task | decide what the values mean |
@@ -92,4 +93,5 @@ pub mod state;
 pub mod swap;
 pub mod tenants;
 pub mod tlspolicy;
+pub mod trace;
 pub mod views;

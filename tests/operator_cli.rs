@@ -333,3 +333,82 @@ async fn held_mail_is_never_tried_until_released_and_the_queue_lists_it_by_state
     let (ok, _, err) = cli(&["queue", "list", "--state", "stuck"], &env).await;
     assert!(!ok && err.contains("held, sending, waiting"), "{err}");
 }
+
+#[tokio::test]
+async fn trace_streams_both_sides_of_matching_sessions_without_content() {
+    let net = Net::new(ZONE).await;
+    let mx = net.sink(10).await;
+    let a = admin(&net);
+    let tern = Tern::start(config(&net, &a)).await;
+    wait_up(&a).await;
+    let url = format!("http://{}", a.address);
+    let env = [("TERN_ADMIN", url.as_str()), ("TERN_TOKEN", TOKEN)];
+    let trace = |args: &'static [&'static str]| {
+        let env = env.map(|(k, v)| (k, v.to_owned()));
+        tokio::spawn(async move {
+            let mut all = vec!["trace", "--json", "--for", "20s"];
+            all.extend_from_slice(args);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            cli(&all, &env).await
+        })
+    };
+    let outbound = trace(&["--domain", "alpha.test", "--lines", "40"]);
+    let inbound = trace(&["--client", "127.0.0.1", "--lines", "3"]);
+    // Send until both traces have seen enough (they start watching at
+    // some point after being spawned).
+    for _ in 0..100 {
+        if outbound.is_finished() && inbound.is_finished() {
+            break;
+        }
+        submit_ok(&tern, &["t@alpha.test"]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (ok, out, err) = outbound.await.unwrap();
+    assert!(ok, "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 40, "{out}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["side"] == "out" && e["domain"] == "alpha.test")
+    );
+    let sent: Vec<&str> = (events.iter())
+        .filter(|e| e["dir"] == ">")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        sent.iter()
+            .any(|t| t.starts_with("MAIL FROM:<app@shop.test>"))
+            && sent.iter().any(|t| t.starts_with("RCPT TO:<t@alpha.test>")),
+        "{out}"
+    );
+    let noted = |e: &serde_json::Value| {
+        e["dir"] == "*" && e["text"].as_str().unwrap().starts_with("(message data: ")
+    };
+    assert!(events.iter().any(noted), "{out}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["dir"] == "<" && e["text"].as_str().unwrap().starts_with("250"))
+    );
+    assert!(
+        !out.contains("Subject: s"),
+        "content is never traced: {out}"
+    );
+    let (ok, out, err) = inbound.await.unwrap();
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines.iter().all(|e| e["side"] == "in"));
+    assert!(lines.iter().any(|e| e["dir"] == ">"), "{out}");
+    assert!(!mx.received().is_empty());
+
+    let (ok, _, err) = cli(&["trace", "--source", "nosuch", "--for", "1s"], &env).await;
+    assert!(!ok && err.contains("no source is named"), "{err}");
+}

@@ -76,7 +76,8 @@ pub(super) async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: N
     if path == "/login" {
         return next.run(req).await;
     }
-    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    // A trace shows addresses as they pass: only the full token sees it.
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD) && path != "/v1/trace";
     let full = given.is_some() && given == s.token.as_deref();
     let read = (given.is_some() && given == s.read_token.as_deref())
         || cookie(&req).is_some_and(|c| s.sessions.valid(c));
@@ -86,7 +87,7 @@ pub(super) async fn auth(State(s): State<Arc<AdminState>>, req: Request, next: N
     if read {
         return super::error(
             StatusCode::FORBIDDEN,
-            "a read-only token or session cannot change anything",
+            "a read-only token or session cannot change anything or trace sessions",
         );
     }
     if path == "/status" && reading {

@@ -3,7 +3,7 @@
 //! bodies of known length). It never retries; "daemon down" is an answer
 //! the verbs act on (some fall back to reading the spool).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -71,6 +71,34 @@ fn exchange(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<Vec<u8>, CallError> {
+    let proto = |e: std::io::Error| CallError::Protocol(e.to_string());
+    let s = request(admin, method, path, body)?;
+    let mut raw = Vec::new();
+    match s.take(64 << 20).read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify after a whole
+        // answer (`Connection: close`) has still answered.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(proto(e)),
+    }
+    let split = memchr::memmem::find(&raw, b"\r\n\r\n")
+        .ok_or_else(|| CallError::Protocol("no end of headers".into()))?;
+    let status = status_of(&raw[..split])?;
+    let payload = &raw[split + 4..];
+    if !(200..300).contains(&status) {
+        let message = error_text(payload);
+        return Err(CallError::Status { status, message });
+    }
+    Ok(payload.to_vec())
+}
+
+/// Connects and sends one request; the stream to read the answer from.
+fn request(
+    admin: &AdminConfig,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<super::client_tls::Stream, CallError> {
     if !admin.enabled {
         return Err(CallError::Down(admin.address));
     }
@@ -92,28 +120,71 @@ fn exchange(
     head.push_str("\r\n");
     s.write_all(&[head.as_bytes(), &body].concat())
         .map_err(proto)?;
-    let mut raw = Vec::new();
-    match s.take(64 << 20).read_to_end(&mut raw) {
-        Ok(_) => {}
-        // A TLS peer that closes without close_notify after a whole
-        // answer (`Connection: close`) has still answered.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(proto(e)),
-    }
-    let split = memchr::memmem::find(&raw, b"\r\n\r\n")
-        .ok_or_else(|| CallError::Protocol("no end of headers".into()))?;
-    let status_line = String::from_utf8_lossy(&raw[..split]);
-    let status: u16 = status_line
+    Ok(s)
+}
+
+/// The status code of an answer's head.
+fn status_of(head: &[u8]) -> Result<u16, CallError> {
+    let status_line = String::from_utf8_lossy(head);
+    status_line
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| CallError::Protocol(format!("bad status line {status_line:?}")))?;
-    let payload = &raw[split + 4..];
-    if !(200..300).contains(&status) {
-        let message = error_text(payload);
+        .ok_or_else(|| CallError::Protocol(format!("bad status line {status_line:?}")))
+}
+
+/// `GET path` of a streamed answer (chunked JSON lines): calls `each` with
+/// every non-empty line as it arrives, until the stream ends or `each`
+/// returns false.
+pub fn stream_lines(
+    admin: &AdminConfig,
+    path: &str,
+    mut each: impl FnMut(&str) -> bool,
+) -> Result<(), CallError> {
+    let proto = |e: std::io::Error| CallError::Protocol(e.to_string());
+    let mut r = std::io::BufReader::new(request(admin, "GET", path, None)?);
+    let mut head = Vec::new();
+    let (mut line, mut chunked) = (String::new(), false);
+    loop {
+        line.clear();
+        if r.read_line(&mut line).map_err(proto)? == 0 {
+            return Err(CallError::Protocol("no end of headers".into()));
+        }
+        if line == "\r\n" {
+            break;
+        }
+        chunked |= line
+            .to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked");
+        head.extend_from_slice(line.as_bytes());
+    }
+    let status = status_of(&head)?;
+    if !(200..300).contains(&status) || !chunked {
+        let mut rest = Vec::new();
+        let _ = r.take(1 << 20).read_to_end(&mut rest);
+        let message = error_text(&rest);
         return Err(CallError::Status { status, message });
     }
-    Ok(payload.to_vec())
+    let mut pending = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).map_err(proto)?;
+        let size = usize::from_str_radix(line.trim(), 16)
+            .map_err(|_| CallError::Protocol(format!("bad chunk size {line:?}")))?;
+        if size == 0 {
+            return Ok(());
+        }
+        let mut chunk = vec![0; size + 2];
+        r.read_exact(&mut chunk).map_err(proto)?;
+        pending.extend_from_slice(&chunk[..size]);
+        while let Some(nl) = memchr::memchr(b'\n', &pending) {
+            let text = String::from_utf8_lossy(&pending[..nl]).trim().to_owned();
+            pending.drain(..=nl);
+            if !text.is_empty() && !each(&text) {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// An error answer's text: each field error (with its line and column)

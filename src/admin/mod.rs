@@ -30,6 +30,7 @@ mod shaping;
 mod status;
 mod suspend;
 pub mod tls;
+mod trace;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -85,6 +86,8 @@ pub struct AdminState {
     pub sessions: access::Sessions,
     /// Served over HTTPS (session cookies are `Secure`).
     pub https: bool,
+    /// Live SMTP dialogues (`/v1/trace`).
+    pub tracer: Arc<crate::trace::Tracer>,
     /// Sends TLS reports (`POST /v1/tls/reports`).
     pub tls_reports: Option<Arc<crate::tlspolicy::send::Sender>>,
     /// This node's host name (`[server] hostname`), shown on the status
@@ -145,6 +148,7 @@ pub struct AdminState {
         inject::preview,
         tls::policy,
         tls::send,
+        trace::stream,
     )
 )]
 pub struct ApiDoc;
@@ -193,6 +197,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/tls/reports", axum::routing::post(tls::send))
         .route("/v1/tls/{domain}", get(tls::policy))
         .route("/v1/retry", axum::routing::post(retry::post))
+        .route("/v1/trace", get(trace::stream))
         .route("/v1/reload", axum::routing::post(reload::post))
         .route("/v1/config", get(reload::get))
         .route("/v1/log-level", get(log_level::get).put(log_level::put))

@@ -40,6 +40,7 @@ mod shaping;
 mod template;
 mod tls;
 mod top;
+mod trace;
 
 /// Tern, a high-throughput SMTP mail transfer agent for bulk routing.
 #[derive(Debug, Parser)]
@@ -189,6 +190,12 @@ enum Command {
         #[command(flatten)]
         args: top::TopArgs,
     },
+    /// Show the SMTP dialogues of matching sessions as they happen
+    /// (outbound by --domain or --source, inbound by --client).
+    Trace {
+        #[command(flatten)]
+        args: trace::TraceArgs,
+    },
     /// Print a completion script for a shell (bash, zsh, fish, elvish,
     /// powershell): `tern completions bash > /etc/bash_completion.d/tern`.
     Completions {
@@ -319,6 +326,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Reload { config } => ops::reload(&config, ctx),
         Command::LogLevel { filter, config } => ops::log_level(&config, filter, ctx),
         Command::Top { args } => top::run(&args, ctx),
+        Command::Trace { args } => trace::run(&args, ctx),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

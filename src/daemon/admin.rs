@@ -65,6 +65,7 @@ pub(super) async fn start_admin(
         token: a.token.clone(),
         cluster: parts.cluster,
         node: services.node.clone(),
+        tracer: services.tracer.clone(),
         drainer: parts.drainer,
         receiver: Arc::new(receiver),
         fleet_token: config.cluster.as_ref().and_then(|c| c.token.clone()),

@@ -58,6 +58,8 @@ pub struct Services {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether the node takes new mail.
     pub node: Arc<crate::node::NodeState>,
+    /// Live SMTP dialogues for whoever watches.
+    pub tracer: Arc<crate::trace::Tracer>,
 }
 
 impl Services {
@@ -84,6 +86,7 @@ impl Services {
             ))),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             node: Arc::new(crate::node::NodeState::default()),
+            tracer: crate::trace::Tracer::new(),
         })
     }
 }
@@ -273,6 +276,7 @@ async fn serve(
     let (tls_policies, tls_reports) =
         tls_policy::policies(&config, &services, resolver.clone(), &ca_roots, anchors)?;
     settings.tls = tls_policies;
+    settings.tracer = services.tracer.clone();
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
         queue.clone(),
@@ -527,6 +531,7 @@ pub fn session_context(
         credentials: services.credentials.clone(),
         tls,
         memory: services.memory.clone(),
+        tracer: services.tracer.clone(),
     })
 }
 

@@ -98,6 +98,9 @@ pub struct Settings {
     /// The TLS policies domains publish, and the sessions' reports
     /// (none looked up until the daemon sets them).
     pub tls: Arc<crate::tlspolicy::TlsPolicies>,
+    /// Where connections are traced (a tracer of its own until the daemon
+    /// sets the one the admin API watches).
+    pub tracer: Arc<crate::trace::Tracer>,
 }
 
 impl Settings {
@@ -132,6 +135,7 @@ impl Settings {
             timeouts: d.timeouts,
             weights: Weights::new(config),
             tls: Arc::new(crate::tlspolicy::TlsPolicies::off()),
+            tracer: crate::trace::Tracer::new(),
             verifier: crate::smtp::client::Verifier::new(ca_roots),
             classifier: Arc::new(
                 crate::config::BounceRules::load(config.events.bounce_rules.as_deref())

@@ -143,6 +143,7 @@ pub async fn start_with(
         ))),
         metrics: Arc::new(tern::metrics::Metrics::new()),
         node: Arc::new(tern::node::NodeState::default()),
+        tracer: tern::trace::Tracer::new(),
     };
     let tls = prepared.listener_tls[0].clone();
     let ctx =

@@ -86,6 +86,12 @@ pub(super) async fn connect(
     route: &Route,
 ) -> Result<Connection, ConnectFailure> {
     let timeouts = &svc.settings.timeouts;
+    let trace = crate::trace::OutboundTrace {
+        tracer: svc.settings.tracer.clone(),
+        session: svc.settings.tracer.next_session(),
+        domain: domain.into(),
+        source: path.source.name.clone(),
+    };
     let mut last = None;
     let mut remote = None;
     for host in &route.hosts {
@@ -102,6 +108,7 @@ pub(super) async fn connect(
                 verifier: &svc.settings.verifier,
                 dane: host.dane.as_deref(),
                 timeouts,
+                trace: &trace,
             };
             let first = Connection::open(&path.source, addr, &greeting(route.tls)).await;
             match &first {

@@ -121,14 +121,16 @@ impl Delivery {
             default_ret: self.settings.bounce_return,
             retry_until: Some(until.to_system_time()),
         });
-        self.enqueue_notice(msg, bytes, now).await
+        let failed = (entries.iter()).any(|(_, a)| matches!(a, Action::Failed | Action::Expired));
+        let what = if failed { "bounce" } else { "notice" };
+        self.enqueue_notice(msg, bytes, (now, what)).await
     }
 
     async fn enqueue_notice(
         &self,
         msg: &Message,
         bytes: Vec<u8>,
-        now: std::time::SystemTime,
+        (now, what): (std::time::SystemTime, &str),
     ) -> bool {
         let meta = MessageMeta {
             content_8bit: !bytes.is_ascii(),
@@ -154,7 +156,7 @@ impl Delivery {
                 let mut r = Record::new(Kind::Reception, now, notice_id.to_string(), String::new());
                 r.recipients = Some(1);
                 r.size = Some(size);
-                r.client = Some(format!("notice of {}", msg.info.id));
+                r.client = Some(format!("{what} of {}", msg.info.id));
                 self.log.write(&r);
                 self.wake.notify_one();
                 true

@@ -61,6 +61,8 @@ pub struct Greeting<'a> {
     pub dane: Option<&'a Tlsa>,
     /// Timeouts.
     pub timeouts: &'a ClientTimeouts,
+    /// Where its dialogue is traced for whoever watches.
+    pub trace: &'a crate::trace::OutboundTrace,
 }
 
 impl Greeting<'_> {
@@ -102,6 +104,7 @@ pub struct Connection {
     /// fault), when it is not.
     pub tls_failure: Option<(TlsFailure, String)>,
     pub(super) timeouts: ClientTimeouts,
+    trace: crate::trace::OutboundTrace,
 }
 
 /// A TCP connection from the source's own address (bound here, if set).
@@ -159,6 +162,7 @@ impl Connection {
             closed_before_mail: false,
             tls_failure: None,
             timeouts: *t,
+            trace: g.trace.clone(),
         };
         let banner = c.read_reply(t.banner.get(), "greeting").await?;
         if banner.code != 220 {
@@ -336,8 +340,20 @@ impl Connection {
         self.read_reply(limit, what).await
     }
 
-    /// Writes bytes, within `limit`.
+    /// Writes command bytes (traced), within `limit`.
     pub(super) async fn send(&mut self, bytes: &[u8], limit: Duration) -> Result<(), ClientError> {
+        self.trace.lines(self.peer, &self.host, ">", bytes);
+        self.write(bytes, limit).await
+    }
+
+    /// Notes what happened on the connection in its trace.
+    pub(super) fn note(&self, what: &str) {
+        self.trace
+            .lines(self.peer, &self.host, "*", what.as_bytes());
+    }
+
+    /// Writes bytes (message content: never traced), within `limit`.
+    pub(super) async fn write(&mut self, bytes: &[u8], limit: Duration) -> Result<(), ClientError> {
         let write = async {
             match &mut self.stream {
                 Stream::Plain(s) => s.write_all(bytes).await,
@@ -370,6 +386,7 @@ impl Connection {
         what: &'static str,
     ) -> Result<RemoteReply, ClientError> {
         let raw = self.read_raw(limit, what).await?;
+        self.trace.lines(self.peer, &self.host, "<", &raw);
         parse(&raw)
     }
 

@@ -361,9 +361,10 @@ impl Connection {
     async fn send_data(&mut self, body: &[u8], block: Duration) -> Result<(), ClientError> {
         stuff(body, &mut self.wbuf);
         let buf = std::mem::take(&mut self.wbuf);
+        self.note(&format!("(message data: {} bytes, then \".\")", body.len()));
         let mut res = Ok(());
         for chunk in buf.chunks(DATA_CHUNK) {
-            res = self.send(chunk, block).await;
+            res = self.write(chunk, block).await;
             if res.is_err() {
                 break;
             }

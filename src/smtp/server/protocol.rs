@@ -37,6 +37,8 @@ pub struct SessionContext {
     pub tls: Option<TlsAcceptor>,
     /// Message data held by receiving sessions (shared by all listeners).
     pub memory: Arc<super::MemoryBudget>,
+    /// Where sessions are traced for whoever watches (`tern trace`).
+    pub tracer: Arc<crate::trace::Tracer>,
 }
 
 /// What the driver must do next.

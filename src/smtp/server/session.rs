@@ -58,7 +58,11 @@ pub async fn run_session<S>(
         started: now,
         last_progress: now,
         data: None,
+        session: 0,
+        peer,
+        answering: false,
     };
+    d.session = d.ctx.tracer.next_session();
     d.run(phase).instrument(span).await;
 }
 
@@ -81,6 +85,11 @@ struct Driver<S> {
     last_progress: Instant,
     /// While receiving message data: when it began, and bytes so far.
     data: Option<(Instant, u64)>,
+    /// Its number in traces.
+    session: u64,
+    peer: SocketAddr,
+    /// The last reply was a 334 challenge: the next line is a credential.
+    answering: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<S> {
@@ -118,7 +127,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<S> {
     /// true when the session must close.
     async fn process(&mut self) -> bool {
         loop {
+            let commands = !self.proto.receiving_data();
             let (used, step) = self.proto.feed(&self.input);
+            if commands && self.ctx.tracer.active() {
+                self.trace_commands(used);
+            }
             self.input.drain(..used);
             self.account(used);
             match step {
@@ -145,6 +158,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<S> {
                         return true;
                     }
                 }
+            }
+        }
+    }
+
+    /// Traces the command lines among the first `used` bytes of input, up
+    /// to a DATA or BDAT (what follows is message content).
+    fn trace_commands(&mut self, used: usize) {
+        for line in crate::trace::split_lines(&self.input[..used]) {
+            let shown = crate::trace::masked(line, std::mem::take(&mut self.answering));
+            let upper = shown.to_ascii_uppercase();
+            let last = upper.starts_with("DATA") || upper.starts_with("BDAT");
+            let (session, peer) = (self.session, self.peer);
+            (self.ctx.tracer).emit(|| crate::trace::inbound(session, peer, "<", shown));
+            if last {
+                break;
             }
         }
     }
@@ -263,6 +291,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Driver<S> {
         }
         let limit = self.ctx.listener.command_timeout.get();
         let out = std::mem::take(&mut self.proto.out);
+        self.answering = out.starts_with(b"334");
+        if self.ctx.tracer.active() {
+            for line in crate::trace::split_lines(&out) {
+                let (session, peer) = (self.session, self.peer);
+                (self.ctx.tracer).emit(|| crate::trace::inbound(session, peer, ">", line));
+            }
+        }
         let res = timeout(limit, async {
             self.conn.write_all(&out).await?;
             self.conn.flush().await
