@@ -12,6 +12,7 @@
 //! | [`smtp::server`] | inbound ESMTP: sessions, limits, STARTTLS, AUTH, relay policy | touch the queue (it hands messages to the intake) |
 //! | [`smtp::reply`] | every reply, and the one mapping of internal errors to replies | I/O |
 //! | [`inject`] | the HTTP injection API's work: request checks, templates (minijinja, MJML by mrml, compiled once and cached per version, kept in the spool), MIME per recipient (mail-builder), idempotency keys | speak HTTP (the admin handlers do); queue but through the intake |
+//! | [`content`] | content changes the door may make before signing: quoted-printable for parts with over-long lines (`long_lines = "encode"`) | I/O; decide whether to (the listener's config does) |
 //! | [`intake`] | completed transaction -> Received header, loop check, metadata, DKIM -> `queue.enqueue()` | speak SMTP |
 //! | [`dkim`] | signing keys (loaded and checked at config load), the signing domain of a message, signing on its own threads | decide what a failure means (intake does) |
 //! | [`shaping`] | per-path limits layered from `[shaping]` over `[delivery]`, provider matching by MX suffix, shared scopes (provider, domain, source totals), GCRA rates and connection leases, the local side of fleet-wide limits (a stock of slots granted by the fleet) | connect or send (delivery waits on its limiters); talk to Redis |
@@ -72,6 +73,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod content;
 pub mod daemon;
 pub mod delivery;
 pub mod dkim;

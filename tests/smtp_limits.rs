@@ -68,6 +68,36 @@ async fn data_lines_over_998_characters_are_refused() {
     );
 }
 
+#[tokio::test]
+async fn with_long_lines_encode_the_part_is_quoted_printable_and_accepted() {
+    let mut s = start(LOCAL, |c| {
+        c.listeners[0].long_lines = tern::config::LongLines::Encode
+    })
+    .await;
+    s.cmd("EHLO client.example", "250").await;
+    let line = "caf\u{e9} ".repeat(300);
+    let long = format!("Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{line}\r\n");
+    let r = s.send_message("a@b.example", &["c@d.example"], &long).await;
+    assert!(r.starts_with("250"), "{r}");
+    let queued = s.queued();
+    let text = String::from_utf8(queued[0].1.clone()).unwrap();
+    assert!(text.contains("MIME-Version: 1.0\r\n"), "{text}");
+    assert!(
+        text.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 "),
+        "{text}"
+    );
+    assert!(text.lines().all(|l| l.len() <= 998));
+    assert!(text.is_ascii(), "no 8-bit byte left");
+    let header = format!("Subject: {}\r\n\r\nbody\r\n", "y".repeat(999));
+    let r = s
+        .send_message("a@b.example", &["c@d.example"], &header)
+        .await;
+    assert!(
+        r.starts_with("550 5.6.0 Line 1 "),
+        "a long header line cannot be fixed: {r}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_client_is_dropped_after_the_command_timeout() {
     let mut s = start(LOCAL, |_| {}).await;

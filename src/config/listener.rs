@@ -19,6 +19,18 @@ pub enum BareLineEndings {
     Normalize,
 }
 
+/// What to do with a line of message data over `max_data_line_length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongLines {
+    /// Refuse the message with `550 5.6.0`, naming the line.
+    Reject,
+    /// Re-encode each text part with such a line as quoted-printable
+    /// before signing (a long header line, or one in a part already
+    /// encoded or in an attached message, is still refused).
+    Encode,
+}
+
 /// What to do with NUL bytes in message data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,8 +62,13 @@ pub struct ListenerConfig {
     /// Longest command line in bytes, CRLF included (`500 5.5.2` beyond).
     pub max_line_length: u32,
     /// Longest line of message data in bytes, CRLF excluded; RFC 5322 says
-    /// 998. Longer lines get `550 5.6.0`. 0 allows any length.
+    /// 998. Longer lines get `550 5.6.0` (or see `long_lines`). 0 allows
+    /// any length.
     pub max_data_line_length: u32,
+    /// A line over `max_data_line_length`: "reject" (`550 5.6.0`, the
+    /// default) or "encode" (the part is re-encoded as quoted-printable,
+    /// for applications that cannot be fixed).
+    pub long_lines: LongLines,
     /// Bare CR or LF in message data: "reject" (`550 5.6.0`) or "normalize".
     pub bare_line_endings: BareLineEndings,
     /// NUL bytes in message data (RFC 5321 4.1.1.4 forbids them; receivers
@@ -110,6 +127,7 @@ impl Default for ListenerConfig {
             max_recipients: 1000,
             max_line_length: 2048,
             max_data_line_length: 998,
+            long_lines: LongLines::Reject,
             bare_line_endings: BareLineEndings::Reject,
             nul_bytes: NulBytes::Reject,
             strict_pipelining: true,

@@ -49,7 +49,7 @@ pub use events::{
     BounceRule, BounceRules, EVENT_TYPES, EventsConfig, HttpTarget, SHIPPED_BOUNCE_RULES,
     WebhookConfig,
 };
-pub use listener::{BareLineEndings, ListenerConfig, NulBytes};
+pub use listener::{BareLineEndings, ListenerConfig, LongLines, NulBytes};
 pub use load::{ConfigError, ConfigErrors};
 pub use proxy::{ProxyKind, ProxyUrl};
 pub use queue::{DurabilityMode, QueueConfig};

@@ -15,7 +15,7 @@ use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceive
 
 use super::protocol::{Body, Mode, Protocol, Step};
 use super::scan::{self, DataScan};
-use crate::config::{BareLineEndings, NulBytes};
+use crate::config::{BareLineEndings, LongLines, NulBytes};
 use crate::intake::{IntakeError, Submission};
 use crate::smtp::reply::{self, Reply};
 
@@ -212,8 +212,11 @@ impl Protocol {
         if body.scan.bare && self.ctx.listener.bare_line_endings == BareLineEndings::Reject {
             return self.fail(&reply::BARE_LINE_ENDING);
         }
-        if let Some((line, octets)) = body.scan.first_long {
-            let max = self.ctx.listener.max_data_line_length as usize;
+        let max = self.ctx.listener.max_data_line_length as usize;
+        let encode = self.ctx.listener.long_lines == LongLines::Encode;
+        if let Some((line, octets)) = body.scan.first_long
+            && !encode
+        {
             return self.fail(&reply::data_line_too_long(line, octets, max));
         }
         if body.scan.nul {
@@ -228,6 +231,21 @@ impl Protocol {
         }
         if body.data.len() > body.start && !body.data.ends_with(b"\r\n") {
             body.data.extend_from_slice(b"\r\n"); // BDAT content without a final CRLF
+        }
+        if let Some((line, octets)) = body.scan.first_long {
+            match crate::content::encode_long_lines(&body.data[body.start..], max) {
+                Ok(encoded) => {
+                    tracing::info!(peer = %self.peer, line, octets, "an over-long line: its part re-encoded as quoted-printable");
+                    body.data.truncate(body.start);
+                    body.data.extend_from_slice(&encoded);
+                    body.scan.eight_bit = !body.data[body.start..].is_ascii();
+                }
+                Err(why) => {
+                    let r = reply::data_line_too_long(line, octets, max);
+                    tracing::info!(peer = %self.peer, %why, "an over-long line that cannot be re-encoded");
+                    return self.fail(&r);
+                }
+            }
         }
         Some(Step::Deliver(Submission {
             id: body.id,
