@@ -5,7 +5,8 @@
 # for two domains routed to a slow local receiver (so the paths have mail
 # waiting and sending) and one to a relay of its own, queues some mail with
 # Python's smtplib, suspends that third domain (its mail waits in its
-# scheduled queue), rebinds another's mail, and captures
+# scheduled queue), rebinds another's mail, holds the waiting mail of a
+# fourth, and captures
 # http://127.0.0.1:18025/status into docs/status.png. Run from the repo root.
 set -eu
 dir=$(mktemp -d)
@@ -93,7 +94,8 @@ for i, d in enumerate(["gmail.com"] * 40 + ["yahoo.com"] * 4 + ["outlook.com"] *
 s.quit()
 EOT
 ./target/release/tern rebind --domain shop.example --to-pool spare --reason "ip-1 listed" --config "$dir/tern.toml"
-sleep 8
+./target/release/tern hold --domain outlook.com --config "$dir/tern.toml"
+sleep 25
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --user-data-dir="$dir/chrome" --window-size=1000,1250 \

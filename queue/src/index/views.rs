@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 
 use super::{BodySource, Index};
-use crate::types::{
-    DomainCount, LOWEST_PRIORITY, MessageId, MessageInfo, QueueStats, RecipientState, Timestamp,
-};
+use crate::types::{DomainCount, LOWEST_PRIORITY, MessageId, MessageInfo, QueueStats, Timestamp};
 
 impl Index {
     /// Hands out up to `limit` messages due at `now`, marking them taken.
@@ -162,13 +160,14 @@ impl Index {
         }
     }
 
-    /// Pending recipients and messages per recipient domain, most recipients first.
+    /// Queued (pending or held) recipients and messages per recipient
+    /// domain, most recipients first.
     pub fn domains(&self) -> Vec<DomainCount> {
         let mut by: HashMap<String, (u64, u64, MessageId)> = HashMap::new();
         for (id, e) in &self.messages {
             for (r, st) in e.env.recipients.iter().zip(e.statuses.iter()) {
-                if st.state != RecipientState::Pending {
-                    continue;
+                if st.state.is_final() {
+                    continue; // pending and held recipients are queued
                 }
                 let slot = by
                     .entry(r.domain().to_ascii_lowercase())
