@@ -1,7 +1,8 @@
 //! The queue-memory run: fill Tern's queue with deferred recipients (every
 //! MX host answers `421` at the greeting), measure its resident memory
 //! per queued recipient, then restart it on that spool and time the
-//! recovery (from spawn until it accepts SMTP connections).
+//! recovery (from spawn until it accepts SMTP connections), then time the
+//! views and the bulk operations over the whole queue (`bulk`).
 
 use std::time::{Duration, Instant};
 
@@ -74,9 +75,17 @@ pub fn run(a: &Args, recipients: u64) {
     daemon.stop();
     let spool_bytes = dir_size(&dir.path().join("spool"));
 
-    let again = Daemon::start(&setup);
+    let admin: std::net::SocketAddr = {
+        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        p.local_addr().unwrap()
+    };
+    let again = Daemon::start_with(&setup, |c| {
+        c.admin.enabled = true;
+        c.admin.address = admin;
+    });
     let recovery = again.startup;
     let recovered_rss = procstat::rss(again.pid());
+    let bulk = crate::bulk::run(&crate::bulk::admin(admin));
     again.stop();
 
     print(
@@ -86,6 +95,7 @@ pub fn run(a: &Args, recipients: u64) {
         (base_rss, full_rss, peak, recovered_rss),
         (recovery, spool_bytes),
     );
+    crate::bulk::print(&bulk);
 }
 
 #[allow(clippy::type_complexity)]

@@ -30,6 +30,7 @@
 //! `--sink-port`); `--target-pid PID` then reports that process's CPU.
 
 mod api;
+mod bulk;
 mod burst;
 mod deferred;
 mod events;

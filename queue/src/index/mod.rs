@@ -20,6 +20,7 @@
 //!
 //! The active segment is never deleted.
 
+mod domains;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -185,6 +186,8 @@ pub(crate) struct Index {
     pub disturbed: u64,
     /// The state values kept beside the messages, by key.
     states: BTreeMap<Box<str>, state::StateEntry>,
+    /// Queued messages and recipients per domain, kept as they change.
+    by_domain: domains::DomainCounts,
 }
 
 impl Index {
@@ -286,6 +289,7 @@ impl Index {
         self.live_bytes += u64::from(e.home.len);
         self.pending += e.pending().count() as u64;
         self.held += e.held() as u64;
+        self.by_domain.count(e, 1);
         self.body_bytes += e.home.body_len();
         if !e.taken {
             e.due = e.due_key();
@@ -306,6 +310,7 @@ impl Index {
         self.live_bytes -= u64::from(e.home.len);
         self.pending -= e.pending().count() as u64;
         self.held -= e.held() as u64;
+        self.by_domain.count(e, -1);
         self.body_bytes -= e.home.body_len();
         if let Some(t) = e.due {
             self.due.remove(&(e.priority, t, id));
@@ -371,6 +376,7 @@ impl Index {
         release: bool,
     ) -> Option<UpdateOutcome> {
         let e = self.messages.get_mut(&id)?;
+        self.by_domain.count(e, -1);
         let (mut pending_delta, mut held_delta) = (0i64, 0i64);
         for (index, st) in changes {
             let Some(slot) = e.statuses.get_mut(*index as usize) else {
@@ -395,6 +401,7 @@ impl Index {
             e.taken = false;
         }
         let live = e.is_live();
+        self.by_domain.count(e, 1);
         let new_due = e.due_key().filter(|_| !e.taken);
         e.due = new_due;
         self.pending = self.pending.saturating_add_signed(pending_delta);

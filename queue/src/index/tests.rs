@@ -310,3 +310,90 @@ fn a_hand_out_is_stale_once_claimed_and_a_send_blocks_claims() {
         "released: not taken"
     );
 }
+
+/// The per-domain counts, by walking every message (what the kept counts
+/// must equal).
+fn walked(ix: &Index) -> Vec<DomainCount> {
+    let mut by: HashMap<String, (u64, u64)> = HashMap::new();
+    for e in ix.messages.values() {
+        let mut seen = HashSet::new();
+        for (r, st) in e.env.recipients.iter().zip(e.statuses.iter()) {
+            if st.state.is_final() {
+                continue;
+            }
+            let d = r.domain().to_ascii_lowercase();
+            let slot = by.entry(d.clone()).or_default();
+            slot.1 += 1;
+            if seen.insert(d) {
+                slot.0 += 1;
+            }
+        }
+    }
+    let mut out: Vec<DomainCount> = by
+        .into_iter()
+        .map(|(domain, (messages, recipients))| DomainCount {
+            domain,
+            messages,
+            recipients,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.recipients
+            .cmp(&a.recipients)
+            .then_with(|| a.domain.cmp(&b.domain))
+    });
+    out
+}
+
+#[test]
+fn kept_domain_counts_equal_a_walk_through_any_changes() {
+    let mut ix = index_with_segments(&[1]);
+    let mut seed = 11u64;
+    // A small linear congruential generator: any number below `n`.
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let domains = ["a.example", "A.example", "b.example", "c.EXAMPLE"];
+    let states = [
+        RecipientState::Pending,
+        RecipientState::Delivered,
+        RecipientState::Failed,
+        RecipientState::Held,
+    ];
+    for step in 0..3000u64 {
+        let id = MessageId::from_u64(1 + next(199));
+        match next(4) {
+            0 if !ix.contains(id) => {
+                let n = 1 + next(5) as usize;
+                let env = Arc::new(Envelope {
+                    sender: "s@x".into(),
+                    meta: Box::default(),
+                    recipients: (0..n)
+                        .map(|i| {
+                            EnvelopeRecipient::new(format!("r{i}@{}", domains[next(4) as usize]))
+                        })
+                        .collect(),
+                });
+                let at = (Timestamp::default(), 1);
+                ix.apply_full(id, env, pending(n, step), at, loc(1, 32), None);
+            }
+            1 => {
+                ix.apply_remove(id, 1);
+            }
+            _ => {
+                let Some(n) = ix.entry(id).map(|e| e.statuses.len()) else {
+                    continue;
+                };
+                let st = RecipientStatus {
+                    state: states[next(4) as usize],
+                    ..RecipientStatus::pending(Timestamp::from_millis(step))
+                };
+                ix.apply_status(id, &[(next(n as u64) as u32, st)], 1, true);
+            }
+        }
+        assert_eq!(ix.domains(), walked(&ix), "after step {step}");
+    }
+}

@@ -1,7 +1,5 @@
 //! The read side of the index: due messages, paging, bodies, counts.
 
-use std::collections::HashMap;
-
 use super::{BodySource, Index};
 use crate::types::{DomainCount, LOWEST_PRIORITY, MessageId, MessageInfo, QueueStats, Timestamp};
 
@@ -161,37 +159,8 @@ impl Index {
     }
 
     /// Queued (pending or held) recipients and messages per recipient
-    /// domain, most recipients first.
+    /// domain, most recipients first: from counts kept as messages change.
     pub fn domains(&self) -> Vec<DomainCount> {
-        let mut by: HashMap<String, (u64, u64, MessageId)> = HashMap::new();
-        for (id, e) in &self.messages {
-            for (r, st) in e.env.recipients.iter().zip(e.statuses.iter()) {
-                if st.state.is_final() {
-                    continue; // pending and held recipients are queued
-                }
-                let slot = by
-                    .entry(r.domain().to_ascii_lowercase())
-                    .or_insert((0, 0, *id));
-                slot.1 += 1;
-                if slot.0 == 0 || slot.2 != *id {
-                    slot.0 += 1;
-                    slot.2 = *id;
-                }
-            }
-        }
-        let mut out: Vec<DomainCount> = by
-            .into_iter()
-            .map(|(domain, (messages, recipients, _))| DomainCount {
-                domain,
-                messages,
-                recipients,
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.recipients
-                .cmp(&a.recipients)
-                .then_with(|| a.domain.cmp(&b.domain))
-        });
-        out
+        self.by_domain.rows()
     }
 }
