@@ -42,8 +42,6 @@ pub fn run(admin: &AdminConfig) -> Bulk {
     }
     let mut ops = Vec::new();
     let all = serde_json::json!({});
-    ops.push(job(admin, "hold everything", "/v1/hold", &all));
-    ops.push(job(admin, "release everything", "/v1/release", &all));
     let t = Instant::now();
     let r: Retried = send(admin, "POST", "/v1/retry", &all).expect("retry");
     ops.push((
@@ -51,6 +49,8 @@ pub fn run(admin: &AdminConfig) -> Bulk {
         t.elapsed().as_secs_f64(),
         r.messages,
     ));
+    ops.push(job(admin, "hold everything", "/v1/hold", &all));
+    ops.push(job(admin, "release everything", "/v1/release", &all));
     let sender = serde_json::json!({"sender": "app@shop.example", "reason": "bench"});
     ops.push(job(
         admin,

@@ -1,10 +1,11 @@
 //! Queue views. `GET /v1/queue/summary?top=N`: queued messages and
 //! recipients, in all and for the N domains with the most recipients
 //! (default 50), from the queue's counters. `GET
-//! /v1/queue/by/{dimension}?top=N`: the whole queue by domain, pool,
-//! site, tenant or priority (a walk over the queue a page at a time; a
-//! domain's site is the one its mail was last routed to), or the mail at
-//! the egress paths now by source; site and source rows carry the paths'
+//! /v1/queue/by/{dimension}?top=N`: the whole queue by domain or site
+//! (counted from the queue's kept per-domain counts; ages and last errors
+//! from the 20,000 oldest messages; a domain's site is the one its mail
+//! was last routed to), by pool, tenant or priority (a walk over the
+//! queue a page at a time), or the mail at the egress paths now by source; site and source rows carry the paths'
 //! connections and rates. `GET /v1/paths`: each egress path. `GET
 //! /v1/sources`: each egress source (address, proxy, usable now).
 
@@ -87,7 +88,12 @@ pub(super) async fn breakdown(
         "domain" | "site" | "pool" | "tenant" | "priority" => {
             let s2 = s.clone();
             let by2 = by.clone();
-            let mut rows = match tokio::task::spawn_blocking(move || walk(&s2, &by2)).await {
+            // Domains and sites count from the queue's kept counts; only
+            // the oldest messages are walked, for ages and last errors.
+            let limit = matches!(by.as_str(), "domain" | "site").then_some(OLDEST_WALK);
+            let walked = tokio::task::spawn_blocking(move || walk(&s2, &by2, limit)).await;
+            let mut rows = match walked {
+                Ok(rows) if limit.is_some() => kept(&s, &by, rows),
                 Ok(rows) => rows,
                 Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             };
@@ -134,6 +140,7 @@ fn add_destinations(rows: &mut [QueueRow], dests: &[DestRow]) {
             r.scheduled += d.scheduled;
             r.ready += d.ready;
             r.sending += d.sending;
+            r.oldest_secs = r.oldest_secs.max(d.oldest_secs);
             if r.held.is_none() {
                 r.held = d.held.clone();
             }
@@ -158,17 +165,55 @@ pub(super) fn by_path(paths: &[PathRow], key: impl Fn(&PathRow) -> String) -> Ve
     rows.into_values().collect()
 }
 
-/// The whole queue by domain, pool, tenant or priority: one pass, a page
-/// at a time, holding one row per key.
-fn walk(s: &AdminState, by: &str) -> Vec<QueueRow> {
+/// Messages walked (oldest first) for the ages and last errors of the
+/// domain and site views, whose counts come from the queue's kept counts.
+const OLDEST_WALK: usize = 20_000;
+
+/// The domain or site rows from the queue's kept per-domain counts (a
+/// domain's site is the one its mail was last routed to), with the ages
+/// and last errors `walked` found among the oldest messages.
+fn kept(s: &AdminState, by: &str, walked: Vec<QueueRow>) -> Vec<QueueRow> {
+    let mut rows: HashMap<String, QueueRow> = HashMap::new();
+    for d in s.queue.domains() {
+        let key = match by {
+            "site" => s
+                .delivery
+                .known_site(&d.domain)
+                .map_or_else(|| "(not routed yet)".to_owned(), |site| site.to_string()),
+            _ => d.domain,
+        };
+        let r = rows.entry(key.clone()).or_insert_with(|| QueueRow {
+            key,
+            ..QueueRow::default()
+        });
+        r.messages += d.messages;
+        r.recipients += d.recipients;
+    }
+    for w in walked {
+        if let Some(r) = rows.get_mut(&w.key) {
+            r.oldest_secs = w.oldest_secs;
+            r.last_error = w.last_error;
+        }
+    }
+    rows.into_values().collect()
+}
+
+/// The queue by domain, site, pool, tenant or priority: one pass, a page
+/// at a time (the first `limit` messages, oldest first, if given),
+/// holding one row per key.
+fn walk(s: &AdminState, by: &str, limit: Option<usize>) -> Vec<QueueRow> {
     let default_pool = s.delivery.default_pool();
     let now = s.clock.now();
     let mut rows: HashMap<String, QueueRow> = HashMap::new();
-    let mut after = None;
+    let (mut after, mut walked) = (None, 0);
     loop {
+        if limit.is_some_and(|l| walked >= l) {
+            break;
+        }
         let page = s.queue.page(after, PAGE);
         let Some(last) = page.last() else { break };
         after = Some(last.id);
+        walked += page.len();
         for m in &page {
             let meta = MessageMeta::decode(&m.envelope.meta);
             let age = now.saturating_since(m.arrival).as_secs();
