@@ -23,7 +23,7 @@ impl Index {
                     .messages
                     .get_mut(&id)
                     .expect("due set only holds live messages");
-                e.due = None;
+                e.due = super::Due::NONE;
                 e.taken = true;
                 e.handout = e.handout.wrapping_add(1);
                 out.push(e.info(id));
@@ -100,8 +100,8 @@ impl Index {
         };
         if e.taken {
             e.taken = false;
-            e.due = e.due_key();
-            if let Some(t) = e.due {
+            e.due = super::Due::from(e.due_key());
+            if let Some(t) = e.due.get() {
                 self.due.insert((e.priority, t, id));
             }
         }
