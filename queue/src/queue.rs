@@ -166,7 +166,7 @@ impl Queue {
         );
         let op = Op::Insert {
             id,
-            env: Arc::new(msg.envelope),
+            env: crate::packed::Packed::pack(&msg.envelope),
             statuses,
             arrival: (msg.arrival, priority),
             body: msg.body,

@@ -249,7 +249,7 @@ impl Replay {
                 };
                 self.index.apply_full(
                     m.id,
-                    Arc::new(m.envelope),
+                    m.envelope,
                     m.statuses,
                     (m.arrival, m.priority),
                     loc,

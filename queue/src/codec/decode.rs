@@ -10,9 +10,9 @@ use super::{
     KIND_MESSAGE, KIND_MESSAGE_PRIORITY, KIND_REMOVE, KIND_STATE, KIND_STATUS, MAX_PAYLOAD,
     MAX_RECIPIENTS, RECORD_HEADER_LEN, RECORD_MAGIC,
 };
+use crate::packed::{Packed, Packer};
 use crate::types::{
-    DEFAULT_PRIORITY, Envelope, EnvelopeRecipient, LOWEST_PRIORITY, MessageId, RecipientState,
-    RecipientStatus, Timestamp,
+    DEFAULT_PRIORITY, LOWEST_PRIORITY, MessageId, RecipientState, RecipientStatus, Timestamp,
 };
 
 /// Why a record could not be used.
@@ -100,7 +100,7 @@ pub(crate) struct MessageRecord {
     pub id: MessageId,
     pub arrival: Timestamp,
     pub priority: u8,
-    pub envelope: Envelope,
+    pub envelope: Packed,
     pub statuses: Box<[RecipientStatus]>,
     pub body_offset: u32,
 }
@@ -175,20 +175,32 @@ fn decode_message(
         true => r.u8()?.min(LOWEST_PRIORITY),
         false => DEFAULT_PRIORITY,
     };
-    let sender = r.str16()?.into();
+    let sender = r.str16()?;
     let meta_len = r.u32()? as usize;
-    let meta = r.take(meta_len)?.into();
+    let meta = r.take(meta_len)?;
     let n = r.u32()? as usize;
     // Each recipient takes at least 17 bytes: bound the allocation by the input.
     if n == 0 || n > MAX_RECIPIENTS || n > r.buf.len() / 17 {
         return Err(DecodeError::Invalid("bad recipient count"));
     }
-    let mut recipients = Vec::with_capacity(n);
+    // The envelope goes straight into its packed form: one allocation of
+    // the exact size, measured by a first pass over the recipients.
+    let mut probe = Reader {
+        buf: r.buf,
+        pos: r.pos,
+    };
+    let mut size = sender.len() + meta.len();
+    for _ in 0..n {
+        size += 4 + probe.bytes16()?.len() + probe.bytes16()?.len();
+        probe.take(11)?; // state, attempts, next attempt
+        probe.bytes16()?; // last reply
+    }
+    let mut envelope = Packer::new(sender.as_bytes(), meta, n as u32, size);
     let mut statuses = Vec::with_capacity(n);
     for _ in 0..n {
-        let address = r.str16()?.into();
-        let params = r.bytes16()?.into();
-        recipients.push(EnvelopeRecipient { address, params });
+        let address = r.str16()?;
+        let params = r.bytes16()?;
+        envelope.recipient(address.as_bytes(), params);
         statuses.push(get_status(r, replies)?);
     }
     let body_offset = (RECORD_HEADER_LEN + r.pos) as u32;
@@ -197,11 +209,7 @@ fn decode_message(
         id,
         arrival,
         priority,
-        envelope: Envelope {
-            sender,
-            meta,
-            recipients: recipients.into_boxed_slice(),
-        },
+        envelope: envelope.finish(),
         statuses: statuses.into_boxed_slice(),
         body_offset,
     })

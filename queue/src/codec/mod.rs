@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(m.id, MessageId::from_u64(7));
         assert_eq!(m.arrival, Timestamp::from_millis(3));
         assert_eq!(m.priority, 2);
-        assert_eq!(m.envelope, env);
+        assert_eq!(m.envelope.unpack(), env);
         assert_eq!(&*m.statuses, &st[..]);
         assert_eq!(&bytes[m.body_offset as usize..], &body[..]);
 
@@ -313,7 +313,7 @@ mod tests {
         let Record::Message(m) = decode(payload, &mut Interner::default()).unwrap() else {
             panic!("kind")
         };
-        assert_eq!((m.priority, m.envelope), (DEFAULT_PRIORITY, env));
+        assert_eq!((m.priority, m.envelope.unpack()), (DEFAULT_PRIORITY, env));
         assert_eq!(&bytes[m.body_offset as usize..], &body[..]);
     }
 

@@ -83,7 +83,7 @@ proptest! {
         prop_assert_eq!(m.id, MessageId::from_u64(id));
         prop_assert_eq!(m.arrival, at);
         prop_assert_eq!(m.priority, priority);
-        prop_assert_eq!(&m.envelope, &env);
+        prop_assert_eq!(&m.envelope.unpack(), &env);
         let want: Vec<RecipientStatus> = statuses.iter().map(stored).collect();
         prop_assert_eq!(&*m.statuses, &want[..]);
         prop_assert_eq!(&bytes[m.body_offset as usize..], &body[..]);

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use super::Entry;
+use crate::packed::domain;
 use crate::types::DomainCount;
 
 /// The counts, by lower-case domain.
@@ -17,19 +18,20 @@ pub(crate) struct DomainCounts(HashMap<Box<str>, (u64, u64)>);
 impl DomainCounts {
     /// Adds (`sign` 1) or takes away (`sign` -1) what `e` contributes.
     pub fn count(&mut self, e: &Entry, sign: i64) {
-        if let ([r], [s]) = (&*e.env.recipients, &*e.statuses) {
-            if !s.state.is_final() {
-                self.add(r.domain(), sign, sign);
+        if let [s] = &*e.statuses {
+            if !s.state.is_final()
+                && let Some(address) = e.env.addresses().next()
+            {
+                self.add(domain(address), sign, sign);
             }
             return;
         }
         let mut domains: Vec<&str> = e
             .env
-            .recipients
-            .iter()
+            .addresses()
             .zip(e.statuses.iter())
             .filter(|(_, s)| !s.state.is_final())
-            .map(|(r, _)| r.domain())
+            .map(|(a, _)| domain(a))
             .collect();
         if domains.len() > 1 {
             domains.sort_unstable_by_key(|d| d.to_ascii_lowercase());

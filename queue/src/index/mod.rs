@@ -21,6 +21,7 @@
 //! The active segment is never deleted.
 
 mod domains;
+mod due;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -32,9 +33,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::packed::Packed;
 use crate::segment::SegId;
 use crate::types::{
-    Envelope, MessageId, MessageInfo, RecipientState, RecipientStatus, Timestamp, UpdateOutcome,
+    MessageId, MessageInfo, RecipientState, RecipientStatus, Timestamp, UpdateOutcome,
 };
 
 /// Where a message's full record is.
@@ -51,6 +53,45 @@ pub(crate) struct Loc {
 impl Loc {
     pub fn body_len(&self) -> u64 {
         u64::from(self.len - self.body_offset)
+    }
+}
+
+/// A message's recipient statuses: the one of a single-recipient message
+/// kept in place (no allocation of its own), several in a boxed slice.
+#[derive(Clone, Debug)]
+pub(crate) enum Statuses {
+    One(RecipientStatus),
+    Many(Box<[RecipientStatus]>),
+}
+
+impl From<Box<[RecipientStatus]>> for Statuses {
+    fn from(b: Box<[RecipientStatus]>) -> Self {
+        match <Box<[RecipientStatus; 1]>>::try_from(b) {
+            Ok(one) => {
+                let [s] = *one;
+                Statuses::One(s)
+            }
+            Err(many) => Statuses::Many(many),
+        }
+    }
+}
+
+impl std::ops::Deref for Statuses {
+    type Target = [RecipientStatus];
+    fn deref(&self) -> &[RecipientStatus] {
+        match self {
+            Statuses::One(s) => std::slice::from_ref(s),
+            Statuses::Many(b) => b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Statuses {
+    fn deref_mut(&mut self) -> &mut [RecipientStatus] {
+        match self {
+            Statuses::One(s) => std::slice::from_mut(s),
+            Statuses::Many(b) => b,
+        }
     }
 }
 
@@ -80,8 +121,8 @@ impl From<Option<Timestamp>> for Due {
 
 /// One live message.
 pub(crate) struct Entry {
-    pub env: Arc<Envelope>,
-    pub statuses: Box<[RecipientStatus]>,
+    pub env: Packed,
+    pub statuses: Statuses,
     pub arrival: Timestamp,
     /// Delivery priority (0 first): the first part of its due-set key.
     pub priority: u8,
@@ -127,7 +168,7 @@ impl Entry {
         MessageInfo {
             id,
             arrival: self.arrival,
-            envelope: self.env.clone(),
+            envelope: Arc::new(self.env.unpack()),
             statuses: self.statuses.to_vec(),
             body_len: self.home.body_len(),
             priority: self.priority,
@@ -192,7 +233,7 @@ pub(crate) struct Index {
     /// little (about 70 bytes less per message, `tests/memory.rs`).
     messages: BTreeMap<MessageId, Box<Entry>>,
     /// (priority, due time, id) of every message waiting to be taken.
-    due: BTreeSet<(u8, Timestamp, MessageId)>,
+    due: due::DueSet,
     /// Bodies kept in RAM until the first delivery attempt, within
     /// `cache_budget` (apart from the entries, which most messages would
     /// otherwise pay 32 bytes each for).
@@ -265,15 +306,15 @@ impl Index {
     pub fn apply_full(
         &mut self,
         id: MessageId,
-        env: Arc<Envelope>,
-        statuses: Box<[RecipientStatus]>,
+        env: Packed,
+        statuses: impl Into<Statuses>,
         (arrival, priority): (Timestamp, u8),
         loc: Loc,
         body: Option<Bytes>,
     ) {
         let mut entry = Entry {
             env,
-            statuses,
+            statuses: statuses.into(),
             arrival,
             priority,
             home: loc,
@@ -322,7 +363,7 @@ impl Index {
         if !e.taken {
             e.due = Due::from(e.due_key());
             if let Some(t) = e.due.get() {
-                self.due.insert((e.priority, t, id));
+                self.due.insert(e.priority, t, id);
             }
         }
     }
@@ -341,7 +382,7 @@ impl Index {
         self.by_domain.count(e, -1);
         self.body_bytes -= e.home.body_len();
         if let Some(t) = e.due.get() {
-            self.due.remove(&(e.priority, t, id));
+            self.due.remove(e.priority, t, id);
         }
         self.uncache(id);
     }
@@ -439,10 +480,10 @@ impl Index {
             self.seg(s).refs += 1;
         }
         if let Some(t) = old_due {
-            self.due.remove(&(priority, t, id));
+            self.due.remove(priority, t, id);
         }
         if let Some(t) = new_due {
-            self.due.insert((priority, t, id));
+            self.due.insert(priority, t, id);
         }
         match (live, seg) {
             (false, Some(seg)) => {

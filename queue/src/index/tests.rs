@@ -1,9 +1,10 @@
 //! Unit tests of the index's bookkeeping.
 use super::*;
-use crate::types::{DomainCount, EnvelopeRecipient};
+use crate::packed::Packed;
+use crate::types::{DomainCount, Envelope, EnvelopeRecipient};
 
-fn env(n: usize) -> Arc<Envelope> {
-    Arc::new(Envelope {
+fn env(n: usize) -> Packed {
+    Packed::pack(&Envelope {
         sender: "s@x".into(),
         meta: Box::default(),
         recipients: (0..n)
@@ -134,7 +135,7 @@ fn due_order_and_in_flight() {
 #[test]
 fn domains_count_messages_once() {
     let mut ix = index_with_segments(&[1]);
-    let e = Arc::new(Envelope {
+    let e = Packed::pack(&Envelope {
         sender: "".into(),
         meta: Box::default(),
         recipients: vec![
@@ -317,7 +318,7 @@ fn walked(ix: &Index) -> Vec<DomainCount> {
     let mut by: HashMap<String, (u64, u64)> = HashMap::new();
     for e in ix.messages.values() {
         let mut seen = HashSet::new();
-        for (r, st) in e.env.recipients.iter().zip(e.statuses.iter()) {
+        for (r, st) in e.env.unpack().recipients.iter().zip(e.statuses.iter()) {
             if st.state.is_final() {
                 continue;
             }
@@ -368,7 +369,7 @@ fn kept_domain_counts_equal_a_walk_through_any_changes() {
         match next(4) {
             0 if !ix.contains(id) => {
                 let n = 1 + next(5) as usize;
-                let env = Arc::new(Envelope {
+                let env = Packed::pack(&Envelope {
                     sender: "s@x".into(),
                     meta: Box::default(),
                     recipients: (0..n)

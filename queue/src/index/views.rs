@@ -10,19 +10,13 @@ impl Index {
         // Priority first: every due message of priority 0, then of 1, ...
         for p in 0..=LOWEST_PRIORITY {
             while out.len() < limit {
-                let start = (p, Timestamp::from_millis(0), MessageId::from_u64(0));
-                let Some(&key) = self.due.range(start..).next() else {
+                let Some((t, id)) = self.due.first_of(p).filter(|(t, _)| *t <= now) else {
                     break;
                 };
-                let (q, t, id) = key;
-                if q != p || t > now {
-                    break;
-                }
-                self.due.remove(&key);
-                let e = self
-                    .messages
-                    .get_mut(&id)
-                    .expect("due set only holds live messages");
+                self.due.remove(p, t, id);
+                let Some(e) = self.messages.get_mut(&id) else {
+                    continue; // the due set only holds live messages
+                };
                 e.due = super::Due::NONE;
                 e.taken = true;
                 e.handout = e.handout.wrapping_add(1);
@@ -42,7 +36,7 @@ impl Index {
             return None;
         }
         if let Some(t) = e.due.take() {
-            self.due.remove(&(e.priority, t, id));
+            self.due.remove(e.priority, t, id);
         }
         if e.taken {
             self.disturbed += 1;
@@ -102,7 +96,7 @@ impl Index {
             e.taken = false;
             e.due = super::Due::from(e.due_key());
             if let Some(t) = e.due.get() {
-                self.due.insert((e.priority, t, id));
+                self.due.insert(e.priority, t, id);
             }
         }
         true
@@ -111,14 +105,7 @@ impl Index {
     /// The earliest time any message not handed out is due.
     pub fn next_due(&self) -> Option<Timestamp> {
         (0..=LOWEST_PRIORITY)
-            .filter_map(|p| {
-                let start = (p, Timestamp::from_millis(0), MessageId::from_u64(0));
-                self.due
-                    .range(start..)
-                    .next()
-                    .filter(|k| k.0 == p)
-                    .map(|k| k.1)
-            })
+            .filter_map(|p| self.due.first_of(p).map(|(t, _)| t))
             .min()
     }
 

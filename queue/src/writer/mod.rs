@@ -35,7 +35,7 @@ use crate::index::{Loc, SegInfo};
 use crate::options::Durability;
 use crate::segment::SegId;
 use crate::shared::Shared;
-use crate::types::{Envelope, MessageId, RecipientStatus, Timestamp, UpdateOutcome};
+use crate::types::{MessageId, RecipientStatus, Timestamp, UpdateOutcome};
 use ops::{apply_op, clone_err, fail_all, first_segment};
 
 /// Stop collecting a batch beyond this many bytes or requests.
@@ -51,7 +51,7 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(20);
 pub(crate) enum Op {
     Insert {
         id: MessageId,
-        env: Arc<Envelope>,
+        env: crate::packed::Packed,
         statuses: Box<[RecipientStatus]>,
         /// Arrival and priority.
         arrival: (Timestamp, u8),

@@ -109,7 +109,8 @@ fn encode_snapshot(ix: &Index, mut r: Request) -> Option<Request> {
         Op::Relocate { id, from, body } => match ix.entry(*id) {
             Some(e) if e.home == *from => {
                 let at = (e.arrival, e.priority);
-                let rec = codec::encode_message(*id, at, &e.env, &e.statuses, body.clone());
+                let rec =
+                    codec::encode_message(*id, at, &e.env.unpack(), &e.statuses, body.clone());
                 (Some(rec), Done::Relocated)
             }
             _ => (None, Done::Relocated),
