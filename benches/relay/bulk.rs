@@ -73,8 +73,17 @@ fn job(
     let t = Instant::now();
     let started: JobStarted =
         send(admin, "POST", path, body).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut held = false;
     for _ in 0..18_000 {
         let p: JobProgress = get(admin, &format!("/v1/jobs/{}", started.job)).expect("progress");
+        if !held && p.stage == "bouncing" {
+            held = true;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "operation: {name}: all {} held (none tried again) after {secs:.1} s",
+                p.held
+            );
+        }
         if p.finished {
             return (name, t.elapsed().as_secs_f64(), p.done_items);
         }

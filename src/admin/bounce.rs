@@ -1,8 +1,12 @@
 //! `POST /v1/bounce` starts failing the queued mail a filter selects: every
-//! pending recipient fails at once with the operator's reason (5.0.0), is
-//! logged as a bounce, and each sender gets one DSN, as for any failure.
-//! Follow it at `GET /v1/jobs/{id}`. A message being delivered is left
-//! alone and counted as skipped.
+//! pending recipient fails with the operator's reason (5.0.0), is logged
+//! as a bounce, and each sender gets one DSN, as for any failure. Follow
+//! it at `GET /v1/jobs/{id}`: it first holds every matching message (stage
+//! `holding`: within seconds none is tried again, however many there are),
+//! then bounces them (stage `bouncing`) at the pace their DSNs are built
+//! and queued. A message being delivered is left alone and counted as
+//! skipped. Should Tern stop in between, what is not yet bounced stays
+//! held: bounce it again, or release it.
 
 use std::sync::Arc;
 
@@ -12,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
-use super::jobs::{Acted, sweep};
+use super::jobs::{Acted, sweep, walk};
 use super::types::{Bounce, JobStarted};
 
 #[utoipa::path(operation_id = "bounce_start", post, path = "/v1/bounce", tag = "control", request_body = super::types::Bounce, responses((status = 202, description = "Started: follow /v1/jobs/{job}", body = super::types::JobStarted), (status = 400, description = "No criterion given", body = super::types::ApiError)))]
@@ -34,6 +38,31 @@ pub(super) async fn start(State(s): State<Arc<AdminState>>, Json(req): Json<Boun
 }
 
 async fn run(s: Arc<AdminState>, id: u64, req: Bounce) {
+    // First stop delivery of every matching message (a page per group
+    // commit: seconds for a million), then bounce them at the pace their
+    // DSNs can be built and queued.
+    s.jobs.update(id, |p| p.stage = "holding".into());
+    walk(&s, id, &req.filter, |m, _| {
+        let q = s.queue.clone();
+        async move {
+            match m.pending().next() {
+                None => Acted::Unchanged,
+                Some(_) => match q.hold(m.id).await {
+                    Ok(0) => Acted::Skipped,
+                    Ok(_) => Acted::Done,
+                    Err(_) => Acted::Failed,
+                },
+            }
+        }
+    })
+    .await;
+    s.jobs.update(id, |p| {
+        p.held = std::mem::take(&mut p.done_items);
+        (p.scanned, p.skipped, p.failed) = (0, 0, 0);
+        p.stage = "bouncing".into();
+    });
+    let held = s.jobs.get(id).map_or(0, |p| p.held);
+    tracing::warn!(job = id, held, "bounce: matching mail held; bouncing it");
     let reason: Arc<str> = req.reason.as_str().into();
     sweep(&s, id, &req.filter, |m, _| {
         let (delivery, reason) = (s.delivery.clone(), reason.clone());

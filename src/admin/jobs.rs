@@ -53,6 +53,8 @@ impl Jobs {
             done_items: 0,
             skipped: 0,
             failed: 0,
+            held: 0,
+            stage: String::new(),
             finished: false,
         };
         let mut all = self.lock();
@@ -70,7 +72,7 @@ impl Jobs {
         self.all.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, id: u64, f: impl FnOnce(&mut JobProgress)) {
+    pub(super) fn update(&self, id: u64, f: impl FnOnce(&mut JobProgress)) {
         if let Some(p) = self.lock().get_mut(&id) {
             f(p);
         }
@@ -105,7 +107,18 @@ const IN_FLIGHT_KEEP: usize = 100_000;
 /// next page waits for them. A message being delivered when the sweep
 /// comes to it is tried again once its attempt is over (for up to two
 /// minutes); those still being delivered then are counted as skipped.
-pub(super) async fn sweep<F, Fut>(s: &AdminState, id: u64, filter: &Filter, mut act: F)
+pub(super) async fn sweep<F, Fut>(s: &AdminState, id: u64, filter: &Filter, act: F)
+where
+    F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
+    Fut: std::future::Future<Output = Acted> + Send + 'static,
+{
+    walk(s, id, filter, act).await;
+    s.jobs.update(id, |p| p.finished = true);
+}
+
+/// [`sweep`] without marking the job finished: one step of a job of
+/// several.
+pub(super) async fn walk<F, Fut>(s: &AdminState, id: u64, filter: &Filter, mut act: F)
 where
     F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
     Fut: std::future::Future<Output = Acted> + Send + 'static,
@@ -134,7 +147,6 @@ where
         let page: Vec<_> = ids.into_iter().filter_map(|m| s.queue.get(m)).collect();
         run_page(s, id, page, filter, &scope, &mut act, &mut later).await;
     }
-    s.jobs.update(id, |p| p.finished = true);
 }
 
 /// Acts on the matching messages of one page at once; remembers those

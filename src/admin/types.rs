@@ -183,6 +183,14 @@ pub struct JobProgress {
     /// Matching messages it could not act on (see the log).
     #[serde(default)]
     pub failed: u64,
+    /// A bounce: messages held so far. A bounce holds every matching
+    /// message first (within seconds, so none is tried again), then
+    /// bounces them at the spool's pace.
+    #[serde(default)]
+    pub held: u64,
+    /// Where a job of several steps is (`holding`, then `bouncing`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stage: String,
     /// True once it is over.
     pub finished: bool,
 }
