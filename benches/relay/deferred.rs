@@ -59,6 +59,7 @@ pub fn run(a: &Args, recipients: u64) {
         domains: a.domains,
         recipients: a.recipients,
         first: 0,
+        rate: None,
     };
     let outcome = load_rt.block_on(inject::run(load, a.clients));
     let injected = t.elapsed();

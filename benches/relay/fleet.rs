@@ -153,6 +153,7 @@ fn one(a: &Args, redis: Option<(&redis_server::Redis, u32)>, n: usize) -> Row {
                 domains: a.domains,
                 recipients: 1,
                 first: i as u64 * per,
+                rate: None,
             };
             rt.spawn(inject::run(load, (a.clients / n).max(2)))
         })
@@ -262,6 +263,7 @@ fn drain(a: &Args, redis: &redis_server::Redis) {
         domains: a.domains,
         recipients: 1,
         first: 0,
+        rate: None,
     };
     let accepted = rt.block_on(inject::run(load, a.clients)).accepted.len() as u64;
     let admin = from.config().admin.clone();

@@ -27,6 +27,10 @@ pub struct Load {
     pub recipients: usize,
     /// The first message's id (several loads side by side count apart).
     pub first: u64,
+    /// Offered rate in messages a second (message n is sent no sooner
+    /// than n / rate seconds after the start); `None`: as fast as the
+    /// clients go.
+    pub rate: Option<u64>,
 }
 
 /// What the clients saw.
@@ -66,8 +70,9 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub async fn run(load: Load, clients: usize) -> Outcome {
     let next = Arc::new(AtomicU64::new(0));
     let body = Arc::new(filler(load.size));
+    let start = tokio::time::Instant::now();
     let tasks: Vec<_> = (0..clients)
-        .map(|_| tokio::spawn(client(load.clone(), next.clone(), body.clone())))
+        .map(|_| tokio::spawn(client(load.clone(), next.clone(), body.clone(), start)))
         .collect();
     let mut all = Outcome::default();
     for t in tasks {
@@ -108,7 +113,12 @@ async fn connect(
     (r, w)
 }
 
-async fn client(load: Load, next: Arc<AtomicU64>, body: Arc<Vec<u8>>) -> Outcome {
+async fn client(
+    load: Load,
+    next: Arc<AtomicU64>,
+    body: Arc<Vec<u8>>,
+    start: tokio::time::Instant,
+) -> Outcome {
     let (mut r, mut w) = connect(load.target).await;
     let mut out = Outcome::default();
     let mut line = String::new();
@@ -117,6 +127,10 @@ async fn client(load: Load, next: Arc<AtomicU64>, body: Arc<Vec<u8>>) -> Outcome
         let n = next.fetch_add(1, Ordering::Relaxed);
         if n >= load.messages {
             break;
+        }
+        if let Some(rate) = load.rate {
+            let due = start + std::time::Duration::from_secs_f64(n as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
         }
         let n = load.first + n;
         let domain = n % load.domains as u64;

@@ -23,6 +23,11 @@ pub fn dns_ip() -> IpAddr {
 }
 
 /// The zone: `domains` MX records spread over `hosts` MX hosts.
+/// The address of sink `k` (MX host `mx{k}`).
+pub fn sink_addr(k: usize) -> std::net::IpAddr {
+    sink_ip(k)
+}
+
 pub fn zone(domains: usize, hosts: usize) -> String {
     let mut z = String::from(
         "$TTL 3600\n@ IN SOA ns.bench. hostmaster.bench. 1 3600 600 86400 300\n@ IN NS ns.bench.\nns IN A 127.0.1.53\n",
@@ -41,6 +46,9 @@ pub fn zone(domains: usize, hosts: usize) -> String {
 pub enum SinkMode {
     /// Accept every message.
     Accept,
+    /// No sinks here: the port is left free for receivers of another
+    /// kind (Postfix's `smtp-sink`), which the run starts itself.
+    External,
     /// Greet every connection with `421 4.3.2` and close: every recipient
     /// is deferred.
     Refuse,
@@ -273,6 +281,9 @@ async fn serve_sinks(hosts: usize, port: u16, mode: SinkMode, tally: Arc<Tally>)
         .await
         .expect("bind sink");
     let port = first.local_addr().unwrap().port();
+    if mode == SinkMode::External {
+        return port; // `first` is dropped: the port is free again
+    }
     let mut listeners = vec![first];
     for k in 1..hosts {
         listeners.push(

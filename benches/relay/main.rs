@@ -13,6 +13,8 @@
 //! cargo bench --bench relay -- --api --dkim off,rsa  # POST /v1/messages (MJML) against SMTP
 //! cargo bench --bench relay -- --events            # with and without a webhook getting every event
 //! cargo bench --bench relay -- --soak 30           # 30 minutes at 70 % of the maximum, reloads, a kill -9
+//! cargo bench --bench relay -- --curve             # CPU per message at 500, 1,000, 2,000, 4,000/s and flat out
+//! cargo bench --bench relay -- --rate 2000         # the standard run, offered at 2,000 messages/s
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -32,6 +34,7 @@
 mod api;
 mod bulk;
 mod burst;
+mod curve;
 mod deferred;
 mod events;
 mod fleet;
@@ -97,6 +100,7 @@ pub struct Args {
     events: bool,
     soak: Option<u64>,
     rate: Option<u64>,
+    curve: bool,
 }
 
 fn parse_args() -> Args {
@@ -128,6 +132,7 @@ fn parse_args() -> Args {
         events: false,
         soak: None,
         rate: None,
+        curve: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -169,6 +174,7 @@ fn parse_args() -> Args {
             "--events" => a.events = true,
             "--soak" => a.soak = Some(num(value()).max(1)),
             "--rate" => a.rate = Some(num(value()).max(1)),
+            "--curve" => a.curve = true,
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()
@@ -204,6 +210,10 @@ fn main() {
     }
     if let Some(minutes) = a.soak {
         soak::run(&a, minutes);
+        return;
+    }
+    if a.curve {
+        curve::run(&a);
         return;
     }
     if let Some(kind) = a.proxy.clone() {
@@ -314,6 +324,7 @@ pub(crate) fn relay_with(
         domains: a.domains,
         recipients: 1,
         first: 0,
+        rate: a.rate,
     };
     let outcome = load_rt.block_on(inject::run(load, a.clients));
     let inject = start.elapsed();
