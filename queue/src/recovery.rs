@@ -131,62 +131,105 @@ impl ReplyInterner for Interner {
 struct Replay {
     index: Index,
     report: RecoveryReport,
-    interner: Interner,
     max_id: u64,
 }
 
+/// One segment as the reading thread prepared it: read, and (when its
+/// header is good) its records checked and decoded.
+struct Prepared {
+    seg: SegId,
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// The bytes, kept only when something must be done with them (an
+    /// unusable header, corrupt regions, a torn tail).
+    buf: Option<Vec<u8>>,
+    /// The salt, the decoded records (offset, length, record) and what the
+    /// scan found, when the header is good.
+    scanned: Option<(u32, Vec<Decoded>, segment::ScanOutcome)>,
+}
+
+type Decoded = (u64, usize, Result<Record, codec::DecodeError>);
+
+/// Reads and decodes a segment (no side effects: repairs are the main
+/// thread's).
+fn prepare(
+    seg: SegId,
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    interner: &mut Interner,
+) -> Prepared {
+    let len = buf.len() as u64;
+    let salt = (buf.len() >= SEGMENT_HEADER_LEN)
+        .then(|| segment::decode_header(&buf, seg).ok())
+        .flatten();
+    let Some(salt) = salt else {
+        let buf = Some(buf);
+        return Prepared {
+            seg,
+            path,
+            file,
+            len,
+            buf,
+            scanned: None,
+        };
+    };
+    let mut records = Vec::new();
+    let outcome = segment::scan(&buf, salt, |offset, payload, total| {
+        records.push((offset, total, codec::decode(payload, interner)));
+    });
+    let keep = !outcome.corrupt.is_empty() || outcome.tail.is_some();
+    let buf = keep.then_some(buf);
+    Prepared {
+        seg,
+        path,
+        file,
+        len,
+        buf,
+        scanned: Some((salt, records, outcome)),
+    }
+}
+
 /// Loads the spool at `dir`. With `writable`, repairs as it goes.
+///
+/// Two threads share the work: one reads each segment and checks and
+/// decodes its records, a segment ahead; this one applies them to the
+/// index in log order and makes the repairs.
 pub(crate) fn load(dir: &Path, writable: bool, cache_budget: u64) -> Result<Loaded, QueueError> {
     let started = Instant::now();
     let mut st = Replay {
         index: Index::new(cache_budget),
         report: RecoveryReport::default(),
-        interner: Interner::default(),
         max_id: 0,
     };
     let ids = list_segments(dir, &mut st.report)?;
     let last = ids.last().copied();
-    for &seg in &ids {
-        let path = dir.join(segment::file_name(seg));
-        let Some((file, buf)) = read_segment(&path, writable)? else {
-            continue; // vanished (read-only inspection of a live spool)
-        };
-        st.report.bytes_read += buf.len() as u64;
-        let Some(salt) = check_header(dir, &path, seg, &buf, writable, &mut st.report)? else {
-            continue;
-        };
-        st.report.segments += 1;
-        st.index.segments.insert(
-            seg,
-            SegInfo {
-                refs: 0,
-                deps: Default::default(),
-                size: buf.len() as u64,
-                live: 0,
-                salt,
-                file: Some(Arc::new(file)),
-            },
-        );
-        let outcome = segment::scan(&buf, salt, |offset, payload, total| {
-            st.replay(&path, seg, offset, payload, total)
-        });
-        for region in &outcome.corrupt {
-            note_corrupt(dir, &path, seg, region, &buf, writable, &mut st.report);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Prepared, QueueError>>(1);
+        let reader_ids = ids.clone();
+        std::thread::Builder::new()
+            .name("tern-queue-recover".into())
+            .spawn_scoped(scope, move || {
+                let mut interner = Interner::default();
+                for seg in reader_ids {
+                    let path = dir.join(segment::file_name(seg));
+                    let next = match read_segment(&path, writable) {
+                        Ok(None) => continue, // vanished (read-only inspection of a live spool)
+                        Ok(Some((file, buf))) => Ok(prepare(seg, path, file, buf, &mut interner)),
+                        Err(e) => Err(e),
+                    };
+                    if tx.send(next).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| QueueError::io("start the recovery thread", e))?;
+        for prepared in rx {
+            apply_segment(dir, writable, last, &mut st, prepared?)?;
         }
-        let Some(tail) = &outcome.tail else { continue };
-        if Some(seg) != last {
-            note_corrupt(dir, &path, seg, tail, &buf, writable, &mut st.report);
-            continue;
-        }
-        tracing::warn!(path = %path.display(), offset = tail.offset, bytes = tail.len, "truncating torn tail of the last spool segment");
-        st.report.torn_tail_bytes += tail.len;
-        if writable {
-            truncate(&path, outcome.valid_end)?;
-            if let Some(s) = st.index.segments.get_mut(&seg) {
-                s.size = outcome.valid_end;
-            }
-        }
-    }
+        Ok::<(), QueueError>(())
+    })?;
     let stats = st.index.stats();
     st.report.messages = stats.messages;
     st.report.recipients = stats.recipients;
@@ -198,6 +241,65 @@ pub(crate) fn load(dir: &Path, writable: bool, cache_budget: u64) -> Result<Load
         max_id: st.max_id,
         last_segment: last,
     })
+}
+
+/// Applies one prepared segment to the index and repairs what it found.
+fn apply_segment(
+    dir: &Path,
+    writable: bool,
+    last: Option<SegId>,
+    st: &mut Replay,
+    p: Prepared,
+) -> Result<(), QueueError> {
+    let Prepared {
+        seg,
+        path,
+        file,
+        len,
+        buf,
+        scanned,
+    } = p;
+    st.report.bytes_read += len;
+    let Some((salt, records, outcome)) = scanned else {
+        let buf = buf.unwrap_or_default();
+        check_header(dir, &path, seg, &buf, writable, &mut st.report)?;
+        return Ok(());
+    };
+    st.report.segments += 1;
+    st.index.segments.insert(
+        seg,
+        SegInfo {
+            refs: 0,
+            deps: Default::default(),
+            size: len,
+            live: 0,
+            salt,
+            file: Some(Arc::new(file)),
+        },
+    );
+    for (offset, total, record) in records {
+        st.replay(&path, seg, offset, total, record);
+    }
+    let buf = buf.unwrap_or_default();
+    for region in &outcome.corrupt {
+        note_corrupt(dir, &path, seg, region, &buf, writable, &mut st.report);
+    }
+    let Some(tail) = &outcome.tail else {
+        return Ok(());
+    };
+    if Some(seg) != last {
+        note_corrupt(dir, &path, seg, tail, &buf, writable, &mut st.report);
+        return Ok(());
+    }
+    tracing::warn!(path = %path.display(), offset = tail.offset, bytes = tail.len, "truncating torn tail of the last spool segment");
+    st.report.torn_tail_bytes += tail.len;
+    if writable {
+        truncate(&path, outcome.valid_end)?;
+        if let Some(s) = st.index.segments.get_mut(&seg) {
+            s.size = outcome.valid_end;
+        }
+    }
+    Ok(())
 }
 
 /// The segment's salt, or `None` if it has no usable header (then it is
@@ -235,10 +337,17 @@ fn check_header(
 }
 
 impl Replay {
-    /// Applies one valid record to the index.
-    fn replay(&mut self, path: &Path, seg: SegId, offset: u64, payload: &[u8], total: usize) {
+    /// Applies one valid record (decoded) to the index.
+    fn replay(
+        &mut self,
+        path: &Path,
+        seg: SegId,
+        offset: u64,
+        total: usize,
+        record: Result<Record, codec::DecodeError>,
+    ) {
         self.report.records += 1;
-        match codec::decode(payload, &mut self.interner) {
+        match record {
             Ok(Record::Message(m)) => {
                 self.max_id = self.max_id.max(m.id.as_u64());
                 let loc = Loc {
