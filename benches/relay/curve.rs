@@ -140,7 +140,7 @@ fn point(a: &Args, kind: Sinks, rate: Option<u64>) -> Point {
 /// PIPELINING offered, every message accepted, 1,024 sessions at most).
 fn smtp_sink(k: usize, port: u16) -> Child {
     let at = format!("{}:{port}", internet::sink_addr(k));
-    let child = Command::new("/usr/sbin/smtp-sink")
+    let mut child = Command::new("/usr/sbin/smtp-sink")
         .args(["-u", "nobody", "-c", "-m", "1024", "-t", "100", &at, "1024"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -152,6 +152,8 @@ fn smtp_sink(k: usize, port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("smtp-sink did not listen on {at}");
 }
 
