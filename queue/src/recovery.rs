@@ -230,6 +230,7 @@ pub(crate) fn load(dir: &Path, writable: bool, cache_budget: u64) -> Result<Load
         }
         Ok::<(), QueueError>(())
     })?;
+    st.index.repack();
     let stats = st.index.stats();
     st.report.messages = stats.messages;
     st.report.recipients = stats.recipients;

@@ -26,6 +26,13 @@ impl DueSet {
         self.0.remove(&(key(priority, t), id));
     }
 
+    /// Rebuilds the set from its own sorted contents: a B-tree built in one
+    /// go has full nodes, where one grown key by key in order has half-full
+    /// ones.
+    pub fn repack(&mut self) {
+        self.0 = std::mem::take(&mut self.0).into_iter().collect();
+    }
+
     /// The earliest message of `priority`: when it is due, and its id.
     pub fn first_of(&self, priority: u8) -> Option<(Timestamp, MessageId)> {
         let start = (
