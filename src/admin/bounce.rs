@@ -42,20 +42,8 @@ async fn run(s: Arc<AdminState>, id: u64, req: Bounce) {
     // commit: seconds for a million), then bounce them at the pace their
     // DSNs can be built and queued.
     s.jobs.update(id, |p| p.stage = "holding".into());
-    walk(&s, id, &req.filter, |m, _| {
-        let q = s.queue.clone();
-        async move {
-            match m.pending().next() {
-                None => Acted::Unchanged,
-                Some(_) => match q.hold(m.id).await {
-                    Ok(0) => Acted::Skipped,
-                    Ok(_) => Acted::Done,
-                    Err(_) => Acted::Failed,
-                },
-            }
-        }
-    })
-    .await;
+    let hold = |m, _| super::hold::mark(s.clone(), m, super::hold::Way::Hold);
+    walk(&s, id, &req.filter, hold).await;
     s.jobs.update(id, |p| {
         p.held = std::mem::take(&mut p.done_items);
         (p.scanned, p.skipped, p.failed) = (0, 0, 0);

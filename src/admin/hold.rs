@@ -20,7 +20,7 @@ use super::types::{Filter, JobStarted};
 
 /// Which way a job moves recipients.
 #[derive(Clone, Copy, Debug)]
-enum Way {
+pub(super) enum Way {
     Hold,
     Release,
 }
@@ -53,35 +53,7 @@ fn start(s: Arc<AdminState>, req: Filter, way: Way) -> Response {
 }
 
 async fn run(s: Arc<AdminState>, id: u64, req: Filter, way: Way) {
-    sweep(&s, id, &req, |m, _| {
-        let s = s.clone();
-        async move {
-            let wanted = match way {
-                Way::Hold => m.pending().next().is_some(),
-                Way::Release => m.is_held(),
-            };
-            if !wanted {
-                return Acted::Unchanged;
-            }
-            let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
-            let done = match way {
-                Way::Hold => s.queue.hold(m.id).await,
-                Way::Release => s.queue.release_held(m.id, now).await,
-            };
-            match done {
-                Ok(0) => Acted::Skipped,
-                Ok(n) => {
-                    tracing::debug!(queue_id = %m.id, recipients = n, "{way:?} by an operator");
-                    Acted::Done
-                }
-                Err(e) => {
-                    tracing::warn!(queue_id = %m.id, error = %e, "{way:?}: cannot write");
-                    Acted::Failed
-                }
-            }
-        }
-    })
-    .await;
+    sweep(&s, id, &req, |m, _| mark(s.clone(), m, way)).await;
     if matches!(way, Way::Release) {
         s.wake.notify_one();
     }
@@ -93,4 +65,32 @@ async fn run(s: Arc<AdminState>, id: u64, req: Filter, way: Way) {
         failed = p.failed,
         "{way:?} finished"
     );
+}
+
+/// Holds or releases one message (a sweep's action; a bounce holds with
+/// it first).
+pub(super) async fn mark(s: Arc<AdminState>, m: ::queue::MessageInfo, way: Way) -> Acted {
+    let wanted = match way {
+        Way::Hold => m.pending().next().is_some(),
+        Way::Release => m.is_held(),
+    };
+    if !wanted {
+        return Acted::Unchanged;
+    }
+    let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
+    let done = match way {
+        Way::Hold => s.queue.hold(m.id).await,
+        Way::Release => s.queue.release_held(m.id, now).await,
+    };
+    match done {
+        Ok(0) => Acted::Skipped,
+        Ok(n) => {
+            tracing::debug!(queue_id = %m.id, recipients = n, "{way:?} by an operator");
+            Acted::Done
+        }
+        Err(e) => {
+            tracing::warn!(queue_id = %m.id, error = %e, "{way:?}: cannot write");
+            Acted::Failed
+        }
+    }
 }

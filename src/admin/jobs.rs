@@ -124,11 +124,7 @@ where
     Fut: std::future::Future<Output = Acted> + Send + 'static,
 {
     let default_pool = s.delivery.default_pool();
-    let scope = Scope {
-        default_pool: &default_pool,
-        now: ::queue::Timestamp::from_system_time(s.clock.system_time()),
-        routes: Some(&s.delivery),
-    };
+    let scope = s.scope(&default_pool);
     let mut later = Vec::new();
     let mut after = None;
     loop {

@@ -19,7 +19,7 @@ use super::AdminState;
 use super::types::{MessageDetail, MessagePage, MessageRow, RecipientRow};
 use crate::clock::rfc3339;
 use crate::config::Priority;
-use crate::delivery::filter::{Filter, MessageState, Scope};
+use crate::delivery::filter::{Filter, MessageState};
 use crate::message::MessageMeta;
 
 /// Messages looked at per request at most: a page of a selective filter
@@ -70,11 +70,7 @@ pub(super) async fn list(
     }
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let default_pool = s.delivery.default_pool();
-    let scope = Scope {
-        default_pool: &default_pool,
-        now: queue::Timestamp::from_system_time(s.clock.system_time()),
-        routes: Some(&s.delivery),
-    };
+    let scope = s.scope(&default_pool);
     let (mut messages, mut scanned) = (Vec::new(), 0);
     let next = loop {
         let page = s.queue.page(after, 1000);

@@ -98,6 +98,19 @@ pub struct AdminState {
     pub log_filter: Option<Arc<crate::logging::LogFilter>>,
 }
 
+impl AdminState {
+    /// What an operator's filter is matched in now: `default_pool` (the
+    /// config's, from `delivery.default_pool()`), the time, and where
+    /// delivery routed each domain.
+    pub(super) fn scope<'a>(&'a self, default_pool: &'a str) -> crate::delivery::filter::Scope<'a> {
+        crate::delivery::filter::Scope {
+            default_pool,
+            now: ::queue::Timestamp::from_system_time(self.clock.system_time()),
+            routes: Some(&self.delivery),
+        }
+    }
+}
+
 /// The API's description, generated from the handlers' annotations and
 /// the request and response types, served at `/v1/openapi.json`.
 #[derive(utoipa::OpenApi)]

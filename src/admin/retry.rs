@@ -26,12 +26,8 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
         ..Default::default()
     };
     let default_pool = s.delivery.default_pool();
-    let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
-    let scope = crate::delivery::filter::Scope {
-        default_pool: &default_pool,
-        now,
-        routes: Some(&s.delivery),
-    };
+    let scope = s.scope(&default_pool);
+    let now = scope.now;
     if let Some(why) = filter.invalid() {
         return super::error(axum::http::StatusCode::BAD_REQUEST, &why);
     }

@@ -33,8 +33,16 @@ impl DomainCounts {
             .filter(|(_, s)| !s.state.is_final())
             .map(|(a, _)| domain(a))
             .collect();
-        if domains.len() > 1 {
-            domains.sort_unstable_by_key(|d| d.to_ascii_lowercase());
+        // Equal domains side by side, compared without case: a lower-case
+        // copy per domain only when one has upper case (rare), never one
+        // per comparison.
+        if domains
+            .iter()
+            .any(|d| d.bytes().any(|b| b.is_ascii_uppercase()))
+        {
+            domains.sort_by_cached_key(|d| d.to_ascii_lowercase());
+        } else {
+            domains.sort_unstable();
         }
         let mut i = 0;
         while i < domains.len() {

@@ -453,7 +453,14 @@ impl Index {
         release: bool,
     ) -> Option<UpdateOutcome> {
         let e = self.messages.get_mut(&id)?;
-        self.by_domain.count(e, -1);
+        // The per-domain counts change only when a recipient starts or
+        // stops being left to do (not for a deferral, a hold or a release).
+        let recount = changes.iter().any(|(i, st)| {
+            (e.statuses.get(*i as usize)).is_some_and(|s| s.state.is_final() != st.state.is_final())
+        });
+        if recount {
+            self.by_domain.count(e, -1);
+        }
         let (mut pending_delta, mut held_delta) = (0i64, 0i64);
         for (index, st) in changes {
             let Some(slot) = e.statuses.get_mut(*index as usize) else {
@@ -478,7 +485,9 @@ impl Index {
             e.taken = false;
         }
         let live = e.is_live();
-        self.by_domain.count(e, 1);
+        if recount {
+            self.by_domain.count(e, 1);
+        }
         e.due = Due::from(e.due_key().filter(|_| !e.taken));
         let new_due = e.due.get();
         self.pending = self.pending.saturating_add_signed(pending_delta);

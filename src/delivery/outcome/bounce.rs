@@ -38,8 +38,6 @@ impl Delivery {
         msg: &Message,
         outcomes: &[Outcome],
     ) -> Vec<(Outcome, Action)> {
-        let s = &self.settings;
-        let now = self.clock.now();
         let mut out = Vec::new();
         for o in outcomes {
             let (Some(st), Some(rcpt)) = (
@@ -50,33 +48,39 @@ impl Delivery {
             };
             let action = match o.verdict {
                 Verdict::Delivered if !o.next_hop_dsn => Action::Relayed,
-                Verdict::Deferred if st.state == RecipientState::Pending => {
-                    let Some(schedule) = s.delay_notices else {
-                        continue;
-                    };
-                    let seed = retry::Seed {
-                        id: msg.info.id,
-                        index: o.index,
-                    };
-                    let before = (st.attempts, st.next_attempt);
-                    let retry = (s.retry_first, s.retry_max);
-                    // One that expires now is bounced instead (as `sort`
-                    // decides, with the same delay).
-                    let delay = retry::delay(st.attempts.saturating_add(1), retry.0, retry.1, seed);
-                    let expires =
-                        now.saturating_add(delay).saturating_since(msg.info.arrival) >= s.max_age;
-                    if expires || !schedule.due(msg.info.arrival, now, before, retry, seed) {
-                        continue;
-                    }
-                    Action::Delayed
-                }
+                Verdict::Deferred if st.state == RecipientState::Pending => Action::Delayed,
                 _ => continue,
             };
-            if dsn::wants_notice(&rcpt.params, action) {
-                out.push((o.clone(), action));
+            // NOTIFY first: most recipients ask for neither notice.
+            if !dsn::wants_notice(&rcpt.params, action) {
+                continue;
             }
+            if action == Action::Delayed && !self.delay_notice_due(msg, o.index, st) {
+                continue;
+            }
+            out.push((o.clone(), action));
         }
         out
+    }
+
+    /// Whether the deferral of recipient `index` (status `st` before this
+    /// attempt) passes a delay-notice time, and it does not expire now
+    /// (then it is bounced instead, as `sort` decides with the same delay).
+    fn delay_notice_due(&self, msg: &Message, index: u32, st: &queue::RecipientStatus) -> bool {
+        let s = &self.settings;
+        let Some(schedule) = s.delay_notices else {
+            return false;
+        };
+        let now = self.clock.now();
+        let seed = retry::Seed {
+            id: msg.info.id,
+            index,
+        };
+        let retry = (s.retry_first, s.retry_max);
+        let delay = retry::delay(st.attempts.saturating_add(1), retry.0, retry.1, seed);
+        let expires = now.saturating_add(delay).saturating_since(msg.info.arrival) >= s.max_age;
+        let before = (st.attempts, st.next_attempt);
+        !expires && schedule.due(msg.info.arrival, now, before, retry, seed)
     }
 
     /// Queues a notice of `entries` (all failures, or all delays, or all
