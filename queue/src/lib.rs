@@ -13,7 +13,14 @@
 //! - [`Queue::update`] and [`Queue::remove`] are durable in the same way: a
 //!   recipient acknowledged as delivered is never handed out again, and a
 //!   removed message never comes back, whatever happens after the call
-//!   returns.
+//!   returns. One exception, opted into with
+//!   [`QueueOptions::status_sync_delay`]: a batch of status records alone
+//!   (`update`, `record`) is written and answered before its sync, which
+//!   comes with the next batch that needs one or when the delay ends. A
+//!   crash of the process keeps it (it is in the kernel); a kernel crash
+//!   or power loss within the delay may hand those recipients out again
+//!   (delivered twice, never lost). No segment is deleted while anything
+//!   written waits for a sync.
 //! - Nothing is acknowledged that was not persisted. A failed write or sync
 //!   (no space, no file descriptor, an I/O error) fails every request of its
 //!   batch and abandons the segment; the queue refuses every write

@@ -28,6 +28,16 @@ pub struct QueueOptions {
     pub path: PathBuf,
     /// When writes are acknowledged.
     pub durability: Durability,
+    /// With [`Durability::Fsync`]: how long a batch of status records
+    /// alone (delivery outcomes, from `update` and `record`) may wait for
+    /// its `fdatasync`. Such a batch is written at once, so a crash of the
+    /// process cannot lose it, and its callers are answered; it is synced
+    /// with the next batch that must be (a new message, an operator's
+    /// change) or when this delay ends, and no segment is deleted before.
+    /// A kernel crash or power loss in that window can make a recipient
+    /// delivered in it be delivered again; it never loses a message.
+    /// Zero (the default) syncs every batch.
+    pub status_sync_delay: Duration,
     /// A segment file is closed and a new one started once it reaches this
     /// size (bytes). Between 64 KiB and 1 GiB.
     pub segment_size: u64,
@@ -53,6 +63,7 @@ impl QueueOptions {
         Self {
             path: path.into(),
             durability: Durability::Fsync,
+            status_sync_delay: Duration::ZERO,
             segment_size: 64 << 20,
             body_cache: 64 << 20,
             min_free_space: 0,

@@ -425,3 +425,40 @@ fn an_adopted_message_keeps_its_statuses_across_a_restart() {
     assert_eq!(q.body(id).unwrap(), msg.body);
     assert_eq!(q.next_due(), Some(Timestamp::from_millis(5)));
 }
+
+/// With `status_sync_delay`, an outcome alone is written and answered at
+/// once but synced only by the next new message or when the delay ends;
+/// either way a restart finds it (a crash of the process keeps what was
+/// written).
+#[test]
+fn outcomes_wait_for_the_next_sync_within_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut o = common::options(dir.path());
+    o.status_sync_delay = std::time::Duration::from_millis(200);
+    let (q, _) = Queue::open(o).unwrap();
+    let a = rt.block_on(q.enqueue(message(1, 1))).unwrap();
+    let b = rt.block_on(q.enqueue(message(2, 1))).unwrap();
+    let synced = q.io_stats().syncs;
+    rt.block_on(q.update(a, vec![(0, delivered())])).unwrap();
+    assert!(q.get(a).is_none(), "applied at once");
+    assert_eq!(q.io_stats().syncs, synced, "an outcome alone is not synced");
+    // A new message's sync carries it.
+    rt.block_on(q.enqueue(message(3, 1))).unwrap();
+    assert_eq!(q.io_stats().syncs, synced + 1);
+    // Alone again: synced once the delay ends (bounded wait).
+    rt.block_on(q.update(b, vec![(0, delivered())])).unwrap();
+    let started = std::time::Instant::now();
+    while q.io_stats().syncs == synced + 1 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the delay's sync never came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    drop(q); // no close: what was written is all there is
+    let (q, _) = open(dir.path());
+    assert!(q.get(a).is_none() && q.get(b).is_none());
+    assert_eq!(q.stats().messages, 1);
+}

@@ -39,6 +39,13 @@ pub struct QueueConfig {
     pub durability: DurabilityMode,
     /// With `durability = "buffered"`: how often writes are forced to disk.
     pub flush_interval: Duration,
+    /// With `durability = "fsync"`: how long delivery outcomes may wait for
+    /// their fsync. They are written at once (a crash of Tern cannot lose
+    /// them) and synced with the next new message or when this ends, which
+    /// halves the syncs per message at moderate load; a kernel crash or
+    /// power loss within it can deliver those recipients again (never
+    /// loses mail). "0s" syncs every outcome before going on. At most 10s.
+    pub outcome_sync_delay: Duration,
     /// Size at which a spool segment file is closed and the next started
     /// (64KiB to 1GiB).
     pub segment_size: ByteSize,
@@ -64,6 +71,7 @@ impl Default for QueueConfig {
             path: PathBuf::from("./var/spool"),
             durability: DurabilityMode::Fsync,
             flush_interval: Duration::from_millis(100),
+            outcome_sync_delay: Duration::from_millis(50),
             segment_size: ByteSize(64 << 20),
             body_cache: ByteSize(64 << 20),
             min_free_space: ByteSize(200_000_000),
@@ -90,7 +98,17 @@ impl QueueConfig {
                 "must be above 0s with buffered durability",
             ));
         }
+        if self.outcome_sync_delay.get() > Self::MAX_OUTCOME_SYNC_DELAY {
+            issues.push(Issue::new(
+                at("queue").field("outcome_sync_delay"),
+                format!("{} is above the most, 10s", self.outcome_sync_delay),
+            ));
+        }
     }
+
+    /// Longest `outcome_sync_delay`: the window of possible repeats after
+    /// a power loss stays short.
+    const MAX_OUTCOME_SYNC_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 
     /// The queue crate's options for this section.
     pub fn options(&self) -> queue::QueueOptions {
@@ -101,6 +119,7 @@ impl QueueConfig {
                 flush_interval: self.flush_interval.get(),
             },
         };
+        o.status_sync_delay = self.outcome_sync_delay.get();
         o.segment_size = self.segment_size.0;
         o.body_cache = self.body_cache.0;
         o.min_free_space = self.min_free_space.0;

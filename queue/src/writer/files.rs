@@ -13,9 +13,9 @@ impl Writer {
     pub(super) fn rotate(&mut self) -> io::Result<()> {
         #[cfg(any(test, feature = "fault-injection"))]
         self.shared.faults.before_write()?;
-        if self.unsynced {
+        if self.unsynced.is_some() {
             self.active.file.sync_data()?;
-            self.unsynced = false;
+            self.unsynced = None;
         }
         let next = create_segment(&self.shared.dir, &self.dir, self.next_segment_id())?;
         self.active = next;
@@ -32,27 +32,42 @@ impl Writer {
             .max(self.active.id + 1)
     }
 
-    /// Buffered mode: makes everything written so far durable.
+    /// Makes everything written so far durable (buffered mode, status
+    /// records waiting for a sync).
     pub(super) fn flush(&mut self) {
-        if !self.unsynced {
+        if self.unsynced.is_none() {
             return;
         }
-        self.unsynced = false;
+        self.unsynced = None;
         self.shared
             .io
             .syncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Err(e) = self.active.file.sync_data() {
+        if let Err(e) = self.sync_active() {
             // What was written since the last sync may be lost (buffered
-            // mode's risk); continue in a fresh segment.
+            // mode's risk, or outcomes repeated after a power loss);
+            // continue in a fresh segment.
             let size = self.active.size;
             self.write_failed(size, e);
         }
     }
 
+    /// Syncs the active segment (through the fault-injection hooks).
+    pub(super) fn sync_active(&self) -> io::Result<()> {
+        #[cfg(any(test, feature = "fault-injection"))]
+        self.shared.faults.before_sync()?;
+        self.active.file.sync_data()?;
+        #[cfg(any(test, feature = "fault-injection"))]
+        self.shared.faults.synced();
+        Ok(())
+    }
+
     /// Deletes every segment nothing depends on any more, then syncs the
     /// directory so that a later deletion never overtakes this one.
     pub(crate) fn collect_garbage(&mut self) {
+        if self.unsynced.is_some() {
+            return; // what made them deletable may not be durable yet
+        }
         let victims = self.shared.index().deletable();
         if victims.is_empty() {
             return;

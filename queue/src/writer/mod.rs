@@ -24,7 +24,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -173,8 +173,10 @@ pub(crate) struct Writer {
     broken: Option<health::Broken>,
     /// Free space and the reserve.
     space: health::Space,
-    /// Buffered mode: written but not yet synced.
-    unsynced: bool,
+    /// Since when something written is not yet synced: buffered mode, or
+    /// status records waiting for the next sync (see [`Writer::must_sync`]).
+    /// Segments are deleted only while this is `None`.
+    unsynced: Option<Instant>,
 }
 
 impl Writer {
@@ -194,7 +196,7 @@ impl Writer {
             active,
             broken: None,
             space: Default::default(),
-            unsynced: false,
+            unsynced: None,
         };
         w.register_active();
         w.check_space();
@@ -245,18 +247,28 @@ impl Writer {
     }
 
     /// Waits for the next command. While idle it still does its chores:
-    /// in buffered mode it syncs, and while full it re-measures free space
-    /// and retries a fresh segment, so the queue recovers by itself (the
-    /// handle refuses new messages early while full, so no request comes to
-    /// trigger the retry).
+    /// it syncs what waits for a sync (buffered mode, deferred status
+    /// records) once its window ends, and while full it re-measures free
+    /// space and retries a fresh segment, so the queue recovers by itself
+    /// (the handle refuses new messages early while full, so no request
+    /// comes to trigger the retry).
     fn next_command(&mut self) -> Option<Cmd> {
         loop {
-            let wait = match self.shared.opts.durability {
-                Durability::Buffered { flush_interval } if self.unsynced => Some(flush_interval),
-                _ if self.is_broken() || self.space.low.is_some() => Some(CHECK_INTERVAL),
-                _ => None,
-            };
-            let Some(wait) = wait else {
+            let flush = self.unsynced.map(|since| {
+                let window = match self.shared.opts.durability {
+                    Durability::Buffered { flush_interval } => flush_interval,
+                    Durability::Fsync => self.shared.opts.status_sync_delay,
+                };
+                window.saturating_sub(since.elapsed())
+            });
+            if flush.is_some_and(|left| left.is_zero()) {
+                // Due even while requests keep coming.
+                self.flush();
+                self.collect_garbage();
+                continue;
+            }
+            let check = (self.is_broken() || self.space.low.is_some()).then_some(CHECK_INTERVAL);
+            let Some(wait) = [flush, check].into_iter().flatten().min() else {
                 return self.rx.recv().ok();
             };
             match self.rx.recv_timeout(wait) {
@@ -264,9 +276,25 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => return None,
                 Err(RecvTimeoutError::Timeout) => {
                     self.flush();
+                    self.collect_garbage();
                     self.check_space();
                     let _ = self.ensure_writable();
                 }
+            }
+        }
+    }
+
+    /// Whether a batch is synced before its callers are answered: always
+    /// with fsync durability, except a batch of status records alone when
+    /// `status_sync_delay` allows: those are written at once (a crash of
+    /// the process cannot lose them) and synced by the next batch that
+    /// must be, or when the delay ends.
+    fn must_sync(&self, staged: &[Request]) -> bool {
+        match self.shared.opts.durability {
+            Durability::Buffered { .. } => false,
+            Durability::Fsync => {
+                self.shared.opts.status_sync_delay.is_zero()
+                    || staged.iter().any(|r| !matches!(r.op, Op::Update { .. }))
             }
         }
     }
@@ -305,12 +333,12 @@ impl Writer {
             });
             end += rec.len() as u64;
         }
-        if let Err(e) = self.write_batch(&staged) {
+        let synced = self.must_sync(&staged);
+        if let Err(e) = self.write_batch(&staged, synced) {
             let err = self.write_failed(base, e);
             fail_all(staged, &err);
             return;
         }
-        let synced = self.shared.opts.durability == Durability::Fsync;
         self.shared.io.add(staged.len(), end - base, synced);
         self.wrote(end - base);
         self.active.size = end;
@@ -346,7 +374,7 @@ impl Writer {
             .collect()
     }
 
-    fn write_batch(&mut self, staged: &[Request]) -> io::Result<()> {
+    fn write_batch(&mut self, staged: &[Request], sync: bool) -> io::Result<()> {
         #[cfg(any(test, feature = "fault-injection"))]
         self.shared.faults.before_write()?;
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(staged.len() * 2);
@@ -365,20 +393,13 @@ impl Writer {
             }
             IoSlice::advance_slices(&mut rest, n);
         }
-        match self.shared.opts.durability {
-            Durability::Fsync => {
-                #[cfg(any(test, feature = "fault-injection"))]
-                self.shared.faults.before_sync()?;
-                self.active.file.sync_data()?;
-                #[cfg(any(test, feature = "fault-injection"))]
-                self.shared.faults.synced();
-                Ok(())
-            }
-            Durability::Buffered { .. } => {
-                self.unsynced = true;
-                Ok(())
-            }
+        if !sync {
+            self.unsynced.get_or_insert_with(Instant::now);
+            return Ok(());
         }
+        self.sync_active()?;
+        self.unsynced = None;
+        Ok(())
     }
 
     /// Applies committed records to the index and builds the answers.
