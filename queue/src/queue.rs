@@ -413,6 +413,15 @@ impl Queue {
         }
     }
 
+    /// A message's body if it is still cached in RAM: never blocks, so an
+    /// async caller can try it before sending [`Queue::body`] to a thread.
+    pub fn cached_body(&self, id: MessageId) -> Option<Bytes> {
+        match self.shared.index().body_source(id)? {
+            BodySource::Cached(b) => Some(b),
+            BodySource::OnDisk { .. } => None,
+        }
+    }
+
     /// Totals of what is queued and of the files on disk.
     pub fn stats(&self) -> QueueStats {
         self.shared.index().stats()

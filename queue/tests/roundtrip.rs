@@ -41,6 +41,7 @@ fn enqueue_get_body_update_remove() {
     assert_eq!(info.arrival, msg.arrival);
     assert_eq!(info.body_len, msg.body.len() as u64);
     assert_eq!(q.body(id).unwrap(), msg.body);
+    assert_eq!(q.cached_body(id), Some(msg.body.clone()), "fresh: in RAM");
     assert_eq!(q.stats().recipients, 3);
 
     let out = rt
@@ -58,6 +59,7 @@ fn enqueue_get_body_update_remove() {
     );
     assert_eq!(q.stats().recipients, 2);
     // The body is read back from disk once the first attempt is recorded.
+    assert_eq!(q.cached_body(id), None);
     assert_eq!(q.body(id).unwrap(), msg.body);
 
     let out = rt

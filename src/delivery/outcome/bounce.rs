@@ -172,9 +172,13 @@ impl Delivery {
         }
     }
 
-    /// A message's body from the spool (read on a blocking thread), or
+    /// A message's body: from the spool's cache, or read on a blocking
+    /// thread (a hop that costs two thread wake-ups, so only on a miss);
     /// `None` if it cannot be read (logged).
     pub(crate) async fn read_body(&self, id: queue::MessageId) -> Option<Bytes> {
+        if let Some(b) = self.queue.cached_body(id) {
+            return Some(b);
+        }
         let q = self.queue.clone();
         match tokio::task::spawn_blocking(move || q.body(id)).await {
             Ok(Ok(b)) => Some(b),
