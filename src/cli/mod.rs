@@ -519,6 +519,7 @@ fn run(path: &Path) -> ExitCode {
     }
     open_file_limit(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.runtime_threads())
         .enable_all()
         .build()
     {

@@ -19,6 +19,12 @@ pub struct ServerConfig {
     /// it; beyond it, new DATA and BDAT get `452 4.3.1` until data is
     /// handed to the queue. "0B" means no limit.
     pub max_message_memory: ByteSize,
+    /// Threads that run the SMTP sessions, delivery and the admin API. 0
+    /// (the default): one less than the machine's cores, at least one, so
+    /// the spool's writer, the DKIM signers and the kernel's network and
+    /// disk work keep a core; fewer threads also wake each other less per
+    /// message. At most 1024.
+    pub worker_threads: u32,
 }
 
 impl Default for ServerConfig {
@@ -27,6 +33,7 @@ impl Default for ServerConfig {
             hostname: default_hostname(),
             shutdown_grace: Duration::from_secs(30),
             max_message_memory: ByteSize(1 << 30),
+            worker_threads: 0,
         }
     }
 }
@@ -47,6 +54,23 @@ impl ServerConfig {
                 at("server").field("hostname"),
                 format!("{:?} is not a valid host name", self.hostname),
             ));
+        }
+        if self.worker_threads > 1024 {
+            issues.push(Issue::new(
+                at("server").field("worker_threads"),
+                format!("{} is above the most, 1024", self.worker_threads),
+            ));
+        }
+    }
+
+    /// How many worker threads the runtime gets (`worker_threads`, or
+    /// from the cores when 0).
+    pub fn runtime_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            n => n as usize,
         }
     }
 }
