@@ -3,8 +3,9 @@
 //! This module owns the signers, one per configured key, built once from
 //! the config and reused; the choice of signing domains for a message (the
 //! author's, the envelope sender's, the platform's); and the signing
-//! itself, which runs on its own threads ([`pool`]) and prepends the
-//! `DKIM-Signature` fields. A message is signed once, before it is queued;
+//! itself, which prepends the `DKIM-Signature` fields: RSA (and large
+//! messages) on its own threads ([`pool`]), a small message signed by
+//! Ed25519 keys alone on the calling task, cheaper than the hop. A message is signed once, before it is queued;
 //! delivery and retries send the stored bytes and never sign again. It
 //! never decides what a failure means for the message: the intake does,
 //! from `on_error`.
@@ -68,7 +69,14 @@ struct KeySigner {
     domain: Arc<str>,
     selector: Arc<str>,
     signer: DkimSigner<PrivateKey, Done>,
+    /// Ed25519: its signature costs tens of microseconds, less than the
+    /// hop to a signing thread and back.
+    cheap: bool,
 }
+
+/// Messages up to this size are signed on the calling task when every key
+/// is cheap: hashing them costs less than the hop to a signing thread.
+const INLINE_MAX_BYTES: usize = 64 << 10;
 
 /// Every signer, by lowercased domain.
 struct KeySet {
@@ -175,6 +183,7 @@ impl Dkim {
                     "DKIM key under 2048 bits: receivers may treat it as weak (RFC 8301)");
             }
             let domain: Arc<str> = crate::config::names::to_ascii(&k.domain).into();
+            let cheap = private.algorithm() == Algorithm::Ed25519Sha256;
             let mut signer = DkimSigner::from_key(private)
                 .domain(domain.as_ref())
                 .selector(k.selector.as_str())
@@ -191,6 +200,7 @@ impl Dkim {
                     domain,
                     selector: k.selector.as_str().into(),
                     signer,
+                    cheap,
                 });
         }
         let threads = match cfg.threads {
@@ -292,8 +302,10 @@ impl Dkim {
     }
 
     /// Signs `data` (the whole message, CRLF line ends) with every key of
-    /// the chosen domains on a signing thread, and prepends the
-    /// signatures. The message comes back whatever happens to the
+    /// the chosen domains and prepends the signatures: on the calling task
+    /// when every key is cheap (Ed25519) and the message small, otherwise
+    /// on a signing thread (RSA costs about half a millisecond, too long to
+    /// hold a worker). The message comes back whatever happens to the
     /// signing: signed, or as it was with the error. Only a pool whose
     /// threads are gone (never while `self` lives) loses it.
     pub async fn sign(
@@ -304,24 +316,34 @@ impl Dkim {
         if choice.domains.is_empty() {
             return Ok((data, Ok(())));
         }
+        if data.len() <= INLINE_MAX_BYTES && self.keys.all_cheap(&choice) {
+            return Ok(self.keys.sign_caught(data, &choice));
+        }
         let keys = Arc::clone(&self.keys);
         // The data moves to the thread and back, never copied.
-        self.pool
-            .run(move || {
-                let mut data = data;
-                let signing = std::panic::AssertUnwindSafe(|| keys.sign_into(&mut data, &choice));
-                let result = std::panic::catch_unwind(signing).unwrap_or_else(|_| {
-                    Err(SignError::Panicked {
-                        domain: choice.domains[0].clone(),
-                    })
-                });
-                (data, result)
-            })
-            .await
+        self.pool.run(move || keys.sign_caught(data, &choice)).await
     }
 }
 
 impl KeySet {
+    /// Whether every key of the chosen domains is cheap to sign with.
+    fn all_cheap(&self, choice: &Choice) -> bool {
+        (choice.domains.iter())
+            .flat_map(|d| self.by_domain.get(d).into_iter().flatten())
+            .all(|k| k.cheap)
+    }
+
+    /// [`KeySet::sign_into`], a panic in the signer made an error.
+    fn sign_caught(&self, mut data: Vec<u8>, choice: &Choice) -> (Vec<u8>, Result<(), SignError>) {
+        let signing = std::panic::AssertUnwindSafe(|| self.sign_into(&mut data, choice));
+        let result = std::panic::catch_unwind(signing).unwrap_or_else(|_| {
+            Err(SignError::Panicked {
+                domain: choice.domains[0].clone(),
+            })
+        });
+        (data, result)
+    }
+
     /// Signs with every key of every chosen domain, then inserts the
     /// signature fields at the top of `data` (one move of the message).
     fn sign_into(&self, data: &mut Vec<u8>, choice: &Choice) -> Result<(), SignError> {
@@ -451,6 +473,32 @@ mod tests {
             ["platform.example"],
             "never twice"
         );
+    }
+
+    #[tokio::test]
+    async fn ed25519_alone_signs_small_messages_on_the_task_and_large_ones_on_a_thread() {
+        let d = dkim(|_| {});
+        let cheap = d.choose(Some("bounce.example"), "");
+        assert_eq!(cheap.describe(&d), "bounce.example/b");
+        assert!(d.keys.all_cheap(&cheap), "Ed25519 only");
+        assert!(
+            !d.keys.all_cheap(&d.choose(Some("shop.example"), "")),
+            "RSA too"
+        );
+        let small = b"From: a@bounce.example\r\n\r\nbody\r\n".to_vec();
+        let mut large = b"From: a@bounce.example\r\n\r\n".to_vec();
+        while large.len() <= INLINE_MAX_BYTES {
+            large.extend_from_slice(b"a line of the body of a large message\r\n");
+        }
+        for msg in [small, large] {
+            let (signed, result) = d.sign(msg.clone(), cheap.clone()).await.unwrap();
+            result.unwrap();
+            let text = String::from_utf8(signed).unwrap();
+            assert!(
+                text.starts_with("DKIM-Signature: v=1; a=ed25519-sha256; s=b; d=bounce.example;")
+            );
+            assert!(text.ends_with(std::str::from_utf8(&msg).unwrap()));
+        }
     }
 
     #[tokio::test]
