@@ -436,9 +436,21 @@ async fn nothing_is_sent_that_the_server_did_not_agree_to() {
 
 #[tokio::test]
 async fn a_pooled_connection_the_receiver_closed_is_replaced_at_once() {
+    pooled_connection_closed(false).await;
+}
+
+/// The same with BDAT: the message went in the same write as MAIL, but a
+/// receiver that never answered MAIL never read it.
+#[tokio::test]
+async fn a_pooled_connection_the_receiver_closed_is_replaced_at_once_with_bdat() {
+    pooled_connection_closed(true).await;
+}
+
+async fn pooled_connection_closed(chunking: bool) {
     let net = Net::new(ZONE).await;
     let opts = SinkOptions {
         close_after_message: true,
+        chunking,
         ..SinkOptions::default()
     };
     let mx = net.sink_with(10, opts).await;
@@ -477,5 +489,54 @@ async fn a_pooled_connection_the_receiver_closed_is_replaced_at_once() {
     );
     let d = records(&log, "delivery", "two@alpha.test");
     assert_eq!(d[0]["attempts"], 1, "{d:?}");
+    net.stop().await;
+}
+
+/// A receiver offering PIPELINING and CHUNKING gets MAIL, every RCPT and
+/// `BDAT n LAST` with the message in one round trip: the message arrives
+/// byte for byte (no dot-stuffing), per-recipient outcomes hold, a
+/// transaction whose every recipient failed delivers nothing, and the
+/// connection carries the next message.
+#[tokio::test]
+async fn chunking_receivers_get_the_message_with_bdat_in_one_round_trip() {
+    let net = Net::new(ZONE).await;
+    let opts = SinkOptions {
+        chunking: true,
+        ..Default::default()
+    };
+    let (mx, sender) = (net.sink_with(10, opts).await, net.sink(13).await);
+    let tern = Tern::start(net.config()).await;
+    let body = b"Subject: chunks\r\nMessage-ID: <c@sender.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n.\r\n..\r\n.leading\r\nend\r\n";
+    let rcpts = ["ok@alpha.test", "permfail@alpha.test"];
+    submit(tern.addr, "app@sender.test", &rcpts, body).await;
+    let got = mx.wait_received(1, WAIT).await;
+    assert_eq!(got[0].rcpts, ["ok@alpha.test"]);
+    assert_eq!(common::after_received(&got[0].data), body, "byte for byte");
+    let cmds = &got[0].commands;
+    let bdat = format!("BDAT {} LAST", got[0].data.len());
+    assert!(cmds.contains(&bdat), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c == "DATA"), "{cmds:?}");
+    let dsn = text(&sender.wait_received(1, WAIT).await[0].data);
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; permfail@alpha.test"),
+        "{dsn}"
+    );
+
+    // Every recipient refused: the chunk is read and nothing delivered.
+    submit(tern.addr, "app@sender.test", &["permfail@alpha.test"], body).await;
+    assert!(until(WAIT, || !mx.empty_data().is_empty()).await);
+    sender.wait_received(2, WAIT).await;
+    // The connection goes on.
+    submit(tern.addr, "app@sender.test", &["second@alpha.test"], body).await;
+    let got = mx.wait_received(2, WAIT).await;
+    assert_eq!(got[1].rcpts, ["second@alpha.test"]);
+    assert_eq!(got[1].peer, got[0].peer, "the same connection");
+    tern.stop().await;
+    let log = net.log();
+    assert_eq!(records(&log, "delivery", "ok@alpha.test").len(), 1);
+    assert_eq!(records(&log, "delivery", "second@alpha.test").len(), 1);
+    assert_eq!(records(&log, "bounce", "permfail@alpha.test").len(), 2);
+    mx.stop().await;
+    sender.stop().await;
     net.stop().await;
 }

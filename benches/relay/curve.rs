@@ -2,7 +2,7 @@
 //! (`--messages` of `--size` bytes, `--clients` clients pipelining MAIL,
 //! RCPT and DATA, DKIM off) offered at 500, 1,000, 2,000 and 4,000
 //! messages a second and flat out, delivered to this benchmark's Rust
-//! sinks and, when Postfix's `smtp-sink` is installed (Debian package
+//! sinks (without and with CHUNKING offered) and, when Postfix's `smtp-sink` is installed (Debian package
 //! `postfix`), to `smtp-sink` receivers on the same addresses. Reports
 //! Tern's CPU (user + system, the whole process) per message at each
 //! offered rate, the rate achieved end to end and the peak RSS.
@@ -33,6 +33,8 @@ const POINT_SECS: u64 = 10;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sinks {
     Rust,
+    /// The Rust sinks offering CHUNKING too (BDAT, as the big providers).
+    RustChunking,
     SmtpSink,
 }
 
@@ -47,7 +49,7 @@ struct Point {
 
 /// Runs the curve for each kind of receiver available.
 pub fn run(a: &Args) {
-    let mut kinds = vec![Sinks::Rust];
+    let mut kinds = vec![Sinks::Rust, Sinks::RustChunking];
     match Path::new("/usr/sbin/smtp-sink").exists() {
         true => kinds.push(Sinks::SmtpSink),
         false => println!("(smtp-sink is not installed: apt-get install postfix for its curve)"),
@@ -55,6 +57,7 @@ pub fn run(a: &Args) {
     for kind in kinds {
         let name = match kind {
             Sinks::Rust => "Rust sinks",
+            Sinks::RustChunking => "Rust sinks offering CHUNKING",
             Sinks::SmtpSink => "smtp-sink",
         };
         println!(
@@ -81,6 +84,7 @@ fn point(a: &Args, kind: Sinks, rate: Option<u64>) -> Point {
     let messages = rate.map_or(a.messages, |r| a.messages.min(r * POINT_SECS).max(1000));
     let mode = match kind {
         Sinks::Rust => internet::SinkMode::Accept,
+        Sinks::RustChunking => internet::SinkMode::AcceptChunking,
         Sinks::SmtpSink => internet::SinkMode::External,
     };
     let (dns, sink_port, _tally) = internet::start(
@@ -92,7 +96,7 @@ fn point(a: &Args, kind: Sinks, rate: Option<u64>) -> Point {
         (messages as usize, 0),
     );
     let sinks: Vec<Child> = match kind {
-        Sinks::Rust => Vec::new(),
+        Sinks::Rust | Sinks::RustChunking => Vec::new(),
         Sinks::SmtpSink => (0..a.hosts).map(|k| smtp_sink(k, sink_port)).collect(),
     };
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The address of sink `k` (and of MX host `mx<k>.bench`).
@@ -46,6 +46,9 @@ pub fn zone(domains: usize, hosts: usize) -> String {
 pub enum SinkMode {
     /// Accept every message.
     Accept,
+    /// Accept every message, offering CHUNKING (RFC 3030) too, as the
+    /// big mailbox providers do: BDAT carries the message.
+    AcceptChunking,
     /// No sinks here: the port is left free for receivers of another
     /// kind (Postfix's `smtp-sink`), which the run starts itself.
     External,
@@ -304,6 +307,15 @@ async fn serve_sinks(hosts: usize, port: u16, mode: SinkMode, tally: Arc<Tally>)
     port
 }
 
+/// `BDAT <size> [LAST]`: the size and whether it is the last chunk.
+fn bdat_args(line: &[u8]) -> Option<(usize, bool)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut words = text.split_ascii_whitespace().skip(1);
+    let size = words.next()?.parse().ok()?;
+    let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+    Some((size, last))
+}
+
 /// One SMTP session: pipelining-aware (replies are written when the input
 /// is drained), DATA read line by line and unstuffed.
 /// Reads message data up to the lone dot, unstuffed, into `data`; false
@@ -355,9 +367,35 @@ async fn session(s: TcpStream, sink: usize, mode: SinkMode, tally: Arc<Tally>) {
             return;
         }
         match line.get(..4).map(|c| c.to_ascii_uppercase()).as_deref() {
+            Some(b"EHLO") if mode == SinkMode::AcceptChunking => out.extend_from_slice(
+                b"250-sink\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n",
+            ),
             Some(b"EHLO") => out.extend_from_slice(
                 b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n",
             ),
+            Some(b"BDAT") if mode == SinkMode::AcceptChunking => {
+                let Some((size, last)) = bdat_args(&line) else {
+                    out.extend_from_slice(b"501 5.5.4 BDAT needs a size\r\n");
+                    continue;
+                };
+                let start = data.len();
+                data.resize(start + size, 0);
+                if r.read_exact(&mut data[start..]).await.is_err() {
+                    return;
+                }
+                match (last, rcpts_ok) {
+                    (false, _) => out.extend_from_slice(b"250 2.0.0 chunk ok\r\n"),
+                    (true, 0) => out.extend_from_slice(b"554 5.5.1 no valid recipients\r\n"),
+                    (true, _) => {
+                        tally.record(sink, &data);
+                        out.extend_from_slice(b"250 2.0.0 ok\r\n");
+                    }
+                }
+                if last {
+                    data.clear();
+                    rcpts_ok = 0;
+                }
+            }
             Some(b"DATA") if rcpts_ok == 0 => {
                 out.extend_from_slice(b"554 5.5.1 no valid recipients\r\n")
             }
@@ -407,6 +445,7 @@ async fn session(s: TcpStream, sink: usize, mode: SinkMode, tally: Arc<Tally>) {
             }
             Some(b"MAIL") | Some(b"RSET") => {
                 rcpts_ok = 0;
+                data.clear();
                 null_sender = memchr::memmem::find(&line, b":<>").is_some();
                 out.extend_from_slice(b"250 ok\r\n")
             }

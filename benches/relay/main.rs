@@ -15,6 +15,7 @@
 //! cargo bench --bench relay -- --soak 30           # 30 minutes at 70 % of the maximum, reloads, a kill -9
 //! cargo bench --bench relay -- --curve             # CPU per message at 500, 1,000, 2,000, 4,000/s and flat out
 //! cargo bench --bench relay -- --rate 2000         # the standard run, offered at 2,000 messages/s
+//! cargo bench --bench relay -- --chunking          # the sinks offer CHUNKING: Tern sends with BDAT
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -65,7 +66,10 @@ pub fn accepting(a: &Args, capture: usize) -> (SocketAddr, u16, std::sync::Arc<i
         a.dns_port,
         a.hosts,
         a.sink_port,
-        internet::SinkMode::Accept,
+        match a.chunking {
+            true => internet::SinkMode::AcceptChunking,
+            false => internet::SinkMode::Accept,
+        },
         (a.messages as usize, capture),
     )
 }
@@ -101,6 +105,8 @@ pub struct Args {
     soak: Option<u64>,
     rate: Option<u64>,
     curve: bool,
+    /// The accepting sinks offer CHUNKING (BDAT).
+    chunking: bool,
 }
 
 fn parse_args() -> Args {
@@ -133,6 +139,7 @@ fn parse_args() -> Args {
         soak: None,
         rate: None,
         curve: false,
+        chunking: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -175,6 +182,7 @@ fn parse_args() -> Args {
             "--soak" => a.soak = Some(num(value()).max(1)),
             "--rate" => a.rate = Some(num(value()).max(1)),
             "--curve" => a.curve = true,
+            "--chunking" => a.chunking = true,
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()

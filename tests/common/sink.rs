@@ -30,7 +30,8 @@ pub struct Received {
     pub from: String,
     /// Accepted recipients.
     pub rcpts: Vec<String>,
-    /// The data as sent (dot-stuffed, terminator included).
+    /// The data as sent (dot-stuffed, terminator included; with BDAT, the
+    /// chunks as they came).
     pub raw: Vec<u8>,
     /// The data unstuffed, without the terminator.
     pub data: Vec<u8>,
@@ -79,6 +80,8 @@ pub struct SinkOptions {
     /// Wait this long after the data before answering it (a slow
     /// receiver).
     pub data_delay: Option<Duration>,
+    /// CHUNKING (RFC 3030) is offered: BDAT carries messages.
+    pub chunking: bool,
 }
 
 #[derive(Default)]
@@ -250,6 +253,8 @@ struct Txn {
     rcpts: Vec<String>,
     fail_data: bool,
     drop_data: bool,
+    /// BDAT chunks so far.
+    chunks: Vec<u8>,
 }
 
 impl Txn {
@@ -259,6 +264,7 @@ impl Txn {
             rcpts: Vec::new(),
             fail_data: false,
             drop_data: false,
+            chunks: Vec::new(),
         }
     }
 }
@@ -356,8 +362,13 @@ async fn command(
             ""
         };
         let last = if opts.no_dsn { "250 HELP" } else { "250 DSN" };
+        let chunking = if opts.chunking {
+            "250-CHUNKING\r\n"
+        } else {
+            ""
+        };
         format!(
-            "250-sink.test\r\n{tls_ext}250-PIPELINING\r\n{mime}{utf8}250-SIZE 100000000\r\n{last}"
+            "250-sink.test\r\n{tls_ext}250-PIPELINING\r\n{chunking}{mime}{utf8}250-SIZE 100000000\r\n{last}"
         )
     } else if upper.starts_with("HELO") || upper == "RSET" || upper == "NOOP" {
         *txn = Txn::new();
@@ -408,6 +419,50 @@ async fn command(
                     rcpts: t.rcpts,
                     raw,
                     data,
+                    tls,
+                    commands: commands.to_vec(),
+                    at: tokio::time::Instant::now(),
+                };
+                shared.received.lock().unwrap().push(m);
+                shared.changed.notify_waiters();
+                "250 2.0.0 queued".into()
+            }
+        }
+    } else if upper.starts_with("BDAT ") && opts.chunking {
+        let mut words = upper.split_ascii_whitespace().skip(1);
+        let Some(size) = words.next().and_then(|n| n.parse::<usize>().ok()) else {
+            return Next::Reply("501 5.5.4 BDAT needs a size".into());
+        };
+        let last = words.next() == Some("LAST");
+        let start = txn.chunks.len();
+        txn.chunks.resize(start + size, 0);
+        if tokio::io::AsyncReadExt::read_exact(r, &mut txn.chunks[start..])
+            .await
+            .is_err()
+        {
+            return Next::Close;
+        }
+        if !last {
+            return Next::Reply(format!("250 2.0.0 {size} bytes received"));
+        }
+        let t = std::mem::replace(txn, Txn::new());
+        match () {
+            _ if t.drop_data => return Next::Close,
+            _ if t.fail_data => "554 5.6.0 content rejected".into(),
+            _ if t.rcpts.is_empty() => {
+                shared.empty_data.lock().unwrap().push(t.chunks);
+                "554 5.5.1 no valid recipients".into()
+            }
+            _ => {
+                if let Some(d) = opts.data_delay {
+                    tokio::time::sleep(d).await;
+                }
+                let m = Received {
+                    peer,
+                    from: t.from,
+                    rcpts: t.rcpts,
+                    raw: t.chunks.clone(),
+                    data: t.chunks,
                     tls,
                     commands: commands.to_vec(),
                     at: tokio::time::Instant::now(),

@@ -27,6 +27,8 @@ pub struct Capabilities {
     /// EHLO was accepted (else HELO: no extensions).
     pub esmtp: bool,
     pub pipelining: bool,
+    /// CHUNKING (RFC 3030): BDAT may carry the message.
+    pub chunking: bool,
     pub eight_bit_mime: bool,
     pub smtputf8: bool,
     pub dsn: bool,
@@ -41,6 +43,10 @@ enum Stream {
     /// While the TCP stream is being handed to TLS, or after that failed.
     Closed,
 }
+
+/// Content up to this size is copied behind the commands to go in one
+/// write; larger content is written from where it is.
+const SMALL_CONTENT: usize = 64 << 10;
 
 fn closed() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "connection closed")
@@ -379,6 +385,52 @@ impl Connection {
         res
     }
 
+    /// Sends what was gathered in `wbuf` (traced) followed by `content`
+    /// (message data: never traced, and a CRLF after it if `crlf`): in the
+    /// same write when the content is small, so a pipelined transaction
+    /// costs one write.
+    pub(super) async fn flush_wbuf_with(
+        &mut self,
+        content: &[u8],
+        crlf: bool,
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        self.trace.lines(self.peer, &self.host, ">", &self.wbuf);
+        let mut buf = std::mem::take(&mut self.wbuf);
+        let res = match content.len() <= SMALL_CONTENT {
+            true => {
+                buf.extend_from_slice(content);
+                if crlf {
+                    buf.extend_from_slice(b"\r\n");
+                }
+                self.write(&buf, limit).await
+            }
+            false => self.write_apart(&buf, content, crlf, limit).await,
+        };
+        buf.clear();
+        self.wbuf = buf;
+        res
+    }
+
+    /// Commands, then a large content in blocks of at most 1 MiB, each
+    /// write within `limit`.
+    async fn write_apart(
+        &mut self,
+        commands: &[u8],
+        content: &[u8],
+        crlf: bool,
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        self.write(commands, limit).await?;
+        for block in content.chunks(1 << 20) {
+            self.write(block, limit).await?;
+        }
+        match crlf {
+            true => self.write(b"\r\n", limit).await,
+            false => Ok(()),
+        }
+    }
+
     /// Reads one reply, within `limit`.
     pub(super) async fn read_reply(
         &mut self,
@@ -494,12 +546,14 @@ fn parse(raw: &[u8]) -> Result<RemoteReply, ClientError> {
 
 fn capabilities(raw: &[u8]) -> Capabilities {
     use smtp_proto::{
-        EXT_8BIT_MIME, EXT_DSN, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS,
+        EXT_8BIT_MIME, EXT_CHUNKING, EXT_DSN, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8,
+        EXT_START_TLS,
     };
     match EhloResponse::parse(&mut raw.iter()) {
         Ok(e) => Capabilities {
             esmtp: true,
             pipelining: e.capabilities & EXT_PIPELINING != 0,
+            chunking: e.capabilities & EXT_CHUNKING != 0,
             eight_bit_mime: e.capabilities & EXT_8BIT_MIME != 0,
             smtputf8: e.capabilities & EXT_SMTP_UTF8 != 0,
             dsn: e.capabilities & EXT_DSN != 0,

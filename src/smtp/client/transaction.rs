@@ -2,7 +2,10 @@
 //! recipient.
 //!
 //! With PIPELINING, MAIL, every RCPT and DATA go in one write. The
-//! message is dot-stuffed and ends with exactly one CRLF.CRLF. A message
+//! message is dot-stuffed and ends with exactly one CRLF.CRLF. With
+//! PIPELINING and CHUNKING (RFC 3030), MAIL, every RCPT and `BDAT n LAST`
+//! with the message itself go in one write: one round trip per message
+//! instead of two, and no dot-stuffing. A message
 //! the server did not agree to carry (8-bit without 8BITMIME, a UTF-8
 //! envelope without SMTPUTF8) is refused with 5.6.x instead of being sent.
 //! If the connection fails after the final dot, the recipients are
@@ -188,6 +191,9 @@ impl Connection {
             .map(|r| self.rcpt_command(r))
             .collect();
         let pipelined = self.caps.pipelining;
+        if pipelined && self.caps.chunking {
+            return (self.run_chunked(req, &mail, &rcpts, results, dot_sent, mail_answered)).await;
+        }
         if pipelined {
             self.wbuf.extend_from_slice(mail.as_bytes());
             for r in &rcpts {
@@ -218,6 +224,62 @@ impl Connection {
         }
         self.data_stage(req.body, &accepted, results, dot_sent)
             .await
+    }
+
+    /// The whole transaction in one write: MAIL, every RCPT, `BDAT n LAST`
+    /// and the message (ending with a CRLF), then every reply. The message
+    /// counts as sent once written: a receiver that accepted a recipient
+    /// and then lost the connection may deliver it, so the reply then says
+    /// it may be delivered twice. A failed MAIL or BDAT ends with RSET.
+    async fn run_chunked(
+        &mut self,
+        req: &TxnRequest<'_>,
+        mail: &str,
+        rcpts: &[String],
+        results: &mut [Option<RcptResult>],
+        dot_sent: &mut bool,
+        mail_answered: &mut bool,
+    ) -> Result<bool, ClientError> {
+        let t = self.timeouts;
+        let crlf = !req.body.is_empty() && !req.body.ends_with(b"\r\n");
+        let len = req.body.len() + if crlf { 2 } else { 0 };
+        self.wbuf.extend_from_slice(mail.as_bytes());
+        for r in rcpts {
+            self.wbuf.extend_from_slice(r.as_bytes());
+        }
+        self.wbuf
+            .extend_from_slice(format!("BDAT {len} LAST\r\n").as_bytes());
+        self.flush_wbuf_with(req.body, crlf, t.data_block.get())
+            .await?;
+        *dot_sent = true;
+        self.note(&format!("(message data: {len} bytes)"));
+        let mail_reply = self.read_reply(t.mail.get(), "MAIL reply").await?;
+        *mail_answered = true;
+        if !mail_reply.is_positive() {
+            results
+                .iter_mut()
+                .for_each(|r| *r = Some(RcptResult::from_failure(&mail_reply)));
+            for _ in rcpts {
+                self.read_reply(t.rcpt.get(), "RCPT reply").await?;
+            }
+            self.read_reply(t.data_done.get(), "BDAT reply").await?;
+            return self.reset().await;
+        }
+        let accepted = self.rcpt_stage(rcpts, true, results).await?;
+        let done = self
+            .read_reply(t.data_done.get(), "reply to BDAT LAST")
+            .await?;
+        for &i in &accepted {
+            results[i] = Some(if done.is_positive() {
+                RcptResult::Delivered(done.clone())
+            } else {
+                RcptResult::from_failure(&done)
+            });
+        }
+        match done.is_positive() {
+            true => Ok(true),
+            false => self.reset().await,
+        }
     }
 
     /// Sends the RCPT commands (unless already pipelined) and reads their
