@@ -59,6 +59,42 @@ fn truncated_tail_is_cut_and_everything_before_it_kept() {
     assert_eq!(again.messages, 39);
 }
 
+/// Zeros after the last record, in any segment, are space written ahead
+/// of use (or a power loss in a segment written ahead): nothing is
+/// reported as damage, every message is there, and the files are cut back
+/// to their records.
+#[test]
+fn zeros_after_the_records_are_space_written_ahead_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = fill(dir.path(), 40);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 2, "the test needs several segments");
+    let mut lengths = Vec::new();
+    for seg in &segs {
+        let mut bytes = fs::read(seg).unwrap();
+        let recs = records(&bytes);
+        let end = recs.last().map_or(32, |(off, len, _)| off + len);
+        lengths.push(end as u64);
+        bytes.truncate(end);
+        bytes.resize(end + 70_000, 0);
+        fs::write(seg, &bytes).unwrap();
+    }
+    let (q, report) = open(dir.path());
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(report.corrupt_records, 0);
+    assert!(report.quarantined_segments.is_empty());
+    assert_eq!(present(&q, &ids), vec![true; 40]);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(q.body(*id).unwrap(), body(i as u64));
+    }
+    q.close();
+    for (seg, len) in segs.iter().zip(lengths) {
+        if let Ok(m) = fs::metadata(seg) {
+            assert_eq!(m.len(), len, "{} cut back to its records", seg.display());
+        }
+    }
+}
+
 #[test]
 fn flipped_bytes_in_a_middle_record_lose_only_that_record() {
     let dir = tempfile::tempdir().unwrap();
