@@ -38,13 +38,6 @@ pub struct QueueOptions {
     /// delivered in it be delivered again; it never loses a message.
     /// Zero (the default) syncs every batch.
     pub status_sync_delay: Duration,
-    /// Write each segment file (zeros) ahead of use on a thread of its
-    /// own, so that records overwrite it in place and a sync does not also
-    /// write the file's new size: cheaper commits on ext4 and XFS. Only
-    /// while the file system has room for one more segment beyond
-    /// `min_free_space`. On by default; off for copy-on-write file systems
-    /// (btrfs, ZFS), where it saves nothing.
-    pub preallocate: bool,
     /// A segment file is closed and a new one started once it reaches this
     /// size (bytes). Between 64 KiB and 1 GiB.
     pub segment_size: u64,
@@ -71,7 +64,6 @@ impl QueueOptions {
             path: path.into(),
             durability: Durability::Fsync,
             status_sync_delay: Duration::ZERO,
-            preallocate: true,
             segment_size: 64 << 20,
             body_cache: 64 << 20,
             min_free_space: 0,

@@ -48,8 +48,6 @@ impl Queue {
         let dir = opts.path.clone();
         create_durable_dir(&dir)?;
         let lock_file = take_lock(&dir)?;
-        // A segment being written ahead when the last run stopped.
-        let _ = std::fs::remove_file(dir.join(crate::writer::PREPARED_FILE));
         let loaded = recovery::load(&dir, true, opts.body_cache)?;
         let mut report = loaded.report;
         let first_segment = loaded.last_segment.map_or(1, |last| last + 1);
@@ -68,7 +66,6 @@ impl Queue {
             opts,
             dir,
             compactor_wake: Default::default(),
-            prepared: Default::default(),
             stopping: Default::default(),
             #[cfg(any(test, feature = "fault-injection"))]
             faults,
@@ -78,19 +75,13 @@ impl Queue {
         writer.collect_garbage();
         report.deleted_segments =
             (segments_before + 1).saturating_sub(shared.index().segments.len()) as u64;
-        let mut threads = vec![
+        let threads = vec![
             spawn("tern-queue-writer", move || writer.run())?,
             spawn("tern-queue-compact", {
                 let (shared, tx) = (shared.clone(), tx.clone());
                 move || compactor::run(shared, tx)
             })?,
         ];
-        if shared.opts.preallocate {
-            let shared = shared.clone();
-            threads.push(spawn("tern-queue-prepare", move || {
-                crate::writer::prepare::run(shared)
-            })?);
-        }
         Ok((
             Queue {
                 shared,
@@ -462,7 +453,6 @@ impl Queue {
     pub fn close(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.compactor_wake.notify();
-        self.shared.prepared.notify();
         let _ = self.tx.send(Cmd::Shutdown);
         let threads: Vec<_> = lock(&self.threads).drain(..).collect();
         for t in threads {

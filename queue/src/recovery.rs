@@ -281,16 +281,6 @@ fn apply_segment(
     for (offset, total, record) in records {
         st.replay(&path, seg, offset, total, record);
     }
-    if outcome.zero_tail > 0 {
-        // Written ahead of use: the segment ends at its last record.
-        tracing::debug!(path = %path.display(), bytes = outcome.zero_tail, "spool segment ends in space written ahead");
-        if let Some(s) = st.index.segments.get_mut(&seg) {
-            s.size = outcome.valid_end;
-        }
-        if writable {
-            truncate(&path, outcome.valid_end)?;
-        }
-    }
     let buf = buf.unwrap_or_default();
     for region in &outcome.corrupt {
         note_corrupt(dir, &path, seg, region, &buf, writable, &mut st.report);
@@ -470,8 +460,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<SegId>, 
             Some(id) if is_file => ids.push(id),
             _ if name == LOCK_FILE
                 || name == QUARANTINE_DIR
-                || name == crate::writer::RESERVE_FILE
-                || name == crate::writer::PREPARED_FILE => {}
+                || name == crate::writer::RESERVE_FILE => {}
             _ => report.ignored_files.push(entry.path()),
         }
     }
@@ -481,8 +470,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<SegId>, 
 
 /// Opens and reads a whole segment; `None` if it no longer exists.
 fn read_segment(path: &Path, writable: bool) -> Result<Option<(File, Vec<u8>)>, QueueError> {
-    // Not in append mode: the writer writes at explicit offsets.
-    let open = OpenOptions::new().read(true).write(writable).open(path);
+    let open = OpenOptions::new().read(true).append(writable).open(path);
     let file = match open {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound && !writable => return Ok(None),
@@ -502,7 +490,7 @@ fn truncate(path: &Path, len: u64) -> Result<(), QueueError> {
         .map_err(|e| QueueError::io(format!("open {}", path.display()), e))?;
     f.set_len(len)
         .and_then(|()| f.sync_all())
-        .map_err(|e| QueueError::io(format!("truncate {}", path.display()), e))
+        .map_err(|e| QueueError::io(format!("truncate torn tail of {}", path.display()), e))
 }
 
 fn remove(path: &Path) -> Result<(), QueueError> {

@@ -91,9 +91,6 @@ pub(crate) struct ScanOutcome {
     /// Bytes after the last valid record that hold no valid record (a torn
     /// write, or garbage at the end).
     pub tail: Option<BadRegion>,
-    /// Zero bytes after the last valid record, up to the end: space
-    /// written ahead of use (a preallocated segment), not damage.
-    pub zero_tail: u64,
 }
 
 /// Walks the records of a whole segment file (`buf` includes the header),
@@ -115,10 +112,6 @@ pub(crate) fn scan(buf: &[u8], salt: u32, mut visit: impl FnMut(u64, &[u8], usiz
             Check::Invalid(reason) => reason,
             Check::Incomplete => "record runs past the end of the file",
         };
-        if buf[pos..].iter().all(|b| *b == 0) {
-            out.zero_tail = (buf.len() - pos) as u64;
-            break;
-        }
         match resync(buf, pos + 1, salt) {
             Some(next) => {
                 out.corrupt.push(BadRegion {
@@ -218,22 +211,6 @@ mod tests {
         assert_eq!(seen.len(), 2);
         assert_eq!(out.valid_end, starts[2] as u64);
         assert_eq!(out.tail.unwrap().offset, starts[2] as u64);
-    }
-
-    #[test]
-    fn zeros_after_the_records_are_space_written_ahead_not_damage() {
-        let (mut buf, starts) = segment(5, &[1, 2]);
-        let end = buf.len();
-        buf.resize(end + 4096, 0);
-        let (seen, out) = offsets(&buf, 5);
-        assert_eq!(seen, starts.iter().map(|s| *s as u64).collect::<Vec<_>>());
-        assert_eq!((out.valid_end, out.zero_tail), (end as u64, 4096));
-        assert!(out.corrupt.is_empty() && out.tail.is_none());
-        // A torn record before the zeros is still a torn tail.
-        buf[end] = RECORD_MAGIC[0];
-        let (_, out) = offsets(&buf, 5);
-        assert_eq!(out.zero_tail, 0);
-        assert_eq!(out.tail.unwrap().offset, end as u64);
     }
 
     #[test]

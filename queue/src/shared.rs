@@ -146,8 +146,6 @@ pub(crate) struct Shared {
     pub opts: QueueOptions,
     pub dir: PathBuf,
     pub compactor_wake: Signal,
-    /// The segment file written ahead of use, when one is ready.
-    pub prepared: crate::writer::prepare::Prepared,
     pub stopping: std::sync::atomic::AtomicBool,
     #[cfg(any(test, feature = "fault-injection"))]
     pub faults: std::sync::Arc<crate::faults::Faults>,

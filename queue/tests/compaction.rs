@@ -49,11 +49,7 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
 fn deferred_messages_survive_compaction_and_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    // 64 KiB segments, not written ahead: the files' lengths are then the
-    // bytes of their records, which the test compares with the stats.
-    let mut o = common::options(dir.path());
-    o.preallocate = false;
-    let (q, _) = queue::Queue::open(o).unwrap();
+    let (q, _) = open(dir.path()); // 64 KiB segments
     let ids: Vec<_> = (0..3000u64)
         .map(|n| rt.block_on(q.enqueue(message(n, 1))).unwrap())
         .collect();

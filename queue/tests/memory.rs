@@ -43,9 +43,6 @@ fn per_message(recipients: usize) -> f64 {
     let opts = || {
         let mut o = QueueOptions::new(dir.path());
         o.body_cache = 0;
-        // No segment written ahead: its zeros are a transient buffer of the
-        // preparing thread, not the message's cost.
-        o.preallocate = false;
         // Filling fast; durability does not change what is counted.
         o.durability = queue::Durability::Buffered {
             flush_interval: std::time::Duration::from_millis(10),
@@ -61,9 +58,7 @@ fn per_message(recipients: usize) -> f64 {
         q.close();
     }
     let empty_dir = tempfile::tempdir().unwrap();
-    let mut empty_opts = QueueOptions::new(empty_dir.path());
-    empty_opts.preallocate = false;
-    let (empty, _) = Queue::open(empty_opts).unwrap();
+    let (empty, _) = Queue::open(QueueOptions::new(empty_dir.path())).unwrap();
     let before = LIVE.load(Ordering::Relaxed);
     let (q, report) = Queue::open(opts()).unwrap();
     let after = LIVE.load(Ordering::Relaxed);

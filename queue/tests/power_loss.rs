@@ -9,8 +9,7 @@
 //! Then, for many cut points, the spool as a power loss at that point
 //! could leave it is rebuilt in a fresh directory: every file as of sync
 //! K, plus a prefix of what was written before sync K+1, its last bytes
-//! possibly replaced by garbage, and then possibly zeros up to the
-//! segment's size (a segment written ahead of use). Recovery runs on it, and:
+//! possibly replaced by garbage. Recovery runs on it, and:
 //! - it opens (a torn tail is cut, never fatal);
 //! - every message acknowledged by sync K is there, whole (envelope and
 //!   body as enqueued), with every outcome acknowledged by sync K;
@@ -123,9 +122,6 @@ fn workload(dir: &Path, lazy: bool) -> (Disk, Vec<Acked>) {
     }
     let mut opts = options(dir);
     opts.faults = Some(faults);
-    // Files that only grow, so that a length is a snapshot; `rebuild`
-    // pads some with zeros as a segment written ahead would be.
-    opts.preallocate = false;
     if lazy {
         opts.status_sync_delay = std::time::Duration::from_secs(1);
     }
@@ -216,11 +212,6 @@ fn rebuild(disk: &Disk, k: usize, rng: &mut Lcg, into: &Path) -> String {
                 *b = rng.next(256) as u8;
             }
             what.push_str(", torn");
-        }
-        if rng.next(3) == 0 {
-            // Written ahead of use: zeros up to the segment's size.
-            bytes.resize(bytes.len().max(64 << 10), 0);
-            what.push_str(", zeros after");
         }
         std::fs::write(into.join(name), bytes).unwrap();
     }

@@ -12,14 +12,10 @@ use queue::{MessageId, Queue};
 /// A message record (with its priority byte) in the documented layout.
 const KIND_MESSAGE: u8 = 4;
 
-/// Enqueues `n` messages and closes the queue; returns their ids. No
-/// segment is written ahead, so that they land in one segment whatever
-/// the timing (the damage below is made by hand).
+/// Enqueues `n` messages and closes the queue; returns their ids.
 fn fill(dir: &Path, n: u64) -> Vec<MessageId> {
     let rt = runtime();
-    let mut o = common::options(dir);
-    o.preallocate = false;
-    let (q, _) = Queue::open(o).unwrap();
+    let (q, _) = open(dir);
     let ids = (0..n)
         .map(|i| rt.block_on(q.enqueue(message(i, 2))).unwrap())
         .collect();
@@ -61,43 +57,6 @@ fn truncated_tail_is_cut_and_everything_before_it_kept() {
     let (_, again) = open(dir.path());
     assert_eq!(again.torn_tail_bytes, 0, "repaired, not reported twice");
     assert_eq!(again.messages, 39);
-}
-
-/// Zeros after the last record, in any segment, are space written ahead
-/// of use (or a power loss in a segment written ahead): nothing is
-/// reported as damage, every message is there, and the files are cut back
-/// to their records.
-#[test]
-fn zeros_after_the_records_are_space_written_ahead_not_damage() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ids = fill(dir.path(), 20);
-    ids.extend(fill(dir.path(), 20)); // a second open writes a new segment
-    let segs = segments(dir.path());
-    assert!(segs.len() >= 2, "the test needs several segments");
-    let mut lengths = Vec::new();
-    for seg in &segs {
-        let mut bytes = fs::read(seg).unwrap();
-        let recs = records(&bytes);
-        let end = recs.last().map_or(32, |(off, len, _)| off + len);
-        lengths.push(end as u64);
-        bytes.truncate(end);
-        bytes.resize(end + 70_000, 0);
-        fs::write(seg, &bytes).unwrap();
-    }
-    let (q, report) = open(dir.path());
-    assert_eq!(report.torn_tail_bytes, 0);
-    assert_eq!(report.corrupt_records, 0);
-    assert!(report.quarantined_segments.is_empty());
-    assert_eq!(present(&q, &ids), vec![true; 40]);
-    for (i, id) in ids.iter().enumerate() {
-        assert_eq!(q.body(*id).unwrap(), body(i as u64 % 20));
-    }
-    q.close();
-    for (seg, len) in segs.iter().zip(lengths) {
-        if let Ok(m) = fs::metadata(seg) {
-            assert_eq!(m.len(), len, "{} cut back to its records", seg.display());
-        }
-    }
 }
 
 #[test]

@@ -46,12 +46,6 @@ pub struct QueueConfig {
     /// power loss within it can deliver those recipients again (never
     /// loses mail). "0s" syncs every outcome before going on. At most 10s.
     pub outcome_sync_delay: Duration,
-    /// Write each spool segment file (zeros) ahead of use, on a thread of
-    /// its own, so that an fsync does not also write the file's new size:
-    /// cheaper commits on ext4 and XFS. Only while the file system has
-    /// room for one more segment beyond `min_free_space`. Turn off on
-    /// copy-on-write file systems (btrfs, ZFS), where it saves nothing.
-    pub preallocate: bool,
     /// Size at which a spool segment file is closed and the next started
     /// (64KiB to 1GiB).
     pub segment_size: ByteSize,
@@ -78,7 +72,6 @@ impl Default for QueueConfig {
             durability: DurabilityMode::Fsync,
             flush_interval: Duration::from_millis(100),
             outcome_sync_delay: Duration::from_millis(50),
-            preallocate: true,
             segment_size: ByteSize(64 << 20),
             body_cache: ByteSize(64 << 20),
             min_free_space: ByteSize(200_000_000),
@@ -127,7 +120,6 @@ impl QueueConfig {
             },
         };
         o.status_sync_delay = self.outcome_sync_delay.get();
-        o.preallocate = self.preallocate;
         o.segment_size = self.segment_size.0;
         o.body_cache = self.body_cache.0;
         o.min_free_space = self.min_free_space.0;

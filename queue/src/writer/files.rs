@@ -9,18 +9,7 @@ use super::{Active, Writer};
 use crate::segment::{self, SEGMENT_HEADER_LEN, SegId};
 
 impl Writer {
-    /// Whether the batch about to be written starts a new segment: the
-    /// active one is full, or it was not written ahead and a segment that
-    /// was is ready (right after open, so the saving starts at once).
-    pub(super) fn should_rotate(&self) -> bool {
-        self.active.size >= self.shared.opts.segment_size
-            || (!self.active.preallocated
-                && self.shared.opts.preallocate
-                && self.shared.prepared.is_ready())
-    }
-
-    /// Seals the active segment and starts the next one: the segment
-    /// written ahead if one is ready, else a new empty file.
+    /// Seals the active segment and starts the next one.
     pub(super) fn rotate(&mut self) -> io::Result<()> {
         #[cfg(any(test, feature = "fault-injection"))]
         self.shared.faults.before_write()?;
@@ -28,35 +17,8 @@ impl Writer {
             self.active.file.sync_data()?;
             self.unsynced = None;
         }
-        let id = self.next_segment_id();
-        let ready = match self.shared.opts.preallocate {
-            true => self.shared.prepared.take(),
-            false => None,
-        };
-        let next = match ready {
-            Some(file) => {
-                let adopted = adopt_prepared(&self.shared.dir, &self.dir, id, file);
-                match adopted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot use the spool segment written ahead; starting an empty one");
-                        create_segment(&self.shared.dir, &self.dir, id)?
-                    }
-                }
-            }
-            None => create_segment(&self.shared.dir, &self.dir, id)?,
-        };
-        if self.active.preallocated {
-            // The zeros the sealed segment did not use (recovery would
-            // drop them too).
-            let _ = self.active.file.set_len(self.active.size);
-        }
-        let lasted = self.active_since.elapsed();
+        let next = create_segment(&self.shared.dir, &self.dir, self.next_segment_id())?;
         self.active = next;
-        self.active_since = std::time::Instant::now();
-        if self.shared.opts.preallocate && lasted >= super::prepare::ASK_IF_LASTED {
-            self.shared.prepared.ask(); // after the rename above
-        }
         self.register_active();
         Ok(())
     }
@@ -142,7 +104,7 @@ pub(super) fn create_segment(
     let salt = random_u32();
     let file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .append(true)
         .create_new(true)
         .open(&path)?;
     let res = (&file)
@@ -158,31 +120,6 @@ pub(super) fn create_segment(
         file: Arc::new(file),
         salt,
         size: SEGMENT_HEADER_LEN as u64,
-        preallocated: false,
-    })
-}
-
-/// Makes the file written ahead segment `id`: its header over the first
-/// zeros, then its name, both durable.
-fn adopt_prepared(
-    dir_path: &std::path::Path,
-    dir: &File,
-    id: SegId,
-    file: File,
-) -> io::Result<Active> {
-    use std::os::unix::fs::FileExt;
-    let salt = random_u32();
-    file.write_all_at(&segment::encode_header(id, salt), 0)?;
-    file.sync_data()?;
-    let from = dir_path.join(super::PREPARED_FILE);
-    fs::rename(&from, dir_path.join(segment::file_name(id)))?;
-    dir.sync_all()?;
-    Ok(Active {
-        id,
-        file: Arc::new(file),
-        salt,
-        size: SEGMENT_HEADER_LEN as u64,
-        preallocated: true,
     })
 }
 

@@ -17,13 +17,11 @@
 mod files;
 mod health;
 mod ops;
-pub(crate) mod prepare;
 
 pub use health::RESERVE_FILE;
-pub use prepare::PREPARED_FILE;
 
 use std::fs::File;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -162,11 +160,7 @@ struct Active {
     id: SegId,
     file: Arc<File>,
     salt: u32,
-    /// Where the next record goes (the end of the records).
     size: u64,
-    /// Written ahead of use (zeros up to `segment_size`), so records
-    /// overwrite it in place.
-    preallocated: bool,
 }
 
 pub(crate) struct Writer {
@@ -174,8 +168,6 @@ pub(crate) struct Writer {
     rx: Receiver<Cmd>,
     dir: File,
     active: Active,
-    /// When the active segment was started.
-    active_since: Instant,
     /// Set after a failed write or sync: the active segment must not be
     /// appended to, and nothing is written until a fresh one is started.
     broken: Option<health::Broken>,
@@ -202,7 +194,6 @@ impl Writer {
             rx,
             dir,
             active,
-            active_since: Instant::now(),
             broken: None,
             space: Default::default(),
             unsynced: None,
@@ -210,9 +201,6 @@ impl Writer {
         w.register_active();
         w.check_space();
         w.hold_reserve();
-        if w.shared.opts.preallocate {
-            w.shared.prepared.ask();
-        }
         Ok(w)
     }
 
@@ -324,7 +312,7 @@ impl Writer {
         if staged.is_empty() {
             return;
         }
-        if self.should_rotate()
+        if self.active.size >= self.shared.opts.segment_size
             && let Err(e) = self.rotate()
         {
             let err = self.write_failed(self.active.size, e);
@@ -398,14 +386,11 @@ impl Writer {
             }
         }
         let mut rest = &mut slices[..];
-        let mut offset = self.active.size;
         while !rest.is_empty() {
-            let n =
-                rustix::io::pwritev(&*self.active.file, rest, offset).map_err(io::Error::from)?;
+            let n = (&*self.active.file).write_vectored(rest)?;
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
             }
-            offset += n as u64;
             IoSlice::advance_slices(&mut rest, n);
         }
         if !sync {

@@ -211,7 +211,6 @@ pub(super) fn first_segment(shared: &Shared, dir: &File, id: SegId) -> Result<Ac
                 file,
                 salt,
                 size,
-                preallocated: false,
             })
         }
         None => Err(QueueError::io(format!("create segment {id:016x}"), err)),
