@@ -409,9 +409,6 @@ async fn command(
                 shared.empty_data.lock().unwrap().push(raw);
                 "554 5.5.1 no valid recipients".into()
             } else {
-                if let Some(d) = opts.data_delay {
-                    tokio::time::sleep(d).await;
-                }
                 let data = unstuff(&raw);
                 let m = Received {
                     peer,
@@ -423,9 +420,7 @@ async fn command(
                     commands: commands.to_vec(),
                     at: tokio::time::Instant::now(),
                 };
-                shared.received.lock().unwrap().push(m);
-                shared.changed.notify_waiters();
-                "250 2.0.0 queued".into()
+                keep(m, shared, opts).await
             }
         }
     } else if upper.starts_with("BDAT ") && opts.chunking {
@@ -454,9 +449,6 @@ async fn command(
                 "554 5.5.1 no valid recipients".into()
             }
             _ => {
-                if let Some(d) = opts.data_delay {
-                    tokio::time::sleep(d).await;
-                }
                 let m = Received {
                     peer,
                     from: t.from,
@@ -467,9 +459,7 @@ async fn command(
                     commands: commands.to_vec(),
                     at: tokio::time::Instant::now(),
                 };
-                shared.received.lock().unwrap().push(m);
-                shared.changed.notify_waiters();
-                "250 2.0.0 queued".into()
+                keep(m, shared, opts).await
             }
         }
     } else if upper == "QUIT" {
@@ -479,6 +469,21 @@ async fn command(
         "502 5.5.1 not implemented".into()
     };
     Next::Reply(reply)
+}
+
+/// Keeps an accepted message (after `data_delay`, a slow receiver) and
+/// answers it.
+async fn keep(m: Received, shared: &Shared, opts: &SinkOptions) -> String {
+    if let Some(d) = opts.data_delay {
+        tokio::time::sleep(d).await;
+    }
+    let m = Received {
+        at: tokio::time::Instant::now(),
+        ..m
+    };
+    shared.received.lock().unwrap().push(m);
+    shared.changed.notify_waiters();
+    "250 2.0.0 queued".into()
 }
 
 async fn rcpt(cmd: &str, txn: &mut Txn, shared: &Shared, opts: &SinkOptions) -> String {
