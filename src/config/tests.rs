@@ -115,6 +115,29 @@ fn semantic_checks_name_the_key() {
 }
 
 #[test]
+fn the_runtime_and_outcome_sync_bounds_name_their_keys() {
+    let e = errors("[server]\nworker_threads = 5000\n[queue]\noutcome_sync_delay = \"1m\"\n");
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e[0].starts_with("t.toml:2:18: server.worker_threads: 5000 is above the most, 1024"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("t.toml:4:22: queue.outcome_sync_delay: 1m is above the most, 10s"),
+        "{e:#?}"
+    );
+    let c = parse(Path::new("t.toml"), "[server]\nworker_threads = 3\n").unwrap();
+    assert_eq!(c.server.runtime_threads(), 3);
+    let auto = Config::default().server.runtime_threads();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        auto,
+        cores.saturating_sub(1).max(1),
+        "cores less one, at least one"
+    );
+}
+
+#[test]
 fn wrong_types_are_reported() {
     let e = errors("[queue]\nsegment_size = 5\ndurability = \"sometimes\"\n");
     assert_eq!(e.len(), 2, "{e:#?}");
