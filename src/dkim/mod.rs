@@ -5,8 +5,9 @@
 //! author's, the envelope sender's, the platform's); and the signing
 //! itself, which prepends the `DKIM-Signature` fields: RSA (and large
 //! messages) on its own threads ([`pool`]), a small message signed by
-//! Ed25519 keys alone on the calling task, cheaper than the hop. A message is signed once, before it is queued;
-//! delivery and retries send the stored bytes and never sign again. It
+//! Ed25519 keys alone on the calling task, cheaper than the hop. A
+//! message is signed once, before it is queued; delivery and retries send
+//! the stored bytes and never sign again. It
 //! never decides what a failure means for the message: the intake does,
 //! from `on_error`.
 

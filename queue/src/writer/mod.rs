@@ -275,8 +275,7 @@ impl Writer {
                 Ok(cmd) => return Some(cmd),
                 Err(RecvTimeoutError::Disconnected) => return None,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.flush();
-                    self.collect_garbage();
+                    // A sync that came due is done at the top of the loop.
                     self.check_space();
                     let _ = self.ensure_writable();
                 }

@@ -48,6 +48,9 @@ enum Stream {
 /// write; larger content is written from where it is.
 const SMALL_CONTENT: usize = 64 << 10;
 
+/// Bytes of message data written per timed write.
+const DATA_BLOCK: usize = 1 << 20;
+
 fn closed() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "connection closed")
 }
@@ -412,8 +415,22 @@ impl Connection {
         res
     }
 
-    /// Commands, then a large content in blocks of at most 1 MiB, each
-    /// write within `limit`.
+    /// Writes message data in blocks of at most [`DATA_BLOCK`], each
+    /// within `limit` (a slow receiver is judged per block, not on the
+    /// whole message).
+    pub(super) async fn write_blocks(
+        &mut self,
+        bytes: &[u8],
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        for block in bytes.chunks(DATA_BLOCK) {
+            self.write(block, limit).await?;
+        }
+        Ok(())
+    }
+
+    /// Commands, then a large content in blocks, each write within
+    /// `limit`.
     async fn write_apart(
         &mut self,
         commands: &[u8],
@@ -422,9 +439,7 @@ impl Connection {
         limit: Duration,
     ) -> Result<(), ClientError> {
         self.write(commands, limit).await?;
-        for block in content.chunks(1 << 20) {
-            self.write(block, limit).await?;
-        }
+        self.write_blocks(content, limit).await?;
         match crlf {
             true => self.write(b"\r\n", limit).await,
             false => Ok(()),

@@ -18,9 +18,6 @@ use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT
 use super::{ClientError, Connection, RemoteReply};
 use crate::message::Ret;
 
-/// Bytes of message data written per timed write.
-const DATA_CHUNK: usize = 1 << 20;
-
 /// A recipient to send to.
 #[derive(Debug, Clone)]
 pub struct RcptRequest<'a> {
@@ -207,9 +204,7 @@ impl Connection {
         let mail_reply = self.read_reply(t.mail.get(), "MAIL reply").await?;
         *mail_answered = true;
         if !mail_reply.is_positive() {
-            results
-                .iter_mut()
-                .for_each(|r| *r = Some(RcptResult::from_failure(&mail_reply)));
+            all_failed(results, &mail_reply);
             if pipelined {
                 self.drain_pipelined(rcpts.len(), &t).await?;
             }
@@ -256,9 +251,7 @@ impl Connection {
         let mail_reply = self.read_reply(t.mail.get(), "MAIL reply").await?;
         *mail_answered = true;
         if !mail_reply.is_positive() {
-            results
-                .iter_mut()
-                .for_each(|r| *r = Some(RcptResult::from_failure(&mail_reply)));
+            all_failed(results, &mail_reply);
             for _ in rcpts {
                 self.read_reply(t.rcpt.get(), "RCPT reply").await?;
             }
@@ -269,13 +262,7 @@ impl Connection {
         let done = self
             .read_reply(t.data_done.get(), "reply to BDAT LAST")
             .await?;
-        for &i in &accepted {
-            results[i] = Some(if done.is_positive() {
-                RcptResult::Delivered(done.clone())
-            } else {
-                RcptResult::from_failure(&done)
-            });
-        }
+        answer_accepted(results, &accepted, &done);
         match done.is_positive() {
             true => Ok(true),
             false => self.reset().await,
@@ -347,13 +334,7 @@ impl Connection {
         let done = self
             .read_reply(t.data_done.get(), "reply to the end of data")
             .await?;
-        for &i in accepted {
-            results[i] = Some(if done.is_positive() {
-                RcptResult::Delivered(done.clone())
-            } else {
-                RcptResult::from_failure(&done)
-            });
-        }
+        answer_accepted(results, accepted, &done);
         Ok(true)
     }
 
@@ -424,16 +405,28 @@ impl Connection {
         stuff(body, &mut self.wbuf);
         let buf = std::mem::take(&mut self.wbuf);
         self.note(&format!("(message data: {} bytes, then \".\")", body.len()));
-        let mut res = Ok(());
-        for chunk in buf.chunks(DATA_CHUNK) {
-            res = self.write(chunk, block).await;
-            if res.is_err() {
-                break;
-            }
-        }
+        let res = self.write_blocks(&buf, block).await;
         self.wbuf = buf;
         self.wbuf.clear();
         res
+    }
+}
+
+/// Every recipient gets the failure `reply` (MAIL was refused).
+fn all_failed(results: &mut [Option<RcptResult>], reply: &RemoteReply) {
+    results
+        .iter_mut()
+        .for_each(|r| *r = Some(RcptResult::from_failure(reply)));
+}
+
+/// The accepted recipients get the reply to the message data: delivered
+/// if positive, else its failure.
+fn answer_accepted(results: &mut [Option<RcptResult>], accepted: &[usize], done: &RemoteReply) {
+    for &i in accepted {
+        results[i] = Some(match done.is_positive() {
+            true => RcptResult::Delivered(done.clone()),
+            false => RcptResult::from_failure(done),
+        });
     }
 }
 
