@@ -18,6 +18,9 @@ pub struct Faults {
     /// Keep failing writes until cleared (a disk that stays full).
     sticky_write: std::sync::atomic::AtomicBool,
     after_sync: Mutex<Option<SyncHook>>,
+    /// While set, a background recovery waits before its merge.
+    recovery_held: Mutex<bool>,
+    recovery_gate: std::sync::Condvar,
 }
 
 impl std::fmt::Debug for Faults {
@@ -53,6 +56,29 @@ impl Faults {
     /// loss at that moment.
     pub fn on_sync(&self, hook: impl Fn() + Send + Sync + 'static) {
         *self.after_sync.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    /// Makes a background recovery wait, its segments read, before it
+    /// merges them into the queue, until [`Faults::release_recovery`]:
+    /// tests of what the queue does meanwhile.
+    pub fn hold_recovery(&self) {
+        *self.recovery_held.lock().unwrap() = true;
+    }
+
+    /// Lets a held background recovery merge.
+    pub fn release_recovery(&self) {
+        *self.recovery_held.lock().unwrap() = false;
+        self.recovery_gate.notify_all();
+    }
+
+    /// Waits while the recovery is held (at most a minute: a test that
+    /// forgets to release it fails rather than hangs).
+    pub(crate) fn before_merge(&self) {
+        let held = self.recovery_held.lock().unwrap();
+        let _unused = self
+            .recovery_gate
+            .wait_timeout_while(held, std::time::Duration::from_secs(60), |h| *h)
+            .unwrap();
     }
 
     pub(crate) fn synced(&self) {

@@ -95,6 +95,7 @@ pub mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
+mod open;
 mod options;
 mod packed;
 mod queue;
@@ -107,7 +108,7 @@ mod writer;
 pub use error::QueueError;
 pub use options::{Durability, QueueOptions, SEGMENT_SIZE_RANGE};
 pub use queue::{Queue, SpoolSnapshot};
-pub use recovery::{CorruptRegion, LOCK_FILE, QUARANTINE_DIR, RecoveryReport};
+pub use recovery::{CorruptRegion, LOCK_FILE, QUARANTINE_DIR, Recovery, RecoveryReport};
 pub use shared::{Health, IoStats};
 pub use types::{
     DEFAULT_PRIORITY, DomainCount, Envelope, EnvelopeRecipient, LOWEST_PRIORITY, MAX_REPLY_LEN,

@@ -47,6 +47,17 @@ pub struct QueueOptions {
     /// New messages are refused with [`crate::QueueError::Full`] while the
     /// file system has less free space than this (bytes); 0 disables the check.
     pub min_free_space: u64,
+    /// Open at once and recover the spool's messages on a thread of its
+    /// own. [`crate::Queue::open`] then returns after a glance that reads
+    /// and checks the segments for the state values and the highest id
+    /// (about a quarter of a full recovery's time), and new messages are
+    /// taken and delivered from then on; the old ones join the queue when
+    /// every old segment has been read ([`crate::Queue::recovered`]).
+    /// Until then they are not handed out, listed or counted, and no
+    /// segment is deleted or compacted. If no fresh segment can be
+    /// started (a full disk), the open recovers in the foreground as
+    /// without this option. Off by default.
+    pub recover_in_background: bool,
     /// Failures to inject, set before the queue opens (tests of opening on
     /// a failing disk); otherwise the queue makes its own.
     #[cfg(any(test, feature = "fault-injection"))]
@@ -67,6 +78,7 @@ impl QueueOptions {
             segment_size: 64 << 20,
             body_cache: 64 << 20,
             min_free_space: 0,
+            recover_in_background: false,
             #[cfg(any(test, feature = "fault-injection"))]
             faults: None,
         }

@@ -1,7 +1,7 @@
-//! The [`Queue`] handle: opening, the write API (answered after commit),
+//! The [`Queue`] handle (opened in `open.rs`): the write API (answered after commit),
 //! and the read API (served from the in-memory index).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -13,86 +13,27 @@ use tokio::sync::oneshot;
 
 use crate::body;
 use crate::codec;
-use crate::compactor;
 use crate::error::QueueError;
 use crate::index::{BodySource, Index};
-use crate::options::{QueueOptions, SEGMENT_SIZE_RANGE};
-use crate::recovery::{self, LOCK_FILE, RecoveryReport};
+use crate::recovery::{self, RecoveryReport};
 use crate::shared::{Health, IoStats, Shared, lock};
 use crate::types::{
     DomainCount, MessageId, MessageInfo, NewMessage, QueueStats, RecipientStatus, Timestamp,
     UpdateOutcome,
 };
-use crate::writer::{Cmd, Done, Mark, Op, Request, Writer};
+use crate::writer::{Cmd, Done, Mark, Op, Request};
 
 /// A durable message queue in one spool directory. Cheap to share behind an
 /// `Arc`; every method takes `&self`.
 pub struct Queue {
-    shared: Arc<Shared>,
-    tx: mpsc::Sender<Cmd>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tx: mpsc::Sender<Cmd>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     /// The spool's lock, held until [`Queue::close`].
-    lock: Mutex<Option<File>>,
+    pub(crate) lock: Mutex<Option<File>>,
 }
 
 impl Queue {
-    /// Opens (creating if needed) and recovers the spool, then starts the
-    /// writer and compactor threads. Blocking: call it from a thread where
-    /// blocking is fine (for example `spawn_blocking`).
-    pub fn open(opts: QueueOptions) -> Result<(Queue, RecoveryReport), QueueError> {
-        if !SEGMENT_SIZE_RANGE.contains(&opts.segment_size) {
-            return Err(QueueError::Invalid(
-                "segment_size must be between 64 KiB and 1 GiB",
-            ));
-        }
-        let dir = opts.path.clone();
-        create_durable_dir(&dir)?;
-        let lock_file = take_lock(&dir)?;
-        let loaded = recovery::load(&dir, true, opts.body_cache)?;
-        let mut report = loaded.report;
-        let first_segment = loaded.last_segment.map_or(1, |last| last + 1);
-        let mut index = loaded.index;
-        index.active = first_segment;
-        let segments_before = index.segments.len();
-        #[cfg(any(test, feature = "fault-injection"))]
-        let faults = opts.faults.clone().unwrap_or_default();
-        let shared = Arc::new(Shared {
-            index: Mutex::new(index),
-            health: Default::default(),
-            io: Default::default(),
-            messages: (report.messages).into(),
-            body_bytes: (report.body_bytes).into(),
-            next_id: (loaded.max_id + 1).max(now_micros()).into(),
-            opts,
-            dir,
-            compactor_wake: Default::default(),
-            stopping: Default::default(),
-            #[cfg(any(test, feature = "fault-injection"))]
-            faults,
-        });
-        let (tx, rx) = mpsc::channel();
-        let mut writer = Writer::start(shared.clone(), rx, first_segment)?;
-        writer.collect_garbage();
-        report.deleted_segments =
-            (segments_before + 1).saturating_sub(shared.index().segments.len()) as u64;
-        let threads = vec![
-            spawn("tern-queue-writer", move || writer.run())?,
-            spawn("tern-queue-compact", {
-                let (shared, tx) = (shared.clone(), tx.clone());
-                move || compactor::run(shared, tx)
-            })?,
-        ];
-        Ok((
-            Queue {
-                shared,
-                tx,
-                threads: Mutex::new(threads),
-                lock: Mutex::new(Some(lock_file)),
-            },
-            report,
-        ))
-    }
-
     /// Makes `msg` durable and returns its id. Returns only after the
     /// message's record is on stable storage (see [`crate::Durability`]);
     /// concurrent calls share one write and one sync.
@@ -437,6 +378,32 @@ impl Queue {
         self.shared.io.get()
     }
 
+    /// Where the recovery of the spool stands: `Running` while a
+    /// background recovery reads the old segments (their messages are not
+    /// handed out, listed or counted yet), `Done` otherwise.
+    pub fn recovery(&self) -> crate::Recovery {
+        self.shared.recovery.borrow().clone()
+    }
+
+    /// Whether a background recovery is still reading the old segments.
+    pub fn is_recovering(&self) -> bool {
+        matches!(*self.shared.recovery.borrow(), crate::Recovery::Running)
+    }
+
+    /// Waits until recovery has ended (at once when the queue was opened
+    /// in the foreground): every message of the spool is then in the
+    /// queue, unless it failed. Callers that act on the whole queue (a
+    /// bulk hold, a drain) wait for this first.
+    pub async fn recovered(&self) -> crate::Recovery {
+        let mut rx = self.shared.recovery.subscribe();
+        let out = rx
+            .wait_for(|r| !matches!(r, crate::Recovery::Running))
+            .await
+            .map(|r| r.clone());
+        // The sender lives as long as the queue's state: never closed here.
+        out.unwrap_or_else(|_| crate::Recovery::Failed("closed".into()))
+    }
+
     /// Whether new messages are accepted (cheap: one atomic load when healthy).
     pub fn health(&self) -> Health {
         self.shared.health.get()
@@ -453,6 +420,8 @@ impl Queue {
     pub fn close(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.compactor_wake.notify();
+        #[cfg(any(test, feature = "fault-injection"))]
+        self.shared.faults.release_recovery();
         let _ = self.tx.send(Cmd::Shutdown);
         let threads: Vec<_> = lock(&self.threads).drain(..).collect();
         for t in threads {
@@ -517,48 +486,7 @@ impl SpoolSnapshot {
     }
 }
 
-/// Creates the spool directory if needed and makes its entry in the parent
-/// durable, so a power loss right after the first acknowledgement cannot
-/// take the whole directory with it.
-fn create_durable_dir(dir: &Path) -> Result<(), QueueError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir).map_err(|e| QueueError::io(format!("create {}", dir.display()), e))?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(parent)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| QueueError::io(format!("sync {}", parent.display()), e))
-}
-
-fn take_lock(dir: &Path) -> Result<File, QueueError> {
-    let path = dir.join(LOCK_FILE);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| QueueError::io(format!("open {}", path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(QueueError::Locked(dir.to_owned())),
-        Err(fs::TryLockError::Error(e)) => {
-            Err(QueueError::io(format!("lock {}", path.display()), e))
-        }
-    }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, QueueError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map_err(|e| QueueError::io(format!("spawn {name}"), e))
-}
-
-fn now_micros() -> u64 {
+pub(crate) fn now_micros() -> u64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

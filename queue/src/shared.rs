@@ -147,6 +147,8 @@ pub(crate) struct Shared {
     pub dir: PathBuf,
     pub compactor_wake: Signal,
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Where a background recovery stands (`Done` at once otherwise).
+    pub recovery: tokio::sync::watch::Sender<crate::recovery::Recovery>,
     #[cfg(any(test, feature = "fault-injection"))]
     pub faults: std::sync::Arc<crate::faults::Faults>,
 }

@@ -56,6 +56,19 @@ impl DomainCounts {
         }
     }
 
+    /// Adds the counts of `other` (a recovered index's).
+    pub fn absorb(&mut self, other: DomainCounts) {
+        if self.0.is_empty() {
+            self.0 = other.0;
+            return;
+        }
+        for (domain, (messages, recipients)) in other.0 {
+            let slot = self.0.entry(domain).or_default();
+            slot.0 += messages;
+            slot.1 += recipients;
+        }
+    }
+
     fn add(&mut self, domain: &str, messages: i64, recipients: i64) {
         // Domains are nearly always lower case already: no copy then.
         let owned;

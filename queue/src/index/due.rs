@@ -33,6 +33,13 @@ impl DueSet {
         self.0 = std::mem::take(&mut self.0).into_iter().collect();
     }
 
+    /// Takes in every entry of `other` (a recovered index's).
+    pub fn absorb(&mut self, other: DueSet) {
+        let mut all = other.0;
+        all.append(&mut self.0);
+        self.0 = all;
+    }
+
     /// The earliest message of `priority`: when it is due, and its id.
     pub fn first_of(&self, priority: u8) -> Option<(Timestamp, MessageId)> {
         let start = (

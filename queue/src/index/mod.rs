@@ -22,6 +22,7 @@
 
 mod domains;
 mod due;
+mod merge;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -257,6 +258,9 @@ pub(crate) struct Index {
     states: BTreeMap<Box<str>, state::StateEntry>,
     /// Queued messages and recipients per domain, kept as they change.
     by_domain: domains::DomainCounts,
+    /// While the spool is recovered in the background: what is known of
+    /// it before the merge (`merge.rs`).
+    recovering: Option<Box<merge::Recovering>>,
 }
 
 impl Index {
@@ -264,6 +268,18 @@ impl Index {
         Self {
             cache_budget,
             ..Default::default()
+        }
+    }
+
+    /// An index for a spool recovered in the background, serving the
+    /// glance's state values until the merge.
+    pub fn recovering(
+        cache_budget: u64,
+        states: std::collections::BTreeMap<Box<str>, Bytes>,
+    ) -> Self {
+        Self {
+            recovering: Some(Box::new(merge::Recovering::new(states))),
+            ..Self::new(cache_budget)
         }
     }
 
@@ -523,6 +539,9 @@ impl Index {
 
     /// Segments that may be deleted now (see the module docs).
     pub fn deletable(&self) -> Vec<SegId> {
+        if self.recovering.is_some() {
+            return Vec::new(); // the old segments' accounting is not in yet
+        }
         self.segments
             .iter()
             .filter(|(id, s)| {
@@ -544,6 +563,9 @@ impl Index {
 
     /// The oldest segment that is neither active nor already deletable.
     pub fn compaction_victim(&self) -> Option<SegId> {
+        if self.recovering.is_some() {
+            return None;
+        }
         let deletable = self.deletable();
         self.segments
             .keys()

@@ -19,6 +19,9 @@ pub(crate) struct StateEntry {
 impl Index {
     /// Applies a committed state record of `len` bytes from `seg`.
     pub fn apply_state(&mut self, key: Box<str>, value: Bytes, seg: SegId, len: u32) {
+        if let Some(r) = &mut self.recovering {
+            r.wrote(&key, seg);
+        }
         if let Some(old) = self.states.remove(&key) {
             let s = self.seg(old.seg);
             s.refs -= 1;
@@ -41,11 +44,24 @@ impl Index {
 
     /// The value `key` holds.
     pub fn state(&self, key: &str) -> Option<Bytes> {
-        self.states.get(key).map(|e| e.value.clone())
+        match self.states.get(key) {
+            Some(e) => Some(e.value.clone()),
+            None => self.provisional_state(key),
+        }
     }
 
     /// The keys that hold a value and start with `prefix`, in order.
     pub fn state_keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys = self.live_keys(prefix);
+        if self.is_recovering() {
+            keys.extend(self.provisional_keys(prefix));
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        keys
+    }
+
+    fn live_keys(&self, prefix: &str) -> Vec<String> {
         self.states
             .range::<str, _>((
                 std::ops::Bound::Included(prefix),

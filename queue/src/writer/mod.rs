@@ -38,6 +38,10 @@ use crate::shared::Shared;
 use crate::types::{MessageId, RecipientStatus, Timestamp, UpdateOutcome};
 use ops::{apply_op, clone_err, fail_all, first_segment};
 
+fn open_dir(dir: &std::path::Path) -> Result<File, QueueError> {
+    File::open(dir).map_err(|e| QueueError::io(format!("open {}", dir.display()), e))
+}
+
 /// Stop collecting a batch beyond this many bytes or requests.
 const MAX_BATCH_BYTES: usize = 32 << 20;
 const MAX_BATCH_REQUESTS: usize = 4096;
@@ -133,6 +137,10 @@ pub(crate) struct Request {
 
 pub(crate) enum Cmd {
     Write(Request),
+    /// A background recovery merged the old segments into the index:
+    /// delete what it found deletable, wake the compactor, and answer how
+    /// many segments went.
+    Recovered(std::sync::mpsc::SyncSender<u64>),
     Shutdown,
 }
 
@@ -142,6 +150,7 @@ struct Batch {
     reqs: Vec<Request>,
     bytes: usize,
     stop: bool,
+    recovered: Option<std::sync::mpsc::SyncSender<u64>>,
 }
 
 impl Batch {
@@ -151,16 +160,23 @@ impl Batch {
                 self.bytes += r.rec.as_ref().map_or(0, Encoded::len);
                 self.reqs.push(r);
             }
+            Cmd::Recovered(reply) => self.recovered = Some(reply),
             Cmd::Shutdown => self.stop = true,
         }
     }
 }
 
-struct Active {
+pub(crate) struct Active {
     id: SegId,
     file: Arc<File>,
     salt: u32,
     size: u64,
+}
+
+impl Active {
+    pub fn id(&self) -> SegId {
+        self.id
+    }
 }
 
 pub(crate) struct Writer {
@@ -186,9 +202,14 @@ impl Writer {
         rx: Receiver<Cmd>,
         first_id: SegId,
     ) -> Result<Self, QueueError> {
-        let dir = File::open(&shared.dir)
-            .map_err(|e| QueueError::io(format!("open {}", shared.dir.display()), e))?;
+        let dir = open_dir(&shared.dir)?;
         let active = first_segment(&shared, &dir, first_id)?;
+        Ok(Self::start_on(shared, rx, dir, active))
+    }
+
+    /// Creates the writer on an active segment already started (with
+    /// [`Writer::fresh_segment`]).
+    pub fn start_on(shared: Arc<Shared>, rx: Receiver<Cmd>, dir: File, active: Active) -> Self {
         let mut w = Self {
             shared,
             rx,
@@ -201,7 +222,16 @@ impl Writer {
         w.register_active();
         w.check_space();
         w.hold_reserve();
-        Ok(w)
+        w
+    }
+
+    /// Starts segment `id` for a writer to come, with the spool
+    /// directory's handle; an error if it cannot be created (no space).
+    pub fn fresh_segment(dir: &std::path::Path, id: SegId) -> Result<(File, Active), QueueError> {
+        let dir_file = open_dir(dir)?;
+        let active = files::create_segment(dir, &dir_file, id)
+            .map_err(|e| QueueError::io(format!("create segment {id:016x}"), e))?;
+        Ok((dir_file, active))
     }
 
     /// Makes the active segment known to the index (a recovered segment
@@ -238,6 +268,13 @@ impl Writer {
             }
             if !batch.reqs.is_empty() {
                 self.commit(batch.reqs);
+            }
+            if let Some(reply) = batch.recovered {
+                let before = self.shared.index().segments.len();
+                self.collect_garbage();
+                self.maybe_wake_compactor();
+                let after = self.shared.index().segments.len();
+                let _ = reply.send(before.saturating_sub(after) as u64);
             }
             if batch.stop {
                 break;

@@ -21,6 +21,9 @@ use crate::error::QueueError;
 use crate::index::{Index, Loc, SegInfo};
 use crate::segment::{self, BadRegion, SEGMENT_HEADER_LEN, SegId};
 
+mod glance;
+pub(crate) use glance::{Glance, glance};
+
 /// Name of the quarantine directory inside the spool.
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// Name of the lock file inside the spool.
@@ -101,6 +104,25 @@ impl fmt::Display for RecoveryReport {
             self.quarantined_segments.len(),
             self.ignored_files.len(),
         )
+    }
+}
+
+/// Where the recovery of a spool opened in the background stands.
+#[derive(Clone, Debug)]
+pub enum Recovery {
+    /// The old segments are being read: their messages are not in the
+    /// queue yet.
+    Running,
+    /// Every message is in the queue; what recovery found.
+    Done(Arc<RecoveryReport>),
+    /// Recovery stopped (an I/O error, or the queue closed): the old
+    /// messages stay on disk, untouched, for the next open.
+    Failed(Arc<str>),
+}
+
+impl Recovery {
+    pub(crate) fn done(report: &RecoveryReport) -> Self {
+        Recovery::Done(Arc::new(report.clone()))
     }
 }
 
@@ -192,24 +214,40 @@ fn prepare(
 }
 
 /// Loads the spool at `dir`. With `writable`, repairs as it goes.
+pub(crate) fn load(dir: &Path, writable: bool, cache_budget: u64) -> Result<Loaded, QueueError> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::default();
+    let ids = list_segments(dir, &mut report)?;
+    load_segments(dir, &ids, writable, cache_budget, (report, started), None)
+}
+
+/// Loads segments `ids` (ascending, as listed) of the spool at `dir` into
+/// a fresh index, adding to `report`; the last of them is the one whose
+/// torn tail is cut. Gives up between segments once `stop` is set.
 ///
 /// Two threads share the work: one reads each segment and checks and
 /// decodes its records, a segment ahead; this one applies them to the
 /// index in log order and makes the repairs.
-pub(crate) fn load(dir: &Path, writable: bool, cache_budget: u64) -> Result<Loaded, QueueError> {
-    let started = Instant::now();
+pub(crate) fn load_segments(
+    dir: &Path,
+    ids: &[SegId],
+    writable: bool,
+    cache_budget: u64,
+    (report, started): (RecoveryReport, Instant),
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Loaded, QueueError> {
     let mut st = Replay {
         index: Index::new(cache_budget),
-        report: RecoveryReport::default(),
+        report,
         max_id: 0,
     };
-    let ids = list_segments(dir, &mut st.report)?;
     let last = ids.last().copied();
+    let stopped = || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire));
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Prepared, QueueError>>(1);
-        let reader_ids = ids.clone();
+        let reader_ids = ids.to_vec();
         std::thread::Builder::new()
-            .name("tern-queue-recover".into())
+            .name("tern-queue-read".into())
             .spawn_scoped(scope, move || {
                 let mut interner = Interner::default();
                 for seg in reader_ids {
@@ -226,6 +264,9 @@ pub(crate) fn load(dir: &Path, writable: bool, cache_budget: u64) -> Result<Load
             })
             .map_err(|e| QueueError::io("start the recovery thread", e))?;
         for prepared in rx {
+            if stopped() {
+                return Err(QueueError::Closed);
+            }
             apply_segment(dir, writable, last, &mut st, prepared?)?;
         }
         Ok::<(), QueueError>(())
@@ -446,7 +487,10 @@ fn note_corrupt(
 }
 
 /// Segment ids in the directory, ascending; notes files that are not ours.
-fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<SegId>, QueueError> {
+pub(crate) fn list_segments(
+    dir: &Path,
+    report: &mut RecoveryReport,
+) -> Result<Vec<SegId>, QueueError> {
     let entries = fs::read_dir(dir)
         .map_err(|e| QueueError::io(format!("read directory {}", dir.display()), e))?;
     let mut ids = Vec::new();

@@ -1,0 +1,125 @@
+//! An index that serves while the spool is recovered in the background,
+//! and its merge with the recovered one.
+//!
+//! While the old segments are read, the live index holds only what was
+//! written since the open, in segments numbered above every old one. Old
+//! messages are not in it: they cannot be handed out, listed or changed
+//! until their recovery is complete (a later old segment may still hold
+//! their outcome), so nothing written meanwhile refers to them. State
+//! values are read from the glance's provisional copy, shadowed by every
+//! key written since the open. No segment is deleted and none compacted
+//! until the merge: the accounting that decides it is incomplete.
+//!
+//! The merge appends the live index to the recovered one, as replaying the
+//! new segments after the old would: their messages are disjoint (new ids
+//! are above every old one), and a state key written since the open
+//! supersedes its recovered record.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+
+use super::Index;
+use crate::segment::SegId;
+
+/// What the live index knows of the spool being recovered.
+#[derive(Default)]
+pub(crate) struct Recovering {
+    /// The state values the glance found.
+    pub states: BTreeMap<Box<str>, Bytes>,
+    /// Keys written since the open, and the segment of each one's latest
+    /// record (a removal included).
+    written: HashMap<Box<str>, SegId>,
+}
+
+impl Recovering {
+    pub fn new(states: BTreeMap<Box<str>, Bytes>) -> Self {
+        Self {
+            states,
+            written: HashMap::new(),
+        }
+    }
+
+    /// A key was written (or removed) by a record in `seg`.
+    pub fn wrote(&mut self, key: &str, seg: SegId) {
+        match self.written.get_mut(key) {
+            Some(s) => *s = seg,
+            None => {
+                self.written.insert(key.into(), seg);
+            }
+        }
+    }
+
+    /// The provisional value of a key not written since the open.
+    fn value(&self, key: &str) -> Option<Bytes> {
+        if self.written.contains_key(key) {
+            return None;
+        }
+        self.states.get(key).cloned()
+    }
+}
+
+impl Index {
+    /// Whether the index waits for a background recovery's merge.
+    pub fn is_recovering(&self) -> bool {
+        self.recovering.is_some()
+    }
+
+    /// The value of `key` not written since the open, while recovering.
+    pub(super) fn provisional_state(&self, key: &str) -> Option<Bytes> {
+        self.recovering.as_ref()?.value(key)
+    }
+
+    /// Provisional keys starting with `prefix`, while recovering.
+    pub(super) fn provisional_keys(&self, prefix: &str) -> Vec<String> {
+        let Some(r) = &self.recovering else {
+            return Vec::new();
+        };
+        (r.states.range::<str, _>((
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        )))
+        .map(|(k, _)| k)
+        .take_while(|k| k.starts_with(prefix))
+        .filter(|k| !r.written.contains_key(&***k))
+        .map(|k| k.to_string())
+        .collect()
+    }
+
+    /// Takes in the index recovered from the old segments: afterwards this
+    /// index is what one recovery of every segment would have built.
+    pub fn absorb(&mut self, mut old: Index) {
+        let Some(recovering) = self.recovering.take() else {
+            return;
+        };
+        for (key, seg) in recovering.written {
+            if let Some(prev) = old.states.remove(&key) {
+                let s = old.seg(prev.seg);
+                s.refs -= 1;
+                s.live -= u64::from(prev.len);
+                old.live_bytes -= u64::from(prev.len);
+                // Deleting the newer record first would bring this one back.
+                self.seg(seg).deps.insert(prev.seg);
+            }
+        }
+        old.states.append(&mut self.states);
+        self.states = old.states;
+        if let Some((first_new, _)) = self.messages.first_key_value()
+            && let Some((last_old, _)) = old.messages.last_key_value()
+            && last_old >= first_new
+        {
+            tracing::error!(%last_old, %first_new, "recovered message ids overlap new ones; keeping both by id");
+        }
+        old.messages.append(&mut self.messages);
+        self.messages = old.messages;
+        self.due.absorb(old.due);
+        old.segments.append(&mut self.segments);
+        self.segments = old.segments;
+        self.by_domain.absorb(old.by_domain);
+        self.pending += old.pending;
+        self.held += old.held;
+        self.body_bytes += old.body_bytes;
+        self.live_bytes += old.live_bytes;
+        self.disturbed += old.disturbed;
+    }
+}

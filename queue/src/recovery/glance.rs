@@ -1,0 +1,89 @@
+//! A glance over a spool before its recovery: what must be known before
+//! the queue takes a single write, found without building the index.
+//!
+//! Opening in the background ([`crate::QueueOptions::recover_in_background`])
+//! needs two things at once: the highest message id in the spool (new ids
+//! must be above it) and the state values (the application reads them as
+//! it starts: its operators' suspensions, whether it was draining). Both
+//! come from every valid record of every segment, so the glance reads and
+//! checks each segment as recovery does (the same scan, the same
+//! checksums: a record the glance trusts is exactly a record recovery
+//! will replay) but decodes only state records and the ids of the others.
+//! It changes nothing on disk; the full recovery repairs afterwards.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::codec::{self, KIND_MESSAGE, KIND_MESSAGE_PRIORITY, KIND_STATE, KIND_STATUS, Record};
+use crate::error::QueueError;
+use crate::segment::{self, SEGMENT_HEADER_LEN, SegId};
+
+use super::Interner;
+
+/// What the glance found.
+#[derive(Debug, Default)]
+pub(crate) struct Glance {
+    /// The latest value of every state key (keys whose latest record
+    /// removed them are absent).
+    pub states: BTreeMap<Box<str>, Bytes>,
+    /// The highest message id in any message or status record.
+    pub max_id: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// Glances over segments `ids` of the spool at `dir`, in log order.
+pub(crate) fn glance(dir: &Path, ids: &[SegId]) -> Result<Glance, QueueError> {
+    let mut g = Glance::default();
+    let mut buf = Vec::new();
+    let mut interner = Interner::default();
+    for &seg in ids {
+        let path = dir.join(segment::file_name(seg));
+        buf.clear();
+        match File::open(&path).and_then(|mut f| f.read_to_end(&mut buf)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(QueueError::io(format!("read {}", path.display()), e)),
+        }
+        g.bytes += buf.len() as u64;
+        if buf.len() < SEGMENT_HEADER_LEN {
+            continue; // removed by recovery
+        }
+        let Ok(salt) = segment::decode_header(&buf, seg) else {
+            continue; // quarantined by recovery: nothing in it is replayed
+        };
+        segment::scan(&buf, salt, |_, payload, _| {
+            g.note(payload, &mut interner);
+        });
+    }
+    Ok(g)
+}
+
+impl Glance {
+    /// Takes what matters from one valid record's payload.
+    fn note(&mut self, payload: &[u8], interner: &mut Interner) {
+        match payload.first().copied() {
+            Some(KIND_MESSAGE | KIND_MESSAGE_PRIORITY | KIND_STATUS) => {
+                if let Some(id) = payload.get(1..9) {
+                    let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+                    self.max_id = self.max_id.max(id);
+                }
+            }
+            Some(KIND_STATE) => {
+                // A record that does not decode is skipped by recovery too.
+                if let Ok(Record::State(key, value)) = codec::decode(payload, interner) {
+                    if value.is_empty() {
+                        self.states.remove(&key);
+                    } else {
+                        self.states.insert(key, value);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Opening with the recovery in the background: new mail is taken,
+//! handed out and finished while the old segments are read; old messages
+//! appear only once all of them are read (never handed out half-known);
+//! state values are served from the glance and a key written meanwhile
+//! wins over its recovered record, now and after later restarts.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{message, options, runtime};
+use queue::{MessageId, Queue, QueueOptions, RecipientState, RecipientStatus, Recovery, Timestamp};
+
+fn delivered() -> RecipientStatus {
+    RecipientStatus {
+        state: RecipientState::Delivered,
+        attempts: 1,
+        next_attempt: Timestamp::default(),
+        last_reply: None,
+    }
+}
+
+fn both_delivered() -> Vec<(u32, RecipientStatus)> {
+    vec![(0, delivered()), (1, delivered())]
+}
+
+/// Far enough ahead that every message is due.
+fn later() -> Timestamp {
+    Timestamp::from_millis(4_000_000_000_000)
+}
+
+fn background(dir: &Path, faults: &Arc<queue::faults::Faults>) -> QueueOptions {
+    let mut o = options(dir);
+    o.recover_in_background = true;
+    o.faults = Some(faults.clone());
+    o
+}
+
+/// `n` messages, the first `delivered` of them finished, and three state
+/// keys; returns the ids of the ones left.
+fn old_spool(dir: &Path, n: u64, finished: usize) -> Vec<MessageId> {
+    let rt = runtime();
+    let (q, _) = Queue::open(options(dir)).unwrap();
+    for key in ["a", "b", "c"] {
+        rt.block_on(q.put_state(key, Bytes::from_static(b"old")))
+            .unwrap();
+    }
+    let ids: Vec<MessageId> = (0..n)
+        .map(|i| rt.block_on(q.enqueue(message(i, 2))).unwrap())
+        .collect();
+    for id in &ids[..finished] {
+        rt.block_on(q.update(*id, both_delivered())).unwrap();
+    }
+    q.close();
+    ids[finished..].to_vec()
+}
+
+fn sorted_ids(q: &Queue) -> Vec<MessageId> {
+    let mut ids: Vec<MessageId> = q
+        .take_due(later(), usize::MAX)
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn new_mail_flows_while_the_old_is_recovered_and_the_old_joins_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let left = old_spool(dir.path(), 600, 200);
+    let rt = runtime();
+    let faults = Arc::new(queue::faults::Faults::default());
+    faults.hold_recovery();
+    let (q, report) = Queue::open(background(dir.path(), &faults)).unwrap();
+    assert!(q.is_recovering());
+    assert!(report.bytes_read > 0, "the glance read the spool");
+    assert_eq!(q.message_count(), 0, "old messages are not counted yet");
+    assert_eq!(
+        q.state("a").as_deref(),
+        Some(&b"old"[..]),
+        "states from the glance"
+    );
+    assert_eq!(q.state_keys(""), ["a", "b", "c"]);
+
+    rt.block_on(q.put_state("a", Bytes::from_static(b"new")))
+        .unwrap();
+    rt.block_on(q.put_state("b", Bytes::new())).unwrap();
+    assert_eq!(q.state("a").as_deref(), Some(&b"new"[..]));
+    assert_eq!(q.state("b"), None, "a removal shadows the glance");
+    assert_eq!(q.state_keys(""), ["a", "c"]);
+
+    let fresh = rt.block_on(q.enqueue(message(9_000, 2))).unwrap();
+    assert!(left.iter().all(|old| *old < fresh), "new ids above the old");
+    assert_eq!(
+        sorted_ids(&q),
+        [fresh],
+        "only the new message is handed out"
+    );
+    rt.block_on(q.update(fresh, both_delivered())).unwrap();
+    assert!(q.get(left[0]).is_none(), "old messages wait for the merge");
+    assert!(q.is_recovering());
+
+    faults.release_recovery();
+    let Recovery::Done(done) = rt.block_on(q.recovered()) else {
+        panic!("recovery failed");
+    };
+    assert_eq!(done.messages, 400);
+    assert!(!q.is_recovering());
+    assert_eq!(q.message_count(), 400);
+    assert_eq!(sorted_ids(&q), left, "every old message, none finished");
+    assert_eq!(q.state("a").as_deref(), Some(&b"new"[..]));
+    assert_eq!(q.state("b"), None);
+    assert_eq!(q.state("c").as_deref(), Some(&b"old"[..]));
+    q.close();
+    drop(q);
+
+    let (q, again) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!(again.messages, 400, "the new one stays delivered");
+    assert!(q.get(fresh).is_none());
+    assert_eq!(q.state("a").as_deref(), Some(&b"new"[..]));
+    assert_eq!(q.state("b"), None, "removed for good");
+    assert_eq!(q.state_keys(""), ["a", "c"]);
+}
+
+#[test]
+fn a_key_removed_during_recovery_stays_removed_as_old_segments_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let left = old_spool(dir.path(), 400, 0);
+    let rt = runtime();
+    let faults = Arc::new(queue::faults::Faults::default());
+    faults.hold_recovery();
+    let (q, _) = Queue::open(background(dir.path(), &faults)).unwrap();
+    rt.block_on(q.put_state("a", Bytes::new())).unwrap();
+    // Enough new mail to fill several fresh segments, all delivered: the
+    // removal's segment has nothing live left in it.
+    for i in 0..1500 {
+        let id = rt.block_on(q.enqueue(message(10_000 + i, 2))).unwrap();
+        rt.block_on(q.update(id, both_delivered())).unwrap();
+    }
+    assert!(q.stats().segments > 2, "the writer moved on");
+    faults.release_recovery();
+    assert!(matches!(rt.block_on(q.recovered()), Recovery::Done(_)));
+    q.close();
+    drop(q);
+    // The removal's segment had nothing live left: the merge let it go,
+    // but not before the old value's segment (which old mail keeps).
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!(q.state("a"), None, "the old value never comes back");
+    // Finish every old message: their segments go too.
+    for id in &left {
+        rt.block_on(q.update(*id, both_delivered())).unwrap();
+    }
+    assert_eq!(q.message_count(), 0);
+    q.close();
+    drop(q);
+    for _ in 0..2 {
+        let (q, report) = Queue::open(options(dir.path())).unwrap();
+        assert_eq!(report.messages, 0);
+        assert_eq!(q.state("a"), None, "the old value never comes back");
+        assert_eq!(q.state("c").as_deref(), Some(&b"old"[..]));
+        q.close();
+    }
+}
+
+#[test]
+fn an_empty_spool_or_a_foreground_open_is_recovered_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let faults = Arc::new(queue::faults::Faults::default());
+    let (q, _) = Queue::open(background(dir.path(), &faults)).unwrap();
+    assert!(!q.is_recovering(), "nothing to recover");
+    assert!(matches!(rt.block_on(q.recovered()), Recovery::Done(_)));
+    q.close();
+    drop(q);
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    assert!(matches!(q.recovery(), Recovery::Done(_)));
+}
