@@ -123,6 +123,8 @@ where
     F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
     Fut: std::future::Future<Output = Acted> + Send + 'static,
 {
+    // A bulk action covers every queued message: wait until all are in.
+    s.queue.recovered().await;
     let default_pool = s.delivery.default_pool();
     let scope = s.scope(&default_pool);
     let mut later = Vec::new();

@@ -59,6 +59,7 @@ pub(super) async fn summary(
                 recipients: d.recipients,
             })
             .collect(),
+        recovering: s.queue.is_recovering(),
     })
 }
 

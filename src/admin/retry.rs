@@ -31,6 +31,7 @@ pub(super) async fn post(State(s): State<Arc<AdminState>>, Json(req): Json<Retry
     if let Some(why) = filter.invalid() {
         return super::error(axum::http::StatusCode::BAD_REQUEST, &why);
     }
+    s.queue.recovered().await; // every queued message, not only new mail
     let pauses = s.delivery.retry_now(filter.domain.as_deref()).await as u64;
     let (mut messages, mut recipients, mut after) = (0u64, 0u64, None);
     loop {

@@ -52,6 +52,7 @@ pub(super) async fn page(State(s): State<Arc<AdminState>>) -> Html<String> {
     );
     let health = match crate::views::spool_state(&s.queue.health()) {
         (state, Some(why)) => format!("{state}: {why}"),
+        (_, None) if s.queue.is_recovering() => "recovering the spool".to_owned(),
         (state, None) => state.to_owned(),
     };
     let paths = s.delivery.paths();

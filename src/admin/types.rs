@@ -56,6 +56,10 @@ pub struct QueueSummary {
     pub disk_bytes: u64,
     /// Per recipient domain, most recipients first (at most `top`).
     pub domains: Vec<DomainRow>,
+    /// The spool is being recovered after a restart: the mail queued
+    /// before it is not counted yet (`[queue] recover_in_background`).
+    #[serde(default)]
+    pub recovering: bool,
 }
 
 /// One domain of a [`QueueSummary`].

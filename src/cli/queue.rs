@@ -282,6 +282,7 @@ fn summary(path: &Path, top: usize, ctx: &Ctx) -> ExitCode {
             body_bytes: 0,
             disk_bytes: 0,
             domains: Vec::new(),
+            recovering: false,
         };
         return emit(true, &empty, |_| String::new());
     }
@@ -325,6 +326,7 @@ fn spool_as_summary(snap: &SpoolSnapshot, top: usize) -> QueueSummary {
                 recipients: d.recipients,
             })
             .collect(),
+        recovering: false,
     }
 }
 
@@ -364,6 +366,9 @@ fn live_summary(s: &QueueSummary) -> String {
             "{} recipient(s) held by an operator: `tern release` lets them go\n",
             s.held
         ));
+    }
+    if s.recovering {
+        out.push_str("The spool is being recovered after a restart: mail queued before it is not counted yet\n");
     }
     let rows = s
         .domains

@@ -63,6 +63,15 @@ pub struct QueueConfig {
     /// bodies take more than this on disk (a bound on the backlog of a
     /// burst); "0B" means no limit.
     pub max_spool_size: ByteSize,
+    /// After a restart, take new mail while the queued mail is recovered:
+    /// the listeners open after a quick read of the spool (its saved
+    /// state and highest id; about a quarter of a full recovery), and the
+    /// queued mail joins delivery, the counts and the views once every
+    /// spool file has been read (about 1.5 s per million messages). Until
+    /// then `max_messages` counts only new mail, and bulk operations
+    /// (hold, purge, bounce, retry, rebind, drain) wait. `false` recovers
+    /// everything before listening.
+    pub recover_in_background: bool,
 }
 
 impl Default for QueueConfig {
@@ -77,6 +86,7 @@ impl Default for QueueConfig {
             min_free_space: ByteSize(200_000_000),
             max_messages: 1_000_000,
             max_spool_size: ByteSize(0),
+            recover_in_background: true,
         }
     }
 }
@@ -123,6 +133,7 @@ impl QueueConfig {
         o.segment_size = self.segment_size.0;
         o.body_cache = self.body_cache.0;
         o.min_free_space = self.min_free_space.0;
+        o.recover_in_background = self.recover_in_background;
         o
     }
 }

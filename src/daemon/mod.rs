@@ -145,7 +145,7 @@ fn delivery_settings(
     ca_roots: &[rustls_pki_types::CertificateDer<'static>],
 ) -> (Settings, crate::state::Slot) {
     let mut settings = Settings::new(config, services.metrics.clone(), ca_roots);
-    let busy = (queue.message_count() > 0).then(tokio::time::Instant::now);
+    let busy = (queue.message_count() > 0 || queue.is_recovering()).then(tokio::time::Instant::now);
     let slot = crate::state::slot(queue, crate::state::ACTIONS);
     let shaper = crate::shaping::Shaper::starting(config, busy, Some(slot.clone()), fleet);
     if let Some(kept) = queue.state(crate::state::ACTIONS) {
@@ -263,6 +263,7 @@ async fn serve(
         log_filter,
     } = prepared;
     let services = Services::new(&config, dkim_keys, queue.clone(), log.clone(), Clock::new())?;
+    let recovery = tokio::spawn(watch_recovery(queue.clone(), services.wake.clone()));
     adopt_legacy_rebinds(&config, &queue).await?;
     let node = services.node.clone();
     let cluster = match &config.cluster {
@@ -358,6 +359,7 @@ async fn serve(
         let _ = task.await;
     }
     hangup.abort();
+    recovery.abort();
     warmup.abort();
     upkeep.abort();
     reporting.abort();
@@ -544,8 +546,32 @@ async fn open_queue(config: &Config) -> anyhow::Result<Arc<Queue>> {
         .await
         .context("opening the queue")?
         .with_context(|| format!("cannot open the spool at {}", path.display()))?;
-    log_recovery(&report);
+    if queue.is_recovering() {
+        tracing::info!(
+            bytes_read = report.bytes_read,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "spool glanced at: taking new mail while the queued mail is recovered"
+        );
+    } else {
+        log_recovery(&report);
+    }
     Ok(Arc::new(queue))
+}
+
+/// Waits for a background recovery of the spool, logs it, and wakes
+/// delivery for the mail it brought back.
+async fn watch_recovery(queue: Arc<Queue>, wake: Arc<Notify>) {
+    if !queue.is_recovering() {
+        return;
+    }
+    match queue.recovered().await {
+        queue::Recovery::Done(report) => log_recovery(&report),
+        queue::Recovery::Failed(why) => {
+            tracing::error!(%why, "the spool's queued mail could not be recovered: it stays on disk for the next start");
+        }
+        queue::Recovery::Running => {}
+    }
+    wake.notify_one();
 }
 
 fn log_recovery(r: &RecoveryReport) {

@@ -229,6 +229,7 @@ impl super::Delivery {
         if let Err(e) = self.keep_rebinds().await {
             tracing::warn!(rebind = rule.id, error = %e, "cluster: a rebind from the fleet is in force but not yet kept in the spool");
         }
+        self.queue.recovered().await; // the rule applies to every queued message
         let default_pool = self.default_pool();
         let now = Timestamp::from_system_time(self.clock.system_time());
         let (mut moved, mut after) = (0u64, None);

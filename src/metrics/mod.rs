@@ -29,6 +29,7 @@ const TRANSACTION: &str = "tern_smtp_transaction_seconds";
 const QUEUED: &str = "tern_queue_messages";
 const QUEUED_RCPTS: &str = "tern_queue_recipients";
 const HELD_RCPTS: &str = "tern_queue_held_recipients";
+const RECOVERING: &str = "tern_queue_recovering";
 const SPOOL: &str = "tern_spool_bytes";
 const UNRECORDED: &str = "tern_messages_held_unrecorded";
 const RSS: &str = "tern_resident_memory_bytes";
@@ -222,6 +223,11 @@ impl Metrics {
             HELD_RCPTS,
             None,
             "Recipients held by an operator (tern hold).",
+        );
+        describe(
+            RECOVERING,
+            None,
+            "1 while the spool is recovered after a restart (mail queued before it is not counted yet), else 0.",
         );
         describe(SPOOL, Some(Unit::Bytes), "Bytes of spool files on disk.");
         describe(
@@ -444,6 +450,7 @@ impl Metrics {
         gauge(QUEUED, s.messages as f64);
         gauge(QUEUED_RCPTS, s.recipients as f64);
         gauge(HELD_RCPTS, s.held as f64);
+        gauge(RECOVERING, f64::from(u8::from(queue.is_recovering())));
         gauge(SPOOL, s.disk_bytes as f64);
         gauge(RSS, resident_bytes() as f64);
         gauge(UNRECORDED, delivery.unrecorded as f64);

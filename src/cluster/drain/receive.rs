@@ -66,6 +66,8 @@ impl Receiver {
     async fn index(&self) -> MutexGuard<'_, Option<Index>> {
         let mut guard = self.index.lock().await;
         if guard.is_none() {
+            // Built once, from every queued message.
+            self.queue.recovered().await;
             let mut index = Index::new();
             let mut after = None;
             loop {

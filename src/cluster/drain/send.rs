@@ -206,6 +206,8 @@ impl Drainer {
     }
 
     async fn run(self: Arc<Self>, targets: Vec<String>) {
+        // Every queued message goes: wait until all of them are in the queue.
+        self.queue.recovered().await;
         let mut rr = 0usize;
         let mut wait = Duration::from_millis(200);
         let mut after: Option<MessageId> = None;
