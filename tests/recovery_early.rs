@@ -81,9 +81,7 @@ async fn new_mail_is_taken_before_100k_queued_are_recovered_and_none_is_sent_twi
     );
     assert!(seen.values().all(|n| *n == 1), "none delivered twice");
     assert!((0..DUE_NOW).all(|i| seen.contains_key(&due(i))));
-    let mut whole = cfg.queue.options();
-    whole.recover_in_background = false;
-    let (q, report) = common::reopen(whole);
+    let (q, report) = common::reopen(cfg.queue.options());
     assert_eq!(
         report.messages,
         MESSAGES - DUE_NOW,

@@ -84,7 +84,11 @@ pub fn run(a: &Args, recipients: u64) {
         c.admin.enabled = true;
         c.admin.address = admin;
     });
-    let recovery = again.startup;
+    let restart = Restart {
+        greeting: again.startup,
+        first_accept: again.startup + accept_one(again.addr),
+        recovered: again.startup + recovered(&crate::bulk::admin(admin)),
+    };
     let recovered_rss = procstat::rss(again.pid());
     let bulk = crate::bulk::run(&crate::bulk::admin(admin));
     again.stop();
@@ -94,9 +98,72 @@ pub fn run(a: &Args, recipients: u64) {
         (queued, messages, per_message),
         (injected, settled, connections),
         (base_rss, full_rss, peak, recovered_rss),
-        (recovery, spool_bytes),
+        (restart, spool_bytes),
     );
     crate::bulk::print(&bulk);
+}
+
+/// How soon the restarted daemon did what, from its spawn.
+struct Restart {
+    greeting: Duration,
+    /// The first `250` to a new message.
+    first_accept: Duration,
+    /// Every queued message recovered (the admin API's summary says so).
+    recovered: Duration,
+}
+
+/// Sends one message (to a refusing host: it stays queued) and returns
+/// how long until its `250`.
+fn accept_one(addr: std::net::SocketAddr) -> Duration {
+    use std::io::{BufRead, BufReader, Write};
+    let t = Instant::now();
+    let s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut reply = || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            r.read_line(&mut line).expect("reply");
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.clone();
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    for (cmd, want) in [
+        ("EHLO bench.example\r\n", "250"),
+        ("MAIL FROM:<app@shop.example>\r\n", "250"),
+        ("RCPT TO:<first@d0.bench>\r\n", "250"),
+        ("DATA\r\n", "354"),
+        (
+            "Subject: first after the restart\r\n\r\nhello\r\n.\r\n",
+            "250",
+        ),
+    ] {
+        w.write_all(cmd.as_bytes()).unwrap();
+        let got = reply();
+        assert!(got.starts_with(want), "{cmd:?}: {got}");
+    }
+    let elapsed = t.elapsed();
+    let _ = w.write_all(b"QUIT\r\n");
+    elapsed
+}
+
+/// Waits (bounded: 10 minutes) until the daemon's queue has every queued
+/// message back; returns how long that took from now.
+fn recovered(admin: &tern::config::AdminConfig) -> Duration {
+    let t = Instant::now();
+    for _ in 0..60_000 {
+        let s: tern::admin::types::QueueSummary =
+            tern::admin::client::get(admin, "/v1/queue/summary?top=1").expect("summary");
+        if !s.recovering {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the spool was not recovered within 10 minutes");
 }
 
 #[allow(clippy::type_complexity)]
@@ -105,7 +172,7 @@ fn print(
     (queued, messages, per_message): (u64, u64, u64),
     (injected, settled, connections): (Duration, Duration, u64),
     (base_rss, full_rss, peak, recovered_rss): (u64, u64, u64, u64),
-    (recovery, spool_bytes): (Duration, u64),
+    (restart, spool_bytes): (Restart, u64),
 ) {
     let per = |rss: u64, base: u64| rss.saturating_sub(base) as f64 / queued as f64;
     println!(
@@ -125,8 +192,10 @@ fn print(
         per(full_rss, base_rss)
     );
     println!(
-        "restart: accepting connections {:.2} s after spawn (recovery of {queued} recipients); RSS then {} MB: {:.0} bytes per queued recipient",
-        recovery.as_secs_f64(),
+        "restart with {queued} recipients queued: greeting {:.2} s after spawn, first 250 {:.2} s, every queued message back {:.2} s; RSS then {} MB: {:.0} bytes per queued recipient",
+        restart.greeting.as_secs_f64(),
+        restart.first_accept.as_secs_f64(),
+        restart.recovered.as_secs_f64(),
         recovered_rss >> 20,
         per(recovered_rss, base_rss)
     );

@@ -38,6 +38,12 @@
 //!   corrupt record is skipped and reported (never handed out as a
 //!   message), and everything else is restored. No byte sequence in the
 //!   spool directory makes opening fail or panic; only I/O errors do.
+//! - With [`QueueOptions::recover_in_background`], opening returns after a
+//!   glance (the highest id and the state values, from every valid
+//!   record) and new messages are written to a fresh segment at once; the
+//!   old messages are recovered on a thread and join the queue only when
+//!   every old segment has been read, so none is handed out without its
+//!   latest status. No segment is deleted or compacted before then.
 //! - An operator's marks ([`Queue::reschedule`], [`Queue::hold`],
 //!   [`Queue::release_held`]) are durable the same way; a held recipient
 //!   is kept and never due until released, across restarts and
@@ -80,7 +86,8 @@
 //! - [`queue`](crate::Queue): the handle, its API and opening;
 //! - `writer`: the one thread that appends, syncs, rotates and deletes;
 //! - `index`: the in-memory state, shared by recovery and the writer;
-//! - `recovery`: scanning and repairing a spool at open;
+//! - `open`: opening, in the foreground or in the background;
+//! - `recovery`: scanning and repairing a spool at open, and the glance;
 //! - `compactor`: relocation of live messages out of old segments;
 //! - `body`: reading a body back from its segment, checksum-verified;
 //! - `codec` and `segment`: the byte layout of records and segment files.

@@ -374,8 +374,10 @@ pub async fn tls_session(peer: &str) -> Session<TlsStream<DuplexStream>> {
 /// Opens a spool a daemon has just closed. A lock can outlive its closing
 /// for a moment when another test of the binary spawns a process: the
 /// child holds a copy of every descriptor from fork until exec (which
-/// closes them), so `Locked` is retried for up to a second.
-pub fn reopen(opts: queue::QueueOptions) -> (Queue, queue::RecoveryReport) {
+/// closes them), so `Locked` is retried for up to a second. Recovers in
+/// the foreground whatever the config says: the caller inspects it all.
+pub fn reopen(mut opts: queue::QueueOptions) -> (Queue, queue::RecoveryReport) {
+    opts.recover_in_background = false;
     for _ in 0..50 {
         match Queue::open(opts.clone()) {
             Err(queue::QueueError::Locked(_)) => std::thread::sleep(Duration::from_millis(20)),
