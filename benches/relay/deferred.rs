@@ -1,8 +1,10 @@
 //! The queue-memory run: fill Tern's queue with deferred recipients (every
-//! MX host answers `421` at the greeting), measure its resident memory
-//! per queued recipient, then restart it on that spool and time the
-//! recovery (from spawn until it accepts SMTP connections), then time the
-//! views and the bulk operations over the whole queue (`bulk`).
+//! MX host answers `451` to every recipient, so each message is tried
+//! once and deferred in the spool for an hour), measure its resident
+//! memory per queued recipient, then restart it on that spool and time the
+//! recovery (the greeting, the first `250`, every message back), then time
+//! the views and the bulk operations over the whole queue (`bulk`), with
+//! the delivery attempts the receivers see meanwhile.
 
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,10 @@ pub fn run(a: &Args, recipients: u64) {
         a.dns_port,
         a.hosts,
         a.sink_port,
-        internet::SinkMode::Refuse,
+        internet::SinkMode::Limited {
+            per_sec: 1_000_000,
+            tempfail_every: 1,
+        },
         (0, 0),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -47,7 +52,13 @@ pub fn run(a: &Args, recipients: u64) {
         signing: Signing::Off,
         log_level: "warn",
     };
-    let daemon = Daemon::start(&setup);
+    // Deferred for an hour: nothing is tried again during the run unless
+    // an operator's retry says so.
+    let hour = |c: &mut tern::config::Config| {
+        c.delivery.retry_first = tern::config::values::Duration::from_secs(3600);
+        c.delivery.retry_max = tern::config::values::Duration::from_secs(7200);
+    };
+    let daemon = Daemon::start_with(&setup, hour);
     let pid = daemon.pid();
     let base_rss = procstat::rss(pid);
     let load_rt = crate::inject::runtime();
@@ -81,6 +92,7 @@ pub fn run(a: &Args, recipients: u64) {
         p.local_addr().unwrap()
     };
     let again = Daemon::start_with(&setup, |c| {
+        hour(c);
         c.admin.enabled = true;
         c.admin.address = admin;
     });
@@ -90,17 +102,24 @@ pub fn run(a: &Args, recipients: u64) {
         recovered: again.startup + recovered(&crate::bulk::admin(admin)),
     };
     let recovered_rss = procstat::rss(again.pid());
-    let bulk = crate::bulk::run(&crate::bulk::admin(admin));
+    // Once it has settled (every recovered message handed out to its
+    // destination's queue, the memory recovery freed given back).
+    settle(again.pid());
+    let settled_rss = procstat::rss(again.pid());
+    let attempts = &tally.rcpts;
+    let bulk = (!a.no_bulk).then(|| crate::bulk::run(&crate::bulk::admin(admin), attempts));
     again.stop();
 
     print(
         a,
         (queued, messages, per_message),
         (injected, settled, connections),
-        (base_rss, full_rss, peak, recovered_rss),
+        (base_rss, full_rss, peak, (recovered_rss, settled_rss)),
         (restart, spool_bytes),
     );
-    crate::bulk::print(&bulk);
+    if let Some(bulk) = &bulk {
+        crate::bulk::print(bulk);
+    }
 }
 
 /// How soon the restarted daemon did what, from its spawn.
@@ -171,7 +190,7 @@ fn print(
     a: &Args,
     (queued, messages, per_message): (u64, u64, u64),
     (injected, settled, connections): (Duration, Duration, u64),
-    (base_rss, full_rss, peak, recovered_rss): (u64, u64, u64, u64),
+    (base_rss, full_rss, peak, (recovered_rss, settled_rss)): (u64, u64, u64, (u64, u64)),
     (restart, spool_bytes): (Restart, u64),
 ) {
     let per = |rss: u64, base: u64| rss.saturating_sub(base) as f64 / queued as f64;
@@ -180,7 +199,7 @@ fn print(
         a.size, a.domains
     );
     println!(
-        "injected in {:.1} s, first attempts done {:.1} s later ({connections} connections refused with 421)",
+        "injected in {:.1} s, first attempts done {:.1} s later ({connections} connections, every recipient answered 451)",
         injected.as_secs_f64(),
         settled.as_secs_f64()
     );
@@ -192,12 +211,14 @@ fn print(
         per(full_rss, base_rss)
     );
     println!(
-        "restart with {queued} recipients queued: greeting {:.2} s after spawn, first 250 {:.2} s, every queued message back {:.2} s; RSS then {} MB: {:.0} bytes per queued recipient",
+        "restart with {queued} recipients queued: greeting {:.2} s after spawn, first 250 {:.2} s, every queued message back {:.2} s; RSS then {} MB ({:.0} bytes per queued recipient), settled {} MB ({:.0} bytes)",
         restart.greeting.as_secs_f64(),
         restart.first_accept.as_secs_f64(),
         restart.recovered.as_secs_f64(),
         recovered_rss >> 20,
-        per(recovered_rss, base_rss)
+        per(recovered_rss, base_rss),
+        settled_rss >> 20,
+        per(settled_rss, base_rss)
     );
     println!("spool on disk: {} MB", spool_bytes >> 20);
     println!(

@@ -127,8 +127,9 @@ pub struct Tally {
     pub per_second: Mutex<std::collections::HashMap<(usize, u64), u32>>,
     /// When the sinks started (for `per_second`).
     pub started: std::time::Instant,
-    /// RCPTs answered so far (for the tempfail share).
-    rcpts: AtomicU64,
+    /// RCPTs answered so far (for the tempfail share; delivery attempts
+    /// when every recipient is deferred).
+    pub rcpts: AtomicU64,
     /// The next free acceptance slot under a `Limited` mode.
     next_slot: Mutex<tokio::time::Instant>,
 }

@@ -6,6 +6,7 @@
 //! cargo bench --bench relay -- --dkim off --messages 50000 --clients 50 --size 4096
 //! cargo bench --bench relay -- --target 127.0.0.1:25 --dns-port 53 --sink-port 25
 //! cargo bench --bench relay -- --deferred 1000000 # the queue-memory / recovery run
+//! cargo bench --bench relay -- --deferred 1000000 --no-bulk # its restart only
 //! cargo bench --bench relay -- --burst 200         # B/s, then 12 B/s, then B/s
 //! cargo bench --bench relay -- --burst 100 --throttle  # the same, with and without a throttled provider
 //! cargo bench --bench relay -- --fleet 1,2,4,8 --drain 20000  # nodes sharing a limit through Redis; a drain
@@ -88,6 +89,8 @@ pub struct Args {
     dns_port: u16,
     sink_port: u16,
     deferred: Option<u64>,
+    /// The deferred run stops after the restart (no views, no bulk operations).
+    no_bulk: bool,
     recipients: usize,
     burst: Option<u64>,
     burst_secs: u64,
@@ -122,6 +125,7 @@ fn parse_args() -> Args {
         dns_port: 0,
         sink_port: 0,
         deferred: None,
+        no_bulk: false,
         recipients: 10,
         burst: None,
         burst_secs: 10,
@@ -158,6 +162,7 @@ fn parse_args() -> Args {
             "--sink-port" => a.sink_port = num(value()) as u16,
             "--target-pid" => a.target_pid = Some(num(value()) as u32),
             "--deferred" => a.deferred = Some(num(value())),
+            "--no-bulk" => a.no_bulk = true,
             "--recipients" => a.recipients = num(value()).max(1) as usize,
             "--burst" => a.burst = Some(num(value()).max(1)),
             "--burst-secs" => a.burst_secs = num(value()).max(1),

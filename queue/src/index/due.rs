@@ -35,9 +35,14 @@ impl DueSet {
 
     /// Takes in every entry of `other` (a recovered index's).
     pub fn absorb(&mut self, other: DueSet) {
-        let mut all = other.0;
-        all.append(&mut self.0);
-        self.0 = all;
+        let mine = std::mem::take(&mut self.0);
+        let (mut big, small) = if mine.len() >= other.0.len() {
+            (mine, other.0)
+        } else {
+            (other.0, mine)
+        };
+        big.extend(small);
+        self.0 = big;
     }
 
     /// The earliest message of `priority`: when it is due, and its id.
