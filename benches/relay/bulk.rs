@@ -49,9 +49,16 @@ pub fn run(admin: &AdminConfig, attempts: &std::sync::atomic::AtomicU64) -> Bulk
         (op.0, op.1, op.2, now - before)
     };
     let all = serde_json::json!({});
-    let (t, a) = (Instant::now(), attempts.load(std::sync::atomic::Ordering::Relaxed));
+    let (t, a) = (
+        Instant::now(),
+        attempts.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let r: Retried = send(admin, "POST", "/v1/retry", &all).expect("retry");
-    let retried = ("retry now, everything", t.elapsed().as_secs_f64(), r.messages);
+    let retried = (
+        "retry now, everything",
+        t.elapsed().as_secs_f64(),
+        r.messages,
+    );
     ops.push(counted(retried, a));
     let sender = serde_json::json!({"sender": "app@shop.example", "reason": "bench"});
     let dsns = serde_json::json!({"sender": ""});

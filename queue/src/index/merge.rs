@@ -125,6 +125,7 @@ impl Index {
         old.segments.append(&mut self.segments);
         self.segments = old.segments;
         self.by_domain.absorb(old.by_domain);
+        self.more_others.extend(old.more_others);
         self.pending += old.pending;
         self.held += old.held;
         self.body_bytes += old.body_bytes;

@@ -128,8 +128,11 @@ pub(crate) struct Entry {
     /// Delivery priority (0 first): the first part of its due-set key.
     pub priority: u8,
     pub home: Loc,
-    /// Segments other than `home.seg` that hold status records of this message.
-    pub others: Box<[SegId]>,
+    /// The first segment other than `home.seg` that holds a status record
+    /// of this message (a deferral written after it), kept in place: no
+    /// allocation of its own for the common case. Further ones are in
+    /// [`Index::more_others`].
+    pub others: Option<SegId>,
     /// The key under which the message sits in the due set, if it does.
     pub due: Due,
     /// Handed out (by `take_due` or `claim`) and not yet released: out of
@@ -258,6 +261,9 @@ pub(crate) struct Index {
     states: BTreeMap<Box<str>, state::StateEntry>,
     /// Queued messages and recipients per domain, kept as they change.
     by_domain: domains::DomainCounts,
+    /// The segments beyond an entry's first other one that hold its
+    /// status records (a message deferred across several segments).
+    more_others: HashMap<MessageId, Vec<SegId>>,
     /// While the spool is recovered in the background: what is known of
     /// it before the merge (`merge.rs`).
     recovering: Option<Box<merge::Recovering>>,
@@ -342,7 +348,7 @@ impl Index {
             arrival,
             priority,
             home: loc,
-            others: Box::default(),
+            others: None,
             due: Due::NONE,
             taken: false,
             busy: 0,
@@ -397,8 +403,9 @@ impl Index {
         let home = self.seg(e.home.seg);
         home.refs -= 1;
         home.live -= u64::from(e.home.len);
-        for s in &e.others {
-            self.seg(*s).refs -= 1;
+        let more = self.more_others.remove(&id).unwrap_or_default();
+        for s in e.others.into_iter().chain(more) {
+            self.seg(s).refs -= 1;
         }
         self.live_bytes -= u64::from(e.home.len);
         self.pending -= e.pending().count() as u64;
@@ -491,9 +498,16 @@ impl Index {
                 slot.last_reply = Some(self.replies.intern(r));
             }
         }
-        let add_ref = seg.filter(|s| *s != e.home.seg && !e.others.contains(s));
+        let more = &mut self.more_others;
+        let known = |s: &SegId| {
+            *s == e.home.seg || e.others == Some(*s) || more.get(&id).is_some_and(|m| m.contains(s))
+        };
+        let add_ref = seg.filter(|s| !known(s));
         if let Some(s) = add_ref {
-            e.others = e.others.iter().copied().chain([s]).collect();
+            match e.others {
+                None => e.others = Some(s),
+                Some(_) => more.entry(id).or_default().push(s),
+            }
         }
         let old_due = e.due.take();
         let priority = e.priority;
@@ -577,7 +591,11 @@ impl Index {
     pub fn referencing(&self, seg: SegId) -> Vec<(MessageId, Loc)> {
         self.messages
             .iter()
-            .filter(|(_, e)| e.home.seg == seg || e.others.contains(&seg))
+            .filter(|(id, e)| {
+                e.home.seg == seg
+                    || e.others == Some(seg)
+                    || self.more_others.get(id).is_some_and(|m| m.contains(&seg))
+            })
             .map(|(id, e)| (*id, e.home))
             .collect()
     }

@@ -398,3 +398,23 @@ fn kept_domain_counts_equal_a_walk_through_any_changes() {
         assert_eq!(ix.domains(), walked(&ix), "after step {step}");
     }
 }
+
+#[test]
+fn status_records_in_several_later_segments_each_hold_a_reference_once() {
+    let mut ix = index_with_segments(&[1, 2, 3, 4, 5]);
+    let id = put(&mut ix, 7, 2, 10, 1);
+    let later = RecipientStatus::pending(Timestamp::from_millis(99));
+    for seg in [2, 3, 2, 4, 3] {
+        ix.apply_status(id, &[(0, later.clone())], seg, true);
+    }
+    let refs = |ix: &Index| -> Vec<u32> { (1..=5).map(|s| ix.segments[&s].refs).collect() };
+    assert_eq!(refs(&ix), [1, 1, 1, 1, 0]);
+    for seg in [2, 3, 4] {
+        assert_eq!(ix.referencing(seg), [(id, loc(1, 32))], "segment {seg}");
+    }
+    assert!(ix.referencing(5).is_empty());
+    // The last recipients done (in segment 5): every reference goes.
+    ix.apply_status(id, &[(0, done()), (1, done())], 5, true);
+    assert_eq!(refs(&ix), [0, 0, 0, 0, 0]);
+    assert!(ix.more_others.is_empty(), "nothing left behind");
+}
