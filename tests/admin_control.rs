@@ -528,3 +528,70 @@ fn validate_openapi(text: &str, file: &std::path::Path) {
         "the OpenAPI document is invalid:\n{err}"
     );
 }
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    queue::Timestamp::now().as_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_a_stop_interrupted_goes_on_at_the_next_start_for_what_it_covered() {
+    use tern::admin::types::{Bounce, BounceJournal, Filter};
+    let net = Net::new(ZONE).await;
+    let a = admin(&net);
+    let cfg = config(&net, &a);
+    let tomorrow = queue::Timestamp::now().saturating_add(Duration::from_secs(86_400));
+    let to = |i| match i < 30 {
+        true => format!("u{i}@alpha.test"),
+        false => format!("k{i}@sender.test"),
+    };
+    common::fill_spool(&cfg, 35, to, &[], tomorrow).await;
+    // What a stop in the middle of a bounce of alpha.test leaves behind:
+    // its journal in the spool. A message arriving after it started is
+    // not the bounce's.
+    let journal = BounceJournal {
+        request: Bounce {
+            filter: Filter {
+                domain: Some("alpha.test".into()),
+                ..Filter::default()
+            },
+            reason: "campaign cancelled".into(),
+        },
+        started_ms: now_ms(),
+    };
+    {
+        let (q, _) = common::reopen(cfg.queue.options());
+        let kept = serde_json::to_vec(&journal).unwrap();
+        q.put_state("bounce/1-1", kept.into()).await.unwrap();
+        q.close();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    common::fill_spool(&cfg, 1, |_| "late@alpha.test".into(), &[], tomorrow).await;
+
+    let faults = std::sync::Arc::new(queue::faults::Faults::default());
+    let (tern, q) = Tern::start_with_faults(cfg.clone(), faults).await;
+    let ended = until(WAIT, || q.state_keys("bounce/").is_empty()).await;
+    assert!(ended, "the resumed bounce ran to its end");
+    tern.stop().await;
+    drop(q);
+    let log = net.log();
+    let bounced: Vec<&str> = (log.iter())
+        .filter(|r| r["type"] == "bounce" && r["sender"] == "news@shop.test")
+        .filter_map(|r| r["recipient"].as_str())
+        .collect();
+    assert_eq!(bounced.len(), 30, "{bounced:?}");
+    assert!((0..30).all(|i| bounced.contains(&format!("u{i}@alpha.test").as_str())));
+    let spool = net.spool();
+    let left = |r: &str| {
+        spool
+            .iter()
+            .any(|(a, s)| a == r && *s == queue::RecipientState::Pending)
+    };
+    assert!(
+        left("late@alpha.test"),
+        "arrived after the bounce started: kept"
+    );
+    assert!((30..35).all(|i| left(&format!("k{i}@sender.test"))));
+    assert!(!spool.iter().any(|(r, _)| r.starts_with('u')), "{spool:?}");
+    net.stop().await;
+}

@@ -44,6 +44,14 @@ use tokio::net::TcpListener;
 
 use crate::shaping::Shaper;
 
+pub use bounce::JOURNAL_PREFIX as BOUNCE_JOURNALS;
+
+/// Takes up the jobs kept in the spool that a stop interrupted (bounces),
+/// once the admin state exists.
+pub fn resume_jobs(s: &Arc<AdminState>) {
+    bounce::resume(s);
+}
+
 /// What the endpoints read and act on.
 pub struct AdminState {
     /// The queue.

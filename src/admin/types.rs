@@ -128,6 +128,17 @@ pub struct Bounce {
     pub reason: String,
 }
 
+/// A bounce under way, kept in the spool until it ends so that a restart
+/// takes it up again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BounceJournal {
+    /// What the operator asked.
+    pub request: Bounce,
+    /// When it started (ms since the epoch): a resumed bounce takes only
+    /// the messages that had arrived by then.
+    pub started_ms: u64,
+}
+
 /// `POST /v1/rebinds`: move the queued mail a filter selects to another
 /// pool, another route, or both (at least one).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

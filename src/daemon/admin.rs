@@ -42,6 +42,13 @@ pub(super) async fn start_admin(
     let a = &config.admin;
     let mut serving = Vec::new();
     if !a.enabled && config.api.address.is_none() {
+        let kept = services.queue.state_keys(crate::admin::BOUNCE_JOURNALS);
+        if !kept.is_empty() {
+            tracing::warn!(
+                bounces = kept.len(),
+                "bounces under way at the last stop wait for the admin API to be enabled; their messages stay held"
+            );
+        }
         return Ok(serving);
     }
     let receiver = crate::cluster::drain::Receiver::new(
@@ -77,6 +84,7 @@ pub(super) async fn start_admin(
         log_filter: parts.log_filter,
         hostname: config.server.hostname.clone(),
     });
+    crate::admin::resume_jobs(&state);
     if a.enabled {
         let listener = TcpListener::bind(a.address)
             .await
