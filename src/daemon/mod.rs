@@ -552,18 +552,13 @@ async fn open_queue(config: &Config) -> anyhow::Result<Arc<Queue>> {
             elapsed_ms = report.elapsed.as_millis() as u64,
             "spool glanced at: taking new mail while the queued mail is recovered"
         );
-    } else {
-        log_recovery(&report);
     }
     Ok(Arc::new(queue))
 }
 
-/// Waits for a background recovery of the spool, logs it, and wakes
-/// delivery for the mail it brought back.
+/// Logs the spool's recovery once it has ended (at once unless it runs in
+/// the background) and wakes delivery for the mail it brought back.
 async fn watch_recovery(queue: Arc<Queue>, wake: Arc<Notify>) {
-    if !queue.is_recovering() {
-        return;
-    }
     match queue.recovered().await {
         queue::Recovery::Done(report) => log_recovery(&report),
         queue::Recovery::Failed(why) => {
