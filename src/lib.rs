@@ -66,7 +66,10 @@
 //! recorded durably as it ends, so a restart resends only recipients not
 //! yet recorded as done. Waiting (for a rate, a suspension, a pause) is
 //! never written anywhere: after a restart every queued message is due and
-//! the scheduled queues are built again.
+//! the scheduled queues are built again. A restart takes new mail before
+//! the spool is recovered: the queue opens after a glance (the highest id
+//! and the saved state), and the queued mail joins, whole, once every old
+//! spool file has been read (`[queue] recover_in_background`).
 
 pub mod admin;
 pub mod cli;
