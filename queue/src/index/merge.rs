@@ -118,7 +118,8 @@ impl Index {
             && let Some((last_old, _)) = old.messages.last_key_value()
             && last_old >= first_new
         {
-            tracing::error!(%last_old, %first_new, "recovered message ids overlap new ones; keeping both by id");
+            // Never expected: new ids start above the glance's highest.
+            tracing::error!(%last_old, %first_new, "recovered message ids overlap new ones; where one id is both, one of the two is kept");
         }
         self.messages = into_bigger(old.messages, std::mem::take(&mut self.messages));
         self.due.absorb(old.due);
