@@ -44,6 +44,12 @@ impl Queue {
             && let Some(&last) = ids.last()
         {
             let glance = recovery::glance(&dir, &ids)?;
+            if let Some((seg, valid_end, bytes)) = glance.torn_tail {
+                let path = dir.join(crate::segment::file_name(seg));
+                tracing::warn!(path = %path.display(), offset = valid_end, bytes, "truncating torn tail of the last spool segment");
+                recovery::truncate(&path, valid_end)?;
+                report.torn_tail_bytes += bytes;
+            }
             match Writer::fresh_segment(&dir, last + 1) {
                 Ok(fresh) => {
                     let early = Early { ids, glance, fresh };

@@ -178,3 +178,37 @@ fn an_empty_spool_or_a_foreground_open_is_recovered_at_once() {
     let (q, _) = Queue::open(options(dir.path())).unwrap();
     assert!(matches!(q.recovery(), Recovery::Done(_)));
 }
+
+#[test]
+fn a_torn_tail_is_cut_before_new_writes_start_in_a_fresh_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let left = old_spool(dir.path(), 50, 0);
+    // A write torn by a power loss: half a record at the end of the last
+    // segment.
+    let last = common::segments(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&last).unwrap();
+    let (off, len, _) = *common::records(&bytes).last().unwrap();
+    std::fs::write(&last, &bytes[..off + len / 2]).unwrap();
+    let rt = runtime();
+    let faults = Arc::new(queue::faults::Faults::default());
+    faults.hold_recovery();
+    let (q, report) = Queue::open(background(dir.path(), &faults)).unwrap();
+    assert_eq!(report.torn_tail_bytes, (len / 2) as u64);
+    // Before anything is recovered or written, only the last segment on
+    // disk may end in a torn write: the old one is cut already.
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), off as u64);
+    rt.block_on(q.enqueue(message(7_000, 2))).unwrap();
+    faults.release_recovery();
+    let Recovery::Done(done) = rt.block_on(q.recovered()) else {
+        panic!("recovery failed");
+    };
+    assert_eq!(done.torn_tail_bytes, (len / 2) as u64);
+    assert_eq!(done.corrupt_records, 0);
+    assert_eq!(done.messages, 49, "the torn message was never acknowledged");
+    q.close();
+    drop(q);
+    let (q, again) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!((again.corrupt_records, again.torn_tail_bytes), (0, 0));
+    assert_eq!(again.messages, 50, "49 old and the new one");
+    assert!(left[..49].iter().all(|id| q.get(*id).is_some()));
+}

@@ -6,7 +6,11 @@
 //! came back.
 //!
 //! The child is this same test binary, started with `--ignored --exact
-//! crash_child` and the spool directory in `TERN_CRASH_DIR`.
+//! crash_child` and the spool directory in `TERN_CRASH_DIR`. Every other
+//! run the child opens the spool with the recovery in the background
+//! (`TERN_CRASH_BACKGROUND`) and the spool is not checked between its
+//! kills, so a child takes over a crashed spool, writes while it recovers
+//! it, and may be killed before its recovery ends.
 
 mod common;
 
@@ -51,7 +55,9 @@ fn crash_child() {
     let dir = std::env::var("TERN_CRASH_DIR").expect("TERN_CRASH_DIR");
     let ledger = std::env::var("TERN_CRASH_LEDGER").expect("TERN_CRASH_LEDGER");
     let first: u64 = std::env::var("TERN_CRASH_FIRST").unwrap().parse().unwrap();
-    let (q, _) = Queue::open(options(Path::new(&dir))).expect("child opens the queue");
+    let mut opts = options(Path::new(&dir));
+    opts.recover_in_background = std::env::var_os("TERN_CRASH_BACKGROUND").is_some();
+    let (q, _) = Queue::open(opts).expect("child opens the queue");
     let q = Arc::new(q);
     let ledger = Arc::new(
         OpenOptions::new()
@@ -184,8 +190,12 @@ impl Expect {
     }
 }
 
-fn run_child_and_kill(dir: &Path, ledger: &Path, first: u64, delay: Duration) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+fn run_child_and_kill(dir: &Path, ledger: &Path, first: u64, delay: Duration, background: bool) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if background {
+        command.env("TERN_CRASH_BACKGROUND", "1");
+    }
+    let mut child = command
         .args([
             "--ignored",
             "--exact",
@@ -228,15 +238,20 @@ fn ack_ledger_survives_sigkill() {
         let mut expect = Expect::default();
         // Two crashes on the same spool: the second child recovers a crashed
         // spool, keeps writing, and is killed too.
+        let background = run % 2 == 1;
         for round in 0..2 {
             let ledger = dir.path().join(format!("ledger-{round}"));
             let delay = Duration::from_millis(50 + rand(400));
             let spool = dir.path().join("spool");
-            run_child_and_kill(&spool, &ledger, expect.max_n + 1_000_000, delay);
+            let first = expect.max_n + 1_000_000;
+            run_child_and_kill(&spool, &ledger, first, delay, background);
             expect.read(&ledger);
+            if background && round == 0 {
+                continue; // the next child takes over the crashed spool
+            }
             total_checked += expect.verify(
                 &spool,
-                &format!("run {run} round {round} (kill after {delay:?})"),
+                &format!("run {run} round {round} (kill after {delay:?}, background {background})"),
             );
         }
         assert!(

@@ -34,6 +34,11 @@ pub(crate) struct Glance {
     pub max_id: u64,
     /// Bytes read.
     pub bytes: u64,
+    /// The last segment's torn tail, if it has one: (segment, where its
+    /// valid records end, bytes after them). The open cuts it before the
+    /// fresh segment starts, so that only ever the last segment on disk
+    /// can end in a torn write.
+    pub torn_tail: Option<(SegId, u64, u64)>,
 }
 
 /// Glances over segments `ids` of the spool at `dir`, in log order: one
@@ -64,9 +69,10 @@ pub(crate) fn glance(dir: &Path, ids: &[SegId]) -> Result<Glance, QueueError> {
             })
             .map_err(|e| QueueError::io("start the glance thread", e))?;
         let mut interner = Interner::default();
+        let last = ids.last().copied();
         for read in rx {
             let (seg, buf) = read?;
-            g.segment(seg, &buf, &mut interner);
+            g.segment(seg, &buf, &mut interner, Some(seg) == last);
             let _ = back.send(buf); // reused for a later segment
         }
         Ok::<(), QueueError>(())
@@ -76,7 +82,7 @@ pub(crate) fn glance(dir: &Path, ids: &[SegId]) -> Result<Glance, QueueError> {
 
 impl Glance {
     /// Takes what matters from every valid record of one segment's bytes.
-    fn segment(&mut self, seg: SegId, buf: &[u8], interner: &mut Interner) {
+    fn segment(&mut self, seg: SegId, buf: &[u8], interner: &mut Interner, last: bool) {
         self.bytes += buf.len() as u64;
         if buf.len() < SEGMENT_HEADER_LEN {
             return; // removed by recovery
@@ -84,7 +90,10 @@ impl Glance {
         let Ok(salt) = segment::decode_header(buf, seg) else {
             return; // quarantined by recovery: nothing in it is replayed
         };
-        segment::scan(buf, salt, |_, payload, _| self.note(payload, interner));
+        let outcome = segment::scan(buf, salt, |_, payload, _| self.note(payload, interner));
+        if let Some(tail) = outcome.tail.filter(|_| last) {
+            self.torn_tail = Some((seg, outcome.valid_end, tail.len));
+        }
     }
 
     /// Takes what matters from one valid record's payload.

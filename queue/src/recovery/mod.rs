@@ -527,7 +527,7 @@ fn read_segment(path: &Path, writable: bool) -> Result<Option<(File, Vec<u8>)>, 
     }
 }
 
-fn truncate(path: &Path, len: u64) -> Result<(), QueueError> {
+pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), QueueError> {
     let f = OpenOptions::new()
         .write(true)
         .open(path)
