@@ -21,6 +21,12 @@ use crate::codec::{Check, RECORD_MAGIC, check_record};
 /// A segment's number; segments are written in increasing order.
 pub(crate) type SegId = u64;
 
+/// The largest segment number a file name may carry: far beyond any a
+/// spool reaches (a segment a millisecond for a hundred million years),
+/// and low enough that the next one never overflows and the index can
+/// use the values above it as markers. A larger name is not a segment.
+pub(crate) const MAX_SEGMENT_ID: SegId = (1 << 62) - 1;
+
 pub(crate) const SEGMENT_HEADER_LEN: usize = 32;
 const SEGMENT_MAGIC: [u8; 8] = *b"TERNSEG\0";
 const SEGMENT_VERSION: u32 = 1;
@@ -37,7 +43,9 @@ pub(crate) fn parse_file_name(name: &str) -> Option<SegId> {
     if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|id| *id <= MAX_SEGMENT_ID)
 }
 
 /// The header of a new segment.
@@ -181,6 +189,11 @@ mod tests {
         assert_eq!(parse_file_name("2a.seg"), None);
         assert_eq!(parse_file_name("000000000000002a.tmp"), None);
         assert_eq!(parse_file_name("00000000000000zz.seg"), None);
+        assert_eq!(
+            parse_file_name("3fffffffffffffff.seg"),
+            Some(MAX_SEGMENT_ID)
+        );
+        assert_eq!(parse_file_name("ffffffffffffffff.seg"), None, "not ours");
     }
 
     #[test]

@@ -231,3 +231,34 @@ fn random_bytes_in_segments_never_stop_recovery() {
         drop(q);
     }
 }
+
+#[test]
+fn segment_names_at_the_end_of_the_numbering_neither_panic_nor_lose_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 3);
+    let seg = segments(dir.path()).pop().unwrap();
+    // Beyond the numbering: not a segment, left alone.
+    let beyond = dir.path().join("ffffffffffffffff.seg");
+    fs::copy(&seg, &beyond).unwrap();
+    // The last number there is: renamed, with its header's id to match.
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[16..24].copy_from_slice(&((1u64 << 62) - 1).to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    fs::remove_file(&seg).unwrap();
+    fs::write(dir.path().join("3fffffffffffffff.seg"), &bytes).unwrap();
+
+    let rt = runtime();
+    let (q, report) = open(dir.path());
+    assert_eq!(report.ignored_files, std::slice::from_ref(&beyond));
+    assert_eq!(report.messages, 3);
+    // No number is left for a fresh segment: the queue appends to the
+    // last one rather than write where no open would look.
+    let id = rt.block_on(q.enqueue(message(9, 2))).unwrap();
+    q.close();
+    drop(q);
+    let (q, report) = open(dir.path());
+    assert_eq!(report.messages, 4);
+    assert!(q.get(id).is_some());
+    assert!(beyond.exists());
+}

@@ -57,6 +57,25 @@ impl Loc {
     }
 }
 
+/// An optional segment id in 8 bytes (an `Option` takes 16): segment ids
+/// stay below [`crate::segment::MAX_SEGMENT_ID`], so the largest value
+/// marks "none".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OtherSeg(SegId);
+
+impl OtherSeg {
+    pub const NONE: OtherSeg = OtherSeg(SegId::MAX);
+
+    pub fn some(seg: SegId) -> Self {
+        debug_assert!(seg <= crate::segment::MAX_SEGMENT_ID);
+        OtherSeg(seg)
+    }
+
+    pub fn get(self) -> Option<SegId> {
+        (self != Self::NONE).then_some(self.0)
+    }
+}
+
 /// A message's recipient statuses: the one of a single-recipient message
 /// kept in place (no allocation of its own), several in a boxed slice.
 #[derive(Clone, Debug)]
@@ -132,7 +151,7 @@ pub(crate) struct Entry {
     /// of this message (a deferral written after it), kept in place: no
     /// allocation of its own for the common case. Further ones are in
     /// [`Index::more_others`].
-    pub others: Option<SegId>,
+    pub others: OtherSeg,
     /// The key under which the message sits in the due set, if it does.
     pub due: Due,
     /// Handed out (by `take_due` or `claim`) and not yet released: out of
@@ -348,7 +367,7 @@ impl Index {
             arrival,
             priority,
             home: loc,
-            others: None,
+            others: OtherSeg::NONE,
             due: Due::NONE,
             taken: false,
             busy: 0,
@@ -404,7 +423,7 @@ impl Index {
         home.refs -= 1;
         home.live -= u64::from(e.home.len);
         let more = self.more_others.remove(&id).unwrap_or_default();
-        for s in e.others.into_iter().chain(more) {
+        for s in e.others.get().into_iter().chain(more) {
             self.seg(s).refs -= 1;
         }
         self.live_bytes -= u64::from(e.home.len);
@@ -500,12 +519,14 @@ impl Index {
         }
         let more = &mut self.more_others;
         let known = |s: &SegId| {
-            *s == e.home.seg || e.others == Some(*s) || more.get(&id).is_some_and(|m| m.contains(s))
+            *s == e.home.seg
+                || e.others.get() == Some(*s)
+                || more.get(&id).is_some_and(|m| m.contains(s))
         };
         let add_ref = seg.filter(|s| !known(s));
         if let Some(s) = add_ref {
-            match e.others {
-                None => e.others = Some(s),
+            match e.others.get() {
+                None => e.others = OtherSeg::some(s),
                 Some(_) => more.entry(id).or_default().push(s),
             }
         }
@@ -593,7 +614,7 @@ impl Index {
             .iter()
             .filter(|(id, e)| {
                 e.home.seg == seg
-                    || e.others == Some(seg)
+                    || e.others.get() == Some(seg)
                     || self.more_others.get(id).is_some_and(|m| m.contains(&seg))
             })
             .map(|(id, e)| (*id, e.home))

@@ -418,3 +418,14 @@ fn status_records_in_several_later_segments_each_hold_a_reference_once() {
     assert_eq!(refs(&ix), [0, 0, 0, 0, 0]);
     assert!(ix.more_others.is_empty(), "nothing left behind");
 }
+
+#[test]
+fn an_entry_fits_a_112_byte_malloc_chunk() {
+    // A boxed entry costs its size plus malloc's 8-byte header, rounded up
+    // to 16: 104 bytes take a 112-byte chunk, 112 would take 128.
+    assert!(
+        std::mem::size_of::<Entry>() <= 104,
+        "{}",
+        std::mem::size_of::<Entry>()
+    );
+}
