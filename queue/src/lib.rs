@@ -74,12 +74,13 @@
 //! the body is), an index by priority and due time (due messages are taken
 //! most urgent first, then oldest first), and fresh bodies until their first
 //! delivery attempt (within `body_cache`). Bodies are read back from disk
-//! when needed. Measured by a counting allocator (`tests/memory.rs`): 215
-//! bytes of heap per queued single-recipient message after a recovery
-//! (about 250 while the queue grows message by message), 61 per further
-//! recipient: the envelope packed in one allocation, a single status kept
-//! in place, entries boxed in the id map, 16-byte due keys, and the id map
-//! and due set rebuilt with full B-tree nodes after recovery.
+//! when needed. Measured by a counting allocator (`tests/memory.rs`): 207
+//! bytes of heap per queued single-recipient message after a recovery,
+//! deferred or not (about 250 while the queue grows message by message),
+//! 61 per further recipient: the envelope packed in one allocation, a
+//! single status and the first later status segment kept in place (a
+//! 104-byte entry), entries boxed in the id map, 16-byte due keys, and the
+//! id map and due set rebuilt with full B-tree nodes after recovery.
 //!
 //! # Layout
 //!
