@@ -109,6 +109,9 @@ fn open_early(
     let shared = Arc::new(Shared::new(opts, index, glance.max_id, Recovery::Running));
     let (tx, rx) = mpsc::channel();
     let writer = Writer::start_on(shared.clone(), rx, fresh.0, fresh.1);
+    // The full recovery's report starts from what the open found (ignored
+    // files, a torn tail cut); the glance's figures are this report's own.
+    let full = report.clone();
     report.bytes_read = glance.bytes;
     report.elapsed = started.elapsed();
     let threads = vec![
@@ -116,8 +119,7 @@ fn open_early(
         spawn_compactor(&shared, &tx)?,
         spawn("tern-queue-recover", {
             let (shared, tx) = (shared.clone(), tx.clone());
-            let report = report.clone();
-            move || recover_in_background(shared, tx, ids, (report, started))
+            move || recover_in_background(shared, tx, ids, (full, started))
         })?,
     ];
     Ok((handle(shared, tx, threads, lock_file), report))
@@ -128,9 +130,8 @@ fn recover_in_background(
     shared: Arc<Shared>,
     tx: mpsc::Sender<Cmd>,
     ids: Vec<SegId>,
-    (mut report, started): (RecoveryReport, Instant),
+    (report, started): (RecoveryReport, Instant),
 ) {
-    report.bytes_read = 0; // counted again by the full read
     let loaded = recovery::load_segments(
         &shared.dir,
         &ids,

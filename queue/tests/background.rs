@@ -10,17 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{message, options, runtime};
-use queue::{MessageId, Queue, QueueOptions, RecipientState, RecipientStatus, Recovery, Timestamp};
-
-fn delivered() -> RecipientStatus {
-    RecipientStatus {
-        state: RecipientState::Delivered,
-        attempts: 1,
-        next_attempt: Timestamp::default(),
-        last_reply: None,
-    }
-}
+use common::{delivered, message, options, runtime};
+use queue::{MessageId, Queue, QueueOptions, RecipientStatus, Recovery, Timestamp};
 
 fn both_delivered() -> Vec<(u32, RecipientStatus)> {
     vec![(0, delivered()), (1, delivered())]
@@ -36,6 +27,14 @@ fn background(dir: &Path, faults: &Arc<queue::faults::Faults>) -> QueueOptions {
     o.recover_in_background = true;
     o.faults = Some(faults.clone());
     o
+}
+
+/// Opens in the background with the recovery held before its merge.
+fn open_held(dir: &Path) -> (Queue, queue::RecoveryReport, Arc<queue::faults::Faults>) {
+    let faults = Arc::new(queue::faults::Faults::default());
+    faults.hold_recovery();
+    let (q, report) = Queue::open(background(dir, &faults)).unwrap();
+    (q, report, faults)
 }
 
 /// `n` messages, the first `delivered` of them finished, and three state
@@ -72,9 +71,7 @@ fn new_mail_flows_while_the_old_is_recovered_and_the_old_joins_whole() {
     let dir = tempfile::tempdir().unwrap();
     let left = old_spool(dir.path(), 600, 200);
     let rt = runtime();
-    let faults = Arc::new(queue::faults::Faults::default());
-    faults.hold_recovery();
-    let (q, report) = Queue::open(background(dir.path(), &faults)).unwrap();
+    let (q, report, faults) = open_held(dir.path());
     assert!(q.is_recovering());
     assert!(report.bytes_read > 0, "the glance read the spool");
     assert_eq!(q.message_count(), 0, "old messages are not counted yet");
@@ -130,9 +127,7 @@ fn a_key_removed_during_recovery_stays_removed_as_old_segments_go() {
     let dir = tempfile::tempdir().unwrap();
     let left = old_spool(dir.path(), 400, 0);
     let rt = runtime();
-    let faults = Arc::new(queue::faults::Faults::default());
-    faults.hold_recovery();
-    let (q, _) = Queue::open(background(dir.path(), &faults)).unwrap();
+    let (q, _, faults) = open_held(dir.path());
     rt.block_on(q.put_state("a", Bytes::new())).unwrap();
     // Enough new mail to fill several fresh segments, all delivered: the
     // removal's segment has nothing live left in it.
@@ -190,9 +185,7 @@ fn a_torn_tail_is_cut_before_new_writes_start_in_a_fresh_segment() {
     let (off, len, _) = *common::records(&bytes).last().unwrap();
     std::fs::write(&last, &bytes[..off + len / 2]).unwrap();
     let rt = runtime();
-    let faults = Arc::new(queue::faults::Faults::default());
-    faults.hold_recovery();
-    let (q, report) = Queue::open(background(dir.path(), &faults)).unwrap();
+    let (q, report, faults) = open_held(dir.path());
     assert_eq!(report.torn_tail_bytes, (len / 2) as u64);
     // Before anything is recovered or written, only the last segment on
     // disk may end in a torn write: the old one is cut already.

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{body, message, runtime};
-use queue::{Queue, QueueOptions, RecipientState, RecipientStatus, Timestamp};
+use common::{body, delivered, message, runtime};
+use queue::{Queue, QueueOptions, RecipientState};
 
 const WRITERS: u64 = 64;
 /// The child stops by itself after this long, should the parent not kill it.
@@ -34,15 +34,6 @@ fn options(dir: &Path) -> QueueOptions {
     let mut o = QueueOptions::new(dir);
     o.segment_size = 256 << 10; // small: rotation, deletion and compaction all happen
     o
-}
-
-fn delivered() -> RecipientStatus {
-    RecipientStatus {
-        state: RecipientState::Delivered,
-        attempts: 1,
-        next_attempt: Timestamp::default(),
-        last_reply: None,
-    }
 }
 
 /// The child's workload. Every test number `n` is enqueued once, then by

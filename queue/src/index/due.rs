@@ -36,13 +36,7 @@ impl DueSet {
     /// Takes in every entry of `other` (a recovered index's).
     pub fn absorb(&mut self, other: DueSet) {
         let mine = std::mem::take(&mut self.0);
-        let (mut big, small) = if mine.len() >= other.0.len() {
-            (mine, other.0)
-        } else {
-            (other.0, mine)
-        };
-        big.extend(small);
-        self.0 = big;
+        self.0 = super::merge::into_bigger(mine, other.0, BTreeSet::len);
     }
 
     /// The earliest message of `priority`: when it is due, and its id.

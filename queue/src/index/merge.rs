@@ -59,12 +59,15 @@ impl Recovering {
     }
 }
 
-/// The entries of both maps in the bigger one: the smaller's inserted one
-/// by one, where `append` would build a third tree (the peak, and the
-/// freed nodes of both that the allocator keeps, cost the resident memory
-/// of a million-message queue about 17 bytes a message).
-pub(super) fn into_bigger<K: Ord, V>(a: BTreeMap<K, V>, b: BTreeMap<K, V>) -> BTreeMap<K, V> {
-    let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+/// The items of both collections (B-tree maps or sets) in the bigger
+/// one: the smaller's inserted one by one, where `append` would build a
+/// third tree (the peak, and the freed nodes of both that the allocator
+/// keeps, cost the resident memory of a million-message queue).
+pub(super) fn into_bigger<C, T>(a: C, b: C, len: impl Fn(&C) -> usize) -> C
+where
+    C: Extend<T> + IntoIterator<Item = T>,
+{
+    let (mut big, small) = if len(&a) >= len(&b) { (a, b) } else { (b, a) };
     big.extend(small);
     big
 }
@@ -85,15 +88,10 @@ impl Index {
         let Some(r) = &self.recovering else {
             return Vec::new();
         };
-        (r.states.range::<str, _>((
-            std::ops::Bound::Included(prefix),
-            std::ops::Bound::Unbounded,
-        )))
-        .map(|(k, _)| k)
-        .take_while(|k| k.starts_with(prefix))
-        .filter(|k| !r.written.contains_key(&***k))
-        .map(|k| k.to_string())
-        .collect()
+        super::state::keys_with_prefix(&r.states, prefix)
+            .filter(|k| !r.written.contains_key(*k))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Takes in the index recovered from the old segments: afterwards this
@@ -121,7 +119,8 @@ impl Index {
             // Never expected: new ids start above the glance's highest.
             tracing::error!(%last_old, %first_new, "recovered message ids overlap new ones; where one id is both, one of the two is kept");
         }
-        self.messages = into_bigger(old.messages, std::mem::take(&mut self.messages));
+        let live = std::mem::take(&mut self.messages);
+        self.messages = into_bigger(old.messages, live, BTreeMap::len);
         self.due.absorb(old.due);
         old.segments.append(&mut self.segments);
         self.segments = old.segments;

@@ -62,14 +62,8 @@ impl Index {
     }
 
     fn live_keys(&self, prefix: &str) -> Vec<String> {
-        self.states
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(prefix))
-            .map(|k| k.to_string())
+        keys_with_prefix(&self.states, prefix)
+            .map(str::to_owned)
             .collect()
     }
 
@@ -86,4 +80,17 @@ impl Index {
     pub fn state_seg(&self, key: &str) -> Option<SegId> {
         self.states.get(key).map(|e| e.seg)
     }
+}
+
+/// The keys of `map` that start with `prefix`, in order.
+pub(super) fn keys_with_prefix<'a, V>(
+    map: &'a std::collections::BTreeMap<Box<str>, V>,
+    prefix: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    map.range::<str, _>((
+        std::ops::Bound::Included(prefix),
+        std::ops::Bound::Unbounded,
+    ))
+    .map(|(k, _)| &**k)
+    .take_while(move |k| k.starts_with(prefix))
 }

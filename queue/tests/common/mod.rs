@@ -29,6 +29,16 @@ pub fn message(n: u64, recipients: usize) -> NewMessage {
     }
 }
 
+/// A recipient's status once delivered (first attempt).
+pub fn delivered() -> queue::RecipientStatus {
+    queue::RecipientStatus {
+        state: queue::RecipientState::Delivered,
+        attempts: 1,
+        next_attempt: Timestamp::default(),
+        last_reply: None,
+    }
+}
+
 pub fn body(n: u64) -> Bytes {
     Bytes::from(format!(
         "Subject: message {n}\r\nX-Test-Id: {n}\r\n\r\n{}\r\n",
