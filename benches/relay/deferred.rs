@@ -99,7 +99,7 @@ pub fn run(a: &Args, recipients: u64) {
     let restart = Restart {
         greeting: again.startup,
         first_accept: again.startup + accept_one(again.addr),
-        recovered: again.startup + recovered(&crate::bulk::admin(admin)),
+        recovered: recovered(&crate::bulk::admin(admin), messages).map(|t| again.startup + t),
     };
     let recovered_rss = procstat::rss(again.pid());
     // Once it has settled (every recovered message handed out to its
@@ -127,8 +127,9 @@ struct Restart {
     greeting: Duration,
     /// The first `250` to a new message.
     first_accept: Duration,
-    /// Every queued message recovered (the admin API's summary says so).
-    recovered: Duration,
+    /// The first queued messages back in the queue (schedulable), half
+    /// of them, and every one (the admin API's summary says so).
+    recovered: [Duration; 3],
 }
 
 /// Sends one message (to a refusing host: it stays queued) and returns
@@ -171,14 +172,24 @@ fn accept_one(addr: std::net::SocketAddr) -> Duration {
 }
 
 /// Waits (bounded: 10 minutes) until the daemon's queue has every queued
-/// message back; returns how long that took from now.
-fn recovered(admin: &tern::config::AdminConfig) -> Duration {
+/// message back (of `queued`, and the one `accept_one` added); returns
+/// how long from now until the first ones, half of them and all were.
+fn recovered(admin: &tern::config::AdminConfig, queued: u64) -> [Duration; 3] {
     let t = Instant::now();
+    let (mut first, mut half) = (None, None);
     for _ in 0..60_000 {
         let s: tern::admin::types::QueueSummary =
             tern::admin::client::get(admin, "/v1/queue/summary?top=1").expect("summary");
+        let back = s.messages.saturating_sub(1);
+        if back > 0 {
+            first.get_or_insert(t.elapsed());
+        }
+        if back >= queued / 2 {
+            half.get_or_insert(t.elapsed());
+        }
         if !s.recovering {
-            return t.elapsed();
+            let all = t.elapsed();
+            return [first.unwrap_or(all), half.unwrap_or(all), all];
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -211,10 +222,12 @@ fn print(
         per(full_rss, base_rss)
     );
     println!(
-        "restart with {queued} recipients queued: greeting {:.2} s after spawn, first 250 {:.2} s, every queued message back {:.2} s; RSS then {} MB ({:.0} bytes per queued recipient), settled {} MB ({:.0} bytes)",
+        "restart with {queued} recipients queued: greeting {:.2} s after spawn, first 250 {:.2} s, first queued messages back {:.2} s, half {:.2} s, every one {:.2} s; RSS then {} MB ({:.0} bytes per queued recipient), settled {} MB ({:.0} bytes)",
         restart.greeting.as_secs_f64(),
         restart.first_accept.as_secs_f64(),
-        restart.recovered.as_secs_f64(),
+        restart.recovered[0].as_secs_f64(),
+        restart.recovered[1].as_secs_f64(),
+        restart.recovered[2].as_secs_f64(),
         recovered_rss >> 20,
         per(recovered_rss, base_rss),
         settled_rss >> 20,

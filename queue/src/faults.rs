@@ -19,7 +19,8 @@ pub struct Faults {
     sticky_write: std::sync::atomic::AtomicBool,
     after_sync: Mutex<Option<SyncHook>>,
     /// While set, a background recovery waits before its merge.
-    recovery_held: Mutex<bool>,
+    /// Hold a background recovery once it has released this many messages.
+    recovery_held: Mutex<Option<u64>>,
     recovery_gate: std::sync::Condvar,
 }
 
@@ -58,26 +59,37 @@ impl Faults {
         *self.after_sync.lock().unwrap() = Some(Box::new(hook));
     }
 
-    /// Makes a background recovery wait, its segments read, before it
-    /// merges them into the queue, until [`Faults::release_recovery`]:
-    /// tests of what the queue does meanwhile.
+    /// Makes a background recovery wait before it releases any message to
+    /// the queue, until [`Faults::release_recovery`]: tests of what the
+    /// queue does meanwhile.
     pub fn hold_recovery(&self) {
-        *self.recovery_held.lock().unwrap() = true;
+        self.hold_recovery_after(0);
     }
 
-    /// Lets a held background recovery merge.
-    pub fn release_recovery(&self) {
-        *self.recovery_held.lock().unwrap() = false;
+    /// Makes a background recovery wait once it has released `messages`
+    /// (it releases them in batches of a segment's or a couple of
+    /// thousand), before its next release or its merge.
+    pub fn hold_recovery_after(&self, messages: u64) {
+        *self.recovery_held.lock().unwrap() = Some(messages);
         self.recovery_gate.notify_all();
     }
 
-    /// Waits while the recovery is held (at most a minute: a test that
-    /// forgets to release it fails rather than hangs).
-    pub(crate) fn before_merge(&self) {
+    /// Lets a held background recovery go on.
+    pub fn release_recovery(&self) {
+        *self.recovery_held.lock().unwrap() = None;
+        self.recovery_gate.notify_all();
+    }
+
+    /// Waits while the recovery is held, `released` messages released so
+    /// far (`u64::MAX` before the merge), at most a minute: a test that
+    /// forgets to release it fails rather than hangs.
+    pub(crate) fn before_release(&self, released: u64) {
         let held = self.recovery_held.lock().unwrap();
         let _unused = self
             .recovery_gate
-            .wait_timeout_while(held, std::time::Duration::from_secs(60), |h| *h)
+            .wait_timeout_while(held, std::time::Duration::from_secs(60), |h| {
+                h.is_some_and(|n| released >= n)
+            })
             .unwrap();
     }
 

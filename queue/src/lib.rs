@@ -41,9 +41,11 @@
 //! - With [`QueueOptions::recover_in_background`], opening returns after a
 //!   glance (the highest id and the state values, from every valid
 //!   record) and new messages are written to a fresh segment at once; the
-//!   old messages are recovered on a thread and join the queue only when
-//!   every old segment has been read, so none is handed out without its
-//!   latest status. No segment is deleted or compacted before then.
+//!   old messages are recovered on a thread, and each joins the queue
+//!   once the last segment holding a record of it has been read (the
+//!   glance notes where each message's records end), so none is handed
+//!   out without its latest status. No segment is deleted or compacted
+//!   before every old segment is read.
 //! - An operator's marks ([`Queue::reschedule`], [`Queue::hold`],
 //!   [`Queue::release_held`]) are durable the same way; a held recipient
 //!   is kept and never due until released, across restarts and

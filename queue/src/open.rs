@@ -17,6 +17,7 @@ use crate::queue::{Queue, now_micros};
 use crate::recovery::{self, LOCK_FILE, Recovery, RecoveryReport};
 use crate::segment::SegId;
 use crate::shared::Shared;
+use crate::types::MessageId;
 use crate::writer::{Cmd, Writer};
 
 impl Queue {
@@ -104,9 +105,11 @@ fn open_early(
     (mut report, started): (RecoveryReport, Instant),
 ) -> Result<(Queue, RecoveryReport), QueueError> {
     let Early { ids, glance, fresh } = early;
+    let mentions = glance.mentions;
     let mut index = Index::recovering(opts.body_cache, glance.states);
     index.active = fresh.1.id();
-    let shared = Arc::new(Shared::new(opts, index, glance.max_id, Recovery::Running));
+    let running = Recovery::Running { released: 0 };
+    let shared = Arc::new(Shared::new(opts, index, glance.max_id, running));
     let (tx, rx) = mpsc::channel();
     let writer = Writer::start_on(shared.clone(), rx, fresh.0, fresh.1);
     // The full recovery's report starts from what the open found (ignored
@@ -119,32 +122,55 @@ fn open_early(
         spawn_compactor(&shared, &tx)?,
         spawn("tern-queue-recover", {
             let (shared, tx) = (shared.clone(), tx.clone());
-            move || recover_in_background(shared, tx, ids, (full, started))
+            move || recover_in_background(shared, tx, (ids, mentions), (full, started))
         })?,
     ];
     Ok((handle(shared, tx, threads, lock_file), report))
 }
 
-/// Recovers the old segments and merges them into the live index.
+/// Recovers the old segments, releasing each message to the live index
+/// as soon as its last record has been read, and merges the rest.
 fn recover_in_background(
     shared: Arc<Shared>,
     tx: mpsc::Sender<Cmd>,
-    ids: Vec<SegId>,
+    (ids, mentions): (Vec<SegId>, Vec<(SegId, Vec<u64>)>),
     (report, started): (RecoveryReport, Instant),
 ) {
+    let mut plan = recovery::release_plan(mentions);
+    let mut released = 0;
+    // What the released messages take out of the recovered index's figures.
+    let mut moved = (0, 0);
+    let mut after_segment = |seg: SegId, old: &mut Index| {
+        if let Some(ids) = plan.remove(&seg) {
+            let before = old.stats();
+            released = release(&shared, old, &ids, released);
+            let after = old.stats();
+            moved.0 += before.recipients - after.recipients;
+            moved.1 += before.body_bytes - after.body_bytes;
+            let running = Recovery::Running { released };
+            shared.recovery.send_replace(running);
+        }
+    };
+    let background = recovery::Background {
+        stop: &shared.stopping,
+        after_segment: &mut after_segment,
+    };
     let loaded = recovery::load_segments(
         &shared.dir,
         &ids,
         true,
         shared.opts.body_cache,
         (report, started),
-        Some(&shared.stopping),
+        Some(background),
     );
     let outcome = match loaded {
         Ok(loaded) => {
             #[cfg(any(test, feature = "fault-injection"))]
-            shared.faults.before_merge();
+            shared.faults.before_release(u64::MAX);
             let mut report = loaded.report;
+            report.messages += released;
+            report.recipients += moved.0;
+            report.body_bytes += moved.1;
             {
                 let mut ix = shared.index();
                 ix.absorb(loaded.index);
@@ -167,6 +193,29 @@ fn recover_in_background(
         }
     };
     shared.recovery.send_replace(outcome);
+}
+
+/// Messages moved to the live index per hold of its lock: the writer's
+/// commits wait meanwhile (a couple of milliseconds).
+const RELEASE_BATCH: usize = 2_000;
+
+/// Moves messages `ids` of the recovered index `old` to the live one;
+/// returns the count released so far, `released` before.
+fn release(shared: &Shared, old: &mut Index, ids: &[MessageId], released: u64) -> u64 {
+    let mut moved = released;
+    for batch in ids.chunks(RELEASE_BATCH) {
+        #[cfg(any(test, feature = "fault-injection"))]
+        shared.faults.before_release(moved);
+        let mut live = shared.index();
+        moved += old.release_into(&mut live, batch);
+        shared
+            .messages
+            .store(live.message_count(), Ordering::Relaxed);
+        shared
+            .body_bytes
+            .store(live.body_bytes(), Ordering::Relaxed);
+    }
+    moved
 }
 
 fn spawn_compactor(

@@ -51,10 +51,11 @@ pub struct QueueOptions {
     /// own. [`crate::Queue::open`] then returns after a glance that reads
     /// and checks the segments for the state values and the highest id
     /// (about a quarter of a full recovery's time), and new messages are
-    /// taken and delivered from then on; the old ones join the queue when
-    /// every old segment has been read ([`crate::Queue::recovered`]).
-    /// Until then they are not handed out, listed or counted, and no
-    /// segment is deleted or compacted. If no fresh segment can be
+    /// taken and delivered from then on; an old one joins the queue once
+    /// the last segment holding a record of it has been read (until then
+    /// it is not handed out, listed or counted), and every one has when
+    /// [`crate::Queue::recovered`] returns. No segment is deleted or
+    /// compacted before then. If no fresh segment can be
     /// started (a full disk), the open recovers in the foreground as
     /// without this option. Off by default.
     pub recover_in_background: bool,

@@ -379,15 +379,25 @@ impl Queue {
     }
 
     /// Where the recovery of the spool stands: `Running` while a
-    /// background recovery reads the old segments (their messages are not
-    /// handed out, listed or counted yet), `Done` otherwise.
+    /// background recovery reads the old segments (a message is handed
+    /// out, listed and counted once the last segment holding a record of
+    /// it has been read), `Done` otherwise.
     pub fn recovery(&self) -> crate::Recovery {
         self.shared.recovery.borrow().clone()
     }
 
     /// Whether a background recovery is still reading the old segments.
     pub fn is_recovering(&self) -> bool {
-        matches!(*self.shared.recovery.borrow(), crate::Recovery::Running)
+        matches!(
+            *self.shared.recovery.borrow(),
+            crate::Recovery::Running { .. }
+        )
+    }
+
+    /// Follows the recovery: a new value each time a background recovery
+    /// has released messages to the queue, and when it ends.
+    pub fn watch_recovery(&self) -> tokio::sync::watch::Receiver<crate::Recovery> {
+        self.shared.recovery.subscribe()
     }
 
     /// Waits until recovery has ended (at once when the queue was opened
@@ -397,7 +407,7 @@ impl Queue {
     pub async fn recovered(&self) -> crate::Recovery {
         let mut rx = self.shared.recovery.subscribe();
         let out = rx
-            .wait_for(|r| !matches!(r, crate::Recovery::Running))
+            .wait_for(|r| !matches!(r, crate::Recovery::Running { .. }))
             .await
             .map(|r| r.clone());
         // The sender lives as long as the queue's state: never closed here.

@@ -1,6 +1,7 @@
 //! Opening with the recovery in the background: new mail is taken,
-//! handed out and finished while the old segments are read; old messages
-//! appear only once all of them are read (never handed out half-known);
+//! handed out and finished while the old segments are read; an old
+//! message appears once the last segment holding a record of it is read
+//! (never handed out half-known), before the recovery ends;
 //! state values are served from the glance and a key written meanwhile
 //! wins over its recovered record, now and after later restarts.
 
@@ -29,7 +30,8 @@ fn background(dir: &Path, faults: &Arc<queue::faults::Faults>) -> QueueOptions {
     o
 }
 
-/// Opens in the background with the recovery held before its merge.
+/// Opens in the background with the recovery held before it releases
+/// any message.
 fn open_held(dir: &Path) -> (Queue, queue::RecoveryReport, Arc<queue::faults::Faults>) {
     let faults = Arc::new(queue::faults::Faults::default());
     faults.hold_recovery();
@@ -204,4 +206,105 @@ fn a_torn_tail_is_cut_before_new_writes_start_in_a_fresh_segment() {
     assert_eq!((again.corrupt_records, again.torn_tail_bytes), (0, 0));
     assert_eq!(again.messages, 50, "49 old and the new one");
     assert!(left[..49].iter().all(|id| q.get(*id).is_some()));
+}
+
+fn deferred_until(t: Timestamp) -> RecipientStatus {
+    RecipientStatus {
+        state: queue::RecipientState::Pending,
+        attempts: 1,
+        next_attempt: t,
+        last_reply: Some("451 later".into()),
+    }
+}
+
+#[test]
+fn old_mail_is_handed_out_once_its_last_segment_is_read_before_the_recovery_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (q, _) = Queue::open(options(dir.path())).unwrap();
+    let ids: Vec<MessageId> = (0..1200)
+        .map(|i| rt.block_on(q.enqueue(message(i, 2))).unwrap())
+        .collect();
+    // Written last, in the last segments: a deferral of the first ten, the
+    // removal of the next ten and the delivery of the ten after.
+    let far = Timestamp::from_millis(5_000_000_000_000);
+    for id in &ids[..10] {
+        let changes = vec![(0, deferred_until(far)), (1, deferred_until(far))];
+        rt.block_on(q.update(*id, changes)).unwrap();
+    }
+    for id in &ids[10..20] {
+        rt.block_on(q.remove(*id)).unwrap();
+    }
+    for id in &ids[20..30] {
+        rt.block_on(q.update(*id, both_delivered())).unwrap();
+    }
+    assert!(q.stats().segments > 3, "the spool spans several segments");
+    q.close();
+    drop(q);
+
+    let faults = Arc::new(queue::faults::Faults::default());
+    faults.hold_recovery_after(1);
+    let (q, _) = Queue::open(background(dir.path(), &faults)).unwrap();
+    let mut watch = q.watch_recovery();
+    let released = rt.block_on(async {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            watch.wait_for(|r| matches!(r, Recovery::Running { released } if *released > 0)),
+        );
+        match &*r.await.expect("a first release").unwrap() {
+            Recovery::Running { released } => *released,
+            other => panic!("{other:?}"),
+        }
+    });
+    assert!(q.is_recovering(), "held before the rest");
+    assert_eq!(q.message_count(), released);
+    let early = sorted_ids(&q);
+    assert_eq!(early.len() as u64, released, "every released one is due");
+    assert!(
+        early.iter().all(|id| *id >= ids[30] && *id < ids[1199]),
+        "none whose later records are still unread: {:?}",
+        &early[..3]
+    );
+    // Half of them delivered while the recovery still runs; the other half
+    // stay queued in the old segments, which must outlive the merge.
+    let (delivered, kept): (Vec<MessageId>, Vec<MessageId>) =
+        early.iter().partition(|id| id.as_u64() % 2 == 0);
+    for id in &delivered {
+        rt.block_on(q.update(*id, both_delivered())).unwrap();
+    }
+    for id in &kept {
+        assert!(q.release(*id), "handed back");
+    }
+
+    faults.release_recovery();
+    let Recovery::Done(done) = rt.block_on(q.recovered()) else {
+        panic!("recovery failed");
+    };
+    let rest: Vec<MessageId> = ids[30..]
+        .iter()
+        .filter(|id| !delivered.contains(id))
+        .copied()
+        .collect();
+    assert_eq!(sorted_ids(&q), rest, "the others, none delivered twice");
+    for id in &ids[..10] {
+        let m = q.get(*id).expect("deferred, queued");
+        assert_eq!(m.statuses[0].next_attempt, far, "with its later retry time");
+    }
+    for id in &ids[10..30] {
+        assert!(q.get(*id).is_none(), "removed or delivered later: gone");
+    }
+    assert_eq!(
+        done.messages,
+        10 + rest.len() as u64 + delivered.len() as u64
+    );
+    let count = q.message_count();
+    assert_eq!(count, 10 + rest.len() as u64);
+    q.close();
+    drop(q);
+
+    // What is on disk agrees once the old segments are collected.
+    let (q, again) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!(again.messages, count);
+    assert!(delivered.iter().all(|id| q.get(*id).is_none()));
+    assert!(kept.iter().all(|id| q.get(*id).is_some()));
 }

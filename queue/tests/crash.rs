@@ -38,7 +38,8 @@ fn options(dir: &Path) -> QueueOptions {
 
 /// The child's workload. Every test number `n` is enqueued once, then by
 /// `n % 4`: 0 stays queued, 1 gets recipient 0 delivered, 2 gets both
-/// delivered (removed), 3 is purged. Each acknowledgement is one line,
+/// delivered (removed), 3 is purged; a later child delivers both
+/// recipients of an `n % 8 == 0` one it finds queued. Each acknowledgement is one line,
 /// written with a single `write` so that it survives SIGKILL.
 #[test]
 #[ignore = "started by ack_ledger_survives_sigkill as its child process"]
@@ -87,10 +88,34 @@ fn crash_child() {
                 })
             })
             .collect();
+        let finisher = tokio::spawn(finish_old(q.clone(), ledger.clone(), first, deadline));
         for t in tasks {
             let _ = t.await;
         }
+        let _ = finisher.await;
     });
+}
+
+/// Delivers the messages an earlier child left queued (test numbers below
+/// `first`) as they are handed out, one in two of them: with the recovery
+/// in the background, while it still runs. Others are handed back.
+async fn finish_old(q: Arc<Queue>, ledger: Arc<fs::File>, first: u64, deadline: Instant) {
+    let later = queue::Timestamp::from_millis(u64::MAX / 2);
+    while Instant::now() < deadline {
+        for m in q.take_due(later, 32) {
+            let n = u64::from_le_bytes(m.envelope.meta[..8].try_into().unwrap());
+            if n >= first || n % 8 != 0 {
+                q.release(m.id);
+                continue;
+            }
+            let both = vec![(0, delivered()), (1, delivered())];
+            q.update(m.id, both).await.expect("deliver an old one");
+            (&*ledger)
+                .write_all(format!("D {n} {}\n", m.id).as_bytes())
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// What the ledgers say must hold, per message id.
@@ -101,6 +126,11 @@ struct Expect {
     /// ids acknowledged as finished or purged
     gone: HashSet<String>,
     max_n: u64,
+    /// The first test number of the latest child: an `n % 8 == 0` message
+    /// below it may have been delivered by that child (`finish_old`).
+    latest_first: u64,
+    /// Old messages a later child delivered.
+    old_delivered: u64,
 }
 
 impl Expect {
@@ -121,6 +151,8 @@ impl Expect {
                     self.queued.insert(id.to_owned(), (n, true));
                 }
                 "D" | "R" => {
+                    // Only `finish_old` delivers an `n % 8 == 0` one.
+                    self.old_delivered += u64::from(kind == "D" && n % 8 == 0);
                     self.queued.remove(id);
                     self.gone.insert(id.to_owned());
                 }
@@ -149,6 +181,10 @@ impl Expect {
             // or purges it (n % 4 of 2 or 3) may have committed just before
             // the kill, without its ledger line.
             if got.is_none() && !first_done && n % 4 >= 2 {
+                continue;
+            }
+            // Likewise an old one the latest child delivered (`finish_old`).
+            if got.is_none() && n % 8 == 0 && *n < self.latest_first {
                 continue;
             }
             let info =
@@ -223,7 +259,7 @@ fn ack_ledger_survives_sigkill() {
         seed ^= seed << 17;
         seed % below
     };
-    let mut total_checked = 0;
+    let (mut total_checked, mut old_delivered) = (0, 0);
     for run in 0..6 {
         let dir = tempfile::tempdir().unwrap();
         let mut expect = Expect::default();
@@ -235,6 +271,7 @@ fn ack_ledger_survives_sigkill() {
             let delay = Duration::from_millis(50 + rand(400));
             let spool = dir.path().join("spool");
             let first = expect.max_n + 1_000_000;
+            expect.latest_first = first;
             run_child_and_kill(&spool, &ledger, first, delay, background);
             expect.read(&ledger);
             if background && round == 0 {
@@ -249,7 +286,12 @@ fn ack_ledger_survives_sigkill() {
             !expect.queued.is_empty(),
             "run {run}: the child acknowledged nothing"
         );
+        old_delivered += expect.old_delivered;
     }
+    assert!(
+        old_delivered > 0,
+        "no child delivered a message an earlier one left queued"
+    );
     assert!(
         total_checked > 100,
         "too little was acknowledged to mean anything: {total_checked}"

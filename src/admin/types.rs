@@ -57,7 +57,8 @@ pub struct QueueSummary {
     /// Per recipient domain, most recipients first (at most `top`).
     pub domains: Vec<DomainRow>,
     /// The spool is being recovered after a restart: the mail queued
-    /// before it is not counted yet (`[queue] recover_in_background`).
+    /// before it is counted as it comes back (`[queue]
+    /// recover_in_background`), not all of it yet.
     #[serde(default)]
     pub recovering: bool,
 }

@@ -65,12 +65,13 @@ pub struct QueueConfig {
     pub max_spool_size: ByteSize,
     /// After a restart, take new mail while the queued mail is recovered:
     /// the listeners open after a quick read of the spool (its saved
-    /// state and highest id; about a quarter of a full recovery), and the
-    /// queued mail joins delivery, the counts and the views once every
-    /// spool file has been read (about 1.5 s per million messages). Until
-    /// then `max_messages` counts only new mail, and bulk operations
-    /// (hold, purge, bounce, retry, rebind, drain) wait. `false` recovers
-    /// everything before listening.
+    /// state and highest id; about a quarter of a full recovery), and each
+    /// queued message joins delivery, the counts and the views as soon as
+    /// the last spool file holding a record of it has been read (all of
+    /// them within about 2-4 s per million messages). Until then
+    /// `max_messages` counts only the mail back so far, and bulk
+    /// operations (hold, purge, bounce, retry, rebind, drain) wait for
+    /// the whole spool. `false` recovers everything before listening.
     pub recover_in_background: bool,
 }
 

@@ -556,17 +556,26 @@ async fn open_queue(config: &Config) -> anyhow::Result<Arc<Queue>> {
     Ok(Arc::new(queue))
 }
 
-/// Logs the spool's recovery once it has ended (at once unless it runs in
-/// the background) and wakes delivery for the mail it brought back.
+/// Wakes delivery each time a background recovery of the spool brings
+/// queued mail back, and logs the recovery once it has ended (at once
+/// unless it runs in the background).
 async fn watch_recovery(queue: Arc<Queue>, wake: Arc<Notify>) {
-    match queue.recovered().await {
-        queue::Recovery::Done(report) => log_recovery(&report),
-        queue::Recovery::Failed(why) => {
-            tracing::error!(%why, "the spool's queued mail could not be recovered: it stays on disk for the next start");
+    let mut recovery = queue.watch_recovery();
+    loop {
+        let now = recovery.borrow_and_update().clone();
+        wake.notify_one();
+        match now {
+            queue::Recovery::Done(report) => return log_recovery(&report),
+            queue::Recovery::Failed(why) => {
+                tracing::error!(%why, "the spool's queued mail could not be recovered: it stays on disk for the next start");
+                return;
+            }
+            queue::Recovery::Running { .. } => {}
         }
-        queue::Recovery::Running => {}
+        if recovery.changed().await.is_err() {
+            return;
+        }
     }
-    wake.notify_one();
 }
 
 fn log_recovery(r: &RecoveryReport) {

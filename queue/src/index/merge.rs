@@ -10,17 +10,26 @@
 //! key written since the open. No segment is deleted and none compacted
 //! until the merge: the accounting that decides it is incomplete.
 //!
+//! A recovered message can join the live index before the merge, once the
+//! last old segment holding a record of it has been read
+//! ([`Index::release_into`]): nothing still to read can change it. From
+//! then on it is the live index's, with its share of the old segments'
+//! accounting (references, live bytes); the rest of that accounting stays
+//! with the recovered index until the merge adds the two.
+//!
 //! The merge appends the live index to the recovered one, as replaying the
 //! new segments after the old would: their messages are disjoint (new ids
-//! are above every old one), and a state key written since the open
-//! supersedes its recovered record.
+//! are above every old one, and a released message has left the recovered
+//! index), and a state key written since the open supersedes its
+//! recovered record.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
-use super::Index;
+use super::{Index, SegInfo};
 use crate::segment::SegId;
+use crate::types::MessageId;
 
 /// What the live index knows of the spool being recovered.
 #[derive(Default)]
@@ -94,6 +103,53 @@ impl Index {
             .collect()
     }
 
+    /// Moves the messages `ids` of this recovered index, which no old
+    /// segment still to read holds a record of, to the `live` one, with
+    /// their share of the old segments' accounting; ids no longer here
+    /// (finished in a later segment) are skipped. Returns how many moved.
+    pub fn release_into(&mut self, live: &mut Index, ids: &[MessageId]) -> u64 {
+        let mut moved = 0;
+        for &id in ids {
+            let Some(mut e) = self.messages.remove(&id) else {
+                continue;
+            };
+            let more = self.more_others.remove(&id).unwrap_or_default();
+            self.detach_from(id, &e, &more);
+            for s in std::iter::once(e.home.seg)
+                .chain(e.others.get())
+                .chain(more.iter().copied())
+            {
+                if let Some(info) = self.segments.get(&s) {
+                    live.adopt_segment(s, info);
+                }
+            }
+            for &s in e.others.get().iter().chain(&more) {
+                live.seg(s).refs += 1;
+            }
+            if !more.is_empty() {
+                live.more_others.insert(id, more);
+            }
+            e.due = super::Due::NONE;
+            live.attach(id, &mut e);
+            live.messages.insert(id, e);
+            moved += 1;
+        }
+        moved
+    }
+
+    /// Knows old segment `s` (as `info` describes it) with none of its
+    /// accounting yet: what the released messages bring.
+    fn adopt_segment(&mut self, s: SegId, info: &SegInfo) {
+        self.segments.entry(s).or_insert_with(|| SegInfo {
+            refs: 0,
+            deps: Default::default(),
+            size: info.size,
+            live: 0,
+            salt: info.salt,
+            file: info.file.clone(),
+        });
+    }
+
     /// Takes in the index recovered from the old segments: afterwards this
     /// index is what one recovery of every segment would have built.
     pub fn absorb(&mut self, mut old: Index) {
@@ -122,8 +178,7 @@ impl Index {
         let live = std::mem::take(&mut self.messages);
         self.messages = into_bigger(old.messages, live, BTreeMap::len);
         self.due.absorb(old.due);
-        old.segments.append(&mut self.segments);
-        self.segments = old.segments;
+        self.segments = merge_segments(old.segments, std::mem::take(&mut self.segments));
         self.by_domain.absorb(old.by_domain);
         self.more_others.extend(old.more_others);
         self.pending += old.pending;
@@ -132,4 +187,26 @@ impl Index {
         self.live_bytes += old.live_bytes;
         self.disturbed += old.disturbed;
     }
+}
+
+/// The segments of the recovered index and of the live one, one
+/// accounting: an old segment the live index knows (through released
+/// messages) has its references, live bytes and dependencies in both.
+fn merge_segments(
+    mut old: BTreeMap<SegId, SegInfo>,
+    live: BTreeMap<SegId, SegInfo>,
+) -> BTreeMap<SegId, SegInfo> {
+    for (s, info) in live {
+        match old.get_mut(&s) {
+            Some(o) => {
+                o.refs += info.refs;
+                o.live += info.live;
+                o.deps.extend(info.deps);
+            }
+            None => {
+                old.insert(s, info);
+            }
+        }
+    }
+    old
 }

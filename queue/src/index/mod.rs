@@ -419,11 +419,17 @@ impl Index {
 
     /// Undoes `attach` and drops the references to every segment.
     fn detach(&mut self, id: MessageId, e: &Entry) {
+        let more = self.more_others.remove(&id).unwrap_or_default();
+        self.detach_from(id, e, &more);
+    }
+
+    /// `detach`, the entry's further status segments (`more_others`)
+    /// already taken out.
+    fn detach_from(&mut self, id: MessageId, e: &Entry, more: &[SegId]) {
         let home = self.seg(e.home.seg);
         home.refs -= 1;
         home.live -= u64::from(e.home.len);
-        let more = self.more_others.remove(&id).unwrap_or_default();
-        for s in e.others.get().into_iter().chain(more) {
+        for &s in e.others.get().iter().chain(more) {
             self.seg(s).refs -= 1;
         }
         self.live_bytes -= u64::from(e.home.len);

@@ -10,17 +10,25 @@
 //! checksums: a record the glance trusts is exactly a record recovery
 //! will replay) but decodes only state records and the ids of the others.
 //! It changes nothing on disk; the full recovery repairs afterwards.
+//!
+//! It also notes which messages each segment holds a record of, so that
+//! the recovery can hand a message to the queue as soon as the last
+//! segment holding one of its records has been read ([`release_plan`]):
+//! delivery of recovered mail starts before the recovery ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::codec::{self, KIND_MESSAGE, KIND_MESSAGE_PRIORITY, KIND_STATE, KIND_STATUS, Record};
+use crate::codec::{
+    self, KIND_MESSAGE, KIND_MESSAGE_PRIORITY, KIND_REMOVE, KIND_STATE, KIND_STATUS, Record,
+};
 use crate::error::QueueError;
 use crate::segment::{self, SEGMENT_HEADER_LEN, SegId};
+use crate::types::MessageId;
 
 use super::Interner;
 
@@ -39,6 +47,10 @@ pub(crate) struct Glance {
     /// fresh segment starts, so that only ever the last segment on disk
     /// can end in a torn write.
     pub torn_tail: Option<(SegId, u64, u64)>,
+    /// Each segment with a usable header, in log order, and the ids of
+    /// the messages it holds a record of (a message, a status, a removal),
+    /// with repeats.
+    pub mentions: Vec<(SegId, Vec<u64>)>,
 }
 
 /// Glances over segments `ids` of the spool at `dir`, in log order: one
@@ -90,6 +102,7 @@ impl Glance {
         let Ok(salt) = segment::decode_header(buf, seg) else {
             return; // quarantined by recovery: nothing in it is replayed
         };
+        self.mentions.push((seg, Vec::new()));
         let outcome = segment::scan(buf, salt, |_, payload, _| self.note(payload, interner));
         if let Some(tail) = outcome.tail.filter(|_| last) {
             self.torn_tail = Some((seg, outcome.valid_end, tail.len));
@@ -99,10 +112,15 @@ impl Glance {
     /// Takes what matters from one valid record's payload.
     fn note(&mut self, payload: &[u8], interner: &mut Interner) {
         match payload.first().copied() {
-            Some(KIND_MESSAGE | KIND_MESSAGE_PRIORITY | KIND_STATUS) => {
+            Some(kind @ (KIND_MESSAGE | KIND_MESSAGE_PRIORITY | KIND_STATUS | KIND_REMOVE)) => {
                 if let Some(id) = payload.get(1..9) {
                     let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
-                    self.max_id = self.max_id.max(id);
+                    if kind != KIND_REMOVE {
+                        self.max_id = self.max_id.max(id);
+                    }
+                    if let Some((_, ids)) = self.mentions.last_mut() {
+                        ids.push(id);
+                    }
                 }
             }
             Some(KIND_STATE) => {
@@ -118,4 +136,28 @@ impl Glance {
             _ => {}
         }
     }
+}
+
+/// For each segment, the messages whose last record is in it: once the
+/// recovery has read that segment, no segment still to read holds a
+/// record of theirs (an outcome, a later retry time, a removal), so they
+/// can join the queue. Ids in ascending order within a segment.
+pub(crate) fn release_plan(mentions: Vec<(SegId, Vec<u64>)>) -> HashMap<SegId, Vec<MessageId>> {
+    let total: usize = mentions.iter().map(|(_, ids)| ids.len()).sum();
+    // About one record a message besides its own (a deferral): sized for
+    // that, it grows once for a fresh spool.
+    let mut last: HashMap<u64, SegId> = HashMap::with_capacity(total / 2);
+    for (seg, ids) in mentions {
+        for id in ids {
+            last.insert(id, seg);
+        }
+    }
+    let mut plan: HashMap<SegId, Vec<MessageId>> = HashMap::new();
+    for (id, seg) in last {
+        plan.entry(seg).or_default().push(MessageId::from_u64(id));
+    }
+    for ids in plan.values_mut() {
+        ids.sort_unstable();
+    }
+    plan
 }

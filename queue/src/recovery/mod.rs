@@ -22,7 +22,7 @@ use crate::index::{Index, Loc, SegInfo};
 use crate::segment::{self, BadRegion, SEGMENT_HEADER_LEN, SegId};
 
 mod glance;
-pub(crate) use glance::{Glance, glance};
+pub(crate) use glance::{Glance, glance, release_plan};
 
 /// Name of the quarantine directory inside the spool.
 pub const QUARANTINE_DIR: &str = "quarantine";
@@ -110,9 +110,13 @@ impl fmt::Display for RecoveryReport {
 /// Where the recovery of a spool opened in the background stands.
 #[derive(Clone, Debug)]
 pub enum Recovery {
-    /// The old segments are being read: their messages are not in the
-    /// queue yet.
-    Running,
+    /// The old segments are being read: a message joins the queue once
+    /// the last segment holding a record of it has been read; `released`
+    /// have so far.
+    Running {
+        /// Messages of the spool back in the queue so far.
+        released: u64,
+    },
     /// Every message is in the queue; what recovery found.
     Done(Arc<RecoveryReport>),
     /// Recovery stopped (an I/O error, or the queue closed): the old
@@ -221,9 +225,19 @@ pub(crate) fn load(dir: &Path, writable: bool, cache_budget: u64) -> Result<Load
     load_segments(dir, &ids, writable, cache_budget, (report, started), None)
 }
 
+/// What a recovery in the background adds to a load.
+pub(crate) struct Background<'a> {
+    /// Set when the queue closes: the load gives up between segments.
+    pub stop: &'a std::sync::atomic::AtomicBool,
+    /// Called after each segment is applied, in log order, with the index
+    /// built so far (to release the messages it completed).
+    pub after_segment: &'a mut dyn FnMut(SegId, &mut Index),
+}
+
 /// Loads segments `ids` (ascending, as listed) of the spool at `dir` into
 /// a fresh index, adding to `report`; the last of them is the one whose
-/// torn tail is cut. Gives up between segments once `stop` is set.
+/// torn tail is cut. In the `background`, gives up between segments once
+/// asked to stop, and says when each segment has been applied.
 ///
 /// Two threads share the work: one reads each segment and checks and
 /// decodes its records, a segment ahead; this one applies them to the
@@ -234,7 +248,7 @@ pub(crate) fn load_segments(
     writable: bool,
     cache_budget: u64,
     (report, started): (RecoveryReport, Instant),
-    stop: Option<&std::sync::atomic::AtomicBool>,
+    mut background: Option<Background<'_>>,
 ) -> Result<Loaded, QueueError> {
     let mut st = Replay {
         index: Index::new(cache_budget),
@@ -242,7 +256,6 @@ pub(crate) fn load_segments(
         max_id: 0,
     };
     let last = ids.last().copied();
-    let stopped = || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire));
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Prepared, QueueError>>(1);
         let reader_ids = ids.to_vec();
@@ -264,10 +277,17 @@ pub(crate) fn load_segments(
             })
             .map_err(|e| QueueError::io("start the recovery thread", e))?;
         for prepared in rx {
-            if stopped() {
-                return Err(QueueError::Closed);
+            let prepared = prepared?;
+            let seg = prepared.seg;
+            if let Some(bg) = &mut background {
+                if bg.stop.load(std::sync::atomic::Ordering::Acquire) {
+                    return Err(QueueError::Closed);
+                }
+                apply_segment(dir, writable, last, &mut st, prepared)?;
+                (bg.after_segment)(seg, &mut st.index);
+            } else {
+                apply_segment(dir, writable, last, &mut st, prepared)?;
             }
-            apply_segment(dir, writable, last, &mut st, prepared?)?;
         }
         Ok::<(), QueueError>(())
     })?;
