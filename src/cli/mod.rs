@@ -518,6 +518,7 @@ fn run(path: &Path) -> ExitCode {
         }
     }
     open_file_limit(&config);
+    crate::limits::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server.runtime_threads())
         .enable_all()
