@@ -80,7 +80,7 @@ async fn run(s: Arc<AdminState>, id: u64, req: Bounce, key: String) {
     // commit: seconds for a million), then bounce them at the pace their
     // DSNs can be built and queued.
     s.jobs.update(id, |p| p.stage = "holding".into());
-    let hold = |m, _| super::hold::mark(s.clone(), m, super::hold::Way::Hold);
+    let hold = |m| super::hold::mark(s.clone(), m, super::hold::Way::Hold);
     walk(&s, id, &req.filter, hold).await;
     s.jobs.update(id, |p| {
         p.held = std::mem::take(&mut p.done_items);
@@ -90,7 +90,7 @@ async fn run(s: Arc<AdminState>, id: u64, req: Bounce, key: String) {
     let held = s.jobs.get(id).map_or(0, |p| p.held);
     tracing::warn!(job = id, held, "bounce: matching mail held; bouncing it");
     let reason: Arc<str> = req.reason.as_str().into();
-    sweep(&s, id, &req.filter, |m, _| {
+    sweep(&s, id, &req.filter, |m| {
         let (delivery, reason) = (s.delivery.clone(), reason.clone());
         async move {
             match delivery.bounce(m.id, &reason).await {

@@ -53,7 +53,7 @@ fn start(s: Arc<AdminState>, req: Filter, way: Way) -> Response {
 }
 
 async fn run(s: Arc<AdminState>, id: u64, req: Filter, way: Way) {
-    sweep(&s, id, &req, |m, _| mark(s.clone(), m, way)).await;
+    sweep(&s, id, &req, |m| mark(s.clone(), m, way)).await;
     if matches!(way, Way::Release) {
         s.wake.notify_one();
     }

@@ -109,8 +109,8 @@ const IN_FLIGHT_KEEP: usize = 100_000;
 /// minutes); those still being delivered then are counted as skipped.
 pub(super) async fn sweep<F, Fut>(s: &AdminState, id: u64, filter: &Filter, act: F)
 where
-    F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
-    Fut: std::future::Future<Output = Acted> + Send + 'static,
+    F: FnMut(::queue::MessageInfo) -> Fut,
+    Fut: std::future::Future<Output = Acted>,
 {
     walk(s, id, filter, act).await;
     s.jobs.update(id, |p| p.finished = true);
@@ -120,8 +120,8 @@ where
 /// several.
 pub(super) async fn walk<F, Fut>(s: &AdminState, id: u64, filter: &Filter, mut act: F)
 where
-    F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
-    Fut: std::future::Future<Output = Acted> + Send + 'static,
+    F: FnMut(::queue::MessageInfo) -> Fut,
+    Fut: std::future::Future<Output = Acted>,
 {
     // A bulk action covers every queued message: wait until all are in.
     s.queue.recovered().await;
@@ -148,7 +148,9 @@ where
 }
 
 /// Acts on the matching messages of one page at once; remembers those
-/// being delivered in `later`.
+/// being delivered in `later`. The actions are polled together by this
+/// task (no task of their own: a million of them would cost a spawn, a
+/// schedule and a join each) and the job's progress is updated once.
 async fn run_page<F, Fut>(
     s: &AdminState,
     id: u64,
@@ -158,30 +160,38 @@ async fn run_page<F, Fut>(
     act: &mut F,
     later: &mut Vec<::queue::MessageId>,
 ) where
-    F: FnMut(::queue::MessageInfo, MessageMeta) -> Fut,
-    Fut: std::future::Future<Output = Acted> + Send + 'static,
+    F: FnMut(::queue::MessageInfo) -> Fut,
+    Fut: std::future::Future<Output = Acted>,
 {
-    let mut running = tokio::task::JoinSet::new();
+    use futures_util::StreamExt;
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let (mut skipped, no_meta) = (0, MessageMeta::default());
     for m in page {
-        let meta = MessageMeta::decode(&m.envelope.meta);
-        if !filter.matches(&m, &meta, scope) {
+        let meta = filter.needs_meta().then(|| MessageMeta::decode(&m.envelope.meta));
+        if !filter.matches(&m, meta.as_ref().unwrap_or(&no_meta), scope) {
             continue;
         }
         if m.in_flight {
-            s.jobs.update(id, |p| p.skipped += 1);
+            skipped += 1;
             if later.len() < IN_FLIGHT_KEEP {
                 later.push(m.id);
             }
             continue;
         }
-        running.spawn(act(m, meta));
+        running.push(act(m));
     }
-    while let Some(done) = running.join_next().await {
-        match done {
-            Ok(Acted::Done) => s.jobs.update(id, |p| p.done_items += 1),
-            Ok(Acted::Skipped) => s.jobs.update(id, |p| p.skipped += 1),
-            Ok(Acted::Unchanged) => {}
-            Ok(Acted::Failed) | Err(_) => s.jobs.update(id, |p| p.failed += 1),
+    let (mut done, mut failed) = (0, 0);
+    while let Some(outcome) = running.next().await {
+        match outcome {
+            Acted::Done => done += 1,
+            Acted::Skipped => skipped += 1,
+            Acted::Unchanged => {}
+            Acted::Failed => failed += 1,
         }
     }
+    s.jobs.update(id, |p| {
+        p.done_items += done;
+        p.skipped += skipped;
+        p.failed += failed;
+    });
 }

@@ -34,7 +34,7 @@ pub(super) async fn start(State(s): State<Arc<AdminState>>, Json(req): Json<Purg
 }
 
 async fn run(s: Arc<AdminState>, id: u64, req: Purge) {
-    sweep(&s, id, &req, |m, _| {
+    sweep(&s, id, &req, |m| {
         let s = s.clone();
         async move {
             match s.queue.remove(m.id).await {

@@ -86,7 +86,7 @@ fn check_destination(s: &AdminState, req: &Rebind) -> Result<(), String> {
 /// scheduled queues moves to the new pool's.
 async fn retry(s: Arc<AdminState>, id: u64, req: Rebind) {
     let now = ::queue::Timestamp::from_system_time(s.clock.system_time());
-    sweep(&s, id, &req.filter, |m, _| {
+    sweep(&s, id, &req.filter, |m| {
         let q = s.queue.clone();
         let delivery = s.delivery.clone();
         async move {

@@ -153,6 +153,12 @@ impl Filter {
     }
 
     /// True if the message matches; `meta` is its decoded metadata.
+    /// Whether [`Filter::matches`] reads the message's metadata (its
+    /// tenant or pool): a sweep decodes it only then.
+    pub fn needs_meta(&self) -> bool {
+        self.tenant.is_some() || self.pool.is_some()
+    }
+
     pub fn matches(&self, m: &MessageInfo, meta: &MessageMeta, scope: &Scope<'_>) -> bool {
         let sender = self
             .sender
