@@ -68,8 +68,9 @@
 //! never written anywhere: after a restart every queued message is due and
 //! the scheduled queues are built again. A restart takes new mail before
 //! the spool is recovered: the queue opens after a glance (the highest id
-//! and the saved state), and the queued mail joins, whole, once every old
-//! spool file has been read (`[queue] recover_in_background`).
+//! and the saved state), and each queued message joins as soon as the
+//! last spool file holding a record of it has been read (`[queue]
+//! recover_in_background`).
 
 pub mod admin;
 pub mod cli;

@@ -167,7 +167,9 @@ async fn run_page<F, Fut>(
     let mut running = futures_util::stream::FuturesUnordered::new();
     let (mut skipped, no_meta) = (0, MessageMeta::default());
     for m in page {
-        let meta = filter.needs_meta().then(|| MessageMeta::decode(&m.envelope.meta));
+        let meta = filter
+            .needs_meta()
+            .then(|| MessageMeta::decode(&m.envelope.meta));
         if !filter.matches(&m, meta.as_ref().unwrap_or(&no_meta), scope) {
             continue;
         }
