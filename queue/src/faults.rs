@@ -18,9 +18,10 @@ pub struct Faults {
     /// Keep failing writes until cleared (a disk that stays full).
     sticky_write: std::sync::atomic::AtomicBool,
     after_sync: Mutex<Option<SyncHook>>,
-    /// While set, a background recovery waits before its merge.
     /// Hold a background recovery once it has released this many messages.
     recovery_held: Mutex<Option<u64>>,
+    /// Fail the background recovery once it has read every old segment.
+    recovery_fails: std::sync::atomic::AtomicBool,
     recovery_gate: std::sync::Condvar,
 }
 
@@ -72,6 +73,27 @@ impl Faults {
     pub fn hold_recovery_after(&self, messages: u64) {
         *self.recovery_held.lock().unwrap() = Some(messages);
         self.recovery_gate.notify_all();
+    }
+
+    /// Makes the background recovery fail with an I/O error once it has
+    /// read (and released from) every old segment, before its merge.
+    pub fn fail_recovery(&self) {
+        self.recovery_fails
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The error the recovery is to end in, if one was asked for.
+    pub(crate) fn recovery_outcome(&self) -> Result<(), crate::QueueError> {
+        match self
+            .recovery_fails
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            true => Err(crate::QueueError::io(
+                "recover the spool",
+                io::Error::other("injected recovery failure"),
+            )),
+            false => Ok(()),
+        }
     }
 
     /// Lets a held background recovery go on.

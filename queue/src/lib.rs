@@ -45,7 +45,9 @@
 //!   once the last segment holding a record of it has been read (the
 //!   glance notes where each message's records end), so none is handed
 //!   out without its latest status. No segment is deleted or compacted
-//!   before every old segment is read.
+//!   before every old segment is read; if the recovery fails, the old
+//!   segments stay untouched until the next open while the new ones are
+//!   collected as usual.
 //! - An operator's marks ([`Queue::reschedule`], [`Queue::hold`],
 //!   [`Queue::release_held`]) are durable the same way; a held recipient
 //!   is kept and never due until released, across restarts and

@@ -106,7 +106,7 @@ fn open_early(
 ) -> Result<(Queue, RecoveryReport), QueueError> {
     let Early { ids, glance, fresh } = early;
     let mentions = glance.mentions;
-    let mut index = Index::recovering(opts.body_cache, glance.states);
+    let mut index = Index::recovering(opts.body_cache, glance.states, fresh.1.id());
     index.active = fresh.1.id();
     let running = Recovery::Running { released: 0 };
     let shared = Arc::new(Shared::new(opts, index, glance.max_id, running));
@@ -163,6 +163,8 @@ fn recover_in_background(
         (report, started),
         Some(background),
     );
+    #[cfg(any(test, feature = "fault-injection"))]
+    let loaded = loaded.and_then(|l| shared.faults.recovery_outcome().map(|()| l));
     let outcome = match loaded {
         Ok(loaded) => {
             #[cfg(any(test, feature = "fault-injection"))]
@@ -184,12 +186,17 @@ fn recover_in_background(
             report.elapsed = started.elapsed();
             Recovery::done(&report)
         }
-        Err(QueueError::Closed) => {
-            Recovery::Failed("the queue closed before recovery ended".into())
-        }
         Err(e) => {
-            tracing::error!(error = %e, "background recovery of the spool failed: its old messages stay on disk, untouched, until the next start");
-            Recovery::Failed(e.to_string().into())
+            shared.index().recovery_failed();
+            match e {
+                QueueError::Closed => {
+                    Recovery::Failed("the queue closed before recovery ended".into())
+                }
+                e => {
+                    tracing::error!(error = %e, released, "background recovery of the spool failed: the old spool files stay on disk, untouched, until the next start (the messages released from them are delivered meanwhile)");
+                    Recovery::Failed(e.to_string().into())
+                }
+            }
         }
     };
     shared.recovery.send_replace(outcome);

@@ -55,7 +55,8 @@ pub struct QueueOptions {
     /// the last segment holding a record of it has been read (until then
     /// it is not handed out, listed or counted), and every one has when
     /// [`crate::Queue::recovered`] returns. No segment is deleted or
-    /// compacted before then. If no fresh segment can be
+    /// compacted before then (should the recovery fail, the old ones stay
+    /// untouched until the next open). If no fresh segment can be
     /// started (a full disk), the open recovers in the foreground as
     /// without this option. Off by default.
     pub recover_in_background: bool,

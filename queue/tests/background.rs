@@ -308,3 +308,39 @@ fn old_mail_is_handed_out_once_its_last_segment_is_read_before_the_recovery_ends
     assert!(delivered.iter().all(|id| q.get(*id).is_none()));
     assert!(kept.iter().all(|id| q.get(*id).is_some()));
 }
+
+#[test]
+fn a_failed_recovery_keeps_the_old_segments_and_collects_the_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let left = old_spool(dir.path(), 600, 200);
+    let old_files = common::segments(dir.path());
+    let rt = runtime();
+    let faults = Arc::new(queue::faults::Faults::default());
+    faults.fail_recovery();
+    let (q, _) = Queue::open(background(dir.path(), &faults)).unwrap();
+    assert!(matches!(rt.block_on(q.recovered()), Recovery::Failed(_)));
+    assert_eq!(q.message_count(), 400, "released before the failure");
+    let (delivered, kept) = left.split_at(100);
+    for id in delivered {
+        rt.block_on(q.update(*id, both_delivered())).unwrap();
+    }
+    // New mail through many fresh segments, all delivered.
+    for i in 0..1500 {
+        let id = rt.block_on(q.enqueue(message(10_000 + i, 2))).unwrap();
+        rt.block_on(q.update(id, both_delivered())).unwrap();
+    }
+    let files = common::segments(dir.path());
+    assert!(
+        old_files.iter().all(|f| files.contains(f)),
+        "no old segment goes without its accounting"
+    );
+    let new = files.len() - old_files.len();
+    assert!(new <= 3, "the fresh segments are collected: {new} left");
+    q.close();
+    drop(q);
+
+    let (q, again) = Queue::open(options(dir.path())).unwrap();
+    assert_eq!(again.messages, kept.len() as u64);
+    assert!(delivered.iter().all(|id| q.get(*id).is_none()));
+    assert!(kept.iter().all(|id| q.get(*id).is_some()));
+}

@@ -8,7 +8,10 @@
 //! their outcome), so nothing written meanwhile refers to them. State
 //! values are read from the glance's provisional copy, shadowed by every
 //! key written since the open. No segment is deleted and none compacted
-//! until the merge: the accounting that decides it is incomplete.
+//! until the merge: the accounting that decides it is incomplete. If the
+//! recovery fails, the merge never comes: the old segments stay as they
+//! are until the next open, and the new ones, whose accounting is whole,
+//! are collected and compacted again.
 //!
 //! A recovered message can join the live index before the merge, once the
 //! last old segment holding a record of it has been read
@@ -39,13 +42,20 @@ pub(crate) struct Recovering {
     /// Keys written since the open, and the segment of each one's latest
     /// record (a removal included).
     written: HashMap<Box<str>, SegId>,
+    /// The first segment written since the open: every old one is below.
+    first_new: SegId,
+    /// The recovery gave up: the old segments stay as they are until the
+    /// next open, and the new ones are collected and compacted again.
+    failed: bool,
 }
 
 impl Recovering {
-    pub fn new(states: BTreeMap<Box<str>, Bytes>) -> Self {
+    pub fn new(states: BTreeMap<Box<str>, Bytes>, first_new: SegId) -> Self {
         Self {
             states,
             written: HashMap::new(),
+            first_new,
+            failed: false,
         }
     }
 
@@ -85,6 +95,27 @@ impl Index {
     /// Whether the index waits for a background recovery's merge.
     pub fn is_recovering(&self) -> bool {
         self.recovering.is_some()
+    }
+
+    /// The background recovery gave up (an I/O error, or the queue
+    /// closed): its merge will not come. The old segments' accounting stays
+    /// incomplete, so they are never deleted or compacted until the next
+    /// open; the segments written since the open are accounted whole (the
+    /// messages released before the failure included) and are collected
+    /// and compacted again.
+    pub fn recovery_failed(&mut self) {
+        if let Some(r) = &mut self.recovering {
+            r.failed = true;
+        }
+    }
+
+    /// Whether segment `seg` may be deleted or compacted as its
+    /// accounting says: always, unless a background recovery has not
+    /// merged (never while it runs; only the new segments once it failed).
+    pub(super) fn collectable(&self, seg: SegId) -> bool {
+        self.recovering
+            .as_ref()
+            .is_none_or(|r| r.failed && seg >= r.first_new)
     }
 
     /// The value of `key` not written since the open, while recovering.

@@ -301,9 +301,10 @@ impl Index {
     pub fn recovering(
         cache_budget: u64,
         states: std::collections::BTreeMap<Box<str>, Bytes>,
+        first_new: SegId,
     ) -> Self {
         Self {
-            recovering: Some(Box::new(merge::Recovering::new(states))),
+            recovering: Some(Box::new(merge::Recovering::new(states, first_new))),
             ..Self::new(cache_budget)
         }
     }
@@ -580,13 +581,13 @@ impl Index {
 
     /// Segments that may be deleted now (see the module docs).
     pub fn deletable(&self) -> Vec<SegId> {
-        if self.recovering.is_some() {
-            return Vec::new(); // the old segments' accounting is not in yet
-        }
         self.segments
             .iter()
             .filter(|(id, s)| {
                 **id != self.active
+                    // Not an old one while a background recovery's
+                    // accounting of them is not in.
+                    && self.collectable(**id)
                     && s.refs == 0
                     && s.deps.iter().all(|d| !self.segments.contains_key(d))
             })
@@ -604,14 +605,11 @@ impl Index {
 
     /// The oldest segment that is neither active nor already deletable.
     pub fn compaction_victim(&self) -> Option<SegId> {
-        if self.recovering.is_some() {
-            return None;
-        }
         let deletable = self.deletable();
         self.segments
             .keys()
             .copied()
-            .find(|id| *id != self.active && !deletable.contains(id))
+            .find(|id| *id != self.active && self.collectable(*id) && !deletable.contains(id))
     }
 
     /// Live messages with any record in `seg`, and their current homes.
