@@ -1,7 +1,7 @@
 //! Operations over a large queue, through the admin API of a running
 //! daemon (the deferred run's restarted one): how long the views take to
-//! answer, and how long a hold, a release, a retry-now, a bounce and a
-//! purge of the whole queue take, each followed to its end, and how many
+//! answer, and how long a hold, a release, a retry-now, a rebind, a bounce
+//! and a purge of the whole queue take, each followed to its end, and how many
 //! delivery attempts the receivers saw meanwhile (delivery goes on).
 
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ pub fn admin(address: std::net::SocketAddr) -> AdminConfig {
 
 /// Times the views, then the operations over every queued message;
 /// `attempts` counts the recipients the receivers were offered.
-pub fn run(admin: &AdminConfig, attempts: &std::sync::atomic::AtomicU64) -> Bulk {
+pub fn run(admin: &AdminConfig, attempts: &std::sync::atomic::AtomicU64, relay: &str) -> Bulk {
     let mut views = Vec::new();
     for (name, path) in [
         ("queue summary", "/v1/queue/summary"),
@@ -62,9 +62,14 @@ pub fn run(admin: &AdminConfig, attempts: &std::sync::atomic::AtomicU64) -> Bulk
     ops.push(counted(retried, a));
     let sender = serde_json::json!({"sender": "app@shop.example", "reason": "bench"});
     let dsns = serde_json::json!({"sender": ""});
+    // Every message sent through a relay host from now on (it defers
+    // too), and made due at once.
+    let rebind =
+        serde_json::json!({"sender": "app@shop.example", "via": [relay], "reason": "bench"});
     for (name, path, body) in [
         ("hold everything", "/v1/hold", &all),
         ("release everything", "/v1/release", &all),
+        ("rebind everything via a relay host", "/v1/rebinds", &rebind),
         ("bounce everything (DSNs queued)", "/v1/bounce", &sender),
         ("purge the DSNs", "/v1/purge", &dsns),
     ] {

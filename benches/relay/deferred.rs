@@ -107,7 +107,8 @@ pub fn run(a: &Args, recipients: u64) {
     settle(again.pid());
     let settled_rss = procstat::rss(again.pid());
     let attempts = &tally.rcpts;
-    let bulk = (!a.no_bulk).then(|| crate::bulk::run(&crate::bulk::admin(admin), attempts));
+    let relay = format!("127.0.1.1:{sink_port}");
+    let bulk = (!a.no_bulk).then(|| crate::bulk::run(&crate::bulk::admin(admin), attempts, &relay));
     again.stop();
 
     print(
