@@ -74,12 +74,15 @@ impl ClusterConfig {
                 ),
             ));
         }
+        // A node's name goes into Redis keys (matched with glob patterns),
+        // headers, metric labels and log lines: a host name's characters.
+        let name_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
         if let Some(n) = &self.node
-            && (n.is_empty() || n.len() > 200 || !n.bytes().all(|b| b.is_ascii_graphic()))
+            && (n.is_empty() || n.len() > 200 || !n.bytes().all(name_char))
         {
             issues.push(Issue::new(
                 key("node"),
-                "must be 1 to 200 printable characters without spaces",
+                format!("{n:?} is not 1 to 200 letters, digits, dots, hyphens or underscores"),
             ));
         }
         if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_graphic()) {

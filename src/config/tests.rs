@@ -278,3 +278,18 @@ fn a_config_round_trips_through_toml() {
     let text = toml::to_string(&c).unwrap();
     assert_eq!(parse(Path::new("t.toml"), &text).unwrap(), c);
 }
+
+#[test]
+fn a_node_name_is_a_host_names_characters() {
+    let cluster =
+        |node: &str| format!("[cluster]\nredis = \"redis://127.0.0.1:1\"\nnode = {node:?}\n");
+    assert_eq!(errors(&cluster("mta-17.eu_west")), Vec::<String>::new());
+    for bad in ["mta\"17", "mta*", "a b", ""] {
+        let e = errors(&cluster(bad));
+        assert!(
+            e.iter()
+                .any(|e| e.contains("cluster.node") && e.contains("letters, digits")),
+            "{bad:?}: {e:?}"
+        );
+    }
+}
