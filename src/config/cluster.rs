@@ -16,7 +16,8 @@ pub struct ClusterConfig {
     /// through: `redis://host:port/db` or, with TLS, `rediss://...`
     /// (a password goes in the URL: `redis://:secret@host:6379`).
     pub redis: String,
-    /// This node's name, unique in the fleet (default: `server.hostname`).
+    /// This node's name, unique in the fleet (default: `server.hostname`):
+    /// letters, digits, dots, hyphens and underscores.
     pub node: Option<String>,
     /// The address peers reach this node's admin API at, for drains
     /// (default: `admin.address`, which must then not be a wildcard).
