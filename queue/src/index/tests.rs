@@ -1,7 +1,7 @@
 //! Unit tests of the index's bookkeeping.
 use super::*;
 use crate::packed::Packed;
-use crate::types::{DomainCount, Envelope, EnvelopeRecipient};
+use crate::types::{DomainCount, Envelope, EnvelopeRecipient, MessageInfo};
 
 fn env(n: usize) -> Packed {
     Packed::pack(&Envelope {
