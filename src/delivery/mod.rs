@@ -26,6 +26,7 @@
 //! dead-site pause, a warm-up share) is never an attempt: only a receiver
 //! (or DNS) being asked counts, and only that writes to the spool.
 
+mod bodies;
 mod budget;
 pub(crate) mod dispatch;
 pub mod dsn;
@@ -179,6 +180,8 @@ type PathKey = (Arc<str>, Arc<str>);
 /// The delivery service.
 pub struct Delivery {
     queue: Arc<Queue>,
+    /// Reads bodies that are not in the spool's cache.
+    bodies: bodies::Bodies,
     router: Swap<Router>,
     egress: Swap<Egress>,
     weights: Swap<Weights>,
@@ -218,6 +221,7 @@ impl Delivery {
         wake: Arc<Notify>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            bodies: bodies::Bodies::new(queue.clone()),
             queue,
             router: Swap::new(router),
             egress: Swap::new(egress),

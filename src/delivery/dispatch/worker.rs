@@ -190,7 +190,7 @@ async fn send(
     };
     let mut msg = Message::new(info, job.dest.pool.clone());
     path.state().sending += 1;
-    let (outcomes, reusable) = match svc.read_body(job.id).await {
+    let (outcomes, reusable) = match svc.bodies.read(job.id).await {
         Some(body) => {
             msg.body = Some(body);
             let c = conn.as_mut().expect("connected by the caller");

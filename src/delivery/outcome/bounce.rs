@@ -109,7 +109,7 @@ impl Delivery {
         }
         let original = match &msg.body {
             Some(b) => b.clone(),
-            None => self.read_body(msg.info.id).await.unwrap_or_default(),
+            None => self.bodies.read(msg.info.id).await.unwrap_or_default(),
         };
         let now = self.clock.system_time();
         let until = msg.info.arrival.saturating_add(self.settings.max_age);
@@ -169,24 +169,6 @@ impl Delivery {
                 tracing::error!(queue_id = %msg.info.id, error = %e, "cannot queue the delivery notice");
                 false
             }
-        }
-    }
-
-    /// A message's body: from the spool's cache, or read on a blocking
-    /// thread (a hop that costs two thread wake-ups, so only on a miss);
-    /// `None` if it cannot be read (logged).
-    pub(crate) async fn read_body(&self, id: queue::MessageId) -> Option<Bytes> {
-        if let Some(b) = self.queue.cached_body(id) {
-            return Some(b);
-        }
-        let q = self.queue.clone();
-        match tokio::task::spawn_blocking(move || q.body(id)).await {
-            Ok(Ok(b)) => Some(b),
-            Ok(Err(e)) => {
-                tracing::error!(queue_id = %id, error = %e, "cannot read the message body");
-                None
-            }
-            Err(_) => None,
         }
     }
 }

@@ -1,0 +1,153 @@
+//! Reading message bodies from the spool without blocking the runtime.
+//!
+//! A body still in the spool's RAM cache (a message's first attempt) is
+//! taken at once. Otherwise the read is a file read, done on the blocking
+//! pool; reads asked for while one is under way join a list that the same
+//! blocking task goes on reading, so a burst of them (delivery after a
+//! restart, when no body is cached; a bounce of a million messages, each
+//! DSN quoting its original) costs one hop to the blocking pool, not one
+//! per message, each with its two thread wake-ups.
+//!
+//! Owns only the list of reads waiting; never changes the spool.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use queue::{MessageId, Queue, QueueError};
+use tokio::sync::oneshot;
+
+type Waiting = (MessageId, oneshot::Sender<Result<Bytes, QueueError>>);
+
+/// Reads waiting for the blocking task, and whether it is running.
+#[derive(Default)]
+struct List {
+    waiting: Vec<Waiting>,
+    running: bool,
+}
+
+/// Reads bodies off the runtime, sharing one blocking task among the
+/// reads asked for at once.
+pub(crate) struct Bodies {
+    queue: Arc<Queue>,
+    list: Arc<Mutex<List>>,
+}
+
+impl Bodies {
+    pub fn new(queue: Arc<Queue>) -> Self {
+        Self {
+            queue,
+            list: Default::default(),
+        }
+    }
+
+    /// A message's body: from the spool's cache, or read on the blocking
+    /// pool; `None` if it cannot be read (logged with its queue id).
+    pub async fn read(&self, id: MessageId) -> Option<Bytes> {
+        if let Some(b) = self.queue.cached_body(id) {
+            return Some(b);
+        }
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut list = lock(&self.list);
+            list.waiting.push((id, tx));
+            !std::mem::replace(&mut list.running, true)
+        };
+        if start {
+            let (queue, list) = (self.queue.clone(), self.list.clone());
+            // Should the runtime refuse the task (shutting down), the
+            // senders are dropped with it and the readers see an error.
+            drop(tokio::task::spawn_blocking(move || read_all(&queue, &list)));
+        }
+        match rx.await {
+            Ok(Ok(b)) => Some(b),
+            Ok(Err(e)) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot read the message body");
+                None
+            }
+            Err(_) => {
+                tracing::error!(queue_id = %id, "cannot read the message body: the reader stopped");
+                None
+            }
+        }
+    }
+}
+
+/// Reads every waiting body, then those asked for meanwhile, until none
+/// is left.
+fn read_all(queue: &Queue, list: &Mutex<List>) {
+    loop {
+        let batch = {
+            let mut l = lock(list);
+            if l.waiting.is_empty() {
+                l.running = false;
+                return;
+            }
+            std::mem::take(&mut l.waiting)
+        };
+        for (id, reply) in batch {
+            let _ = reply.send(queue.body(id)); // the asker may have gone
+        }
+    }
+}
+
+fn lock(list: &Mutex<List>) -> std::sync::MutexGuard<'_, List> {
+    list.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: u64) -> queue::NewMessage {
+        let now = queue::Timestamp::now();
+        queue::NewMessage {
+            id: None,
+            envelope: queue::Envelope {
+                sender: "a@b.example".into(),
+                meta: Default::default(),
+                recipients: vec![queue::EnvelopeRecipient::new("c@d.example")].into(),
+            },
+            arrival: now,
+            first_attempt: now,
+            priority: 0,
+            body: Bytes::from(format!("Subject: {n}\r\n\r\nbody {n}\r\n")),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_asked_for_at_once_each_get_their_own_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = queue::QueueOptions::new(dir.path());
+        opts.body_cache = 0; // every read goes to the file
+        let queue = Arc::new(Queue::open(opts).unwrap().0);
+        let mut ids = Vec::new();
+        for n in 0..300 {
+            ids.push((n, queue.enqueue(message(n)).await.unwrap()));
+        }
+        let bodies = Arc::new(Bodies::new(queue.clone()));
+        let reads = ids.iter().map(|&(n, id)| {
+            let bodies = bodies.clone();
+            tokio::spawn(async move { (n, bodies.read(id).await) })
+        });
+        for read in reads.collect::<Vec<_>>() {
+            let (n, body) = read.await.unwrap();
+            assert_eq!(body, Some(message(n).body), "message {n}");
+        }
+        let gone = queue::MessageId::from_u64(1);
+        assert_eq!(bodies.read(gone).await, None, "an unknown id reads nothing");
+        // The last answer goes out just before the reader looks for more.
+        for _ in 0..500 {
+            if !lock(&bodies.list).running {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert!(!lock(&bodies.list).running, "the reader ended");
+        assert_eq!(
+            bodies.read(ids[0].1).await,
+            Some(message(0).body),
+            "and starts again"
+        );
+        queue.close();
+    }
+}
