@@ -53,10 +53,12 @@ impl Bodies {
             !std::mem::replace(&mut list.running, true)
         };
         if start {
-            let (queue, list) = (self.queue.clone(), self.list.clone());
-            // Should the runtime refuse the task (shutting down), the
-            // senders are dropped with it and the readers see an error.
-            drop(tokio::task::spawn_blocking(move || read_all(&queue, &list)));
+            let reader = Reader {
+                queue: self.queue.clone(),
+                list: self.list.clone(),
+                finished: false,
+            };
+            drop(tokio::task::spawn_blocking(move || reader.run()));
         }
         match rx.await {
             Ok(Ok(b)) => Some(b),
@@ -68,6 +70,32 @@ impl Bodies {
                 tracing::error!(queue_id = %id, "cannot read the message body: the reader stopped");
                 None
             }
+        }
+    }
+}
+
+/// The blocking task's work. Should it never run (the runtime shutting
+/// down drops it) or stop half-way, dropping it lets the reads waiting
+/// fail instead of waiting for ever, and the next read start a new one.
+struct Reader {
+    queue: Arc<Queue>,
+    list: Arc<Mutex<List>>,
+    finished: bool,
+}
+
+impl Reader {
+    fn run(mut self) {
+        read_all(&self.queue, &self.list);
+        self.finished = true;
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut l = lock(&self.list);
+            l.running = false;
+            l.waiting.clear(); // their readers see an error
         }
     }
 }
@@ -114,6 +142,18 @@ mod tests {
         }
     }
 
+    /// Waits (bounded) until no reader runs: the last answer goes out just
+    /// before the reader looks for more.
+    async fn idle(bodies: &Bodies) -> bool {
+        for _ in 0..500 {
+            if !lock(&bodies.list).running {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        false
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_asked_for_at_once_each_get_their_own_body() {
         let dir = tempfile::tempdir().unwrap();
@@ -135,19 +175,31 @@ mod tests {
         }
         let gone = queue::MessageId::from_u64(1);
         assert_eq!(bodies.read(gone).await, None, "an unknown id reads nothing");
-        // The last answer goes out just before the reader looks for more.
-        for _ in 0..500 {
-            if !lock(&bodies.list).running {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        assert!(!lock(&bodies.list).running, "the reader ended");
+        assert!(idle(&bodies).await, "the reader ended");
         assert_eq!(
             bodies.read(ids[0].1).await,
             Some(message(0).body),
             "and starts again"
         );
+
+        // A reader that never ran (a runtime shutting down drops it) lets
+        // the reads waiting fail, and the next read starts another.
+        assert!(idle(&bodies).await);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut l = lock(&bodies.list);
+            l.waiting.push((ids[1].1, tx));
+            l.running = true;
+        }
+        drop(Reader {
+            queue: queue.clone(),
+            list: bodies.list.clone(),
+            finished: false,
+        });
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+        let answer = answer.expect("the waiting read is not left hanging");
+        assert!(answer.is_err(), "it fails");
+        assert_eq!(bodies.read(ids[2].1).await, Some(message(2).body));
         queue.close();
     }
 }
