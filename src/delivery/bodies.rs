@@ -6,10 +6,13 @@
 //! blocking task goes on reading, so a burst of them (delivery after a
 //! restart, when no body is cached; a bounce of a million messages, each
 //! DSN quoting its original) costs one hop to the blocking pool, not one
-//! per message, each with its two thread wake-ups.
+//! per message, each with its two thread wake-ups. When the list grows
+//! (a slow disk), more tasks read it, a few dozen reads at a time each,
+//! up to [`MAX_READERS`]: reads from a cold disk still go in parallel.
 //!
 //! Owns only the list of reads waiting; never changes the spool.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -18,11 +21,17 @@ use tokio::sync::oneshot;
 
 type Waiting = (MessageId, oneshot::Sender<Result<Bytes, QueueError>>);
 
-/// Reads waiting for the blocking task, and whether it is running.
+/// Blocking tasks reading at once, at most.
+const MAX_READERS: usize = 8;
+/// Reads a task takes from the list at a time; another task starts while
+/// more than this many wait per task running.
+const CHUNK: usize = 32;
+
+/// Reads waiting for a blocking task, and how many tasks are running.
 #[derive(Default)]
 struct List {
-    waiting: Vec<Waiting>,
-    running: bool,
+    waiting: VecDeque<Waiting>,
+    running: usize,
 }
 
 /// Reads bodies off the runtime, sharing one blocking task among the
@@ -48,9 +57,12 @@ impl Bodies {
         }
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut list = lock(&self.list);
-            list.waiting.push((id, tx));
-            !std::mem::replace(&mut list.running, true)
+            let mut l = lock(&self.list);
+            l.waiting.push_back((id, tx));
+            let start =
+                l.running == 0 || (l.running < MAX_READERS && l.waiting.len() > CHUNK * l.running);
+            l.running += usize::from(start);
+            start
         };
         if start {
             let reader = Reader {
@@ -94,25 +106,27 @@ impl Drop for Reader {
     fn drop(&mut self) {
         if !self.finished {
             let mut l = lock(&self.list);
-            l.running = false;
-            l.waiting.clear(); // their readers see an error
+            l.running -= 1;
+            if l.running == 0 {
+                l.waiting.clear(); // nobody left to read: their askers see an error
+            }
         }
     }
 }
 
-/// Reads every waiting body, then those asked for meanwhile, until none
-/// is left.
+/// Reads waiting bodies, a chunk at a time, until none is left.
 fn read_all(queue: &Queue, list: &Mutex<List>) {
     loop {
-        let batch = {
+        let chunk: Vec<Waiting> = {
             let mut l = lock(list);
             if l.waiting.is_empty() {
-                l.running = false;
+                l.running -= 1;
                 return;
             }
-            std::mem::take(&mut l.waiting)
+            let n = l.waiting.len().min(CHUNK);
+            l.waiting.drain(..n).collect()
         };
-        for (id, reply) in batch {
+        for (id, reply) in chunk {
             let _ = reply.send(queue.body(id)); // the asker may have gone
         }
     }
@@ -146,7 +160,7 @@ mod tests {
     /// before the reader looks for more.
     async fn idle(bodies: &Bodies) -> bool {
         for _ in 0..500 {
-            if !lock(&bodies.list).running {
+            if lock(&bodies.list).running == 0 {
                 return true;
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -188,8 +202,8 @@ mod tests {
         let (tx, rx) = oneshot::channel();
         {
             let mut l = lock(&bodies.list);
-            l.waiting.push((ids[1].1, tx));
-            l.running = true;
+            l.waiting.push_back((ids[1].1, tx));
+            l.running = 1;
         }
         drop(Reader {
             queue: queue.clone(),
