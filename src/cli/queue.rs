@@ -368,7 +368,7 @@ fn live_summary(s: &QueueSummary) -> String {
         ));
     }
     if s.recovering {
-        out.push_str("The spool is being recovered after a restart: mail queued before it is not counted yet\n");
+        out.push_str("The spool is being recovered after a restart: mail queued before it is counted as it comes back, not all of it yet\n");
     }
     let rows = s
         .domains

@@ -227,7 +227,7 @@ impl Metrics {
         describe(
             RECOVERING,
             None,
-            "1 while the spool is recovered after a restart (mail queued before it is not counted yet), else 0.",
+            "1 while the spool is recovered after a restart (mail queued before it is counted as it comes back, not all of it yet), else 0.",
         );
         describe(SPOOL, Some(Unit::Bytes), "Bytes of spool files on disk.");
         describe(
