@@ -34,8 +34,8 @@ struct List {
     running: usize,
 }
 
-/// Reads bodies off the runtime, sharing one blocking task among the
-/// reads asked for at once.
+/// Reads bodies off the runtime, the reads asked for at once sharing a
+/// blocking task (a few, when many wait).
 pub(crate) struct Bodies {
     queue: Arc<Queue>,
     list: Arc<Mutex<List>>,

@@ -279,14 +279,13 @@ pub(crate) fn load_segments(
         for prepared in rx {
             let prepared = prepared?;
             let seg = prepared.seg;
+            let stop = background.as_ref().map(|bg| bg.stop);
+            if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Acquire)) {
+                return Err(QueueError::Closed);
+            }
+            apply_segment(dir, writable, last, &mut st, prepared)?;
             if let Some(bg) = &mut background {
-                if bg.stop.load(std::sync::atomic::Ordering::Acquire) {
-                    return Err(QueueError::Closed);
-                }
-                apply_segment(dir, writable, last, &mut st, prepared)?;
                 (bg.after_segment)(seg, &mut st.index);
-            } else {
-                apply_segment(dir, writable, last, &mut st, prepared)?;
             }
         }
         Ok::<(), QueueError>(())
