@@ -24,7 +24,7 @@ use crate::tern::{Daemon, Setup, Signing};
 use crate::{Args, inject, internet, procstat};
 
 /// Offered rates; `None` is flat out.
-const RATES: [Option<u64>; 5] = [Some(500), Some(1000), Some(2000), Some(4000), None];
+pub(crate) const RATES: [Option<u64>; 5] = [Some(500), Some(1000), Some(2000), Some(4000), None];
 
 /// Shortest time a paced point runs: enough messages for 10 s of it.
 const POINT_SECS: u64 = 10;
@@ -79,9 +79,15 @@ pub fn run(a: &Args) {
     }
 }
 
+/// How many messages a point offered at `rate` sends: `--messages`, or
+/// 10 s of the rate if that is fewer (at least 1,000).
+pub(crate) fn messages_at(a: &Args, rate: Option<u64>) -> u64 {
+    rate.map_or(a.messages, |r| a.messages.min(r * POINT_SECS).max(1000))
+}
+
 /// One offered rate into fresh receivers and a fresh Tern.
 fn point(a: &Args, kind: Sinks, rate: Option<u64>) -> Point {
-    let messages = rate.map_or(a.messages, |r| a.messages.min(r * POINT_SECS).max(1000));
+    let messages = messages_at(a, rate);
     let mode = match kind {
         Sinks::Rust => internet::SinkMode::Accept,
         Sinks::RustChunking => internet::SinkMode::AcceptChunking,

@@ -17,6 +17,7 @@
 //! cargo bench --bench relay -- --curve             # CPU per message at 500, 1,000, 2,000, 4,000/s and flat out
 //! cargo bench --bench relay -- --rate 2000         # the standard run, offered at 2,000 messages/s
 //! cargo bench --bench relay -- --chunking          # the sinks offer CHUNKING: Tern sends with BDAT
+//! cargo bench --bench relay -- --floor             # the curve's rates into a minimal relay, then Tern
 //! ```
 //!
 //! A run: the fake internet (DNS: `--domains` domains, MX on `--hosts`
@@ -40,6 +41,7 @@ mod curve;
 mod deferred;
 mod events;
 mod fleet;
+mod floor;
 mod inject;
 mod internet;
 mod procstat;
@@ -110,6 +112,8 @@ pub struct Args {
     curve: bool,
     /// The accepting sinks offer CHUNKING (BDAT).
     chunking: bool,
+    /// The curve's rates against the floor relay, then Tern.
+    floor: bool,
 }
 
 fn parse_args() -> Args {
@@ -144,6 +148,7 @@ fn parse_args() -> Args {
         rate: None,
         curve: false,
         chunking: false,
+        floor: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -188,6 +193,7 @@ fn parse_args() -> Args {
             "--rate" => a.rate = Some(num(value()).max(1)),
             "--curve" => a.curve = true,
             "--chunking" => a.chunking = true,
+            "--floor" => a.floor = true,
             "--target" => a.target = Some(value().parse().expect("--target HOST:PORT")),
             "--dkim" => {
                 a.dkim = value()
@@ -208,7 +214,16 @@ fn parse_args() -> Args {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--floor-serve") {
+        floor::serve(&argv[2..]);
+        return;
+    }
     let a = parse_args();
+    if a.floor {
+        floor::run(&a);
+        return;
+    }
     if let Some(sizes) = a.fleet.clone() {
         fleet::run(&a, &sizes);
         return;
