@@ -117,17 +117,23 @@ pub struct Labels<'a> {
     pub tenant: &'a str,
 }
 
-/// Counters by label values, found again without allocating (per message
-/// and per recipient): keyed by a hash of the values, checked against them.
-#[derive(Default)]
-struct Cached(RwLock<HashMap<u64, Vec<Entry>>>);
+/// Counters or histograms by label values, found again without allocating
+/// (per message and per recipient): keyed by a hash of the values, checked
+/// against them.
+struct Cached<H>(RwLock<HashMap<u64, Vec<Entry<H>>>>);
 
-/// A counter and the label values it was registered with.
-type Entry = (Box<[Box<str>]>, Counter);
+/// A handle and the label values it was registered with.
+type Entry<H> = (Box<[Box<str>]>, H);
 
-impl Cached {
-    /// The counter of `values`, registered by `make` the first time.
-    fn get(&self, values: &[&str], make: impl FnOnce() -> Counter) -> Counter {
+impl<H> Default for Cached<H> {
+    fn default() -> Self {
+        Self(RwLock::default())
+    }
+}
+
+impl<H: Clone> Cached<H> {
+    /// The handle of `values`, registered by `make` the first time.
+    fn get(&self, values: &[&str], make: impl FnOnce() -> H) -> H {
         let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(values);
         let same = |k: &[Box<str>]| k.iter().map(|s| &**s).eq(values.iter().copied());
         {
@@ -150,8 +156,13 @@ impl Cached {
 /// The metrics of one running Tern.
 pub struct Metrics {
     recorder: PrometheusRecorder,
-    received: Cached,
-    outcomes: Cached,
+    received: Cached<Counter>,
+    outcomes: Cached<Counter>,
+    /// Transaction durations by provider.
+    transactions: Cached<Histogram>,
+    /// The unlabelled histograms recorded per message and per recipient.
+    accept: Histogram,
+    queue_time: Histogram,
     trend: trend::Trend,
 }
 
@@ -293,10 +304,14 @@ impl Metrics {
             let key = Key::from_parts(RELOADS, vec![Label::new("result", result)]);
             recorder.register_counter(&key, &META).increment(0);
         }
+        let histogram = |name| recorder.register_histogram(&Key::from_static_name(name), &META);
         Self {
+            accept: histogram(ACCEPT),
+            queue_time: histogram(QUEUE_TIME),
             recorder,
             received: Cached::default(),
             outcomes: Cached::default(),
+            transactions: Cached::default(),
             trend: trend::Trend::default(),
         }
     }
@@ -341,8 +356,7 @@ impl Metrics {
 
     /// A delivered recipient spent `secs` in the queue.
     pub fn queue_time(&self, secs: f64) {
-        self.histogram(Key::from_static_name(QUEUE_TIME))
-            .record(secs);
+        self.queue_time.record(secs);
     }
 
     /// A config reload was applied (`true`) or refused.
@@ -361,16 +375,17 @@ impl Metrics {
 
     /// An outbound transaction took `secs`.
     pub fn transaction(&self, provider: &str, secs: f64) {
-        let key = Key::from_parts(
-            TRANSACTION,
-            vec![Label::new("provider", provider.to_owned())],
-        );
-        self.histogram(key).record(secs);
+        self.transactions
+            .get(&[provider], || {
+                let labels = vec![Label::new("provider", provider.to_owned())];
+                (self.recorder).register_histogram(&Key::from_parts(TRANSACTION, labels), &META)
+            })
+            .record(secs);
     }
 
     /// A message was accepted `secs` after its data ended.
     pub fn accepted(&self, secs: f64) {
-        self.histogram(Key::from_static_name(ACCEPT)).record(secs);
+        self.accept.record(secs);
     }
 
     /// A failure or deferral of `class`.
@@ -426,10 +441,6 @@ impl Metrics {
     /// The last hour's rates (for the status page).
     pub fn trend(&self) -> &trend::Trend {
         &self.trend
-    }
-
-    fn histogram(&self, key: Key) -> Histogram {
-        self.recorder.register_histogram(&key, &META)
     }
 
     /// The Prometheus text exposition, with the queue's gauges set from

@@ -452,9 +452,12 @@ impl Connection {
         limit: Duration,
         what: &'static str,
     ) -> Result<RemoteReply, ClientError> {
-        let raw = self.read_raw(limit, what).await?;
-        self.trace.lines(self.peer, &self.host, "<", &raw);
-        parse(&raw)
+        let end = self.fill_reply(limit, what).await?;
+        let raw = &self.rbuf[..end];
+        self.trace.lines(self.peer, &self.host, "<", raw);
+        let reply = parse(raw);
+        self.rbuf.drain(..end);
+        reply
     }
 
     /// Reads the bytes of one whole reply (all its lines).
@@ -463,10 +466,21 @@ impl Connection {
         limit: Duration,
         what: &'static str,
     ) -> Result<Vec<u8>, ClientError> {
+        let end = self.fill_reply(limit, what).await?;
+        Ok(self.rbuf.drain(..end).collect())
+    }
+
+    /// Reads until the read buffer starts with one whole reply (all its
+    /// lines); returns its length.
+    async fn fill_reply(
+        &mut self,
+        limit: Duration,
+        what: &'static str,
+    ) -> Result<usize, ClientError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(end) = reply_end(&self.rbuf)? {
-                return Ok(self.rbuf.drain(..end).collect());
+                return Ok(end);
             }
             if self.rbuf.len() > MAX_REPLY {
                 return Err(ClientError::Protocol("reply too long".into()));
@@ -535,28 +549,35 @@ fn parse(raw: &[u8]) -> Result<RemoteReply, ClientError> {
     let r = ResponseReceiver::default()
         .parse(&mut raw.iter())
         .map_err(|e| ClientError::Protocol(format!("unparseable reply: {e:?}")))?;
-    let text: String = r
-        .message
-        .split('\n')
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(" / ");
-    let text = text
-        .chars()
-        .map(|c| {
-            if c.is_control() || !c.is_ascii() {
-                '?'
-            } else {
-                c
-            }
-        })
-        .take(1000)
-        .collect();
     Ok(RemoteReply {
         code: r.code,
         esc: r.esc,
-        text,
+        text: safe_text(&r.message),
     })
+}
+
+/// A reply's text for logs and bounces, in one allocation: its lines
+/// trimmed and joined by " / ", control and non-ASCII characters as `?`,
+/// at most 1,000 characters.
+fn safe_text(message: &str) -> String {
+    const MAX: usize = 1000;
+    let mut text = String::with_capacity(message.len().min(MAX) + 8);
+    let mut left = MAX;
+    for (i, line) in message.split('\n').map(str::trim).enumerate() {
+        let sep = if i == 0 { "" } else { " / " };
+        for c in sep.chars().chain(line.chars()) {
+            if left == 0 {
+                return text;
+            }
+            text.push(if c.is_control() || !c.is_ascii() {
+                '?'
+            } else {
+                c
+            });
+            left -= 1;
+        }
+    }
+    text
 }
 
 fn capabilities(raw: &[u8]) -> Capabilities {
@@ -609,6 +630,11 @@ mod tests {
             r.text
         );
         assert!(r.text.contains("no such user / X-Evil: 1"), "{}", r.text);
+        assert!(r.text.ends_with("??end"), "{}", r.text);
+        let long = format!("451-{}\r\n451 tail\r\n", "x".repeat(998));
+        let cut = parse(long.as_bytes()).unwrap().text;
+        assert_eq!(cut.len(), 1000, "at most 1,000 characters");
+        assert!(cut.ends_with("x /"), "{cut}");
         let plain = parse(b"421 busy\r\n").unwrap();
         assert_eq!(
             (plain.code, plain.esc, plain.status()),
