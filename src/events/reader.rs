@@ -170,12 +170,12 @@ mod tests {
     use crate::config::values::ByteSize;
     use crate::log::{DeliveryLog, Kind, Record};
 
-    fn record(i: usize) -> Record {
+    fn record(i: usize) -> Record<'static> {
         Record::new(
             Kind::Reception,
             std::time::SystemTime::now(),
             format!("q{i}"),
-            "s@x.example".into(),
+            "s@x.example",
         )
     }
 

@@ -394,7 +394,7 @@ impl Intake {
         let arrival = Timestamp::from_system_time(now);
         let (rcpts, size) = (recipients.len(), data.len() as u64);
         let mut record = self.reception_record(now, id, &sub.sender, &meta, origin, rcpts, size);
-        record.dkim = dkim;
+        record.dkim = dkim.map(Into::into);
         let msg = NewMessage {
             id: Some(id),
             envelope: Envelope {
@@ -588,12 +588,12 @@ impl Intake {
         origin: &Origin,
         rcpts: usize,
         size: u64,
-    ) -> Record {
+    ) -> Record<'static> {
         let mut r = Record::new(Kind::Reception, now, id.to_string(), sender.to_owned());
-        r.message_id = meta.message_id.clone();
+        r.message_id = meta.message_id.clone().map(Into::into);
         r.recipients = Some(rcpts);
         r.size = Some(size);
-        r.client = Some(origin.peer.to_string());
+        r.client = Some(origin.peer.to_string().into());
         r
     }
 

@@ -18,6 +18,7 @@
 
 mod file;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
@@ -64,22 +65,22 @@ pub enum Kind {
 /// One line of the delivery log. Every field that does not apply is left
 /// out of the JSON.
 #[derive(Debug, Clone, Serialize)]
-pub struct Record {
+pub struct Record<'a> {
     /// When, RFC 3339 UTC.
     pub time: String,
     /// What happened.
     #[serde(rename = "type")]
     pub kind: Kind,
     /// The queue id.
-    pub queue_id: String,
+    pub queue_id: Cow<'a, str>,
     /// The Message-ID header, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
+    pub message_id: Option<Cow<'a, str>>,
     /// The envelope sender ("" for `<>`).
-    pub sender: String,
+    pub sender: Cow<'a, str>,
     /// The recipient, for per-recipient events.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub recipient: Option<String>,
+    pub recipient: Option<Cow<'a, str>>,
     /// Recipients, for a reception.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipients: Option<usize>,
@@ -88,39 +89,39 @@ pub struct Record {
     pub size: Option<u64>,
     /// The client, for a reception.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
+    pub client: Option<Cow<'a, str>>,
     /// The tenant the message belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
+    pub tenant: Option<Cow<'a, str>>,
     /// The injecting application's own id (HTTP API).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub custom_id: Option<String>,
+    pub custom_id: Option<Cow<'a, str>>,
     /// The injecting application's own data (HTTP API), a JSON object.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
     /// The egress pool, for delivery outcomes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
+    pub pool: Option<Cow<'a, str>>,
     /// The destination site.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub site: Option<String>,
+    pub site: Option<Cow<'a, str>>,
     /// The egress source.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub source: Option<Cow<'a, str>>,
     /// The address the receiver saw the connection come from (the
     /// source's; behind a proxy, the public address it sends from), when
     /// the source has a fixed one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_ip: Option<String>,
+    pub source_ip: Option<Cow<'a, str>>,
     /// The egress proxy the connection went through (without password).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<String>,
+    pub proxy: Option<Cow<'a, str>>,
     /// The remote host name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_host: Option<String>,
+    pub remote_host: Option<Cow<'a, str>>,
     /// The remote address.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_ip: Option<String>,
+    pub remote_ip: Option<Cow<'a, str>>,
     /// The connection's TLS for a delivery outcome: `verified`
     /// (certificate checked against the MX name), `tls` (encrypted,
     /// unchecked) or `none`.
@@ -134,13 +135,13 @@ pub struct Record {
     pub tls_policy: Option<&'static str>,
     /// The SMTP reply or local reason.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply: Option<String>,
+    pub reply: Option<Cow<'a, str>>,
     /// The reply's code, for delivery outcomes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<u16>,
     /// The reply's enhanced status code (`5.1.1`), for delivery outcomes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub enhanced_code: Option<String>,
+    pub enhanced_code: Option<Cow<'a, str>>,
     /// For a failure or deferral: its class (`config/bounces.toml`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bounce_class: Option<&'static str>,
@@ -156,30 +157,35 @@ pub struct Record {
     /// For a reception with signing on: the `domain/selector` of each DKIM
     /// signature, `none` (no key for its domains) or `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dkim: Option<String>,
+    pub dkim: Option<Cow<'a, str>>,
     /// For a suspension: the rule, what it suspends, and until when.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub rule: Option<Cow<'a, str>>,
     /// See `rule`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<Cow<'a, str>>,
     /// See `rule` (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub until: Option<Cow<'a, str>>,
     /// For a slow-down: the path's new rate.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate: Option<String>,
+    pub rate: Option<Cow<'a, str>>,
 }
 
-impl Record {
+impl<'a> Record<'a> {
     /// A record of `kind` for `queue_id` at `time`, other fields empty.
-    pub fn new(kind: Kind, time: SystemTime, queue_id: String, sender: String) -> Self {
+    pub fn new(
+        kind: Kind,
+        time: SystemTime,
+        queue_id: impl Into<Cow<'a, str>>,
+        sender: impl Into<Cow<'a, str>>,
+    ) -> Self {
         Self {
             time: crate::clock::rfc3339(time),
             kind,
-            queue_id,
+            queue_id: queue_id.into(),
             message_id: None,
-            sender,
+            sender: sender.into(),
             recipient: None,
             recipients: None,
             size: None,
@@ -296,10 +302,13 @@ impl DeliveryLog {
     }
 
     /// Appends one record; never waits for the disk.
-    pub fn write(&self, record: &Record) {
+    pub fn write(&self, record: &Record<'_>) {
         let Some(shared) = &self.shared else { return };
-        let line = match serde_json::to_vec(record) {
-            Ok(l) => l,
+        // Sized for a typical line up front (serde_json would start at 128
+        // bytes and grow it two or three times).
+        let mut line = Vec::with_capacity(1024);
+        let line = match serde_json::to_writer(&mut line, record) {
+            Ok(()) => line,
             Err(e) => {
                 tracing::error!(error = %e, queue_id = %record.queue_id, "cannot encode a delivery log record");
                 return;
@@ -455,7 +464,7 @@ mod tests {
                 Kind::Delivery,
                 SystemTime::UNIX_EPOCH,
                 format!("{i:016X}"),
-                "a@b.example".into(),
+                "a@b.example",
             );
             r.recipient = Some("c@d.example".into());
             r.reply = Some("250 2.0.0 ok \"quoted\"\nnext".into());
@@ -494,7 +503,7 @@ mod tests {
                 Kind::Delivery,
                 SystemTime::UNIX_EPOCH,
                 format!("{i:016X}"),
-                "a@b.example".into(),
+                "a@b.example",
             );
             log.write(&r);
         }
@@ -522,12 +531,7 @@ mod tests {
             ..LogConfig::default()
         };
         let log = DeliveryLog::open(&cfg, "node").unwrap();
-        let r = Record::new(
-            Kind::Delivery,
-            SystemTime::UNIX_EPOCH,
-            "1".into(),
-            String::new(),
-        );
+        let r = Record::new(Kind::Delivery, SystemTime::UNIX_EPOCH, "1", "");
         log.write(&r);
         log.flush();
         // As if the file had been open for two seconds.

@@ -152,7 +152,7 @@ pub fn delivery_log(data: &[u8]) {
     let mut next = || {
         parts
             .next()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .map(|p| std::borrow::Cow::Owned(String::from_utf8_lossy(p).into_owned()))
     };
     let now = std::time::SystemTime::UNIX_EPOCH;
     let mut r = Record::new(
@@ -168,7 +168,7 @@ pub fn delivery_log(data: &[u8]) {
     r.tenant = next();
     r.custom_id = next();
     r.metadata = next().map(|m| serde_json::json!({ "type": m, "note": m }));
-    let node = next().unwrap_or_else(|| "node-1".into());
+    let node = next().unwrap_or_else(|| "node-1".into()).into_owned();
     let mut line = Vec::new();
     frame(
         seq,
@@ -187,8 +187,8 @@ pub fn delivery_log(data: &[u8]) {
     assert_eq!(line_type(&line), name.as_str().map(str::as_bytes));
     assert_eq!(line_seq(&line), Some(seq));
     assert_eq!(v["event_id"], format!("{seq:016x}.{node}"));
-    assert_eq!(v["queue_id"], r.queue_id.as_str());
-    assert_eq!(v["sender"], r.sender.as_str());
+    assert_eq!(v["queue_id"], &*r.queue_id);
+    assert_eq!(v["sender"], &*r.sender);
     for (field, value) in [
         ("recipient", &r.recipient),
         ("reply", &r.reply),

@@ -164,7 +164,7 @@ impl Receiver {
         );
         r.recipients = Some(info.pending().count());
         r.size = Some(info.body_len);
-        r.target = Some(format!("{node} {}", MessageId::from_u64(origin)));
+        r.target = Some(format!("{node} {}", MessageId::from_u64(origin)).into());
         self.log.write(&r);
     }
 

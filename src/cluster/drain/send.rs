@@ -450,7 +450,7 @@ impl Drainer {
                 m.envelope.sender.to_string(),
             );
             r.recipients = Some(m.pending().count());
-            r.target = Some(peer.to_owned());
+            r.target = Some(peer.to_owned().into());
             self.log.write(&r);
         }
         let mut p = self.progress();

@@ -237,13 +237,13 @@ impl Path {
         let id = job.id;
         tracing::warn!(queue_id = %id, rule = %action.rule, target = %action.target, until = %action.end, rate = ?action.rate, reply = %action.reply, "shaping rule fired");
         let mut r = crate::log::Record::new(kind, now, id.to_string(), String::new());
-        r.rate = action.rate.clone();
-        r.site = Some(self.site.to_string());
-        r.source = Some(self.source.name.to_string());
-        r.reply = Some(action.reply);
-        r.rule = Some(action.rule);
-        r.target = Some(action.target.to_string());
-        r.until = Some(action.end);
+        r.rate = action.rate.clone().map(Into::into);
+        r.site = Some(self.site.to_string().into());
+        r.source = Some(self.source.name.to_string().into());
+        r.reply = Some(action.reply.into());
+        r.rule = Some(action.rule.into());
+        r.target = Some(action.target.to_string().into());
+        r.until = Some(action.end.into());
         svc.log.write(&r);
         if kind == crate::log::Kind::Suspension {
             svc.holds_changed();

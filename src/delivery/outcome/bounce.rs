@@ -160,7 +160,7 @@ impl Delivery {
                 let mut r = Record::new(Kind::Reception, now, notice_id.to_string(), String::new());
                 r.recipients = Some(1);
                 r.size = Some(size);
-                r.client = Some(format!("{what} of {}", msg.info.id));
+                r.client = Some(format!("{what} of {}", msg.info.id).into());
                 self.log.write(&r);
                 self.wake.notify_one();
                 true

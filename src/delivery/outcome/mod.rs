@@ -326,12 +326,13 @@ impl Delivery {
             id.to_string(),
             msg.info.envelope.sender.to_string(),
         );
-        r.message_id = msg.meta.message_id.clone();
+        r.message_id = msg.meta.message_id.as_deref().map(Into::into);
         r.reply = Some(match delivered {
             true => format!(
                 "outcomes not written yet ({e}); held until they are; may be delivered twice if Tern stops first"
-            ),
-            false => format!("outcomes not written yet ({e}); held until they are"),
+            )
+            .into(),
+            false => format!("outcomes not written yet ({e}); held until they are").into(),
         });
         self.log.write(&r);
         self.unwritten.hold(id, record);

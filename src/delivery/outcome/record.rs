@@ -9,41 +9,34 @@ impl Delivery {
     pub(super) fn log_outcome(&self, msg: &Message, kind: Kind, o: &Outcome, attempts: u16) {
         let now = self.clock.system_time();
         let info = &msg.info;
-        let mut r = Record::new(
-            kind,
-            now,
-            info.id.to_string(),
-            info.envelope.sender.to_string(),
-        );
-        r.message_id = msg.meta.message_id.clone();
-        r.recipient = info
-            .envelope
-            .recipients
+        let mut r = Record::new(kind, now, info.id.to_string(), &*info.envelope.sender);
+        r.message_id = msg.meta.message_id.as_deref().map(Into::into);
+        r.recipient = (info.envelope.recipients)
             .get(o.index as usize)
-            .map(|rc| rc.address.to_string());
-        r.pool = Some(msg.pool.to_string());
-        r.site = o.site.as_deref().map(str::to_owned);
+            .map(|rc| (&*rc.address).into());
+        r.pool = Some((&*msg.pool).into());
+        r.site = o.site.as_deref().map(Into::into);
         if let Some(s) = &o.source {
-            r.source = Some(s.name.to_string());
-            r.source_ip = s.address.map(|a| a.to_string());
-            r.proxy = s.proxy.as_ref().map(|p| p.public());
+            r.source = Some((&*s.name).into());
+            r.source_ip = s.address.map(|a| a.to_string().into());
+            r.proxy = s.proxy.as_ref().map(|p| p.public().into());
         }
-        r.remote_host = o.host.as_ref().map(|(h, _)| h.clone());
-        r.remote_ip = o.host.as_ref().map(|(_, a)| a.ip().to_string());
+        r.remote_host = o.host.as_ref().map(|(h, _)| h.as_str().into());
+        r.remote_ip = o.host.as_ref().map(|(_, a)| a.ip().to_string().into());
         r.tls = o.tls;
         r.tls_policy = o.tls_policy;
-        r.reply = Some(o.reply.to_string());
+        r.reply = Some(o.reply.to_string().into());
         r.code = Some(o.reply.code);
         let [a, b, c] = o.reply.status();
-        r.enhanced_code = Some(format!("{a}.{b}.{c}"));
+        r.enhanced_code = Some(format!("{a}.{b}.{c}").into());
         if kind != Kind::Delivery {
             let class =
                 (self.settings.classifier).classify(o.reply.code, o.reply.esc, &o.reply.text);
             r.bounce_class = Some(class.name);
             r.bounce_kind = Some(class.kind());
         }
-        r.tenant = msg.meta.tenant.clone();
-        r.custom_id = msg.meta.custom_id.clone();
+        r.tenant = msg.meta.tenant.as_deref().map(Into::into);
+        r.custom_id = msg.meta.custom_id.as_deref().map(Into::into);
         r.metadata = msg
             .meta
             .metadata
