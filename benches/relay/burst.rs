@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::tern::{Daemon, Setup, Signing};
+use crate::tern::{Daemon, Setup};
 use crate::{Args, internet, procstat};
 
 /// The phases: (seconds, messages per second).
@@ -167,13 +167,7 @@ impl Stage {
 
     /// Tern's setup on it.
     pub fn setup(&self) -> Setup<'_> {
-        Setup {
-            dir: self.dir.path(),
-            dns: self.dns,
-            sink_port: self.sink_port,
-            signing: Signing::Off,
-            log_level: "warn",
-        }
+        Setup::plain(self.dir.path(), self.dns, self.sink_port)
     }
 }
 

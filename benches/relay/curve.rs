@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::tern::{Daemon, Setup, Signing};
+use crate::tern::{Daemon, Setup};
 use crate::{Args, inject, internet, procstat};
 
 /// Offered rates; `None` is flat out.
@@ -106,28 +106,12 @@ fn point(a: &Args, kind: Sinks, rate: Option<u64>) -> Point {
         Sinks::SmtpSink => (0..a.hosts).map(|k| smtp_sink(k, sink_port)).collect(),
     };
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        dir: dir.path(),
-        dns,
-        sink_port,
-        signing: Signing::Off,
-        log_level: "warn",
-    };
+    let setup = Setup::plain(dir.path(), dns, sink_port);
     let daemon = Daemon::start(&setup);
     let pid = daemon.pid();
     let cpu0 = procstat::process_cpu(pid);
     let start = Instant::now();
-    let load = inject::Load {
-        target: daemon.addr,
-        messages,
-        size: a.size,
-        domains: a.domains,
-        recipients: 1,
-        first: 0,
-        rate,
-    };
-    let outcome = inject::runtime().block_on(inject::run(load, a.clients));
-    let accepted = outcome.accepted.len();
+    let accepted = offer(a, daemon.addr, rate, messages);
     wait_logged(&dir.path().join("deliveries.jsonl"), accepted, &daemon);
     let took = start.elapsed();
     let cpu = procstat::process_cpu(pid) - cpu0;
@@ -144,6 +128,27 @@ fn point(a: &Args, kind: Sinks, rate: Option<u64>) -> Point {
         cpu_us: cpu * 1e6 / accepted.max(1) as f64,
         peak_rss,
     }
+}
+
+/// Offers `messages` single-recipient messages to `target` at `rate` (the
+/// run's clients, size and domains); returns how many were accepted.
+pub(crate) fn offer(
+    a: &Args,
+    target: std::net::SocketAddr,
+    rate: Option<u64>,
+    messages: u64,
+) -> usize {
+    let load = inject::Load {
+        target,
+        messages,
+        size: a.size,
+        domains: a.domains,
+        recipients: 1,
+        first: 0,
+        rate,
+    };
+    let outcome = inject::runtime().block_on(inject::run(load, a.clients));
+    outcome.accepted.len()
 }
 
 /// `smtp-sink` on MX host `k`'s address (as Debian's Postfix ships it:

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::tern::{Daemon, Setup, Signing};
+use crate::tern::{Daemon, Setup};
 use crate::{Args, inject, internet, procstat};
 
 /// Waits until Tern's CPU time stops moving (less than 20 ms used in a
@@ -45,13 +45,7 @@ pub fn run(a: &Args, recipients: u64) {
         (0, 0),
     );
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        dir: dir.path(),
-        dns,
-        sink_port,
-        signing: Signing::Off,
-        log_level: "warn",
-    };
+    let setup = Setup::plain(dir.path(), dns, sink_port);
     // Deferred for an hour: nothing is tried again during the run unless
     // an operator's retry says so.
     let hour = |c: &mut tern::config::Config| {

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::internet::{self, SinkMode};
-use crate::tern::{Daemon, Setup, Signing};
+use crate::tern::{Daemon, Setup};
 use crate::{Args, inject, procstat};
 
 #[allow(dead_code)]
@@ -124,13 +124,7 @@ fn one(a: &Args, redis: Option<(&redis_server::Redis, u32)>, n: usize) -> Row {
         .map(|i| {
             let d = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&d).unwrap();
-            let setup = Setup {
-                dir: &d,
-                dns,
-                sink_port,
-                signing: Signing::Off,
-                log_level: "warn",
-            };
+            let setup = Setup::plain(&d, dns, sink_port);
             Daemon::start_with(&setup, |c| match redis {
                 Some((r, _)) => node_config(c, Some(&r.url()), i, a.fleet_rate),
                 None => node_config(c, None, i, a.fleet_rate / n as u64),
@@ -230,13 +224,7 @@ fn drain(a: &Args, redis: &redis_server::Redis) {
     let start = |i: usize, port: u16| {
         let d = dir.path().join(format!("node{i}"));
         std::fs::create_dir_all(&d).unwrap();
-        let setup = Setup {
-            dir: &d,
-            dns,
-            sink_port: port,
-            signing: Signing::Off,
-            log_level: "warn",
-        };
+        let setup = Setup::plain(&d, dns, port);
         Daemon::start_with(&setup, |c| {
             node_config(c, Some(&redis.url()), i, 1_000_000);
             c.cluster.as_mut().unwrap().drain_batch = 500;

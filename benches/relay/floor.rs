@@ -46,7 +46,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::tern::{Daemon, Setup, Signing};
+use crate::tern::{Daemon, Setup};
 use crate::{Args, inject, internet, procstat};
 
 /// Connections kept open per MX host (Tern's default `connection_limit`).
@@ -108,13 +108,7 @@ fn point(a: &Args, rate: Option<u64>, messages: u64, target: Target) -> (f64, f6
         (messages as usize, 0),
     );
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        dir: dir.path(),
-        dns,
-        sink_port,
-        signing: Signing::Off,
-        log_level: "warn",
-    };
+    let setup = Setup::plain(dir.path(), dns, sink_port);
     let (addr, pid, running) = match target {
         Target::Floor | Target::FloorInline => {
             let inline = target == Target::FloorInline;
@@ -128,17 +122,7 @@ fn point(a: &Args, rate: Option<u64>, messages: u64, target: Target) -> (f64, f6
     };
     let cpu0 = procstat::process_cpu(pid);
     let start = Instant::now();
-    let load = inject::Load {
-        target: addr,
-        messages,
-        size: a.size,
-        domains: a.domains,
-        recipients: 1,
-        first: 0,
-        rate,
-    };
-    let outcome = inject::runtime().block_on(inject::run(load, a.clients));
-    let accepted = outcome.accepted.len();
+    let accepted = crate::curve::offer(a, addr, rate, messages);
     crate::wait_delivered(&tally, accepted as u64, None);
     let took = start.elapsed();
     let cpu = procstat::process_cpu(pid) - cpu0;
@@ -262,13 +246,7 @@ pub fn serve(args: &[String]) {
     };
     let listen: SocketAddr = listen.parse().unwrap();
     let dir = PathBuf::from(dir);
-    let setup = Setup {
-        dir: &dir,
-        dns: dns.parse().unwrap(),
-        sink_port: sink_port.parse().unwrap(),
-        signing: Signing::Off,
-        log_level: "warn",
-    };
+    let setup = Setup::plain(&dir, dns.parse().unwrap(), sink_port.parse().unwrap());
     let config = crate::tern::config(&setup, listen);
     let file = std::fs::File::create(dir.join("floor.spool")).unwrap();
     let spool = match inline.as_str() {

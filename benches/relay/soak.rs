@@ -65,13 +65,7 @@ pub fn run(a: &Args, minutes: u64) {
         (ids, 0),
     );
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        dir: dir.path(),
-        dns,
-        sink_port,
-        signing: Signing::Off,
-        log_level: "warn",
-    };
+    let setup = Setup::plain(dir.path(), dns, sink_port);
     let mut daemon = Daemon::start_with(&setup, |c| {
         c.delivery.retry_first = tern::config::values::Duration::from_secs(60);
         c.routes.push(tern::config::RouteConfig {

@@ -34,6 +34,19 @@ pub struct Setup<'a> {
     pub log_level: &'a str,
 }
 
+impl<'a> Setup<'a> {
+    /// The usual run: no DKIM, diagnostics at `warn`.
+    pub fn plain(dir: &'a Path, dns: SocketAddr, sink_port: u16) -> Self {
+        Self {
+            dir,
+            dns,
+            sink_port,
+            signing: Signing::Off,
+            log_level: "warn",
+        }
+    }
+}
+
 /// The config of a run.
 pub fn config(s: &Setup<'_>, listen: SocketAddr) -> Config {
     let mut c = Config::default();
