@@ -8,13 +8,15 @@
 //! `[delivery.timeouts]`.
 
 mod conn;
+mod reply;
 mod tls;
 mod transaction;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-pub use conn::{Capabilities, Connection, Greeting, parse_reply};
+pub use conn::{Capabilities, Connection, Greeting};
+pub use reply::parse_reply;
 pub use tls::{TlsFailure, Verifier};
 pub use transaction::{RcptRequest, RcptResult, TxnRequest, local_reply, stuff as dot_stuff};
 
