@@ -78,6 +78,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         ("auth", old.auth != new.auth),
         ("dns", old.dns != new.dns),
         ("admin", old.admin != new.admin),
+        ("api", old.api != new.api),
+        ("events", old.events != new.events),
+        ("tls_policy", old.tls_policy != new.tls_policy),
         ("cluster", old.cluster != new.cluster),
         ("delivery", &d_old != d_new),
     ]
@@ -209,5 +212,22 @@ pub(super) async fn get(State(s): State<Arc<AdminState>>) -> Response {
     match &s.reloader {
         Some(r) => Json(r.state()).into_response(),
         None => super::error(StatusCode::SERVICE_UNAVAILABLE, "no config state"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_a_reload_cannot_apply_is_named_and_one_it_applies_is_not() {
+        let old = Config::default();
+        let mut new = old.clone();
+        assert!(needs_restart(&old, &new).is_empty());
+        new.tls_policy.mta_sts = !new.tls_policy.mta_sts;
+        new.events.bounce_rules = Some("rules.toml".into());
+        new.api.token = Some("t".into());
+        new.delivery.connection_limit += 1;
+        assert_eq!(needs_restart(&old, &new), ["api", "events", "tls_policy"]);
     }
 }
