@@ -9,6 +9,7 @@
 //!   policy does not name defers the mail, never plaintext.
 //! - A cached `enforce` policy holds across a restart when the record
 //!   changes and the new policy cannot be fetched.
+//! - A reload that turns MTA-STS on holds the next mail to the policy.
 //! - `testing`: delivered anyway; the failure is in the TLS report.
 
 mod common;
@@ -231,6 +232,56 @@ async fn a_cached_enforce_policy_holds_across_a_restart_when_the_new_one_cannot_
     let d = records(&log, "transient_failure", "w@alpha.test");
     assert_eq!(d.len(), 1, "{log:#?}");
     assert_eq!(d[0]["tls_policy"], "mta-sts");
+    lab.net.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_turning_mta_sts_on_holds_the_next_mail_to_the_policy() {
+    // The policy names no MX Tern may use: once it is looked up, mail for
+    // alpha.test waits.
+    let lab = Lab::new(&policy("enforce", "*.elsewhere.test")).await;
+    let mx = lab.mx(Mx::Valid).await;
+    let (mut cfg, admin) = lab.config();
+    cfg.tls_policy.mta_sts = false;
+    let file = lab.net.dir.path().join("tern.toml");
+    let tern = common::admin::start_from_file(cfg.clone(), &file).await;
+    send(&tern, "before@alpha.test").await;
+    assert_eq!(
+        mx.wait_received(1, WAIT).await.len(),
+        1,
+        "no policy looked up"
+    );
+    assert_eq!(lab.host.hits(), 0);
+
+    cfg.tls_policy.mta_sts = true;
+    let done = common::admin::reload_with(&admin, &file, &cfg)
+        .await
+        .unwrap();
+    assert!(
+        !done
+            .needs_restart
+            .iter()
+            .any(|s| s.starts_with("tls_policy")),
+        "{done:?}"
+    );
+    assert!(done.applied.iter().any(|s| s == "tls policy"), "{done:?}");
+    send(&tern, "after@alpha.test").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tern.stop().await;
+    assert_eq!(mx.received().len(), 1, "the policy holds the new mail back");
+    assert!(
+        lab.host.hits() >= 1,
+        "the policy was fetched after the reload"
+    );
+    mx.stop().await;
+    let log = lab.net.log();
+    let d = records(&log, "transient_failure", "after@alpha.test");
+    assert_eq!(d.len(), 1, "{log:#?}");
+    let reply = d[0]["reply"].as_str().unwrap();
+    assert!(
+        reply.contains("4.7.5") && reply.contains("MTA-STS"),
+        "{reply}"
+    );
     lab.net.stop().await;
 }
 

@@ -6,10 +6,11 @@
 //! (the per-path defaults of `[delivery]`, providers, sites, domains,
 //! sources, tenants, rules), sources and pools (a source taken out of a
 //! pool gets none of its mail from then on, even mail already waiting),
-//! routes, tenants' pools and priorities, and the DKIM keys (read from
-//! their files again). Sections that changed but need a restart
-//! (listeners, the spool, AUTH users, the admin listener...) are reported
-//! as such. `GET /v1/config` shows the config in
+//! routes, tenants' pools and priorities, the DKIM keys (read from
+//! their files again) and the TLS policies (`[tls_policy]`, built again by
+//! the daemon's builder). Sections that changed but need a restart
+//! (listeners, the spool, AUTH users, the admin listener, the TLS reports'
+//! sender...) are reported as such. `GET /v1/config` shows the config in
 //! force (an id from its content) and the recent history.
 
 use std::sync::{Arc, Mutex};
@@ -34,11 +35,21 @@ const HISTORY: usize = 10;
 /// Reloads the config file into a running Tern.
 pub struct Reloader {
     delivery: Arc<Delivery>,
+    /// Builds the TLS policy component for a new `[tls_policy]`.
+    tls_policies: Option<TlsBuilder>,
     metrics: Arc<crate::metrics::Metrics>,
     routing: Arc<Swap<IntakeRouting>>,
     running: Mutex<(Config, Vec<ConfigVersion>)>,
     failures: std::sync::atomic::AtomicU64,
 }
+
+/// Builds delivery's TLS policy component for a `[tls_policy]` (the
+/// daemon's parts: resolver, trust anchors, CA roots, the reports' counts).
+pub type TlsBuilder = Box<
+    dyn Fn(&crate::config::TlsPolicyConfig) -> Result<crate::tlspolicy::TlsPolicies, String>
+        + Send
+        + Sync,
+>;
 
 /// The id of a config: the start of the SHA-256 of its file and its
 /// include file.
@@ -80,7 +91,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         ("admin", old.admin != new.admin),
         ("api", old.api != new.api),
         ("events", old.events != new.events),
-        ("tls_policy", old.tls_policy != new.tls_policy),
+        (
+            "tls_policy reports",
+            report_settings(old) != report_settings(new),
+        ),
         ("cluster", old.cluster != new.cluster),
         ("delivery", &d_old != d_new),
     ]
@@ -88,6 +102,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     .filter(|(_, changed)| *changed)
     .map(|(name, _)| name.to_owned())
     .collect()
+}
+
+/// What the daily TLS reports' sender took at start (a reload puts the
+/// rest of `[tls_policy]` in force).
+fn report_settings(c: &Config) -> impl PartialEq + '_ {
+    let t = &c.tls_policy;
+    (
+        t.reports,
+        (&t.report_from, &t.report_organization, &t.report_contact),
+        (t.https_port, t.fetch_timeout),
+    )
 }
 
 impl Reloader {
@@ -104,11 +129,19 @@ impl Reloader {
         };
         Self {
             delivery,
+            tls_policies: None,
             metrics,
             routing,
             running: Mutex::new((config, vec![first])),
             failures: Default::default(),
         }
+    }
+
+    /// Lets reloads put a changed `[tls_policy]` in force, built by
+    /// `build` (without it, a change needs a restart).
+    pub fn with_tls_policies(mut self, build: TlsBuilder) -> Self {
+        self.tls_policies = Some(build);
+        self
     }
 
     fn refuse(&self, errors: Vec<String>) -> ReloadRefused {
@@ -132,12 +165,28 @@ impl Reloader {
         };
         let (new, prepared) = crate::config::load_with(&path, crate::prepare::prepare)
             .map_err(|e| self.refuse(e.0.iter().map(|e| e.to_string()).collect()))?;
-        let restart = needs_restart(&running.0, &new);
+        let mut restart = needs_restart(&running.0, &new);
         let dkim = self
             .dkim(&new, prepared.dkim_keys)
             .map_err(|e| self.refuse(vec![e.to_string()]))?;
+        let tls = match &self.tls_policies {
+            Some(build) if running.0.tls_policy != new.tls_policy => Some(
+                build(&new.tls_policy)
+                    .map_err(|e| self.refuse(vec![format!("tls_policy: {e}")]))?,
+            ),
+            Some(_) => None,
+            None => {
+                if running.0.tls_policy != new.tls_policy {
+                    restart.push("tls_policy".to_owned());
+                }
+                None
+            }
+        };
         self.routing.set(IntakeRouting::new(&new, dkim));
         self.delivery.reload(&new);
+        if let Some(policies) = tls {
+            self.delivery.set_tls_policies(policies);
+        }
         let version = ConfigVersion {
             id: id_of(&new),
             applied: crate::clock::rfc3339(SystemTime::now()),
@@ -156,6 +205,7 @@ impl Reloader {
             "routes",
             "tenants",
             "dkim keys",
+            "tls policy",
         ];
         Ok(Reloaded {
             id: version.id,
@@ -225,9 +275,14 @@ mod tests {
         let mut new = old.clone();
         assert!(needs_restart(&old, &new).is_empty());
         new.tls_policy.mta_sts = !new.tls_policy.mta_sts;
+        new.delivery.connection_limit += 1;
+        assert!(needs_restart(&old, &new).is_empty(), "reloaded");
         new.events.bounce_rules = Some("rules.toml".into());
         new.api.token = Some("t".into());
-        new.delivery.connection_limit += 1;
-        assert_eq!(needs_restart(&old, &new), ["api", "events", "tls_policy"]);
+        new.tls_policy.report_contact = Some("ops@example.com".into());
+        assert_eq!(
+            needs_restart(&old, &new),
+            ["api", "events", "tls_policy reports"]
+        );
     }
 }

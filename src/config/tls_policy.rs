@@ -1,6 +1,7 @@
 //! `[tls_policy]`: the TLS policies recipient domains publish, as Tern
 //! honours them (MTA-STS, RFC 8461), and the TLS reports (RFC 8460) it
-//! sends them about its sessions.
+//! sends them about its sessions. A reload puts a changed section in force,
+//! except the report sender's own settings (see `admin::reload`).
 
 use serde::{Deserialize, Serialize};
 

@@ -9,6 +9,7 @@
 //! log and the queue are flushed and closed.
 
 mod admin;
+mod spool;
 mod tls_policy;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use queue::{Queue, RecoveryReport};
+use queue::Queue;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -107,7 +108,7 @@ pub async fn run(
     }
     let resolver: Arc<dyn Resolver> =
         Arc::new(HickoryResolver::new(&config.dns).map_err(anyhow::Error::msg)?);
-    let queue = open_queue(&config).await?;
+    let queue = spool::open_queue(&config).await?;
     serve(config, prepared, bound, resolver, queue, shutdown).await
 }
 
@@ -216,7 +217,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let prepared = prepared(&config)?;
-    let queue = open_queue(&config).await?;
+    let queue = spool::open_queue(&config).await?;
     serve(config, prepared, bound, resolver, queue, shutdown).await
 }
 
@@ -263,7 +264,7 @@ async fn serve(
         log_filter,
     } = prepared;
     let services = Services::new(&config, dkim_keys, queue.clone(), log.clone(), Clock::new())?;
-    let recovery = tokio::spawn(watch_recovery(queue.clone(), services.wake.clone()));
+    let recovery = tokio::spawn(spool::watch_recovery(queue.clone(), services.wake.clone()));
     adopt_legacy_rebinds(&config, &queue).await?;
     let node = services.node.clone();
     let cluster = match &config.cluster {
@@ -274,9 +275,13 @@ async fn serve(
     let (mut settings, actions_slot) =
         delivery_settings(&config, &services, &queue, fleet.clone(), &ca_roots);
     let anchors = trust_anchors.as_ref();
-    let (tls_policies, tls_reports) =
-        tls_policy::policies(&config, &services, resolver.clone(), &ca_roots, anchors)?;
-    settings.tls = tls_policies;
+    let tls_parts =
+        tls_policy::Parts::new(&config, &services, resolver.clone(), &ca_roots, anchors);
+    let tls_policies = tls_parts
+        .build(&config.tls_policy)
+        .map_err(anyhow::Error::msg)?;
+    let tls_reports = tls_parts.sender(&config, &services);
+    settings.tls = Arc::new(crate::swap::Swap::new(tls_policies));
     settings.tracer = services.tracer.clone();
     let shaper = settings.shaper.clone();
     let delivery = Delivery::new(
@@ -288,12 +293,15 @@ async fn serve(
         settings,
         services.wake.clone(),
     );
-    let reloader = Arc::new(crate::admin::reload::Reloader::new(
-        config.clone(),
-        delivery.clone(),
-        services.routing.clone(),
-        services.metrics.clone(),
-    ));
+    let reloader = Arc::new(
+        crate::admin::reload::Reloader::new(
+            config.clone(),
+            delivery.clone(),
+            services.routing.clone(),
+            services.metrics.clone(),
+        )
+        .with_tls_policies(Box::new(move |t| tls_parts.build(t))),
+    );
     let fleet_tasks =
         start_fleet(cluster.as_ref(), &queue, &shaper, &delivery, services.clock).await;
     let hangup = tokio::spawn(reload_on_sighup(reloader.clone()));
@@ -535,67 +543,4 @@ pub fn session_context(
         memory: services.memory.clone(),
         tracer: services.tracer.clone(),
     })
-}
-
-/// Opens and recovers the spool (blocking work, off the reactor) and logs
-/// the recovery report.
-async fn open_queue(config: &Config) -> anyhow::Result<Arc<Queue>> {
-    let opts = config.queue.options();
-    let path = opts.path.clone();
-    let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(opts))
-        .await
-        .context("opening the queue")?
-        .with_context(|| format!("cannot open the spool at {}", path.display()))?;
-    if queue.is_recovering() {
-        tracing::info!(
-            bytes_read = report.bytes_read,
-            elapsed_ms = report.elapsed.as_millis() as u64,
-            "spool glanced at: taking new mail while the queued mail is recovered"
-        );
-    }
-    Ok(Arc::new(queue))
-}
-
-/// Wakes delivery each time a background recovery of the spool brings
-/// queued mail back, and logs the recovery once it has ended (at once
-/// unless it runs in the background).
-async fn watch_recovery(queue: Arc<Queue>, wake: Arc<Notify>) {
-    let mut recovery = queue.watch_recovery();
-    loop {
-        let now = recovery.borrow_and_update().clone();
-        wake.notify_one();
-        match now {
-            queue::Recovery::Done(report) => return log_recovery(&report),
-            queue::Recovery::Failed(why) => {
-                tracing::error!(%why, "the spool's queued mail could not be recovered: it stays on disk for the next start");
-                return;
-            }
-            queue::Recovery::Running { .. } => {}
-        }
-        if recovery.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-fn log_recovery(r: &RecoveryReport) {
-    tracing::info!(
-        messages = r.messages,
-        recipients = r.recipients,
-        body_bytes = r.body_bytes,
-        segments = r.segments,
-        elapsed_ms = r.elapsed.as_millis() as u64,
-        "spool recovered"
-    );
-    let damaged = r.corrupt_records + r.unknown_records + r.quarantined_segments.len() as u64;
-    if damaged > 0 || r.torn_tail_bytes > 0 || !r.ignored_files.is_empty() {
-        tracing::warn!(
-            corrupt_records = r.corrupt_records,
-            torn_tail_bytes = r.torn_tail_bytes,
-            unknown_records = r.unknown_records,
-            quarantined_segments = r.quarantined_segments.len(),
-            ignored_files = r.ignored_files.len(),
-            "spool recovery found damage or foreign files: {r}"
-        );
-    }
 }

@@ -97,8 +97,9 @@ pub struct Settings {
     /// The certificate check of every STARTTLS.
     pub verifier: crate::smtp::client::Verifier,
     /// The TLS policies domains publish, and the sessions' reports
-    /// (none looked up until the daemon sets them).
-    pub tls: Arc<crate::tlspolicy::TlsPolicies>,
+    /// (none looked up until the daemon sets them; a reload replaces
+    /// them).
+    pub tls: Arc<crate::swap::Swap<crate::tlspolicy::TlsPolicies>>,
     /// Where connections are traced (a tracer of its own until the daemon
     /// sets the one the admin API watches).
     pub tracer: Arc<crate::trace::Tracer>,
@@ -135,7 +136,7 @@ impl Settings {
             }),
             timeouts: d.timeouts,
             weights: Weights::new(config),
-            tls: Arc::new(crate::tlspolicy::TlsPolicies::off()),
+            tls: Arc::new(crate::swap::Swap::new(crate::tlspolicy::TlsPolicies::off())),
             tracer: crate::trace::Tracer::new(),
             verifier: crate::smtp::client::Verifier::new(ca_roots),
             classifier: Arc::new(
@@ -454,12 +455,19 @@ impl Delivery {
     /// publishes.
     pub async fn tls_route(&self, domain: &str) -> Result<crate::dns::route::Route, RouteError> {
         let route = self.router.get().route(domain).await?;
-        self.settings.tls.apply(domain, route).await
+        let policies = self.settings.tls.get();
+        policies.apply(domain, route).await
     }
 
-    /// The TLS policy component.
-    pub fn tls_policies(&self) -> &Arc<crate::tlspolicy::TlsPolicies> {
-        &self.settings.tls
+    /// The TLS policy component in force.
+    pub fn tls_policies(&self) -> Arc<crate::tlspolicy::TlsPolicies> {
+        self.settings.tls.get()
+    }
+
+    /// Puts the TLS policy component of a reloaded `[tls_policy]` in
+    /// force (see [`crate::admin::reload`]).
+    pub fn set_tls_policies(&self, policies: crate::tlspolicy::TlsPolicies) {
+        self.settings.tls.set(policies);
     }
 
     /// True if the config in force has a pool named `name`.

@@ -70,7 +70,7 @@ fn count(
         mx_ip: mx.ip(),
         failure,
     };
-    svc.settings.tls.session(domain, route, &session);
+    svc.settings.tls.get().session(domain, route, &session);
     let result = failure.map_or("ok", |(f, _)| f.result_type());
     (svc.settings.metrics).tls_session(route.policy.label(route.tls), result);
 }
