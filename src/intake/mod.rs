@@ -9,6 +9,7 @@
 //! signature covers the bytes that will be delivered. It never speaks
 //! SMTP: the server maps its errors to replies (`smtp::reply::intake_refusal`).
 
+mod body;
 pub mod headers;
 
 use std::collections::{HashMap, HashSet};
@@ -24,7 +25,6 @@ use crate::dkim::Dkim;
 use crate::log::{DeliveryLog, Kind, Record};
 use crate::swap::Swap;
 
-use bytes::Bytes;
 use queue::{
     Envelope, EnvelopeRecipient, Health, MessageId, NewMessage, Queue, QueueError, Timestamp,
 };
@@ -357,7 +357,7 @@ impl Intake {
                 .add_message_id
                 .then(|| headers::message_id_value(id, &self.settings.hostname, now))
         });
-        let data = self.add_missing_headers(data, start, id, &facts, now);
+        let data = body::add_missing_headers(&self.settings, data, start, (id, &facts, now));
         let (data, dkim) = self
             .sign(
                 &routing,
@@ -405,7 +405,7 @@ impl Intake {
             arrival,
             first_attempt: arrival,
             priority: priority.rank(),
-            body: Bytes::from(data),
+            body: body::exact(data),
         };
         self.queue.enqueue(msg).await?;
         let pool = meta.pool.as_deref().unwrap_or(&routing.default_pool);
@@ -595,32 +595,5 @@ impl Intake {
         r.size = Some(size);
         r.client = Some(origin.peer.to_string().into());
         r
-    }
-
-    /// Inserts Message-ID and Date after the Received header when the
-    /// client's headers lack them (a copy, only in that case).
-    fn add_missing_headers(
-        &self,
-        data: Vec<u8>,
-        start: usize,
-        id: MessageId,
-        facts: &headers::HeaderFacts,
-        now: SystemTime,
-    ) -> Vec<u8> {
-        let mut extra = String::new();
-        if self.settings.add_message_id && !facts.message_id {
-            extra.push_str(&headers::message_id(id, &self.settings.hostname, now));
-        }
-        if self.settings.add_date && !facts.date {
-            extra.push_str(&headers::date(now));
-        }
-        if extra.is_empty() {
-            return data;
-        }
-        let mut out = Vec::with_capacity(data.len() + extra.len());
-        out.extend_from_slice(&data[..start]);
-        out.extend_from_slice(extra.as_bytes());
-        out.extend_from_slice(&data[start..]);
-        out
     }
 }
