@@ -205,11 +205,11 @@ impl Reloader {
             "routes",
             "tenants",
             "dkim keys",
-            "tls policy",
         ];
+        let tls = self.tls_policies.is_some().then_some("tls policy");
         Ok(Reloaded {
             id: version.id,
-            applied: applied.into_iter().map(String::from).collect(),
+            applied: applied.into_iter().chain(tls).map(String::from).collect(),
             needs_restart: restart,
         })
     }
