@@ -106,8 +106,7 @@ fn open_early(
 ) -> Result<(Queue, RecoveryReport), QueueError> {
     let Early { ids, glance, fresh } = early;
     let mentions = glance.mentions;
-    let mut index = Index::recovering(opts.body_cache, glance.states, fresh.1.id());
-    index.active = fresh.1.id();
+    let index = Index::recovering(opts.body_cache, glance.states, fresh.1.id());
     let running = Recovery::Running { released: 0 };
     let shared = Arc::new(Shared::new(opts, index, glance.max_id, running));
     let (tx, rx) = mpsc::channel();

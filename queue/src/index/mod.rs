@@ -136,7 +136,8 @@ impl Index {
     }
 
     /// An index for a spool recovered in the background, serving the
-    /// glance's state values until the merge.
+    /// glance's state values until the merge; new writes go to
+    /// `first_new`, the segment started at the open.
     pub fn recovering(
         cache_budget: u64,
         states: std::collections::BTreeMap<Box<str>, Bytes>,
@@ -144,6 +145,7 @@ impl Index {
     ) -> Self {
         Self {
             recovering: Some(Box::new(merge::Recovering::new(states, first_new))),
+            active: first_new,
             ..Self::new(cache_budget)
         }
     }
